@@ -1,0 +1,1 @@
+"""Test tools shipped with the package, shared by tests and simnet (after ethereum/ddht)."""
