@@ -1,0 +1,1 @@
+"""Decentralised trading: local books from gossip, takes and swaps, certified fills."""
