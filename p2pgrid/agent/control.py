@@ -1,0 +1,71 @@
+"""Real-time decision for the current slot, given what the slot actually brings (pure).
+
+A plan is made from forecasts; the slot's real load and PV differ. Following the plan's setpoint
+blindly sends every forecast error to the grid at the worst price (import at ``buy``, export at
+``sell``). Instead the controller re-decides the *current* slot with the slot's measured load and
+PV and the plan's value-to-go after the slot (``BatteryPlan.value_after_first``, linear between
+grid levels), choosing the SoC change ``d`` that minimises::
+
+    cost_0(d; actual load, actual PV) + V_1(soc + d)
+
+over the same device limits the planner uses. The objective is piecewise linear in ``d`` with
+kinks where the bus energy changes sign, where the net grid exchange is zero and at the grid
+levels, so its minimum is at one of those points or at a limit: the controller evaluates exactly
+those candidates. Everything after the current slot still comes from the plan.
+
+On real hardware this is what a battery inverter's local loop does within a slot when it tracks
+the plan with measured power; in simulation it is applied to the slot's metered totals.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from p2pgrid.agent.battery import BatteryLimits
+from p2pgrid.agent.plan import BatteryPlan, SlotPrices, transition_cost
+
+
+def stored_change_bounds(limits: BatteryLimits, soc_wh: float, slot_s: int) -> tuple[float, float]:
+    """The least and greatest SoC change allowed in one slot from ``soc_wh``."""
+    low = max(-limits.max_discharge_stored_wh(slot_s), limits.floor_wh - soc_wh)
+    high = min(limits.max_charge_stored_wh(slot_s), limits.ceiling_wh - soc_wh)
+    if soc_wh < limits.floor_wh:  # outside the band: only toward it
+        low = 0.0
+        high = max(high, 0.0)
+    if soc_wh > limits.ceiling_wh:
+        high = 0.0
+        low = min(low, 0.0)
+    return low, high
+
+
+def interpolate_value(levels: Sequence[int], values: Sequence[float], soc_wh: float) -> float:
+    """Cost-to-go at ``soc_wh``, linear between grid levels and flat beyond the ends."""
+    if soc_wh <= levels[0]:
+        return values[0]
+    if soc_wh >= levels[-1]:
+        return values[-1]
+    upper = bisect.bisect_right(levels, soc_wh)
+    lower = upper - 1
+    share = (soc_wh - levels[lower]) / (levels[upper] - levels[lower])
+    return values[lower] + share * (values[upper] - values[lower])
+
+
+def decide_slot(plan: BatteryPlan, limits: BatteryLimits, soc_wh: float, load_wh: float, pv_wh: float,
+                prices: SlotPrices, slot_s: int, *, cycle_cost: float = 0.0) -> float:
+    """SoC change (Wh, + charging) for the current slot given its actual load and PV."""
+    low, high = stored_change_bounds(limits, soc_wh, slot_s)
+    base_net = load_wh - pv_wh
+    candidates = {low, high, min(max(0.0, low), high)}
+    zero_net = limits.stored_change_wh(-base_net)
+    if low <= zero_net <= high:
+        candidates.add(zero_net)
+    for level in plan.soc_levels:
+        if low <= level - soc_wh <= high:
+            candidates.add(level - soc_wh)
+
+    def total(change: float) -> float:
+        return (transition_cost(limits, change, base_net, prices, cycle_cost)
+                + interpolate_value(plan.soc_levels, plan.value_after_first, soc_wh + change))
+
+    return min(sorted(candidates), key=total)

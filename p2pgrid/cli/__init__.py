@@ -1,0 +1,1 @@
+"""The ``p2pgrid`` command line (see ``main``)."""

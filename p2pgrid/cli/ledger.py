@@ -1,0 +1,174 @@
+"""``p2pgrid ledger …``: read a node's ledger database offline.
+
+    p2pgrid ledger head    [--db FILE | --data-dir DIR]            chain heads, height, state root
+    p2pgrid ledger show    ACCOUNT [--from SEQ] [--limit N] …      one account's certified entries
+    p2pgrid ledger balance [ACCOUNT] …                             balances (all accounts, or one)
+    p2pgrid ledger verify  …                                       check certificates, chains, money
+
+The database is ``<data dir>/ledger.sqlite`` (or ``--db``). The zone rules and committee come from
+the database itself (the node saves them), so these commands need no key and no running node.
+ACCOUNT is a public key in hex, or a unique prefix of one. Each ``do_*`` returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from p2pgrid.errors import LedgerError
+from p2pgrid.ledger.chain import LedgerState, decode_body, state_root
+from p2pgrid.ledger.messages import entry_hash
+from p2pgrid.ledger.store import LEDGER_DB_FILE, LedgerStore, VerifyReport, open_store
+from p2pgrid.units import format_credits
+from p2pgrid.wire import Signed, to_plain
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ledger = subparsers.add_parser("ledger", help="inspect and verify the replicated ledger")
+    commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="COMMAND")
+
+    head = commands.add_parser("head", help="chain heads, entry count and state root")
+    _add_db_args(head)
+    head.set_defaults(func=do_head)
+
+    show = commands.add_parser("show", help="an account's certified entries")
+    _add_db_args(show)
+    show.add_argument("account", metavar="ACCOUNT", help="public key in hex (or a unique prefix)")
+    show.add_argument("--from", dest="from_seq", type=int, default=0, metavar="SEQ")
+    show.add_argument("--limit", type=int, default=50, metavar="N")
+    show.set_defaults(func=do_show)
+
+    balance = commands.add_parser("balance", help="balances derived from the certified entries")
+    _add_db_args(balance)
+    balance.add_argument("account", nargs="?", metavar="ACCOUNT")
+    balance.set_defaults(func=do_balance)
+
+    verify = commands.add_parser("verify", help="check certificates, chains and money conservation")
+    _add_db_args(verify)
+    verify.set_defaults(func=do_verify)
+
+
+def _add_db_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", type=Path, help="ledger database file")
+    where.add_argument("--data-dir", type=Path, help=f"node data dir (uses its {LEDGER_DB_FILE})")
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    path = args.db if args.db is not None else Path(args.data_dir) / LEDGER_DB_FILE
+    if not Path(path).exists():
+        raise LedgerError(f"no ledger database at {path}")
+    return Path(path)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def do_head(args: argparse.Namespace, console: Console | None = None) -> int:
+    state, pending = trio.run(_load_state, db_path(args))
+    (console or Console()).print(render_heads(state, len(pending)))
+    return 0
+
+
+def do_show(args: argparse.Namespace, console: Console | None = None) -> int:
+    async def load() -> list[Signed[Any]]:
+        async with open_store(db_path(args)) as store:
+            account = resolve_account(args.account, (await store.heads()).keys())
+            return await store.account_entries(account, args.from_seq, args.limit)
+    (console or Console()).print(render_entries(trio.run(load)))
+    return 0
+
+
+def do_balance(args: argparse.Namespace, console: Console | None = None) -> int:
+    state, _ = trio.run(_load_state, db_path(args))
+    accounts = [resolve_account(args.account, state.balances.keys())] if args.account else None
+    (console or Console()).print(render_balances(state, accounts))
+    return 0
+
+
+def do_verify(args: argparse.Namespace, console: Console | None = None) -> int:
+    async def run() -> VerifyReport:
+        async with open_store(db_path(args)) as store:
+            rules, committee = await _zone(store)
+            return await store.verify(rules, committee)
+    report = trio.run(run)
+    (console or Console()).print(
+        f"ok: {report.entries} entries in {report.certificates} certificates over {report.accounts} chains; "
+        f"{report.pending} waiting for predecessors; state root {report.state_root.hex()}")
+    return 0
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+async def _zone(store: LedgerStore) -> Any:
+    zone = await store.load_zone()
+    if zone is None:
+        raise LedgerError("this ledger database has no zone parameters (was it written by a node?)")
+    return zone
+
+
+async def _load_state(path: Path) -> tuple[LedgerState, dict[Any, Any]]:
+    async with open_store(path) as store:
+        rules, _ = await _zone(store)
+        return await store.load_state(rules)
+
+
+def resolve_account(text: str, known: Sequence[bytes] | Any) -> bytes:
+    """A full hex public key, or the one known account starting with the given hex prefix."""
+    text = text.lower().strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise LedgerError(f"not a hex public key: {text!r}") from None
+    matches = [a for a in known if a.hex().startswith(text)]
+    if len(matches) != 1 or not text:
+        raise LedgerError(f"{len(matches)} accounts match {text!r}: give more hex digits")
+    return matches[0]
+
+
+def render_heads(state: LedgerState, pending: int = 0) -> Table:
+    table = Table(title=f"ledger: {state.height} entries, {len(state.heads)} chains, {pending} pending")
+    table.add_column("account")
+    table.add_column("next seq", justify="right")
+    table.add_column("last hash")
+    for account, head in sorted(state.heads.items()):
+        table.add_row(account.hex()[:16], str(head.next_seq), head.last_hash.hex()[:16])
+    table.caption = f"state root {state_root(state).hex()}"
+    return table
+
+
+def render_entries(entries: Sequence[Signed[Any]]) -> Table:
+    table = Table(title=f"{len(entries)} entries" + (f" of {entries[0].body.account.hex()[:16]}" if entries else ""))
+    for name in ("seq", "kind", "body", "hash"):
+        table.add_column(name)
+    for signed in entries:
+        entry = signed.body
+        try:
+            body = _describe_body(decode_body(entry))
+        except LedgerError:
+            body = f"<{len(entry.body)} bytes>"
+        table.add_row(str(entry.seq), entry.kind, body, entry_hash(signed).hex()[:16])
+    return table
+
+
+def render_balances(state: LedgerState, accounts: Sequence[bytes] | None = None) -> Table:
+    table = Table(title="balances (credits)")
+    table.add_column("account")
+    table.add_column("balance", justify="right")
+    for account in accounts if accounts is not None else sorted(state.balances):
+        table.add_row(account.hex()[:16], format_credits(state.balance(account)))
+    table.caption = f"in open locks: {format_credits(state.locked_total())}; total {format_credits(state.money_total())}"
+    return table
+
+
+def _describe_body(body: Any) -> str:
+    parts = []
+    for name, value in zip((f for f in body.__dataclass_fields__), to_plain(body)):
+        parts.append(f"{name}={value.hex()[:12] if isinstance(value, bytes) else value}")
+    return " ".join(parts)

@@ -1,0 +1,107 @@
+"""The ``p2pgrid`` command: the parser, logging set-up and the one place errors become exit codes.
+
+Contract for command modules: ``register(subparsers)`` adds sub-commands whose parsers
+``set_defaults(func=do_something)``; ``do_something(args) -> int`` is the exit code. Node commands
+live in ``node_commands``; ledger commands in ``ledger`` (registered when that module exists).
+
+Errors: a ``P2PGridError`` prints one line ``p2pgrid: error: ...`` on stderr and exits 1; a usage
+error prints one line and exits 2; Ctrl-C exits 130 without a traceback.
+
+Logging is configured here and only here, *after* importing libp2p: py-libp2p sets
+``propagate = False`` on its logger when imported, which we undo so its records reach our handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from p2pgrid import __version__
+from p2pgrid.errors import P2PGridError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from p2pgrid.cli import node_commands
+
+    parser = OneLineArgumentParser(prog="p2pgrid", description="Peer-to-peer energy trading node.")
+    parser.add_argument("--version", action="version", version=f"p2pgrid {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    node_commands.register(subparsers)
+    if importlib.util.find_spec("p2pgrid.cli.ledger") is not None:
+        from p2pgrid.cli import ledger
+
+        ledger.register(subparsers)
+    return parser
+
+
+def configure_logging(level: str = "info", *, log_file: Path | None = None) -> None:
+    """Root logging for a command; call after libp2p is imported (it resets its own logger)."""
+    try:
+        import libp2p  # noqa: F401  (imported for its side effect on logging, which we then undo)
+    except ImportError:
+        pass
+    logging.getLogger("libp2p").propagate = True
+    handler: logging.Handler = (logging.FileHandler(log_file) if log_file is not None
+                                else logging.StreamHandler(sys.stderr))
+    if level != "debug":
+        # py-libp2p sets INFO on some of its own loggers and is chatty there: keep its warnings only.
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING
+                          or not record.name.startswith("libp2p"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except P2PGridError as exc:
+        return _report(exc)
+    except BaseExceptionGroup as group:
+        # trio nurseries wrap errors in groups; a group made only of P2PGridErrors (a peer, the
+        # user or the environment broke something) is still one line. Anything else is a bug.
+        matched, rest = group.split(P2PGridError)
+        if matched is None or rest is not None:
+            raise
+        return _report(_first_leaf(matched))
+    except KeyboardInterrupt:
+        print("p2pgrid: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _report(exc: BaseException) -> int:
+    print(f"p2pgrid: error: {_one_line(str(exc))}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,483 @@
+"""The node's configuration: one frozen object, built once at start-up from TOML + CLI overrides.
+
+Layout of a node config file (every key is optional unless noted; see ``node-configs/``)::
+
+    [node]      name, data_dir (required), role, keystore, passphrase_file, log_level
+    [zone]      preset (a zone preset file), id, gateway_account
+    [zone.slots]      length_s, horizon_s, gate_s, grace_s
+    [zone.tariffs]    retail_price, feed_in_price            (µc per kWh)
+    [zone.grid_fees]  <other zone id> = µc per kWh
+    [[zone.validators]] public_key (hex), address (multiaddr)
+    [network]   listen, bootstrap, mdns, publish_interval_ms
+    [clock]     mode (system | scaled), sim_epoch_ms, speed, anchor_wall_ms
+    [devices]   mode (simulated | real)
+    [devices.pv] [devices.battery] [[devices.ev_chargers]] [devices.meter] [devices.adapter]
+    [pool]      enabled, fee_bps, max_share, min_reserve_wh
+    [agent]     strategy, seed, tick_ms, orders_per_tick, qty_min_wh, qty_max_wh, price_min, price_max,
+                order_ttl_s, max_orders
+    [rpc]       enabled, port
+    [metrics]   enabled, port
+
+**Presets per network stay apart from per-node configs**: ``[zone] preset = "zone-local.toml"``
+loads a zone preset (a file holding one ``[zone]`` table, path relative to the config file);
+keys written next to ``preset`` override the preset's. Relative ``data_dir`` and
+``passphrase_file`` are resolved against the config file's directory.
+
+**CLI overrides** are dotted keys (``network.listen=["/ip4/127.0.0.1/tcp/4001"]``) applied to the
+raw TOML before it is checked, so an override is held to the same rules as the file.
+
+**Rules.** An unknown key, a value of the wrong type or a value out of range raises
+``ConfigError`` naming the field by its dotted path (``zone.tariffs.retail_price``). Every field's
+meaning is in its ``doc`` metadata (``describe_fields()`` lists them all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from p2pgrid.errors import ConfigError
+from p2pgrid.units import SlotRules
+from p2pgrid.wire import ZONE_PATTERN
+
+ROLES = ("household", "consumer", "station")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+HEX_KEY_PATTERN = r"[0-9a-f]{64}"
+LOOPBACK_HOST = "127.0.0.1"
+DEFAULT_LISTEN = ("/ip4/127.0.0.1/tcp/0",)
+
+
+def doc(text: str, **meta: Any) -> dict[str, Any]:
+    """Field metadata: its documentation plus optional checks ``choices``, ``min``, ``max``, ``pattern``."""
+    return {"doc": text, **meta}
+
+
+# --- sections -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeSection:
+    data_dir: Path = field(metadata=doc("Directory for keystore, status file, control inbox and databases."))
+    name: str = field(default="node", metadata=doc("Human name shown in dashboards and logs.",
+                                                   pattern=r"[A-Za-z0-9_.-]{1,32}"))
+    role: str = field(default="household", metadata=doc("What this node is.", choices=ROLES))
+    keystore: str = field(default="node.key", metadata=doc("Keystore file name inside data_dir."))
+    passphrase_file: Path | None = field(default=None, metadata=doc(
+        "File whose first line is the keystore passphrase; unset for an unsealed keystore."))
+    log_level: str = field(default="info", metadata=doc("Logging level.", choices=LOG_LEVELS))
+
+    @property
+    def keystore_path(self) -> Path:
+        return self.data_dir / self.keystore
+
+
+@dataclass(frozen=True)
+class SlotSection:
+    length_s: int = field(default=900, metadata=doc("Delivery slot length in seconds; divides a day.", min=1))
+    horizon_s: int = field(default=24 * 3600, metadata=doc("Trading for a slot opens this long before it.", min=1))
+    gate_s: int = field(default=300, metadata=doc("Gate closure: trading closes this long before the slot.", min=0))
+    grace_s: int = field(default=300, metadata=doc("Meter readings are due this long after the slot ends.", min=0))
+
+    def rules(self) -> SlotRules:
+        return SlotRules(self.length_s, self.horizon_s, self.gate_s, self.grace_s)
+
+
+@dataclass(frozen=True)
+class TariffSection:
+    retail_price: int = field(default=300_000, metadata=doc(
+        "Grid retail price in µc/kWh: what a shortfall costs.", min=0))
+    feed_in_price: int = field(default=80_000, metadata=doc(
+        "Grid feed-in price in µc/kWh: what an excess earns.", min=0))
+
+
+@dataclass(frozen=True)
+class Validator:
+    public_key: str = field(metadata=doc("Validator's Ed25519 public key, 64 lowercase hex digits.",
+                                         pattern=HEX_KEY_PATTERN))
+    address: str = field(default="", metadata=doc("Validator's libp2p multiaddr (may be empty if unknown)."))
+
+
+@dataclass(frozen=True)
+class ZoneSection:
+    id: str = field(default="local", metadata=doc("Zone id: names the gossip topics.", pattern=ZONE_PATTERN))
+    slots: SlotSection = field(default_factory=SlotSection, metadata=doc("Slot calendar of the zone."))
+    tariffs: TariffSection = field(default_factory=TariffSection, metadata=doc("Grid tariffs of the zone."))
+    grid_fees: dict[str, int] = field(default_factory=dict, metadata=doc(
+        "Network fee in µc/kWh for delivering to another zone, keyed by that zone's id.", min=0))
+    validators: tuple[Validator, ...] = field(default=(), metadata=doc("The zone's ledger committee."))
+    gateway_account: str = field(default="", metadata=doc(
+        "Hex public key of the zone gateway account (mint/burn, imbalance); empty if none yet.",
+        pattern=f"(|{HEX_KEY_PATTERN})"))
+    credit_limit_uc: int = field(default=0, metadata=doc(
+        "How far below zero an ordinary account's balance may go, µc (the gateway has no limit).", min=0))
+
+    def __post_init__(self) -> None:
+        for zone in self.grid_fees:
+            if not re.fullmatch(ZONE_PATTERN, zone):
+                raise ConfigError(f"zone.grid_fees.{zone}: not a zone id")
+        try:
+            self.slots.rules()
+        except ConfigError as exc:
+            raise ConfigError(f"zone.slots: {exc}") from None
+
+    @property
+    def slot_rules(self) -> SlotRules:
+        return self.slots.rules()
+
+
+@dataclass(frozen=True)
+class NetworkSection:
+    listen: tuple[str, ...] = field(default=DEFAULT_LISTEN, metadata=doc(
+        "Multiaddrs to listen on; port 0 picks a free port."))
+    bootstrap: tuple[str, ...] = field(default=(), metadata=doc(
+        "Multiaddrs (with /p2p/<peer id>) of peers to dial at start."))
+    mdns: bool = field(default=False, metadata=doc("Discover peers on the local network with mDNS."))
+    publish_interval_ms: int = field(default=1000, metadata=doc(
+        "Order changes are batched and published at most once per this interval.", min=10))
+
+
+@dataclass(frozen=True)
+class ClockSection:
+    mode: str = field(default="system", metadata=doc(
+        "system: UTC wall clock. scaled: sim_epoch_ms + (now - anchor) × speed.", choices=("system", "scaled")))
+    sim_epoch_ms: int = field(default=0, metadata=doc("Scaled clock: simulated time at the anchor (Unix ms).", min=0))
+    speed: float = field(default=1.0, metadata=doc("Scaled clock: simulated seconds per real second.", min=0.001))
+    anchor_wall_ms: int = field(default=0, metadata=doc(
+        "Scaled clock: the wall-clock instant (Unix ms) shared by all processes where sim time = sim_epoch_ms.",
+        min=0))
+
+
+@dataclass(frozen=True)
+class PvSection:
+    kwp: float = field(metadata=doc("Peak power of the array in kWp.", min=0.0))
+    tilt_deg: float = field(default=30.0, metadata=doc("Panel tilt from horizontal in degrees.", min=0.0, max=90.0))
+    azimuth_deg: float = field(default=180.0, metadata=doc(
+        "Panel azimuth in degrees clockwise from north (180 = south).", min=0.0, max=360.0))
+
+
+@dataclass(frozen=True)
+class BatterySection:
+    capacity_wh: int = field(metadata=doc("Usable capacity in Wh.", min=1))
+    max_charge_w: int = field(metadata=doc("Maximum charge power in W.", min=0))
+    max_discharge_w: int = field(metadata=doc("Maximum discharge power in W.", min=0))
+    round_trip_efficiency: float = field(default=0.92, metadata=doc(
+        "Energy out / energy in over a full cycle.", min=0.01, max=1.0))
+    self_discharge_per_day: float = field(default=0.001, metadata=doc(
+        "Fraction of stored energy lost per day at rest.", min=0.0, max=1.0))
+    soc_min: float = field(default=0.1, metadata=doc("Lowest state of charge allowed (0..1).", min=0.0, max=1.0))
+    soc_max: float = field(default=0.95, metadata=doc("Highest state of charge allowed (0..1).", min=0.0, max=1.0))
+    initial_soc: float = field(default=0.5, metadata=doc("Simulated state of charge at start (0..1).",
+                                                         min=0.0, max=1.0))
+
+    def __post_init__(self) -> None:
+        if not self.soc_min < self.soc_max:
+            raise ConfigError("devices.battery.soc_min: must be below soc_max")
+
+
+@dataclass(frozen=True)
+class EvChargerSection:
+    max_power_w: int = field(metadata=doc("Charger power limit in W.", min=1))
+    ev_capacity_wh: int = field(default=60_000, metadata=doc("Battery size of the car it usually charges, Wh.", min=1))
+    departure_hour: int = field(default=7, metadata=doc("Usual departure hour (local, 0-23).", min=0, max=23))
+    arrival_hour: int = field(default=18, metadata=doc("Usual arrival hour (local, 0-23).", min=0, max=23))
+
+
+@dataclass(frozen=True)
+class MeterSection:
+    kind: str = field(default="simulated", metadata=doc(
+        "Meter source.", choices=("simulated", "sunspec", "mqtt")))
+    key_file: str = field(default="meter.key", metadata=doc(
+        "Meter key file in data_dir (meter readings are signed by this key, not the node key)."))
+
+
+@dataclass(frozen=True)
+class AdapterSection:
+    kind: str = field(default="sunspec", metadata=doc("Real device protocol.", choices=("sunspec", "mqtt")))
+    host: str = field(default="127.0.0.1", metadata=doc("Device or broker host."))
+    port: int = field(default=502, metadata=doc("Device or broker port.", min=1, max=65535))
+    unit_id: int = field(default=1, metadata=doc("Modbus unit id (SunSpec).", min=0, max=255))
+    topic_prefix: str = field(default="p2pgrid", metadata=doc("MQTT topic prefix."))
+    poll_interval_ms: int = field(default=1000, metadata=doc("How often readings are polled.", min=10))
+
+
+@dataclass(frozen=True)
+class DevicesSection:
+    mode: str = field(default="simulated", metadata=doc(
+        "simulated: physics models; real: the hardware behind [devices.adapter].", choices=("simulated", "real")))
+    base_load_w: int = field(default=400, metadata=doc("Average household load in W (simulated).", min=0))
+    pv: PvSection | None = field(default=None, metadata=doc("Solar array; absent = none."))
+    battery: BatterySection | None = field(default=None, metadata=doc("Stationary battery; absent = none."))
+    ev_chargers: tuple[EvChargerSection, ...] = field(default=(), metadata=doc("EV chargers."))
+    meter: MeterSection = field(default_factory=MeterSection, metadata=doc("The grid meter."))
+    adapter: AdapterSection | None = field(default=None, metadata=doc("Real hardware adapter (mode = real)."))
+
+    def __post_init__(self) -> None:
+        if self.mode == "real" and self.adapter is None:
+            raise ConfigError("devices.adapter: required when devices.mode = \"real\"")
+
+
+@dataclass(frozen=True)
+class PoolSection:
+    enabled: bool = field(default=False, metadata=doc("Host AMM pools backed by this node's battery."))
+    fee_bps: int = field(default=30, metadata=doc("Pool fee in basis points of each swap.", min=0, max=10_000))
+    max_share: float = field(default=0.5, metadata=doc(
+        "Share of the battery's tradable energy committed to pools.", min=0.0, max=1.0))
+    min_reserve_wh: int = field(default=0, metadata=doc("Energy never offered through pools, Wh.", min=0))
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    strategy: str = field(default="none", metadata=doc(
+        "none: place no orders by itself. random: seeded random orders (demo/simnet).",
+        choices=("none", "random")))
+    seed: int = field(default=0, metadata=doc("Seed of the agent's randomness.", min=0))
+    tick_ms: int = field(default=2000, metadata=doc("How often the agent decides, in real ms.", min=10))
+    orders_per_tick: int = field(default=2, metadata=doc("Random strategy: orders per tick.", min=0, max=256))
+    qty_min_wh: int = field(default=100, metadata=doc("Random strategy: smallest order, Wh.", min=1))
+    qty_max_wh: int = field(default=2000, metadata=doc("Random strategy: largest order, Wh.", min=1))
+    price_min: int = field(default=60_000, metadata=doc("Random strategy: lowest limit price, µc/kWh.", min=0))
+    price_max: int = field(default=320_000, metadata=doc("Random strategy: highest limit price, µc/kWh.", min=0))
+    order_ttl_s: int = field(default=3600, metadata=doc("Orders expire this long after creation.", min=1))
+    max_orders: int = field(default=0, metadata=doc(
+        "Random strategy: stop after placing this many orders in total; 0 = never stop.", min=0))
+
+    def __post_init__(self) -> None:
+        if self.qty_min_wh > self.qty_max_wh:
+            raise ConfigError("agent.qty_min_wh: must not exceed qty_max_wh")
+        if self.price_min > self.price_max:
+            raise ConfigError("agent.price_min: must not exceed price_max")
+
+
+@dataclass(frozen=True)
+class RpcSection:
+    enabled: bool = field(default=False, metadata=doc("Serve JSON-RPC on 127.0.0.1 (token in data_dir)."))
+    port: int = field(default=0, metadata=doc("RPC port on 127.0.0.1; 0 picks a free port.", min=0, max=65535))
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    enabled: bool = field(default=False, metadata=doc("Serve Prometheus metrics on 127.0.0.1."))
+    port: int = field(default=0, metadata=doc("Metrics port on 127.0.0.1; 0 picks a free port.", min=0, max=65535))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs to start, checked. Build it with ``load_config``."""
+
+    node: NodeSection = field(metadata=doc("This node."))
+    zone: ZoneSection = field(default_factory=ZoneSection, metadata=doc("The zone (network preset)."))
+    network: NetworkSection = field(default_factory=NetworkSection, metadata=doc("Peer-to-peer network."))
+    clock: ClockSection = field(default_factory=ClockSection, metadata=doc("Where market time comes from."))
+    devices: DevicesSection = field(default_factory=DevicesSection, metadata=doc("Devices behind the meter."))
+    pool: PoolSection = field(default_factory=PoolSection, metadata=doc("AMM pool hosting."))
+    agent: AgentSection = field(default_factory=AgentSection, metadata=doc("Trading strategy."))
+    rpc: RpcSection = field(default_factory=RpcSection, metadata=doc("Local JSON-RPC API."))
+    metrics: MetricsSection = field(default_factory=MetricsSection, metadata=doc("Prometheus metrics."))
+    source: Path | None = field(default=None, compare=False, metadata=doc("File this config was read from."))
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def load_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+    """Read ``path`` (TOML), resolve its zone preset, apply dotted ``overrides`` and check it all."""
+    path = Path(path)
+    raw = _read_toml(path)
+    return build_config(raw, base_dir=path.parent.resolve(), overrides=overrides, source=path)
+
+
+def build_config(raw: Mapping[str, Any], *, base_dir: Path, overrides: Mapping[str, Any] | None = None,
+                 source: Path | None = None) -> NodeConfig:
+    """Build a ``NodeConfig`` from already-parsed TOML data (see module docstring for the rules)."""
+    data = _deep_copy(raw)
+    zone = data.get("zone")
+    if isinstance(zone, dict) and "preset" in zone:
+        preset_ref = zone.pop("preset")
+        if not isinstance(preset_ref, str):
+            raise ConfigError("zone.preset: expected a file path string")
+        preset_path = (base_dir / preset_ref)
+        preset = _read_toml(preset_path)
+        unknown = set(preset) - {"zone"}
+        if unknown:
+            raise ConfigError(f"zone.preset: {preset_path} may only hold a [zone] table, found {sorted(unknown)}")
+        data["zone"] = _merge(preset.get("zone", {}), zone)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    data.pop("source", None)
+    config = _build(NodeConfig, data, "")
+    node = config.node
+    node = dataclasses.replace(
+        node,
+        data_dir=_resolve(base_dir, node.data_dir),
+        passphrase_file=_resolve(base_dir, node.passphrase_file) if node.passphrase_file else None,
+    )
+    return dataclasses.replace(config, node=node, source=source)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"section.key=value"`` → (dotted key, value). The value is TOML if it parses, else a string."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key, parsed
+
+
+def describe_fields(cls: type = NodeConfig, prefix: str = "") -> list[tuple[str, str]]:
+    """Every config field as (dotted path, documentation), depth first."""
+    rows: list[tuple[str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        path = f"{prefix}{f.name}"
+        rows.append((path, f.metadata.get("doc", "")))
+        section = _section_type(hints[f.name])
+        if section is not None:
+            rows.extend(describe_fields(section, path + "."))
+    return rows
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _resolve(base_dir: Path, value: Path) -> Path:
+    value = value.expanduser()
+    return value if value.is_absolute() else (base_dir / value).resolve()
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _merge(base: Any, top: Any) -> Any:
+    if isinstance(base, dict) and isinstance(top, dict):
+        merged = dict(base)
+        for key, value in top.items():
+            merged[key] = _merge(base.get(key), value) if key in base else value
+        return merged
+    return top
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    target = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = target.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(parts[:i + 1])}: is not a table, cannot override {dotted}")
+        target = nxt
+    target[parts[-1]] = value
+
+
+def _section_type(hint: Any) -> type | None:
+    """The dataclass a field holds (directly, optionally, or as tuple items), if any."""
+    if dataclasses.is_dataclass(hint):
+        return hint  # type: ignore[return-value]
+    for arg in typing.get_args(hint):
+        if dataclasses.is_dataclass(arg):
+            return arg  # type: ignore[return-value]
+    return None
+
+
+def _build(cls: type, table: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key" + ("" if prefix else " (unknown section)"))
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        path = f"{prefix}{name}"
+        if name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: required")
+            continue
+        values[name] = _convert(hints[name], table[name], path, f.metadata)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _convert(hint: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(inner, value, path, meta)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path + ".")  # type: ignore[arg-type]
+    if origin is tuple:
+        item_hint = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_show(value)}")
+        return tuple(_convert(item_hint, item, f"{path}[{i}]", meta) for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table, got {_show(value)}")
+        value_hint = typing.get_args(hint)[1]
+        return {str(k): _convert(value_hint, v, f"{path}.{k}", meta) for k, v in value.items()}
+    if hint is bool:
+        if type(value) is not bool:
+            raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
+        return value
+    if hint is int:
+        if type(value) is not int:
+            raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
+        return _check_range(value, path, meta)
+    if hint is float:
+        if type(value) not in (int, float):
+            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+        return _check_range(float(value), path, meta)
+    if hint is str:
+        if type(value) is not str:
+            raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(meta['choices'])}")
+        if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+            raise ConfigError(f"{path}: {value!r} is not valid (must match {meta['pattern']})")
+        return value
+    if hint is Path:
+        if type(value) is not str or not value:
+            raise ConfigError(f"{path}: expected a non-empty path string, got {_show(value)}")
+        return Path(value)
+    raise TypeError(f"{path}: unsupported config type {hint!r}")
+
+
+def _check_range(value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{path}: {value} is below the minimum {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{path}: {value} is above the maximum {meta['max']}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

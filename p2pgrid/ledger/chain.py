@@ -1,0 +1,560 @@
+"""Account chains: entry rules per kind, and the ledger state they derive (pure).
+
+Rules, in the style of the Ethereum consensus specs (``validate_*`` raise, ``process_*`` mutate):
+
+1. **Chains.** Every account has a hash chain. Entry ``seq`` extends the account's certified head:
+   ``seq == head.next_seq`` and ``prev_hash == head.last_hash`` (``GENESIS_HASH`` for seq 0).
+   Entries belong to one zone (``rules.zone``).
+2. **Only an account's own chain debits it.** Every kind below debits at most the entry's own
+   account; credits to others are fine.
+3. **Credit limit.** A debit may take an ordinary account down to ``-rules.credit_limit_uc`` and
+   no further. The zone **gateway** has no limit: it is where credits enter and leave the zone.
+4. **Money is conserved exactly**: every µc leaving one balance enters another or an open lock, so
+   ``sum(balances) + sum(open locks) == 0`` always (``LedgerState.money_total()``).
+
+Kinds (``KINDS`` is a registry: other modules add kinds with ``register_kind``):
+
+=========  ==================================================================================
+transfer   account → ``to``: ``amount``; never to itself
+mint       gateway only: gateway → ``to``
+burn       not the gateway: account → gateway (credits redeemed off-ledger)
+lock       buyer escrows ``amount`` ≥ trade_value(qty, price) for take ``take_id`` on an order,
+           before ``deadline_ms``; a take id is locked at most once ever. If the buyer is the
+           order's owner (a bid), its locks for that order may not exceed the order size.
+release    the buyer takes an open lock back, at or after its deadline
+fill       the seller consumes an open lock it is named in, before the deadline: ``qty_wh`` ≤
+           the locked quantity, same price and order; the seller receives trade_value(qty,
+           price), the buyer the rest of the lock. If the seller owns the order, its fills of
+           that order may not exceed the order size.
+=========  ==================================================================================
+
+A lock is consumed at most once (by a fill or a release): both carry the conflict key
+``lock/<take_id>``, and a validator votes for at most one entry per conflict key, exactly as for
+``(account, seq)`` — so two quorums cannot certify both.
+
+Validation (``validate_entry``) is what a validator checks before voting, against its certified
+state and the wall-clock ``now_ms`` it is given. ``apply_entry`` applies an already-certified
+entry: certificates are final, so it re-checks only what keeps the state well-formed (chain link,
+lock still open) and never the balance, whose check depended on when it was voted. Balances are
+sums, so the state derived from a set of certified entries does not depend on the order they are
+applied in, as long as each entry comes after its chain predecessor and the lock it consumes
+(``derive_state`` does exactly that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureError, UnknownVersionError
+from p2pgrid.ledger import merkle
+from p2pgrid.ledger.messages import (
+    GENESIS_HASH, Burn, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
+)
+from p2pgrid.units import trade_value
+from p2pgrid.wire import Signed, decode, decode_signed, pack, to_plain
+
+
+class RejectReason(str, enum.Enum):
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_ZONE = "wrong_zone"
+    SEQ_GAP = "seq_gap"
+    SEQ_REUSED = "seq_reused"
+    WRONG_PREV_HASH = "wrong_prev_hash"
+    UNKNOWN_KIND = "unknown_kind"
+    BAD_BODY = "bad_body"
+    WRONG_KIND_FOR_ACCOUNT = "wrong_kind_for_account"
+    OVERDRAFT = "overdraft"
+    DUPLICATE_TAKE = "duplicate_take"
+    LOCK_TOO_SMALL = "lock_too_small"
+    NO_LOCK = "no_lock"
+    LOCK_CLOSED = "lock_closed"
+    LOCK_MISMATCH = "lock_mismatch"
+    FILL_EXCEEDS_LOCK = "fill_exceeds_lock"
+    ORDER_OVERFILLED = "order_overfilled"
+    DEADLINE_PASSED = "deadline_passed"
+    DEADLINE_NOT_REACHED = "deadline_not_reached"
+    ALREADY_VOTED = "already_voted"
+
+
+class EntryRejected(LedgerError):
+    """An entry breaks a rule. ``reason`` says which; ``detail`` says how, for people."""
+
+    def __init__(self, reason: RejectReason, detail: str = "") -> None:
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
+        self.detail = detail
+
+
+class ChainInconsistent(LedgerError):
+    """Certified entries contradict each other: more than f validators misbehaved."""
+
+
+@dataclass(frozen=True)
+class LedgerRules:
+    """The zone's ledger parameters (part of the zone config, equal on every node)."""
+
+    zone: str
+    gateway: bytes
+    credit_limit_uc: int = 0
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The certified tip of one chain: the next seq to certify and the hash it must link to."""
+
+    next_seq: int = 0
+    last_hash: bytes = GENESIS_HASH
+
+
+class LockStatus(str, enum.Enum):
+    OPEN = "open"
+    FILLED = "filled"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    buyer: bytes
+    lock: Lock
+    status: LockStatus = LockStatus.OPEN
+
+
+@dataclass(frozen=True)
+class OrderProgress:
+    """Per (owner, order id): its size, Wh filled, and (bids) Wh locked by the owner."""
+
+    size_wh: int
+    filled_wh: int = 0
+    locked_wh: int = 0
+
+
+@dataclass
+class LedgerState:
+    """State derived from certified entries. Mutable on purpose (as in the consensus specs):
+    ``apply_entry`` updates it in place; ``overlay()`` gives a cheap scratch copy whose writes do
+    not reach this one (a validator checks a batch on an overlay)."""
+
+    heads: MutableMapping[bytes, ChainHead] = field(default_factory=dict)
+    balances: MutableMapping[bytes, int] = field(default_factory=dict)
+    locks: MutableMapping[bytes, LockRecord] = field(default_factory=dict)
+    orders: MutableMapping[tuple[bytes, bytes], OrderProgress] = field(default_factory=dict)
+    pools: MutableMapping[bytes, Any] = field(default_factory=dict)          # placeholder: swap/pool kinds
+    certificates: MutableMapping[bytes, Any] = field(default_factory=dict)   # placeholder: green certs
+    extra: MutableMapping[str, Any] = field(default_factory=dict)            # namespaces of added kinds
+
+    def head(self, account: bytes) -> ChainHead:
+        return self.heads.get(account) or ChainHead()
+
+    def balance(self, account: bytes) -> int:
+        return self.balances.get(account, 0)
+
+    def locked_total(self) -> int:
+        return sum(r.lock.amount for r in self.locks.values() if r.status is LockStatus.OPEN)
+
+    def money_total(self) -> int:
+        """Always 0: balances (gateway included) plus credits held in open locks."""
+        return sum(self.balances.values()) + self.locked_total()
+
+    def overlay(self) -> LedgerState:
+        return LedgerState(*(ChainMap({}, getattr(self, name)) for name in _STATE_FIELDS))  # type: ignore[arg-type]
+
+    def copy(self) -> LedgerState:
+        return LedgerState(*(dict(getattr(self, name)) for name in _STATE_FIELDS))  # type: ignore[arg-type]
+
+    @property
+    def height(self) -> int:
+        """Number of certified entries applied."""
+        return sum(h.next_seq for h in self.heads.values())
+
+
+_STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")
+
+
+# --- kind registry ---------------------------------------------------------------------------
+
+Validate = Callable[[LedgerState, Entry, Any, LedgerRules, int], None]
+Apply = Callable[[LedgerState, Entry, Any, LedgerRules], None]
+
+
+def _no_keys(entry: Entry, body: Any) -> tuple[bytes, ...]:
+    return ()
+
+
+def _always_ready(state: LedgerState, entry: Entry, body: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class KindRules:
+    """How one entry kind is checked and applied.
+
+    ``validate`` raises ``EntryRejected`` (it sees the validator's ``now_ms``); ``apply`` mutates
+    the state for a certified entry; ``conflict_keys`` names objects besides ``(account, seq)`` that
+    at most one certified entry may consume; ``is_ready`` says whether the objects a certified entry
+    refers to (e.g. the lock a fill consumes) are already in the state."""
+
+    kind: str
+    body_type: type
+    validate: Validate
+    apply: Apply
+    conflict_keys: Callable[[Entry, Any], tuple[bytes, ...]] = _no_keys
+    is_ready: Callable[[LedgerState, Entry, Any], bool] = _always_ready
+
+
+KINDS: dict[str, KindRules] = {}
+
+
+def register_kind(rules: KindRules) -> KindRules:
+    if rules.kind in KINDS:
+        raise ValueError(f"entry kind {rules.kind!r} registered twice")
+    KINDS[rules.kind] = rules
+    return rules
+
+
+def kind_rules(kind: str) -> KindRules:
+    rules = KINDS.get(kind)
+    if rules is None:
+        raise EntryRejected(RejectReason.UNKNOWN_KIND, kind)
+    return rules
+
+
+def decode_body(entry: Entry) -> Any:
+    return _decode_body(entry.kind, entry.body)
+
+
+@functools.lru_cache(maxsize=8192)
+def _decode_body(kind: str, body: bytes) -> Any:
+    # Bodies are immutable bytes and decoded bodies frozen, so one decoding may serve every
+    # check and apply of the same entry (a node judges, stores and applies each entry in turn).
+    rules = kind_rules(kind)
+    try:
+        return decode(rules.body_type, body)
+    except (DecodeError, OversizeError) as exc:
+        raise EntryRejected(RejectReason.BAD_BODY, str(exc)) from None
+
+
+def body_of_kind(kind: str, body: Any) -> bytes:
+    """Canonical body bytes for ``kind`` (checks the body has the kind's type)."""
+    rules = kind_rules(kind)
+    if type(body) is not rules.body_type:
+        raise TypeError(f"{kind} takes a {rules.body_type.__name__} body")
+    return pack(to_plain(body))
+
+
+# --- whole entries ---------------------------------------------------------------------------
+
+def validate_signed_entry(data: bytes) -> Signed[Entry]:
+    """Decode an entry and verify its owner's signature."""
+    try:
+        return decode_signed(data, Entry)
+    except SignatureError as exc:
+        raise EntryRejected(RejectReason.BAD_SIGNATURE, str(exc)) from None
+    except (DecodeError, OversizeError, UnknownVersionError) as exc:
+        raise EntryRejected(RejectReason.MALFORMED, str(exc)) from None
+
+
+def validate_link(state: LedgerState, entry: Entry, rules: LedgerRules) -> None:
+    if entry.zone != rules.zone:
+        raise EntryRejected(RejectReason.WRONG_ZONE, f"{entry.zone} is not {rules.zone}")
+    head = state.head(entry.account)
+    if entry.seq < head.next_seq:
+        raise EntryRejected(RejectReason.SEQ_REUSED, f"seq {entry.seq} is certified already (head {head.next_seq})")
+    if entry.seq > head.next_seq:
+        raise EntryRejected(RejectReason.SEQ_GAP, f"seq {entry.seq} after certified head {head.next_seq}")
+    if entry.prev_hash != head.last_hash:
+        raise EntryRejected(RejectReason.WRONG_PREV_HASH, f"seq {entry.seq} does not link to the certified head")
+
+
+def validate_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, now_ms: int) -> Any:
+    """Every rule a validator checks before voting. Returns the decoded body."""
+    entry = signed.body
+    validate_link(state, entry, rules)
+    body = decode_body(entry)
+    KINDS[entry.kind].validate(state, entry, body, rules, now_ms)
+    return body
+
+
+def apply_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, body: Any = None) -> LedgerState:
+    """Apply a certified entry (see module docstring for what is re-checked). Returns ``state``."""
+    entry = signed.body
+    head = state.head(entry.account)
+    if entry.seq != head.next_seq or entry.prev_hash != head.last_hash:
+        raise ChainInconsistent(f"certified entry {entry.account.hex()[:8]}#{entry.seq} does not extend its head")
+    if body is None:
+        try:
+            body = decode_body(entry)
+        except EntryRejected as exc:
+            raise ChainInconsistent(f"certified entry has {exc}") from None
+    KINDS[entry.kind].apply(state, entry, body, rules)
+    state.heads[entry.account] = ChainHead(entry.seq + 1, entry_hash(signed))
+    return state
+
+
+def process_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, now_ms: int) -> LedgerState:
+    """Validate then apply: what a validator does to its scratch state for each entry of a batch."""
+    body = validate_entry(state, signed, rules, now_ms)
+    return apply_entry(state, signed, rules, body)
+
+
+def conflict_keys(entry: Entry, body: Any = None) -> tuple[bytes, ...]:
+    """Objects at most one certified entry may claim: always ``(account, seq)``, plus kind-specific."""
+    own = b"seq/" + entry.account + entry.seq.to_bytes(8, "big")
+    if body is None:
+        body = decode_body(entry)
+    return (own, *KINDS[entry.kind].conflict_keys(entry, body))
+
+
+def is_ready(state: LedgerState, signed: Signed[Entry]) -> bool:
+    """Can this certified entry be applied now (its predecessor and referenced objects are in)?"""
+    entry = signed.body
+    if state.head(entry.account).next_seq != entry.seq:
+        return False
+    return KINDS[entry.kind].is_ready(state, entry, decode_body(entry))
+
+
+def apply_ready(state: LedgerState, pending: MutableMapping[tuple[bytes, int], Signed[Entry]],
+                rules: LedgerRules) -> list[Signed[Entry]]:
+    """Apply every pending certified entry that can be applied, repeatedly; remove them from
+    ``pending``. Entries still waiting (a predecessor or lock not yet known) stay there."""
+    applied: list[Signed[Entry]] = []
+    progress = True
+    while progress and pending:
+        progress = False
+        for account in sorted({acct for acct, _ in pending}):
+            while True:
+                key = (account, state.head(account).next_seq)
+                signed = pending.get(key)
+                if signed is None or not is_ready(state, signed):
+                    break
+                apply_entry(state, signed, rules)
+                del pending[key]
+                applied.append(signed)
+                progress = True
+    return applied
+
+
+def derive_state(entries: Iterable[Signed[Entry]], rules: LedgerRules) -> tuple[LedgerState, dict[tuple[bytes, int], Signed[Entry]]]:
+    """The state a set of certified entries derives, and the entries that cannot be applied yet."""
+    pending = {(s.body.account, s.body.seq): s for s in entries}
+    state = LedgerState()
+    apply_ready(state, pending, rules)
+    return state, pending
+
+
+# --- state root ------------------------------------------------------------------------------
+
+def state_leaves(state: LedgerState) -> list[bytes]:
+    """The derived state as sorted, canonically encoded (category, key, value) leaves."""
+    leaves: list[bytes] = []
+    leaves += [pack(["head", a, [h.next_seq, h.last_hash]]) for a, h in state.heads.items()]
+    leaves += [pack(["balance", a, v]) for a, v in state.balances.items()]
+    leaves += [pack(["lock", t, [r.buyer, to_plain(r.lock), r.status.value]]) for t, r in state.locks.items()]
+    leaves += [pack(["order", o[0] + o[1], [p.size_wh, p.filled_wh, p.locked_wh]]) for o, p in state.orders.items()]
+    leaves += [pack(["pool", k, _canonical(v)]) for k, v in state.pools.items()]
+    leaves += [pack(["certificate", k, _canonical(v)]) for k, v in state.certificates.items()]
+    leaves += [pack(["extra", k, _canonical(v)]) for k, v in state.extra.items()]
+    leaves.sort()
+    return leaves
+
+
+def _canonical(value: Any) -> Any:
+    """Plain, order-independent data for any state value an added kind keeps (wire structures,
+    enums, mappings, sets, sequences, ints, bytes, str)."""
+    if hasattr(value, "__wire_fields__"):
+        return to_plain(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return sorted(([_canonical(k), _canonical(v)] for k, v in value.items()), key=pack)
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canonical(v) for v in value), key=pack)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [_canonical(getattr(value, f.name)) for f in dataclasses.fields(value)]
+    return value
+
+
+def state_root(state: LedgerState) -> bytes:
+    """Merkle root over the sorted derived state: equal roots ⇔ equal states."""
+    return merkle.compute_root(state_leaves(state))
+
+
+# --- money kinds -----------------------------------------------------------------------------
+
+def validate_debit(state: LedgerState, rules: LedgerRules, account: bytes, amount: int) -> None:
+    if account == rules.gateway:
+        return
+    after = state.balance(account) - amount
+    if after < -rules.credit_limit_uc:
+        raise EntryRejected(RejectReason.OVERDRAFT,
+                            f"balance {state.balance(account)} - {amount} is below the credit limit -{rules.credit_limit_uc}")
+
+
+def _move(state: LedgerState, source: bytes, target: bytes, amount: int) -> None:
+    state.balances[source] = state.balance(source) - amount
+    state.balances[target] = state.balance(target) + amount
+
+
+def validate_transfer(state: LedgerState, entry: Entry, body: Transfer, rules: LedgerRules, now_ms: int) -> None:
+    if body.to == entry.account:
+        raise EntryRejected(RejectReason.BAD_BODY, "a transfer to oneself")
+    validate_debit(state, rules, entry.account, body.amount)
+
+
+def process_transfer(state: LedgerState, entry: Entry, body: Transfer, rules: LedgerRules) -> None:
+    _move(state, entry.account, body.to, body.amount)
+
+
+def validate_mint(state: LedgerState, entry: Entry, body: Mint, rules: LedgerRules, now_ms: int) -> None:
+    if entry.account != rules.gateway:
+        raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "only the zone gateway mints")
+    if body.to == rules.gateway:
+        raise EntryRejected(RejectReason.BAD_BODY, "the gateway mints to another account")
+
+
+def process_mint(state: LedgerState, entry: Entry, body: Mint, rules: LedgerRules) -> None:
+    _move(state, entry.account, body.to, body.amount)
+
+
+def validate_burn(state: LedgerState, entry: Entry, body: Burn, rules: LedgerRules, now_ms: int) -> None:
+    if entry.account == rules.gateway:
+        raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "the gateway does not burn to itself")
+    validate_debit(state, rules, entry.account, body.amount)
+
+
+def process_burn(state: LedgerState, entry: Entry, body: Burn, rules: LedgerRules) -> None:
+    _move(state, entry.account, rules.gateway, body.amount)
+
+
+# --- locks and fills -------------------------------------------------------------------------
+
+def _lock_key(entry: Entry, body: Release | Fill) -> tuple[bytes, ...]:
+    return (b"lock/" + body.take_id,)
+
+
+def validate_lock(state: LedgerState, entry: Entry, body: Lock, rules: LedgerRules, now_ms: int) -> None:
+    buyer = entry.account
+    if body.seller == buyer:
+        raise EntryRejected(RejectReason.BAD_BODY, "buyer and seller are the same account")
+    if body.order_owner not in (buyer, body.seller):
+        raise EntryRejected(RejectReason.BAD_BODY, "the order belongs to neither side")
+    if body.qty_wh > body.order_size_wh:
+        raise EntryRejected(RejectReason.ORDER_OVERFILLED, f"{body.qty_wh} Wh locked on an order of {body.order_size_wh} Wh")
+    if body.take_id in state.locks:
+        raise EntryRejected(RejectReason.DUPLICATE_TAKE, f"take {body.take_id.hex()} is locked already")
+    if body.amount < trade_value(body.qty_wh, body.price):
+        raise EntryRejected(RejectReason.LOCK_TOO_SMALL,
+                            f"{body.amount} µc < value {trade_value(body.qty_wh, body.price)} µc")
+    if now_ms >= body.deadline_ms:
+        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the lock's deadline is already past")
+    if body.order_owner == buyer:
+        progress = state.orders.get((buyer, body.order_id))
+        if progress is not None and progress.size_wh != body.order_size_wh:
+            raise EntryRejected(RejectReason.LOCK_MISMATCH, "order size differs from earlier locks")
+        locked = progress.locked_wh if progress else 0
+        if locked + body.qty_wh > body.order_size_wh:
+            raise EntryRejected(RejectReason.ORDER_OVERFILLED,
+                                f"{locked} + {body.qty_wh} Wh locked on an order of {body.order_size_wh} Wh")
+    validate_debit(state, rules, buyer, body.amount)
+
+
+def process_lock(state: LedgerState, entry: Entry, body: Lock, rules: LedgerRules) -> None:
+    if body.take_id in state.locks:
+        raise ChainInconsistent(f"take {body.take_id.hex()} locked twice")
+    buyer = entry.account
+    state.balances[buyer] = state.balance(buyer) - body.amount
+    state.locks[body.take_id] = LockRecord(buyer, body)
+    if body.order_owner == buyer:
+        key = (buyer, body.order_id)
+        progress = state.orders.get(key) or OrderProgress(body.order_size_wh)
+        state.orders[key] = OrderProgress(progress.size_wh, progress.filled_wh, progress.locked_wh + body.qty_wh)
+
+
+def _open_lock(state: LedgerState, take_id: bytes) -> LockRecord:
+    record = state.locks.get(take_id)
+    if record is None:
+        raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for take {take_id.hex()}")
+    if record.status is not LockStatus.OPEN:
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {take_id.hex()} is {record.status.value}")
+    return record
+
+
+def _lock_known(state: LedgerState, entry: Entry, body: Release | Fill) -> bool:
+    return body.take_id in state.locks
+
+
+def validate_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules, now_ms: int) -> None:
+    record = _open_lock(state, body.take_id)
+    if record.buyer != entry.account:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "only the buyer releases its lock")
+    if now_ms < record.lock.deadline_ms:
+        raise EntryRejected(RejectReason.DEADLINE_NOT_REACHED, "the lock may still be filled")
+
+
+def process_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules) -> None:
+    record = _certified_open_lock(state, body.take_id)
+    state.balances[record.buyer] = state.balance(record.buyer) + record.lock.amount
+    state.locks[body.take_id] = LockRecord(record.buyer, record.lock, LockStatus.RELEASED)
+
+
+def validate_fill(state: LedgerState, entry: Entry, body: Fill, rules: LedgerRules, now_ms: int) -> None:
+    record = _open_lock(state, body.take_id)
+    lock = record.lock
+    if lock.seller != entry.account or record.buyer != body.buyer:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock names another buyer or seller")
+    if lock.order_id != body.order_id or lock.price != body.price:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock is for another order or price")
+    if body.qty_wh > lock.qty_wh:
+        raise EntryRejected(RejectReason.FILL_EXCEEDS_LOCK, f"{body.qty_wh} Wh > {lock.qty_wh} Wh locked")
+    if now_ms >= lock.deadline_ms:
+        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the lock expired; the buyer may release it")
+    if lock.order_owner == entry.account:
+        progress = state.orders.get((entry.account, body.order_id))
+        if progress is not None and progress.size_wh != lock.order_size_wh:
+            raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock states another order size")
+        filled = progress.filled_wh if progress else 0
+        if filled + body.qty_wh > lock.order_size_wh:
+            raise EntryRejected(RejectReason.ORDER_OVERFILLED,
+                                f"{filled} + {body.qty_wh} Wh filled on an order of {lock.order_size_wh} Wh")
+
+
+def process_fill(state: LedgerState, entry: Entry, body: Fill, rules: LedgerRules) -> None:
+    record = _certified_open_lock(state, body.take_id)
+    lock = record.lock
+    value = trade_value(body.qty_wh, body.price)
+    state.balances[entry.account] = state.balance(entry.account) + value
+    state.balances[record.buyer] = state.balance(record.buyer) + lock.amount - value
+    state.locks[body.take_id] = LockRecord(record.buyer, lock, LockStatus.FILLED)
+    key = (lock.order_owner, lock.order_id)
+    progress = state.orders.get(key) or OrderProgress(lock.order_size_wh)
+    state.orders[key] = OrderProgress(progress.size_wh, progress.filled_wh + body.qty_wh, progress.locked_wh)
+
+
+def _certified_open_lock(state: LedgerState, take_id: bytes) -> LockRecord:
+    record = state.locks.get(take_id)
+    if record is None or record.status is not LockStatus.OPEN:
+        raise ChainInconsistent(f"certified entry consumes lock {take_id.hex()} which is not open")
+    return record
+
+
+register_kind(KindRules("transfer", Transfer, validate_transfer, process_transfer))
+register_kind(KindRules("mint", Mint, validate_mint, process_mint))
+register_kind(KindRules("burn", Burn, validate_burn, process_burn))
+register_kind(KindRules("lock", Lock, validate_lock, process_lock))
+register_kind(KindRules("release", Release, validate_release, process_release, _lock_key, _lock_known))
+register_kind(KindRules("fill", Fill, validate_fill, process_fill, _lock_key, _lock_known))
+
+
+# --- building entries ------------------------------------------------------------------------
+
+def build_entry(rules: LedgerRules, account: bytes, head: ChainHead, kind: str, body: Any) -> Entry:
+    """The unsigned entry extending ``head`` of ``account`` (sign it with ``wire.sign``)."""
+    return Entry(rules.zone, account, head.next_seq, head.last_hash, kind, body_of_kind(kind, body))

@@ -1,0 +1,192 @@
+"""The zone committee: who votes, what a vote is worth, when votes make a certificate (pure).
+
+A committee of ``n`` validators tolerates ``f = (n - 1) // 3`` faulty ones; ``quorum = n - f``
+(``2f + 1`` when ``n = 3f + 1``). Any two quorums share at least ``f + 1`` validators, so at least
+one honest validator, and an honest validator never votes for two different entries at one
+conflict key — hence two certificates at one ``(account, seq)`` (or for two consumers of one
+lock) are impossible while at most ``f`` validators are faulty.
+
+**Voting rule** (``decide_vote``): a validator votes for a batch of entries only if, checked in
+order on a scratch copy of its certified state, every entry has a valid owner signature, extends
+its account's head (the certified head, or an earlier entry of the same batch — a batch is
+certified whole or not at all) and passes ``chain.validate_entry``; and for every conflict key of
+every entry it has never voted for a *different* entry (voting again for the same entry is
+harmless). The caller must persist the new conflict-key records durably *before* it sends the
+vote (``store.record_votes``), so a crash cannot make it vote twice.
+
+**Certificates.** A vote signs ``Vote(validator, zone, epoch, batch_root, batch_size)`` where
+``batch_root`` is the Merkle root of the batch's entry hashes. A certificate collects ≥ quorum
+signatures of distinct members; checking one costs one signature per member per batch, however
+many entries it covers, plus hashing for Merkle inclusion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from p2pgrid.errors import DecodeError, LedgerError, OversizeError
+from p2pgrid.ledger import merkle
+from p2pgrid.ledger.chain import (
+    EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, conflict_keys, validate_entry,
+    validate_signed_entry,
+)
+from p2pgrid.ledger.messages import (
+    Certificate, CertifiedEntries, Entry, Rejection, Vote, decode_certified_entry, hash_bytes,
+)
+from p2pgrid.wire import Signed, Signer, sign, signing_bytes, spec_of, to_plain, verify_signature
+
+
+class CertificateInvalid(LedgerError):
+    """A certificate (or certified batch) that does not prove what it claims."""
+
+
+@dataclass(frozen=True)
+class Committee:
+    """The validators of one zone for one epoch."""
+
+    zone: str
+    epoch: int
+    validators: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if not self.validators or len(set(self.validators)) != len(self.validators):
+            raise LedgerError("a committee lists one or more distinct validators")
+
+    @property
+    def n(self) -> int:
+        return len(self.validators)
+
+    @property
+    def f(self) -> int:
+        return (self.n - 1) // 3
+
+    @property
+    def quorum(self) -> int:
+        return self.n - self.f
+
+    def is_member(self, key: bytes) -> bool:
+        return key in self.validators
+
+
+def batch_root(entry_hashes: Sequence[bytes]) -> bytes:
+    return merkle.compute_root(entry_hashes)
+
+
+# --- voting ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VoteDecision:
+    """What a validator concluded about a batch. ``vote`` is None when anything was rejected."""
+
+    entry_hashes: tuple[bytes, ...]
+    new_records: tuple[tuple[bytes, bytes], ...]     # (conflict key, entry hash) to persist first
+    rejections: tuple[Rejection, ...]
+    entries: tuple[Signed[Entry], ...] = ()          # the decoded, verified entries voted for
+
+    @property
+    def accepted(self) -> bool:
+        return not self.rejections and bool(self.entry_hashes)
+
+
+def decide_vote(state: LedgerState, voted: Mapping[bytes, bytes], entries: Sequence[bytes],
+                rules: LedgerRules, now_ms: int) -> VoteDecision:
+    """Apply the voting rule to a batch of signed entry bytes (see module docstring)."""
+    scratch = state.overlay()
+    hashes: list[bytes] = []
+    records: list[tuple[bytes, bytes]] = []
+    rejections: list[Rejection] = []
+    decoded: list[Signed[Entry]] = []
+    claimed: dict[bytes, bytes] = {}
+    for index, data in enumerate(entries):
+        try:
+            signed = validate_signed_entry(data)
+            h = hash_bytes(data)
+            body = validate_entry(scratch, signed, rules, now_ms)
+            for key in conflict_keys(signed.body, body):
+                earlier = claimed.get(key) or voted.get(key)
+                if earlier is not None and earlier != h:
+                    raise EntryRejected(RejectReason.ALREADY_VOTED, "voted for another entry at this key")
+                if earlier is None:
+                    records.append((key, h))
+                claimed[key] = h
+            apply_entry(scratch, signed, rules, body)
+            hashes.append(h)
+            decoded.append(signed)
+        except EntryRejected as exc:
+            rejections.append(Rejection(index, exc.reason.value, exc.detail[:256]))
+    if not entries:
+        rejections.append(Rejection(0, RejectReason.MALFORMED.value, "empty batch"))
+    return VoteDecision(tuple(hashes), tuple(records), tuple(rejections), tuple(decoded))
+
+
+def make_vote(committee: Committee, key: Signer, entry_hashes: Sequence[bytes]) -> Signed[Vote]:
+    return sign(Vote(key.public_key, committee.zone, committee.epoch, batch_root(entry_hashes),
+                     len(entry_hashes)), key)
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+def verify_vote_signature(vote: Vote, signature: bytes) -> bool:
+    domain = spec_of(Vote).domain
+    return verify_signature(vote.validator, signing_bytes(domain, vote.validator, to_plain(vote)), signature)
+
+
+def assemble_certificate(committee: Committee, votes: Iterable[Signed[Vote]]) -> Certificate | None:
+    """A certificate from the valid, distinct members' votes on one root, once there are a quorum."""
+    by_root: dict[tuple[bytes, int], dict[bytes, bytes]] = {}
+    for vote in votes:
+        body = vote.body
+        if (body.zone, body.epoch) != (committee.zone, committee.epoch) or not committee.is_member(vote.signer):
+            continue
+        by_root.setdefault((body.batch_root, body.batch_size), {})[vote.signer] = vote.signature
+    for (root, size), sigs in by_root.items():
+        if len(sigs) >= committee.quorum:
+            signers = tuple(sorted(sigs))
+            return Certificate(committee.zone, committee.epoch, root, size, signers,
+                               tuple(sigs[s] for s in signers))
+    return None
+
+
+def verify_certificate(committee: Committee, cert: Certificate) -> None:
+    """Raise ``CertificateInvalid`` unless ≥ quorum distinct members signed this root."""
+    if (cert.zone, cert.epoch) != (committee.zone, committee.epoch):
+        raise CertificateInvalid(f"certificate for {cert.zone} epoch {cert.epoch}, committee is "
+                                 f"{committee.zone} epoch {committee.epoch}")
+    if len(set(cert.signers)) != len(cert.signers):
+        raise CertificateInvalid("a signer appears twice")
+    outsiders = [s for s in cert.signers if not committee.is_member(s)]
+    if outsiders:
+        raise CertificateInvalid(f"{len(outsiders)} signer(s) are not committee members")
+    if len(cert.signers) < committee.quorum:
+        raise CertificateInvalid(f"{len(cert.signers)} signatures, quorum is {committee.quorum}")
+    for signer, signature in zip(cert.signers, cert.signatures):
+        if not verify_vote_signature(cert.vote_for(signer), signature):
+            raise CertificateInvalid(f"bad vote signature from {signer.hex()[:8]}")
+
+
+def verify_certified_entries(committee: Committee, batch: CertifiedEntries,
+                             trusted_roots: set[bytes] | None = None,
+                             known: Mapping[bytes, Signed[Entry]] | None = None) -> list[Signed[Entry]]:
+    """The entries of ``batch``, after checking the certificate and that each entry is in its
+    batch. ``trusted_roots`` caches roots whose certificate was checked already (and is updated);
+    ``known`` maps entry hashes to entries this node decoded already (they are not decoded again)."""
+    cert = batch.certificate
+    if trusted_roots is None or cert.batch_root not in trusted_roots:
+        verify_certificate(committee, cert)
+    hashes = [hash_bytes(data) for data in batch.entries]
+    if batch.leaves:
+        if len(batch.leaves) != cert.batch_size or batch_root(batch.leaves) != cert.batch_root:
+            raise CertificateInvalid("leaves do not match the certified root")
+        leaf_set = set(batch.leaves)
+        if any(h not in leaf_set for h in hashes):
+            raise CertificateInvalid("an entry is not in the certified batch")
+    elif len(hashes) != cert.batch_size or batch_root(hashes) != cert.batch_root:
+        raise CertificateInvalid("entries do not match the certified root")
+    if trusted_roots is not None:
+        trusted_roots.add(cert.batch_root)
+    try:
+        known = known or {}
+        return [known.get(h) or decode_certified_entry(data) for h, data in zip(hashes, batch.entries)]
+    except (DecodeError, OversizeError) as exc:
+        raise CertificateInvalid(f"certified entry does not decode: {exc}") from None

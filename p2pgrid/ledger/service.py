@@ -1,0 +1,614 @@
+"""``LedgerService``: one node's ledger, run under trio (the imperative shell).
+
+What it does, all behind one object:
+
+* **Submit** (any node): ``next_entry(kind, body)`` builds and signs this node's next entry on its
+  local tip; ``await submit(entry)`` queues it. A batcher task sends everything queued (up to
+  ``max_batch`` entries, in order) to every validator as one ``VoteRequest`` over persistent
+  ``/p2pgrid/vote/1`` streams, assembles the certificate from a quorum of votes, stores the batch
+  (durably), applies it, gossips it on ``p2pgrid/v1/<zone>/ledger`` and confirms it to the
+  validators; then every ``submit`` of the batch returns the ``Certificate``. One batch is in flight
+  at a time, so a batch may extend the previous one.
+* **Validate** (committee members): judge each ``VoteRequest`` with ``committee.decide_vote``
+  against the certified state, persist the new vote records (``store.record_votes``, committed),
+  and only then reply with the signed vote. Requests are judged one at a time (a lock), so two
+  conflicting requests can never both pass the never-vote-twice check.
+* **Replicate** (every node): accept certified batches from gossip, confirms and sync; verify the
+  certificate (cached per batch root) and inclusion, store, and apply what is ready.
+  ``sync_with(peer)`` pulls everything missing over ``/p2pgrid/sync/1``; the service serves it.
+
+``state`` is the derived ``LedgerState`` (read-only for callers); ``state_root()`` its root.
+Time: ``clock()`` returns Unix ms (the validator's ``now_ms`` for lock deadlines).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from nacl.signing import SigningKey
+
+from p2pgrid.errors import LedgerError, NetError, WireError
+from p2pgrid.identity import NodeKey
+from p2pgrid.ledger.chain import (
+    ChainHead, ChainInconsistent, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_ready,
+    build_entry, state_root,
+)
+from p2pgrid.ledger.committee import CertificateInvalid, Committee, decide_vote, make_vote
+from p2pgrid.ledger.messages import (
+    MAX_FRAME_BYTES, Certificate, CertifiedEntries, Confirm, Confirmed, Entry, SyncReply, SyncRequest, VoteReply,
+    VoteRequest, decode_certified, decode_frame, encode_certified, encode_frame, entry_hash, hash_bytes,
+)
+from p2pgrid.ledger.protocol import (
+    Certified, PeerMisbehaved, QuorumImpossible, SyncSession, VerifiedBatch, VoteCollector, verify_batch,
+)
+from p2pgrid.ledger.store import LedgerStore
+from p2pgrid.net.transport import FramedStream, StreamClosed, Transport, ValidationResult
+from p2pgrid.wire import Signed, sign
+
+VOTE_PROTOCOL = "/p2pgrid/vote/1"
+SYNC_PROTOCOL = "/p2pgrid/sync/1"
+GOSSIP_MAX_BYTES = 60 * 1024
+
+
+def ledger_topic(zone: str) -> str:
+    return f"p2pgrid/v1/{zone}/ledger"
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _FastSigner:
+    """The node key with its Ed25519 signing key expanded once (``NodeKey.sign`` re-derives it
+    from the seed on every call, which costs as much as the signature itself)."""
+
+    def __init__(self, key: NodeKey) -> None:
+        self._signing_key = SigningKey(key.seed)
+        self.public_key = key.public_key
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signing_key.sign(message).signature
+
+
+class BatchRejected(LedgerError):
+    """The committee refused the batch an entry was in. ``reasons``: validator → rejections."""
+
+    def __init__(self, message: str, reasons: dict[bytes, tuple[Any, ...]] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or {}
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """Ledger settings of one node (the zone's rules and committee are the same on every node)."""
+
+    rules: LedgerRules
+    committee: Committee
+    max_batch: int = 256          # entries per vote request (one signature per validator per batch)
+    vote_timeout_s: float = 10.0  # give up on a batch whose quorum does not answer in time
+    sync_max_entries: int = 4096  # entries per sync reply
+    batch_linger_s: float = 0.002 # how long the first queued entry waits for others to join it
+    sync_interval_s: float = 10.0 # anti-entropy: sync with every peer at start, then one peer per
+                                  # interval (round robin); 0 turns automatic sync off
+
+
+class _ValidatorLink:
+    """The proposer's end of one persistent ``/p2pgrid/vote/1`` stream: requests and confirms go
+    out in order; one reader task hands each reply to whoever waits for it (votes by request id,
+    confirmations by batch root), so a confirm and the next vote request can be in flight at once."""
+
+    def __init__(self, stream: FramedStream) -> None:
+        self.stream = stream
+        self.broken = False
+        self._replies: dict[int, tuple[trio.Event, list[VoteReply]]] = {}
+        self._confirmed: dict[bytes, trio.Event] = {}
+
+    async def read_replies(self) -> None:
+        try:
+            while True:
+                frame = decode_frame(await self.stream.receive_frame())
+                if isinstance(frame, VoteReply):
+                    waiting = self._replies.pop(frame.request_id, None)
+                    if waiting is not None:
+                        waiting[1].append(frame)
+                        waiting[0].set()
+                elif isinstance(frame, Confirmed):
+                    event = self._confirmed.pop(frame.batch_root, None)
+                    if event is not None:
+                        event.set()
+                else:
+                    break   # a validator does not send anything else: stop trusting this stream
+        except (NetError, WireError):
+            pass
+        finally:
+            self.broken = True
+            for event, _ in self._replies.values():
+                event.set()
+            for event in self._confirmed.values():
+                event.set()
+
+    async def request_vote(self, request: VoteRequest) -> VoteReply:
+        event, box = trio.Event(), []
+        self._replies[request.request_id] = (event, box)
+        try:
+            await self.stream.send_frame(encode_frame(request))
+            await event.wait()
+        finally:
+            self._replies.pop(request.request_id, None)
+        if not box:
+            raise StreamClosed("the validator's vote stream broke")
+        return box[0]
+
+    async def confirm(self, batch: CertifiedEntries) -> trio.Event:
+        event = self._confirmed[batch.certificate.batch_root] = trio.Event()
+        await self.stream.send_frame(encode_frame(Confirm(batch)))
+        return event
+
+    async def aclose(self) -> None:
+        self.broken = True
+        await self.stream.aclose()
+
+
+@dataclass
+class _Pending:
+    entry: Signed[Entry]
+    done: trio.Event
+    certificate: Certificate | None = None
+    error: LedgerError | None = None
+
+
+class LedgerService:
+    """See the module docstring. Build with ``open_ledger_service``."""
+
+    def __init__(self, key: NodeKey, config: LedgerConfig, store: LedgerStore, transport: Transport,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.key = key
+        self.me = key.public_key   # NodeKey derives it from the seed on each access: keep it
+        self._signer = _FastSigner(key)
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.state = LedgerState()
+        self._waiting: dict[tuple[bytes, int], Signed[Entry]] = {}   # certified, not yet applicable
+        self._trusted_roots: set[bytes] = set()     # certificates whose signatures were checked
+        self._complete_roots: set[bytes] = set()    # whole batches already stored and applied
+        self._gossip_checked: dict[bytes, CertifiedEntries] = {}   # validated, not yet consumed
+        self._decoded: dict[bytes, Signed[Entry]] = {}    # entries decoded here lately, by hash
+        self._in_flight: dict[bytes, trio.Event] = {}     # batch roots being stored right now
+        self._voted: dict[bytes, bytes] = {}
+        self._vote_lock = trio.Lock()
+        self._tips: dict[bytes, ChainHead] = {}
+        self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
+        self._links: dict[bytes, _ValidatorLink] = {}
+        self._nursery: trio.Nursery | None = None   # set by run()
+        self._request_ids = itertools.count(1)
+        self._applied = trio.Condition()
+        self.is_validator = config.committee.is_member(key.public_key)
+
+    @property
+    def rules(self) -> LedgerRules:
+        return self.config.rules
+
+    @property
+    def committee(self) -> Committee:
+        return self.config.committee
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def state_root(self) -> bytes:
+        return state_root(self.state)
+
+    def balance(self, account: bytes | None = None) -> int:
+        return self.state.balance(account or self.me)
+
+    def head(self, account: bytes | None = None) -> ChainHead:
+        return self.state.head(account or self.me)
+
+    async def wait_for_height(self, height: int) -> None:
+        """Block until at least ``height`` certified entries are applied."""
+        async with self._applied:
+            while self.state.height < height:
+                await self._applied.wait()
+
+    # --- submitting ---------------------------------------------------------------------------
+
+    def next_entry(self, kind: str, body: Any) -> Signed[Entry]:
+        """Sign this node's next entry, extending its local tip (certified head or the last entry
+        built and not yet failed). Submit entries in the order they were built."""
+        account = self.me
+        tip = self._tips.get(account) or self.state.head(account)
+        signed = sign(build_entry(self.rules, account, tip, kind, body), self._signer)
+        self._tips[account] = ChainHead(tip.next_seq + 1, entry_hash(signed))
+        self._remember([signed])
+        return signed
+
+    def _remember(self, entries: Sequence[Signed[Entry]]) -> None:
+        """Keep recently decoded entries so confirms and gossip of them need no decoding again."""
+        if len(self._decoded) > 16_384:
+            self._decoded.clear()
+        for signed in entries:
+            self._decoded[entry_hash(signed)] = signed
+
+    async def submit(self, entry: Signed[Entry]) -> Certificate:
+        """Certify ``entry`` (batched with others); returns its certificate once stored and gossiped.
+        Raises ``BatchRejected`` if the committee refused its batch."""
+        pending = _Pending(entry, trio.Event())
+        self._queue_send.send_nowait(pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.certificate  # type: ignore[return-value]
+
+    async def _batcher(self) -> None:
+        deferred: list[_Pending] = []
+        while True:
+            queued = deferred or [await self._queue_receive.receive()]
+            await trio.sleep(self.config.batch_linger_s)   # let concurrent submitters join the batch
+            while True:
+                try:
+                    queued.append(self._queue_receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            batch, deferred = self._take_batch(queued)
+            if batch:
+                failed = await self._certify_batch(batch)
+                deferred = self._fail_dependents(deferred, failed)
+            elif deferred:
+                await trio.sleep(0)  # nothing ready: wait for the missing predecessors to be queued
+                if all(p.entry.body.seq < self.state.head(p.entry.body.account).next_seq for p in deferred):
+                    deferred = self._fail_dependents(deferred, {p.entry.body.account for p in deferred})
+
+    def _take_batch(self, queued: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
+        """Entries that extend their certified head contiguously, in chain order, up to
+        ``max_batch``; the rest wait (tasks may submit a chain's entries out of order)."""
+        queued.sort(key=lambda p: (p.entry.body.account, p.entry.body.seq))
+        batch: list[_Pending] = []
+        rest: list[_Pending] = []
+        expect: dict[bytes, int] = {}
+        for p in queued:
+            account, seq = p.entry.body.account, p.entry.body.seq
+            want = expect.get(account, self.state.head(account).next_seq)
+            if seq == want and len(batch) < self.config.max_batch:
+                batch.append(p)
+                expect[account] = seq + 1
+            elif seq < self.state.head(account).next_seq:
+                p.error = EntryRejected(RejectReason.SEQ_REUSED, f"seq {seq} is certified already")
+                p.done.set()
+            else:
+                rest.append(p)
+        return batch, rest
+
+    def _fail_dependents(self, deferred: list[_Pending], failed_accounts: set[bytes]) -> list[_Pending]:
+        keep = []
+        for p in deferred:
+            if p.entry.body.account in failed_accounts:
+                p.error = BatchRejected("an earlier entry of this chain was rejected")
+                p.done.set()
+            else:
+                keep.append(p)
+        return keep
+
+    async def _certify_batch(self, batch: list[_Pending]) -> set[bytes]:
+        """Certify one batch; returns the accounts whose entries failed. Returns as soon as the
+        batch is certified, stored and sent on, so the next batch can be voted on meanwhile; the
+        submitters are answered once a quorum of validators has confirmed it (``_answer``)."""
+        collector = VoteCollector(self.committee, next(self._request_ids), [p.entry.encoded for p in batch])
+        error: LedgerError | None = None
+        with trio.move_on_after(self.config.vote_timeout_s) as scope:
+            async with trio.open_nursery() as nursery:
+                for validator in self.committee.validators:
+                    nursery.start_soon(self._ask_vote, validator, collector, nursery.cancel_scope)
+        if isinstance(collector.outcome, Certified):
+            certified = collector.certified_entries()
+            try:
+                await self.receive_certified(certified, verified=True)   # durable before any answer
+            except LedgerError as exc:
+                error = exc
+            else:
+                confirmations = await self._spread(certified)
+                self._nursery.start_soon(self._answer, batch, collector.outcome.certificate, confirmations)
+                return set()
+        elif isinstance(collector.outcome, QuorumImpossible):
+            error = BatchRejected(_describe(collector.outcome), dict(collector.outcome.rejections))
+        else:
+            error = BatchRejected("no quorum of votes in time" if scope.cancelled_caught else "no quorum")
+        for p in batch:
+            p.error = error
+            self._tips[p.entry.body.account] = self.state.head(p.entry.body.account)
+            p.done.set()
+        return {p.entry.body.account for p in batch}
+
+    async def _answer(self, batch: list[_Pending], certificate: Certificate,
+                      confirmations: list[tuple[_ValidatorLink, trio.Event]]) -> None:
+        """Answer the submitters once a quorum of validators has applied the batch (so entries
+        that depend on it find validators able to judge them), or after the vote timeout."""
+        needed = self.committee.quorum - (1 if self.is_validator else 0)
+        confirmed = 0
+        enough = trio.Event()
+
+        async def wait_one(link: _ValidatorLink, event: trio.Event) -> None:
+            nonlocal confirmed
+            await event.wait()
+            if not link.broken:
+                confirmed += 1
+                if confirmed >= needed:
+                    enough.set()
+
+        if needed > 0:
+            with trio.move_on_after(self.config.vote_timeout_s):
+                async with trio.open_nursery() as nursery:
+                    for link, event in confirmations:
+                        nursery.start_soon(wait_one, link, event)
+                    await enough.wait()
+                    nursery.cancel_scope.cancel()
+        for p in batch:
+            p.certificate = certificate
+            p.done.set()
+
+    async def _ask_vote(self, validator: bytes, collector: VoteCollector, scope: trio.CancelScope) -> None:
+        try:
+            if validator == self.me:
+                reply = await self.handle_vote_request(collector.request)
+            else:
+                reply = await (await self._link(validator)).request_vote(collector.request)
+            if collector.receive_reply(validator, reply) is not None:
+                scope.cancel()
+        except (NetError, WireError, PeerMisbehaved):
+            link = self._links.pop(validator, None)   # a broken or lying validator: reopen next time
+            if link is not None:
+                await link.aclose()
+
+    async def _link(self, validator: bytes) -> _ValidatorLink:
+        link = self._links.get(validator)
+        if link is None or link.broken:
+            stream = await self.transport.open_stream(validator, VOTE_PROTOCOL, max_frame_bytes=MAX_FRAME_BYTES)
+            link = self._links[validator] = _ValidatorLink(stream)
+            self._nursery.start_soon(link.read_replies)
+        return link
+
+    async def _spread(self, batch: CertifiedEntries) -> list[tuple[_ValidatorLink, trio.Event]]:
+        """Gossip a certified batch and confirm it to the validators we have links to; returns
+        the events that fire when each of them has applied it."""
+        for part in split_for_gossip(batch, GOSSIP_MAX_BYTES):
+            try:
+                await self.transport.publish(ledger_topic(self.rules.zone), encode_certified(part))
+            except NetError:
+                pass  # gossip is best effort: sync repairs what it misses
+        confirmations = []
+        for validator, link in list(self._links.items()):
+            try:
+                confirmations.append((link, await link.confirm(batch)))
+            except NetError:
+                self._links.pop(validator, None)
+        return confirmations
+
+    # --- validating ---------------------------------------------------------------------------
+
+    async def handle_vote_request(self, request: VoteRequest) -> VoteReply:
+        """The validator's answer to a batch: a signed vote, persisted before it is returned."""
+        if not self.is_validator:
+            return VoteReply(request.request_id, b"", ())
+        async with self._vote_lock:
+            decision = decide_vote(self.state, self._voted, request.entries, self.rules, self.clock())
+            if not decision.accepted:
+                return VoteReply(request.request_id, b"", decision.rejections)
+            if decision.new_records:
+                await self.store.record_votes(decision.new_records)
+                self._voted.update(decision.new_records)
+            self._remember(decision.entries)
+            vote = make_vote(self.committee, self._signer, decision.entry_hashes)
+        return VoteReply(request.request_id, vote.encoded, ())
+
+    async def _serve_votes(self, stream: FramedStream) -> None:
+        while True:
+            try:
+                frame = decode_frame(await stream.receive_frame())
+            except WireError:
+                return   # a peer that speaks garbage loses its stream
+            if isinstance(frame, VoteRequest):
+                await stream.send_frame(encode_frame(await self.handle_vote_request(frame)))
+            elif isinstance(frame, Confirm):
+                try:
+                    await self.receive_certified(frame.batch)
+                except LedgerError:
+                    return
+                await stream.send_frame(encode_frame(Confirmed(frame.batch.certificate.batch_root)))
+            else:
+                return
+
+    # --- replicating --------------------------------------------------------------------------
+
+    async def receive_certified(self, batch: CertifiedEntries, *, verified: bool = False) -> int:
+        """Verify, store and apply a certified batch; returns how many entries were new."""
+        root = batch.certificate.batch_root
+        while root in self._in_flight:          # the same batch from gossip and confirm at once
+            await self._in_flight[root].wait()
+        if root in self._complete_roots:
+            return 0
+        if verified:
+            self._trusted_roots.add(root)
+        checked = verify_batch(self.committee, batch, self._trusted_roots, self._decoded)
+        done = self._in_flight[root] = trio.Event()
+        try:
+            added = await self._store_and_apply([checked])
+            if not batch.leaves:
+                self._complete_roots.add(root)
+        finally:
+            del self._in_flight[root]
+            done.set()
+        return added
+
+    async def _store_and_apply(self, batches: Sequence[VerifiedBatch]) -> int:
+        fresh = self._unknown(batches)
+        if not fresh:
+            return 0
+        await self.store.add_certified([(b.certificate, b.leaves, b.entries) for b in fresh])
+        # Other tasks may have stored and applied some of these while we waited for the disk.
+        added = 0
+        for b in self._unknown(fresh):
+            for s in b.entries:
+                self._waiting[(s.body.account, s.body.seq)] = s
+                added += 1
+        if apply_ready(self.state, self._waiting, self.rules):
+            async with self._applied:
+                self._applied.notify_all()
+        return added
+
+    def _unknown(self, batches: Sequence[VerifiedBatch]) -> list[VerifiedBatch]:
+        """The parts of ``batches`` neither applied nor waiting yet."""
+        out: list[VerifiedBatch] = []
+        for b in batches:
+            new = tuple(s for s in b.entries if s.body.seq >= self.state.head(s.body.account).next_seq
+                        and (s.body.account, s.body.seq) not in self._waiting)
+            if new:
+                out.append(VerifiedBatch(b.certificate, b.leaves, new))
+        return out
+
+    def _gossip_validator(self, sender: bytes, data: bytes) -> ValidationResult:
+        try:
+            batch = decode_certified(data)
+        except WireError:
+            return ValidationResult.REJECT
+        # A batch we already have is still ACCEPTed: we must relay it to peers that lack it.
+        try:
+            verify_batch(self.committee, batch, self._trusted_roots, self._decoded)
+        except CertificateInvalid:
+            return ValidationResult.REJECT
+        if len(self._gossip_checked) > 1024:
+            self._gossip_checked.clear()   # never consumed (unsubscribed): do not grow without bound
+        self._gossip_checked[hash_bytes(data)] = batch
+        return ValidationResult.ACCEPT
+
+    async def _consume_gossip(self, subscription: Any) -> None:
+        async for message in subscription:
+            batch = self._gossip_checked.pop(hash_bytes(message.data), None)
+            try:
+                await self.receive_certified(batch or decode_certified(message.data))
+            except (WireError, LedgerError):
+                continue   # already judged by the validator; an inconsistent batch is not applied
+
+    async def sync_with(self, peer: bytes) -> int:
+        """Pull every certified entry ``peer`` has and we lack; returns how many were new."""
+        # Only the contiguous certified prefix counts: entries waiting beyond a gap (e.g. recent
+        # gossip) do not, or the gap would never be asked for.
+        heads = {a: h.next_seq for a, h in self.state.heads.items()}
+        session = SyncSession(self.committee, heads, self.config.sync_max_entries, self._trusted_roots)
+        stream = await self.transport.open_stream(peer, SYNC_PROTOCOL, max_frame_bytes=MAX_FRAME_BYTES)
+        added = 0
+        try:
+            while not session.done:
+                await stream.send_frame(encode_frame(session.next_request()))
+                reply = decode_frame(await stream.receive_frame())
+                if not isinstance(reply, SyncReply):
+                    raise PeerMisbehaved("expected a sync reply")
+                added += await self._store_and_apply(session.receive_reply(reply))
+        finally:
+            await stream.aclose()
+        return added
+
+    async def sync_all(self) -> int:
+        """Sync with every connected peer, one after the other."""
+        added = 0
+        for peer in sorted(self.transport.peers()):
+            try:
+                added += await self.sync_with(peer)
+            except (NetError, LedgerError):
+                continue
+        return added
+
+    async def _serve_sync(self, stream: FramedStream) -> None:
+        while True:
+            try:
+                request = decode_frame(await stream.receive_frame())
+            except WireError:
+                return
+            if not isinstance(request, SyncRequest):
+                return
+            heads = {h.account: h.next_seq for h in request.heads}
+            limit = min(request.max_entries, self.config.sync_max_entries)
+            batches, more = await self.store.missing_for(heads, limit)
+            reply = SyncReply(request.request_id, tuple(b.as_message() for b in batches), more)
+            await stream.send_frame(encode_frame(reply))
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        await self.store.save_zone(self.rules, self.committee)
+        self.state, self._waiting = await self.store.load_state(self.rules)
+        self._voted = await self.store.votes()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._load()
+        subscription = await self.transport.subscribe(ledger_topic(self.rules.zone), self._gossip_validator)
+        self.transport.set_stream_handler(SYNC_PROTOCOL, self._serve_sync, max_frame_bytes=MAX_FRAME_BYTES)
+        if self.is_validator:
+            self.transport.set_stream_handler(VOTE_PROTOCOL, self._serve_votes, max_frame_bytes=MAX_FRAME_BYTES)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._batcher)
+            nursery.start_soon(self._consume_gossip, subscription)
+            if self.config.sync_interval_s > 0:
+                nursery.start_soon(self._anti_entropy)
+            task_status.started()
+
+    async def _anti_entropy(self) -> None:
+        """Catch up at start, then keep pulling: gossip is best effort, sync makes it complete."""
+        await self.sync_all()
+        turn = 0
+        while True:
+            await trio.sleep(self.config.sync_interval_s)
+            peers = sorted(self.transport.peers())
+            if peers:
+                turn += 1
+                try:
+                    await self.sync_with(peers[turn % len(peers)])
+                except (NetError, LedgerError):
+                    continue   # that peer is gone or misbehaved; the next interval tries another
+
+
+@asynccontextmanager
+async def open_ledger_service(key: NodeKey, config: LedgerConfig, store: LedgerStore, transport: Transport,
+                              clock: Callable[[], int] = wall_clock_ms) -> AsyncIterator[LedgerService]:
+    """Run a ``LedgerService`` for the duration of the block (loaded from ``store`` first)."""
+    service = LedgerService(key, config, store, transport, clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        yield service
+        nursery.cancel_scope.cancel()
+
+
+def split_for_gossip(batch: CertifiedEntries, max_bytes: int) -> list[CertifiedEntries]:
+    """A batch as one gossip message, or several (each with all leaves) if it is too large."""
+    if len(encode_certified(batch)) <= max_bytes:
+        return [batch]
+    leaves = batch.leaves or tuple(hash_bytes(e) for e in batch.entries)
+    room = max(1, max_bytes - 32 * len(leaves) - 1024)
+    parts: list[CertifiedEntries] = []
+    current: list[bytes] = []
+    size = 0
+    for data in batch.entries:
+        if current and size + len(data) > room:
+            parts.append(CertifiedEntries(batch.certificate, leaves, tuple(current)))
+            current, size = [], 0
+        current.append(data)
+        size += len(data) + 3
+    if current:
+        parts.append(CertifiedEntries(batch.certificate, leaves, tuple(current)))
+    return parts
+
+
+def _describe(outcome: QuorumImpossible) -> str:
+    reasons = sorted({r.reason for rs in outcome.rejections.values() for r in rs})
+    return "the committee rejected the batch: " + ", ".join(reasons or ["no reason given"])
+
+
+__all__ = ["BatchRejected", "LedgerConfig", "LedgerService", "SYNC_PROTOCOL", "VOTE_PROTOCOL", "ledger_topic",
+           "open_ledger_service", "split_for_gossip", "EntryRejected", "RejectReason"]

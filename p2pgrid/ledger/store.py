@@ -1,0 +1,415 @@
+"""The ledger's storage: SQLite through aiosqlite, run under trio via trio-asyncio.
+
+All ledger storage lives behind this module (so does the asyncio bridge): ``open_store(path)``
+yields a ``LedgerStore``. aiosqlite is asyncio-only; ``open_store`` opens a trio-asyncio loop if
+the caller has none (``trio_asyncio.open_loop()``) and every database call crosses into it with
+``trio_asyncio.aio_as_trio``. Each public method is one transaction, so batches commit once.
+
+Tables::
+
+    entries       (account, seq) → hash, batch_root, slot, signed entry bytes   certified only
+    certificates  batch_root → certificate bytes, leaves (concatenated entry hashes)
+    heads         account → next_seq, last_hash   the contiguous certified prefix of each chain
+    votes         conflict key → entry hash        this node's own votes: never vote twice
+    meta          the zone's ledger rules and committee, so offline tools (``p2pgrid ledger``)
+                  can derive and verify the state without the node's config
+
+Indexes: entries by (account, seq) (primary key), by slot, by batch_root.
+
+Durability. The database runs in WAL mode with ``synchronous=FULL``: a commit returns only after
+the WAL is fsynced, so whatever a method has returned survives a process kill *and* a power cut.
+(``NORMAL`` with WAL survives a process kill — the WAL is in the OS page cache — but may lose the
+last commits on power loss; we acknowledge entries and send votes only after a return from here,
+so we pay for FULL, amortised by committing batches.) A crash mid-transaction rolls back on the
+next open, so the store is always consistent: an entry row exists only with its certificate row,
+and ``heads`` is updated in the same transaction as the entries.
+
+Ordering guarantee for votes: ``record_votes`` commits before it returns; the validator sends a
+vote only after that, so after any crash the record of every vote ever sent is on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import aiosqlite
+import trio_asyncio
+
+from p2pgrid.errors import LedgerError
+from p2pgrid.ledger.chain import ChainHead, ChainInconsistent, LedgerRules, LedgerState, apply_ready, state_root
+from p2pgrid.ledger.committee import CertificateInvalid, Committee, batch_root, verify_certificate
+from p2pgrid.ledger.messages import (
+    GENESIS_HASH, HASH_SIZE, Certificate, CertifiedEntries, Entry, decode_certified_entry, entry_hash,
+)
+from p2pgrid.wire import Signed, decode, encode, pack, unpack
+
+LEDGER_DB_FILE = "ledger.sqlite"   # the ledger database's name inside a node's data dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS certificates (
+    batch_root BLOB PRIMARY KEY,
+    certificate BLOB NOT NULL,
+    leaves BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    account BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    batch_root BLOB NOT NULL REFERENCES certificates(batch_root),
+    slot INTEGER,
+    data BLOB NOT NULL,
+    PRIMARY KEY (account, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_by_slot ON entries(slot) WHERE slot IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_by_batch ON entries(batch_root);
+CREATE TABLE IF NOT EXISTS heads (
+    account BLOB PRIMARY KEY,
+    next_seq INTEGER NOT NULL,
+    last_hash BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS votes (
+    conflict_key BLOB PRIMARY KEY,
+    entry_hash BLOB NOT NULL,
+    entry BLOB
+) WITHOUT ROWID;
+"""
+
+
+class StoreCorrupt(LedgerError):
+    """``verify`` found the stored ledger inconsistent."""
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """Certified entries of one certificate, as read back from the store."""
+
+    certificate: Certificate
+    leaves: tuple[bytes, ...]
+    entries: tuple[bytes, ...]
+
+    def as_message(self, whole: bool = False) -> CertifiedEntries:
+        return CertifiedEntries(self.certificate, () if whole else self.leaves, self.entries)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    entries: int
+    certificates: int
+    accounts: int
+    state_root: bytes
+    pending: int
+
+
+class LedgerStore:
+    """The open ledger database. Use ``open_store``; every method is one committed transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _run(self, fn: Callable[[aiosqlite.Connection], Any]) -> Any:
+        """Run the asyncio coroutine function ``fn(conn)`` on the bridge."""
+        return await trio_asyncio.aio_as_trio(fn)(self._conn)
+
+    # --- certified entries -----------------------------------------------------------------
+
+    async def add_certified(self, batches: Iterable[tuple[Certificate, Sequence[bytes], Sequence[Signed[Entry]]]],
+                            slot_of: Callable[[Signed[Entry]], int | None] | None = None) -> int:
+        """Store certified batches (certificate, all leaf hashes, entries) in one transaction and
+        advance the heads. Idempotent. Returns how many entries were new. Durable on return."""
+        cert_rows, entry_rows, touched = [], [], set()
+        for cert, leaves, entries in batches:
+            cert_rows.append((cert.batch_root, encode(cert), b"".join(leaves)))
+            for signed in entries:
+                e = signed.body
+                entry_rows.append((e.account, e.seq, entry_hash(signed), cert.batch_root,
+                                   slot_of(signed) if slot_of else None, signed.encoded))
+                touched.add(e.account)
+
+        async def txn(conn: aiosqlite.Connection) -> int:
+            try:
+                await conn.executemany("INSERT OR IGNORE INTO certificates VALUES (?, ?, ?)", cert_rows)
+                before = conn.total_changes
+                await conn.executemany("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?)", entry_rows)
+                added = conn.total_changes - before
+                await _advance_heads(conn, sorted(touched))
+                await conn.commit()
+                return added
+            except BaseException:
+                await conn.rollback()
+                raise
+
+        return await self._run(txn)
+
+    async def heads(self) -> dict[bytes, ChainHead]:
+        async def q(conn: aiosqlite.Connection) -> dict[bytes, ChainHead]:
+            async with conn.execute("SELECT account, next_seq, last_hash FROM heads") as cur:
+                return {a: ChainHead(n, h) for a, n, h in await cur.fetchall()}
+        return await self._run(q)
+
+    async def entry_count(self) -> int:
+        async def q(conn: aiosqlite.Connection) -> int:
+            async with conn.execute("SELECT count(*) FROM entries") as cur:
+                return (await cur.fetchone())[0]
+        return await self._run(q)
+
+    async def get_entry(self, account: bytes, seq: int) -> Signed[Entry] | None:
+        async def q(conn: aiosqlite.Connection) -> bytes | None:
+            async with conn.execute("SELECT data FROM entries WHERE account = ? AND seq = ?", (account, seq)) as cur:
+                row = await cur.fetchone()
+                return row[0] if row else None
+        data = await self._run(q)
+        return decode_certified_entry(data) if data is not None else None
+
+    async def account_entries(self, account: bytes, from_seq: int = 0, limit: int = 1000) -> list[Signed[Entry]]:
+        async def q(conn: aiosqlite.Connection) -> list[bytes]:
+            async with conn.execute("SELECT data FROM entries WHERE account = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                                    (account, from_seq, limit)) as cur:
+                return [r[0] for r in await cur.fetchall()]
+        return [decode_certified_entry(d) for d in await self._run(q)]
+
+    async def all_entries(self) -> list[Signed[Entry]]:
+        """Every certified entry (account, seq order). For start-up state derivation and verify."""
+        async def q(conn: aiosqlite.Connection) -> list[bytes]:
+            async with conn.execute("SELECT data FROM entries ORDER BY account, seq") as cur:
+                return [r[0] for r in await cur.fetchall()]
+        return [decode_certified_entry(d) for d in await self._run(q)]
+
+    async def missing_for(self, their_heads: Mapping[bytes, int], limit: int) -> tuple[list[StoredBatch], bool]:
+        """Certified entries a peer with ``their_heads`` (account → next_seq) lacks, grouped by
+        certificate, at most ``limit`` entries; the flag says whether more remain."""
+        async def q(conn: aiosqlite.Connection) -> tuple[list[tuple[bytes, bytes]], bool]:
+            rows: list[tuple[bytes, bytes]] = []
+            more = False
+            async with conn.execute("SELECT account, next_seq FROM heads ORDER BY account") as cur:
+                ours = await cur.fetchall()
+            for account, next_seq in ours:
+                start = their_heads.get(account, 0)
+                if start >= next_seq:
+                    continue
+                room = limit - len(rows)
+                if room <= 0:
+                    more = True
+                    break
+                async with conn.execute(
+                        "SELECT batch_root, data FROM entries WHERE account = ? AND seq >= ? AND seq < ? "
+                        "ORDER BY seq LIMIT ?", (account, start, next_seq, room)) as cur:
+                    rows += await cur.fetchall()
+                if start + room < next_seq:
+                    more = True
+                    break
+            return rows, more
+
+        rows, more = await self._run(q)
+        return await self._group(rows), more
+
+    async def _group(self, rows: Sequence[tuple[bytes, bytes]]) -> list[StoredBatch]:
+        roots = list(dict.fromkeys(r for r, _ in rows))
+        certs = await self.certificates(roots)
+        grouped: dict[bytes, list[bytes]] = {}
+        for root, data in rows:
+            grouped.setdefault(root, []).append(data)
+        return [StoredBatch(certs[r][0], certs[r][1], tuple(grouped[r])) for r in roots]
+
+    async def certificates(self, roots: Sequence[bytes]) -> dict[bytes, tuple[Certificate, tuple[bytes, ...]]]:
+        async def q(conn: aiosqlite.Connection) -> list[tuple[bytes, bytes, bytes]]:
+            out: list[tuple[bytes, bytes, bytes]] = []
+            for i in range(0, len(roots), 500):
+                chunk = roots[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                async with conn.execute(f"SELECT batch_root, certificate, leaves FROM certificates "
+                                        f"WHERE batch_root IN ({marks})", chunk) as cur:
+                    out += await cur.fetchall()
+            return out
+        return {root: (decode(Certificate, cert, 1 << 20), _split_leaves(leaves))
+                for root, cert, leaves in await self._run(q)}
+
+    # --- own votes -------------------------------------------------------------------------
+
+    async def record_votes(self, records: Sequence[tuple[bytes, bytes]], entries: Mapping[bytes, bytes] | None = None) -> None:
+        """Durably record (conflict key → entry hash) before the vote is sent. A key recorded
+        already with another hash is a bug in the caller (it must check first): refuse."""
+        rows = [(key, h, (entries or {}).get(h)) for key, h in records]
+
+        async def txn(conn: aiosqlite.Connection) -> None:
+            try:
+                await conn.executemany("INSERT OR IGNORE INTO votes VALUES (?, ?, ?)", rows)
+                recorded = await _select_in(conn, "SELECT conflict_key, entry_hash FROM votes WHERE conflict_key IN",
+                                            [key for key, _, _ in rows])
+                if any(recorded.get(key) != h for key, h, _ in rows):
+                    raise LedgerError("refusing to record a second vote at one conflict key")
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
+
+        await self._run(txn)
+
+    async def votes(self) -> dict[bytes, bytes]:
+        """Every conflict key this node ever voted on → the entry hash it voted for."""
+        async def q(conn: aiosqlite.Connection) -> dict[bytes, bytes]:
+            async with conn.execute("SELECT conflict_key, entry_hash FROM votes") as cur:
+                return dict(await cur.fetchall())
+        return await self._run(q)
+
+    async def voted_entry(self, conflict_key: bytes) -> bytes | None:
+        """The signed entry bytes this node voted for at ``conflict_key`` (if it kept them)."""
+        async def q(conn: aiosqlite.Connection) -> bytes | None:
+            async with conn.execute("SELECT entry FROM votes WHERE conflict_key = ?", (conflict_key,)) as cur:
+                row = await cur.fetchone()
+                return row[0] if row else None
+        return await self._run(q)
+
+    # --- zone parameters -------------------------------------------------------------------
+
+    async def save_zone(self, rules: LedgerRules, committee: Committee) -> None:
+        value = pack([rules.zone, rules.gateway, rules.credit_limit_uc, committee.epoch, list(committee.validators)])
+
+        async def txn(conn: aiosqlite.Connection) -> None:
+            await conn.execute("INSERT OR REPLACE INTO meta VALUES ('zone', ?)", (value,))
+            await conn.commit()
+        await self._run(txn)
+
+    async def load_zone(self) -> tuple[LedgerRules, Committee] | None:
+        """The rules and committee saved by the node that owns this store (None if never saved)."""
+        async def q(conn: aiosqlite.Connection) -> bytes | None:
+            async with conn.execute("SELECT value FROM meta WHERE name = 'zone'") as cur:
+                row = await cur.fetchone()
+                return row[0] if row else None
+        value = await self._run(q)
+        if value is None:
+            return None
+        zone, gateway, limit, epoch, validators = unpack(value, 1 << 20)
+        return LedgerRules(zone, gateway, limit), Committee(zone, epoch, tuple(validators))
+
+    # --- whole-store checks ----------------------------------------------------------------
+
+    async def load_state(self, rules: LedgerRules) -> tuple[LedgerState, dict[tuple[bytes, int], Signed[Entry]]]:
+        """The state derived from every stored certified entry, and those that wait for others."""
+        pending = {(s.body.account, s.body.seq): s for s in await self.all_entries()}
+        state = LedgerState()
+        apply_ready(state, pending, rules)
+        return state, pending
+
+    async def verify(self, rules: LedgerRules, committee: Committee | None = None) -> VerifyReport:
+        """Check the whole store: every entry is in its certificate's leaves, every certificate's
+        leaves hash to its root (and its signatures verify, given the committee), heads match
+        the chains, and state derivation succeeds. Raises ``StoreCorrupt``."""
+        async def q(conn: aiosqlite.Connection) -> tuple[list[Any], list[Any], list[Any]]:
+            async with conn.execute("SELECT batch_root, certificate, leaves FROM certificates") as cur:
+                certs = await cur.fetchall()
+            async with conn.execute("SELECT account, seq, hash, batch_root, data FROM entries ORDER BY account, seq") as cur:
+                entries = await cur.fetchall()
+            async with conn.execute("SELECT account, next_seq, last_hash FROM heads") as cur:
+                heads = await cur.fetchall()
+            return certs, entries, heads
+
+        cert_rows, entry_rows, head_rows = await self._run(q)
+        leaves_of: dict[bytes, set[bytes]] = {}
+        for root, cert_bytes, leaves_blob in cert_rows:
+            cert = decode(Certificate, cert_bytes, 1 << 20)
+            leaves = _split_leaves(leaves_blob)
+            if cert.batch_root != root or len(leaves) != cert.batch_size or batch_root(leaves) != root:
+                raise StoreCorrupt(f"certificate {root.hex()[:16]} does not match its leaves")
+            if committee is not None:
+                try:
+                    verify_certificate(committee, cert)
+                except CertificateInvalid as exc:
+                    raise StoreCorrupt(f"certificate {root.hex()[:16]}: {exc}") from None
+            leaves_of[root] = set(leaves)
+        signed_entries = []
+        for account, seq, h, root, data in entry_rows:
+            signed = decode_certified_entry(data)
+            if (signed.body.account, signed.body.seq) != (account, seq) or entry_hash(signed) != h:
+                raise StoreCorrupt(f"entry row {account.hex()[:8]}#{seq} does not match its data")
+            if h not in leaves_of.get(root, ()):
+                raise StoreCorrupt(f"entry {account.hex()[:8]}#{seq} is not in its certificate")
+            signed_entries.append(signed)
+        pending = {(s.body.account, s.body.seq): s for s in signed_entries}
+        state = LedgerState()
+        try:
+            apply_ready(state, pending, rules)
+        except ChainInconsistent as exc:
+            raise StoreCorrupt(str(exc)) from None
+        for account, next_seq, last_hash in head_rows:
+            if state.head(account) != ChainHead(next_seq, last_hash):
+                if not pending:
+                    raise StoreCorrupt(f"head of {account.hex()[:8]} disagrees with its chain")
+        if state.money_total() != 0:
+            raise StoreCorrupt(f"money is not conserved: total {state.money_total()}")
+        return VerifyReport(len(entry_rows), len(cert_rows), len(head_rows), state_root(state), len(pending))
+
+    async def aclose(self) -> None:
+        await self._run(lambda conn: conn.close())
+
+
+async def _advance_heads(conn: aiosqlite.Connection, accounts: Sequence[bytes]) -> None:
+    """Move each account's head over the contiguous entries stored beyond it."""
+    heads: dict[bytes, tuple[int, bytes]] = {
+        a: (n, h) for a, (n, h) in (await _select_in(
+            conn, "SELECT account, next_seq, last_hash FROM heads WHERE account IN", accounts, pairs=False)).items()}
+    for i in range(0, len(accounts), 500):
+        chunk = accounts[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        async with conn.execute(
+                f"SELECT e.account, e.seq, e.hash FROM entries e LEFT JOIN heads h ON h.account = e.account "
+                f"WHERE e.account IN ({marks}) AND e.seq >= COALESCE(h.next_seq, 0) ORDER BY e.account, e.seq",
+                chunk) as cur:
+            rows = await cur.fetchall()
+        for account, seq, h in rows:
+            next_seq, _ = heads.get(account, (0, GENESIS_HASH))
+            if seq == next_seq:
+                heads[account] = (seq + 1, h)
+    await conn.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?)",
+                           [(a, n, h) for a, (n, h) in heads.items()])
+
+
+async def _select_in(conn: aiosqlite.Connection, query: str, keys: Sequence[bytes], pairs: bool = True) -> dict[bytes, Any]:
+    """``query (?, ?, …)`` over ``keys`` in chunks; rows keyed by their first column."""
+    out: dict[bytes, Any] = {}
+    for i in range(0, len(keys), 500):
+        chunk = list(keys[i:i + 500])
+        async with conn.execute(f"{query} ({','.join('?' * len(chunk))})", chunk) as cur:
+            for row in await cur.fetchall():
+                out[row[0]] = row[1] if pairs else tuple(row[1:])
+    return out
+
+
+def _split_leaves(blob: bytes) -> tuple[bytes, ...]:
+    return tuple(blob[i:i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE))
+
+
+@asynccontextmanager
+async def _asyncio_bridge() -> AsyncIterator[None]:
+    if trio_asyncio.current_loop.get() is not None:
+        yield
+        return
+    async with trio_asyncio.open_loop():
+        yield
+
+
+@asynccontextmanager
+async def open_store(path: str | Path) -> AsyncIterator[LedgerStore]:
+    """Open (creating if needed) the ledger database at ``path``; closes it on exit."""
+    async with _asyncio_bridge():
+        async def connect() -> aiosqlite.Connection:
+            conn = await aiosqlite.connect(str(path), isolation_level="DEFERRED")
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.executescript(SCHEMA)
+            await conn.commit()
+            return conn
+
+        conn = await trio_asyncio.aio_as_trio(connect)()
+        store = LedgerStore(conn)
+        try:
+            yield store
+        finally:
+            await store.aclose()

@@ -1,0 +1,188 @@
+"""Order gossip for one zone (trio): batched, paced publishing and validated delivery.
+
+Topic ``p2pgrid/v1/<zone>/orders``. Each message is one ``OrderBatch`` of signed orders and
+cancels (``wire.py``).
+
+Publishing. ``submit(signed)`` queues one of this node's signed orders or cancels; every
+``tick_s`` the queue is packed into as few batches as fit (``batching.pack_order_batches``: ≤ 16
+KiB, ≤ 256 items each) and published, at most one batch per ``min_publish_gap_s`` so that a burst
+becomes a steady stream the network can carry. ``flush()`` publishes the queue at once.
+
+Receiving. The topic validator is ``validation.OrderBatchValidator`` (ACCEPT / IGNORE / REJECT
+with a reason, replay cache). It runs inside the transport, before relaying; each ACCEPTed batch
+is then delivered as one ``OrderDelivery`` on ``deliveries``, holding only the accepted items.
+The node's own batches are delivered too, so the book sees one stream. ``stats`` counts what was
+published, delivered, rejected and ignored (by reason) for the dashboard and metrics.
+
+Time comes from ``clock()`` (Unix ms): wall clock in production, the simnet clock in simulations.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pgrid.net.batching import pack_order_batches
+from p2pgrid.net.transport import Transport, ValidationResult
+from p2pgrid.net.validation import BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id
+from p2pgrid.wire import Cancel, Order, Signed
+
+TOPIC_KINDS = ("orders", "pools", "ledger")
+DEFAULT_TICK_S = 0.25
+DEFAULT_MIN_PUBLISH_GAP_S = 0.02
+
+Clock = Callable[[], int]
+
+
+def topic_name(zone: str, kind: str) -> str:
+    """``p2pgrid/v1/<zone>/<kind>`` for kind in orders, pools, ledger."""
+    if kind not in TOPIC_KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}; expected one of {TOPIC_KINDS}")
+    return f"p2pgrid/v1/{zone}/{kind}"
+
+
+def orders_topic(zone: str) -> str:
+    return topic_name(zone, "orders")
+
+
+def pools_topic(zone: str) -> str:
+    return topic_name(zone, "pools")
+
+
+def ledger_topic(zone: str) -> str:
+    return topic_name(zone, "ledger")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class OrderDelivery:
+    """One accepted batch: who published it, when (their clock), when it arrived (ours), its items."""
+
+    sender: bytes
+    sent_ms: int
+    received_ms: int
+    items: tuple[Signed[Order] | Signed[Cancel], ...]
+
+
+@dataclass
+class OrderGossipStats:
+    published_batches: int = 0
+    published_items: int = 0
+    delivered_batches: int = 0
+    delivered_items: int = 0
+    rejected_batches: Counter[str] = field(default_factory=Counter)
+    ignored_items: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected_batches.values())
+
+
+class OrderGossip:
+    """The order gossip service of one zone. Start it with ``open_order_gossip``."""
+
+    def __init__(self, transport: Transport, rules: OrderRules, clock: Clock = wall_clock_ms, *,
+                 tick_s: float = DEFAULT_TICK_S, min_publish_gap_s: float = DEFAULT_MIN_PUBLISH_GAP_S) -> None:
+        self.transport = transport
+        self.rules = rules
+        self.topic = orders_topic(rules.zone)
+        self.clock = clock
+        self.tick_s = tick_s
+        self.min_publish_gap_s = min_publish_gap_s
+        self.validator = OrderBatchValidator(rules)
+        self.stats = OrderGossipStats()
+        self._pending: list[bytes] = []
+        self._accepted: dict[bytes, BatchVerdict] = {}
+        self._publish_lock = trio.Lock()
+        self._send, self.deliveries = trio.open_memory_channel[OrderDelivery](math.inf)
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def submit(self, signed: Signed[Order] | Signed[Cancel]) -> None:
+        """Queue one of this node's signed orders or cancels for the next tick."""
+        if not isinstance(signed.body, (Order, Cancel)):
+            raise TypeError(f"order gossip carries orders and cancels, not {type(signed.body).__name__}")
+        if signed.body.zone != self.rules.zone:
+            raise ValueError(f"{type(signed.body).__name__} for zone {signed.body.zone!r} submitted to zone "
+                             f"{self.rules.zone!r}")
+        if self.rules.require_own_items and signed.signer != self.transport.local_peer:
+            raise ValueError("only this node's own orders can be gossiped (require_own_items)")
+        self._pending.append(signed.encoded)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Publish everything queued now, paced; returns the number of batches published."""
+        async with self._publish_lock:
+            items, self._pending = self._pending, []
+            if not items:
+                return 0
+            batches = pack_order_batches(self.rules.zone, self.clock(), items, self.rules.max_batch_bytes)
+            for index, batch in enumerate(batches):
+                if index:
+                    await trio.sleep(self.min_publish_gap_s)
+                await self.transport.publish(self.topic, batch)
+            self.stats.published_batches += len(batches)
+            self.stats.published_items += len(items)
+            return len(batches)
+
+    async def _publish_every_tick(self) -> None:
+        while True:
+            await trio.sleep(self.tick_s)
+            await self.flush()
+
+    # --- receiving ------------------------------------------------------------------------
+
+    def validate(self, sender: bytes, data: bytes) -> ValidationResult:
+        """The topic validator (runs inside the transport, synchronously)."""
+        verdict = self.validator.validate(data, sender, self.clock())
+        if verdict.result is ValidationResult.REJECT:
+            self.stats.rejected_batches[(verdict.reason or Reason.MALFORMED).value] += 1
+        for item in verdict.items:
+            if item.result is ValidationResult.IGNORE and item.reason is not None:
+                self.stats.ignored_items[item.reason.value] += 1
+        if verdict.result is ValidationResult.ACCEPT:
+            self._accepted[verdict.batch_id] = verdict
+        return verdict.result
+
+    async def _deliver_accepted(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        subscription = await self.transport.subscribe(self.topic, self.validate)
+        task_status.started()
+        try:
+            async for message in subscription:
+                verdict = self._accepted.pop(compute_batch_id(message.data), None)
+                if verdict is None or verdict.batch is None:
+                    continue  # cannot happen: the transport delivers only what validate() accepted
+                items = verdict.accepted
+                self.stats.delivered_batches += 1
+                self.stats.delivered_items += len(items)
+                self._send.send_nowait(OrderDelivery(message.sender, verdict.batch.sent_ms, self.clock(), items))
+        finally:
+            with trio.CancelScope(shield=True):
+                await subscription.aclose()
+
+
+@asynccontextmanager
+async def open_order_gossip(transport: Transport, rules: OrderRules, clock: Clock = wall_clock_ms, *,
+                            tick_s: float = DEFAULT_TICK_S,
+                            min_publish_gap_s: float = DEFAULT_MIN_PUBLISH_GAP_S) -> AsyncIterator[OrderGossip]:
+    """Subscribe to the zone's order topic and run the publisher until the block exits."""
+    service = OrderGossip(transport, rules, clock, tick_s=tick_s, min_publish_gap_s=min_publish_gap_s)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service._deliver_accepted)
+        nursery.start_soon(service._publish_every_tick)
+        try:
+            yield service
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,87 @@
+"""The node's ledger and trading services (see ``p2pgrid.node`` for the service protocol).
+
+``LedgerNodeService`` opens the node's SQLite store (``<data_dir>/ledger.sqlite``) and runs a
+``LedgerService`` for the zone's committee; ``TradingNodeService`` runs a ``TradingService`` on top
+of it, fed by the node's order gossip. Both run only when the zone has a committee and a gateway
+(``[zone] validators`` and ``gateway_account``): without a ledger there is nothing to trade on.
+The node dials every validator's address, since votes travel on direct streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from p2pgrid.errors import ConfigError, P2PGridError
+from p2pgrid.ledger.chain import LedgerRules
+from p2pgrid.ledger.committee import Committee
+from p2pgrid.ledger.service import LedgerConfig, open_ledger_service
+from p2pgrid.ledger.store import open_store
+from p2pgrid.trading.service import TradingConfig, TradingService
+
+if TYPE_CHECKING:
+    from p2pgrid.config import NodeConfig
+    from p2pgrid.node import Node
+
+log = logging.getLogger(__name__)
+
+LEDGER_DB = "ledger.sqlite"
+DIAL_RETRY_S = 0.5
+
+
+def has_ledger(config: NodeConfig) -> bool:
+    return bool(config.zone.validators) and bool(config.zone.gateway_account)
+
+
+def ledger_config(config: NodeConfig) -> LedgerConfig:
+    zone = config.zone
+    if not has_ledger(config):
+        raise ConfigError("zone.validators and zone.gateway_account are needed for a ledger")
+    rules = LedgerRules(zone.id, bytes.fromhex(zone.gateway_account), zone.credit_limit_uc)
+    committee = Committee(zone.id, 0, tuple(bytes.fromhex(v.public_key) for v in zone.validators))
+    return LedgerConfig(rules, committee)
+
+
+class LedgerNodeService:
+    name = "ledger"
+
+    async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        config = ledger_config(node.config)
+        path = node.config.node.data_dir / LEDGER_DB
+        async with open_store(path) as store:
+            async with open_ledger_service(node.key, config, store, node.transport, node.clock.now_ms) as ledger:
+                node.ledger = ledger
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._dial_validators, node)
+                    task_status.started()
+                    await trio.sleep_forever()
+
+    @staticmethod
+    async def _dial_validators(node: Node) -> None:
+        me = node.key.public_key.hex()
+        pending = [v.address for v in node.config.zone.validators if v.address and v.public_key != me]
+        while pending:
+            for addr in list(pending):
+                try:
+                    await node.transport.connect(addr)
+                    pending.remove(addr)
+                except P2PGridError as exc:
+                    log.debug("validator %s not reachable yet: %s", addr, exc)
+            if pending:
+                await trio.sleep(DIAL_RETRY_S)
+
+
+class TradingNodeService:
+    name = "trading"
+
+    async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if node.ledger is None or node.order_gossip is None:
+            raise RuntimeError("trading starts after the ledger and order gossip services")
+        config = TradingConfig(node.zone, node.config.zone.slot_rules)
+        trading = TradingService(node.key, config, node.transport, node.ledger, node.order_gossip,
+                                 node.clock.now_ms)
+        node.trading = trading
+        node.order_listeners.append(trading.on_delivery)
+        await trading.run(consume_gossip=False, task_status=task_status)

@@ -1,0 +1,380 @@
+"""The boundary between the RPC server and the node: what RPC handlers may ask of a node.
+
+The node implements ``NodeApi`` (a ``typing.Protocol``: no base class, structural typing); the
+RPC layer never imports the node, the market, the ledger or libp2p. Every value crossing this
+boundary is a frozen dataclass below, built only from ``int``, ``bool``, ``str``, ``bytes``, the
+wire enums (``Side``, ``Source``), ``tuple``\\ s and ``None`` — so ``p2pgrid.rpc.codec`` can turn
+each into JSON mechanically (bytes as lowercase hex, everything else as is).
+
+Units, as everywhere in p2pgrid: energy in integer **Wh**, money in integer **µc**, prices in
+integer **µc per kWh**, instants in **Unix milliseconds (UTC)**, slots named by their start in
+**Unix seconds**. Power readings are integer watts (W). Ids and accounts are ``bytes`` (order ids
+16 bytes, accounts = Ed25519 public keys, 32 bytes).
+
+The protocol is split into small capability protocols so each handler is typed against only what
+it needs (``book_get`` sees a ``MarketView``; ``order_place`` a ``Trading``), and a test double
+can implement just one part. ``NodeApi`` is their union.
+
+Errors: a method raises a ``P2PGridError`` subclass when the *caller* asked for something the
+node refuses (unknown order, slot not tradable, nothing found): the server maps the category to
+a JSON-RPC application error code (see ``p2pgrid.rpc.errors``). Anything else is a bug and is
+reported to the client as ``-32603 internal error``.
+
+Event streams: each ``*_events()`` method returns an async iterator that the server drains with
+**one** task for the node's whole lifetime, fanning events out to subscribers without ever
+waiting on a client. The node should feed it from a bounded channel with ``send_nowait`` (so a
+stuck RPC server can't block the node either) — ``p2pgrid.rpc.testing.EventFeed`` does exactly
+that and may be reused by the node.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+from p2pgrid.wire import Side, Source
+
+__all__ = [
+    "Balance", "BookLevel", "BookSnapshot", "BookUpdate", "Certificate", "CertificateStatus",
+    "DeviceView", "EventSource", "Execution", "Forecast", "ForecastPoint", "LedgerEntryView",
+    "LedgerView", "MarketView", "NodeApi", "NodeInfo", "OrderRequest", "OrderStatus", "OrderView",
+    "PeerInfo", "PoolView", "RouteLeg", "RouteQuote", "Side", "SlotSettlement", "Source",
+    "Telemetry", "TradeView", "Trading", "Venue", "node_api_mismatches",
+]
+
+
+# --- values -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeInfo:
+    account: bytes            # the node's Ed25519 public key (32 bytes)
+    peer_id: str              # libp2p peer id (base58)
+    zone: str
+    role: str                 # household | consumer | station
+    version: str
+    now_ms: int               # the node's market clock
+    slot_length_s: int
+    horizon_s: int
+    gate_s: int
+    ledger_height: int        # certified entries known to this node
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    peer_id: str
+    addrs: tuple[str, ...]
+    connected_ms: int
+
+
+@dataclass(frozen=True)
+class BookLevel:
+    price: int                # µc/kWh
+    qty_wh: int               # total remaining at this price
+    orders: int
+
+
+@dataclass(frozen=True)
+class BookSnapshot:
+    """Aggregated depth of one (zone, slot) book: bids best (highest) first, asks best (lowest) first."""
+
+    zone: str
+    slot: int
+    seq: int                  # increases with every change; matches ``BookUpdate.seq``
+    bids: tuple[BookLevel, ...]
+    asks: tuple[BookLevel, ...]
+
+
+@dataclass(frozen=True)
+class BookUpdate:
+    """One price level changed: ``qty_wh`` is the new total at ``price`` (0 = level gone)."""
+
+    zone: str
+    slot: int
+    seq: int
+    side: Side                # side of the resting orders at this level
+    price: int
+    qty_wh: int
+    orders: int
+
+
+@dataclass(frozen=True)
+class PoolView:
+    pool_id: bytes
+    host: bytes               # the storage node's account
+    zone: str
+    slot: int
+    energy_wh: int            # reserve E
+    money_uc: int             # reserve M
+    fee_ppm: int              # swap fee, parts per million (γ = 1 - fee_ppm/1e6)
+    price: int                # marginal price M·1000/E, µc/kWh (0 for an empty pool)
+    frozen: bool              # past gate closure
+
+
+class Venue(str, enum.Enum):
+    BOOK = "book"
+    POOL = "pool"
+
+
+@dataclass(frozen=True)
+class RouteLeg:
+    venue: Venue
+    venue_id: bytes           # maker order id (book) or pool id (pool)
+    qty_wh: int
+    value_uc: int             # money paid (buy) or received (sell) on this leg
+
+
+@dataclass(frozen=True)
+class RouteQuote:
+    """The router's best split for a taker; nothing is executed."""
+
+    zone: str
+    slot: int
+    side: Side                # the taker's side
+    requested_wh: int
+    filled_wh: int            # ≤ requested; less when liquidity within the limit runs out
+    value_uc: int
+    average_price: int        # value·1000/filled, floored; 0 when nothing fills
+    legs: tuple[RouteLeg, ...]
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """What a bot asks for; the node fills in id, owner, nonce, created time and signs it."""
+
+    zone: str
+    slot: int
+    side: Side
+    qty_wh: int
+    limit_price: int
+    green: bool = False
+    source: Source = Source.NONE
+    expiry_ms: int | None = None     # None: the slot's gate closure
+
+
+class OrderStatus(str, enum.Enum):
+    OPEN = "open"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class OrderView:
+    order_id: bytes
+    owner: bytes
+    zone: str
+    slot: int
+    side: Side
+    qty_wh: int
+    filled_wh: int
+    limit_price: int
+    green: bool
+    source: Source
+    status: OrderStatus
+    created_ms: int
+    expiry_ms: int
+
+
+@dataclass(frozen=True)
+class TradeView:
+    """A fill in which this node took part (as maker or taker)."""
+
+    trade_id: bytes
+    order_id: bytes           # the maker's order, or the pool id for a swap
+    buyer: bytes
+    seller: bytes
+    zone: str
+    slot: int
+    qty_wh: int
+    price: int                # µc/kWh
+    value_uc: int             # units.trade_value(qty_wh, price) for book fills
+    venue: Venue
+    certified: bool           # final in the ledger
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Result of ``execute_trade``: what was taken now (certification may follow)."""
+
+    side: Side
+    requested_wh: int
+    filled_wh: int
+    value_uc: int
+    trades: tuple[TradeView, ...]
+
+
+@dataclass(frozen=True)
+class Balance:
+    account: bytes
+    balance_uc: int           # certified balance (may be negative only for the zone gateway)
+    locked_uc: int            # certified locks not yet consumed or released
+    head_seq: int             # certified head of the account chain (-1: empty chain)
+
+
+@dataclass(frozen=True)
+class LedgerEntryView:
+    account: bytes
+    seq: int
+    prev_hash: bytes
+    entry_hash: bytes
+    kind: str                 # fill, swap, lock, meter, transfer, mint, cert_issue, …
+    body: bytes               # canonical msgpack of the entry body
+    certified: bool
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    at_ms: int
+    pv_w: int
+    load_w: int
+    battery_w: int            # + charging, − discharging
+    grid_w: int               # + import, − export
+    soc_wh: int
+    capacity_wh: int
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    slot: int
+    pv_wh: int
+    load_wh: int
+
+
+@dataclass(frozen=True)
+class Forecast:
+    made_ms: int
+    points: tuple[ForecastPoint, ...]
+
+
+@dataclass(frozen=True)
+class SlotSettlement:
+    """This node's settlement of one slot (signs: + bought/imported, − sold/exported)."""
+
+    slot: int
+    account: bytes
+    contracted_wh: int
+    metered_wh: int
+    imbalance_wh: int         # metered − contracted
+    trade_value_uc: int       # paid (+) or received (−) at trade prices
+    imbalance_value_uc: int   # paid (+) or received (−) at imbalance prices
+    settled: bool             # False while the slot's grace has not passed
+
+
+class CertificateStatus(str, enum.Enum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True)
+class Certificate:
+    cert_id: bytes
+    owner: bytes
+    slot: int
+    qty_wh: int
+    source: Source
+    status: CertificateStatus
+    meter_entry: bytes        # hash of the meter entry that issued it
+
+
+# --- capabilities -------------------------------------------------------------------------------
+
+class MarketView(Protocol):
+    """Read-only market state as this node sees it."""
+
+    async def node_info(self) -> NodeInfo: ...
+
+    async def peers(self) -> list[PeerInfo]: ...
+
+    async def book(self, zone: str, slot: int, depth: int) -> BookSnapshot:
+        """Up to ``depth`` levels per side. Raises a ``MarketError`` for an unknown zone."""
+        ...
+
+    async def pools(self, zone: str, slot: int | None) -> list[PoolView]:
+        """Pools of ``zone`` (all slots when ``slot`` is None)."""
+        ...
+
+    async def route_quote(self, zone: str, slot: int, side: Side, qty_wh: int,
+                          limit_price: int | None) -> RouteQuote: ...
+
+
+class Trading(Protocol):
+    """Acting on the market in this node's name."""
+
+    async def place_order(self, request: OrderRequest) -> OrderView: ...
+
+    async def cancel_order(self, order_id: bytes) -> OrderView:
+        """Raises a ``MarketError`` (e.g. ``UnknownOrder``) for an order this node does not own."""
+        ...
+
+    async def list_orders(self, open_only: bool) -> list[OrderView]: ...
+
+    async def execute_trade(self, zone: str, slot: int, side: Side, qty_wh: int,
+                            limit_price: int | None) -> Execution:
+        """Take liquidity now along the router's best split (book and pools)."""
+        ...
+
+    async def list_trades(self, since_ms: int, limit: int) -> list[TradeView]:
+        """This node's trades at or after ``since_ms``, oldest first, at most ``limit``."""
+        ...
+
+
+class LedgerView(Protocol):
+    async def balance(self, account: bytes) -> Balance: ...
+
+    async def ledger_entry(self, account: bytes, seq: int) -> LedgerEntryView:
+        """Raises a ``LedgerError`` when the entry is unknown."""
+        ...
+
+    async def settlement(self, slot: int) -> SlotSettlement: ...
+
+    async def certificates(self, account: bytes) -> list[Certificate]: ...
+
+
+class DeviceView(Protocol):
+    async def telemetry(self) -> Telemetry: ...
+
+    async def forecast(self, slots: int) -> Forecast:
+        """The next ``slots`` delivery slots."""
+        ...
+
+
+class EventSource(Protocol):
+    """Long-lived event streams; each is drained by one server task (see module docstring)."""
+
+    def book_events(self) -> AsyncIterator[BookUpdate]: ...
+
+    def fill_events(self) -> AsyncIterator[TradeView]: ...
+
+    def telemetry_events(self) -> AsyncIterator[Telemetry]: ...
+
+    def settlement_events(self) -> AsyncIterator[SlotSettlement]: ...
+
+
+class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Protocol):
+    """Everything the RPC server needs from a node."""
+
+
+def node_api_mismatches(node: object) -> list[str]:
+    """What keeps ``node`` from implementing ``NodeApi``: one line per missing or different method.
+
+    Checks names, parameter names in order, and async-ness (streams are plain methods returning
+    async iterators). Meant for one test in the node's suite: ``assert node_api_mismatches(node) == []``.
+    """
+    problems = []
+    for name, expected in inspect.getmembers(NodeApi, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        actual = getattr(node, name, None)
+        if actual is None or not callable(actual):
+            problems.append(f"{name}: missing")
+            continue
+        want = [p for p in inspect.signature(expected).parameters if p != "self"]
+        have = list(inspect.signature(actual).parameters)
+        if want != have:
+            problems.append(f"{name}: parameters {have}, expected {want}")
+        if inspect.iscoroutinefunction(expected) != inspect.iscoroutinefunction(actual):
+            problems.append(f"{name}: must {'' if inspect.iscoroutinefunction(expected) else 'not '}be async")
+    return problems

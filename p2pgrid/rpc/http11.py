@@ -1,0 +1,118 @@
+"""Small HTTP/1.1 plumbing on trio + h11, shared by the RPC server and the metrics endpoint.
+
+h11 does the protocol (parsing, keep-alive, chunked bodies, framing errors); this module adds
+the few things a local API needs: loopback-only binding, a header size limit, a body size limit
+enforced while reading (``Content-Length`` is checked before a byte of body is read), and
+timeouts so an idle or half-sent request cannot hold a connection forever.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import h11
+import trio
+
+from p2pgrid.rpc.errors import NotLoopbackError
+
+READ_CHUNK = 65536
+
+
+def check_bind_host(host: str, allow_non_loopback: bool = False) -> None:
+    """Refuse to listen anywhere but loopback unless the config says so explicitly."""
+    if allow_non_loopback or host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise NotLoopbackError(f"refusing to serve on {host!r}: local API listens on loopback only "
+                               "(set allow_non_loopback explicitly to override)")
+
+
+async def open_listeners(host: str, port: int,
+                         allow_non_loopback: bool = False) -> tuple[list[trio.SocketListener], int]:
+    """Listening sockets on ``host:port`` (port 0: ephemeral) and the port actually bound."""
+    check_bind_host(host, allow_non_loopback)
+    listeners = list(await trio.open_tcp_listeners(port, host=host))
+    return listeners, int(listeners[0].socket.getsockname()[1])
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def next_event(conn: h11.Connection, stream: trio.abc.Stream, raw: bytearray | None = None) -> object:
+    """The next h11 event, reading from ``stream`` as needed (copying raw bytes into ``raw``)."""
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        data = await stream.receive_some(READ_CHUNK)
+        if raw is not None:
+            raw += data
+        conn.receive_data(data)
+
+
+async def read_body(conn: h11.Connection, stream: trio.abc.Stream, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        event = await next_event(conn, stream)
+        if isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > limit:
+                raise BodyTooLarge()
+        elif isinstance(event, h11.EndOfMessage):
+            return bytes(body)
+        else:
+            raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in a request body")
+
+
+def header(request: h11.Request, name: bytes) -> bytes | None:
+    for key, value in request.headers:
+        if key == name:
+            return value
+    return None
+
+
+def head_size(request: h11.Request) -> int:
+    """Bytes of a request's target and headers (about the size of its head on the wire)."""
+    return len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
+
+
+def content_length(request: h11.Request) -> int | None:
+    value = header(request, b"content-length")
+    return int(value) if value is not None else None   # h11 has already validated it
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: bytes = b"application/json"
+    close: bool = False
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+async def send_response(conn: h11.Connection, stream: trio.abc.Stream, response: Response) -> None:
+    headers = [(b"content-length", str(len(response.body)).encode()), *response.extra_headers]
+    if response.body:
+        headers.append((b"content-type", response.content_type))
+    if response.close:
+        headers.append((b"connection", b"close"))
+    data = conn.send(h11.Response(status_code=response.status, headers=headers,
+                                   reason=_reason(response.status))) or b""
+    if response.body:
+        data += conn.send(h11.Data(data=response.body)) or b""
+    data += conn.send(h11.EndOfMessage()) or b""
+    await stream.send_all(data)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""

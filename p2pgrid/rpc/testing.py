@@ -1,0 +1,366 @@
+"""An in-process fake node implementing ``NodeApi``, for RPC tests, bots and benchmarks.
+
+It keeps just enough state to be coherent from a client's point of view: orders (this node's and
+"external" ones seeded by a test) forming per-(zone, slot) books, pools at a fixed marginal price,
+trades and balances that move when ``execute_trade`` takes liquidity, telemetry, forecasts,
+settlements, certificates and ledger entries set by the test. It is **not** the market: routing
+here is "book levels best-first, then pools at their marginal price", enough to exercise the API.
+
+Events go out through ``EventFeed``\\ s, which never block the publisher: each stream reader gets a
+bounded channel fed with ``send_nowait``; a reader that falls behind loses events (counted in
+``feed.dropped``). The node should use the same pattern (``EventFeed`` is reusable as is).
+
+Run a fake node with an RPC server by hand (for the example bot, curl, or the benchmark)::
+
+    python -m p2pgrid.rpc.testing --data-dir /tmp/fake-node --port 8645
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import AsyncIterator, Generic, TypeVar
+
+import trio
+
+from p2pgrid.errors import LedgerError
+from p2pgrid.market.errors import InvalidOrder, UnknownOrder
+from p2pgrid.rpc.api import (Balance, BookLevel, BookSnapshot, BookUpdate, Certificate,
+                             Execution, Forecast, ForecastPoint, LedgerEntryView, NodeInfo,
+                             OrderRequest, OrderStatus, OrderView, PeerInfo, PoolView, RouteLeg,
+                             RouteQuote, SlotSettlement, Telemetry, TradeView, Venue)
+from p2pgrid.units import SlotRules, trade_value
+from p2pgrid.wire import Side, Source
+
+T = TypeVar("T")
+
+FAKE_ACCOUNT = bytes(range(32))
+OTHER_ACCOUNT = bytes(range(32, 64))
+FAKE_EPOCH_MS = 1_767_225_600_000          # 2026-01-01T00:00:00Z
+
+
+class UnknownEntry(LedgerError):
+    pass
+
+
+class EventFeed(Generic[T]):
+    """Broadcast of events to stream readers; publishing never waits."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self.published = 0
+        self.dropped = 0
+        self._readers: list[trio.MemorySendChannel[T]] = []
+
+    def stream(self) -> AsyncIterator[T]:
+        send, receive = trio.open_memory_channel[T](self.capacity)
+        self._readers.append(send)
+        return receive
+
+    def publish(self, event: T) -> None:
+        self.published += 1
+        for reader in list(self._readers):
+            try:
+                reader.send_nowait(event)
+            except trio.WouldBlock:
+                self.dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._readers.remove(reader)
+
+
+@dataclass
+class FakeNode:
+    """A ``NodeApi`` with in-memory state. ``now_ms`` is the market clock; tests set it."""
+
+    zone: str = "z1"
+    account: bytes = FAKE_ACCOUNT
+    now_ms: int = FAKE_EPOCH_MS
+    rules: SlotRules = field(default_factory=SlotRules)
+    orders: dict[bytes, OrderView] = field(default_factory=dict)
+    pools_by_id: dict[bytes, PoolView] = field(default_factory=dict)
+    trades: list[TradeView] = field(default_factory=list)
+    balances: dict[bytes, int] = field(default_factory=dict)
+    entries: dict[tuple[bytes, int], LedgerEntryView] = field(default_factory=dict)
+    settlements: dict[int, SlotSettlement] = field(default_factory=dict)
+    certs: list[Certificate] = field(default_factory=list)
+    current_telemetry: Telemetry = field(default_factory=lambda: Telemetry(FAKE_EPOCH_MS, 0, 0, 0, 0, 5000, 10000))
+    peer_list: list[PeerInfo] = field(default_factory=list)
+    failures: dict[str, BaseException] = field(default_factory=dict)   # method name → raise this
+    calls: dict[str, int] = field(default_factory=dict)
+    book_feed: EventFeed[BookUpdate] = field(default_factory=EventFeed)
+    fill_feed: EventFeed[TradeView] = field(default_factory=EventFeed)
+    telemetry_feed: EventFeed[Telemetry] = field(default_factory=EventFeed)
+    settlement_feed: EventFeed[SlotSettlement] = field(default_factory=EventFeed)
+    _seq: int = 0
+    _counter: int = 0
+
+    # --- test controls ------------------------------------------------------------------------
+
+    def next_slot(self) -> int:
+        return self.rules.tradable_slots(self.now_ms)[0]
+
+    def add_external_order(self, side: Side, slot: int, qty_wh: int, price: int,
+                           owner: bytes = OTHER_ACCOUNT) -> OrderView:
+        """An order from another node, as gossip would bring it."""
+        order = OrderView(self._new_id(), owner, self.zone, slot, side, qty_wh, 0, price, False,
+                          Source.NONE if side is Side.BUY else Source.GRID, OrderStatus.OPEN,
+                          self.now_ms, self.rules.gate_closure_ms(slot))
+        self.orders[order.order_id] = order
+        self._publish_level(order)
+        return order
+
+    def add_pool(self, slot: int, energy_wh: int, money_uc: int, fee_ppm: int = 3000) -> PoolView:
+        price = money_uc * 1000 // energy_wh if energy_wh else 0
+        pool = PoolView(self._new_id(), OTHER_ACCOUNT, self.zone, slot, energy_wh, money_uc, fee_ppm, price, False)
+        self.pools_by_id[pool.pool_id] = pool
+        return pool
+
+    def push_telemetry(self, telemetry: Telemetry) -> None:
+        self.current_telemetry = telemetry
+        self.telemetry_feed.publish(telemetry)
+
+    def push_settlement(self, settlement: SlotSettlement) -> None:
+        self.settlements[settlement.slot] = settlement
+        self.settlement_feed.publish(settlement)
+
+    # --- MarketView ---------------------------------------------------------------------------
+
+    async def node_info(self) -> NodeInfo:
+        self._enter("node_info")
+        return NodeInfo(self.account, "12D3KooWFakeNodeForRpcTests", self.zone, "household", "0.1.0",
+                        self.now_ms, self.rules.length_s, self.rules.horizon_s, self.rules.gate_s,
+                        len(self.entries))
+
+    async def peers(self) -> list[PeerInfo]:
+        self._enter("peers")
+        return list(self.peer_list)
+
+    async def book(self, zone: str, slot: int, depth: int) -> BookSnapshot:
+        self._enter("book")
+        return BookSnapshot(zone, slot, self._seq, self._levels(zone, slot, Side.BUY)[:depth],
+                            self._levels(zone, slot, Side.SELL)[:depth])
+
+    async def pools(self, zone: str, slot: int | None) -> list[PoolView]:
+        self._enter("pools")
+        return [p for p in self.pools_by_id.values() if p.zone == zone and slot in (None, p.slot)]
+
+    async def route_quote(self, zone: str, slot: int, side: Side, qty_wh: int,
+                          limit_price: int | None) -> RouteQuote:
+        self._enter("route_quote")
+        legs = self._route(zone, slot, side, qty_wh, limit_price)
+        filled = sum(leg.qty_wh for leg in legs)
+        value = sum(leg.value_uc for leg in legs)
+        return RouteQuote(zone, slot, side, qty_wh, filled, value, value * 1000 // filled if filled else 0,
+                          tuple(legs))
+
+    # --- Trading ------------------------------------------------------------------------------
+
+    async def place_order(self, request: OrderRequest) -> OrderView:
+        self._enter("place_order")
+        if request.zone != self.zone:
+            raise InvalidOrder(f"this node trades in zone {self.zone!r}, not {request.zone!r}")
+        if not self.rules.is_tradable(request.slot, self.now_ms):
+            raise InvalidOrder(f"slot {request.slot} is not open for trading")
+        if request.green and not request.source.is_green:
+            raise InvalidOrder("a green order needs a green source")
+        expiry = request.expiry_ms if request.expiry_ms is not None else self.rules.gate_closure_ms(request.slot)
+        if expiry <= self.now_ms:
+            raise InvalidOrder("order already expired")
+        order = OrderView(self._new_id(), self.account, request.zone, request.slot, request.side,
+                          request.qty_wh, 0, request.limit_price, request.green, request.source,
+                          OrderStatus.OPEN, self.now_ms, expiry)
+        self.orders[order.order_id] = order
+        self._publish_level(order)
+        return order
+
+    async def cancel_order(self, order_id: bytes) -> OrderView:
+        self._enter("cancel_order")
+        order = self.orders.get(order_id)
+        if order is None or order.owner != self.account:
+            raise UnknownOrder(f"no order {order_id.hex()} of this node")
+        if order.status is not OrderStatus.OPEN:
+            raise UnknownOrder(f"order {order_id.hex()} is already {order.status.value}")
+        order = replace(order, status=OrderStatus.CANCELLED)
+        self.orders[order_id] = order
+        self._publish_level(order)
+        return order
+
+    async def list_orders(self, open_only: bool) -> list[OrderView]:
+        self._enter("list_orders")
+        return [o for o in self.orders.values()
+                if o.owner == self.account and (not open_only or o.status is OrderStatus.OPEN)]
+
+    async def execute_trade(self, zone: str, slot: int, side: Side, qty_wh: int,
+                            limit_price: int | None) -> Execution:
+        self._enter("execute_trade")
+        trades = []
+        for leg in self._route(zone, slot, side, qty_wh, limit_price):
+            maker = self.orders.get(leg.venue_id)
+            counterparty = maker.owner if maker is not None else self.pools_by_id[leg.venue_id].host
+            buyer, seller = (self.account, counterparty) if side is Side.BUY else (counterparty, self.account)
+            trade = TradeView(self._new_id(), leg.venue_id, buyer, seller, zone, slot, leg.qty_wh,
+                              leg.value_uc * 1000 // leg.qty_wh, leg.value_uc, leg.venue, False, self.now_ms)
+            if maker is not None:
+                filled = maker.filled_wh + leg.qty_wh
+                self.orders[maker.order_id] = replace(
+                    maker, filled_wh=filled,
+                    status=OrderStatus.FILLED if filled == maker.qty_wh else OrderStatus.OPEN)
+                self._publish_level(maker)
+            self.balances[buyer] = self.balances.get(buyer, 0) - leg.value_uc
+            self.balances[seller] = self.balances.get(seller, 0) + leg.value_uc
+            self.trades.append(trade)
+            self.fill_feed.publish(trade)
+            trades.append(trade)
+        return Execution(side, qty_wh, sum(t.qty_wh for t in trades), sum(t.value_uc for t in trades),
+                         tuple(trades))
+
+    async def list_trades(self, since_ms: int, limit: int) -> list[TradeView]:
+        self._enter("list_trades")
+        return [t for t in self.trades if t.at_ms >= since_ms][:limit]
+
+    # --- LedgerView ---------------------------------------------------------------------------
+
+    async def balance(self, account: bytes) -> Balance:
+        self._enter("balance")
+        head = max((seq for (acc, seq) in self.entries if acc == account), default=-1)
+        return Balance(account, self.balances.get(account, 0), 0, head)
+
+    async def ledger_entry(self, account: bytes, seq: int) -> LedgerEntryView:
+        self._enter("ledger_entry")
+        entry = self.entries.get((account, seq))
+        if entry is None:
+            raise UnknownEntry(f"no entry {seq} in the chain of {account.hex()}")
+        return entry
+
+    async def settlement(self, slot: int) -> SlotSettlement:
+        self._enter("settlement")
+        return self.settlements.get(slot, SlotSettlement(slot, self.account, 0, 0, 0, 0, 0, False))
+
+    async def certificates(self, account: bytes) -> list[Certificate]:
+        self._enter("certificates")
+        return [c for c in self.certs if c.owner == account]
+
+    # --- DeviceView ---------------------------------------------------------------------------
+
+    async def telemetry(self) -> Telemetry:
+        self._enter("telemetry")
+        return self.current_telemetry
+
+    async def forecast(self, slots: int) -> Forecast:
+        self._enter("forecast")
+        first = self.rules.slot_of(self.now_ms)
+        return Forecast(self.now_ms, tuple(ForecastPoint(first + i * self.rules.length_s, 100 * (i % 5), 250)
+                                           for i in range(slots)))
+
+    # --- EventSource --------------------------------------------------------------------------
+
+    def book_events(self) -> AsyncIterator[BookUpdate]:
+        return self.book_feed.stream()
+
+    def fill_events(self) -> AsyncIterator[TradeView]:
+        return self.fill_feed.stream()
+
+    def telemetry_events(self) -> AsyncIterator[Telemetry]:
+        return self.telemetry_feed.stream()
+
+    def settlement_events(self) -> AsyncIterator[SlotSettlement]:
+        return self.settlement_feed.stream()
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _enter(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        failure = self.failures.get(name)
+        if failure is not None:
+            raise failure
+
+    def _new_id(self) -> bytes:
+        self._counter += 1
+        return hashlib.sha256(b"fake-node-id:%d" % self._counter).digest()[:16]
+
+    def _open(self, zone: str, slot: int, side: Side) -> list[OrderView]:
+        live = [o for o in self.orders.values() if o.zone == zone and o.slot == slot and o.side is side
+                and o.status is OrderStatus.OPEN and o.expiry_ms > self.now_ms]
+        best_first = sorted(live, key=lambda o: (o.limit_price, o.created_ms))
+        return best_first[::-1] if side is Side.BUY else best_first
+
+    def _levels(self, zone: str, slot: int, side: Side) -> tuple[BookLevel, ...]:
+        levels: dict[int, tuple[int, int]] = {}
+        for o in self._open(zone, slot, side):
+            qty, count = levels.get(o.limit_price, (0, 0))
+            levels[o.limit_price] = (qty + o.qty_wh - o.filled_wh, count + 1)
+        return tuple(BookLevel(p, q, n) for p, (q, n) in levels.items())
+
+    def _publish_level(self, order: OrderView) -> None:
+        self._seq += 1
+        level = next((lv for lv in self._levels(order.zone, order.slot, order.side)
+                      if lv.price == order.limit_price), BookLevel(order.limit_price, 0, 0))
+        self.book_feed.publish(BookUpdate(order.zone, order.slot, self._seq, order.side, level.price,
+                                          level.qty_wh, level.orders))
+
+    def _route(self, zone: str, slot: int, side: Side, qty_wh: int, limit: int | None) -> list[RouteLeg]:
+        def acceptable(price: int) -> bool:
+            return limit is None or (price <= limit if side is Side.BUY else price >= limit)
+
+        legs, left = [], qty_wh
+        for maker in self._open(zone, slot, side.opposite):
+            if left == 0 or not acceptable(maker.limit_price) or maker.owner == self.account:
+                continue
+            take = min(left, maker.qty_wh - maker.filled_wh)
+            legs.append(RouteLeg(Venue.BOOK, maker.order_id, take, trade_value(take, maker.limit_price)))
+            left -= take
+        for pool in sorted(self.pools_by_id.values(), key=lambda p: p.price, reverse=side is Side.SELL):
+            if left == 0 or pool.zone != zone or pool.slot != slot or not acceptable(pool.price):
+                continue
+            take = min(left, pool.energy_wh) if side is Side.BUY else left
+            if take > 0:
+                legs.append(RouteLeg(Venue.POOL, pool.pool_id, take, trade_value(take, pool.price)))
+                left -= take
+        return legs
+
+
+def seeded_fake_node(levels: int = 5) -> FakeNode:
+    """A fake node with a two-sided book and one pool in its next tradable slot."""
+    node = FakeNode()
+    slot = node.next_slot()
+    for i in range(levels):
+        node.add_external_order(Side.BUY, slot, 1000 + 100 * i, 240_000 - 2_000 * i)
+        node.add_external_order(Side.SELL, slot, 1000 + 100 * i, 260_000 + 2_000 * i)
+    node.add_pool(slot, energy_wh=50_000, money_uc=12_500_000)
+    return node
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a seeded fake node on loopback until interrupted (prints the URL and token file)."""
+    from p2pgrid.rpc.auth import load_or_create_token, token_path
+    from p2pgrid.rpc.server import RpcLimits, serve_rpc
+
+    parser = argparse.ArgumentParser(prog="python -m p2pgrid.rpc.testing", description=main.__doc__)
+    parser.add_argument("--data-dir", type=Path, required=True, help="where rpc.token lives")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    parser.add_argument("--rate-per-s", type=float, default=RpcLimits.rate_per_s,
+                        help="per-connection call rate limit (benchmarks raise it)")
+    args = parser.parse_args(argv)
+    limits = RpcLimits(rate_per_s=args.rate_per_s, burst=max(RpcLimits.burst, int(args.rate_per_s)))
+
+    async def serve() -> None:
+        token = load_or_create_token(args.data_dir)
+        async with serve_rpc(seeded_fake_node(), token=token, port=args.port, limits=limits) as server:
+            print(f"fake node RPC on {server.url} (token file {token_path(args.data_dir)})", flush=True)
+            if args.port_file:
+                args.port_file.write_text(str(server.port))
+            await trio.sleep_forever()
+
+    try:
+        trio.run(serve)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

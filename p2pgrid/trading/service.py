@@ -1,0 +1,461 @@
+"""``TradingService``: a node's trading, run under trio (the imperative shell around
+``local_books``, ``maker`` and ``market.router``).
+
+* **Books.** Order gossip deliveries feed ``LocalBooks``; a tick expires orders, closes slots at
+  gate closure, and brings every order's remainder in line with the certified ledger (fills are
+  learned from the replicated ledger, so every node converges).
+* **Maker.** Serves ``/p2pgrid/take/1`` on persistent streams. For a take on one of its offers it
+  finds the taker's certified lock (pulling the taker's chain if gossip has not brought it yet),
+  certifies a fill consuming it and answers ``filled``; for a take on one of its bids it certifies
+  a lock for the taker and answers ``locked``. ``maker.decide_take`` and ``MakerDesk`` make sure
+  certified + in-flight never exceeds an order, even when several takers race.
+* **Taker.** ``execute(side, qty, slot, limit)`` quotes with the router over the local book, runs
+  every leg's take concurrently, and re-routes what was refused, a bounded number of rounds.
+* **Housekeeping.** Locks this node holds that nobody consumed are released after their deadline,
+  so credits of a failed take come back.
+
+Time: ``clock()`` returns Unix ms (market time). Real waiting (stream answers, certification) is
+bounded by trio timeouts in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pgrid.errors import LedgerError, NetError, TradingError, WireError
+from p2pgrid.identity import NodeKey
+from p2pgrid.ledger.chain import LockStatus, RejectReason, decode_body
+from p2pgrid.ledger.messages import Fill, Lock, Release
+from p2pgrid.ledger.service import BatchRejected, LedgerService
+from p2pgrid.market.router import BookLeg, RoutePlan, route
+from p2pgrid.net.orders import OrderDelivery, OrderGossip
+from p2pgrid.net.transport import FramedStream, Transport
+from p2pgrid.trading.local_books import BookChange, LocalBooks
+from p2pgrid.trading.maker import Accept, MakerDesk, decide_take
+from p2pgrid.trading.messages import (
+    MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer,
+)
+from p2pgrid.units import SlotRules, trade_value
+from p2pgrid.wire import Cancel, Order, Side, Signed, Source, decode_signed, encode, sign
+
+Clock = Callable[[], int]
+
+
+class TakeRefused(TradingError):
+    """The maker refused a take; ``reason`` is a ``RefuseReason`` value."""
+
+    def __init__(self, reason: str, detail: str, available_wh: int = 0) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.available_wh = available_wh
+
+
+class TakeFailed(TradingError):
+    """A take could not complete (maker unreachable, timeout, certification refused)."""
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    zone: str
+    slot_rules: SlotRules
+    lock_ttl_ms: int = 60_000          # market time a taker's lock waits for the maker's fill
+    take_timeout_s: float = 20.0       # real time a take may take end to end
+    lock_wait_s: float = 5.0           # real time a maker waits to see the taker's lock
+    tick_s: float = 0.5                # real time between housekeeping ticks
+    reroute_rounds: int = 3
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One certified trade this node took part in as a taker."""
+
+    take_id: bytes
+    order_id: bytes
+    counterparty: bytes
+    side: Side
+    qty_wh: int
+    price: int
+    value_uc: int
+
+
+@dataclass(frozen=True)
+class ExecutionReport:
+    side: Side
+    slot: int
+    requested_wh: int
+    executions: tuple[Execution, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def filled_wh(self) -> int:
+        return sum(e.qty_wh for e in self.executions)
+
+    @property
+    def total_uc(self) -> int:
+        return sum(e.value_uc for e in self.executions)
+
+
+@dataclass
+class TradingStats:
+    takes_served: int = 0
+    takes_refused: dict[str, int] = field(default_factory=dict)
+    executions: int = 0
+    releases: int = 0
+
+
+class TradingService:
+    """See the module docstring. Build with ``open_trading_service``."""
+
+    def __init__(self, key: NodeKey, config: TradingConfig, transport: Transport, ledger: LedgerService,
+                 gossip: OrderGossip, clock: Clock) -> None:
+        self.key = key
+        self.config = config
+        self.transport = transport
+        self.ledger = ledger
+        self.gossip = gossip
+        self.clock = clock
+        self.books = LocalBooks(config.zone, config.slot_rules)
+        self.desk = MakerDesk()
+        self.stats = TradingStats()
+        self.own_orders: dict[bytes, Signed[Order]] = {}
+        self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
+        self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
+        self._streams: dict[bytes, tuple[FramedStream, trio.Lock]] = {}
+        self._dial_locks: dict[bytes, trio.Lock] = {}
+        self._book_send, self.book_changes = trio.open_memory_channel[BookChange](math.inf)
+        self._nonce = 0
+
+    @property
+    def me(self) -> bytes:
+        return self.key.public_key
+
+    # --- orders -------------------------------------------------------------------------------
+
+    def place_order(self, side: Side, qty_wh: int, limit_price: int, slot: int, *, green: bool = False,
+                    source: Source | None = None, expiry_ms: int | None = None) -> Signed[Order]:
+        """Sign an order, rest it in the local book and gossip it with the next batch."""
+        now = self.clock()
+        if not self.config.slot_rules.is_tradable(slot, now):
+            raise TradingError(f"slot {slot} is not open for trading now")
+        self._nonce += 1
+        order = Order(order_id=os.urandom(16), owner=self.me, side=side, zone=self.config.zone, slot=slot,
+                      qty_wh=qty_wh, limit_price=limit_price, green=green,
+                      source=source or (Source.NONE if side is Side.BUY else Source.GRID), created_ms=now,
+                      expiry_ms=expiry_ms or self.config.slot_rules.gate_closure_ms(slot), nonce=self._nonce)
+        signed = sign(order, self.key)
+        self.own_orders[order.order_id] = signed
+        self._publish_change(self.books.on_order(signed, now))
+        self.gossip.submit(signed)
+        return signed
+
+    def cancel_order(self, order_id: bytes) -> Signed[Cancel]:
+        signed_order = self.own_orders.get(order_id)
+        if signed_order is None:
+            raise TradingError(f"no order {order_id.hex()} of this node")
+        order = signed_order.body
+        cancel = sign(Cancel(order_id=order_id, owner=self.me, zone=order.zone, slot=order.slot,
+                             created_ms=self.clock()), self.key)
+        del self.own_orders[order_id]
+        self._publish_change(self.books.on_cancel(cancel))
+        self.gossip.submit(cancel)
+        return cancel
+
+    def quote(self, side: Side, qty_wh: int, slot: int, limit_price: int | None = None) -> RoutePlan:
+        now = self.clock()
+        return route(side, qty_wh, self.books.resting(slot, side, self.me, now, limit_price), [], now, limit_price)
+
+    # --- taking -------------------------------------------------------------------------------
+
+    async def execute(self, side: Side, qty_wh: int, slot: int, limit_price: int | None = None) -> ExecutionReport:
+        """Buy or sell ``qty_wh`` for ``slot`` at the best prices the router finds, within the limit."""
+        executions: list[Execution] = []
+        problems: list[str] = []
+        avoid: set[bytes] = set()
+        for _ in range(self.config.reroute_rounds):
+            need = qty_wh - sum(e.qty_wh for e in executions)
+            if need <= 0:
+                break
+            plan = self.quote(side, need, slot, limit_price)
+            legs = [leg for leg in plan.legs if isinstance(leg, BookLeg) and leg.order_id not in avoid]
+            if not legs:
+                break
+            async with trio.open_nursery() as nursery:
+                for leg in legs:
+                    nursery.start_soon(self._run_leg, side, slot, leg, executions, problems, avoid)
+        self.stats.executions += len(executions)
+        return ExecutionReport(side, slot, qty_wh, tuple(executions), tuple(problems))
+
+    async def _run_leg(self, side: Side, slot: int, leg: BookLeg, executions: list[Execution],
+                       problems: list[str], avoid: set[bytes]) -> None:
+        try:
+            executions.append(await self.take(side, leg.order_id, leg.qty_wh))
+        except TakeRefused as exc:
+            problems.append(f"{leg.order_id.hex()[:8]}: {exc}")
+            if exc.reason != RefuseReason.INSUFFICIENT_REMAINING.value or exc.available_wh == 0:
+                avoid.add(leg.order_id)
+            self._reduce_to(leg.order_id, exc.available_wh)
+        except (TakeFailed, LedgerError) as exc:
+            problems.append(f"{leg.order_id.hex()[:8]}: {exc}")
+            avoid.add(leg.order_id)
+
+    async def take(self, side: Side, order_id: bytes, qty_wh: int) -> Execution:
+        """Take ``qty_wh`` of a resting order; returns the certified trade or raises."""
+        signed = self.books.signed_order(order_id)
+        if signed is None:
+            raise TakeRefused(RefuseReason.UNKNOWN_ORDER.value, "not in the local book")
+        order = signed.body
+        take = Take(take_id=os.urandom(16), taker=self.me, maker=order.owner, order_id=order_id, side=side,
+                    zone=order.zone, slot=order.slot, qty_wh=qty_wh, price=order.limit_price, sent_ms=self.clock())
+        value = trade_value(qty_wh, order.limit_price)
+        with trio.move_on_after(self.config.take_timeout_s) as scope:
+            if side is Side.BUY:
+                await self._certify(self.ledger.next_entry("lock", Lock(
+                    take_id=take.take_id, seller=order.owner, order_id=order_id, order_owner=order.owner,
+                    order_size_wh=order.qty_wh, qty_wh=qty_wh, price=order.limit_price, amount=value,
+                    deadline_ms=self._lock_deadline(order.slot))))
+            answer = await self._ask(order.owner, take)
+            if answer.status is AnswerStatus.REFUSED:
+                raise TakeRefused(answer.reason.split(":")[0], answer.reason, answer.available_wh)
+            if side is Side.SELL:
+                if answer.status is not AnswerStatus.LOCKED:
+                    raise TakeFailed(f"maker answered {answer.status.value} to a sell take")
+                await self._wait_for_lock(take.take_id, order.owner)
+                await self._certify(self.ledger.next_entry("fill", Fill(
+                    take_id=take.take_id, buyer=order.owner, order_id=order_id, qty_wh=qty_wh,
+                    price=order.limit_price)))
+            elif answer.status is not AnswerStatus.FILLED:
+                raise TakeFailed(f"maker answered {answer.status.value} to a buy take")
+        if scope.cancelled_caught:
+            raise TakeFailed(f"take of {order_id.hex()[:8]} timed out after {self.config.take_timeout_s} s")
+        self._record_take(order_id, take.take_id, qty_wh)
+        return Execution(take.take_id, order_id, order.owner, side, qty_wh, order.limit_price, value)
+
+    async def _ask(self, maker: bytes, take: Take) -> TakeAnswer:
+        data = sign(take, self.key).encoded
+        for attempt in range(2):
+            stream, lock = await self._stream_to(maker)
+            try:
+                async with lock:
+                    await stream.send_frame(data)
+                    reply = await stream.receive_frame()
+            except NetError as exc:
+                self._streams.pop(maker, None)
+                if attempt:
+                    raise TakeFailed(f"maker {maker.hex()[:8]} unreachable: {exc}") from exc
+                continue
+            try:
+                answer = decode_signed(reply, TakeAnswer).body
+            except WireError as exc:
+                raise TakeFailed(f"maker {maker.hex()[:8]} sent a bad answer: {exc}") from exc
+            if answer.take_id != take.take_id or answer.maker != maker:
+                raise TakeFailed("answer does not match the take")
+            return answer
+        raise TakeFailed("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _stream_to(self, maker: bytes) -> tuple[FramedStream, trio.Lock]:
+        dial_lock = self._dial_locks.setdefault(maker, trio.Lock())
+        async with dial_lock:
+            if maker not in self._streams:
+                stream = await self.transport.open_stream(maker, TAKE_PROTOCOL, max_frame_bytes=MAX_TAKE_BYTES)
+                self._streams[maker] = (stream, trio.Lock())
+            return self._streams[maker]
+
+    # --- making -------------------------------------------------------------------------------
+
+    async def _serve_takes(self, stream: FramedStream) -> None:
+        while True:
+            try:
+                data = await stream.receive_frame()
+            except NetError:
+                return
+            answer = await self._answer(data, stream.peer)
+            try:
+                await stream.send_frame(sign(answer, self.key).encoded)
+            except NetError:
+                return
+
+    async def _answer(self, data: bytes, peer: bytes) -> TakeAnswer:
+        try:
+            take = decode_signed(data, Take).body
+        except WireError as exc:
+            return self._refusal(os.urandom(16), RefuseReason.MALFORMED, str(exc))
+        if take.maker != self.me:
+            return self._refusal(take.take_id, RefuseReason.NOT_OWNER, "this node is not the maker")
+        if take.taker != peer:
+            return self._refusal(take.take_id, RefuseReason.MALFORMED, "take signed by another peer than the sender")
+        signed_order = self.own_orders.get(take.order_id)
+        order = signed_order.body if signed_order else None
+        progress = self.ledger.state.orders.get((self.me, take.order_id))
+        committed = 0 if progress is None else (progress.filled_wh if order is None or order.side is Side.SELL
+                                                else progress.locked_wh)
+        verdict = decide_take(take, order, committed, self.desk.reserved(take.order_id),
+                              self.config.slot_rules, self.clock())
+        if not isinstance(verdict, Accept) or order is None:
+            return self._refusal(take.take_id, verdict.reason, verdict.detail, verdict.available_wh)
+        self.desk.reserve(take.take_id, take.order_id, take.qty_wh)
+        self.stats.takes_served += 1
+        try:
+            if order.side is Side.SELL:
+                await self._wait_for_lock(take.take_id, take.taker)
+                lock = self.ledger.state.locks.get(take.take_id)
+                if lock is None or lock.buyer != take.taker or lock.lock.seller != self.me \
+                        or lock.lock.order_id != take.order_id or lock.lock.qty_wh < take.qty_wh \
+                        or lock.lock.price != order.limit_price:
+                    return self._refusal(take.take_id, RefuseReason.BAD_LOCK, "no matching certified lock")
+                certificate = await self._certify(self.ledger.next_entry("fill", Fill(
+                    take_id=take.take_id, buyer=take.taker, order_id=take.order_id, qty_wh=take.qty_wh,
+                    price=order.limit_price)))
+                status = AnswerStatus.FILLED
+            else:
+                certificate = await self._certify(self.ledger.next_entry("lock", Lock(
+                    take_id=take.take_id, seller=take.taker, order_id=take.order_id, order_owner=self.me,
+                    order_size_wh=order.qty_wh, qty_wh=take.qty_wh, price=order.limit_price,
+                    amount=trade_value(take.qty_wh, order.limit_price),
+                    deadline_ms=self._lock_deadline(order.slot))))
+                status = AnswerStatus.LOCKED
+        except (LedgerError, TakeFailed) as exc:
+            return self._refusal(take.take_id, RefuseReason.NOT_CERTIFIED, str(exc)[:150])
+        finally:
+            self.desk.finish(take.take_id)
+        self._record_take(take.order_id, take.take_id, take.qty_wh)
+        return TakeAnswer(take_id=take.take_id, maker=self.me, status=status, qty_wh=take.qty_wh,
+                          available_wh=0, reason="", certificate=encode(certificate))
+
+    def _refusal(self, take_id: bytes, reason: RefuseReason, detail: str, available_wh: int = 0) -> TakeAnswer:
+        self.stats.takes_refused[reason.value] = self.stats.takes_refused.get(reason.value, 0) + 1
+        return TakeAnswer(take_id=take_id, maker=self.me, status=AnswerStatus.REFUSED, qty_wh=0,
+                          available_wh=available_wh, reason=f"{reason.value}: {detail}"[:200], certificate=b"")
+
+    # --- ledger helpers -----------------------------------------------------------------------
+
+    def _lock_deadline(self, slot: int) -> int:
+        return min(self.config.slot_rules.gate_closure_ms(slot), self.clock() + self.config.lock_ttl_ms)
+
+    async def _certify(self, entry: Signed) -> object:
+        """Certify one of our entries. A fill may reach a validator before the lock it consumes
+        (the lock's confirm and the fill's vote request travel different streams): retry those."""
+        for attempt in range(4):
+            try:
+                return await self.ledger.submit(entry)
+            except BatchRejected as exc:
+                reasons = {r.reason for rs in exc.reasons.values() for r in rs}
+                if attempt == 3 or RejectReason.NO_LOCK.value not in reasons:
+                    raise
+                await trio.sleep(0.05 * 2 ** attempt)
+                entry = self.ledger.next_entry(entry.body.kind, decode_body(entry.body))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
+        """Until the certified lock ``take_id`` is in our state: pull ``owner``'s chain, then wait."""
+        if take_id in self.ledger.state.locks:
+            return
+        with trio.move_on_after(self.config.lock_wait_s):
+            try:
+                await self.ledger.sync_with(owner)
+            except (NetError, LedgerError):
+                pass   # the lock may still arrive by gossip; the wait below decides
+            while take_id not in self.ledger.state.locks:
+                await self.ledger.wait_for_height(self.ledger.state.height + 1)
+
+    async def _release_expired_locks(self) -> None:
+        now = self.clock()
+        for take_id, record in list(self.ledger.state.locks.items()):
+            if record.buyer == self.me and record.status is LockStatus.OPEN and record.lock.deadline_ms <= now:
+                try:
+                    await self.ledger.submit(self.ledger.next_entry("release", Release(take_id=take_id)))
+                    self.stats.releases += 1
+                except LedgerError:
+                    continue   # a fill may have consumed it meanwhile; the state tells next tick
+
+    # --- books --------------------------------------------------------------------------------
+
+    # What this node knows is consumed of an order: the certified ledger total, or the sum of the
+    # takes this node itself took part in, when its copy of the ledger has not received them yet.
+    # Both count only real trades, so the larger of the two never counts a trade twice, and the
+    # ledger total catches up with everything else.
+
+    def _certified_consumed(self, order: Order) -> int:
+        progress = self.ledger.state.orders.get((order.owner, order.order_id))
+        if progress is None:
+            return 0
+        return progress.filled_wh if order.side is Side.SELL else progress.locked_wh
+
+    def _refresh(self, order_id: bytes) -> None:
+        signed = self.books.signed_order(order_id)
+        if signed is not None:
+            own = sum(self._own_takes.get(order_id, {}).values())
+            consumed = max(self._certified_consumed(signed.body), own, self._floor.get(order_id, 0))
+            self._publish_change(self.books.on_consumed(order_id, consumed))
+
+    def _record_take(self, order_id: bytes, take_id: bytes, qty_wh: int) -> None:
+        self._own_takes.setdefault(order_id, {})[take_id] = qty_wh
+        self._refresh(order_id)
+
+    def _reduce_to(self, order_id: bytes, available_wh: int) -> None:
+        """A maker said only ``available_wh`` is left: a lower bound on what is consumed."""
+        signed = self.books.signed_order(order_id)
+        if signed is not None:
+            self._floor[order_id] = max(self._floor.get(order_id, 0), signed.body.qty_wh - available_wh)
+            self._refresh(order_id)
+
+    def _sync_books_with_ledger(self) -> None:
+        for signed in self.books.live_orders():
+            self._refresh(signed.body.order_id)
+        live = {s.body.order_id for s in self.books.live_orders()}
+        self._own_takes = {oid: takes for oid, takes in self._own_takes.items() if oid in live}
+        self._floor = {oid: wh for oid, wh in self._floor.items() if oid in live}
+
+    def _publish_change(self, change: BookChange) -> None:
+        if change.change != "ignored":
+            self._book_send.send_nowait(change)
+
+    def on_delivery(self, delivery: OrderDelivery) -> None:
+        """Apply one accepted gossip batch to the books."""
+        now = self.clock()
+        for item in delivery.items:
+            if isinstance(item.body, Order):
+                self._publish_change(self.books.on_order(item, now))
+            else:
+                self._publish_change(self.books.on_cancel(item))
+
+    async def _consume_orders(self) -> None:
+        async for delivery in self.gossip.deliveries:
+            self.on_delivery(delivery)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(self.config.tick_s)
+            now = self.clock()
+            self.books.tick(now)
+            for order_id, signed in list(self.own_orders.items()):
+                if now >= min(signed.body.expiry_ms, self.config.slot_rules.gate_closure_ms(signed.body.slot)):
+                    del self.own_orders[order_id]
+            self._sync_books_with_ledger()
+            await self._release_expired_locks()
+
+    async def run(self, *, consume_gossip: bool = True,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve takes and keep the books. With ``consume_gossip=False`` someone else reads the
+        gossip deliveries and calls ``on_delivery`` (the node does, to share them)."""
+        self.transport.set_stream_handler(TAKE_PROTOCOL, self._serve_takes, max_frame_bytes=MAX_TAKE_BYTES)
+        async with trio.open_nursery() as nursery:
+            if consume_gossip:
+                nursery.start_soon(self._consume_orders)
+            nursery.start_soon(self._housekeeping)
+            task_status.started()
+
+
+@asynccontextmanager
+async def open_trading_service(key: NodeKey, config: TradingConfig, transport: Transport, ledger: LedgerService,
+                               gossip: OrderGossip, clock: Clock) -> AsyncIterator[TradingService]:
+    service = TradingService(key, config, transport, ledger, gossip, clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        yield service
+        nursery.cancel_scope.cancel()

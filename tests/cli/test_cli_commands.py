@@ -1,0 +1,180 @@
+"""The p2pgrid command: init, status, usage and errors (one line on stderr, non-zero exit)."""
+
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from p2pgrid.cli.main import main
+from p2pgrid.config import load_config
+from p2pgrid.identity import load_keystore
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err, *words):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("p2pgrid: error: ")
+    for word in words:
+        assert word in lines[0]
+
+
+def test_init_writes_a_0600_keystore_and_a_config_that_loads(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "init", "--data-dir", tmp_path / "home", "--role", "consumer", "--zone", "north")
+    assert code == 0, err
+    keystore = tmp_path / "home" / "node.key"
+    assert stat.S_IMODE(keystore.stat().st_mode) == 0o600
+    config = load_config(tmp_path / "home" / "config.toml")
+    assert config.node.role == "consumer" and config.zone.id == "north"
+    assert config.node.data_dir == (tmp_path / "home").resolve()
+    assert load_keystore(keystore).account in out
+
+
+def test_init_with_passphrase_seals_the_keystore_and_status_shows_the_account(tmp_path, capsys):
+    secret = tmp_path / "pass.txt"
+    secret.write_text("correct horse\n")
+    code, out, _ = run_cli(capsys, "init", "--data-dir", tmp_path / "home", "--passphrase-file", secret)
+    assert code == 0
+    keystore = tmp_path / "home" / "node.key"
+    assert stat.S_IMODE(keystore.stat().st_mode) == 0o600
+    assert b"correct horse" not in keystore.read_bytes()
+    account = load_keystore(keystore, b"correct horse").account
+    code, out, err = run_cli(capsys, "status", "--data-dir", tmp_path / "home")
+    assert code == 0, err
+    assert account[:40] in out and "not running" in out
+
+
+def test_wrong_passphrase_is_one_clear_line_and_exit_1(tmp_path, capsys):
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text("correct horse\n")
+    wrong.write_text("battery staple\n")
+    assert run_cli(capsys, "init", "--data-dir", tmp_path / "home", "--passphrase-file", right)[0] == 0
+    code, out, err = run_cli(capsys, "status", "--data-dir", tmp_path / "home", "--passphrase-file", wrong)
+    assert code == 1
+    assert_one_error_line(err, "wrong passphrase")
+
+
+def test_init_refuses_to_overwrite_an_existing_keystore(tmp_path, capsys):
+    assert run_cli(capsys, "init", "--data-dir", tmp_path)[0] == 0
+    before = (tmp_path / "node.key").read_bytes()
+    code, _, err = run_cli(capsys, "init", "--data-dir", tmp_path)
+    assert code == 1
+    assert_one_error_line(err, "already exists")
+    assert (tmp_path / "node.key").read_bytes() == before
+
+
+@pytest.mark.parametrize("setup, argv, words", [
+    (None, ["status", "--config", "{tmp}/missing.toml"], ["not found"]),
+    ("[node]\ndata_dir = \".\"\nflavour = 1\n", ["status", "--config", "{tmp}/c.toml"], ["node.flavour", "unknown key"]),
+    ("[node]\ndata_dir = \".\"\n[zone.tariffs]\nretail_price = 1.5\n", ["status", "--config", "{tmp}/c.toml"],
+     ["zone.tariffs.retail_price", "integer"]),
+    ("[node]\ndata_dir = \".\"\n", ["status", "--config", "{tmp}/c.toml"], ["no keystore"]),
+    ("[node]\ndata_dir = \".\"\n", ["order", "place", "--config", "{tmp}/c.toml", "--side", "buy", "--qty", "1",
+                                    "--price", "1"], ["no running node"]),
+    ("[node]\ndata_dir = \".\"\n", ["status", "--config", "{tmp}/c.toml", "--set", "agent.tick_ms=soon"],
+     ["agent.tick_ms"]),
+    (None, ["init", "--data-dir", "{tmp}/x", "--zone", "No Such Zone"], ["--zone"]),
+])
+def test_errors_are_one_line_and_exit_1(tmp_path, capsys, setup, argv, words):
+    if setup is not None:
+        (tmp_path / "c.toml").write_text(setup)
+    code, _, err = run_cli(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 1
+    assert_one_error_line(err, *words)
+
+
+@pytest.mark.parametrize("argv", [["bogus"], ["order", "place", "--side", "sideways"], ["run"], []])
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "error:" in err
+
+
+def test_the_console_script_entry_point_reports_errors_the_same_way(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "p2pgrid.cli.main", "status", "--config", str(tmp_path / "no.toml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"p2pgrid: error: config file {tmp_path / 'no.toml'} not found"]
+
+
+def test_order_place_needs_a_tradable_slot(tmp_path, capsys):
+    from p2pgrid.cli.node_commands import parse_slot
+    from p2pgrid.errors import ConfigError
+
+    (tmp_path / "c.toml").write_text("[node]\ndata_dir = \".\"\n")
+    config = load_config(tmp_path / "c.toml")
+    now_ms = 1_800_000_000_000
+    first = parse_slot("next", config, now_ms)
+    assert config.zone.slot_rules.is_tradable(first, now_ms)
+    assert parse_slot("+2", config, now_ms) == first + 2 * 900
+    assert parse_slot(str(first + 900), config, now_ms) == first + 900
+    with pytest.raises(ConfigError, match="not open for trading"):
+        parse_slot(str(first - 3600), config, now_ms)
+    with pytest.raises(ConfigError, match="not an integer"):
+        parse_slot("soon", config, now_ms)
+
+
+def test_a_group_of_p2pgrid_errors_from_a_nursery_is_still_one_line(monkeypatch, capsys):
+    from p2pgrid.cli import node_commands
+    from p2pgrid.errors import NetError
+
+    def fail(args):
+        raise ExceptionGroup("nursery", [NetError("peer went away")])
+
+    monkeypatch.setattr(node_commands, "do_status", fail)
+    code, _, err = run_cli(capsys, "status", "--data-dir", ".")
+    assert code == 1
+    assert_one_error_line(err, "peer went away")
+
+
+def test_a_bug_inside_a_group_is_not_hidden(monkeypatch, capsys):
+    from p2pgrid.cli import node_commands
+    from p2pgrid.errors import NetError
+
+    def fail(args):
+        raise ExceptionGroup("nursery", [NetError("peer went away"), ZeroDivisionError()])
+
+    monkeypatch.setattr(node_commands, "do_status", fail)
+    with pytest.raises(ExceptionGroup):
+        main(["status", "--data-dir", "."])
+
+
+def test_run_on_a_port_in_use_fails_with_one_error_line(tmp_path):
+    import socket
+
+    assert subprocess.run([sys.executable, "-m", "p2pgrid.cli.main", "init", "--data-dir", str(tmp_path)],
+                          capture_output=True, timeout=60).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "p2pgrid.cli.main", "run", "--config", str(tmp_path / "config.toml"),
+             "--no-dashboard", "--set", f'network.listen=["/ip4/127.0.0.1/tcp/{port}"]'],
+            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("p2pgrid:")]
+    assert errors == [f"p2pgrid: error: could not listen on /ip4/127.0.0.1/tcp/{port} (address in use?)"]
+    assert "Traceback" not in result.stderr
+
+
+def test_ledger_commands_are_registered_next_to_the_node_commands(capsys):
+    import importlib.util
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("init", "run", "status", "order"):
+        assert command in text
+    assert ("ledger" in text) == (importlib.util.find_spec("p2pgrid.cli.ledger") is not None)

@@ -1,0 +1,94 @@
+"""Clocks: the scaled formula, agreement between processes, manual and MockClock-driven time."""
+
+import time
+
+import pytest
+import trio
+import trio.testing
+
+from p2pgrid.clock import ManualClock, ScaledClock, SystemClock, TrioClock, clock_from_config, sleep_ms, sleep_until
+from p2pgrid.errors import ConfigError
+
+
+def test_scaled_clock_formula_is_epoch_plus_elapsed_times_speed():
+    clock = ScaledClock(sim_epoch_ms=1_000_000, speed=60.0, start_monotonic=100.0)
+    assert clock.sim_ms_at(100.0) == 1_000_000
+    assert clock.sim_ms_at(101.5) == 1_000_000 + 90_000      # 1.5 s real = 90 s simulated
+    assert clock.sim_ms_at(99.0) == 1_000_000 - 60_000
+
+
+def test_two_clocks_anchored_to_the_same_wall_instant_agree():
+    anchor = time.time_ns() // 1_000_000 - 5_000                # as if the cluster started 5 s ago
+    first = ScaledClock.anchored(0, 30.0, anchor)
+    second = ScaledClock.anchored(0, 30.0, anchor)
+    mono = time.monotonic()
+    assert abs(first.sim_ms_at(mono) - second.sim_ms_at(mono)) <= 30       # ≤ 1 ms of real skew × 30
+    assert abs(first.sim_ms_at(mono) - 150_000) < 30 * 1000                 # ≈ 5 s × 30, generously
+
+
+def test_scaled_clock_refuses_a_non_positive_speed():
+    with pytest.raises(ConfigError, match="speed"):
+        ScaledClock(0, 0.0, 0.0)
+
+
+def test_system_clock_is_utc_unix_ms():
+    assert abs(SystemClock().now_ms() - time.time() * 1000) < 1000
+
+
+def test_clock_from_config_picks_the_mode():
+    assert isinstance(clock_from_config("system", 0, 1.0, 0), SystemClock)
+    assert isinstance(clock_from_config("scaled", 0, 2.0, 0), ScaledClock)
+    with pytest.raises(ConfigError):
+        clock_from_config("lunar", 0, 1.0, 0)
+
+
+def test_manual_clock_never_goes_backwards():
+    clock = ManualClock(1000)
+    clock.advance(500)
+    assert clock.now_ms() == 1500
+    with pytest.raises(ValueError):
+        clock.set(1000)
+
+
+async def test_sleep_until_on_a_manual_clock_wakes_when_advanced_far_enough():
+    clock = ManualClock(0)
+    woke = trio.Event()
+
+    async def sleeper():
+        await sleep_until(clock, 1000)
+        woke.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sleeper)
+        await trio.testing.wait_all_tasks_blocked()
+        clock.advance(999)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not woke.is_set()
+        clock.advance(1)
+        with trio.fail_after(1):
+            await woke.wait()
+
+
+async def test_trio_clock_follows_mock_clock(autojump_clock):
+    clock = TrioClock(epoch_ms=1_700_000_000_000, speed=10.0)
+    start = clock.now_ms()
+    await sleep_until(clock, start + 3_600_000)                   # one simulated hour
+    assert clock.now_ms() >= start + 3_600_000
+    assert trio.current_time() == pytest.approx(360.0, abs=0.01)   # = 360 trio seconds at 10×
+    before = clock.now_ms()
+    await sleep_ms(clock, 5_000)
+    assert clock.now_ms() - before >= 5_000
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=200, deadline=None)
+@given(epoch=st.integers(0, 2**45), speed=st.floats(0.01, 10_000), start=st.floats(0, 1e6),
+       a=st.floats(0, 1e6), b=st.floats(0, 1e6))
+def test_scaled_time_never_runs_backwards_and_is_the_same_formula_everywhere(epoch, speed, start, a, b):
+    first, second = ScaledClock(epoch, speed, start), ScaledClock(epoch, speed, start)
+    early, late = min(a, b), max(a, b)
+    assert first.sim_ms_at(early) <= first.sim_ms_at(late)
+    assert first.sim_ms_at(late) == second.sim_ms_at(late)
