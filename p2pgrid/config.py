@@ -14,7 +14,9 @@ Layout of a node config file (every key is optional unless noted; see ``node-con
     [devices.pv] [devices.battery] [[devices.ev_chargers]] [devices.meter] [devices.adapter]
     [pool]      enabled, fee_bps, max_share, min_reserve_wh
     [agent]     strategy, seed, tick_ms, orders_per_tick, qty_min_wh, qty_max_wh, price_min, price_max,
-                order_ttl_s, max_orders
+                order_ttl_s, max_orders, profile_file
+    [gateway]   fund_uc, fund_accounts          (the zone operator's node: initial credits)
+    [simnet]    fault_control, overfill_once    (test-only switches; never set in production)
     [rpc]       enabled, port
     [metrics]   enabled, port
 
@@ -233,8 +235,9 @@ class PoolSection:
 @dataclass(frozen=True)
 class AgentSection:
     strategy: str = field(default="none", metadata=doc(
-        "none: place no orders by itself. random: seeded random orders (demo/simnet).",
-        choices=("none", "random")))
+        "none: place no orders by itself. random: seeded random orders (demo/simnet). "
+        "profile: trade the expected surplus/need of the slots from profile_file (simnet).",
+        choices=("none", "random", "profile")))
     seed: int = field(default=0, metadata=doc("Seed of the agent's randomness.", min=0))
     tick_ms: int = field(default=2000, metadata=doc("How often the agent decides, in real ms.", min=10))
     orders_per_tick: int = field(default=2, metadata=doc("Random strategy: orders per tick.", min=0, max=256))
@@ -245,12 +248,38 @@ class AgentSection:
     order_ttl_s: int = field(default=3600, metadata=doc("Orders expire this long after creation.", min=1))
     max_orders: int = field(default=0, metadata=doc(
         "Random strategy: stop after placing this many orders in total; 0 = never stop.", min=0))
+    profile_file: str = field(default="profile.json", metadata=doc(
+        "Profile strategy: JSON file in data_dir with the node's expected net energy and prices per slot "
+        "(written by simnet; see p2pgrid.node_agent)."))
 
     def __post_init__(self) -> None:
         if self.qty_min_wh > self.qty_max_wh:
             raise ConfigError("agent.qty_min_wh: must not exceed qty_max_wh")
         if self.price_min > self.price_max:
             raise ConfigError("agent.price_min: must not exceed price_max")
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    fund_uc: int = field(default=0, metadata=doc(
+        "Zone gateway node only: credits (µc) minted once to each account in fund_accounts.", min=0))
+    fund_accounts: tuple[str, ...] = field(default=(), metadata=doc(
+        "Zone gateway node only: hex public keys of the accounts to fund at start (idempotent)."))
+
+    def __post_init__(self) -> None:
+        for account in self.fund_accounts:
+            if not re.fullmatch(HEX_KEY_PATTERN, account):
+                raise ConfigError(f"gateway.fund_accounts: {account!r} is not a 64-hex-digit public key")
+
+
+@dataclass(frozen=True)
+class SimnetSection:
+    fault_control: bool = field(default=False, metadata=doc(
+        "Test-only: obey fault commands (partition, heal, byzantine acts, stale device) dropped in "
+        "<data_dir>/control/ by simnet. Never enable outside a simulation."))
+    overfill_once: bool = field(default=False, metadata=doc(
+        "Test-only broken node: certify one wash trade that fills its own offer beyond its size, "
+        "so simnet's end checks can be seen to fail."))
 
 
 @dataclass(frozen=True)
@@ -276,6 +305,8 @@ class NodeConfig:
     devices: DevicesSection = field(default_factory=DevicesSection, metadata=doc("Devices behind the meter."))
     pool: PoolSection = field(default_factory=PoolSection, metadata=doc("AMM pool hosting."))
     agent: AgentSection = field(default_factory=AgentSection, metadata=doc("Trading strategy."))
+    gateway: GatewaySection = field(default_factory=GatewaySection, metadata=doc("Zone operator duties."))
+    simnet: SimnetSection = field(default_factory=SimnetSection, metadata=doc("Test-only simulation switches."))
     rpc: RpcSection = field(default_factory=RpcSection, metadata=doc("Local JSON-RPC API."))
     metrics: MetricsSection = field(default_factory=MetricsSection, metadata=doc("Prometheus metrics."))
     source: Path | None = field(default=None, compare=False, metadata=doc("File this config was read from."))

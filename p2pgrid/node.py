@@ -11,6 +11,8 @@ Composition (imperative shell; the rules live in pure modules)::
             ├── StatusWriter     write <data_dir>/status.json twice a second (dashboards, simnet)
             ├── ControlInbox     execute order requests dropped in <data_dir>/inbox/ (CLI)
             ├── RandomTrader     agent.strategy = "random": seeded random orders (demo, simnet)
+            ├── GatewayFunder    p2pgrid.node_gateway: the zone gateway mints initial credits
+            ├── ProfileTrader    p2pgrid.node_agent: agent.strategy = "profile" (simnet); fault controls
             └── extra services   ledger, market, devices, rpc ... plug in here
 
 **Service protocol.** A service is any object with a ``name`` and
@@ -55,7 +57,10 @@ from p2pgrid.identity import NodeKey
 from p2pgrid.net.orders import OrderDelivery, OrderGossip, open_order_gossip
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
+from p2pgrid.node_agent import agent_services, gate_transport
+from p2pgrid.node_gateway import gateway_services
 from p2pgrid.node_trading import LedgerNodeService, TradingNodeService, has_ledger
+from p2pgrid.node_rpc import api_services
 from p2pgrid.wire import Order, Side, Signed, Source, sign
 
 if TYPE_CHECKING:
@@ -176,7 +181,7 @@ class Node:
         self.config = config
         self.key = key
         self.clock = clock
-        self.transport = transport
+        self.transport = gate_transport(config, transport)   # a FaultGate only in simnet fault tests
         self.stats = NodeStats()
         self.order_gossip: OrderGossip | None = None          # set once OrderGossipService runs
         self.order_listeners: list[Callable[[OrderDelivery], None]] = []
@@ -185,9 +190,12 @@ class Node:
         self.services: list[Service] = [OrderGossipService(), Bootstrap()]
         if has_ledger(config):
             self.services += [LedgerNodeService(), TradingNodeService()]
+        self.services += api_services(config)      # [rpc] and [metrics], after trading
         self.services += [StatusWriter(), ControlInbox()]
         if config.agent.strategy == "random":
             self.services.append(RandomTrader())
+        if has_ledger(config):
+            self.services += gateway_services(config) + agent_services(config)   # node_gateway, node_agent
         self.services.extend(extra_services)
         self._nonce = 0
         self._started = trio.Event()
@@ -456,11 +464,28 @@ async def run_libp2p_node(config: NodeConfig, key: NodeKey, clock: Clock, *,
     """Open the libp2p transport from ``config.network`` and run a node on it until a signal."""
     from p2pgrid.net.libp2p_host import open_libp2p_transport
 
+    import trio_asyncio
+
     # Bootstrap peers are dialled by the node's Bootstrap service (with retries), not here: a
     # bootstrap peer that starts a moment later must not stop this node from starting.
-    async with open_libp2p_transport(key, config.network.listen, (), mdns=config.network.mdns) as transport:
-        if config.network.listen and not transport.listen_addrs:
-            # py-libp2p logs a failed listen (e.g. port in use) and carries on deaf; we do not.
-            raise NetError(f"could not listen on {', '.join(config.network.listen)} (address in use?)")
-        node = Node(config, key, clock, transport)
-        return await run_until_signal(node, also=also)
+    # The asyncio bridge (ledger store) is opened first, so that the tasks py-libp2p spawns for
+    # incoming streams (votes, sync) inherit it: a bridge opened later is invisible to them.
+    async with trio_asyncio.open_loop():
+        async with open_libp2p_transport(key, config.network.listen, (), mdns=config.network.mdns) as transport:
+            if config.network.listen and not transport.listen_addrs:
+                # py-libp2p logs a failed listen (e.g. port in use) and carries on deaf; we do not.
+                raise NetError(f"could not listen on {', '.join(config.network.listen)} (address in use?)")
+            node = Node(config, key, clock, transport)
+            try:
+                return await run_until_signal(node, also=also)
+            finally:
+                await close_ledger_store(node)
+
+
+async def close_ledger_store(node: Node) -> None:
+    """Close the node's ledger database once its services are gone. The ledger service's own
+    close runs while it is being cancelled, so it is cancelled too, and aiosqlite's worker thread
+    (not a daemon) would keep the process alive after the node stopped."""
+    if node.ledger is not None:
+        with trio.CancelScope(shield=True):
+            await node.ledger.store.aclose()

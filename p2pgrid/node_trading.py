@@ -19,6 +19,7 @@ from p2pgrid.ledger.chain import LedgerRules
 from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.service import LedgerConfig, open_ledger_service
 from p2pgrid.ledger.store import open_store
+from p2pgrid.trading.own_orders import OwnOrderJournal
 from p2pgrid.trading.service import TradingConfig, TradingService
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEDGER_DB = "ledger.sqlite"
+OWN_ORDERS_FILE = "own-orders.journal"
 DIAL_RETRY_S = 0.5
 
 
@@ -80,8 +82,9 @@ class TradingNodeService:
         if node.ledger is None or node.order_gossip is None:
             raise RuntimeError("trading starts after the ledger and order gossip services")
         config = TradingConfig(node.zone, node.config.zone.slot_rules)
+        journal = OwnOrderJournal(node.config.node.data_dir / OWN_ORDERS_FILE)
         trading = TradingService(node.key, config, node.transport, node.ledger, node.order_gossip,
-                                 node.clock.now_ms)
+                                 node.clock.now_ms, journal)
         node.trading = trading
         node.order_listeners.append(trading.on_delivery)
         await trading.run(consume_gossip=False, task_status=task_status)

@@ -25,16 +25,38 @@ Mapping settlement and certificates onto the ledger
 ---------------------------------------------------
 * ``Reason.TRADE`` transfers are already on the ledger: the buyer's ``lock`` and the seller's
   ``fill`` moved the trade value when the trade was certified. They are not posted again.
-* Every other transfer is between one account and the gateway. ``imbalance_postings(settlement)``
-  nets them per account: the gateway posts them as one ``settle`` entry per (slot, chunk) in its
-  chain, with the conflict key ``settle/<slot>`` so a slot settles once; validators recompute
-  ``settle_slot`` from certified trades and meter entries and vote only for identical postings.
-  That kind needs certified trades to carry slot, both zones and the green flag (the ledger's
-  ``Fill`` body does not yet) and a rule on debits a gateway entry may impose on other accounts
-  (a posting of a shortfall debits the seller from the gateway's chain); it is NOT registered here.
+* Every other transfer is between one account and the gateway: ``imbalance_postings`` nets them per
+  account, and a ``settle`` entry posts them (below).
 * Certificates (issue / transfer / retire) are a pure function of a settled slot
-  (``certificates.certify_slot``); once ``settle`` is certified, applying it can store the slot's
-  ``SlotCertificates`` in ``state.certificates`` so the state root covers them.
+  (``certificates.certify_slot``); applying ``settle`` stores the slot's ``SlotCertificates`` in
+  ``state.certificates[settle_key(slot)]`` so the state root covers them.
+
+``settle`` — the settlement of one slot, in the proposer's chain (normally the gateway's; any
+  account may propose, since validators recompute it). Body: ``SettleBody(slot, trades, meters,
+  postings)``: the take ids of the slot's certified trades, the accounts whose certified meter
+  entries were settled, and the imbalance postings. Rules (``validate_settle``):
+
+  - the zone's ledger rules must carry the settlement terms (``SettlementLedgerRules``: slot
+    calendar and imbalance prices), else ``bad_body``;
+  - ``deadline_not_reached`` until ``metering_due_ms(slot)``: meter entries may still arrive;
+  - ``bad_body`` if the slot is settled already (also the conflict key ``settle/<slot>``: a
+    validator votes for at most one settlement per slot, so a slot settles once);
+  - ``bad_body`` unless the body equals, exactly, what the validator recomputes from its
+    certified state: trades = filled locks whose ``lock.slot == slot`` (``filled_wh`` > 0; the
+    gateway's own trades are left out, it is the grid), meter entries = certified ``meter``
+    entries of the slot. A node whose meter entry is missing then is settled as zero delivery.
+
+  Applying it (``process_settle``) recomputes ``settle_slot`` + ``certify_slot`` from exactly the
+  trades and meter entries the body names (``is_ready`` waits until they are all in the state, so
+  the result does not depend on the order entries are applied in), moves every posting between
+  the account and the gateway, and stores ``SlotSettlement`` in ``extra[settle_key(slot)]`` and
+  ``SlotCertificates`` in ``certificates[settle_key(slot)]``. Postings are **obligations**: they
+  may take a balance below the credit limit, which binds voluntary spending only (transfers,
+  locks, burns). Money stays conserved exactly: each posting moves µc between an account and the
+  gateway.
+
+  One ``settle`` entry carries a whole slot: the entry body is at most 1536 bytes, so a slot with
+  more than about 20 traded accounts needs splitting into chunks (not done yet).
 """
 
 from __future__ import annotations
@@ -43,21 +65,25 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2pgrid.errors import WireError
+from p2pgrid.certificates import CertificateRegistry, SlotCertificates, certify_slot
+from p2pgrid.errors import SettlementError, WireError
 from p2pgrid.ledger.chain import (
-    ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, RejectReason, register_kind,
+    ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
+    register_kind,
 )
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.metering import (
     MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistry, decode_meter_reading, validate_meter_reading,
 )
-from p2pgrid.settlement import MeterEntry, Reason, SlotSettlement
+from p2pgrid.settlement import ImbalancePrices, MeterEntry, Reason, SlotSettlement, TradeRecord, ZoneTariffs, settle_slot
 from p2pgrid.units import SlotRules
-from p2pgrid.wire import struct
+from p2pgrid.wire import PUBLIC_KEY_SIZE, struct
 
 __all__ = [
-    "METER_KIND", "METER_REGISTRATION_KIND", "MeterEntryBody", "MeterRecord", "Posting", "imbalance_postings",
-    "meter_entries_for_slot", "meter_registration_of",
+    "METER_KIND", "METER_REGISTRATION_KIND", "SETTLE_KIND", "MeterEntryBody", "MeterRecord", "Posting", "PostingBody",
+    "SettleBody", "SettlementLedgerRules", "certificate_registry", "certificates_of", "compute_settlement",
+    "imbalance_postings", "meter_entries_for_slot", "meter_registration_of", "settle_key", "settled_slots",
+    "settlement_of", "slots_to_settle", "tariffs_of", "trades_for_slot",
 ]
 
 METER_KIND = "meter"
@@ -213,3 +239,180 @@ def imbalance_postings(settlement: SlotSettlement) -> tuple[Posting, ...]:
         if t.payee != settlement.gateway:
             net[t.payee] += t.amount_uc
     return tuple(Posting(account, amount) for account, amount in sorted(net.items()) if amount)
+
+
+# --- settle -----------------------------------------------------------------------------------
+
+SETTLE_KIND = "settle"
+MAX_SETTLE_ITEMS = 64
+MAX_POSTING_UC = 10**15
+
+
+@dataclass(frozen=True)
+class SettlementLedgerRules(LedgerRules):
+    """``LedgerRules`` with the zone's settlement terms (equal on every node): its slot calendar and
+    its imbalance prices (µc/kWh). A zone whose rules lack them cannot settle."""
+
+    slots: SlotRules = field(default_factory=SlotRules)
+    prices: ImbalancePrices | None = None
+
+    def tariffs(self) -> ZoneTariffs:
+        if self.prices is None:
+            raise EntryRejected(RejectReason.BAD_BODY, "this zone has no imbalance prices: it cannot settle")
+        return ZoneTariffs(self.gateway, self.prices.shortfall_price, self.prices.feed_in_price)
+
+
+def tariffs_of(rules: LedgerRules) -> ZoneTariffs:
+    if not isinstance(rules, SettlementLedgerRules):
+        raise EntryRejected(RejectReason.BAD_BODY, "the zone's ledger rules carry no settlement terms")
+    return rules.tariffs()
+
+
+@struct
+@dataclass(frozen=True)
+class PostingBody:
+    """µc the gateway pays ``account`` (> 0) or the account pays the gateway (< 0)."""
+
+    account: bytes = field(metadata={"size": PUBLIC_KEY_SIZE})
+    amount_uc: int = field(metadata={"min": -MAX_POSTING_UC, "max": MAX_POSTING_UC})
+
+
+@struct
+@dataclass(frozen=True)
+class SettleBody:
+    """The settlement of ``slot``: the trades (take ids) and metered accounts it settled, sorted,
+    and its imbalance postings (sorted by account)."""
+
+    slot: int = field(metadata={"min": 0})
+    trades: tuple[bytes, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
+    meters: tuple[bytes, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
+    postings: tuple[PostingBody, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
+
+
+def settle_key(slot: int) -> str:
+    return f"settle/{slot:015d}"
+
+
+def certificates_key(slot: int) -> bytes:
+    return b"settle/" + slot.to_bytes(8, "big")
+
+
+def settlement_of(state: LedgerState, slot: int) -> SlotSettlement | None:
+    """The certified settlement of ``slot``, or None while it is unsettled."""
+    settled = state.extra.get(settle_key(slot))
+    return settled if isinstance(settled, SlotSettlement) else None
+
+
+def certificates_of(state: LedgerState, slot: int) -> SlotCertificates | None:
+    certs = state.certificates.get(certificates_key(slot))
+    return certs if isinstance(certs, SlotCertificates) else None
+
+
+def settled_slots(state: LedgerState) -> list[int]:
+    return sorted(s.slot for k, s in state.extra.items() if k.startswith("settle/") and isinstance(s, SlotSettlement))
+
+
+def certificate_registry(state: LedgerState) -> CertificateRegistry:
+    """Every certified slot's certificates, as one registry (holdings, statements, traces)."""
+    slots = sorted((c for c in state.certificates.values() if isinstance(c, SlotCertificates)), key=lambda c: c.slot)
+    return CertificateRegistry(tuple(slots))
+
+
+def _trade_of(take_id: bytes, record: LockRecord, zone: str) -> TradeRecord:
+    lock = record.lock
+    return TradeRecord(trade_id=take_id, slot=lock.slot, seller=lock.seller, buyer=record.buyer, seller_zone=zone,
+                       buyer_zone=zone, qty_wh=record.filled_wh, price=lock.price, green=lock.green)
+
+
+def trades_for_slot(state: LedgerState, rules: LedgerRules, slot: int) -> list[TradeRecord]:
+    """The slot's certified trades: filled locks of the slot (the gateway's own trades left out)."""
+    trades = []
+    for take_id in sorted(state.locks):
+        record = state.locks[take_id]
+        if (record.status is LockStatus.FILLED and record.lock.slot == slot and record.filled_wh > 0
+                and rules.gateway not in (record.buyer, record.lock.seller)):
+            trades.append(_trade_of(take_id, record, rules.zone))
+    return trades
+
+
+def compute_settlement(state: LedgerState, rules: LedgerRules, slot: int) -> tuple[SettleBody, SlotSettlement]:
+    """What a validator expects the ``settle`` entry of ``slot`` to be, from its certified state."""
+    tariffs = tariffs_of(rules)
+    meters = [m for m in meter_entries_for_slot(state, slot) if m.account != rules.gateway]
+    settlement = settle_slot(slot, trades_for_slot(state, rules, slot), meters, tariffs)
+    return _body_of(settlement), settlement
+
+
+def _body_of(settlement: SlotSettlement) -> SettleBody:
+    return SettleBody(slot=settlement.slot,
+                      trades=tuple(sorted(d.trade_id for d in settlement.deliveries)),
+                      meters=tuple(sorted(m.account for m in settlement.meter_entries)),
+                      postings=tuple(PostingBody(p.account, p.amount_uc) for p in imbalance_postings(settlement)))
+
+
+def slots_to_settle(state: LedgerState, rules: LedgerRules, now_ms: int) -> list[int]:
+    """Slots with certified trades or meter entries, past their metering deadline, not yet settled."""
+    if not isinstance(rules, SettlementLedgerRules):
+        return []
+    slots = {r.lock.slot for r in state.locks.values() if r.status is LockStatus.FILLED and r.filled_wh > 0}
+    slots |= {int(k.rsplit("/", 1)[1]) for k in state.extra if k.startswith("meter/")}
+    return sorted(s for s in slots
+                  if rules.slots.metering_due_ms(s) <= now_ms and settle_key(s) not in state.extra)
+
+
+def validate_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: LedgerRules, now_ms: int) -> None:
+    tariffs_of(rules)
+    slot_rules = _slot_rules(rules)
+    if not slot_rules.is_aligned(body.slot):
+        raise EntryRejected(RejectReason.BAD_BODY, f"slot {body.slot} is not a slot start")
+    due = slot_rules.metering_due_ms(body.slot)
+    if now_ms < due:
+        raise EntryRejected(RejectReason.DEADLINE_NOT_REACHED,
+                            f"slot {body.slot} settles from {due} ms (metering deadline), now is {now_ms} ms")
+    if settle_key(body.slot) in state.extra:
+        raise EntryRejected(RejectReason.BAD_BODY, f"slot {body.slot} is settled already")
+    try:
+        expected, _ = compute_settlement(state, rules, body.slot)
+    except SettlementError as exc:
+        raise EntryRejected(RejectReason.BAD_BODY, f"slot {body.slot} cannot be settled: {exc}") from None
+    if body != expected:
+        raise EntryRejected(RejectReason.BAD_BODY, f"settlement of slot {body.slot} differs from the recomputation "
+                            f"({_difference(body, expected)})")
+
+
+def _difference(body: SettleBody, expected: SettleBody) -> str:
+    for name in ("trades", "meters", "postings"):
+        if getattr(body, name) != getattr(expected, name):
+            return f"{name}: {len(getattr(body, name))} proposed, {len(getattr(expected, name))} expected"
+    return "differs"
+
+
+def _settle_ready(state: LedgerState, entry: Entry, body: SettleBody) -> bool:
+    trades_in = all(body_trade in state.locks and state.locks[body_trade].status is LockStatus.FILLED
+                    for body_trade in body.trades)
+    return trades_in and all(_record_key(account, body.slot) in state.extra for account in body.meters)
+
+
+def process_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: LedgerRules) -> None:
+    if settle_key(body.slot) in state.extra:
+        raise ChainInconsistent(f"slot {body.slot} settled twice")
+    trades = [_trade_of(t, state.locks[t], rules.zone) for t in body.trades]
+    meters = [m for m in meter_entries_for_slot(state, body.slot) if m.account in set(body.meters)]
+    try:
+        settlement = settle_slot(body.slot, trades, meters, tariffs_of(rules))
+    except (SettlementError, EntryRejected) as exc:
+        raise ChainInconsistent(f"certified settlement of slot {body.slot} cannot be recomputed: {exc}") from None
+    if _body_of(settlement) != body:
+        raise ChainInconsistent(f"certified settlement of slot {body.slot} differs from its inputs")
+    for posting in body.postings:
+        state.balances[posting.account] = state.balance(posting.account) + posting.amount_uc
+        state.balances[rules.gateway] = state.balance(rules.gateway) - posting.amount_uc
+    state.extra[settle_key(body.slot)] = settlement
+    state.certificates[certificates_key(body.slot)] = certify_slot(settlement)
+
+
+def _settle_conflict(entry: Entry, body: SettleBody) -> tuple[bytes, ...]:
+    return (b"settle/" + body.slot.to_bytes(8, "big"),)
+
+
+register_kind(KindRules(SETTLE_KIND, SettleBody, validate_settle, process_settle, _settle_conflict, _settle_ready))

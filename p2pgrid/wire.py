@@ -109,6 +109,8 @@ def _install_checks(cls: type) -> None:
     hints = typing.get_type_hints(cls)
     fields = [(f, hints[f.name]) for f in dataclasses.fields(cls)]
     cls.__wire_fields__ = fields  # type: ignore[attr-defined]
+    # Checks are compiled once per field: decoding runs them for every gossiped item.
+    checks = [(f.name, _compile_check(hint, f.metadata, f"{cls.__name__}.{f.name}")) for f, hint in fields]
     user_check = getattr(cls, "check", None)
     dataclass_init = cls.__init__
 
@@ -116,55 +118,69 @@ def _install_checks(cls: type) -> None:
     # construction path — decoding, local building, dataclasses.replace — pass the same checks.
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         dataclass_init(self, *args, **kwargs)
-        for f, hint in fields:
-            _check_value(getattr(self, f.name), hint, f.metadata, f"{cls.__name__}.{f.name}")
+        for name, check in checks:
+            check(getattr(self, name))
         if user_check is not None:
             user_check(self)
 
     cls.__init__ = __init__  # type: ignore[method-assign]
 
 
-def _check_value(value: Any, hint: Any, meta: typing.Mapping[str, Any], where: str) -> None:
-    origin = typing.get_origin(hint)
-    if origin is tuple:
+Check = Callable[[Any], None]
+
+
+def _compile_check(hint: Any, meta: typing.Mapping[str, Any], where: str) -> Check:
+    """A function that raises ``DecodeError`` (naming ``where``) unless a value fits the field."""
+    if typing.get_origin(hint) is tuple:
         (item_hint, ellipsis) = typing.get_args(hint)
-        if ellipsis is not Ellipsis or not isinstance(value, tuple):
-            raise DecodeError(f"{where}: expected a tuple")
-        if "max_len" in meta and len(value) > meta["max_len"]:
-            raise DecodeError(f"{where}: more than {meta['max_len']} items")
-        for i, item in enumerate(value):
-            _check_value(item, item_hint, {}, f"{where}[{i}]")
-        return
+        if ellipsis is not Ellipsis:
+            raise TypeError(f"{where}: only tuple[T, ...] is allowed in a wire message")
+        item_check = _compile_check(item_hint, {}, f"{where}[]")
+        max_len = meta.get("max_len")
+
+        def check_tuple(value: Any) -> None:
+            if type(value) is not tuple:
+                raise DecodeError(f"{where}: expected a tuple")
+            if max_len is not None and len(value) > max_len:
+                raise DecodeError(f"{where}: more than {max_len} items")
+            for item in value:
+                item_check(item)
+        return check_tuple
     if hint is bool:
-        if type(value) is not bool:
-            raise DecodeError(f"{where}: expected a bool")
-        return
+        def check_bool(value: Any) -> None:
+            if type(value) is not bool:
+                raise DecodeError(f"{where}: expected a bool")
+        return check_bool
     if hint is int:
-        if type(value) is not int or not INT_MIN <= value <= INT_MAX:
-            raise DecodeError(f"{where}: expected a 64-bit int")
-        if "min" in meta and value < meta["min"]:
-            raise DecodeError(f"{where}: {value} below minimum {meta['min']}")
-        if "max" in meta and value > meta["max"]:
-            raise DecodeError(f"{where}: {value} above maximum {meta['max']}")
-        return
+        low, high = max(meta.get("min", INT_MIN), INT_MIN), min(meta.get("max", INT_MAX), INT_MAX)
+
+        def check_int(value: Any) -> None:
+            if type(value) is not int:
+                raise DecodeError(f"{where}: expected a 64-bit int")
+            if value < low:
+                raise DecodeError(f"{where}: {value} below minimum {low}")
+            if value > high:
+                raise DecodeError(f"{where}: {value} above maximum {high}")
+        return check_int
     if hint in (bytes, str):
-        if type(value) is not hint:
-            raise DecodeError(f"{where}: expected {hint.__name__}")
-        if "size" in meta and len(value) != meta["size"]:
-            raise DecodeError(f"{where}: expected exactly {meta['size']} bytes")
-        if "max_len" in meta and len(value) > meta["max_len"]:
-            raise DecodeError(f"{where}: longer than {meta['max_len']}")
-        if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-            raise DecodeError(f"{where}: {value!r} does not match {meta['pattern']}")
-        return
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        if not isinstance(value, hint):
-            raise DecodeError(f"{where}: expected {hint.__name__}")
-        return
-    if isinstance(hint, type) and hasattr(hint, "__wire_fields__"):
-        if not isinstance(value, hint):
-            raise DecodeError(f"{where}: expected {hint.__name__}")
-        return
+        size, max_len = meta.get("size"), meta.get("max_len")
+        pattern = re.compile(meta["pattern"]) if "pattern" in meta else None
+
+        def check_text(value: Any) -> None:
+            if type(value) is not hint:
+                raise DecodeError(f"{where}: expected {hint.__name__}")
+            if size is not None and len(value) != size:
+                raise DecodeError(f"{where}: expected exactly {size} bytes")
+            if max_len is not None and len(value) > max_len:
+                raise DecodeError(f"{where}: longer than {max_len}")
+            if pattern is not None and not pattern.fullmatch(value):
+                raise DecodeError(f"{where}: {value!r} does not match {pattern.pattern}")
+        return check_text
+    if isinstance(hint, type) and (issubclass(hint, enum.Enum) or hasattr(hint, "__wire_fields__")):
+        def check_instance(value: Any) -> None:
+            if not isinstance(value, hint):
+                raise DecodeError(f"{where}: expected {hint.__name__}")
+        return check_instance
     raise TypeError(f"{where}: type {hint!r} is not allowed in a wire message")
 
 

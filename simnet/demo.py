@@ -1,21 +1,25 @@
-"""``python -m simnet demo`` and ``python -m simnet up``: a live local cluster in the terminal.
+"""``python -m simnet``: community simulations of real nodes (and the plain gossip cluster).
 
-``demo`` (what ``make demo`` runs): 5 real node processes on 127.0.0.1 with a scaled clock
-(60× by default); each one's random agent places a few seeded orders per tick for the slots open
-for trading, and gossips them as signed order batches. A live table shows each node's peers,
-orders published and seen, and rejects. The agents stop a few seconds before the end so the table
-settles: every node should have seen every order. Then all nodes are stopped (SIGTERM, clean
-exit) and a summary is printed. Ctrl-C stops everything cleanly at any moment.
+``demo`` — the README demo: ``simnet/scenarios/community.toml`` (12 households, 3 consumers,
+1 station and the operator; committee of 4; one simulated day) over real libp2p on 127.0.0.1,
+live progress in the terminal, then the end checks, ``kpis.json`` and ``report.html`` in
+``simnet-out/`` (or ``--out``).
 
-``up --nodes N --duration S``: the same cluster without the agents' stop, for poking at with
-``p2pgrid status --data-dir <out>/<node>`` and ``p2pgrid order place --data-dir …``.
+``up --scenario FILE [--nodes N] [--speed X] [--hours H] [--transport libp2p|memory] [--out DIR]``
+— any scenario, with overrides. ``--nodes N`` resizes the community to N nodes in total
+(operator included), keeping its mix of households, consumers and stations.
 
-Exit code: 0 when every node ran and exited cleanly (and, for ``demo``, saw every order), else 1.
+Exit code: 0 when every end check passed, 1 when one failed or the run broke, 2 for bad
+arguments, 130 when interrupted (Ctrl-C stops every node cleanly and still writes the report).
+
+``gossip --nodes N --duration S`` — the earlier demo: N nodes gossiping seeded random orders,
+no ledger; every node must see every order.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import signal
 import sys
@@ -31,6 +35,10 @@ from rich.live import Live
 from p2pgrid.cli.dashboard import format_market_time, render_cluster
 from p2pgrid.node import NodeStatus
 from simnet.launcher import Cluster, ClusterError, ClusterSettings, default_specs
+from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario
+from simnet.simulate import simulate
+
+DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "community.toml"
 
 SETTLE_S = 8.0
 EXIT_INTERRUPTED = 130
@@ -102,10 +110,21 @@ def run_cluster(args: argparse.Namespace, *, settle: bool) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simnet", description="Local p2pgrid clusters.")
+    parser = argparse.ArgumentParser(prog="python -m simnet", description="Local p2pgrid community simulations.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, nodes, duration, help_text in (("demo", 5, 60.0, "the README demo: 5 nodes gossiping orders"),
-                                             ("up", 5, 60.0, "start a cluster for a while")):
+    for name, help_text in (("demo", "the README demo: a trading community over real libp2p"),
+                            ("up", "run a scenario file")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--scenario", default=None if name == "up" else str(DEFAULT_SCENARIO),
+                         required=name == "up", help="scenario TOML (see simnet/scenarios/)")
+        sub.add_argument("--nodes", type=int, help="resize the community to N nodes (operator included)")
+        sub.add_argument("--speed", type=float, help="simulated seconds per real second")
+        sub.add_argument("--hours", type=float, help="simulated hours")
+        sub.add_argument("--transport", choices=("libp2p", "memory"))
+        sub.add_argument("--seed", type=int)
+        sub.add_argument("--out", default="simnet-out", help="output directory (default: simnet-out)")
+        sub.add_argument("--quiet", action="store_true", help="no live view")
+    for name, nodes, duration, help_text in (("gossip", 5, 60.0, "N nodes gossiping random orders (no ledger)"),):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--nodes", type=int, default=nodes)
         sub.add_argument("--duration", type=float, default=duration, help="seconds to run (real time)")
@@ -122,14 +141,58 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def resize(s: Scenario, nodes: int) -> Scenario:
+    """The scenario with ``nodes`` nodes in total (operator included), keeping its mix."""
+    people = nodes - 1
+    if people < 2:
+        raise ScenarioError("--nodes must be at least 3 (the operator and two participants)")
+    total = s.participants
+    stations = max(1 if s.stations else 0, round(people * s.stations / total))
+    consumers = max(1 if s.consumers else 0, round(people * s.consumers / total))
+    households = max(0, people - stations - consumers)
+    committee = min(s.committee_size, 1 + stations + households)
+    faults = tuple(f for f in s.faults if all(_exists(n, stations, households, consumers)
+                                             for n in ([f.node] if f.node else []) + [x for g in f.groups for x in g]))
+    return dataclasses.replace(s, households=households, consumers=consumers, stations=stations,
+                               committee_size=committee, faults=faults)
+
+
+def _exists(name: str, stations: int, households: int, consumers: int) -> bool:
+    kind, _, index = name.partition("-")
+    limits = {"operator": 1, "station": stations, "household": households, "consumer": consumers}
+    return kind == "operator" or (kind in limits and index.isdigit() and int(index) < limits[kind])
+
+
+def run_scenario_command(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        scenario = load_scenario(args.scenario)
+        if args.nodes is not None:
+            scenario = resize(scenario, args.nodes)
+        scenario = scenario.with_overrides(speed=args.speed, hours=args.hours, transport=args.transport,
+                                           seed=args.seed)
+        check_scenario(scenario)
+    except ScenarioError as exc:
+        print(f"simnet: {exc}", file=sys.stderr)
+        return 2
+    result = simulate(scenario, Path(args.out), console=console, live=not args.quiet)
+    return result.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("demo", "up"):
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        try:
+            return run_scenario_command(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if args.nodes < 1 or args.duration <= 0:
         print("simnet: --nodes must be >= 1 and --duration > 0", file=sys.stderr)
         return 2
     # SIGTERM gets the same clean path as Ctrl-C: the cluster's __exit__ stops every node.
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        return run_cluster(args, settle=args.command == "demo")
+        return run_cluster(args, settle=True)
     finally:
         signal.signal(signal.SIGTERM, previous)

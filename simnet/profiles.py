@@ -25,7 +25,7 @@ Units. Energy per slot is an ``int`` of Wh (rounded half-even per slot from the 
 prices are ``int`` µc/kWh with 1 credit = 1 €: 1 €/MWh = 1000 µc/kWh. Wholesale prices can be
 negative and are returned as they are.
 
-Variety. Functions taking ``seed`` derive a ``random.Random(seed)`` and draw the household type,
+Variety. Functions taking ``seed`` seed a ``random.Random`` from it (and the series kind) and draw the household type,
 a scale factor and a time shift from it, so two households with different seeds differ while one
 seed always gives the same series. Parsed files are cached per process (``functools.lru_cache``).
 """
@@ -38,10 +38,13 @@ import importlib.util
 import math
 import random
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from p2pgrid.errors import ConfigError
 
 SOURCE_SLOT_S = 900
 DAYS_PER_YEAR = 365
@@ -59,11 +62,10 @@ EV_MODELS = ("vw_eup_home", "tesla_only_home")
 STANDARD_PROFILES = ("H25", "P25", "S25")
 PRICE_YEARS = (2015, 2018)
 TRY_REGIONS = range(1, 16)
-# TRY2010 reference stations (latitude, longitude) per climate region, from the files' headers.
 DEFAULT_TRY_REGION = 4  # Potsdam, north-east German lowlands
 
 
-class ProfileDataError(Exception):
+class ProfileDataError(ConfigError):
     """A data package is missing or a requested series does not exist in it."""
 
 
@@ -144,7 +146,10 @@ def _standard_profile_year(kind: str, year: int) -> np.ndarray:
     if kind not in STANDARD_PROFILES:
         raise ProfileDataError(f"unknown BDEW profile {kind!r}; choose from {STANDARD_PROFILES}")
     index = pd.date_range(f"{year}-01-01", periods=DAYS_PER_YEAR * SLOTS_PER_DAY_15MIN, freq="15min")
-    values = np.asarray(getattr(bdew, kind)(index), dtype=float)
+    with warnings.catch_warnings():  # demandlib 0.2.2 uses pandas' deprecated inplace=True
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        values = np.asarray(getattr(bdew, kind)(index), dtype=float)
     values.setflags(write=False)
     return values
 

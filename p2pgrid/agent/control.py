@@ -53,19 +53,28 @@ def interpolate_value(levels: Sequence[int], values: Sequence[float], soc_wh: fl
 
 def decide_slot(plan: BatteryPlan, limits: BatteryLimits, soc_wh: float, load_wh: float, pv_wh: float,
                 prices: SlotPrices, slot_s: int, *, cycle_cost: float = 0.0) -> float:
-    """SoC change (Wh, + charging) for the current slot given its actual load and PV."""
+    """SoC change (Wh, + charging) for the plan's first slot given its actual load and PV."""
+    return decide_change(plan.soc_levels, plan.value_after_first, limits, soc_wh, load_wh, pv_wh, prices,
+                         slot_s, cycle_cost=cycle_cost)
+
+
+def decide_change(levels: Sequence[int], value_after: Sequence[float], limits: BatteryLimits, soc_wh: float,
+                  load_wh: float, pv_wh: float, prices: SlotPrices, slot_s: int, *,
+                  cycle_cost: float = 0.0) -> float:
+    """SoC change for one slot minimising its cost plus the cost-to-go ``value_after`` (on
+    ``levels``, linear in between) after it."""
     low, high = stored_change_bounds(limits, soc_wh, slot_s)
     base_net = load_wh - pv_wh
     candidates = {low, high, min(max(0.0, low), high)}
     zero_net = limits.stored_change_wh(-base_net)
     if low <= zero_net <= high:
         candidates.add(zero_net)
-    for level in plan.soc_levels:
+    for level in levels:
         if low <= level - soc_wh <= high:
             candidates.add(level - soc_wh)
 
     def total(change: float) -> float:
         return (transition_cost(limits, change, base_net, prices, cycle_cost)
-                + interpolate_value(plan.soc_levels, plan.value_after_first, soc_wh + change))
+                + interpolate_value(levels, value_after, soc_wh + change))
 
     return min(sorted(candidates), key=total)

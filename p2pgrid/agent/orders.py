@@ -47,6 +47,8 @@ def orders_for_plan(plan: BatteryPlan, pv_wh: Sequence[float], markets: Sequence
     """
     if not len(plan.slots) == len(pv_wh) == len(markets):
         raise ConfigError("plan, pv_wh and markets must describe the same slots")
+    if min_qty_wh < 1:
+        raise ConfigError("min_qty_wh must be at least 1 Wh")
     committed = committed_wh or {}
     intents: list[OrderIntent] = []
     for planned, pv, market in zip(plan.slots, pv_wh, markets):

@@ -31,6 +31,7 @@ The plan also carries the value-to-go after its first slot, so a real-time contr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class BatteryPlan:
     expected_cost: float               # µc: slot costs minus the terminal value of stored energy
     soc_levels: tuple[int, ...]        # the grid
     value_after_first: tuple[float, ...]  # optimal cost-to-go from each level after slot 0
+    values_after: tuple[tuple[float, ...], ...] = ()  # [t] cost-to-go after slot t (if kept)
 
     @property
     def first(self) -> PlannedSlot:
@@ -143,9 +145,11 @@ def _move_ranges(levels: Sequence[int], limits: BatteryLimits, up: int, down: in
 
 def plan_battery(soc_wh: int, limits: BatteryLimits, load_wh: Sequence[float], pv_wh: Sequence[float],
                  prices: Sequence[SlotPrices], slot_s: int, *, soc_step_wh: int | None = None,
-                 terminal_price: float = 0.0, cycle_cost: float = 0.0) -> BatteryPlan:
+                 terminal_price: float = 0.0, cycle_cost: float = 0.0,
+                 keep_values: bool = False) -> BatteryPlan:
     """The cost-minimising battery schedule for the slots described by ``load_wh``, ``pv_wh`` and
-    ``prices`` (equal lengths, at least one slot), starting from ``soc_wh``."""
+    ``prices`` (equal lengths, at least one slot), starting from ``soc_wh``. With ``keep_values``
+    the plan also carries the cost-to-go after every slot (for a controller that follows it)."""
     horizon = len(load_wh)
     if horizon == 0 or len(pv_wh) != horizon or len(prices) != horizon:
         raise PlanInputError("load_wh, pv_wh and prices must be non-empty and of equal length")
@@ -164,6 +168,7 @@ def plan_battery(soc_wh: int, limits: BatteryLimits, load_wh: Sequence[float], p
     # Backward induction: value[i] = optimal cost from level i at the start of slot t.
     value = [-terminal_price * level / WH_PER_KWH for level in levels]
     policy: list[list[int]] = [[] for _ in range(horizon)]
+    kept: list[tuple[float, ...]] = [tuple(value)] if keep_values else []
     for t in range(horizon - 1, 0, -1):
         move_cost = [transition_cost(limits, k * step, base_net[t], prices[t], cycle_cost)
                      for k in range(-down, up + 1)]
@@ -179,12 +184,17 @@ def plan_battery(soc_wh: int, limits: BatteryLimits, load_wh: Sequence[float], p
             new_value[i], choice[i] = best, best_k
         policy[t] = choice
         value = new_value
+        if keep_values:
+            kept.append(tuple(value))
     value_after_first = tuple(value)
 
     first_index, first_cost = _best_first_move(soc_wh, levels, limits, base_net[0], prices[0],
                                                value, slot_s, cycle_cost)
-    return _unroll(soc_wh, first_index, first_cost, levels, policy, limits, base_net, prices,
+    plan = _unroll(soc_wh, first_index, first_cost, levels, policy, limits, base_net, prices,
                    slot_s, cycle_cost, terminal_price, value_after_first)
+    if keep_values:
+        plan = dataclasses.replace(plan, values_after=tuple(reversed(kept)))
+    return plan
 
 
 def _best_first_move(soc_wh: int, levels: Sequence[int], limits: BatteryLimits, base_net: float,

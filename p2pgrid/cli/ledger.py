@@ -70,7 +70,7 @@ def db_path(args: argparse.Namespace) -> Path:
 # --- commands --------------------------------------------------------------------------------
 
 def do_head(args: argparse.Namespace, console: Console | None = None) -> int:
-    state, pending = trio.run(_load_state, db_path(args))
+    state, pending = _run(_load_state, db_path(args))
     (console or Console()).print(render_heads(state, len(pending)))
     return 0
 
@@ -80,12 +80,12 @@ def do_show(args: argparse.Namespace, console: Console | None = None) -> int:
         async with open_store(db_path(args)) as store:
             account = resolve_account(args.account, (await store.heads()).keys())
             return await store.account_entries(account, args.from_seq, args.limit)
-    (console or Console()).print(render_entries(trio.run(load)))
+    (console or Console()).print(render_entries(_run(load)))
     return 0
 
 
 def do_balance(args: argparse.Namespace, console: Console | None = None) -> int:
-    state, _ = trio.run(_load_state, db_path(args))
+    state, _ = _run(_load_state, db_path(args))
     accounts = [resolve_account(args.account, state.balances.keys())] if args.account else None
     (console or Console()).print(render_balances(state, accounts))
     return 0
@@ -96,7 +96,7 @@ def do_verify(args: argparse.Namespace, console: Console | None = None) -> int:
         async with open_store(db_path(args)) as store:
             rules, committee = await _zone(store)
             return await store.verify(rules, committee)
-    report = trio.run(run)
+    report = _run(run)
     (console or Console()).print(
         f"ok: {report.entries} entries in {report.certificates} certificates over {report.accounts} chains; "
         f"{report.pending} waiting for predecessors; state root {report.state_root.hex()}")
@@ -104,6 +104,24 @@ def do_verify(args: argparse.Namespace, console: Console | None = None) -> int:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+def _run(fn: Any, *args: Any) -> Any:
+    """``trio.run``, with a lone error unwrapped from trio's exception groups so the CLI's one-line
+    error handling sees the ``P2PGridError`` itself."""
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
 
 async def _zone(store: LedgerStore) -> Any:
     zone = await store.load_zone()

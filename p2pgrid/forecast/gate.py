@@ -8,13 +8,15 @@ Each time a new value of the series is known, the gate
 2. **issues** the experts' forecasts for the next ``steps`` slots and combines them with
    exponentiated weights on that error::
 
-       w_eta[e][h] = exp(-eta · mae[e][h] / mean_e(mae[·][h])) / Σ_e (same)
+       w[e][h] = exp(-eta · mae[e][h] / mean_e(mae[·][h])) / Σ_e (same)
 
-How sharply to prefer the currently best expert depends on the series: spiky household load
-gains from averaging, PV a day ahead mostly from following the best climatology. So the gate runs
-one mixture per ``eta`` in ``GateConfig.etas`` (0 = plain average, large = follow the best),
-scores each mixture's forecasts the same way (``variant_mae[v][h]``), and per horizon uses the
-mixture with the lowest rolling error (the default ``eta`` until anything was scored).
+How sharply to prefer the currently best expert, and how far back to judge, depend on the
+series: spiky household load gains from averaging over a long memory, PV a day ahead from
+following whichever climatology suits the current weather regime. So the gate keeps the experts'
+errors with each memory in ``GateConfig.windows`` and forms one mixture per (memory, ``eta``)
+pair (``eta`` 0 = plain average, large = follow the best). It scores each mixture's forecasts
+the same way (``variant_mae[v][h]``, memory ``select_window``) and, per horizon, uses the mixture
+with the lowest rolling error (the default mixture until anything was scored).
 
 Errors are kept per horizon because experts win at different horizons (persistence one slot
 ahead, daily patterns a day ahead). Scaling by the mean error makes ``eta`` independent of the
@@ -34,8 +36,9 @@ from p2pgrid.errors import ConfigError
 from p2pgrid.forecast.experts import EXPERTS, SeriesContext
 
 DEFAULT_ETAS = (0.0, 2.0, 6.0, 20.0, 60.0)
-DEFAULT_ETA_INDEX = 2
-DEFAULT_WINDOW = 7 * 96
+DEFAULT_WINDOWS = (2 * 96, 14 * 96)
+DEFAULT_SELECT_WINDOW = 7 * 96
+DEFAULT_VARIANT = 2          # (first window, eta 6)
 
 
 class GateConfigError(ConfigError):
@@ -44,16 +47,24 @@ class GateConfigError(ConfigError):
 
 @dataclass(frozen=True)
 class GateConfig:
-    steps: int                                   # horizon in slots
-    etas: tuple[float, ...] = DEFAULT_ETAS       # sharpness of each candidate mixture
-    window: int = DEFAULT_WINDOW                 # memory of the rolling error, in observations
-    default_eta_index: int = DEFAULT_ETA_INDEX   # mixture used before any error is known
+    steps: int                                        # horizon in slots
+    etas: tuple[float, ...] = DEFAULT_ETAS            # sharpness of the candidate mixtures
+    windows: tuple[int, ...] = DEFAULT_WINDOWS        # memories of the experts' rolling error
+    select_window: int = DEFAULT_SELECT_WINDOW        # memory of the mixtures' rolling error
+    default_variant: int = DEFAULT_VARIANT            # mixture used before any error is known
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.window <= 0 or not self.etas or min(self.etas) < 0:
-            raise GateConfigError("GateConfig needs steps > 0, window > 0 and etas >= 0")
-        if not 0 <= self.default_eta_index < len(self.etas):
-            raise GateConfigError("default_eta_index must index etas")
+        if self.steps <= 0 or not self.etas or min(self.etas) < 0:
+            raise GateConfigError("GateConfig needs steps > 0 and etas >= 0")
+        if not self.windows or min(self.windows) <= 0 or self.select_window <= 0:
+            raise GateConfigError("GateConfig windows must be > 0")
+        if not 0 <= self.default_variant < self.variants:
+            raise GateConfigError("default_variant must index the (window, eta) mixtures")
+
+    @property
+    def variants(self) -> int:
+        """Number of candidate mixtures: one per (window, eta), window-major."""
+        return len(self.windows) * len(self.etas)
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,8 @@ class Issue:
 class GateState:
     experts: tuple[str, ...]
     config: GateConfig
-    mae: tuple[tuple[float, ...], ...]          # [expert][h-1]
-    variant_mae: tuple[tuple[float, ...], ...]  # [mixture][h-1]
+    mae: tuple[tuple[tuple[float, ...], ...], ...]  # [window][expert][h-1]
+    variant_mae: tuple[tuple[float, ...], ...]      # [mixture][h-1]
     seen: tuple[int, ...]                       # [h-1] errors scored so far
     issues: tuple[Issue, ...]                   # still waiting for some target
 
@@ -91,7 +102,8 @@ def new_gate(experts: Sequence[str], config: GateConfig) -> GateState:
     if unknown or not experts:
         raise GateConfigError(f"unknown or no experts: {unknown}; known: {sorted(EXPERTS)}")
     zeros = tuple(0.0 for _ in range(config.steps))
-    return GateState(tuple(experts), config, tuple(zeros for _ in experts), tuple(zeros for _ in config.etas),
+    mae = tuple(tuple(zeros for _ in experts) for _ in config.windows)
+    return GateState(tuple(experts), config, mae, tuple(zeros for _ in range(config.variants)),
                      tuple(0 for _ in range(config.steps)), ())
 
 
@@ -103,60 +115,64 @@ def _update(rows: list[list[float]], forecasts: Sequence[Sequence[float]], h0: i
 
 def observe(state: GateState, index: int, actual: float) -> GateState:
     """Score every pending forecast for ``index`` against ``actual``; drop issues fully scored."""
-    mae = [list(row) for row in state.mae]
+    config = state.config
+    mae = [[list(row) for row in table] for table in state.mae]
     variant_mae = [list(row) for row in state.variant_mae]
     seen = list(state.seen)
-    steps, window = state.config.steps, state.config.window
     for pending in state.issues:
         h0 = index - pending.first_index
-        if 0 <= h0 < steps:
+        if 0 <= h0 < config.steps:
             seen[h0] += 1
-            memory = min(seen[h0], window)
-            _update(mae, pending.forecasts, h0, actual, memory)
-            _update(variant_mae, pending.mixtures, h0, actual, memory)
-    still_pending = tuple(p for p in state.issues if p.first_index + steps - 1 > index)
-    return GateState(state.experts, state.config, tuple(tuple(row) for row in mae),
+            for table, window in zip(mae, config.windows):
+                _update(table, pending.forecasts, h0, actual, min(seen[h0], window))
+            _update(variant_mae, pending.mixtures, h0, actual, min(seen[h0], config.select_window))
+    still_pending = tuple(p for p in state.issues if p.first_index + config.steps - 1 > index)
+    return GateState(state.experts, config, tuple(tuple(tuple(row) for row in table) for table in mae),
                      tuple(tuple(row) for row in variant_mae), tuple(seen), still_pending)
 
 
-def _softmax_weights(errors: Sequence[float], eta: float) -> tuple[float, ...]:
+def _weights_for_etas(errors: Sequence[float], etas: Sequence[float]) -> list[tuple[float, ...]]:
+    """Normalised ``exp(-eta · error / mean error)`` for each ``eta`` (equal when all are ~0)."""
     count = len(errors)
     mean = sum(errors) / count
     if mean <= 1e-12:
-        return tuple(1.0 / count for _ in range(count))
-    raw = [math.exp(-eta * (error - min(errors)) / mean) for error in errors]
-    total = sum(raw)
-    return tuple(r / total for r in raw)
+        return [tuple(1.0 / count for _ in range(count))] * len(etas)
+    best = min(errors)
+    ratios = [(error - best) / mean for error in errors]
+    out = []
+    for eta in etas:
+        raw = [math.exp(-eta * r) for r in ratios]
+        total = sum(raw)
+        out.append(tuple(r / total for r in raw))
+    return out
 
 
 def mixture_weights(state: GateState) -> tuple[tuple[tuple[float, ...], ...], ...]:
-    """Expert weights of every candidate mixture, ``[mixture][h-1][expert]``."""
-    count = len(state.experts)
-    equal = tuple(1.0 / count for _ in range(count))
-    out = []
-    for eta in state.config.etas:
-        rows = []
-        for h0 in range(state.config.steps):
-            if state.seen[h0] == 0:
-                rows.append(equal)
-            else:
-                rows.append(_softmax_weights([state.mae[e][h0] for e in range(count)], eta))
-        out.append(tuple(rows))
+    """Expert weights of every candidate mixture, ``[mixture][h-1][expert]`` (window-major)."""
+    count, etas, steps = len(state.experts), state.config.etas, state.config.steps
+    equal = [tuple(1.0 / count for _ in range(count))] * len(etas)
+    out: list[tuple[tuple[float, ...], ...]] = []
+    for table in state.mae:
+        per_h = [equal if state.seen[h0] == 0 else _weights_for_etas([row[h0] for row in table], etas)
+                 for h0 in range(steps)]
+        out.extend(tuple(per_h[h0][v] for h0 in range(steps)) for v in range(len(etas)))
     return tuple(out)
 
 
 def chosen_mixture(state: GateState, h0: int) -> int:
     """Index of the mixture the gate uses at horizon ``h0 + 1``: the lowest rolling error."""
+    default = state.config.default_variant
     if state.seen[h0] == 0:
-        return state.config.default_eta_index
+        return default
     errors = [row[h0] for row in state.variant_mae]
-    return min(range(len(errors)), key=lambda v: (errors[v], v != state.config.default_eta_index))
+    return min(range(len(errors)), key=lambda v: (errors[v], v != default))
 
 
-def weights(state: GateState) -> tuple[tuple[float, ...], ...]:
+def weights(state: GateState, by_mixture: Sequence[Sequence[Sequence[float]]] | None = None,
+            ) -> tuple[tuple[float, ...], ...]:
     """Expert weights the gate uses per horizon, ``[h-1][expert]``, each row summing to 1."""
-    by_mixture = mixture_weights(state)
-    return tuple(by_mixture[chosen_mixture(state, h0)][h0] for h0 in range(state.config.steps))
+    by_mixture = by_mixture or mixture_weights(state)
+    return tuple(tuple(by_mixture[chosen_mixture(state, h0)][h0]) for h0 in range(state.config.steps))
 
 
 def combine(rows: Sequence[Sequence[float]], forecasts: Sequence[Sequence[float]]) -> tuple[float, ...]:
@@ -164,10 +180,12 @@ def combine(rows: Sequence[Sequence[float]], forecasts: Sequence[Sequence[float]
     return tuple(sum(w * forecasts[e][h0] for e, w in enumerate(row)) for h0, row in enumerate(rows))
 
 
-def issue(state: GateState, first_index: int, forecasts: Sequence[Sequence[float]]) -> GateState:
-    """Remember forecasts made now (and every mixture of them) to score them when targets arrive."""
+def issue(state: GateState, first_index: int, forecasts: Sequence[Sequence[float]],
+          by_mixture: Sequence[Sequence[Sequence[float]]] | None = None) -> GateState:
+    """Remember forecasts made now (and every mixture of them) to score them when targets arrive.
+    ``by_mixture`` are this state's ``mixture_weights``, when the caller has them already."""
     frozen = tuple(tuple(float(v) for v in f) for f in forecasts)
-    mixtures = tuple(combine(rows, frozen) for rows in mixture_weights(state))
+    mixtures = tuple(combine(rows, frozen) for rows in (by_mixture or mixture_weights(state)))
     pending = Issue(first_index, frozen, mixtures)
     return GateState(state.experts, state.config, state.mae, state.variant_mae, state.seen,
                      state.issues + (pending,))
@@ -183,7 +201,8 @@ def step(state: GateState, history: Sequence[float], context: SeriesContext) -> 
     if history:
         state = observe(state, len(history) - 1, history[-1])
     by_expert = expert_forecasts(state, history, context)
-    rows = weights(state)
+    by_mixture = mixture_weights(state)
+    rows = weights(state, by_mixture)
     forecast = Forecast(len(history), combine(rows, by_expert),
                         {name: tuple(f) for name, f in zip(state.experts, by_expert)}, rows)
-    return issue(state, len(history), by_expert), forecast
+    return issue(state, len(history), by_expert, by_mixture), forecast

@@ -121,9 +121,13 @@ class LockStatus(str, enum.Enum):
 
 @dataclass(frozen=True)
 class LockRecord:
+    """A certified lock; once ``FILLED``, ``filled_wh`` is the quantity the fill traded (settlement
+    reads the slot's trades from these)."""
+
     buyer: bytes
     lock: Lock
     status: LockStatus = LockStatus.OPEN
+    filled_wh: int = 0
 
 
 @dataclass(frozen=True)
@@ -355,7 +359,7 @@ def state_leaves(state: LedgerState) -> list[bytes]:
     leaves: list[bytes] = []
     leaves += [pack(["head", a, [h.next_seq, h.last_hash]]) for a, h in state.heads.items()]
     leaves += [pack(["balance", a, v]) for a, v in state.balances.items()]
-    leaves += [pack(["lock", t, [r.buyer, to_plain(r.lock), r.status.value]]) for t, r in state.locks.items()]
+    leaves += [pack(["lock", t, [r.buyer, to_plain(r.lock), r.status.value, r.filled_wh]]) for t, r in state.locks.items()]
     leaves += [pack(["order", o[0] + o[1], [p.size_wh, p.filled_wh, p.locked_wh]]) for o, p in state.orders.items()]
     leaves += [pack(["pool", k, _canonical(v)]) for k, v in state.pools.items()]
     leaves += [pack(["certificate", k, _canonical(v)]) for k, v in state.certificates.items()]
@@ -532,7 +536,7 @@ def process_fill(state: LedgerState, entry: Entry, body: Fill, rules: LedgerRule
     value = trade_value(body.qty_wh, body.price)
     state.balances[entry.account] = state.balance(entry.account) + value
     state.balances[record.buyer] = state.balance(record.buyer) + lock.amount - value
-    state.locks[body.take_id] = LockRecord(record.buyer, lock, LockStatus.FILLED)
+    state.locks[body.take_id] = LockRecord(record.buyer, lock, LockStatus.FILLED, body.qty_wh)
     key = (lock.order_owner, lock.order_id)
     progress = state.orders.get(key) or OrderProgress(lock.order_size_wh)
     state.orders[key] = OrderProgress(progress.size_wh, progress.filled_wh + body.qty_wh, progress.locked_wh)

@@ -121,6 +121,10 @@ class Lock:
     price: int = _amount(0)
     amount: int = _amount(0)
     deadline_ms: int = field(metadata={"min": 0})
+    # What settlement needs to know of the trade: its delivery slot and whether the maker's
+    # order offered green energy (carrying certificates). Not checked by the chain rules.
+    slot: int = field(default=0, metadata={"min": 0})
+    green: bool = False
 
 
 @struct

@@ -4,11 +4,16 @@ What it does, all behind one object:
 
 * **Submit** (any node): ``next_entry(kind, body)`` builds and signs this node's next entry on its
   local tip; ``await submit(entry)`` queues it. A batcher task sends everything queued (up to
-  ``max_batch`` entries, in order) to every validator as one ``VoteRequest`` over persistent
-  ``/p2pgrid/vote/1`` streams, assembles the certificate from a quorum of votes, stores the batch
-  (durably), applies it, gossips it on ``p2pgrid/v1/<zone>/ledger`` and confirms it to the
-  validators; then every ``submit`` of the batch returns the ``Certificate``. One batch is in flight
-  at a time, so a batch may extend the previous one.
+  ``max_batch`` entries, in chain order) to every validator as one ``VoteRequest`` over persistent
+  ``/p2pgrid/vote/1`` streams and assembles the certificate from a quorum of votes. It then stores
+  the batch (committed: durable), applies it, sends ``Confirm`` to the validators, gossips it on
+  ``p2pgrid/v1/<zone>/ledger``, and goes on with the next batch at once (pipelining: a validator
+  handles one stream in order, so it applies batch k before judging batch k+1). ``submit`` returns
+  the ``Certificate`` once a quorum of validators has confirmed the batch (or after
+  ``vote_timeout_s``), so an entry that depends on it — spending the credits just received,
+  filling the lock just certified — finds a quorum able to judge it. It raises ``BatchRejected``
+  (with each validator's reasons) if the committee refused the batch; the tip then falls back to
+  the certified head.
 * **Validate** (committee members): judge each ``VoteRequest`` with ``committee.decide_vote``
   against the certified state, persist the new vote records (``store.record_votes``, committed),
   and only then reply with the signed vote. Requests are judged one at a time (a lock), so two
@@ -17,8 +22,19 @@ What it does, all behind one object:
   certificate (cached per batch root) and inclusion, store, and apply what is ready.
   ``sync_with(peer)`` pulls everything missing over ``/p2pgrid/sync/1``; the service serves it.
 
-``state`` is the derived ``LedgerState`` (read-only for callers); ``state_root()`` its root.
-Time: ``clock()`` returns Unix ms (the validator's ``now_ms`` for lock deadlines).
+API for other services (trading, settlement, node, RPC)::
+
+    async with open_ledger_service(key, LedgerConfig(rules, committee), store, transport, clock) as ledger:
+        entry = ledger.next_entry("lock", Lock(...))      # signed, extends the local tip
+        certificate = await ledger.submit(entry)           # certified, stored, gossiped
+        ledger.state                                       # LedgerState: balances, locks, orders, …
+        ledger.state_root(), ledger.balance(account), ledger.head(account)
+        await ledger.wait_for_height(n)                    # until n certified entries are applied
+        await ledger.sync_with(peer) / ledger.sync_all()   # pull what we lack now
+
+``state`` is the derived ``LedgerState`` (read-only for callers). Time: ``clock()`` returns Unix
+ms (the validator's ``now_ms`` for lock deadlines). Stream handlers run in the transport's tasks;
+they are cancelled when the service stops, before its store closes.
 """
 
 from __future__ import annotations
@@ -189,6 +205,8 @@ class LedgerService:
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
         self._links: dict[bytes, _ValidatorLink] = {}
         self._nursery: trio.Nursery | None = None   # set by run()
+        self._handler_scopes: set[trio.CancelScope] = set()
+        self._stopped = False
         self._request_ids = itertools.count(1)
         self._applied = trio.Condition()
         self.is_validator = config.committee.is_member(key.public_key)
@@ -375,20 +393,24 @@ class LedgerService:
         return link
 
     async def _spread(self, batch: CertifiedEntries) -> list[tuple[_ValidatorLink, trio.Event]]:
-        """Gossip a certified batch and confirm it to the validators we have links to; returns
-        the events that fire when each of them has applied it."""
-        for part in split_for_gossip(batch, GOSSIP_MAX_BYTES):
-            try:
-                await self.transport.publish(ledger_topic(self.rules.zone), encode_certified(part))
-            except NetError:
-                pass  # gossip is best effort: sync repairs what it misses
+        """Confirm a certified batch to the validators we have links to (first: the submitters
+        wait for them) and gossip it to everyone (in the background); returns the events that fire
+        when each validator has applied it."""
         confirmations = []
         for validator, link in list(self._links.items()):
             try:
                 confirmations.append((link, await link.confirm(batch)))
             except NetError:
                 self._links.pop(validator, None)
+        self._nursery.start_soon(self._gossip, batch)
         return confirmations
+
+    async def _gossip(self, batch: CertifiedEntries) -> None:
+        for part in split_for_gossip(batch, GOSSIP_MAX_BYTES):
+            try:
+                await self.transport.publish(ledger_topic(self.rules.zone), encode_certified(part))
+            except NetError:
+                pass  # gossip is best effort: anti-entropy sync repairs what it misses
 
     # --- validating ---------------------------------------------------------------------------
 
@@ -551,13 +573,18 @@ class LedgerService:
         self.transport.set_stream_handler(SYNC_PROTOCOL, self._serve_sync, max_frame_bytes=MAX_FRAME_BYTES)
         if self.is_validator:
             self.transport.set_stream_handler(VOTE_PROTOCOL, self._serve_votes, max_frame_bytes=MAX_FRAME_BYTES)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._batcher)
-            nursery.start_soon(self._consume_gossip, subscription)
-            if self.config.sync_interval_s > 0:
-                nursery.start_soon(self._anti_entropy)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._batcher)
+                nursery.start_soon(self._consume_gossip, subscription)
+                if self.config.sync_interval_s > 0:
+                    nursery.start_soon(self._anti_entropy)
+                task_status.started()
+        finally:
+            # Leave the topic, so the same transport can run a restarted ledger service.
+            with trio.CancelScope(shield=True):
+                await subscription.aclose()
 
     async def _anti_entropy(self) -> None:
         """Catch up at start, then keep pulling: gossip is best effort, sync makes it complete."""

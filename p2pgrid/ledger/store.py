@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import aiosqlite
+import trio
 import trio_asyncio
 
 from p2pgrid.errors import LedgerError
@@ -111,12 +112,19 @@ class VerifyReport:
 class LedgerStore:
     """The open ledger database. Use ``open_store``; every method is one committed transaction."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, loop: Any) -> None:
         self._conn = conn
+        self._loop = loop
+        # One connection, one transaction at a time: two tasks' statements must never interleave
+        # inside one transaction (one's commit would carry the other's half-done writes).
+        self._lock = trio.Lock()
 
     async def _run(self, fn: Callable[[aiosqlite.Connection], Any]) -> Any:
-        """Run the asyncio coroutine function ``fn(conn)`` on the bridge."""
-        return await trio_asyncio.aio_as_trio(fn)(self._conn)
+        """Run the asyncio coroutine function ``fn(conn)`` on the bridge. The loop is named
+        explicitly: callers may be tasks started outside the context that opened the store (e.g.
+        a libp2p stream handler), where trio-asyncio's current-loop variable is unset."""
+        async with self._lock:
+            return await trio_asyncio.aio_as_trio(fn, loop=self._loop)(self._conn)
 
     # --- certified entries -----------------------------------------------------------------
 
@@ -407,8 +415,9 @@ async def open_store(path: str | Path) -> AsyncIterator[LedgerStore]:
             await conn.commit()
             return conn
 
-        conn = await trio_asyncio.aio_as_trio(connect)()
-        store = LedgerStore(conn)
+        loop = trio_asyncio.current_loop.get()
+        conn = await trio_asyncio.aio_as_trio(connect, loop=loop)()
+        store = LedgerStore(conn, loop)
         try:
             yield store
         finally:

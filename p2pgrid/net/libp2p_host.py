@@ -18,6 +18,7 @@ channel (which drops when full) into an unbounded one, so a slow consumer never 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -59,6 +60,8 @@ from p2pgrid.net.transport import (
     accept_all,
     check_public_key,
 )
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LISTEN_ADDRS = ("/ip4/127.0.0.1/tcp/0",)
 IGNORED_IDS_REMEMBERED = 4096
@@ -173,6 +176,7 @@ class Libp2pTransport:
         self._scorer = scorer
         self._nursery = nursery
         self._subscriptions: dict[str, Libp2pSubscription] = {}
+        self.bootstrap_failures: list[str] = []
 
     @property
     def local_peer(self) -> bytes:
@@ -334,6 +338,9 @@ async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFA
                                 raw_router: bool = False) -> AsyncIterator[Libp2pTransport]:
     """Run a libp2p node for ``key`` listening on ``listen_addrs``, dialled to ``bootstrap``.
 
+    Bootstrap peers that cannot be reached do not stop the node: they are listed in
+    ``transport.bootstrap_failures`` (and logged).
+
     ``raw_router=True`` uses py-libp2p's default gossipsub settings (benchmark baseline only; it
     still applies the process-wide queue sizes unless the process never called
     ``gossip_config.apply_library_limits``).
@@ -354,7 +361,12 @@ async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFA
             async with trio.open_nursery() as nursery:
                 transport = Libp2pTransport(key, host, pubsub, router, scorer, nursery)
                 for addr in bootstrap:
-                    await transport.connect(addr)
+                    try:
+                        await transport.connect(addr)
+                    except PeerUnreachable as exc:
+                        # A node whose bootstrap peers are down still starts: others may dial it.
+                        transport.bootstrap_failures.append(str(exc))
+                        logger.warning("bootstrap peer unreachable: %s", exc)
                 try:
                     yield transport
                 finally:

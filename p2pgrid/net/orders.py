@@ -4,9 +4,14 @@ Topic ``p2pgrid/v1/<zone>/orders``. Each message is one ``OrderBatch`` of signed
 cancels (``wire.py``).
 
 Publishing. ``submit(signed)`` queues one of this node's signed orders or cancels; every
-``tick_s`` the queue is packed into as few batches as fit (``batching.pack_order_batches``: ≤ 16
+``tick_s`` the queue is packed into as few batches as fit (``batching.pack_signed_batches``: ≤ 16
 KiB, ≤ 256 items each) and published, at most one batch per ``min_publish_gap_s`` so that a burst
-becomes a steady stream the network can carry. ``flush()`` publishes the queue at once.
+becomes a steady stream the network can carry. ``flush()`` publishes the queue at once. Before
+packing, the queue is screened with the same rules other nodes apply (``screen_own_items``):
+items they would reject or ignore (expired, slot closed, sent twice) stay home and are counted in
+``stats.refused_own_items``, so a node never gets itself scored down. The transport runs the
+validator on our own batches too; for a batch we just packed it skips decoding and signature
+checks (we signed every item) and only records it in the replay cache.
 
 Receiving. The topic validator is ``validation.OrderBatchValidator`` (ACCEPT / IGNORE / REJECT
 with a reason, replay cache). It runs inside the transport, before relaying; each ACCEPTed batch
@@ -28,9 +33,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from p2pgrid.net.batching import pack_order_batches
+from p2pgrid.net.batching import pack_signed_batches
 from p2pgrid.net.transport import Transport, ValidationResult
-from p2pgrid.net.validation import BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id
+from p2pgrid.net.validation import (
+    BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id, own_batch_verdict, record, screen_own_items,
+)
 from p2pgrid.wire import Cancel, Order, Signed
 
 TOPIC_KINDS = ("orders", "pools", "ledger")
@@ -81,6 +88,7 @@ class OrderGossipStats:
     delivered_items: int = 0
     rejected_batches: Counter[str] = field(default_factory=Counter)
     ignored_items: Counter[str] = field(default_factory=Counter)
+    refused_own_items: Counter[str] = field(default_factory=Counter)
 
     @property
     def rejected_total(self) -> int:
@@ -100,8 +108,10 @@ class OrderGossip:
         self.min_publish_gap_s = min_publish_gap_s
         self.validator = OrderBatchValidator(rules)
         self.stats = OrderGossipStats()
-        self._pending: list[bytes] = []
+        self._local_peer = transport.local_peer
+        self._pending: list[Signed[Order] | Signed[Cancel]] = []
         self._accepted: dict[bytes, BatchVerdict] = {}
+        self._own: dict[bytes, BatchVerdict] = {}
         self._publish_lock = trio.Lock()
         self._send, self.deliveries = trio.open_memory_channel[OrderDelivery](math.inf)
 
@@ -114,28 +124,43 @@ class OrderGossip:
         if signed.body.zone != self.rules.zone:
             raise ValueError(f"{type(signed.body).__name__} for zone {signed.body.zone!r} submitted to zone "
                              f"{self.rules.zone!r}")
-        if self.rules.require_own_items and signed.signer != self.transport.local_peer:
+        if self.rules.require_own_items and signed.signer != self._local_peer:
             raise ValueError("only this node's own orders can be gossiped (require_own_items)")
-        self._pending.append(signed.encoded)
+        self._pending.append(signed)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Publish everything queued now, paced; returns the number of batches published."""
+        """Publish everything queued now, paced; returns the number of batches published.
+
+        Items other nodes would not accept now (expired, slot closed, sent before) are dropped
+        and counted in ``stats.refused_own_items`` instead of being published.
+        """
         async with self._publish_lock:
-            items, self._pending = self._pending, []
-            if not items:
+            queued, self._pending = self._pending, []
+            if not queued:
                 return 0
-            batches = pack_order_batches(self.rules.zone, self.clock(), items, self.rules.max_batch_bytes)
-            for index, batch in enumerate(batches):
-                if index:
+            now = self.clock()
+            items, refused = screen_own_items(queued, self._local_peer, self.rules, now, self.validator.replay)
+            for verdict in refused:
+                self.stats.refused_own_items[(verdict.reason or Reason.MALFORMED).value] += 1
+            published = 0
+            for data, chunk in pack_signed_batches(self.rules.zone, now, items, self.rules.max_batch_bytes):
+                if published:
                     await trio.sleep(self.min_publish_gap_s)
-                await self.transport.publish(self.topic, batch)
-            self.stats.published_batches += len(batches)
-            self.stats.published_items += len(items)
-            return len(batches)
+                # Our own batch skips decoding and signature checks in validate(): we built it.
+                batch_id = compute_batch_id(data)
+                self._own[batch_id] = own_batch_verdict(data, chunk, self.rules.zone, now)
+                try:
+                    await self.transport.publish(self.topic, data)
+                finally:
+                    self._own.pop(batch_id, None)  # validate() has taken it, unless publishing failed
+                published += 1
+                self.stats.published_batches += 1
+                self.stats.published_items += len(chunk)
+            return published
 
     async def _publish_every_tick(self) -> None:
         while True:
@@ -146,6 +171,11 @@ class OrderGossip:
 
     def validate(self, sender: bytes, data: bytes) -> ValidationResult:
         """The topic validator (runs inside the transport, synchronously)."""
+        own = self._own.pop(compute_batch_id(data), None) if sender == self._local_peer else None
+        if own is not None:
+            record(own, self.rules, self.clock(), self.validator.replay)
+            self._accepted[own.batch_id] = own
+            return ValidationResult.ACCEPT
         verdict = self.validator.validate(data, sender, self.clock())
         if verdict.result is ValidationResult.REJECT:
             self.stats.rejected_batches[(verdict.reason or Reason.MALFORMED).value] += 1

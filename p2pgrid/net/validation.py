@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -194,19 +195,13 @@ def validate_order_batch(data: bytes, sender: bytes, rules: OrderRules, now_ms: 
     if batch_id in replay:
         return whole(Reason.REPLAYED, "this exact batch was seen before", batch)
 
-    verdicts: list[ItemVerdict] = []
-    seen_here: set[tuple[str, bytes, bytes]] = set()
-    for index, item in enumerate(batch.items):
-        verdict = validate_item(index, item, sender, rules, now_ms)
-        key = verdict.replay_key
-        if verdict.result is not REJECT and key is not None and (key in replay or key in seen_here):
-            verdict = ItemVerdict(index, REJECT, Reason.REPLAYED, f"{key[0]} {key[2].hex()} seen before",
-                                  verdict.signed)
-        if key is not None:
-            seen_here.add(key)
-        verdicts.append(verdict)
+    verdicts = [validate_item(index, item, sender, rules, now_ms) for index, item in enumerate(batch.items)]
+    return conclude(batch_id, batch, verdicts, replay)
 
-    items = tuple(verdicts)
+
+def conclude(batch_id: bytes, batch: OrderBatch, verdicts: list[ItemVerdict], replay: ReplayCache) -> BatchVerdict:
+    """Apply the replay rule to the item verdicts and derive the batch's result."""
+    items = tuple(with_replay_rule(verdicts, replay))
     rejected = next((v for v in items if v.result is REJECT), None)
     if rejected is not None:
         return BatchVerdict(REJECT, rejected.reason, f"item {rejected.index}: {rejected.detail}", batch_id, batch, items)
@@ -215,6 +210,42 @@ def validate_order_batch(data: bytes, sender: bytes, rules: OrderRules, now_ms: 
     ignored = next((v for v in items if v.result is IGNORE), None)
     return BatchVerdict(IGNORE, ignored.reason if ignored else None,
                         ignored.detail if ignored else "empty batch", batch_id, batch, items)
+
+
+def with_replay_rule(verdicts: list[ItemVerdict], replay: ReplayCache) -> list[ItemVerdict]:
+    """Items seen before (in ``replay``) or earlier in the same list become REJECT/replayed."""
+    out: list[ItemVerdict] = []
+    seen_here: set[tuple[str, bytes, bytes]] = set()
+    for verdict in verdicts:
+        key = verdict.replay_key
+        if verdict.result is not REJECT and key is not None and (key in replay or key in seen_here):
+            verdict = ItemVerdict(verdict.index, REJECT, Reason.REPLAYED, f"{key[0]} {key[2].hex()} seen before",
+                                  verdict.signed)
+        if key is not None:
+            seen_here.add(key)
+        out.append(verdict)
+    return out
+
+
+def screen_own_items(items: Sequence[Signed[Order] | Signed[Cancel]], sender: bytes, rules: OrderRules,
+                     now_ms: int, replay: ReplayCache) -> tuple[list[Signed[Order] | Signed[Cancel]], list[ItemVerdict]]:
+    """Split this node's own signed items into (publishable, refused) before publishing.
+
+    The same rules as for a received batch, minus decoding and signature checks (the node signed
+    these itself): what other nodes would reject or ignore is never sent, so a node cannot get
+    itself scored down by publishing a late or duplicate order.
+    """
+    verdicts = with_replay_rule([judge_decoded_item(i, s, sender, rules, now_ms) for i, s in enumerate(items)],
+                                replay)
+    publishable = [v.signed for v in verdicts if v.result is ACCEPT and v.signed is not None]
+    return publishable, [v for v in verdicts if v.result is not ACCEPT]
+
+
+def own_batch_verdict(data: bytes, items: Sequence[Signed[Order] | Signed[Cancel]], zone: str, sent_ms: int) -> BatchVerdict:
+    """The ACCEPT verdict of a batch this node packed from items ``screen_own_items`` let through."""
+    verdicts = tuple(ItemVerdict(i, ACCEPT, None, "", s) for i, s in enumerate(items))
+    batch = OrderBatch(zone, sent_ms, tuple(s.encoded for s in items))
+    return BatchVerdict(ACCEPT, None, "", compute_batch_id(data), batch, verdicts)
 
 
 def validate_item(index: int, item: bytes, sender: bytes, rules: OrderRules, now_ms: int) -> ItemVerdict:
@@ -233,6 +264,11 @@ def validate_item(index: int, item: bytes, sender: bytes, rules: OrderRules, now
         return ItemVerdict(index, REJECT, Reason.MALFORMED, str(exc))
     except WireError as exc:
         return ItemVerdict(index, REJECT, Reason.MALFORMED, str(exc))
+    return judge_decoded_item(index, signed, sender, rules, now_ms)
+
+
+def judge_decoded_item(index: int, signed: Signed, sender: bytes, rules: OrderRules, now_ms: int) -> ItemVerdict:
+    """Kind, zone, ownership and time rules for one verified item."""
     body = signed.body
     if not isinstance(body, (Order, Cancel)):
         return ItemVerdict(index, REJECT, Reason.MALFORMED, f"{signed.spec.kind} is not an order or a cancel")

@@ -23,8 +23,8 @@ reported to the client as ``-32603 internal error``.
 Event streams: each ``*_events()`` method returns an async iterator that the server drains with
 **one** task for the node's whole lifetime, fanning events out to subscribers without ever
 waiting on a client. The node should feed it from a bounded channel with ``send_nowait`` (so a
-stuck RPC server can't block the node either) — ``p2pgrid.rpc.testing.EventFeed`` does exactly
-that and may be reused by the node.
+stuck RPC server can't block the node either) — ``p2pgrid.rpc.feed.EventFeed`` does exactly
+that (``p2pgrid.node_api`` uses it).
 """
 
 from __future__ import annotations

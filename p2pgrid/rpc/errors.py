@@ -15,6 +15,10 @@
     ├── NotLoopbackError             refusing to bind the RPC to a non-loopback address
     └── RpcCallError                 (client side) the server answered with an error object
 
+    P2PGridError
+    └── NotAvailable                 -32007 the node has no such part (yet): telemetry, forecast,
+                                     settlement, certificates, or trading on a node without a ledger
+
 Node errors (``P2PGridError`` raised by a ``NodeApi`` method) become *application* errors, code
 chosen by the most specific category in the exception's class hierarchy (``APPLICATION_CODES``).
 Their ``data`` is ``{"type": "<ExceptionClassName>"}``. Any other exception is a bug in the
@@ -39,6 +43,7 @@ NODE_ERROR = -32000
 NEEDS_WEBSOCKET = -32004
 RATE_LIMITED = -32005
 UNKNOWN_SUBSCRIPTION = -32006
+NOT_AVAILABLE = -32007
 CONFIG_ERROR = -32010
 WIRE_ERROR = -32020
 MARKET_ERROR = -32030
@@ -53,9 +58,18 @@ DEVICE_ERROR = -32070
 NET_ERROR = -32080
 KEYSTORE_ERROR = -32090
 
+
+class NotAvailable(base.P2PGridError):
+    """The node does not run the part a method needs (e.g. no device service for telemetry).
+
+    A real answer, not a bug: the method exists and will work on a node that runs that part, so a
+    client should not retry. It is never replaced by made-up data."""
+
+
 # Most specific first is not needed: lookup walks the exception's MRO, first hit wins.
 APPLICATION_CODES: dict[type[base.P2PGridError], int] = {
     base.ConfigError: CONFIG_ERROR,
+    NotAvailable: NOT_AVAILABLE,
     base.KeystoreError: KEYSTORE_ERROR,
     base.WireError: WIRE_ERROR,
     base.MarketError: MARKET_ERROR,

@@ -8,7 +8,7 @@ here is "book levels best-first, then pools at their marginal price", enough to 
 
 Events go out through ``EventFeed``\\ s, which never block the publisher: each stream reader gets a
 bounded channel fed with ``send_nowait``; a reader that falls behind loses events (counted in
-``feed.dropped``). The node should use the same pattern (``EventFeed`` is reusable as is).
+``feed.dropped``). ``EventFeed`` lives in ``p2pgrid.rpc.feed``; the real node uses it too.
 
 Run a fake node with an RPC server by hand (for the example bot, curl, or the benchmark)::
 
@@ -22,7 +22,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import AsyncIterator, Generic, TypeVar
+from typing import AsyncIterator
 
 import trio
 
@@ -32,10 +32,9 @@ from p2pgrid.rpc.api import (Balance, BookLevel, BookSnapshot, BookUpdate, Certi
                              Execution, Forecast, ForecastPoint, LedgerEntryView, NodeInfo,
                              OrderRequest, OrderStatus, OrderView, PeerInfo, PoolView, RouteLeg,
                              RouteQuote, SlotSettlement, Telemetry, TradeView, Venue)
+from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Side, Source
-
-T = TypeVar("T")
 
 FAKE_ACCOUNT = bytes(range(32))
 OTHER_ACCOUNT = bytes(range(32, 64))
@@ -44,31 +43,6 @@ FAKE_EPOCH_MS = 1_767_225_600_000          # 2026-01-01T00:00:00Z
 
 class UnknownEntry(LedgerError):
     pass
-
-
-class EventFeed(Generic[T]):
-    """Broadcast of events to stream readers; publishing never waits."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self.capacity = capacity
-        self.published = 0
-        self.dropped = 0
-        self._readers: list[trio.MemorySendChannel[T]] = []
-
-    def stream(self) -> AsyncIterator[T]:
-        send, receive = trio.open_memory_channel[T](self.capacity)
-        self._readers.append(send)
-        return receive
-
-    def publish(self, event: T) -> None:
-        self.published += 1
-        for reader in list(self._readers):
-            try:
-                reader.send_nowait(event)
-            except trio.WouldBlock:
-                self.dropped += 1
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._readers.remove(reader)
 
 
 @dataclass

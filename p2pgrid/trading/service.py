@@ -33,11 +33,12 @@ from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import LockStatus, RejectReason, decode_body
 from p2pgrid.ledger.messages import Fill, Lock, Release
 from p2pgrid.ledger.service import BatchRejected, LedgerService
-from p2pgrid.market.router import BookLeg, RoutePlan, route
+from p2pgrid.market.router import BookLeg, PoolLeg, RoutePlan, route
 from p2pgrid.net.orders import OrderDelivery, OrderGossip
 from p2pgrid.net.transport import FramedStream, Transport
 from p2pgrid.trading.local_books import BookChange, LocalBooks
 from p2pgrid.trading.maker import Accept, MakerDesk, decide_take
+from p2pgrid.trading.own_orders import OwnOrderJournal
 from p2pgrid.trading.messages import (
     MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer,
 )
@@ -113,7 +114,7 @@ class TradingService:
     """See the module docstring. Build with ``open_trading_service``."""
 
     def __init__(self, key: NodeKey, config: TradingConfig, transport: Transport, ledger: LedgerService,
-                 gossip: OrderGossip, clock: Clock) -> None:
+                 gossip: OrderGossip, clock: Clock, journal: OwnOrderJournal | None = None) -> None:
         self.key = key
         self.config = config
         self.transport = transport
@@ -123,11 +124,13 @@ class TradingService:
         self.books = LocalBooks(config.zone, config.slot_rules)
         self.desk = MakerDesk()
         self.stats = TradingStats()
-        self.own_orders: dict[bytes, Signed[Order]] = {}
+        self.journal = journal
+        self.own_orders: dict[bytes, Signed[Order]] = journal.load() if journal is not None else {}
         self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
         self._streams: dict[bytes, tuple[FramedStream, trio.Lock]] = {}
         self._dial_locks: dict[bytes, trio.Lock] = {}
+        self._served: set[FramedStream] = set()
         self._book_send, self.book_changes = trio.open_memory_channel[BookChange](math.inf)
         self._nonce = 0
 
@@ -149,6 +152,8 @@ class TradingService:
                       source=source or (Source.NONE if side is Side.BUY else Source.GRID), created_ms=now,
                       expiry_ms=expiry_ms or self.config.slot_rules.gate_closure_ms(slot), nonce=self._nonce)
         signed = sign(order, self.key)
+        if self.journal is not None:
+            self.journal.record_order(signed)   # durable before anyone can take it
         self.own_orders[order.order_id] = signed
         self._publish_change(self.books.on_order(signed, now))
         self.gossip.submit(signed)
@@ -162,13 +167,17 @@ class TradingService:
         cancel = sign(Cancel(order_id=order_id, owner=self.me, zone=order.zone, slot=order.slot,
                              created_ms=self.clock()), self.key)
         del self.own_orders[order_id]
+        if self.journal is not None:
+            self.journal.record_cancel(order_id)
         self._publish_change(self.books.on_cancel(cancel))
         self.gossip.submit(cancel)
         return cancel
 
     def quote(self, side: Side, qty_wh: int, slot: int, limit_price: int | None = None) -> RoutePlan:
         now = self.clock()
-        return route(side, qty_wh, self.books.resting(slot, side, self.me, now, limit_price), [], now, limit_price)
+        pool_client = getattr(self, "pool_client", None)     # a PoolClient, when this node trades with pools
+        pools = pool_client.pools(slot, now) if pool_client is not None else []
+        return route(side, qty_wh, self.books.resting(slot, side, self.me, now, limit_price), pools, now, limit_price)
 
     # --- taking -------------------------------------------------------------------------------
 
@@ -182,17 +191,29 @@ class TradingService:
             if need <= 0:
                 break
             plan = self.quote(side, need, slot, limit_price)
-            legs = [leg for leg in plan.legs if isinstance(leg, BookLeg) and leg.order_id not in avoid]
+            legs = [leg for leg in plan.legs
+                    if (leg.order_id if isinstance(leg, BookLeg) else leg.pool_id) not in avoid]
             if not legs:
                 break
             async with trio.open_nursery() as nursery:
                 for leg in legs:
-                    nursery.start_soon(self._run_leg, side, slot, leg, executions, problems, avoid)
+                    nursery.start_soon(self._run_leg, side, slot, leg, executions, problems, avoid, limit_price)
         self.stats.executions += len(executions)
         return ExecutionReport(side, slot, qty_wh, tuple(executions), tuple(problems))
 
-    async def _run_leg(self, side: Side, slot: int, leg: BookLeg, executions: list[Execution],
-                       problems: list[str], avoid: set[bytes]) -> None:
+    async def _run_leg(self, side: Side, slot: int, leg: BookLeg | PoolLeg, executions: list[Execution],
+                       problems: list[str], avoid: set[bytes], limit_price: int | None = None) -> None:
+        if isinstance(leg, PoolLeg):
+            try:
+                swap = await self.pool_client.swap_leg(leg, limit_price)  # type: ignore[attr-defined]
+            except (TradingError, LedgerError) as exc:
+                problems.append(f"pool {leg.pool_id.hex()[:8]}: {exc}")
+                if getattr(exc, "reason", None) != "slippage":
+                    avoid.add(leg.pool_id)   # a pool that moved is quoted again; any other refusal is final
+                return
+            executions.append(Execution(swap.request_id, swap.pool_id, swap.host, side, swap.energy_wh,
+                                        swap.average_price, swap.credits_uc))
+            return
         try:
             executions.append(await self.take(side, leg.order_id, leg.qty_wh))
         except TakeRefused as exc:
@@ -218,7 +239,7 @@ class TradingService:
                 await self._certify(self.ledger.next_entry("lock", Lock(
                     take_id=take.take_id, seller=order.owner, order_id=order_id, order_owner=order.owner,
                     order_size_wh=order.qty_wh, qty_wh=qty_wh, price=order.limit_price, amount=value,
-                    deadline_ms=self._lock_deadline(order.slot))))
+                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green)))
             answer = await self._ask(order.owner, take)
             if answer.status is AnswerStatus.REFUSED:
                 raise TakeRefused(answer.reason.split(":")[0], answer.reason, answer.available_wh)
@@ -269,6 +290,13 @@ class TradingService:
     # --- making -------------------------------------------------------------------------------
 
     async def _serve_takes(self, stream: FramedStream) -> None:
+        self._served.add(stream)
+        try:
+            await self._serve_take_stream(stream)
+        finally:
+            self._served.discard(stream)
+
+    async def _serve_take_stream(self, stream: FramedStream) -> None:
         while True:
             try:
                 data = await stream.receive_frame()
@@ -317,7 +345,7 @@ class TradingService:
                     take_id=take.take_id, seller=take.taker, order_id=take.order_id, order_owner=self.me,
                     order_size_wh=order.qty_wh, qty_wh=take.qty_wh, price=order.limit_price,
                     amount=trade_value(take.qty_wh, order.limit_price),
-                    deadline_ms=self._lock_deadline(order.slot))))
+                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green)))
                 status = AnswerStatus.LOCKED
         except (LedgerError, TakeFailed) as exc:
             return self._refusal(take.take_id, RefuseReason.NOT_CERTIFIED, str(exc)[:150])
@@ -433,9 +461,12 @@ class TradingService:
             await trio.sleep(self.config.tick_s)
             now = self.clock()
             self.books.tick(now)
-            for order_id, signed in list(self.own_orders.items()):
-                if now >= min(signed.body.expiry_ms, self.config.slot_rules.gate_closure_ms(signed.body.slot)):
-                    del self.own_orders[order_id]
+            closed = [order_id for order_id, signed in self.own_orders.items()
+                      if now >= min(signed.body.expiry_ms, self.config.slot_rules.gate_closure_ms(signed.body.slot))]
+            for order_id in closed:
+                del self.own_orders[order_id]
+            if closed and self.journal is not None:
+                self.journal.compact(self.own_orders)
             self._sync_books_with_ledger()
             await self._release_expired_locks()
 
@@ -444,17 +475,25 @@ class TradingService:
         """Serve takes and keep the books. With ``consume_gossip=False`` someone else reads the
         gossip deliveries and calls ``on_delivery`` (the node does, to share them)."""
         self.transport.set_stream_handler(TAKE_PROTOCOL, self._serve_takes, max_frame_bytes=MAX_TAKE_BYTES)
-        async with trio.open_nursery() as nursery:
-            if consume_gossip:
-                nursery.start_soon(self._consume_orders)
-            nursery.start_soon(self._housekeeping)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                if consume_gossip:
+                    nursery.start_soon(self._consume_orders)
+                nursery.start_soon(self._housekeeping)
+                task_status.started()
+        finally:
+            # Streams are served by the transport's tasks: end them with the service, so a
+            # service restarted on the same transport never shares a stream with a dead one.
+            with trio.CancelScope(shield=True):
+                for stream in [*self._served, *(s for s, _ in self._streams.values())]:
+                    await stream.aclose()
 
 
 @asynccontextmanager
 async def open_trading_service(key: NodeKey, config: TradingConfig, transport: Transport, ledger: LedgerService,
-                               gossip: OrderGossip, clock: Clock) -> AsyncIterator[TradingService]:
-    service = TradingService(key, config, transport, ledger, gossip, clock)
+                               gossip: OrderGossip, clock: Clock,
+                               journal: OwnOrderJournal | None = None) -> AsyncIterator[TradingService]:
+    service = TradingService(key, config, transport, ledger, gossip, clock, journal)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
         yield service

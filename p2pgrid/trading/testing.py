@@ -3,6 +3,8 @@ service, order gossip and trading service; node 0 is the zone operator, whose ke
 
 ``open_trading_cluster(kind, n, data_dir, n_validators=4)`` yields ``TradingNode``s; the first
 ``n_validators`` nodes form the committee. ``fund(nodes, amount)`` mints credits to every node.
+With ``pool_host=i`` (and a ``PoolHostConfig``) node ``i`` hosts AMM pools and every node trades
+with pools through a ``PoolClient`` (``node.pools``, also ``node.trading.pool_client``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.messages import Mint
 from p2pgrid.ledger.service import LedgerConfig, LedgerService, ledger_topic, open_ledger_service
 from p2pgrid.ledger.store import open_store
-from p2pgrid.net.orders import OrderGossip, open_order_gossip, orders_topic
+from p2pgrid.net.orders import OrderGossip, open_order_gossip, orders_topic, pools_topic
 from p2pgrid.net.testing import open_cluster, wait_for_mesh
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
+from p2pgrid.settlement import ImbalancePrices
+from p2pgrid.settlement_entries import SettlementLedgerRules
+from p2pgrid.trading.own_orders import OwnOrderJournal
+from p2pgrid.trading.pool_client import PoolClient, PoolClientConfig, open_pool_client
+from p2pgrid.trading.pool_host import PoolHost, PoolHostConfig, open_pool_host
 from p2pgrid.trading.service import TradingConfig, TradingService, open_trading_service
 from p2pgrid.units import SlotRules
 
@@ -37,10 +44,18 @@ class TradingNode:
     ledger: LedgerService
     gossip: OrderGossip
     trading: TradingService
+    _services: AsyncExitStack
+    pools: PoolClient | None = None
+    pool_host: PoolHost | None = None
 
     @property
     def account(self) -> bytes:
         return self.key.public_key
+
+    async def close(self) -> None:
+        """Stop this node's services (its transport stays up), as a crash-free restart would.
+        Only the most recently opened node can be closed early (trio cancel scopes nest)."""
+        await self._services.aclose()
 
 
 @asynccontextmanager
@@ -51,15 +66,21 @@ async def open_trading_node(transport: Transport, key: NodeKey, data_dir: Path, 
         ledger = await stack.enter_async_context(open_ledger_service(key, ledger_config, store, transport, clock))
         gossip = await stack.enter_async_context(open_order_gossip(
             transport, OrderRules(trading_config.zone, trading_config.slot_rules), clock, tick_s=0.05))
+        journal = OwnOrderJournal(data_dir / f"{key.public_key.hex()[:12]}.orders")
         trading = await stack.enter_async_context(open_trading_service(
-            key, trading_config, transport, ledger, gossip, clock))
-        yield TradingNode(key, transport, ledger, gossip, trading)
+            key, trading_config, transport, ledger, gossip, clock, journal))
+        yield TradingNode(key, transport, ledger, gossip, trading, stack)
 
 
 @asynccontextmanager
 async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validators: int = 4,
                                slot_rules: SlotRules | None = None, clock: Callable[[], int] | None = None,
-                               credit_limit_uc: int = 0) -> AsyncIterator[list[TradingNode]]:
+                               credit_limit_uc: int = 0, pool_host: int | None = None,
+                               pool_config: PoolHostConfig | None = None,
+                               pool_client_config: PoolClientConfig | None = None,
+                               settlement_prices: ImbalancePrices | None = None) -> AsyncIterator[list[TradingNode]]:
+    """With ``settlement_prices`` the zone's rules carry its settlement terms (slot calendar and
+    imbalance prices), so ``settle`` entries can be certified."""
     import time
 
     clock = clock or (lambda: time.time_ns() // 1_000_000)
@@ -68,7 +89,10 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
     full_mesh = [(i, j) for i in range(n) for j in range(i)]
     async with open_cluster(kind, n, links=full_mesh) as transports:
         keys = [_key_of(t, i) for i, t in enumerate(transports)]
-        rules = LedgerRules(ZONE, transports[0].local_peer, credit_limit_uc)
+        rules: LedgerRules = LedgerRules(ZONE, transports[0].local_peer, credit_limit_uc)
+        if settlement_prices is not None:
+            rules = SettlementLedgerRules(ZONE, transports[0].local_peer, credit_limit_uc, slots=slot_rules,
+                                          prices=settlement_prices)
         committee = Committee(ZONE, 0, tuple(t.local_peer for t in transports[:n_validators]))
         ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0)
         trading_config = TradingConfig(ZONE, slot_rules, tick_s=0.1)
@@ -76,10 +100,26 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
             nodes = [await stack.enter_async_context(
                 open_trading_node(t, k, data_dir, ledger_config, trading_config, clock))
                 for t, k in zip(transports, keys)]
+            if pool_host is not None and pool_config is not None:
+                await _start_pools(stack, nodes, pool_host, pool_config, pool_client_config, slot_rules, clock)
             with trio.fail_after(30):
                 await wait_for_mesh(transports, orders_topic(ZONE))
                 await wait_for_mesh(transports, ledger_topic(ZONE))
+                if pool_host is not None:
+                    await wait_for_mesh(transports, pools_topic(ZONE))
             yield nodes
+
+
+async def _start_pools(stack: AsyncExitStack, nodes: list[TradingNode], host_index: int, config: PoolHostConfig,
+                       client_config: PoolClientConfig | None, slot_rules: SlotRules,
+                       clock: Callable[[], int]) -> None:
+    for node in nodes:
+        node.pools = await stack.enter_async_context(open_pool_client(
+            node.key, ZONE, slot_rules, node.transport, node.ledger, clock, client_config))
+        node.trading.pool_client = node.pools  # type: ignore[attr-defined]
+    host = nodes[host_index]
+    host.pool_host = await stack.enter_async_context(open_pool_host(
+        host.key, ZONE, slot_rules, host.transport, host.ledger, clock, config))
 
 
 def _key_of(transport: Transport, index: int) -> NodeKey:

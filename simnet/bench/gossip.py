@@ -30,7 +30,6 @@ import logging
 import os
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,9 +40,9 @@ from dataclasses import dataclass
 MARK = "@@"
 LISTEN = "/ip4/127.0.0.1/tcp/0"
 ZONE = "bench"
-MESH_TIMEOUT_S = 60
-DRAIN_S = 15
-QUIET_S = 3
+MESH_TIMEOUT_S = 20
+DRAIN_S = 10
+QUIET_S = 2
 
 
 # --- the coordinator ------------------------------------------------------------------------
@@ -79,6 +78,16 @@ class PhaseResult:
         return self.published_orders / self.seconds
 
 
+def pooled(results: list[PhaseResult]) -> PhaseResult:
+    """Several runs of one phase as one: counts and times added, latencies pooled."""
+    first = results[0]
+    return PhaseResult(first.mode, first.nodes, first.procs, sum(r.seconds for r in results), first.msgs_per_s,
+                       first.orders_per_msg, sum(r.published_orders for r in results),
+                       sum(r.expected for r in results), sum(r.delivered for r in results),
+                       [x for r in results for x in r.latencies_ms], sum(r.cpu_s for r in results),
+                       sum(r.wall_s for r in results), sum(r.drop_warnings for r in results))
+
+
 def links_for(nodes: int, seed: int) -> list[tuple[int, int]]:
     rng = random.Random(seed)
     links = []
@@ -107,8 +116,9 @@ def run_phase(mode: str, args: argparse.Namespace, msgs_per_s: float, orders_per
         links = links_for(nodes, args.seed)
         for worker in workers:
             _send(worker, {"addrs": addrs, "links": links})
-        for worker in workers:
-            _receive(worker)  # ready: connected, subscribed, mesh formed
+        unready = sum(_receive(worker)["unready"] for worker in workers)  # connected, subscribed, mesh formed
+        if unready:
+            print(f"  ({mode}: {unready} nodes had no full mesh after {MESH_TIMEOUT_S} s; publishing anyway)")
         start_ms = int(time.time() * 1000) + 1500
         for worker in workers:
             _send(worker, {"start_ms": start_ms})
@@ -120,6 +130,9 @@ def run_phase(mode: str, args: argparse.Namespace, msgs_per_s: float, orders_per
             except subprocess.TimeoutExpired:
                 worker.kill()
         log.close()
+    if args.timeline:
+        for number, r in enumerate(results):
+            print(f"    worker {number} by second of publishing: (deliveries, p50 ms, max ms) {r['timeline']}")
     published = sum(r["published"] for r in results)
     delivered = sum(r["delivered"] for r in results)
     latencies = [x for r in results for x in r["latencies_ms"]]
@@ -176,7 +189,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m simnet.bench gossip", description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--procs", type=int, default=2, help="worker processes sharing the nodes (default 2)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="publishing time per phase")
+    parser.add_argument("--seconds", type=float, default=6.0, help="publishing time per phase and round")
+    parser.add_argument("--rounds", type=int, default=2, help="raw and p2pgrid phases alternate this many times")
     parser.add_argument("--msgs-per-s", type=float, default=None,
                         help="gossip messages per second across the network (default: 100 / nodes, at least 2)")
     parser.add_argument("--batch", type=int, default=25, help="orders per p2pgrid batch (default 25)")
@@ -184,6 +198,7 @@ def main(argv: list[str]) -> int:
                         help="comma-separated phases to run (default raw,p2pgrid,raw-burst)")
     parser.add_argument("--burst-seconds", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--timeline", action="store_true", help="print latency per second of each phase")
     args = parser.parse_args(argv)
     msgs_per_s = args.msgs_per_s if args.msgs_per_s is not None else max(2.0, 100.0 / args.nodes)
 
@@ -193,16 +208,22 @@ def main(argv: list[str]) -> int:
     print(f"  ed25519    sign {sign_rate:8.0f}/s  verify {verify_rate:8.0f}/s  (one core, PyNaCl)")
     phases = args.phases.split(",")
     print(f"  load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes share these cores)")
-    results: dict[str, PhaseResult] = {}
-    for phase, rate, batch, seconds in [("raw", msgs_per_s, 1, args.seconds),
-                                        ("p2pgrid", msgs_per_s, args.batch, args.seconds),
-                                        ("raw-burst", msgs_per_s * args.batch, 1, args.burst_seconds)]:
-        if phase in phases:
-            results[phase] = run_phase(phase, args, rate, batch, seconds)
-            report(results[phase])
-    if "raw" not in results or "p2pgrid" not in results:
+    plan = [("raw", msgs_per_s, 1, args.seconds), ("p2pgrid", msgs_per_s, args.batch, args.seconds)]
+    runs: dict[str, list[PhaseResult]] = {"raw": [], "p2pgrid": []}
+    for round_number in range(args.rounds):
+        # Alternate the order each round, so drifting background load hits both alike.
+        for phase, rate, batch, seconds in (plan if round_number % 2 == 0 else plan[::-1]):
+            if phase in phases:
+                runs[phase].append(run_phase(phase, args, rate, batch, seconds))
+                report(runs[phase][-1])
+    if "raw-burst" in phases:
+        report(run_phase("raw-burst", args, msgs_per_s * args.batch, 1, args.burst_seconds))
+    if not runs["raw"] or not runs["p2pgrid"]:
         return 0
-    raw, ours = results["raw"], results["p2pgrid"]
+    raw, ours = pooled(runs["raw"]), pooled(runs["p2pgrid"])
+    print(f"  pooled over {args.rounds} rounds:")
+    report(raw)
+    report(ours)
     ratio = ours.orders_per_s / raw.orders_per_s if raw.orders_per_s else float("nan")
     p99_ratio = ours.percentile(0.99) / raw.percentile(0.99) if raw.latencies_ms else float("nan")
     print(f"  => p2pgrid carries {ratio:.0f}x the orders/s of raw gossipsub at the same message load; "
@@ -301,6 +322,8 @@ async def _worker(config: dict) -> dict:
     latencies: list[float] = []
     seen: dict[int, set[tuple[bytes, bytes]]] = {i: set() for i in indices}
     last_delivery_ms = [0]
+    start_at = [0]
+    by_second: dict[int, list[int]] = {}
 
     def note(receiver: int, signer: bytes, order_id: bytes, created_ms: int, now_ms: int) -> None:
         nonlocal delivered
@@ -310,6 +333,7 @@ async def _worker(config: dict) -> dict:
         delivered += 1
         last_delivery_ms[0] = now_ms
         latencies.append(now_ms - created_ms)
+        by_second.setdefault((created_ms - start_at[0]) // 1000, []).append(now_ms - created_ms)
 
     async with AsyncExitStack() as stack:
         transports = {i: await stack.enter_async_context(
@@ -324,14 +348,17 @@ async def _worker(config: dict) -> dict:
                 services[i] = await stack.enter_async_context(open_order_gossip(transport, rules, tick_s=3600))
             else:
                 subscriptions[i] = await transport.subscribe(topic, accept_all)
-        for dialer, listener in peers["links"]:
-            if dialer in transports:
-                await transports[dialer].connect(addrs[listener])
+        async with trio.open_nursery() as nursery:  # dialling costs ~0.25 s each: do it all at once
+            for dialer, listener in peers["links"]:
+                if dialer in transports:
+                    nursery.start_soon(transports[dialer].connect, addrs[listener])
         with trio.move_on_after(MESH_TIMEOUT_S):
             while not all(has_mesh(t, topic) for t in transports.values()):
                 await trio.sleep(0.1)
-        print(MARK + json.dumps({"ready": True}), flush=True)
+        unready = sum(not has_mesh(t, topic) for t in transports.values())
+        print(MARK + json.dumps({"ready": True, "unready": unready}), flush=True)
         start_ms = (await _read_line())["start_ms"]
+        start_at[0] = start_ms
 
         interval_s = nodes / config["msgs_per_s"]
         end_ms = start_ms + int(config["seconds"] * 1000)
@@ -380,7 +407,8 @@ async def _worker(config: dict) -> dict:
             while wall_clock_ms() < drain_until and wall_clock_ms() - last_delivery_ms[0] < QUIET_S * 1000:
                 await trio.sleep(0.25)
             nursery.cancel_scope.cancel()
-    return {"published": published, "delivered": delivered, "latencies_ms": latencies}
+    timeline = {second: (len(v), sorted(v)[len(v) // 2], max(v)) for second, v in sorted(by_second.items())}
+    return {"published": published, "delivered": delivered, "latencies_ms": latencies, "timeline": timeline}
 
 
 if __name__ == "__main__":

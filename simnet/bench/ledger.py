@@ -8,7 +8,8 @@ Measures, in one process on this machine (all nodes share its cores):
    (``--transport memory`` for the in-process network): many concurrent ``submit`` calls,
    batched into vote requests of up to ``--max-batch`` entries;
 3. end-to-end certification latency (submit → certificate stored, gossiped, confirmed by a
-   quorum): p50 and p99, idle (one entry at a time) and under the load of (2);
+   quorum): p50 and p99, idle (one entry at a time), at a paced offered load (``--paced-rate``)
+   and for the burst of (2) (there it is mostly time spent queued behind other batches);
 4. sync from scratch: a fresh node pulls ``--sync-entries`` certified entries from a validator
    over ``/p2pgrid/sync/1`` (verify certificates once per batch, Merkle inclusion, store, apply).
 
@@ -104,6 +105,24 @@ async def certify_one_at_a_time(proposer: LedgerService, receiver: bytes, count:
     return latencies
 
 
+async def certify_paced(proposer: LedgerService, receiver: bytes, rate: float, seconds: float) -> list[float]:
+    """Submit at a steady ``rate`` per second for ``seconds``; latency of each submit."""
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        entry = proposer.next_entry("mint", Mint(receiver, 1 + i))
+        start = time.perf_counter()
+        await proposer.submit(entry)
+        latencies.append(time.perf_counter() - start)
+
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        for i in range(int(rate * seconds)):
+            await trio.sleep_until(start + i / rate)
+            nursery.start_soon(one, i)
+    return latencies
+
+
 async def fill_store(path: Path, fx: LedgerFixture, count: int, batch: int) -> None:
     """A store holding ``count`` certified entries (gateway mints to 64 accounts), written directly."""
     from p2pgrid.ledger.service import _FastSigner
@@ -149,6 +168,7 @@ async def run(args: argparse.Namespace) -> None:
             await certify_one_at_a_time(proposer, receiver, 20)    # warm up streams and caches
             idle = certify_one_at_a_time(proposer, receiver, args.latency_samples)
             idle_latencies = await idle
+            paced = await certify_paced(proposer, receiver, args.paced_rate, 3.0)
             elapsed, load_latencies = await certify_load(proposer, receiver, args.entries)
             rate = args.entries / elapsed
             print(f"\n4 validators + 1 proposer over {args.transport} (one process, {args.max_batch}-entry batches)")
@@ -156,7 +176,10 @@ async def run(args: argparse.Namespace) -> None:
                   f"[{args.entries} entries in {elapsed:.2f} s]")
             print(f"  latency idle   p50/p99:   {pct(idle_latencies, .5) * 1e3:.1f} / {pct(idle_latencies, .99) * 1e3:.1f} ms"
                   f"  [{len(idle_latencies)} entries one at a time]")
-            print(f"  latency loaded p50/p99:   {pct(load_latencies, .5) * 1e3:.1f} / {pct(load_latencies, .99) * 1e3:.1f} ms")
+            print(f"  latency paced  p50/p99:   {pct(paced, .5) * 1e3:.1f} / {pct(paced, .99) * 1e3:.1f} ms"
+                  f"  [offered {args.paced_rate:g} entries/s for 3 s]")
+            print(f"  latency burst  p50/p99:   {pct(load_latencies, .5) * 1e3:.1f} / {pct(load_latencies, .99) * 1e3:.1f} ms"
+                  f"  [all {args.entries} submitted at once: mostly queueing]")
 
         sync_path = Path(tmp) / "source.db"
         start = time.perf_counter()
@@ -181,6 +204,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--transport", choices=("libp2p", "memory"), default="libp2p")
     parser.add_argument("--entries", type=int, default=5000, help="entries certified for the throughput figure")
     parser.add_argument("--latency-samples", type=int, default=100, help="entries certified one at a time")
+    parser.add_argument("--paced-rate", type=float, default=500.0, help="offered entries/s for the paced latency")
     parser.add_argument("--sync-entries", type=int, default=100_000)
     parser.add_argument("--sync-chunk", type=int, default=4096, help="entries per sync reply")
     parser.add_argument("--max-batch", type=int, default=256)

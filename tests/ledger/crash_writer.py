@@ -24,6 +24,12 @@ FX = LedgerFixture()
 RECEIVER = seeded_key("receiver").public_key
 
 
+def say(line: str) -> None:
+    """One line, in one write, flushed: what the parent reads is exactly what was sent."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 async def main(db: str, run: int) -> None:
     async with open_store(db) as store:
         state, _ = await store.load_state(FX.rules)
@@ -49,12 +55,12 @@ async def main(db: str, run: int) -> None:
             await store.record_votes(decision.new_records, {entry_hash(e): e.encoded for e in batch})
             voted.update(decision.new_records)
             for e in batch:
-                print(f"VOTE {e.body.seq} {entry_hash(e).hex()}", flush=True)
+                say(f"VOTE {e.body.seq} {entry_hash(e).hex()}")
             certified = FX.certify(batch)
             await store.add_certified([(certified.certificate, [entry_hash(e) for e in batch], batch)])
             for e in batch:
                 apply_entry(state, e, FX.rules)
-                print(f"ACK {e.body.seq} {entry_hash(e).hex()}", flush=True)
+                say(f"ACK {e.body.seq} {entry_hash(e).hex()}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,18 @@ async def check_store(db, acked):
         return report, await store.votes()
 
 
+def record(line, acked, votes_sent):
+    """Note one complete ``ACK|VOTE seq hash`` line; a line cut short by the kill was never sent."""
+    parts = line.split()
+    if not line.endswith("\n") or len(parts) != 3 or len(parts[2]) != 64:
+        return
+    kind, seq, h = parts
+    if kind == "ACK":
+        acked[int(seq)] = h
+    else:
+        votes_sent[int(seq)].add(h)
+
+
 def test_sigkill_at_random_points_loses_no_acknowledged_entry_and_never_votes_twice(tmp_path):
     rng = random.Random(20261122)
     db = str(tmp_path / "ledger.sqlite")
@@ -44,14 +56,12 @@ def test_sigkill_at_random_points_loses_no_acknowledged_entry_and_never_votes_tw
             line = child.stdout.readline()
             if not line:
                 break
-            kind, seq, h = line.split()
-            (acked.__setitem__(int(seq), h) if kind == "ACK" else votes_sent[int(seq)].add(h))
+            record(line, acked, votes_sent)
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate()
         assert child.returncode == -signal.SIGKILL, err
-        for line in out.splitlines():     # what it printed between our last read and the kill
-            kind, seq, h = line.split()
-            (acked.__setitem__(int(seq), h) if kind == "ACK" else votes_sent[int(seq)].add(h))
+        for line in out.splitlines(keepends=True):     # what it sent between our last read and the kill
+            record(line, acked, votes_sent)
         report, votes = trio.run(check_store, db, acked)
         assert report.pending == 0
     assert len(acked) > RUNS, "the writer should have acknowledged entries in most runs"

@@ -21,8 +21,10 @@ ENTRIES_WHILE_AWAY = 1000
 @asynccontextmanager
 async def libp2p_node(key, db_path, others):
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(db_path))
+        # transport before store, as in the node: libp2p's handler tasks then never saw the store's
+        # trio-asyncio loop in their context, and must work all the same
         transport = await stack.enter_async_context(open_libp2p_transport(key, LOOPBACK))
+        store = await stack.enter_async_context(open_store(db_path))
         for other in others:
             await transport.connect(other.transport.listen_addrs[0])
         yield await stack.enter_async_context(open_ledger_service(key, CONFIG, store, transport))

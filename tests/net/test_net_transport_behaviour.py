@@ -245,3 +245,37 @@ async def test_unbatched_burst_far_above_library_limits_arrives_whole(kind):
             for subscription in subscriptions:
                 got = [(await subscription.receive()).data for _ in range(count)]
                 assert sorted(got) == sorted(b"burst %d" % i for i in range(count))
+
+
+@pytest.mark.slow
+async def test_libp2p_node_starts_with_unreachable_bootstrap_and_dials_bootstrap_peers():
+    from p2pgrid.net.libp2p_host import open_libp2p_transport, peer_id_of
+
+    first_key, second_key, absent_key = cluster_keys(3, seed=5)
+    absent = f"/ip4/127.0.0.1/tcp/9/p2p/{peer_id_of(absent_key.public_key).to_base58()}"
+    async with open_libp2p_transport(first_key) as first:
+        assert first.peer_id == peer_id_of(first_key.public_key).to_base58()
+        async with open_libp2p_transport(second_key, bootstrap=[absent, first.listen_addrs[0]]) as second:
+            assert len(second.bootstrap_failures) == 1
+            assert second.peers() == {first_key.public_key}
+        with pytest.raises(PeerUnreachable):
+            await first.connect("/ip4/127.0.0.1/tcp/9")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_request_helpers_answer_on_persistent_and_one_shot_streams(kind):
+    from p2pgrid.net.streams import answer_each_frame, request_once
+
+    async def shout(peer: bytes, request: bytes) -> bytes:
+        return peer[:2] + request.upper()
+
+    async with open_cluster(kind, 2) as nodes:
+        nodes[0].set_stream_handler("/p2pgrid/shout/1", answer_each_frame(shout))
+        prefix = nodes[1].local_peer[:2]
+        with trio.fail_after(BOUND_S):
+            assert await request_once(nodes[1], nodes[0].local_peer, "/p2pgrid/shout/1", b"once") == prefix + b"ONCE"
+            stream = await nodes[1].open_stream(nodes[0].local_peer, "/p2pgrid/shout/1")
+            for word in (b"many", b"round", b"trips"):
+                await stream.send_frame(word)
+                assert await stream.receive_frame() == prefix + word.upper()
+            await stream.aclose()

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 def test_short_demo_gossips_every_order_to_every_node_and_exits_0(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--nodes", "3", "--duration", "12", "--tick-ms", "300", "--out", str(out)])
+    code = main(["gossip", "--nodes", "3", "--duration", "12", "--tick-ms", "300", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "every node saw all of them: yes" in text

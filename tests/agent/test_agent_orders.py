@@ -110,3 +110,17 @@ def test_export_beyond_pv_is_offered_as_battery_energy():
     grey = [i for i in intents if not i.green]
     assert grey and grey[0].source is Source.BATTERY
     assert setpoints_w(plan)[0] < 0
+
+
+def test_one_tick_plans_orders_and_setpoints_together():
+    from p2pgrid.agent import AgentSettings, decide
+
+    markets = [SlotMarket(slot=SLOT + i * 900, retail=300_000, feed_in=80_000, expected_p2p=190_000)
+               for i in range(4)]
+    now = SLOT * 1000 - 3600_000
+    decision = decide(0, LIMITS, [100, 100, 1500, 1500], [2500, 2500, 0, 0], markets, now, RULES,
+                      settings=AgentSettings(fill_probability=0.0, soc_step_wh=50))
+    assert len(decision.setpoints_w) == 4 and decision.setpoints_w[0] > 0 and decision.setpoints_w[2] < 0
+    assert {o.side for o in decision.orders} == {Side.SELL, Side.BUY}
+    with pytest.raises(ConfigError):
+        decide(0, LIMITS, [0, 0], [0, 0], [markets[0], markets[2]], now, RULES)

@@ -173,3 +173,11 @@ def test_contradictory_limits_are_rejected():
         BatteryLimits(capacity_wh=1000, max_charge_w=100, max_discharge_w=100, min_soc_wh=800, max_soc_wh=500)
     with pytest.raises(BatteryLimitsError):
         BatteryLimits(capacity_wh=1000, max_charge_w=100, max_discharge_w=100, charge_efficiency=1.2)
+
+
+def test_kept_values_run_from_after_the_first_slot_to_the_terminal_value():
+    plan = plan_battery(1000, SMALL, [100, 900, 300], [800, 0, 0], flat_prices(3), SLOT_S, soc_step_wh=100,
+                        terminal_price=50_000, keep_values=True)
+    assert len(plan.values_after) == 3
+    assert plan.values_after[0] == plan.value_after_first
+    assert plan.values_after[-1] == tuple(-50_000 * level / 1000 for level in plan.soc_levels)

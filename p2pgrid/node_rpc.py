@@ -1,0 +1,283 @@
+"""Node services for the local RPC and the Prometheus metrics (see ``p2pgrid.node`` for the protocol).
+
+``api_services(config)`` is what the node registers, after its ledger and trading services:
+
+* ``NodeApiService`` — runs ``p2pgrid.node_api.LiveNodeApi`` (the one reader of the trading
+  service's book changes, and the ledger follower), when ``[rpc]`` or ``[metrics]`` is enabled.
+* ``RpcService`` — when ``[rpc] enabled``: serves JSON-RPC (``p2pgrid.rpc.server.serve_rpc``) on
+  127.0.0.1, ``[rpc] port`` (0: a free port), with the bearer token of ``<data_dir>/rpc.token``
+  (created 0600 on first start). The bound address goes to ``<data_dir>/rpc.json``.
+* ``MetricsService`` — when ``[metrics] enabled``: serves ``GET /metrics`` on 127.0.0.1,
+  ``[metrics] port``, and keeps ``NodeMetrics`` current; the address goes to
+  ``<data_dir>/metrics.json``.
+
+**Endpoint files.** ``rpc.json`` = ``{"url", "ws_url", "port", "pid", "token_file"}``,
+``metrics.json`` = ``{"url", "port", "pid"}``; replaced atomically once the port is bound and
+removed on a clean stop, so a present file names a listening (or crashed: check ``pid``) node.
+``read_endpoint(data_dir, name)`` reads one back (CLI, bots, benchmarks, simnet).
+
+**Metrics sources.** Orders seen and gossip latency: every delivery of the node's order gossip
+(a ``node.order_listeners`` callback). Rejected orders, by reason: the order gossip's counters of
+rejected batches and ignored items, mapped onto ``metrics.REJECT_REASONS``, with peers and ledger
+height polled every ``METRICS_PERIOD_S``. Trades (count, Wh, µc): the API's fill stream.
+Certification latency is **not** reported: the ledger service exposes no hook for when an entry
+was proposed and when it was certified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+from p2pgrid.metrics import NodeMetrics, serve_metrics
+from p2pgrid.net.orders import OrderDelivery
+from p2pgrid.node_api import LiveNodeApi
+from p2pgrid.rpc.api import TradeView
+from p2pgrid.rpc.auth import load_or_create_token, token_path
+from p2pgrid.rpc.server import RpcLimits, RpcServer, serve_rpc
+from p2pgrid.wire import Order
+
+if TYPE_CHECKING:
+    from p2pgrid.config import NodeConfig
+    from p2pgrid.node import Node
+
+__all__ = ["MetricsService", "NodeApiService", "RpcService", "api_services", "find_service",
+           "open_node_cluster", "read_endpoint", "reject_label"]
+
+RPC_ENDPOINT = "rpc"
+METRICS_ENDPOINT = "metrics"
+METRICS_PERIOD_S = 0.5
+
+# p2pgrid.net.validation.Reason values → the fixed label set of p2pgrid.metrics.REJECT_REASONS.
+_REJECT_LABELS = {
+    "oversize": "oversize", "malformed": "decode", "unsigned": "signature", "bad_signature": "signature",
+    "unknown_version": "unknown_version", "wrong_zone": "wrong_zone", "foreign_item": "invalid",
+    "replayed": "replay", "expired": "expired", "slot_closed": "expired", "not_yet_valid": "invalid",
+}
+
+S = TypeVar("S")
+
+
+def reject_label(reason: str) -> str:
+    """The metrics label of an order-gossip rejection reason (unknown reasons: ``other``)."""
+    return _REJECT_LABELS.get(reason, "other")
+
+
+def api_services(config: NodeConfig) -> list[Any]:
+    """The services to register for ``config``'s ``[rpc]`` and ``[metrics]`` sections (maybe none)."""
+    if not (config.rpc.enabled or config.metrics.enabled):
+        return []
+    api = NodeApiService()
+    services: list[Any] = [api]
+    if config.rpc.enabled:
+        services.append(RpcService(api))
+    if config.metrics.enabled:
+        services.append(MetricsService(api))
+    return services
+
+
+def find_service(node: Node, kind: type[S]) -> S:
+    """The node's service of type ``kind`` (raises ``LookupError`` when it has none)."""
+    for service in node.services:
+        if isinstance(service, kind):
+            return service
+    raise LookupError(f"node {node.config.node.name} runs no {kind.__name__}")
+
+
+# --- endpoint files ----------------------------------------------------------------------------
+
+def endpoint_path(data_dir: Path, name: str) -> Path:
+    return Path(data_dir) / f"{name}.json"
+
+
+def write_endpoint(data_dir: Path, name: str, info: dict[str, Any]) -> None:
+    path = endpoint_path(data_dir, name)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_endpoint(data_dir: Path | str, name: str = RPC_ENDPOINT) -> dict[str, Any] | None:
+    """The endpoint file ``name`` (``"rpc"`` or ``"metrics"``) of a node, or None if absent."""
+    try:
+        data = json.loads(endpoint_path(Path(data_dir), name).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# --- services ------------------------------------------------------------------------------------
+
+class NodeApiService:
+    """Runs the node's ``LiveNodeApi``: its book fan-out and ledger follower."""
+
+    name = "node-api"
+
+    def __init__(self) -> None:
+        self.api: LiveNodeApi | None = None
+
+    async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        api = LiveNodeApi(node)
+        self.api = api
+        await api.run(task_status=task_status)
+
+    def require_api(self) -> LiveNodeApi:
+        if self.api is None:
+            raise RuntimeError("the node-api service starts before the services that use it")
+        return self.api
+
+
+class RpcService:
+    """JSON-RPC on 127.0.0.1 for bots and dashboards (``p2pgrid.rpc``)."""
+
+    name = "rpc"
+
+    def __init__(self, api: NodeApiService, limits: RpcLimits = RpcLimits()) -> None:
+        self._api = api
+        self.limits = limits
+        self.server: RpcServer | None = None
+
+    async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        data_dir = node.config.node.data_dir
+        token = load_or_create_token(data_dir)
+        async with serve_rpc(self._api.require_api(), token=token, port=node.config.rpc.port,
+                             limits=self.limits) as server:
+            self.server = server
+            write_endpoint(data_dir, RPC_ENDPOINT, {
+                "url": server.url, "ws_url": server.ws_url, "port": server.port, "pid": os.getpid(),
+                "token_file": str(token_path(data_dir))})
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                endpoint_path(data_dir, RPC_ENDPOINT).unlink(missing_ok=True)
+                self.server = None
+
+
+class MetricsService:
+    """Prometheus metrics on 127.0.0.1, kept current from the node's counters."""
+
+    name = "metrics"
+
+    def __init__(self, api: NodeApiService) -> None:
+        self._api = api
+        self.metrics = NodeMetrics()
+        self.url: str | None = None
+        self._rejects_counted: Counter[str] = Counter()
+
+    def on_delivery(self, delivery: OrderDelivery) -> None:
+        """Order gossip listener: count accepted orders and the batch's gossip delay."""
+        self.metrics.gossip_received(delivery.sent_ms, delivery.received_ms)
+        for item in delivery.items:
+            if isinstance(item.body, Order):
+                self.metrics.order_seen()
+
+    def update(self, node: Node) -> None:
+        """Bring gauges and the polled counters up to date with the node."""
+        self.metrics.set_peers(len(node.transport.peers()))
+        if node.ledger is not None:
+            self.metrics.set_ledger_height(node.ledger.state.height)
+        if node.order_gossip is not None:
+            stats = node.order_gossip.stats
+            totals = stats.rejected_batches + stats.ignored_items
+            for reason, count in totals.items():
+                for _ in range(count - self._rejects_counted[reason]):
+                    self.metrics.order_rejected(reject_label(reason))
+            self._rejects_counted = totals
+
+    async def _count_trades(self, fills: AsyncIterator[TradeView]) -> None:
+        async for trade in fills:
+            self.metrics.trade(trade.qty_wh, trade.value_uc)
+
+    async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        data_dir = node.config.node.data_dir
+        node.order_listeners.append(self.on_delivery)
+        try:
+            async with serve_metrics(self.metrics, port=node.config.metrics.port) as server:
+                self.url = server.url
+                write_endpoint(data_dir, METRICS_ENDPOINT, {"url": server.url, "port": server.port,
+                                                           "pid": os.getpid()})
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._count_trades, self._api.require_api().fill_events())
+                        self.update(node)
+                        task_status.started()
+                        while True:
+                            await trio.sleep(METRICS_PERIOD_S)
+                            self.update(node)
+                finally:
+                    endpoint_path(data_dir, METRICS_ENDPOINT).unlink(missing_ok=True)
+        finally:
+            node.order_listeners.remove(self.on_delivery)
+
+
+# --- test and benchmark tools ----------------------------------------------------------------------
+
+CLUSTER_ZONE = "rpczone"
+
+
+@asynccontextmanager
+async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory", n_validators: int = 4,
+                                   rpc_nodes: Sequence[int] = (), metrics_nodes: Sequence[int] = (),
+                                   funds_uc: int = 0, seed: int = 7, rpc_limits: RpcLimits | None = None,
+                                   overrides: Mapping[str, Any] | None = None) -> AsyncIterator[list[Node]]:
+    """``n`` real ``Node``s (ledger, trading and the services above) on one network of ``kind``
+    (``"memory"``, or ``"libp2p"`` hosts on 127.0.0.1), fully connected, on the system clock.
+
+    Node 0's key is the zone gateway and the first ``n_validators`` nodes are the committee. Nodes
+    in ``rpc_nodes`` / ``metrics_nodes`` serve RPC / metrics on 127.0.0.1 (ports 0; ``rpc_limits``
+    replaces the RPC's default limits). With ``funds_uc`` the gateway mints that much to every
+    other node before the block starts. For tests, benchmarks and demos, not production."""
+    from p2pgrid.clock import SystemClock
+    from p2pgrid.config import build_config
+    from p2pgrid.ledger.messages import Mint
+    from p2pgrid.ledger.service import ledger_topic
+    from p2pgrid.net.orders import orders_topic
+    from p2pgrid.net.testing import cluster_keys, open_cluster, wait_for_mesh
+    from p2pgrid.node import Node
+
+    keys = cluster_keys(n, seed)
+    async with AsyncExitStack() as stack:
+        # Takes and votes are direct streams: every node of a small community dials all others.
+        full_mesh = [(i, j) for i in range(n) for j in range(i)]
+        transports = await stack.enter_async_context(open_cluster(kind, n, seed=seed, links=full_mesh))
+        zone = {"id": CLUSTER_ZONE, "gateway_account": keys[0].public_key.hex(),
+                "validators": [{"public_key": k.public_key.hex(), "address": t.listen_addrs[0]}
+                               for k, t in list(zip(keys, transports))[:n_validators]]}
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        nodes: list[Node] = []
+        for i, (key, transport) in enumerate(zip(keys, transports)):
+            node_dir = Path(data_dir) / f"n{i}"
+            node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)   # as `p2pgrid init` leaves it
+            raw = {"node": {"data_dir": str(node_dir), "name": f"n{i}"}, "zone": zone,
+                   "network": {"publish_interval_ms": 50},
+                   "rpc": {"enabled": i in rpc_nodes}, "metrics": {"enabled": i in metrics_nodes}}
+            config = build_config(raw, base_dir=Path(data_dir), overrides=overrides)
+            node = Node(config, key, SystemClock(), transport)
+            if rpc_limits is not None and config.rpc.enabled:
+                find_service(node, RpcService).limits = rpc_limits
+            nodes.append(await nursery.start(node.run))
+        with trio.fail_after(60):
+            await wait_for_mesh(transports, orders_topic(CLUSTER_ZONE))
+            await wait_for_mesh(transports, ledger_topic(CLUSTER_ZONE))
+        if funds_uc:
+            gateway = nodes[0].ledger
+            if gateway is None:
+                raise RuntimeError("the gateway node runs no ledger")
+            entries = [gateway.next_entry("mint", Mint(to=node.key.public_key, amount=funds_uc)) for node in nodes[1:]]
+            async with trio.open_nursery() as minting:
+                for entry in entries:
+                    minting.start_soon(gateway.submit, entry)
+            with trio.fail_after(30):
+                for node in nodes:
+                    if node.ledger is not None:
+                        await node.ledger.wait_for_height(gateway.state.height)
+        yield nodes
+        nursery.cancel_scope.cancel()

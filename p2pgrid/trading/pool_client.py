@@ -1,0 +1,290 @@
+"""``PoolClient``: the taker's side of pool trading, run under trio.
+
+* **Known pools.** Subscribes to ``p2pgrid/v1/<zone>/pools``. The gossip validator REJECTs an
+  announcement that is not a valid ``PoolAnnouncement`` signed by its publisher for this zone, or
+  that names a pool id other than ``compute_pool_id(host, zone, slot)`` or energy beyond the cap.
+  ``pools(slot)`` merges the certified pools of the replicated ledger with the announcements,
+  taking for each pool the newer ``version`` (the ledger wins a tie): these are what the router
+  splits a trade against.
+* **Swaps.** ``swap(side, pool_id, energy_wh, limit_uc)``: for a BUY the client first certifies a
+  lock of ``limit_uc`` in its own chain (take id = request id, seller = host, order = pool,
+  deadline ``lock_ttl_ms`` ahead and never past gate closure), then sends the signed request on a
+  persistent ``/p2pgrid/swap/1`` stream and waits for the host's answer; a SELL needs no lock.
+  A refused buy leaves its lock open until the deadline, when the trading service's housekeeping
+  releases it. ``swap_leg(leg, limit_price)`` executes a router ``PoolLeg``, allowing
+  ``slippage_bps`` for the pool moving between quote and swap, never beyond the limit price.
+
+Time: ``clock()`` returns Unix ms (market time).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from p2pgrid.errors import LedgerError, NetError, TradingError, WireError
+from p2pgrid.identity import NodeKey
+from p2pgrid.ledger.messages import Lock
+from p2pgrid.ledger.service import LedgerService
+from p2pgrid.market.amm import Pool
+from p2pgrid.market.router import PoolLeg
+from p2pgrid.net.orders import pools_topic
+from p2pgrid.net.transport import FramedStream, GossipMessage, Transport, ValidationResult
+from p2pgrid.trading.pool_entries import PoolRecord, compute_pool_id, pools_of_slot, swap_record
+from p2pgrid.trading.pool_messages import (
+    MAX_SWAP_BYTES, SWAP_PROTOCOL, PoolAnnouncement, PoolState, SwapAnswer, SwapRefuseReason, SwapRequest,
+    SwapStatus, pool_of_state,
+)
+from p2pgrid.units import SlotRules
+from p2pgrid.wire import Side, decode_signed, sign
+
+Clock = Callable[[], int]
+BPS = 10_000
+WH_PER_KWH = 1000
+
+
+class SwapRefused(TradingError):
+    """The host refused the swap; ``reason`` is a ``SwapRefuseReason`` value. Nothing was swapped."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class SwapFailed(TradingError):
+    """A swap could not complete (host unreachable, timeout, lock not certified)."""
+
+
+@dataclass(frozen=True)
+class PoolClientConfig:
+    slippage_bps: int = 50          # what a leg may move against the taker between quote and swap
+    lock_ttl_ms: int = 30_000       # market time a buyer's lock waits for the host's swap
+    request_ttl_ms: int = 30_000    # market time a sell request stays valid
+    swap_timeout_s: float = 20.0    # real time one swap may take end to end
+    settle_wait_s: float = 5.0      # real time to wait for the certified swap to reach our ledger
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    request_id: bytes
+    pool_id: bytes
+    host: bytes
+    side: Side
+    energy_wh: int
+    credits_uc: int
+
+    @property
+    def average_price(self) -> int:
+        """µc per kWh, floor."""
+        return self.credits_uc * WH_PER_KWH // self.energy_wh
+
+
+@dataclass(frozen=True)
+class _Known:
+    host: bytes
+    state: PoolState
+
+
+class PoolClient:
+    """See the module docstring. Build with ``open_pool_client``."""
+
+    def __init__(self, key: NodeKey, zone: str, slot_rules: SlotRules, transport: Transport, ledger: LedgerService,
+                 clock: Clock, config: PoolClientConfig | None = None) -> None:
+        self.key = key
+        self.zone = zone
+        self.slot_rules = slot_rules
+        self.transport = transport
+        self.ledger = ledger
+        self.clock = clock
+        self.config = config or PoolClientConfig()
+        self.announced: dict[bytes, _Known] = {}
+        self.rejected_announcements = 0
+        self._streams: dict[bytes, tuple[FramedStream, trio.Lock]] = {}
+        self._dial_locks: dict[bytes, trio.Lock] = {}
+
+    @property
+    def me(self) -> bytes:
+        return self.key.public_key
+
+    # --- known pools --------------------------------------------------------------------------
+
+    def pools(self, slot: int, now_ms: int | None = None) -> list[Pool]:
+        """The pools of ``slot`` not frozen at ``now_ms``, newest known state of each, by pool id."""
+        now = self.clock() if now_ms is None else now_ms
+        best: dict[bytes, tuple[int, Pool]] = {}
+        for record in pools_of_slot(self.ledger.state, slot):
+            best[record.pool.pool_id] = (record.version, record.pool)
+        for pool_id, known in self.announced.items():
+            if known.state.slot == slot and known.state.version > best.get(pool_id, (-1, None))[0]:
+                best[pool_id] = (known.state.version, pool_of_state(known.state, known.host, self.zone))
+        return [pool for _, (_, pool) in sorted(best.items()) if not pool.is_frozen(now) and pool.host != self.me]
+
+    def host_of(self, pool_id: bytes) -> bytes | None:
+        record = self.ledger.state.pools.get(pool_id)
+        if isinstance(record, PoolRecord):
+            return record.pool.host
+        known = self.announced.get(pool_id)
+        return known.host if known else None
+
+    def _pool(self, pool_id: bytes) -> Pool | None:
+        record = self.ledger.state.pools.get(pool_id)
+        if isinstance(record, PoolRecord):
+            return record.pool
+        known = self.announced.get(pool_id)
+        return pool_of_state(known.state, known.host, self.zone) if known else None
+
+    def validate_announcement(self, sender: bytes, data: bytes) -> ValidationResult:
+        """Gossip validator of the pools topic (synchronous, no I/O)."""
+        try:
+            announcement = decode_signed(data, PoolAnnouncement).body
+        except WireError:
+            return self._reject()
+        if announcement.host != sender or announcement.zone != self.zone:
+            return self._reject()
+        for state in announcement.pools:
+            if state.pool_id != compute_pool_id(announcement.host, self.zone, state.slot) \
+                    or state.energy_wh > state.energy_cap_wh:
+                return self._reject()
+        return ValidationResult.ACCEPT
+
+    def _reject(self) -> ValidationResult:
+        self.rejected_announcements += 1
+        return ValidationResult.REJECT
+
+    def on_announcement(self, message: GossipMessage) -> None:
+        try:
+            announcement = decode_signed(message.data, PoolAnnouncement).body
+        except WireError:
+            return   # the validator passed it: only a transport bug could bring us here
+        now = self.clock()
+        for state in announcement.pools:
+            known = self.announced.get(state.pool_id)
+            if known is None or state.version >= known.state.version:
+                self.announced[state.pool_id] = _Known(announcement.host, state)
+        self.announced = {pid: k for pid, k in self.announced.items() if now < k.state.gate_closure_ms}
+
+    # --- swapping -----------------------------------------------------------------------------
+
+    async def swap_leg(self, leg: PoolLeg, limit_price: int | None = None) -> SwapResult:
+        """Execute a router ``PoolLeg`` (BUY exact-out, SELL exact-in)."""
+        slack = -(-leg.credits_uc * self.config.slippage_bps // BPS)
+        if leg.side is Side.BUY:
+            limit_uc = leg.credits_uc + slack
+            if limit_price is not None:
+                limit_uc = max(leg.credits_uc, min(limit_uc, leg.energy_wh * limit_price // WH_PER_KWH))
+        else:
+            limit_uc = max(0, leg.credits_uc - slack)
+            if limit_price is not None:
+                floor = -(-leg.energy_wh * limit_price // WH_PER_KWH)
+                limit_uc = min(leg.credits_uc, max(limit_uc, floor))
+        return await self.swap(leg.side, leg.pool_id, leg.energy_wh, limit_uc)
+
+    async def swap(self, side: Side, pool_id: bytes, energy_wh: int, limit_uc: int) -> SwapResult:
+        """Swap exactly ``energy_wh`` with pool ``pool_id``: BUY paying at most ``limit_uc`` µc,
+        SELL receiving at least ``limit_uc`` µc. Returns the certified swap or raises."""
+        pool = self._pool(pool_id)
+        host = self.host_of(pool_id)
+        if pool is None or host is None:
+            raise SwapRefused(SwapRefuseReason.UNKNOWN_POOL.value, f"no known pool {pool_id.hex()}")
+        now = self.clock()
+        request_id = os.urandom(16)
+        deadline = min(pool.gate_closure_ms, now + (self.config.lock_ttl_ms if side is Side.BUY
+                                                     else self.config.request_ttl_ms))
+        request = SwapRequest(request_id=request_id, trader=self.me, host=host, pool_id=pool_id, zone=self.zone,
+                              slot=pool.slot, side=side, energy_wh=energy_wh, limit_uc=limit_uc, expires_ms=deadline)
+        with trio.move_on_after(self.config.swap_timeout_s) as scope:
+            if side is Side.BUY:
+                await self._lock(request, deadline)
+            answer = await self._ask(host, request)
+            if answer.status is SwapStatus.REFUSED:
+                reason = answer.reason.split(":")[0]
+                if reason == SwapRefuseReason.SLIPPAGE.value:
+                    await self._catch_up(host)   # the pool moved: quote the next try on its newest state
+                raise SwapRefused(reason, answer.reason)
+            await self._see_swap(request_id, host)
+        if scope.cancelled_caught:
+            raise SwapFailed(f"swap with pool {pool_id.hex()[:8]} timed out after {self.config.swap_timeout_s} s")
+        record = swap_record(self.ledger.state, request_id)
+        credits = record.credits_uc if record is not None else answer.credits_uc
+        return SwapResult(request_id, pool_id, host, side, energy_wh, credits)
+
+    async def _lock(self, request: SwapRequest, deadline_ms: int) -> None:
+        lock = Lock(take_id=request.request_id, seller=request.host, order_id=request.pool_id,
+                    order_owner=request.host, order_size_wh=request.energy_wh, qty_wh=request.energy_wh,
+                    price=request.limit_uc * WH_PER_KWH // request.energy_wh, amount=request.limit_uc,
+                    deadline_ms=deadline_ms)
+        try:
+            await self.ledger.submit(self.ledger.next_entry("lock", lock))
+        except LedgerError as exc:
+            raise SwapFailed(f"could not certify the lock for a pool buy: {exc}") from exc
+
+    async def _see_swap(self, request_id: bytes, host: bytes) -> None:
+        """Wait (bounded) until the certified swap is in our ledger, pulling the host's chain."""
+        if swap_record(self.ledger.state, request_id) is not None:
+            return
+        with trio.move_on_after(self.config.settle_wait_s):
+            await self._catch_up(host)   # gossip may still bring it; the answer's certificate proves it
+            while swap_record(self.ledger.state, request_id) is None:
+                await self.ledger.wait_for_height(self.ledger.state.height + 1)
+
+    async def _catch_up(self, host: bytes) -> None:
+        with trio.move_on_after(self.config.settle_wait_s):
+            try:
+                await self.ledger.sync_with(host)
+            except (NetError, LedgerError):
+                pass   # best effort: the next quote may be stale and is refused again, within the rounds
+
+    async def _ask(self, host: bytes, request: SwapRequest) -> SwapAnswer:
+        data = sign(request, self.key).encoded
+        for attempt in range(2):
+            stream, lock = await self._stream_to(host)
+            try:
+                async with lock:
+                    await stream.send_frame(data)
+                    reply = await stream.receive_frame()
+            except NetError as exc:
+                self._streams.pop(host, None)
+                if attempt:
+                    raise SwapFailed(f"pool host {host.hex()[:8]} unreachable: {exc}") from exc
+                continue
+            try:
+                answer = decode_signed(reply, SwapAnswer).body
+            except WireError as exc:
+                raise SwapFailed(f"pool host {host.hex()[:8]} sent a bad answer: {exc}") from exc
+            if answer.request_id != request.request_id or answer.host != host:
+                raise SwapFailed("the answer does not match the request")
+            return answer
+        raise SwapFailed("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _stream_to(self, host: bytes) -> tuple[FramedStream, trio.Lock]:
+        async with self._dial_locks.setdefault(host, trio.Lock()):
+            if host not in self._streams:
+                try:
+                    stream = await self.transport.open_stream(host, SWAP_PROTOCOL, max_frame_bytes=MAX_SWAP_BYTES)
+                except NetError as exc:
+                    raise SwapFailed(f"pool host {host.hex()[:8]} unreachable: {exc}") from exc
+                self._streams[host] = (stream, trio.Lock())
+            return self._streams[host]
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        subscription = await self.transport.subscribe(pools_topic(self.zone), self.validate_announcement)
+        task_status.started()
+        async for message in subscription:
+            self.on_announcement(message)
+
+
+@asynccontextmanager
+async def open_pool_client(key: NodeKey, zone: str, slot_rules: SlotRules, transport: Transport,
+                           ledger: LedgerService, clock: Clock,
+                           config: PoolClientConfig | None = None) -> AsyncIterator[PoolClient]:
+    client = PoolClient(key, zone, slot_rules, transport, ledger, clock, config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        yield client
+        nursery.cancel_scope.cancel()

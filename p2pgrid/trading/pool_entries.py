@@ -1,0 +1,409 @@
+"""Ledger entry kinds of AMM pools: ``pool_open``, ``pool_update`` and ``swap`` (pure).
+
+Importing this module registers the three kinds with ``p2pgrid.ledger.chain.register_kind``. All
+three live in the **host's** chain, so the host's chain sequences its pools: a pool's state is a
+pure function of the host's certified entries, applied in chain order, and every node derives the
+same reserves. ``LedgerState.pools[pool_id]`` holds a ``PoolRecord`` (the ``amm.Pool`` plus a
+version and totals); each swap leaves a ``SwapRecord`` in ``LedgerState.extra["swap/<id hex>"]``.
+
+Time. Each body carries ``at_ms``, the host's market time of the operation. The pool is decayed to
+``at_ms`` (``amm.accrue``) before the operation, so applying an entry never depends on when it is
+applied. A validator votes only if ``at_ms`` is within ``MAX_CLOCK_SKEW_MS`` of its own ``now_ms``
+and not before the pool's last update: a host can neither back-date a swap to before gate closure
+nor date it in the future.
+
+``pool_open`` (host only)
+    Opens pool ``pool_id == compute_pool_id(host, zone, slot)`` — one pool per (host, zone, slot),
+    ever — with seed reserves, fee, energy cap, losses, and gate closure from the zone's slot
+    calendar. The credits reserve is a commitment backed by the host's balance, not an escrow: the
+    host's balance must cover it when the pool opens (its sale proceeds go to that balance, and it
+    pays sellers from it), so ``money_total()`` stays 0 without a pool account.
+``pool_update`` (host only)
+    Sets the energy cap to what the host's battery can now deliver in the slot (``amm.set_energy_cap``
+    trims the reserve to it) and optionally deposits ``add_energy_wh`` more energy (within the cap).
+``swap`` (host's chain, one trader's signed ``SwapRequest`` inside)
+    Validators decode and verify the request, check it names this host, pool, zone, slot, side,
+    amount and id, that ``at_ms`` is before its ``expires_ms``, and **recompute** the swap with
+    ``amm`` from the certified pool decayed to ``at_ms``: BUY exact-out (``swap_exact_out``), SELL
+    exact-in (``swap_exact_in``). ``credits_uc`` must equal the recomputed amount and respect the
+    request's limit; pools freeze at gate closure (``amm.PoolFrozen``), and a sale may not lift
+    energy beyond the cap (``amm.CapacityExceeded``).
+
+    * BUY consumes the trader's certified open lock ``take_id == swap_id`` (``seller == host``,
+      ``order_id == pool_id``, ``qty_wh == energy_wh``, deadline not passed, ``amount ≥
+      credits_uc``): the host receives ``credits_uc``, the buyer the rest of the lock. The conflict
+      key ``lock/<swap_id>`` is the one fills and releases use, so a lock is consumed at most once.
+    * SELL pays the trader ``credits_uc`` from the host's balance (the host's debit, in its own
+      chain, within the credit limit).
+
+    Every swap also claims the conflict key ``swap/<swap_id>``, and a swap id already recorded is
+    rejected, so one request is swapped at most once.
+
+Rejections are ``EntryRejected``; AMM and request problems are ``BAD_BODY`` whose detail starts
+with a ``SwapRefuseReason`` value (``pool_frozen: …``, ``amm_mismatch: …``), the lock problems use
+the lock reasons of ``chain.py`` (``no_lock``, ``lock_closed``, ``lock_mismatch``,
+``lock_too_small``, ``deadline_passed``), and a host that cannot pay is an ``overdraft``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from p2pgrid.errors import TradingError, WireError
+from p2pgrid.ledger.chain import (
+    ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
+    register_kind, validate_debit,
+)
+from p2pgrid.ledger.messages import Entry
+from p2pgrid.market.amm import (
+    HostLosses, Pool, Quote, deposit_energy, open_pool, set_energy_cap, swap_exact_in, swap_exact_out,
+)
+from p2pgrid.market.errors import CapacityExceeded, InsufficientLiquidity, PoolError, PoolFrozen, SlippageExceeded
+from p2pgrid.trading.pool_messages import ID_SIZE, MAX_AMOUNT, SwapRefuseReason, SwapRequest
+from p2pgrid.units import SlotRules
+from p2pgrid.wire import Side, Signed, decode_signed, struct
+
+__all__ = [
+    "MAX_CLOCK_SKEW_MS", "POOL_OPEN_KIND", "POOL_UPDATE_KIND", "PoolOpen", "PoolRecord", "PoolUpdate", "SWAP_KIND",
+    "Swap", "SwapRecord", "SwapRejected", "compute_pool_id", "compute_swap", "deliverable_energy_wh", "plan_swap",
+    "pools_of_slot", "swap_record", "validate_pool_open", "validate_pool_update", "validate_swap", "with_request",
+]
+
+POOL_OPEN_KIND = "pool_open"
+POOL_UPDATE_KIND = "pool_update"
+SWAP_KIND = "swap"
+MAX_CLOCK_SKEW_MS = 30_000
+MAX_REQUEST_BYTES = 1024
+
+
+class SwapRejected(TradingError):
+    """A swap cannot happen as asked; ``reason`` is a ``SwapRefuseReason``."""
+
+    def __init__(self, reason: SwapRefuseReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# --- bodies ------------------------------------------------------------------------------------
+
+def _amount(minimum: int = 0) -> Any:
+    return field(metadata={"min": minimum, "max": MAX_AMOUNT})
+
+
+@struct
+@dataclass(frozen=True)
+class PoolOpen:
+    pool_id: bytes = field(metadata={"size": ID_SIZE})
+    slot: int = field(metadata={"min": 0})
+    energy_wh: int = _amount(1)
+    credits_uc: int = _amount(1)
+    fee_bps: int = field(metadata={"min": 0, "max": 1000})
+    energy_cap_wh: int = _amount()
+    self_discharge_ppm_per_h: int = field(metadata={"min": 0, "max": 1_000_000})
+    conversion_loss_w: int = _amount()
+    at_ms: int = field(metadata={"min": 0})
+
+
+@struct
+@dataclass(frozen=True)
+class PoolUpdate:
+    pool_id: bytes = field(metadata={"size": ID_SIZE})
+    energy_cap_wh: int = _amount()
+    add_energy_wh: int = _amount()
+    at_ms: int = field(metadata={"min": 0})
+
+
+@struct
+@dataclass(frozen=True)
+class Swap:
+    """The host's record of one swap; ``request`` is the trader's signed ``SwapRequest``."""
+
+    swap_id: bytes = field(metadata={"size": ID_SIZE})
+    pool_id: bytes = field(metadata={"size": ID_SIZE})
+    trader: bytes = field(metadata={"size": 32})
+    side: Side
+    energy_wh: int = _amount(1)
+    credits_uc: int = _amount(1)
+    at_ms: int = field(metadata={"min": 0})
+    request: bytes = field(metadata={"max_len": MAX_REQUEST_BYTES})
+
+
+# --- derived state -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """A pool in the derived state: ``version`` counts certified pool entries after the opening;
+    ``energy_out_wh`` / ``energy_in_wh`` total what buyers took and sellers put in."""
+
+    pool: Pool
+    version: int = 0
+    swaps: int = 0
+    energy_out_wh: int = 0
+    energy_in_wh: int = 0
+
+
+@dataclass(frozen=True)
+class SwapRecord:
+    """A certified swap, for settlement: ``trader`` bought (BUY) or sold ``energy_wh`` in ``slot``."""
+
+    pool_id: bytes
+    host: bytes
+    trader: bytes
+    side: Side
+    slot: int
+    energy_wh: int
+    credits_uc: int
+
+
+def compute_pool_id(host: bytes, zone: str, slot: int) -> bytes:
+    """The id of ``host``'s pool for (``zone``, ``slot``): one pool per host, zone and slot."""
+    return hashlib.sha256(b"p2pgrid/pool/v1" + host + zone.encode() + slot.to_bytes(8, "big")).digest()[:ID_SIZE]
+
+
+def swap_key(swap_id: bytes) -> str:
+    return "swap/" + swap_id.hex()
+
+
+def swap_record(state: LedgerState, swap_id: bytes) -> SwapRecord | None:
+    record = state.extra.get(swap_key(swap_id))
+    return record if isinstance(record, SwapRecord) else None
+
+
+def pools_of_slot(state: LedgerState, slot: int) -> list[PoolRecord]:
+    """Every certified pool of ``slot``, ordered by pool id."""
+    return sorted((r for r in state.pools.values() if isinstance(r, PoolRecord) and r.pool.slot == slot),
+                  key=lambda r: r.pool.pool_id)
+
+
+def deliverable_energy_wh(available_wh: int, power_limit_w: int, slot_length_s: int) -> int:
+    """What a battery can deliver in one slot: its available energy, at most power × slot length."""
+    return max(0, min(available_wh, power_limit_w * slot_length_s // 3600))
+
+
+def _slot_rules(rules: LedgerRules) -> SlotRules:
+    slots = getattr(rules, "slots", None)
+    return slots if isinstance(slots, SlotRules) else SlotRules()
+
+
+def _bad(reason: SwapRefuseReason | str, detail: str) -> EntryRejected:
+    value = reason.value if isinstance(reason, SwapRefuseReason) else reason
+    return EntryRejected(RejectReason.BAD_BODY, f"{value}: {detail}")
+
+
+def _check_time(at_ms: int, now_ms: int, pool: Pool | None = None) -> None:
+    if abs(at_ms - now_ms) > MAX_CLOCK_SKEW_MS:
+        raise _bad("bad_time", f"at_ms {at_ms} is more than {MAX_CLOCK_SKEW_MS} ms from now {now_ms}")
+    if pool is not None and at_ms < pool.updated_ms:
+        raise _bad("bad_time", f"at_ms {at_ms} is before the pool's last update {pool.updated_ms}")
+
+
+def _host_record(state: LedgerState, entry: Entry, pool_id: bytes) -> PoolRecord:
+    record = state.pools.get(pool_id)
+    if not isinstance(record, PoolRecord):
+        raise _bad(SwapRefuseReason.UNKNOWN_POOL, f"no certified pool {pool_id.hex()}")
+    if record.pool.host != entry.account:
+        raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "only a pool's host writes its entries")
+    return record
+
+
+def _certified_record(state: LedgerState, pool_id: bytes) -> PoolRecord:
+    record = state.pools.get(pool_id)
+    if not isinstance(record, PoolRecord):
+        raise ChainInconsistent(f"certified pool entry for unknown pool {pool_id.hex()}")
+    return record
+
+
+# --- pool_open ---------------------------------------------------------------------------------
+
+def _opened(entry: Entry, body: PoolOpen, rules: LedgerRules) -> Pool:
+    return open_pool(pool_id=body.pool_id, host=entry.account, zone=entry.zone, slot=body.slot,
+                     energy_wh=body.energy_wh, credits_uc=body.credits_uc, fee_bps=body.fee_bps,
+                     energy_cap_wh=body.energy_cap_wh, gate_closure_ms=_slot_rules(rules).gate_closure_ms(body.slot),
+                     now_ms=body.at_ms, losses=HostLosses(body.self_discharge_ppm_per_h, body.conversion_loss_w))
+
+
+def validate_pool_open(state: LedgerState, entry: Entry, body: PoolOpen, rules: LedgerRules, now_ms: int) -> None:
+    if body.pool_id != compute_pool_id(entry.account, entry.zone, body.slot):
+        raise _bad("bad_pool_id", "a pool's id is compute_pool_id(host, zone, slot)")
+    if body.pool_id in state.pools:
+        raise _bad("pool_exists", f"pool {body.pool_id.hex()} is open already")
+    if not _slot_rules(rules).is_aligned(body.slot):
+        raise _bad(SwapRefuseReason.WRONG_SLOT, f"{body.slot} is not a slot start")
+    _check_time(body.at_ms, now_ms)
+    try:
+        _opened(entry, body, rules)
+    except PoolFrozen as exc:
+        raise _bad(SwapRefuseReason.POOL_FROZEN, str(exc)) from None
+    except PoolError as exc:
+        raise _bad("bad_pool", str(exc)) from None
+    validate_debit(state, rules, entry.account, body.credits_uc)
+
+
+def process_pool_open(state: LedgerState, entry: Entry, body: PoolOpen, rules: LedgerRules) -> None:
+    if body.pool_id in state.pools:
+        raise ChainInconsistent(f"pool {body.pool_id.hex()} opened twice")
+    state.pools[body.pool_id] = PoolRecord(_opened(entry, body, rules))
+
+
+# --- pool_update -------------------------------------------------------------------------------
+
+def _updated(pool: Pool, body: PoolUpdate) -> Pool:
+    pool, _ = set_energy_cap(pool, body.energy_cap_wh, body.at_ms)
+    if body.add_energy_wh:
+        pool, _ = deposit_energy(pool, pool.host, body.add_energy_wh, body.at_ms)
+    return pool
+
+
+def validate_pool_update(state: LedgerState, entry: Entry, body: PoolUpdate, rules: LedgerRules, now_ms: int) -> None:
+    record = _host_record(state, entry, body.pool_id)
+    _check_time(body.at_ms, now_ms, record.pool)
+    try:
+        _updated(record.pool, body)
+    except PoolFrozen as exc:
+        raise _bad(SwapRefuseReason.POOL_FROZEN, str(exc)) from None
+    except CapacityExceeded as exc:
+        raise _bad(SwapRefuseReason.CAPACITY, str(exc)) from None
+    except PoolError as exc:
+        raise _bad("bad_pool", str(exc)) from None
+
+
+def process_pool_update(state: LedgerState, entry: Entry, body: PoolUpdate, rules: LedgerRules) -> None:
+    record = _certified_record(state, body.pool_id)
+    try:
+        pool = _updated(record.pool, body)
+    except PoolError as exc:
+        raise ChainInconsistent(f"certified pool update does not apply: {exc}") from None
+    state.pools[body.pool_id] = replace(record, pool=pool, version=record.version + 1)
+
+
+# --- swap --------------------------------------------------------------------------------------
+
+def compute_swap(pool: Pool, side: Side, energy_wh: int, at_ms: int) -> tuple[Pool, Quote]:
+    """The swap of exactly ``energy_wh`` at ``at_ms``: BUY exact-out, SELL exact-in. Raises
+    ``SwapRejected`` (frozen, no liquidity, beyond the cap)."""
+    try:
+        if side is Side.BUY:
+            return swap_exact_out(pool, Side.BUY, energy_wh, at_ms)
+        return swap_exact_in(pool, Side.SELL, energy_wh, at_ms)
+    except PoolFrozen as exc:
+        raise SwapRejected(SwapRefuseReason.POOL_FROZEN, str(exc)) from None
+    except CapacityExceeded as exc:
+        raise SwapRejected(SwapRefuseReason.CAPACITY, str(exc)) from None
+    except (InsufficientLiquidity, SlippageExceeded, PoolError) as exc:
+        raise SwapRejected(SwapRefuseReason.INSUFFICIENT_LIQUIDITY, str(exc)) from None
+
+
+def plan_swap(record: PoolRecord | None, request: SwapRequest, host: bytes, zone: str, at_ms: int) -> Swap:
+    """The ``swap`` body the host certifies for ``request`` at ``at_ms`` (the request's signed
+    bytes are added by ``with_request``). Raises ``SwapRejected`` if the terms cannot be met."""
+    if request.host != host:
+        raise SwapRejected(SwapRefuseReason.NOT_HOST, "the request names another host")
+    if request.zone != zone:
+        raise SwapRejected(SwapRefuseReason.WRONG_ZONE, f"this pool trades in {zone}, not {request.zone}")
+    if record is None or record.pool.pool_id != request.pool_id:
+        raise SwapRejected(SwapRefuseReason.UNKNOWN_POOL, f"no pool {request.pool_id.hex()} of this host")
+    pool = record.pool
+    if request.slot != pool.slot:
+        raise SwapRejected(SwapRefuseReason.WRONG_SLOT, f"the pool is for slot {pool.slot}, not {request.slot}")
+    if pool.is_frozen(at_ms):
+        raise SwapRejected(SwapRefuseReason.POOL_FROZEN, f"the pool froze at gate closure {pool.gate_closure_ms}")
+    if at_ms >= request.expires_ms:
+        raise SwapRejected(SwapRefuseReason.EXPIRED, f"the request expired at {request.expires_ms}")
+    _, quote = compute_swap(pool, request.side, request.energy_wh, at_ms)
+    if request.side is Side.BUY and quote.credits_uc > request.limit_uc:
+        raise SwapRejected(SwapRefuseReason.SLIPPAGE, f"costs {quote.credits_uc} µc > limit {request.limit_uc} µc")
+    if request.side is Side.SELL and quote.credits_uc < request.limit_uc:
+        raise SwapRejected(SwapRefuseReason.SLIPPAGE, f"pays {quote.credits_uc} µc < limit {request.limit_uc} µc")
+    return Swap(swap_id=request.request_id, pool_id=pool.pool_id, trader=request.trader, side=request.side,
+                energy_wh=request.energy_wh, credits_uc=quote.credits_uc, at_ms=at_ms, request=b"")
+
+
+def with_request(body: Swap, signed: Signed[SwapRequest]) -> Swap:
+    return replace(body, request=signed.encoded)
+
+
+def _buy_lock(state: LedgerState, host: bytes, body: Swap) -> LockRecord:
+    record = state.locks.get(body.swap_id)
+    if record is None:
+        raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for swap {body.swap_id.hex()}")
+    if record.status is not LockStatus.OPEN:
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.swap_id.hex()} is {record.status.value}")
+    lock = record.lock
+    if record.buyer != body.trader or lock.seller != host or lock.order_id != body.pool_id \
+            or lock.qty_wh != body.energy_wh:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock names another buyer, host, pool or quantity")
+    if lock.amount < body.credits_uc:
+        raise EntryRejected(RejectReason.LOCK_TOO_SMALL, f"{lock.amount} µc locked < {body.credits_uc} µc due")
+    return record
+
+
+def validate_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRules, now_ms: int) -> None:
+    record = _host_record(state, entry, body.pool_id)
+    try:
+        signed = decode_signed(body.request, SwapRequest)
+    except WireError as exc:
+        raise _bad(SwapRefuseReason.MALFORMED, f"the trader's request: {exc}") from None
+    request = signed.body
+    if (request.request_id, request.trader, request.pool_id, request.side, request.energy_wh) \
+            != (body.swap_id, body.trader, body.pool_id, body.side, body.energy_wh):
+        raise _bad(SwapRefuseReason.MALFORMED, "the body differs from the trader's request")
+    if body.trader == entry.account:
+        raise _bad(SwapRefuseReason.MALFORMED, "a host does not swap with its own pool")
+    if swap_key(body.swap_id) in state.extra:
+        raise EntryRejected(RejectReason.DUPLICATE_TAKE, f"swap {body.swap_id.hex()} happened already")
+    _check_time(body.at_ms, now_ms, record.pool)
+    try:
+        planned = plan_swap(record, request, entry.account, entry.zone, body.at_ms)
+    except SwapRejected as exc:
+        raise _bad(exc.reason, exc.detail) from None
+    if planned.credits_uc != body.credits_uc:
+        raise _bad("amm_mismatch", f"the pool's math gives {planned.credits_uc} µc, the entry says {body.credits_uc}")
+    if body.side is Side.BUY:
+        lock = _buy_lock(state, entry.account, body)
+        if now_ms >= lock.lock.deadline_ms:
+            raise EntryRejected(RejectReason.DEADLINE_PASSED, "the buyer's lock expired")
+    else:
+        validate_debit(state, rules, entry.account, body.credits_uc)
+
+
+def process_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRules) -> None:
+    record = _certified_record(state, body.pool_id)
+    try:
+        pool, quote = compute_swap(record.pool, body.side, body.energy_wh, body.at_ms)
+    except SwapRejected as exc:
+        raise ChainInconsistent(f"certified swap does not apply: {exc}") from None
+    if quote.credits_uc != body.credits_uc:
+        raise ChainInconsistent(f"certified swap {body.swap_id.hex()} disagrees with the pool's math")
+    host = entry.account
+    if body.side is Side.BUY:
+        lock = state.locks.get(body.swap_id)
+        if lock is None or lock.status is not LockStatus.OPEN:
+            raise ChainInconsistent(f"certified swap consumes lock {body.swap_id.hex()} which is not open")
+        state.balances[host] = state.balance(host) + body.credits_uc
+        state.balances[lock.buyer] = state.balance(lock.buyer) + lock.lock.amount - body.credits_uc
+        state.locks[body.swap_id] = LockRecord(lock.buyer, lock.lock, LockStatus.FILLED)
+        record = replace(record, energy_out_wh=record.energy_out_wh + body.energy_wh)
+    else:
+        state.balances[host] = state.balance(host) - body.credits_uc
+        state.balances[body.trader] = state.balance(body.trader) + body.credits_uc
+        record = replace(record, energy_in_wh=record.energy_in_wh + body.energy_wh)
+    state.pools[body.pool_id] = replace(record, pool=pool, version=record.version + 1, swaps=record.swaps + 1)
+    state.extra[swap_key(body.swap_id)] = SwapRecord(body.pool_id, host, body.trader, body.side, pool.slot,
+                                                     body.energy_wh, body.credits_uc)
+
+
+def _swap_keys(entry: Entry, body: Swap) -> tuple[bytes, ...]:
+    keys = (b"swap/" + body.swap_id,)
+    return keys + (b"lock/" + body.swap_id,) if body.side is Side.BUY else keys
+
+
+def _swap_ready(state: LedgerState, entry: Entry, body: Swap) -> bool:
+    return body.side is not Side.BUY or body.swap_id in state.locks
+
+
+register_kind(KindRules(POOL_OPEN_KIND, PoolOpen, validate_pool_open, process_pool_open))
+register_kind(KindRules(POOL_UPDATE_KIND, PoolUpdate, validate_pool_update, process_pool_update))
+register_kind(KindRules(SWAP_KIND, Swap, validate_swap, process_swap, _swap_keys, _swap_ready))

@@ -1,0 +1,335 @@
+"""``PoolHost``: a storage node hosting AMM pools, run under trio (the shell around ``pool_entries``).
+
+* **Pools.** For each of the next ``slots_ahead`` tradable slots the host opens one pool (a
+  certified ``pool_open``) seeded with ``seed_energy_wh`` (at most its cap) and
+  ``initial_credits_uc``. A pool's energy cap is what the battery can deliver in that slot:
+  ``deliverable_energy_wh(available_wh // slots_ahead, power_limit_w, slot length)`` — the
+  available energy is shared evenly among the hosted slots, so the pools together never promise
+  more than the battery holds. Each tick the cap is recomputed from ``config.battery()``; a lower
+  cap (or one higher by at least ``cap_step_wh``) is certified as a ``pool_update``, which trims
+  the reserve to it.
+* **Announcements.** The certified state of every live pool is published on
+  ``p2pgrid/v1/<zone>/pools`` at start, after changes (at most once per tick) and every
+  ``announce_interval_s``.
+* **Swaps.** ``/p2pgrid/swap/1`` on persistent streams. A request is checked (signed by the
+  sender, this host, a known live pool, limit), a BUY waits for the trader's certified lock
+  (pulling the trader's chain if gossip has not brought it), then the swap is computed from the
+  certified pool state and certified — one swap at a time (``_sequencer``), so each swap is
+  computed on the state the previous one left. The host dry-runs the validators' own rule
+  (``pool_entries.validate_swap``) before submitting, so what it refuses it refuses with the
+  validators' reason. After gate closure the pool is frozen and every swap is refused
+  (``pool_frozen``).
+
+Time: ``clock()`` returns Unix ms (market time); real waiting is bounded by trio timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pgrid.errors import LedgerError, NetError, WireError
+from p2pgrid.identity import NodeKey
+from p2pgrid.ledger.chain import EntryRejected, RejectReason, build_entry, kind_rules
+from p2pgrid.ledger.service import BatchRejected, LedgerService
+from p2pgrid.market.amm import NO_LOSSES, HostLosses, accrue
+from p2pgrid.net.orders import pools_topic
+from p2pgrid.net.transport import FramedStream, Transport
+from p2pgrid.trading.pool_entries import (
+    POOL_OPEN_KIND, POOL_UPDATE_KIND, SWAP_KIND, PoolOpen, PoolRecord, PoolUpdate, Swap, SwapRejected, compute_pool_id,
+    deliverable_energy_wh, plan_swap, validate_swap, with_request,
+)
+from p2pgrid.trading.pool_messages import (
+    MAX_POOLS_PER_ANNOUNCEMENT, MAX_SWAP_BYTES, SWAP_PROTOCOL, PoolAnnouncement, SwapAnswer, SwapRefuseReason,
+    SwapRequest, SwapStatus, pool_state_of,
+)
+from p2pgrid.units import SlotRules
+from p2pgrid.wire import Side, Signed, decode_signed, encode, sign
+
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class BatteryLimits:
+    """What the host's battery offers now: energy it may discharge (above its own reserve) and
+    its discharge power limit."""
+
+    available_wh: int
+    power_limit_w: int
+
+
+def battery_limits(stored_wh: float, floor_wh: float, max_discharge_w: float, *, max_share: float = 1.0,
+                   min_reserve_wh: int = 0) -> BatteryLimits:
+    """What a battery may commit to pools (the ``[pool]`` config section): ``max_share`` of the
+    energy above both its own floor and ``min_reserve_wh``, at its discharge power limit."""
+    above = stored_wh - max(floor_wh, float(min_reserve_wh))
+    return BatteryLimits(available_wh=max(0, int(above * max_share)), power_limit_w=max(0, int(max_discharge_w)))
+
+
+@dataclass(frozen=True)
+class PoolHostConfig:
+    """Settings of a pool host (``pool.enabled`` in a station's config)."""
+
+    battery: Callable[[], BatteryLimits]    # read every tick: SoC-derived energy and power limit
+    fee_bps: int = 30
+    initial_credits_uc: int = 400_000       # credits reserve of a new pool (with the seed: its opening price)
+    seed_energy_wh: int = 2_000             # energy reserve of a new pool, at most its cap
+    slots_ahead: int = 4                    # pools for the next N tradable slots
+    losses: HostLosses = NO_LOSSES          # self-discharge and conversion losses of the battery
+    cap_step_wh: int = 50                   # a cap rise smaller than this is not worth an entry
+    tick_s: float = 0.5
+    announce_interval_s: float = 5.0
+    lock_wait_s: float = 5.0                # real time to wait for a buyer's certified lock
+
+
+@dataclass
+class PoolHostStats:
+    swaps: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    opened: int = 0
+    updates: int = 0
+    announcements: int = 0
+
+
+class PoolHost:
+    """See the module docstring. Build with ``open_pool_host``."""
+
+    def __init__(self, key: NodeKey, zone: str, slot_rules: SlotRules, transport: Transport, ledger: LedgerService,
+                 clock: Clock, config: PoolHostConfig) -> None:
+        self.key = key
+        self.zone = zone
+        self.slot_rules = slot_rules
+        self.transport = transport
+        self.ledger = ledger
+        self.clock = clock
+        self.config = config
+        self.stats = PoolHostStats()
+        self._sequencer = trio.Lock()
+        self._in_flight: set[bytes] = set()
+        self._dirty = True
+
+    @property
+    def me(self) -> bytes:
+        return self.key.public_key
+
+    # --- pools --------------------------------------------------------------------------------
+
+    def pool_id(self, slot: int) -> bytes:
+        return compute_pool_id(self.me, self.zone, slot)
+
+    def record(self, pool_id: bytes) -> PoolRecord | None:
+        record = self.ledger.state.pools.get(pool_id)
+        return record if isinstance(record, PoolRecord) and record.pool.host == self.me else None
+
+    def live_pools(self, now_ms: int | None = None) -> list[PoolRecord]:
+        """This host's certified pools that are not frozen yet, by slot."""
+        now = self.clock() if now_ms is None else now_ms
+        own = [r for r in self.ledger.state.pools.values()
+               if isinstance(r, PoolRecord) and r.pool.host == self.me and not r.pool.is_frozen(now)]
+        return sorted(own, key=lambda r: r.pool.slot)
+
+    def energy_cap_wh(self) -> int:
+        limits = self.config.battery()
+        share = max(0, limits.available_wh) // max(1, self.config.slots_ahead)
+        return deliverable_energy_wh(share, max(0, limits.power_limit_w), self.slot_rules.length_s)
+
+    async def maintain_pools(self) -> None:
+        """Open missing pools for the next slots and certify cap changes (one tick's work)."""
+        now = self.clock()
+        cap = self.energy_cap_wh()
+        for slot in self.slot_rules.tradable_slots(now)[:self.config.slots_ahead]:
+            pool_id = self.pool_id(slot)
+            record = self.record(pool_id)
+            async with self._sequencer:
+                if record is None:
+                    await self._open(slot, pool_id, cap)
+                else:
+                    await self._update_cap(record, cap)
+
+    async def _open(self, slot: int, pool_id: bytes, cap: int) -> None:
+        seed = min(self.config.seed_energy_wh, cap)
+        if seed <= 0 or self.config.initial_credits_uc <= 0:
+            return
+        body = PoolOpen(pool_id=pool_id, slot=slot, energy_wh=seed, credits_uc=self.config.initial_credits_uc,
+                        fee_bps=self.config.fee_bps, energy_cap_wh=cap,
+                        self_discharge_ppm_per_h=self.config.losses.self_discharge_ppm_per_h,
+                        conversion_loss_w=self.config.losses.conversion_loss_w, at_ms=self.clock())
+        if await self._certify_pool_entry(POOL_OPEN_KIND, body):
+            self.stats.opened += 1
+
+    async def _update_cap(self, record: PoolRecord, cap: int) -> None:
+        now = self.clock()
+        if record.pool.is_frozen(now):
+            return
+        current = accrue(record.pool, now).energy_cap_wh
+        if cap == current or current < cap < current + self.config.cap_step_wh:
+            return
+        body = PoolUpdate(pool_id=record.pool.pool_id, energy_cap_wh=cap, add_energy_wh=0, at_ms=self.clock())
+        if await self._certify_pool_entry(POOL_UPDATE_KIND, body):
+            self.stats.updates += 1
+
+    async def _certify_pool_entry(self, kind: str, body: PoolOpen | PoolUpdate) -> bool:
+        """Certify a pool entry if our own certified state says validators will accept it. Judging
+        first matters: a doomed entry that a few validators vote for anyway (their state ahead of
+        the others') would hold those votes at this seq and could stall the chain."""
+        state = self.ledger.state
+        entry = build_entry(self.ledger.rules, self.me, state.head(self.me), kind, body)
+        try:
+            kind_rules(kind).validate(state, entry, body, self.ledger.rules, self.clock())
+            await self.ledger.submit(self.ledger.next_entry(kind, body))
+        except LedgerError:
+            return False   # e.g. the balance does not back it yet, or gate closure came: next tick decides
+        self._dirty = True
+        return True
+
+    def announcement(self) -> Signed[PoolAnnouncement]:
+        live = self.live_pools()[:MAX_POOLS_PER_ANNOUNCEMENT]
+        return sign(PoolAnnouncement(host=self.me, zone=self.zone, sent_ms=self.clock(),
+                                     pools=tuple(pool_state_of(r.pool, r.version) for r in live)), self.key)
+
+    async def announce(self) -> None:
+        try:
+            await self.transport.publish(pools_topic(self.zone), self.announcement().encoded)
+        except NetError:
+            return   # best effort: the next tick announces again
+        self.stats.announcements += 1
+        self._dirty = False
+
+    # --- swaps --------------------------------------------------------------------------------
+
+    async def _serve_swaps(self, stream: FramedStream) -> None:
+        while True:
+            try:
+                data = await stream.receive_frame()
+            except NetError:
+                return
+            answer = await self.answer(data, stream.peer)
+            try:
+                await stream.send_frame(sign(answer, self.key).encoded)
+            except NetError:
+                return
+
+    async def answer(self, data: bytes, peer: bytes) -> SwapAnswer:
+        """The host's answer to one request frame from ``peer``."""
+        try:
+            signed = decode_signed(data, SwapRequest)
+        except WireError as exc:
+            return self._refusal(os.urandom(16), SwapRefuseReason.MALFORMED, str(exc))
+        request = signed.body
+        if request.trader != peer:
+            return self._refusal(request.request_id, SwapRefuseReason.MALFORMED,
+                                 "the request is signed by another peer than the sender")
+        if request.request_id in self._in_flight:
+            return self._refusal(request.request_id, SwapRefuseReason.DUPLICATE, "this request is being swapped")
+        self._in_flight.add(request.request_id)
+        try:
+            return await self._swap(signed)
+        except SwapRejected as exc:
+            return self._refusal(request.request_id, exc.reason, exc.detail)
+        finally:
+            self._in_flight.discard(request.request_id)
+
+    async def _swap(self, signed: Signed[SwapRequest]) -> SwapAnswer:
+        request = signed.body
+        plan_swap(self.record(request.pool_id), request, self.me, self.zone, self.clock())   # fail fast
+        if request.side is Side.BUY:
+            await self._wait_for_lock(request.request_id, request.trader)
+        async with self._sequencer:
+            for attempt in range(4):
+                now = self.clock()
+                body = with_request(plan_swap(self.record(request.pool_id), request, self.me, self.zone, now), signed)
+                self._dry_run(body, now)
+                try:
+                    certificate = await self.ledger.submit(self.ledger.next_entry(SWAP_KIND, body))
+                except BatchRejected as exc:
+                    reasons = {r.reason for rs in exc.reasons.values() for r in rs}
+                    if attempt < 3 and RejectReason.NO_LOCK.value in reasons:
+                        await trio.sleep(0.05 * 2 ** attempt)   # the lock's confirm is still on its way
+                        continue
+                    raise SwapRejected(SwapRefuseReason.NOT_CERTIFIED, str(exc)[:150]) from None
+                except LedgerError as exc:
+                    raise SwapRejected(SwapRefuseReason.NOT_CERTIFIED, str(exc)[:150]) from None
+                self.stats.swaps += 1
+                self._dirty = True
+                return SwapAnswer(request_id=request.request_id, host=self.me, status=SwapStatus.SWAPPED,
+                                  energy_wh=body.energy_wh, credits_uc=body.credits_uc, reason="",
+                                  certificate=encode(certificate))
+        raise SwapRejected(SwapRefuseReason.NOT_CERTIFIED, "the buyer's lock never reached the committee")
+
+    def _dry_run(self, body: Swap, now_ms: int) -> None:
+        """Judge the swap with the validators' rule on our certified state, without signing it."""
+        state = self.ledger.state
+        entry = build_entry(self.ledger.rules, self.me, state.head(self.me), SWAP_KIND, body)
+        try:
+            validate_swap(state, entry, body, self.ledger.rules, now_ms)
+        except EntryRejected as exc:
+            raise SwapRejected(_refuse_reason(exc), exc.detail or exc.reason.value) from None
+
+    async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
+        if take_id in self.ledger.state.locks:
+            return
+        with trio.move_on_after(self.config.lock_wait_s):
+            try:
+                await self.ledger.sync_with(owner)
+            except (NetError, LedgerError):
+                pass   # the lock may still arrive by gossip; the wait below decides
+            while take_id not in self.ledger.state.locks:
+                await self.ledger.wait_for_height(self.ledger.state.height + 1)
+        if take_id not in self.ledger.state.locks:
+            raise SwapRejected(SwapRefuseReason.BAD_LOCK, "no certified lock for this buy")
+
+    def _refusal(self, request_id: bytes, reason: SwapRefuseReason, detail: str) -> SwapAnswer:
+        self.stats.refused[reason.value] = self.stats.refused.get(reason.value, 0) + 1
+        return SwapAnswer(request_id=request_id, host=self.me, status=SwapStatus.REFUSED, energy_wh=0,
+                          credits_uc=0, reason=f"{reason.value}: {detail}"[:200], certificate=b"")
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        since_announce = 0.0
+        while True:
+            await self.maintain_pools()
+            if self._dirty or since_announce >= self.config.announce_interval_s:
+                await self.announce()
+                since_announce = 0.0
+            await trio.sleep(self.config.tick_s)
+            since_announce += self.config.tick_s
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.transport.set_stream_handler(SWAP_PROTOCOL, self._serve_swaps, max_frame_bytes=MAX_SWAP_BYTES)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._tick)
+            task_status.started()
+
+
+_LOCK_REASONS = {RejectReason.NO_LOCK, RejectReason.LOCK_CLOSED, RejectReason.LOCK_MISMATCH,
+                 RejectReason.LOCK_TOO_SMALL, RejectReason.DEADLINE_PASSED}
+
+
+def _refuse_reason(exc: EntryRejected) -> SwapRefuseReason:
+    """The swap refusal matching a validator's rejection."""
+    if exc.reason in _LOCK_REASONS:
+        return SwapRefuseReason.BAD_LOCK
+    if exc.reason is RejectReason.DUPLICATE_TAKE:
+        return SwapRefuseReason.DUPLICATE
+    if exc.reason is RejectReason.OVERDRAFT:
+        return SwapRefuseReason.INSUFFICIENT_LIQUIDITY
+    prefix = exc.detail.split(":", 1)[0]
+    try:
+        return SwapRefuseReason(prefix)
+    except ValueError:
+        return SwapRefuseReason.NOT_CERTIFIED
+
+
+@asynccontextmanager
+async def open_pool_host(key: NodeKey, zone: str, slot_rules: SlotRules, transport: Transport, ledger: LedgerService,
+                         clock: Clock, config: PoolHostConfig) -> AsyncIterator[PoolHost]:
+    host = PoolHost(key, zone, slot_rules, transport, ledger, clock, config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.run)
+        yield host
+        nursery.cancel_scope.cancel()

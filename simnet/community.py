@@ -1,0 +1,317 @@
+"""A scenario turned into participants: keys, ports, energy series from real profiles, prices,
+and one node data dir each (``config.toml``, ``node.key``, ``profile.json``, ``energy.json``).
+
+Who is who. ``operator`` is the zone operator: its key is the zone gateway (it mints the initial
+credits) and it is the first validator; it neither consumes nor trades. Then ``station-<i>``
+(PV + storage + public EV charging), ``household-<ii>`` (synPRO household load, PV on some roofs
+with a seeded orientation, a battery and an EV on some) and ``consumer-<i>`` (BDEW H25 standard
+load, no generation). The committee is the operator, then stations, then households, up to
+``committee.size`` nodes.
+
+Energy per slot (Wh, ints) for every participant, from ``simnet.profiles``: ``load`` (+ EV
+charging), ``pv``; a battery does greedy self-consumption (charges from surplus, discharges into
+need, within its power, SoC band 10–95 % and √0.92 efficiency each way), giving ``net`` = the grid
+exchange before trading (+ import). Trading and the no-trading baseline use the same ``net``: the
+agent trades it with perfect foresight (a known simplification: forecasts are not in the loop yet).
+
+Prices (µc/kWh): a participant's ask / bid is ``feed_in + position × (retail − feed_in)``,
+position drawn per participant from the scenario's range, shaded per slot by half the day-ahead
+price's deviation from its mean over the run, and kept within [feed_in, retail].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p2pgrid.identity import NodeKey, save_keystore
+from p2pgrid.net.libp2p_host import peer_id_of
+from p2pgrid.node_agent import TradingProfile
+from simnet import profiles
+from simnet.scenario import Scenario
+
+ZONE = "sim"
+SOC_MIN, SOC_MAX, ROUND_TRIP = 0.10, 0.95, 0.92
+WARMUP_SLOTS = 2
+ENERGY_FILE = "energy.json"
+
+
+@dataclass
+class Energy:
+    load: list[int]
+    pv: list[int]
+    net: list[int] = field(default_factory=list)
+    soc: list[float] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> Energy:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Participant:
+    name: str
+    role: str            # household | consumer | station (the operator is a "consumer" without load)
+    seed: int
+    key: NodeKey
+    port: int = 0
+    validator: bool = False
+    operator: bool = False
+    pv_kwp: float = 0.0
+    battery_wh: int = 0
+    has_ev: bool = False
+    energy: Energy | None = None
+    ask: list[int] = field(default_factory=list)
+    bid: list[int] = field(default_factory=list)
+
+    @property
+    def account(self) -> str:
+        return self.key.public_key.hex()
+
+    def address(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{peer_id_of(self.key.public_key).to_base58()}"
+
+    @property
+    def memory_address(self) -> str:
+        return f"memory/{self.account}"
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Simulated time of a run (Unix ms) and the real instant the shared clock is anchored at."""
+
+    profile_start_ms: int     # first slot of the profiles
+    sim_epoch_ms: int         # market time at the anchor (a few slots of warm-up before the start)
+    end_ms: int               # when the last profile slot has passed its gate closure
+    anchor_wall_ms: int
+    speed: float
+
+    def real_s_until(self, market_ms: int) -> float:
+        return self.anchor_wall_ms / 1000 + (market_ms - self.sim_epoch_ms) / 1000 / self.speed
+
+    def market_ms_at(self, wall_s: float) -> int:
+        return self.sim_epoch_ms + int((wall_s * 1000 - self.anchor_wall_ms) * self.speed)
+
+
+def slots_of(s: Scenario) -> int:
+    return math.ceil(s.hours * 3600 / s.slot_s)
+
+
+def build_participants(s: Scenario) -> list[Participant]:
+    rng = random.Random(f"community:{s.seed}")
+    people = [Participant("operator", "consumer", s.seed * 1000, NodeKey.generate(), operator=True)]
+    for i in range(s.stations):
+        people.append(Participant(f"station-{i}", "station", s.seed * 1000 + 100 + i, NodeKey.generate(),
+                                  pv_kwp=s.station_pv_kwp, battery_wh=s.station_battery_wh))
+    for i in range(s.households):
+        p = Participant(f"household-{i:02d}", "household", s.seed * 1000 + 200 + i, NodeKey.generate())
+        p.pv_kwp = round(rng.uniform(s.household_pv_kwp.lo, s.household_pv_kwp.hi), 1)
+        p.battery_wh = s.household_battery_wh if rng.random() < s.household_battery_share else 0
+        p.has_ev = rng.random() < s.household_ev_share
+        people.append(p)
+    for i in range(s.consumers):
+        people.append(Participant(f"consumer-{i}", "consumer", s.seed * 1000 + 300 + i, NodeKey.generate()))
+    for p in people[:s.committee_size]:
+        p.validator = True
+    return people
+
+
+def compute_energy(s: Scenario, people: list[Participant]) -> list[int]:
+    """Fill every participant's energy and prices; returns the day-ahead price per slot."""
+    n = slots_of(s)
+    first = s.start_hour * 3600 // s.slot_s
+    days = math.ceil((first + n) * s.slot_s / 86400) + 1
+
+    def window(values: list[int]) -> list[int]:
+        return values[first:first + n]
+
+    day_ahead = window(profiles.day_ahead_prices(s.year, days, s.start_day, s.slot_s))
+    mean_da = sum(day_ahead) / len(day_ahead)
+    spread = s.retail_price - s.feed_in_price
+    for p in people:
+        rng = random.Random(f"prices:{p.seed}")
+        if p.operator:
+            load, pv = [0] * (first + n), [0] * (first + n)
+        elif p.role == "station":
+            load = [0] * (days * 86400 // s.slot_s)
+            for k in range(s.station_evs):
+                ev = profiles.ev_charging(p.seed * 10 + k, days, s.start_day, s.slot_s)
+                load = [a + b for a, b in zip(load, ev)]
+            pv = profiles.pv_generation(p.pv_kwp, 20.0, 180.0, days, s.start_day, s.slot_s, seed=p.seed, year=s.year)
+        elif p.role == "household":
+            load = profiles.household_load(p.seed, days, s.start_day, s.slot_s)
+            if p.has_ev:
+                ev = profiles.ev_charging(p.seed, days, s.start_day, s.slot_s)
+                load = [a + b for a, b in zip(load, ev)]
+            pv = profiles.pv_generation(p.pv_kwp, 35.0, 180.0, days, s.start_day, s.slot_s, seed=p.seed, year=s.year)
+        else:
+            annual = rng.uniform(s.consumer_annual_kwh.lo, s.consumer_annual_kwh.hi)
+            load = profiles.standard_load("H25", annual, days, s.start_day, s.slot_s, year=2025)
+            pv = [0] * (first + n)
+        energy = Energy(window(load), window(pv))
+        energy.net, energy.soc = self_consumption(energy.load, energy.pv, p.battery_wh, s.slot_s)
+        p.energy = energy
+        ask_range = s.station_ask if p.role == "station" else s.household_ask
+        bid_range = s.consumer_bid if p.role == "consumer" else s.household_bid
+        ask_pos = rng.uniform(ask_range.lo, ask_range.hi)
+        bid_pos = rng.uniform(bid_range.lo, bid_range.hi)
+
+        def price(position: float, da: int) -> int:
+            value = s.feed_in_price + position * spread + 0.5 * (da - mean_da)
+            return int(min(s.retail_price, max(s.feed_in_price, value)))
+
+        p.ask = [price(ask_pos, da) for da in day_ahead]
+        p.bid = [price(bid_pos, da) for da in day_ahead]
+    return day_ahead
+
+
+def self_consumption(load: list[int], pv: list[int], capacity_wh: int, slot_s: int) -> tuple[list[int], list[float]]:
+    """Greedy battery: net grid exchange per slot (+ import) and SoC after each slot."""
+    if capacity_wh <= 0:
+        return [a - b for a, b in zip(load, pv)], []
+    eta = math.sqrt(ROUND_TRIP)
+    stored = 0.5 * capacity_wh
+    low, high = SOC_MIN * capacity_wh, SOC_MAX * capacity_wh
+    step = capacity_wh / 2 * slot_s / 3600     # 0.5 C
+    net, soc = [], []
+    for l_wh, p_wh in zip(load, pv):
+        surplus = p_wh - l_wh
+        if surplus > 0:
+            charge = min(surplus, step, (high - stored) / eta)
+            stored += charge * eta
+            net.append(-round(surplus - charge))
+        else:
+            discharge = min(-surplus, step, (stored - low) * eta)
+            stored -= discharge / eta
+            net.append(round(-surplus - discharge))
+        soc.append(round(stored / capacity_wh, 4))
+    return net, soc
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (free now; the nodes bind them moments later)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def render_config(s: Scenario, p: Participant, people: list[Participant], timeline: Timeline, *,
+                  memory: bool, fault_control: bool) -> str:
+    others = [q for q in people if q is not p]
+    operator = people[0]
+    sections: dict[str, dict[str, object]] = {
+        "node": {"name": p.name, "data_dir": ".", "role": p.role, "log_level": "warning"},
+        "zone": {"id": ZONE, "gateway_account": operator.account, "credit_limit_uc": 0},
+        "zone.slots": {"length_s": s.slot_s, "horizon_s": 86400, "gate_s": 300, "grace_s": 300},
+        "zone.tariffs": {"retail_price": s.retail_price, "feed_in_price": s.feed_in_price},
+        "network": {"listen": [f"/ip4/127.0.0.1/tcp/{p.port}"],
+                    "bootstrap": [q.memory_address if memory else q.address() for q in others],
+                    "publish_interval_ms": 500},
+        "clock": {"mode": "scaled", "sim_epoch_ms": timeline.sim_epoch_ms, "speed": float(s.speed),
+                  "anchor_wall_ms": timeline.anchor_wall_ms},
+        "agent": {"strategy": "none" if p.operator else "profile", "seed": p.seed, "tick_ms": s.tick_ms,
+                  "profile_file": "profile.json"},
+        "simnet": {"fault_control": fault_control, "overfill_once": p.name == s.broken},
+    }
+    if p.operator:
+        sections["gateway"] = {"fund_uc": s.credit_uc, "fund_accounts": [q.account for q in others]}
+    if p.pv_kwp:
+        sections["devices.pv"] = {"kwp": float(p.pv_kwp)}
+    if p.battery_wh:
+        sections["devices.battery"] = {"capacity_wh": p.battery_wh, "max_charge_w": p.battery_wh // 2,
+                                       "max_discharge_w": p.battery_wh // 2}
+    lines = [f"# Written by simnet for scenario {s.name!r}: one node of the community."]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+    for q in people:
+        if q.validator:
+            lines += ["\n[[zone.validators]]", f"public_key = {_toml(q.account)}",
+                      f"address = {_toml('' if memory else q.address())}"]
+    return "\n".join(lines) + "\n"
+
+
+def make_timeline(s: Scenario, anchor_wall_ms: int) -> Timeline:
+    start_ms = (profiles.profile_slot_utc_s(s.year, s.start_day, 0, s.slot_s) + s.start_hour * 3600) * 1000
+    epoch = start_ms - WARMUP_SLOTS * s.slot_s * 1000
+    end = start_ms + slots_of(s) * s.slot_s * 1000
+    return Timeline(start_ms, epoch, end, anchor_wall_ms, s.speed)
+
+
+def write_node_dirs(s: Scenario, people: list[Participant], timeline: Timeline, nodes_dir: Path, *,
+                    memory: bool) -> None:
+    fault_control = bool(s.faults)
+    for p in people:
+        data_dir = nodes_dir / p.name
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        save_keystore(data_dir / "node.key", p.key)
+        (data_dir / "config.toml").write_text(render_config(s, p, people, timeline, memory=memory,
+                                                            fault_control=fault_control))
+        if p.energy is not None:
+            (data_dir / ENERGY_FILE).write_text(p.energy.to_json())
+            if not p.operator:
+                profile = TradingProfile(slot_s=s.slot_s, start_s=timeline.profile_start_ms // 1000,
+                                         net_wh=tuple(p.energy.net), ask_price=tuple(p.ask), bid_price=tuple(p.bid),
+                                         soc=tuple(p.energy.soc))
+                (data_dir / "profile.json").write_text(profile.to_json())
+
+
+@dataclass
+class Community:
+    scenario: Scenario
+    people: list[Participant]
+    timeline: Timeline
+    day_ahead: list[int]
+    nodes_dir: Path
+
+    def by_name(self, name: str) -> Participant:
+        for p in self.people:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def prepare_community(s: Scenario, out_dir: Path, *, startup_s: float, now_wall_ms: int) -> Community:
+    """Build everything a run needs on disk; the clock starts ``startup_s`` from now (nodes need
+    that long to start, connect and receive their credits before the first slot matters)."""
+    people = build_participants(s)
+    memory = s.transport == "memory"
+    if not memory:
+        for p, port in zip(people, free_ports(len(people))):
+            p.port = port
+    day_ahead = compute_energy(s, people)
+    timeline = make_timeline(s, now_wall_ms + int(startup_s * 1000))
+    nodes_dir = Path(out_dir) / "nodes"
+    write_node_dirs(s, people, timeline, nodes_dir, memory=memory)
+    (Path(out_dir) / "community.json").write_text(json.dumps({
+        "scenario": s.name, "zone": ZONE, "slot_s": s.slot_s, "profile_start_ms": timeline.profile_start_ms,
+        "end_ms": timeline.end_ms, "retail_price": s.retail_price, "feed_in_price": s.feed_in_price,
+        "day_ahead": day_ahead, "gateway": people[0].account,
+        "participants": [{"name": p.name, "role": p.role, "account": p.account, "validator": p.validator,
+                          "operator": p.operator, "pv_kwp": p.pv_kwp, "battery_wh": p.battery_wh,
+                          "has_ev": p.has_ev} for p in people]}, indent=1))
+    return Community(s, people, timeline, day_ahead, nodes_dir)

