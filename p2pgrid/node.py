@@ -59,7 +59,7 @@ from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.node_agent import agent_services, gate_transport
 from p2pgrid.node_gateway import gateway_services
-from p2pgrid.node_trading import LedgerNodeService, TradingNodeService, has_ledger
+from p2pgrid.node_trading import LedgerNodeService, SettlementNodeService, TradingNodeService, has_ledger
 from p2pgrid.node_rpc import api_services
 from p2pgrid.wire import Order, Side, Signed, Source, sign
 
@@ -189,7 +189,7 @@ class Node:
         self.trading: TradingService | None = None              # set once the trading service runs
         self.services: list[Service] = [OrderGossipService(), Bootstrap()]
         if has_ledger(config):
-            self.services += [LedgerNodeService(), TradingNodeService()]
+            self.services += [LedgerNodeService(), TradingNodeService(), SettlementNodeService()]
         self.services += api_services(config)      # [rpc] and [metrics], after trading
         self.services += [StatusWriter(), ControlInbox()]
         if config.agent.strategy == "random":

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from p2pgrid.errors import ConfigError, P2PGridError
-from p2pgrid.ledger.chain import LedgerRules
 from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.service import LedgerConfig, open_ledger_service
 from p2pgrid.ledger.store import open_store
+from p2pgrid.settlement import ImbalancePrices
+from p2pgrid.settlement_entries import SettlementLedgerRules
+from p2pgrid.settlement_service import SettlementService
 from p2pgrid.trading.own_orders import OwnOrderJournal
 from p2pgrid.trading.service import TradingConfig, TradingService
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_DB = "ledger.sqlite"
 OWN_ORDERS_FILE = "own-orders.journal"
+LOCK_TTL_REAL_S = 30.0
 DIAL_RETRY_S = 0.5
 
 
@@ -41,7 +44,10 @@ def ledger_config(config: NodeConfig) -> LedgerConfig:
     zone = config.zone
     if not has_ledger(config):
         raise ConfigError("zone.validators and zone.gateway_account are needed for a ledger")
-    rules = LedgerRules(zone.id, bytes.fromhex(zone.gateway_account), zone.credit_limit_uc)
+    # The zone's settlement terms travel with its ledger rules: validators recompute settlements.
+    rules = SettlementLedgerRules(zone.id, bytes.fromhex(zone.gateway_account), zone.credit_limit_uc,
+                                  slots=zone.slot_rules,
+                                  prices=ImbalancePrices(zone.tariffs.retail_price, zone.tariffs.feed_in_price))
     committee = Committee(zone.id, 0, tuple(bytes.fromhex(v.public_key) for v in zone.validators))
     return LedgerConfig(rules, committee)
 
@@ -81,10 +87,29 @@ class TradingNodeService:
     async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         if node.ledger is None or node.order_gossip is None:
             raise RuntimeError("trading starts after the ledger and order gossip services")
-        config = TradingConfig(node.zone, node.config.zone.slot_rules)
+        # A lock waits for its fill in market time; under a scaled clock (simnet) market time runs
+        # ``speed`` times faster than the real time a take needs, so give it real seconds.
+        speed = float(getattr(node.clock, "speed", 1.0))
+        config = TradingConfig(node.zone, node.config.zone.slot_rules,
+                               lock_ttl_ms=max(60_000, int(LOCK_TTL_REAL_S * 1000 * speed)))
         journal = OwnOrderJournal(node.config.node.data_dir / OWN_ORDERS_FILE)
         trading = TradingService(node.key, config, node.transport, node.ledger, node.order_gossip,
                                  node.clock.now_ms, journal)
         node.trading = trading
         node.order_listeners.append(trading.on_delivery)
         await trading.run(consume_gossip=False, task_status=task_status)
+
+
+class SettlementNodeService:
+    """On the zone gateway's node: propose the ``settle`` entry of each slot once it is due
+    (``p2pgrid.settlement_service``). Other nodes run nothing here."""
+
+    name = "settlement"
+
+    async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if node.ledger is None:
+            raise RuntimeError("settlement starts after the ledger service")
+        if node.ledger.rules.gateway != node.key.public_key:
+            task_status.started()
+            await trio.sleep_forever()
+        await SettlementService(node.ledger, node.clock.now_ms).run(task_status=task_status)

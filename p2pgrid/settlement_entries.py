@@ -44,10 +44,11 @@ Mapping settlement and certificates onto the ledger
   - ``bad_body`` unless the body equals, exactly, what the validator recomputes from its
     certified state: trades = filled locks whose ``lock.slot == slot`` (``filled_wh`` > 0; the
     gateway's own trades are left out, it is the grid), meter entries = certified ``meter``
-    entries of the slot. A node whose meter entry is missing then is settled as zero delivery.
+    entries of the slot, prices = the zone's imbalance prices for the slot. A node whose meter
+    entry is missing then is settled as zero delivery.
 
   Applying it (``process_settle``) recomputes ``settle_slot`` + ``certify_slot`` from exactly the
-  trades and meter entries the body names (``is_ready`` waits until they are all in the state, so
+  trades and meter entries the body names, at the prices the body states (``is_ready`` waits until they are all in the state, so
   the result does not depend on the order entries are applied in), moves every posting between
   the account and the gateway, and stores ``SlotSettlement`` in ``extra[settle_key(slot)]`` and
   ``SlotCertificates`` in ``certificates[settle_key(slot)]``. Postings are **obligations**: they
@@ -66,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pgrid.certificates import CertificateRegistry, SlotCertificates, certify_slot
-from p2pgrid.errors import SettlementError, WireError
+from p2pgrid.errors import ConfigError, SettlementError, WireError
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
     register_kind,
@@ -280,10 +281,13 @@ class PostingBody:
 @struct
 @dataclass(frozen=True)
 class SettleBody:
-    """The settlement of ``slot``: the trades (take ids) and metered accounts it settled, sorted,
-    and its imbalance postings (sorted by account)."""
+    """The settlement of ``slot``: the imbalance prices it used (so applying it needs no zone
+    configuration: offline tools derive the same state), the trades (take ids) and metered
+    accounts it settled, sorted, and its imbalance postings (sorted by account)."""
 
     slot: int = field(metadata={"min": 0})
+    shortfall_price: int = field(metadata={"min": 0, "max": MAX_POSTING_UC})
+    feed_in_price: int = field(metadata={"min": 0, "max": MAX_POSTING_UC})
     trades: tuple[bytes, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
     meters: tuple[bytes, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
     postings: tuple[PostingBody, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
@@ -344,7 +348,8 @@ def compute_settlement(state: LedgerState, rules: LedgerRules, slot: int) -> tup
 
 
 def _body_of(settlement: SlotSettlement) -> SettleBody:
-    return SettleBody(slot=settlement.slot,
+    return SettleBody(slot=settlement.slot, shortfall_price=settlement.prices.shortfall_price,
+                      feed_in_price=settlement.prices.feed_in_price,
                       trades=tuple(sorted(d.trade_id for d in settlement.deliveries)),
                       meters=tuple(sorted(m.account for m in settlement.meter_entries)),
                       postings=tuple(PostingBody(p.account, p.amount_uc) for p in imbalance_postings(settlement)))
@@ -381,6 +386,9 @@ def validate_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: L
 
 
 def _difference(body: SettleBody, expected: SettleBody) -> str:
+    for name in ("shortfall_price", "feed_in_price"):
+        if getattr(body, name) != getattr(expected, name):
+            return f"{name}: {getattr(body, name)} proposed, {getattr(expected, name)} expected"
     for name in ("trades", "meters", "postings"):
         if getattr(body, name) != getattr(expected, name):
             return f"{name}: {len(getattr(body, name))} proposed, {len(getattr(expected, name))} expected"
@@ -399,8 +407,9 @@ def process_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: Le
     trades = [_trade_of(t, state.locks[t], rules.zone) for t in body.trades]
     meters = [m for m in meter_entries_for_slot(state, body.slot) if m.account in set(body.meters)]
     try:
-        settlement = settle_slot(body.slot, trades, meters, tariffs_of(rules))
-    except (SettlementError, EntryRejected) as exc:
+        settlement = settle_slot(body.slot, trades, meters,
+                                 ZoneTariffs(rules.gateway, body.shortfall_price, body.feed_in_price))
+    except (SettlementError, ConfigError) as exc:
         raise ChainInconsistent(f"certified settlement of slot {body.slot} cannot be recomputed: {exc}") from None
     if _body_of(settlement) != body:
         raise ChainInconsistent(f"certified settlement of slot {body.slot} differs from its inputs")

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         from p2pgrid.cli import ledger
 
         ledger.register(subparsers)
+    if importlib.util.find_spec("p2pgrid.cli.settlement") is not None:
+        from p2pgrid.cli import settlement
+
+        settlement.register(subparsers)
     return parser
 
 

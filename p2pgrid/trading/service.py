@@ -108,6 +108,7 @@ class TradingStats:
     takes_refused: dict[str, int] = field(default_factory=dict)
     executions: int = 0
     releases: int = 0
+    quorum_retries: int = 0
 
 
 class TradingService:
@@ -366,18 +367,30 @@ class TradingService:
         return min(self.config.slot_rules.gate_closure_ms(slot), self.clock() + self.config.lock_ttl_ms)
 
     async def _certify(self, entry: Signed) -> object:
-        """Certify one of our entries. A fill may reach a validator before the lock it consumes
-        (the lock's confirm and the fill's vote request travel different streams): retry those."""
-        for attempt in range(4):
+        """Certify one of our entries, riding out two transient refusals:
+
+        * a fill may reach a validator before the lock it consumes (the lock's confirm and the
+          fill's vote request travel on different streams): retried a few times;
+        * no quorum reachable (a partition): the *same* entry is offered again until a quorum
+          answers or the caller's deadline (``take_timeout_s``) cancels us. Re-offering the same
+          entry matters: validators that already voted for it at this seq would refuse any other.
+        """
+        lock_retries = 0
+        delay = 0.05
+        while True:
             try:
                 return await self.ledger.submit(entry)
             except BatchRejected as exc:
                 reasons = {r.reason for rs in exc.reasons.values() for r in rs}
-                if attempt == 3 or RejectReason.NO_LOCK.value not in reasons:
+                if not reasons:                       # nobody refused: no quorum answered
+                    self.stats.quorum_retries += 1
+                elif RejectReason.NO_LOCK.value in reasons and lock_retries < 3:
+                    lock_retries += 1
+                    entry = self.ledger.next_entry(entry.body.kind, decode_body(entry.body))
+                else:
                     raise
-                await trio.sleep(0.05 * 2 ** attempt)
-                entry = self.ledger.next_entry(entry.body.kind, decode_body(entry.body))
-        raise AssertionError("unreachable")  # pragma: no cover
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
         """Until the certified lock ``take_id`` is in our state: pull ``owner``'s chain, then wait."""

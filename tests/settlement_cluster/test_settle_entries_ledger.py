@@ -1,6 +1,7 @@
 """The ``settle`` ledger kind: a slot's settlement as a certified entry that validators recompute."""
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,7 @@ from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.metering import MeterReading, MeterRegistration
 from p2pgrid.settlement import ImbalancePrices
 from p2pgrid.settlement_entries import (
-    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, PostingBody, SettleBody, SettlementLedgerRules,
+    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, PostingBody, SettlementLedgerRules,
     certificate_registry, certificates_of, compute_settlement, settlement_of, slots_to_settle,
 )
 from p2pgrid.units import SlotRules, trade_value
@@ -118,16 +119,18 @@ def test_settled_state_root_does_not_depend_on_the_order_entries_are_applied_in(
     assert pending == {}
     assert state_root(derived) == state_root(state)
     assert derived.money_total() == 0
+    # Offline tools know only the plain zone rules: applying needs nothing else.
+    offline, pending = derive_state(entries, LedgerFixture().rules)
+    assert pending == {} and state_root(offline) == state_root(state)
 
 
 def test_invalid_settle_that_differs_from_the_recomputation():
     state = traded_and_metered()
     body, _ = compute_settlement(state, FIX.rules, SLOT)
-    kind_to_seller = [PostingBody(p.account, p.amount_uc + (1 if p.account == SELLER.public_key else 0))
+    richer_seller = [PostingBody(p.account, p.amount_uc + (1 if p.account == SELLER.public_key else 0))
                       for p in body.postings]
-    for bad in (SettleBody(SLOT, body.trades, body.meters, tuple(kind_to_seller)),
-                SettleBody(SLOT, body.trades[:1], body.meters, body.postings),
-                SettleBody(SLOT, body.trades, body.meters[1:], body.postings)):
+    for bad in (replace(body, postings=tuple(richer_seller)), replace(body, trades=body.trades[:1]),
+                replace(body, meters=body.meters[1:]), replace(body, shortfall_price=RETAIL - 1)):
         before = state_root(state)
         with pytest.raises(EntryRejected, match="differs from the recomputation") as info:
             run(state, GATEWAY, SETTLE_KIND, bad, DUE_MS)

@@ -60,6 +60,16 @@ async def wait_for_pool(nodes, slot) -> bytes:
                           host.trading.config.slot_rules.tradable_slots(host.trading.clock())[:3]))
 
 
+async def settle(nodes):
+    """Until the host has opened its pools and every node holds the same ledger: stopping a cluster
+    in the middle of a certification makes teardown noisy (stores close under live handlers)."""
+    host = nodes[STATION].pool_host
+    with trio.fail_after(30):
+        await wait_until(lambda: all(host.record(host.pool_id(s)) for s in
+                                     host.slot_rules.tradable_slots(host.clock())[:POOLS.slots_ahead]))
+    await converge(nodes)
+
+
 async def converge(nodes):
     with trio.fail_after(30):
         await wait_until(lambda: len({n.ledger.state.height for n in nodes}) == 1
@@ -104,7 +114,7 @@ async def test_buy_routed_across_book_and_pool_is_certified_everywhere(kind, tmp
         sale = await nodes[HOUSEHOLD_A].trading.execute(Side.SELL, 300, slot, limit_price=100_000)
         assert sale.filled_wh == 300 and {e.counterparty for e in sale.executions} == {station.account}
 
-        await converge(nodes)
+        await settle(nodes)
         state = consumer_b.ledger.state
         record = state.pools[pool_id]
         assert isinstance(record, PoolRecord) and record.pool.energy_wh <= record.pool.energy_cap_wh
@@ -187,6 +197,7 @@ async def test_each_bad_swap_request_is_refused_with_its_reason_and_changes_noth
         assert {a: state.balance(a) for a in balances_before} == balances_before
         assert not any(key.startswith("swap/") for key in state.extra)
         assert station.pool_host.stats.swaps == 0
+        await settle(nodes)
 
 
 async def test_forged_pool_announcements_are_rejected(tmp_path):
@@ -202,3 +213,4 @@ async def test_forged_pool_announcements_are_rejected(tmp_path):
         assert client.validate_announcement(nodes[3].account, genuine.encoded) is ValidationResult.REJECT
         assert client.validate_announcement(nodes[STATION].account, relayed) is ValidationResult.REJECT
         assert client.validate_announcement(nodes[STATION].account, b"junk") is ValidationResult.REJECT
+        await settle(nodes)
