@@ -10,15 +10,19 @@ Layout of a node config file (every key is optional unless noted; see ``node-con
     [[zone.validators]] public_key (hex), address (multiaddr)
     [network]   listen, bootstrap, mdns, publish_interval_ms
     [clock]     mode (system | scaled), sim_epoch_ms, speed, anchor_wall_ms
-    [devices]   mode (simulated | real)
+    [devices]   mode (simulated | real), base_load_w, sample_period_ms, series_file, series_start_s
     [devices.pv] [devices.battery] [[devices.ev_chargers]] [devices.meter] [devices.adapter]
     [pool]      enabled, fee_bps, max_share, min_reserve_wh
     [agent]     strategy, seed, tick_ms, orders_per_tick, qty_min_wh, qty_max_wh, price_min, price_max,
-                order_ttl_s, max_orders, profile_file
+                order_ttl_s, max_orders, profile_file; agent strategy: horizon_slots, offer_lead_slots,
+                buy_lead_slots, fill_probability, expected_p2p_price, reprice_ramp_s, reprice_min_change,
+                min_qty_wh
     [gateway]   fund_uc, fund_accounts          (the zone operator's node: initial credits)
     [simnet]    fault_control, overfill_once    (test-only switches; never set in production)
     [rpc]       enabled, port
     [metrics]   enabled, port
+    [invest]    capex_uc, opex_uc_per_year, lifetime_years, degradation_per_year, discount_rate
+                (investment terms, read only by ``p2pgrid invest report``)
 
 **Presets per network stay apart from per-node configs**: ``[zone] preset = "zone-local.toml"``
 loads a zone preset (a file holding one ``[zone]`` table, path relative to the config file);
@@ -217,6 +221,13 @@ class DevicesSection:
     ev_chargers: tuple[EvChargerSection, ...] = field(default=(), metadata=doc("EV chargers."))
     meter: MeterSection = field(default_factory=MeterSection, metadata=doc("The grid meter."))
     adapter: AdapterSection | None = field(default=None, metadata=doc("Real hardware adapter (mode = real)."))
+    sample_period_ms: int = field(default=1000, metadata=doc(
+        "Agent strategy: how often each device is read, in real ms (p2pgrid.node_devices).", min=10))
+    series_file: str = field(default="", metadata=doc(
+        "Simulated devices: JSON file in data_dir with load and PV energy per zone slot "
+        "({\"load\": [Wh], \"pv\": [Wh]}, as simnet's energy.json); empty = constant base_load_w, no PV."))
+    series_start_s: int = field(default=0, metadata=doc(
+        "Simulated devices: UTC seconds of the first slot of series_file.", min=0))
 
     def __post_init__(self) -> None:
         if self.mode == "real" and self.adapter is None:
@@ -236,8 +247,9 @@ class PoolSection:
 class AgentSection:
     strategy: str = field(default="none", metadata=doc(
         "none: place no orders by itself. random: seeded random orders (demo/simnet). "
-        "profile: trade the expected surplus/need of the slots from profile_file (simnet).",
-        choices=("none", "random", "profile")))
+        "profile: trade the expected surplus/need of the slots from profile_file (simnet). "
+        "agent: trade from the node's own devices through forecasts and the battery plan (p2pgrid.node_planner).",
+        choices=("none", "random", "profile", "agent")))
     seed: int = field(default=0, metadata=doc("Seed of the agent's randomness.", min=0))
     tick_ms: int = field(default=2000, metadata=doc("How often the agent decides, in real ms.", min=10))
     orders_per_tick: int = field(default=2, metadata=doc("Random strategy: orders per tick.", min=0, max=256))
@@ -251,6 +263,22 @@ class AgentSection:
     profile_file: str = field(default="profile.json", metadata=doc(
         "Profile strategy: JSON file in data_dir with the node's expected net energy and prices per slot "
         "(written by simnet; see p2pgrid.node_agent)."))
+    horizon_slots: int = field(default=48, metadata=doc(
+        "Agent strategy: slots planned ahead (forecast horizon of the battery plan).", min=2, max=672))
+    offer_lead_slots: int = field(default=4, metadata=doc(
+        "Agent strategy: the nearest tradable slots (after the first) that get resting offers.", min=1))
+    buy_lead_slots: int = field(default=1, metadata=doc(
+        "Agent strategy: the nearest tradable slots (after the first) whose need is bought from the book.", min=1))
+    fill_probability: float = field(default=0.5, metadata=doc(
+        "Agent strategy: expected chance an order fills at the local price (planning prices).", min=0.0, max=1.0))
+    expected_p2p_price: int = field(default=0, metadata=doc(
+        "Agent strategy: expected local price, µc/kWh; 0 = midway between feed-in and retail.", min=0))
+    reprice_ramp_s: int = field(default=4 * 3600, metadata=doc(
+        "Agent strategy: limit prices move toward the tariff over this long before gate closure.", min=1))
+    reprice_min_change: int = field(default=1000, metadata=doc(
+        "Agent strategy: replace a resting order when its limit moved by at least this, µc/kWh.", min=1))
+    min_qty_wh: int = field(default=50, metadata=doc(
+        "Agent strategy: smallest order worth placing, Wh (smaller needs are left to the grid).", min=1))
 
     def __post_init__(self) -> None:
         if self.qty_min_wh > self.qty_max_wh:
@@ -295,6 +323,23 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class InvestSection:
+    """Investment terms of the node's installation, read only by ``p2pgrid invest report``. The
+    defaults are a rough 300 kWp PV + 200 kWh storage station with two chargers (1 credit ≈ 1 €)."""
+
+    capex_uc: int = field(default=400_000 * 1_000_000, metadata=doc(
+        "Capital expense of the installation, µc (default 400 000 credits: PV 300 kWp, battery 200 kWh, "
+        "chargers, grid connection).", min=0))
+    opex_uc_per_year: int = field(default=8_000 * 1_000_000, metadata=doc(
+        "Operating expense per year (maintenance, insurance, metering), µc.", min=0))
+    lifetime_years: int = field(default=20, metadata=doc("Years the installation earns.", min=1, max=100))
+    degradation_per_year: float = field(default=0.01, metadata=doc(
+        "Fraction of yearly earnings lost each year to PV and battery ageing.", min=0.0, max=1.0))
+    discount_rate: float = field(default=0.06, metadata=doc(
+        "Yearly discount rate for NPV and the levelised cost.", min=0.0, max=1.0))
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a node needs to start, checked. Build it with ``load_config``."""
 
@@ -309,6 +354,7 @@ class NodeConfig:
     simnet: SimnetSection = field(default_factory=SimnetSection, metadata=doc("Test-only simulation switches."))
     rpc: RpcSection = field(default_factory=RpcSection, metadata=doc("Local JSON-RPC API."))
     metrics: MetricsSection = field(default_factory=MetricsSection, metadata=doc("Prometheus metrics."))
+    invest: InvestSection = field(default_factory=InvestSection, metadata=doc("Investment terms (reports only)."))
     source: Path | None = field(default=None, compare=False, metadata=doc("File this config was read from."))
 
 

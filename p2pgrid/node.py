@@ -13,6 +13,8 @@ Composition (imperative shell; the rules live in pure modules)::
             ├── RandomTrader     agent.strategy = "random": seeded random orders (demo, simnet)
             ├── GatewayFunder    p2pgrid.node_gateway: the zone gateway mints initial credits
             ├── ProfileTrader    p2pgrid.node_agent: agent.strategy = "profile" (simnet); fault controls
+            ├── DeviceService    p2pgrid.node_devices: agent.strategy = "agent": devices, telemetry
+            ├── AgentTrader      p2pgrid.node_planner: agent.strategy = "agent": forecasts, plan, orders
             └── extra services   ledger, market, devices, rpc ... plug in here
 
 **Service protocol.** A service is any object with a ``name`` and
@@ -58,6 +60,8 @@ from p2pgrid.net.orders import OrderDelivery, OrderGossip, open_order_gossip
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.node_agent import agent_services, gate_transport
+from p2pgrid.node_devices import device_services
+from p2pgrid.node_planner import planner_services
 from p2pgrid.node_gateway import gateway_services
 from p2pgrid.node_trading import LedgerNodeService, SettlementNodeService, TradingNodeService, has_ledger
 from p2pgrid.node_rpc import api_services
@@ -187,6 +191,7 @@ class Node:
         self.order_listeners: list[Callable[[OrderDelivery], None]] = []
         self.ledger: LedgerService | None = None                # set once the ledger service runs
         self.trading: TradingService | None = None              # set once the trading service runs
+        self.telemetry: Any = None                               # node_devices.DeviceService, strategy "agent"
         self.services: list[Service] = [OrderGossipService(), Bootstrap()]
         if has_ledger(config):
             self.services += [LedgerNodeService(), TradingNodeService(), SettlementNodeService()]
@@ -196,6 +201,7 @@ class Node:
             self.services.append(RandomTrader())
         if has_ledger(config):
             self.services += gateway_services(config) + agent_services(config)   # node_gateway, node_agent
+            self.services += device_services(config) + planner_services(config)  # node_devices, node_planner
         self.services.extend(extra_services)
         self._nonce = 0
         self._started = trio.Event()
@@ -315,18 +321,23 @@ class Bootstrap:
 
     async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        own = set(node.transport.listen_addrs)
-        pending = [addr for addr in node.config.network.bootstrap if addr not in own]
-        while pending:
-            for addr in list(pending):
-                try:
-                    await node.transport.connect(addr)
-                    pending.remove(addr)
-                    log.info("connected to bootstrap peer %s", addr)
-                except P2PGridError as exc:
-                    log.debug("bootstrap %s not reachable yet: %s", addr, exc)
-            if pending:
-                await trio.sleep(BOOTSTRAP_RETRY_S)
+        await dial_until_connected(node.transport, node.config.network.bootstrap, "bootstrap peer")
+
+
+async def dial_until_connected(transport: Transport, addrs: Sequence[str], what: str) -> None:
+    """Dial every address in ``addrs`` (but our own), retrying each until it answers once."""
+    own = set(transport.listen_addrs)
+    pending = [addr for addr in addrs if addr not in own]
+    while pending:
+        for addr in list(pending):
+            try:
+                await transport.connect(addr)
+                pending.remove(addr)
+                log.info("connected to %s %s", what, addr)
+            except P2PGridError as exc:
+                log.debug("%s %s not reachable yet: %s", what, addr, exc)
+        if pending:
+            await trio.sleep(BOOTSTRAP_RETRY_S)
 
 
 class StatusWriter:

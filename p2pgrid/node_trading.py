@@ -9,12 +9,11 @@ The node dials every validator's address, since votes travel on direct streams.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from p2pgrid.errors import ConfigError, P2PGridError
+from p2pgrid.errors import ConfigError
 from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.service import LedgerConfig, open_ledger_service
 from p2pgrid.ledger.store import open_store
@@ -28,12 +27,9 @@ if TYPE_CHECKING:
     from p2pgrid.config import NodeConfig
     from p2pgrid.node import Node
 
-log = logging.getLogger(__name__)
-
 LEDGER_DB = "ledger.sqlite"
 OWN_ORDERS_FILE = "own-orders.journal"
 LOCK_TTL_REAL_S = 30.0
-DIAL_RETRY_S = 0.5
 
 
 def has_ledger(config: NodeConfig) -> bool:
@@ -68,17 +64,11 @@ class LedgerNodeService:
 
     @staticmethod
     async def _dial_validators(node: Node) -> None:
+        from p2pgrid.node import dial_until_connected   # node.py imports this module
+
         me = node.key.public_key.hex()
-        pending = [v.address for v in node.config.zone.validators if v.address and v.public_key != me]
-        while pending:
-            for addr in list(pending):
-                try:
-                    await node.transport.connect(addr)
-                    pending.remove(addr)
-                except P2PGridError as exc:
-                    log.debug("validator %s not reachable yet: %s", addr, exc)
-            if pending:
-                await trio.sleep(DIAL_RETRY_S)
+        addrs = [v.address for v in node.config.zone.validators if v.address and v.public_key != me]
+        await dial_until_connected(node.transport, addrs, "validator")
 
 
 class TradingNodeService:

@@ -1,7 +1,7 @@
 """Ledger entry kinds for metering, and how settlement results map onto the ledger (pure).
 
-Importing this module registers two kinds with ``p2pgrid.ledger.chain.register_kind`` (no ledger
-file changes):
+Importing this module registers three kinds with ``p2pgrid.ledger.chain.register_kind``:
+``meter_registration``, ``meter`` and ``settle`` (below).
 
 ``meter_registration`` — in the zone **gateway**'s chain (the zone operator). Body: a
   ``metering.MeterRegistration`` whose ``operator`` is the gateway and whose zone is the ledger's
@@ -29,12 +29,13 @@ Mapping settlement and certificates onto the ledger
   account, and a ``settle`` entry posts them (below).
 * Certificates (issue / transfer / retire) are a pure function of a settled slot
   (``certificates.certify_slot``); applying ``settle`` stores the slot's ``SlotCertificates`` in
-  ``state.certificates[settle_key(slot)]`` so the state root covers them.
+  ``state.certificates`` so the state root covers them.
 
 ``settle`` — the settlement of one slot, in the proposer's chain (normally the gateway's; any
-  account may propose, since validators recompute it). Body: ``SettleBody(slot, trades, meters,
-  postings)``: the take ids of the slot's certified trades, the accounts whose certified meter
-  entries were settled, and the imbalance postings. Rules (``validate_settle``):
+  account may propose, since validators recompute it). Body: ``SettleBody(slot, shortfall_price,
+  feed_in_price, trades, meters, postings)``: the prices used, the take ids of the slot's certified
+  trades, the accounts whose certified meter entries were settled, and the imbalance postings.
+  Rules (``validate_settle``):
 
   - the zone's ledger rules must carry the settlement terms (``SettlementLedgerRules``: slot
     calendar and imbalance prices), else ``bad_body``;
@@ -43,18 +44,27 @@ Mapping settlement and certificates onto the ledger
     validator votes for at most one settlement per slot, so a slot settles once);
   - ``bad_body`` unless the body equals, exactly, what the validator recomputes from its
     certified state: trades = filled locks whose ``lock.slot == slot`` (``filled_wh`` > 0; the
-    gateway's own trades are left out, it is the grid), meter entries = certified ``meter``
+    gateway's own trades are left out, it is the grid; pool swaps, whose lock records carry no
+    filled quantity, are not settled yet), meter entries = certified ``meter``
     entries of the slot, prices = the zone's imbalance prices for the slot. A node whose meter
     entry is missing then is settled as zero delivery.
 
   Applying it (``process_settle``) recomputes ``settle_slot`` + ``certify_slot`` from exactly the
-  trades and meter entries the body names, at the prices the body states (``is_ready`` waits until they are all in the state, so
-  the result does not depend on the order entries are applied in), moves every posting between
-  the account and the gateway, and stores ``SlotSettlement`` in ``extra[settle_key(slot)]`` and
-  ``SlotCertificates`` in ``certificates[settle_key(slot)]``. Postings are **obligations**: they
-  may take a balance below the credit limit, which binds voluntary spending only (transfers,
-  locks, burns). Money stays conserved exactly: each posting moves µc between an account and the
-  gateway.
+  trades and meter entries the body names, at the prices the body states (``is_ready`` waits
+  until they are all in the state, so the result does not depend on the order entries are applied
+  in, and applying needs no zone configuration: offline tools derive the same state), moves every
+  posting between the account and the gateway, and stores the ``SlotSettlement`` in
+  ``extra[settle_key(slot)]`` and the ``SlotCertificates`` in ``certificates[certificates_key(slot)]``.
+  The proposer's chain thus moves other accounts' money: chain rule 2 (only an account's own
+  chain debits it) covers voluntary debits; a settlement is a committee-recomputed obligation.
+  Postings, being **obligations**, may take a balance below the credit limit, which binds
+  voluntary spending only (transfers, locks, burns). Money stays conserved exactly: each posting
+  moves µc between an account and the gateway.
+
+  At the deadline edge a meter entry may be voted just before the deadline and certified after
+  some validators already voted for the slot's ``settle``: it is then certified but not settled
+  (the ``settle`` body names the readings it settled, so every node still derives the same
+  state) — exactly as if it had been late. Proposers should settle a little after the deadline.
 
   One ``settle`` entry carries a whole slot: the entry body is at most 1536 bytes, so a slot with
   more than about 20 traded accounts needs splitting into chunks (not done yet).
@@ -76,7 +86,9 @@ from p2pgrid.ledger.messages import Entry
 from p2pgrid.metering import (
     MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistry, decode_meter_reading, validate_meter_reading,
 )
-from p2pgrid.settlement import ImbalancePrices, MeterEntry, Reason, SlotSettlement, TradeRecord, ZoneTariffs, settle_slot
+from p2pgrid.settlement import (
+    ImbalancePrices, MeterEntry, Reason, SlotSettlement, TradeRecord, ZoneTariffs, settle_slot,
+)
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import PUBLIC_KEY_SIZE, struct
 
@@ -84,7 +96,7 @@ __all__ = [
     "METER_KIND", "METER_REGISTRATION_KIND", "SETTLE_KIND", "MeterEntryBody", "MeterRecord", "Posting", "PostingBody",
     "SettleBody", "SettlementLedgerRules", "certificate_registry", "certificates_of", "compute_settlement",
     "imbalance_postings", "meter_entries_for_slot", "meter_registration_of", "settle_key", "settled_slots",
-    "settlement_of", "slots_to_settle", "tariffs_of", "trades_for_slot",
+    "settlement_of", "slots_to_settle", "unsettled_slots", "tariffs_of", "trades_for_slot",
 ]
 
 METER_KIND = "meter"
@@ -355,14 +367,18 @@ def _body_of(settlement: SlotSettlement) -> SettleBody:
                       postings=tuple(PostingBody(p.account, p.amount_uc) for p in imbalance_postings(settlement)))
 
 
-def slots_to_settle(state: LedgerState, rules: LedgerRules, now_ms: int) -> list[int]:
-    """Slots with certified trades or meter entries, past their metering deadline, not yet settled."""
-    if not isinstance(rules, SettlementLedgerRules):
-        return []
+def unsettled_slots(state: LedgerState) -> list[int]:
+    """Slots with certified trades or meter entries and no certified settlement yet."""
     slots = {r.lock.slot for r in state.locks.values() if r.status is LockStatus.FILLED and r.filled_wh > 0}
     slots |= {int(k.rsplit("/", 1)[1]) for k in state.extra if k.startswith("meter/")}
-    return sorted(s for s in slots
-                  if rules.slots.metering_due_ms(s) <= now_ms and settle_key(s) not in state.extra)
+    return sorted(s for s in slots if settle_key(s) not in state.extra)
+
+
+def slots_to_settle(state: LedgerState, rules: LedgerRules, now_ms: int) -> list[int]:
+    """Unsettled slots whose metering deadline has passed (none if the zone cannot settle)."""
+    if not isinstance(rules, SettlementLedgerRules):
+        return []
+    return [s for s in unsettled_slots(state) if rules.slots.metering_due_ms(s) <= now_ms]
 
 
 def validate_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: LedgerRules, now_ms: int) -> None:

@@ -37,8 +37,8 @@ from p2pgrid.identity import NodeKey, load_keystore, save_keystore
 from p2pgrid.ledger.chain import LedgerRules, LedgerState
 from p2pgrid.metering import MeterReading, MeterRegistration
 from p2pgrid.settlement_entries import (
-    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, compute_settlement, meter_registration_of,
-    slots_to_settle,
+    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, compute_settlement,
+    meter_registration_of, slots_to_settle, unsettled_slots,
 )
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Source, sign
@@ -103,7 +103,7 @@ class MeterService:
         self.metered = metered
         self.clock = clock
         self.poll_s = poll_s
-        self.next_slot = slot_rules.slot_of(clock())
+        self.next_slot: int = slot_rules.slot_of(clock())
         self.submitted: list[int] = []
         self.skipped_late: list[int] = []
         self._last: MeterReading | None = None
@@ -131,7 +131,7 @@ class MeterService:
 
     async def meter_due(self) -> list[int]:
         """Submit the readings of every slot that ended since the last call. Returns their slots."""
-        done = []
+        done: list[int] = []
         now = self.clock()
         while self.slot_rules.slot_end_ms(self.next_slot) <= now:
             slot, self.next_slot = self.next_slot, self.next_slot + self.slot_rules.length_s
@@ -151,7 +151,7 @@ class MeterService:
             done.append(slot)
         return done
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             await self.meter_due()
@@ -166,22 +166,39 @@ class SettlementService:
         self.clock = clock
         self.poll_s = poll_s
         self.settled: list[int] = []
+        self._scanned_height: int | None = None   # state height at the last full scan
+        self._next_due_ms: int | None = None      # earliest deadline of a slot still waiting for it
+
+    def _scan_needed(self, now_ms: int) -> bool:
+        """Scanning the state costs O(state): only redo it when the state grew or a deadline passed."""
+        if self.ledger.state.height != self._scanned_height:
+            return True
+        return self._next_due_ms is not None and now_ms >= self._next_due_ms
 
     async def settle_due(self) -> list[int]:
         """Propose every due slot once; returns the slots certified now (refused ones wait)."""
-        done = []
-        for slot in slots_to_settle(self.ledger.state, self.ledger.rules, self.clock()):
+        now = self.clock()
+        if not self._scan_needed(now):
+            return []
+        self._scanned_height = self.ledger.state.height
+        rules = self.ledger.rules
+        waiting = [rules.slots.metering_due_ms(s) for s in unsettled_slots(self.ledger.state)
+                   if isinstance(rules, SettlementLedgerRules) and rules.slots.metering_due_ms(s) > now]
+        self._next_due_ms = min(waiting, default=None)
+        done: list[int] = []
+        for slot in slots_to_settle(self.ledger.state, rules, now):
             try:
-                body, _ = compute_settlement(self.ledger.state, self.ledger.rules, slot)
+                body, _ = compute_settlement(self.ledger.state, rules, slot)
                 await self.ledger.submit(self.ledger.next_entry(SETTLE_KIND, body))
             except (LedgerError, SettlementError) as exc:
                 log.info("settlement of slot %d not certified yet: %s", slot, exc)
+                self._scanned_height = None   # retry at the next poll
                 continue
             self.settled.append(slot)
             done.append(slot)
         return done
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             await self.settle_due()

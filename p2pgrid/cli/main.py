@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         from p2pgrid.cli import settlement
 
         settlement.register(subparsers)
+    if importlib.util.find_spec("p2pgrid.cli.invest") is not None:
+        from p2pgrid.cli import invest
+
+        invest.register(subparsers)
     return parser
 
 

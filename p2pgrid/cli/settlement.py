@@ -165,14 +165,14 @@ def render_statement(state: LedgerState, day_start: int, account: bytes | None =
     by_reason: dict[Reason, int] = defaultdict(int)
     total = 0
     for settled in slots:
-        line = next((x for x in settled.lines if x.account == account), None)
-        if line is None:
+        mine = next((x for x in settled.lines if x.account == account), None)
+        if mine is None:
             continue
-        total += line.net_uc
-        for reason, amount in line.payments:
+        total += mine.net_uc
+        for reason, amount in mine.payments:
             by_reason[reason] += amount
-        table.add_row(slot_label(settled.slot)[11:], str(line.sold_wh), str(line.bought_wh), str(line.export_wh),
-                      str(line.import_wh), format_credits(line.net_uc))
+        table.add_row(slot_label(settled.slot)[11:], str(mine.sold_wh), str(mine.bought_wh), str(mine.export_wh),
+                      str(mine.import_wh), format_credits(mine.net_uc))
     table.caption = f"net for the day: {format_credits(total)}"
     reasons = Table(title="by reason (+ received, - paid)")
     reasons.add_column("reason")

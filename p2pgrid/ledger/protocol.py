@@ -97,6 +97,11 @@ class VoteCollector:
             self.outcome = QuorumImpossible(dict(self._rejections))
         return self.outcome
 
+    @property
+    def votes_received(self) -> int:
+        """Validators that voted for the batch: once any did, its entries may yet be certified."""
+        return len(self._votes)
+
     def certified_entries(self) -> CertifiedEntries:
         if not isinstance(self.outcome, Certified):
             raise LedgerError("the batch is not certified")

@@ -201,6 +201,8 @@ class LedgerService:
         self._in_flight: dict[bytes, trio.Event] = {}     # batch roots being stored right now
         self._voted: dict[bytes, bytes] = {}
         self._vote_lock = trio.Lock()
+        self._in_doubt: dict[bytes, dict[int, Signed[Entry]]] = {}   # account → seq → entry voted for, uncertified
+        self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
         self._links: dict[bytes, _ValidatorLink] = {}
@@ -258,12 +260,28 @@ class LedgerService:
     async def submit(self, entry: Signed[Entry]) -> Certificate:
         """Certify ``entry`` (batched with others); returns its certificate once stored and gossiped.
         Raises ``BatchRejected`` if the committee refused its batch."""
-        pending = _Pending(entry, trio.Event())
-        self._queue_send.send_nowait(pending)
+        if self._in_doubt.get(entry.body.account):
+            self._repropose_in_doubt()      # an entry in doubt goes first, or this one cannot follow
+        pending = self._enqueue(entry)
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error
         return pending.certificate  # type: ignore[return-value]
+
+    def _enqueue(self, entry: Signed[Entry]) -> _Pending:
+        """Queue ``entry`` for certification, once: the same entry submitted again (a retry, a
+        re-proposal) waits for the one already queued instead of racing it for its seq."""
+        key = entry_hash(entry)
+        pending = self._queued.get(key)
+        if pending is None:
+            pending = _Pending(entry, trio.Event())
+            self._queued[key] = pending
+            self._queue_send.send_nowait(pending)
+        return pending
+
+    def _finish(self, pending: _Pending) -> None:
+        self._queued.pop(entry_hash(pending.entry), None)
+        pending.done.set()
 
     async def _batcher(self) -> None:
         deferred: list[_Pending] = []
@@ -299,7 +317,7 @@ class LedgerService:
                 expect[account] = seq + 1
             elif seq < self.state.head(account).next_seq:
                 p.error = EntryRejected(RejectReason.SEQ_REUSED, f"seq {seq} is certified already")
-                p.done.set()
+                self._finish(p)
             else:
                 rest.append(p)
         return batch, rest
@@ -309,7 +327,7 @@ class LedgerService:
         for p in deferred:
             if p.entry.body.account in failed_accounts:
                 p.error = BatchRejected("an earlier entry of this chain was rejected")
-                p.done.set()
+                self._finish(p)
             else:
                 keep.append(p)
         return keep
@@ -338,11 +356,32 @@ class LedgerService:
             error = BatchRejected(_describe(collector.outcome), dict(collector.outcome.rejections))
         else:
             error = BatchRejected("no quorum of votes in time" if scope.cancelled_caught else "no quorum")
+        in_doubt = collector.votes_received > 0
         for p in batch:
             p.error = error
-            self._tips[p.entry.body.account] = self.state.head(p.entry.body.account)
-            p.done.set()
+            account = p.entry.body.account
+            if in_doubt:
+                # Some validator voted for this entry at its seq and will never vote for another
+                # there: the chain must not build a different entry at that seq (it would be stuck
+                # for good). Keep the tip on top of it and offer the same entry again later.
+                self._in_doubt.setdefault(account, {})[p.entry.body.seq] = p.entry
+                self._tips[account] = ChainHead(p.entry.body.seq + 1, entry_hash(p.entry))
+            else:
+                self._tips[account] = self.state.head(account)
+            self._finish(p)
         return {p.entry.body.account for p in batch}
+
+    def _repropose_in_doubt(self) -> None:
+        """Queue again every entry some validator voted for that is not certified yet."""
+        for account, entries in list(self._in_doubt.items()):
+            head = self.state.head(account).next_seq
+            live = {seq: e for seq, e in entries.items() if seq >= head}
+            if live:
+                self._in_doubt[account] = live
+                for seq in sorted(live):
+                    self._enqueue(live[seq])
+            else:
+                del self._in_doubt[account]
 
     async def _answer(self, batch: list[_Pending], certificate: Certificate,
                       confirmations: list[tuple[_ValidatorLink, trio.Event]]) -> None:
@@ -369,7 +408,7 @@ class LedgerService:
                     nursery.cancel_scope.cancel()
         for p in batch:
             p.certificate = certificate
-            p.done.set()
+            self._finish(p)
 
     async def _ask_vote(self, validator: bytes, collector: VoteCollector, scope: trio.CancelScope) -> None:
         try:
@@ -592,6 +631,7 @@ class LedgerService:
         turn = 0
         while True:
             await trio.sleep(self.config.sync_interval_s)
+            self._repropose_in_doubt()
             peers = sorted(self.transport.peers())
             if peers:
                 turn += 1

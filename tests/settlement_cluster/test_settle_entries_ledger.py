@@ -4,9 +4,13 @@ import random
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from p2pgrid.certificates import total_wh
-from p2pgrid.ledger.chain import EntryRejected, LedgerState, RejectReason, conflict_keys, derive_state, process_entry, state_root
+from p2pgrid.ledger.chain import (
+    EntryRejected, LedgerState, RejectReason, conflict_keys, derive_state, process_entry, state_root,
+)
 from p2pgrid.ledger.messages import Fill, Lock, Mint
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.metering import MeterReading, MeterRegistration
@@ -177,3 +181,34 @@ def test_invalid_settle_in_a_zone_without_settlement_terms():
     body, _ = compute_settlement(state, FIX.rules, SLOT)
     with pytest.raises(EntryRejected, match="no settlement terms"):
         run(state, GATEWAY, SETTLE_KIND, body, DUE_MS, rules=LedgerFixture().rules)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seller=st.tuples(st.integers(0, 3_000), st.integers(0, 3_000)),
+       buyer=st.one_of(st.none(), st.integers(0, 3_000)), heavy=st.integers(0, 5_000),
+       qty=st.tuples(st.integers(1, 1_000), st.integers(1, 1_000)), seed=st.integers(0, 2**16))
+def test_money_stays_conserved_and_the_root_order_free_whatever_the_meters_say(seller, buyer, heavy, qty, seed):
+    LOG.clear()
+    export, green = seller[0], min(seller)
+    state = LedgerState()
+    for key in (SELLER, BUYER, NO_METER):
+        run(state, GATEWAY, "mint", Mint(key.public_key, CREDITS), TRADE_MS)
+    for account, meter in METERS.items():
+        run(state, GATEWAY, METER_REGISTRATION_KIND,
+            MeterRegistration(GATEWAY.public_key, account, meter.public_key, FIX.zone, 0), TRADE_MS)
+    trade(state, b"\x01" * 16, BUYER, qty[0], 200_000)
+    trade(state, b"\x02" * 16, NO_METER, qty[1], 150_000, green=False)
+    run(state, SELLER, METER_KIND, reading(SELLER, export_wh=export, green_wh=green), METER_MS)
+    if buyer is not None:
+        run(state, BUYER, METER_KIND, reading(BUYER, import_wh=buyer), METER_MS)
+    run(state, HEAVY, METER_KIND, reading(HEAVY, import_wh=heavy), METER_MS)
+    run(state, GATEWAY, SETTLE_KIND, compute_settlement(state, FIX.rules, SLOT)[0], DUE_MS)
+
+    assert state.money_total() == 0
+    certs = certificates_of(state, SLOT)
+    assert total_wh(certs.issued) == green
+    assert sum(r.units.wh for r in certs.retirements) <= min(green, buyer or 0)
+    entries = list(LOG)
+    random.Random(seed).shuffle(entries)
+    derived, pending = derive_state(entries, FIX.rules)
+    assert pending == {} and state_root(derived) == state_root(state)

@@ -1,0 +1,79 @@
+"""``p2pgrid invest …``: what an installation earns, from certified ledger entries of simnet runs.
+
+    p2pgrid invest report --account NAME|HEX --from [SEASON=]SIMNET_OUT [--from …]
+                          [--config NODE.toml] [--ledger-of NODE] [--out DIR]
+
+Each ``--from`` is a simnet output dir, optionally labelled with the season it stands for
+(``winter``, ``spring``, ``summer``, ``autumn``; unlabelled means ``spring``); several runs are
+annualised by season (see ``p2pgrid.invest.annualise``). The investment terms come from the
+``[invest]`` section of ``--config`` (defaults: a 300 kWp / 200 kWh station). Writes
+``invest.html``, ``invest.json`` and ``plots/`` into ``--out`` (default ``<first run>/invest``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from p2pgrid.config import InvestSection, load_config
+from p2pgrid.errors import ConfigError
+from p2pgrid.invest import SEASON_DAYS, InvestTerms
+from p2pgrid.invest_report import InvestReport, build_report, read_run, write_report
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    invest = subparsers.add_parser("invest", help="investment figures from certified ledger entries")
+    commands = invest.add_subparsers(dest="invest_command", required=True, metavar="COMMAND")
+    report = commands.add_parser("report", help="cash-flow statement, NPV/IRR/payback, HTML + JSON report")
+    report.add_argument("--account", required=True, help="participant name, public key hex or unique prefix")
+    report.add_argument("--from", dest="runs", action="append", required=True, metavar="[SEASON=]SIMNET_OUT",
+                        help="a simnet output dir; repeat with season labels to annualise over seasons")
+    report.add_argument("--config", type=Path, help="node config whose [invest] section holds the terms")
+    report.add_argument("--ledger-of", dest="ledger_of", metavar="NODE",
+                        help="read the ledger copy of this node (default: the account's own node)")
+    report.add_argument("--out", type=Path, help="output dir (default: <first run>/invest)")
+    report.set_defaults(func=do_report)
+
+
+def parse_run(text: str) -> tuple[str, Path]:
+    """``summer=runs/jul`` → ("summer", Path("runs/jul")); a bare path is spring."""
+    season, sep, path = text.partition("=")
+    if not sep:
+        return "spring", Path(text)
+    if season not in SEASON_DAYS:
+        raise ConfigError(f"--from {text!r}: season must be one of {', '.join(SEASON_DAYS)}")
+    return season, Path(path)
+
+
+def terms_of(section: InvestSection) -> InvestTerms:
+    return InvestTerms(section.capex_uc, section.opex_uc_per_year, section.lifetime_years,
+                       section.degradation_per_year, section.discount_rate)
+
+
+def do_report(args: argparse.Namespace) -> int:
+    section = load_config(args.config).invest if args.config else InvestSection()
+    runs = [read_run(path, args.account, season, args.ledger_of) for season, path in map(parse_run, args.runs)]
+    report = build_report(runs, terms_of(section))
+    out = args.out or runs[0].out_dir / "invest"
+    html_path, json_path = write_report(report, out)
+    console = Console()
+    console.print(render_summary(report))
+    console.print(f"report: {html_path}\nfigures: {json_path}")
+    return 0
+
+
+def render_summary(report: InvestReport) -> Table:
+    table = Table(title=f"invest · {report.account.hex()[:16]}…", show_header=False)
+    annual = report.annual
+    fig = report.base
+    table.add_row("annual revenue", f"{annual.revenue_uc / 1e6:,.2f} credits")
+    table.add_row("annual costs", f"{annual.costs_uc / 1e6:,.2f} credits")
+    table.add_row("NPV", f"{fig.npv_uc / 1e6:,.2f} credits")
+    table.add_row("IRR", "none" if fig.irr is None else f"{fig.irr:.2%}")
+    table.add_row("payback", "never" if fig.payback_years is None else f"{fig.payback_years:.1f} years")
+    reconciled = all(s.reconciled and s.closing_uc == f.balance_uc for s, f in zip(report.statements, report.flows))
+    table.add_row("reconciled with ledger", "yes, to the µc" if reconciled else "NO")
+    return table

@@ -1,0 +1,696 @@
+"""What a node earns, from its certified ledger entries; and what that makes of an investment (pure).
+
+Cash flows
+----------
+``account_flows(entries, rules, account)`` applies the certified entries exactly as
+``ledger.chain.derive_state`` does (``is_ready`` / ``apply_entry``, accounts in sorted order), and
+measures the account's balance before and after each one. That **measured change** is the truth;
+the classification below only splits it into streams. Whatever a rule does not explain (an entry
+kind this module does not know, or a kind whose rules changed) goes to the ``other`` stream, so
+``sum(flows) == balance`` holds for every ledger, always, to the µc.
+
+Streams of one account ``A`` (amounts are signed: + into A's balance, − out of it):
+
+==========================  ===========================================================================
+energy_sold_book            ``fill`` by A (A the seller) to an ordinary buyer: trade value
+feed_in                     ``fill`` by A whose buyer is the zone gateway (the grid), and settlement
+                            ``surplus_export`` postings (export beyond sales, at the feed-in price)
+energy_sold_pool            ``swap`` BUY in A's pool (A the host): credits paid, less the pool fee;
+                            ``swap`` SELL where A is the trader: credits received
+pool_fees                   the fee part of BUY swaps in A's pools (``amm`` recomputed from the
+                            certified pool, as validators do)
+imbalance_credit            settlement ``unused_purchase`` postings (bought but not imported)
+charging_sales              no ledger kind records EV charging sales yet: always 0, with a note
+energy_bought_book          A the buyer of a ``fill`` by an ordinary seller: −trade value
+energy_bought_grid          A the buyer of a ``fill`` whose seller is the gateway
+energy_bought_pool          A the trader of a BUY ``swap``: −credits; A the host of a SELL swap: −credits
+shortfall_charges           settlement ``shortfall`` postings (sold but not delivered)
+extra_import                settlement ``extra_import`` postings (imported beyond purchases)
+grid_fees                   settlement ``grid_fee`` postings (cross-zone trades)
+deposits / withdrawals      ``mint`` to A and ``transfer`` to A / ``burn`` and ``transfer`` by A, and
+                            for the gateway its own ``mint`` (credits it issues leave its balance)
+                            and the ``burn``s it receives
+escrow                      credits A moved into its own open locks (``lock`` −amount; the matching
+                            ``fill``/``swap``/``release`` gives the amount back, then books the trade)
+other                       the rest of the measured change (0 for every kind above)
+==========================  ===========================================================================
+
+Operating net = revenue + costs; the balance change = operating net + financing (deposits,
+withdrawals) + escrow + other.
+
+Time. Entries carry no clock. An entry's *market time* (Unix s) is the delivery slot it concerns:
+``lock.slot`` (fills and releases: their lock's slot), ``settle.slot``, the pool's slot for
+``pool_open`` / ``pool_update`` / ``swap``, the reading's slot for ``meter``. Entries without one
+(``transfer``, ``mint``, ``burn``, unknown kinds) take the market time of the last timed entry
+applied before them (0 before any). A period ``[start_s, end_s)`` holds the entries whose market
+time is in it; ``opening`` is the sum of the account's changes before ``start_s`` and ``closing``
+the sum before ``end_s``, so ``closing − opening == net of the period`` exactly, and the closing
+balance of an unbounded period is the balance ``derive_state`` gives.
+
+Finance
+-------
+Project cash flows are yearly, year 0 the capital expense. ``npv``, ``irr`` (bisection on a
+bracketing sign change; ``None`` when NPV never changes sign), ``payback_years`` (linear within the
+year the cumulative position turns non-negative; ``None`` when it never does), ``lcos`` (levelised
+cost per kWh delivered, on the energy the ledger shows sold) and ``sensitivity`` (±20 % on price
+level, PV yield and battery degradation). These are floats: they are estimates, never settled.
+
+Annualisation: ``annualise`` scales per-season totals by the days each season stands for
+(``SEASON_DAYS``) over the days the season's run covered; one run alone stands for the whole year.
+
+Pool shares: ``ShareBook`` — see the section below; it is NOT backed by ledger entries yet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from p2pgrid.errors import P2PGridError
+from p2pgrid.ledger.chain import LedgerRules, LedgerState, apply_entry, decode_body, is_ready
+from p2pgrid.ledger.messages import Entry
+from p2pgrid.wire import Side, Signed
+
+# --- streams ---------------------------------------------------------------------------------
+
+REVENUE = "revenue"
+COST = "cost"
+FINANCING = "financing"
+ESCROW = "escrow"
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Stream:
+    key: str
+    label: str
+    group: str
+
+
+STREAMS: tuple[Stream, ...] = (
+    Stream("energy_sold_book", "Energy sold via order book", REVENUE),
+    Stream("energy_sold_pool", "Energy sold via pool", REVENUE),
+    Stream("pool_fees", "Pool fees earned (host / LP)", REVENUE),
+    Stream("charging_sales", "EV charging sales", REVENUE),
+    Stream("feed_in", "Feed-in to the grid", REVENUE),
+    Stream("imbalance_credit", "Imbalance credits (unused purchases)", REVENUE),
+    Stream("energy_bought_book", "Energy bought via order book", COST),
+    Stream("energy_bought_pool", "Energy bought via pool", COST),
+    Stream("energy_bought_grid", "Energy bought from the grid", COST),
+    Stream("shortfall_charges", "Shortfall charges", COST),
+    Stream("extra_import", "Imbalance import charges", COST),
+    Stream("grid_fees", "Grid fees", COST),
+    Stream("deposits", "Deposits (mint, transfers in)", FINANCING),
+    Stream("withdrawals", "Withdrawals (burn, transfers out)", FINANCING),
+    Stream("escrow", "Net credits held in own open locks", ESCROW),
+    Stream("other", "Other (unclassified kinds)", OTHER),
+)
+STREAM_KEYS = tuple(s.key for s in STREAMS)
+OPERATING_KEYS = tuple(s.key for s in STREAMS if s.group in (REVENUE, COST))
+STREAM_NOTES = {
+    "charging_sales": "no ledger entry kind records EV charging sales yet; the charger's energy is "
+                      "bought and sold through the order book and pools like any other",
+}
+_SETTLEMENT_STREAMS = {"shortfall": "shortfall_charges", "surplus_export": "feed_in",
+                       "extra_import": "extra_import", "unused_purchase": "imbalance_credit",
+                       "grid_fee": "grid_fees"}
+
+
+class InvestError(P2PGridError):
+    """An investment figure cannot be computed from what was given."""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One signed movement of the account's balance, attributed to a stream."""
+
+    time_s: int
+    stream: str
+    amount_uc: int
+    kind: str
+    seq: int
+    author: bytes
+    energy_wh: int = 0          # energy the trade moved (sales and purchases), else 0
+
+
+@dataclass(frozen=True)
+class AccountFlows:
+    account: bytes
+    flows: tuple[Flow, ...]
+    balance_uc: int              # the account's balance in the derived state
+    kinds: Mapping[str, int]     # entries touching the account, per kind
+    waiting: int                 # certified entries that could not be applied (a gap in the copy)
+
+
+# --- classification ----------------------------------------------------------------------------
+
+_Split = list[tuple[str, int, int]]   # (stream, µc, Wh)
+
+
+def _time_of(entry: Entry, body: Any, state: LedgerState) -> int | None:
+    kind = entry.kind
+    if kind == "lock":
+        return int(body.slot)
+    if kind in ("fill", "release"):
+        record = state.locks.get(body.take_id)
+        return int(record.lock.slot) if record is not None else None
+    if kind == "settle":
+        return int(body.slot)
+    if kind == "pool_open":
+        return int(body.slot)
+    if kind in ("pool_update", "swap"):
+        record = state.pools.get(body.pool_id)
+        pool = getattr(record, "pool", None)
+        return int(pool.slot) if pool is not None else None
+    if kind == "meter":
+        reading = _meter_reading(body)
+        return int(reading.slot) if reading is not None else None
+    return None
+
+
+def _meter_reading(body: Any) -> Any:
+    try:
+        from p2pgrid.settlement_entries import _decode_reading
+        return _decode_reading(body).body
+    except (ImportError, P2PGridError, AttributeError):
+        return None
+
+
+def _split_trade_sale(counterparty: bytes, value: int, qty: int, rules: LedgerRules) -> _Split:
+    stream = "feed_in" if counterparty == rules.gateway else "energy_sold_book"
+    return [(stream, value, qty)]
+
+
+def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rules: LedgerRules) -> _Split:
+    """The streams of ``account`` an entry moves (before it is applied to ``before``). What it
+    misses is caught by the measured change (``other``)."""
+    from p2pgrid.units import trade_value
+
+    kind, author = entry.kind, entry.account
+    if kind == "transfer":
+        if author == account:
+            return [("withdrawals", -body.amount, 0)]
+        return [("deposits", body.amount, 0)] if body.to == account else []
+    if kind == "mint":
+        if author == account:      # the gateway issues credits: money leaving its balance
+            return [("withdrawals", -body.amount, 0)]
+        return [("deposits", body.amount, 0)] if body.to == account else []
+    if kind == "burn":
+        if author == account:
+            return [("withdrawals", -body.amount, 0)]
+        return [("deposits", body.amount, 0)] if account == rules.gateway else []
+    if kind == "lock":
+        return [("escrow", -body.amount, 0)] if author == account else []
+    if kind == "release":
+        record = before.locks.get(body.take_id)
+        return [("escrow", record.lock.amount, 0)] if record is not None and record.buyer == account else []
+    if kind == "fill":
+        record = before.locks.get(body.take_id)
+        if record is None:
+            return []
+        value = trade_value(body.qty_wh, body.price)
+        split: _Split = []
+        if author == account:
+            split += _split_trade_sale(record.buyer, value, body.qty_wh, rules)
+        if record.buyer == account:
+            bought = "energy_bought_grid" if author == rules.gateway else "energy_bought_book"
+            split += [("escrow", record.lock.amount, 0), (bought, -value, body.qty_wh)]
+        return split
+    if kind == "swap":
+        return _classify_swap(entry, body, before, account)
+    return []
+
+
+def _classify_swap(entry: Entry, body: Any, before: LedgerState, account: bytes) -> _Split:
+    buy = body.side is Side.BUY
+    host = entry.account
+    split: _Split = []
+    if host == account:
+        if buy:
+            fee = _swap_fee_uc(before, body)
+            split += [("energy_sold_pool", body.credits_uc - fee, body.energy_wh), ("pool_fees", fee, 0)]
+        else:
+            split += [("energy_bought_pool", -body.credits_uc, body.energy_wh)]
+    if body.trader == account:
+        if buy:
+            record = before.locks.get(body.swap_id)
+            if record is not None:
+                split += [("escrow", record.lock.amount, 0)]
+            split += [("energy_bought_pool", -body.credits_uc, body.energy_wh)]
+        else:
+            split += [("energy_sold_pool", body.credits_uc, body.energy_wh)]
+    return split
+
+
+def _swap_fee_uc(before: LedgerState, body: Any) -> int:
+    """The fee in a BUY swap's credits (its input), recomputed from the certified pool as the
+    validators do; 0 if the pool module is absent or the pool is not in the state."""
+    try:
+        from p2pgrid.trading.pool_entries import compute_swap
+    except ImportError:
+        return 0
+    record = before.pools.get(body.pool_id)
+    if record is None:
+        return 0
+    try:
+        _pool, quote = compute_swap(record.pool, body.side, body.energy_wh, body.at_ms)
+    except P2PGridError:
+        return 0
+    return max(0, min(int(quote.fee), body.credits_uc))
+
+
+def _classify_settle(body: Any, after: LedgerState, account: bytes) -> _Split:
+    """A ``settle`` entry's postings for ``account``, split by reason: read from the
+    ``SlotSettlement`` that applying the entry stored (so this runs after it is applied)."""
+    try:
+        from p2pgrid.settlement import Reason
+        from p2pgrid.settlement_entries import settlement_of
+    except ImportError:
+        return []
+    settlement = settlement_of(after, body.slot)
+    if settlement is None or (account != settlement.gateway and
+                              not any(p.account == account for p in body.postings)):
+        return []
+    split: _Split = []
+    for t in settlement.transfers:
+        if t.reason is Reason.TRADE:
+            continue
+        stream = _SETTLEMENT_STREAMS.get(t.reason.value, "other")
+        if t.payee == account and t.payer != account:
+            split.append((stream, t.amount_uc, 0))
+        elif t.payer == account and t.payee != account:
+            split.append((stream, -t.amount_uc, 0))
+    return split
+
+
+# --- flows from entries ------------------------------------------------------------------------
+
+def account_flows(entries: Iterable[Signed[Entry]], rules: LedgerRules, account: bytes) -> AccountFlows:
+    """Every balance movement of ``account`` in the certified ``entries``, by stream (see module)."""
+    pending = {(s.body.account, s.body.seq): s for s in entries}
+    state = LedgerState()
+    flows: list[Flow] = []
+    kinds: dict[str, int] = {}
+    clock = 0
+    progress = True
+    while progress and pending:
+        progress = False
+        for author in sorted({a for a, _ in pending}):
+            while True:
+                signed = pending.get((author, state.head(author).next_seq))
+                if signed is None or not is_ready(state, signed):
+                    break
+                clock = _apply_one(state, signed, rules, account, clock, flows, kinds)
+                del pending[(author, signed.body.seq)]
+                progress = True
+    return AccountFlows(account, tuple(flows), state.balance(account), dict(kinds), len(pending))
+
+
+def _apply_one(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, account: bytes, clock: int,
+               flows: list[Flow], kinds: dict[str, int]) -> int:
+    entry = signed.body
+    body = decode_body(entry)
+    timed = _time_of(entry, body, state)
+    clock = timed if timed is not None else clock
+    before_balance = state.balance(account)
+    split = _classify(entry, body, state, account, rules)
+    apply_entry(state, signed, rules, body)
+    if entry.kind == "settle":
+        split = _classify_settle(body, state, account)
+    change = state.balance(account) - before_balance
+    if not split and not change and entry.account != account:
+        return clock
+    kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+    for stream, amount, wh in split:
+        if amount or wh:
+            flows.append(Flow(clock, stream, amount, entry.kind, entry.seq, entry.account, wh))
+    unexplained = change - sum(amount for _, amount, _ in split)
+    if unexplained:
+        flows.append(Flow(clock, "other", unexplained, entry.kind, entry.seq, entry.account))
+    return clock
+
+
+# --- statements ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Statement:
+    """The account's cash flow in ``[start_s, end_s)`` (None: unbounded), by stream, in µc."""
+
+    account: bytes
+    start_s: int | None
+    end_s: int | None
+    streams: Mapping[str, int]
+    energy_wh: Mapping[str, int]
+    opening_uc: int
+    closing_uc: int
+    entries: int
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def revenue_uc(self) -> int:
+        return sum(self.streams[s.key] for s in STREAMS if s.group == REVENUE)
+
+    @property
+    def costs_uc(self) -> int:
+        return sum(self.streams[s.key] for s in STREAMS if s.group == COST)
+
+    @property
+    def operating_net_uc(self) -> int:
+        return self.revenue_uc + self.costs_uc
+
+    @property
+    def net_uc(self) -> int:
+        return sum(self.streams.values())
+
+    @property
+    def reconciled(self) -> bool:
+        return self.closing_uc - self.opening_uc == self.net_uc
+
+
+def _in_period(time_s: int, start_s: int | None, end_s: int | None) -> bool:
+    return (start_s is None or time_s >= start_s) and (end_s is None or time_s < end_s)
+
+
+def statement(flows: AccountFlows, start_s: int | None = None, end_s: int | None = None) -> Statement:
+    """Totals per stream of the flows in the period, with opening and closing balances."""
+    streams = dict.fromkeys(STREAM_KEYS, 0)
+    energy = dict.fromkeys(STREAM_KEYS, 0)
+    opening = closing = 0
+    entries = set()
+    for f in flows.flows:
+        if start_s is not None and f.time_s < start_s:
+            opening += f.amount_uc
+        if end_s is None or f.time_s < end_s:
+            closing += f.amount_uc
+        if _in_period(f.time_s, start_s, end_s):
+            streams[f.stream] += f.amount_uc
+            energy[f.stream] += f.energy_wh
+            entries.add((f.author, f.seq))
+    notes = {key: STREAM_NOTES.get(key, "no certified entries in this period")
+             for key in STREAM_KEYS if streams[key] == 0 and energy[key] == 0}
+    return Statement(flows.account, start_s, end_s, streams, energy, opening, closing, len(entries), notes)
+
+
+def statement_for(entries: Iterable[Signed[Entry]], rules: LedgerRules, account: bytes,
+                  start_s: int | None = None, end_s: int | None = None) -> Statement:
+    return statement(account_flows(entries, rules, account), start_s, end_s)
+
+
+def monthly(flows: AccountFlows, month_of: Callable[[int], str]) -> dict[str, dict[str, int]]:
+    """Totals per (month label → stream); ``month_of`` maps a market time (s) to a label."""
+    out: dict[str, dict[str, int]] = {}
+    for f in flows.flows:
+        row = out.setdefault(month_of(f.time_s), dict.fromkeys(STREAM_KEYS, 0))
+        row[f.stream] += f.amount_uc
+    return dict(sorted(out.items()))
+
+
+# --- annualisation ---------------------------------------------------------------------------
+
+SEASON_DAYS: Mapping[str, float] = {"winter": 90.0, "spring": 92.0, "summer": 92.0, "autumn": 91.0}
+DAYS_PER_YEAR = 365.0
+
+
+@dataclass(frozen=True)
+class SeasonSample:
+    """One run standing for a season: its per-stream totals (µc) and the days it covered."""
+
+    season: str
+    streams: Mapping[str, int]
+    covered_days: float
+    energy_wh: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Annualised:
+    streams: Mapping[str, float]
+    energy_wh: Mapping[str, float]
+    weights: Mapping[str, float]     # season → factor its totals were multiplied by
+    method: str
+
+    @property
+    def operating_net_uc(self) -> float:
+        return sum(self.streams[k] for k in OPERATING_KEYS)
+
+    @property
+    def revenue_uc(self) -> float:
+        return sum(self.streams[s.key] for s in STREAMS if s.group == REVENUE)
+
+    @property
+    def costs_uc(self) -> float:
+        return sum(self.streams[s.key] for s in STREAMS if s.group == COST)
+
+
+def annualise(samples: Sequence[SeasonSample], season_days: Mapping[str, float] = SEASON_DAYS) -> Annualised:
+    """Scale season runs to a year: each season's totals × (days it stands for / days covered).
+
+    The seasons given share the year: a season's days are ``season_days[season]`` scaled so the
+    given seasons together make 365 days (one run alone stands for the whole year; two seasons
+    each stand for their share of the pair's days, etc.). Two runs of one season are pooled."""
+    if not samples:
+        raise InvestError("annualise needs at least one season run")
+    covered: dict[str, float] = {}
+    for s in samples:
+        if s.covered_days <= 0:
+            raise InvestError(f"season run {s.season!r} covers no time")
+        if s.season not in season_days:
+            raise InvestError(f"unknown season {s.season!r} (one of {', '.join(season_days)})")
+        covered[s.season] = covered.get(s.season, 0.0) + s.covered_days
+    given_days = sum(season_days[name] for name in covered)
+    weights = {name: season_days[name] * DAYS_PER_YEAR / given_days / covered[name] for name in covered}
+    streams = dict.fromkeys(STREAM_KEYS, 0.0)
+    energy = dict.fromkeys(STREAM_KEYS, 0.0)
+    for s in samples:
+        for key, value in s.streams.items():
+            streams[key] = streams.get(key, 0.0) + value * weights[s.season]
+        for key, value in s.energy_wh.items():
+            energy[key] = energy.get(key, 0.0) + value * weights[s.season]
+    parts = ", ".join(f"{name}: {covered[name]:.3g} d × {weights[name]:.4g}" for name in sorted(covered))
+    method = (f"per-season scaling: each season's ledger totals × (days the season stands for / days its run "
+              f"covered); seasons given share 365 d in proportion to {dict(season_days)}; {parts}")
+    return Annualised(streams, energy, weights, method)
+
+
+# --- finance ---------------------------------------------------------------------------------
+
+def npv(rate: float, cashflows: Sequence[float]) -> float:
+    """Net present value; ``cashflows[t]`` happens at the end of year t (t = 0 is now)."""
+    if rate <= -1.0:
+        raise InvestError(f"discount rate {rate} must be above -100 %")
+    return sum(cf / (1.0 + rate) ** t for t, cf in enumerate(cashflows))
+
+
+IRR_LOW, IRR_HIGH = -0.99, 1e6
+IRR_GRID_POINTS = 2000
+
+
+def irr(cashflows: Sequence[float], *, tolerance: float = 1e-10, max_iterations: int = 300) -> float | None:
+    """The rate in [−99 %, 10⁶] at which NPV is 0, by bisection on the first bracketing sign
+    change of a grid scan (dense near 0: cubic spacing); ``None`` when NPV has no sign change
+    there (all flows one sign, or all zero)."""
+    if not any(cashflows):
+        return None
+    grid = [IRR_LOW + (IRR_HIGH - IRR_LOW) * (i / IRR_GRID_POINTS) ** 3 for i in range(IRR_GRID_POINTS + 1)]
+    values = [npv(r, cashflows) for r in grid]
+    for (lo, v_lo), (hi, v_hi) in zip(zip(grid, values), zip(grid[1:], values[1:])):
+        if v_lo == 0.0:
+            return lo
+        if math.copysign(1.0, v_lo) != math.copysign(1.0, v_hi):
+            for _ in range(max_iterations):
+                mid = (lo + hi) / 2
+                v_mid = npv(mid, cashflows)
+                if v_mid == 0.0 or hi - lo < tolerance:
+                    return mid
+                if math.copysign(1.0, v_mid) == math.copysign(1.0, v_lo):
+                    lo, v_lo = mid, v_mid
+                else:
+                    hi = mid
+            return (lo + hi) / 2
+    return grid[-1] if values[-1] == 0.0 else None
+
+
+def payback_years(cashflows: Sequence[float]) -> float | None:
+    """Years until the cumulative position is first ≥ 0 (linear within that year); 0 if it never
+    starts negative; ``None`` if it never gets there within the flows given."""
+    position = 0.0
+    for year, cf in enumerate(cashflows):
+        previous = position
+        position += cf
+        if position >= 0.0:
+            return 0.0 if year == 0 else year - 1 + (-previous / cf)
+    return None
+
+
+@dataclass(frozen=True)
+class InvestTerms:
+    """The investment parameters (from ``[invest]`` in the node config)."""
+
+    capex_uc: int
+    opex_uc_per_year: int
+    lifetime_years: int
+    degradation_per_year: float
+    discount_rate: float
+
+
+def project_cashflows(terms: InvestTerms, annual_operating_uc: float, *, price_factor: float = 1.0,
+                      yield_factor: float = 1.0, degradation_factor: float = 1.0,
+                      annual_revenue_uc: float | None = None) -> list[float]:
+    """Year 0: −capex. Year t ≥ 1: operating net × (1 − degradation)^(t−1) − opex.
+
+    ``price_factor`` scales the whole operating net (prices move sales and purchases alike);
+    ``yield_factor`` scales the revenue part only (more PV energy to sell); ``degradation_factor``
+    scales the yearly degradation rate."""
+    revenue = annual_operating_uc if annual_revenue_uc is None else annual_revenue_uc
+    costs = annual_operating_uc - revenue
+    base = (revenue * yield_factor + costs) * price_factor
+    decay = 1.0 - terms.degradation_per_year * degradation_factor
+    flows = [-float(terms.capex_uc)]
+    for year in range(1, terms.lifetime_years + 1):
+        flows.append(base * decay ** (year - 1) - terms.opex_uc_per_year)
+    return flows
+
+
+def lcos_uc_per_kwh(terms: InvestTerms, annual_delivered_wh: float) -> float | None:
+    """Levelised cost per kWh delivered: (capex + PV of opex) / PV of the energy delivered, which
+    degrades yearly. ``None`` without delivered energy."""
+    if annual_delivered_wh <= 0:
+        return None
+    r = terms.discount_rate
+    years = range(1, terms.lifetime_years + 1)
+    cost = terms.capex_uc + sum(terms.opex_uc_per_year / (1 + r) ** t for t in years)
+    kwh = sum(annual_delivered_wh / 1000 * (1 - terms.degradation_per_year) ** (t - 1) / (1 + r) ** t for t in years)
+    return cost / kwh
+
+
+@dataclass(frozen=True)
+class Figures:
+    npv_uc: float
+    irr: float | None
+    payback_years: float | None
+    cashflows: tuple[float, ...]
+
+
+def figures(terms: InvestTerms, cashflows: Sequence[float]) -> Figures:
+    return Figures(npv(terms.discount_rate, cashflows), irr(cashflows), payback_years(cashflows), tuple(cashflows))
+
+
+SENSITIVITY_STEP = 0.2
+SENSITIVITY_PARAMETERS = (("price level", "price_factor"), ("PV yield", "yield_factor"),
+                          ("battery degradation", "degradation_factor"))
+
+
+@dataclass(frozen=True)
+class SensitivityRow:
+    parameter: str
+    change: float            # −0.2 or +0.2
+    figures: Figures
+
+
+def sensitivity(terms: InvestTerms, annual_operating_uc: float, annual_revenue_uc: float,
+                step: float = SENSITIVITY_STEP) -> list[SensitivityRow]:
+    """NPV / IRR / payback with each parameter moved by ±``step`` alone."""
+    rows = []
+    for label, keyword in SENSITIVITY_PARAMETERS:
+        for change in (-step, step):
+            flows = project_cashflows(terms, annual_operating_uc, annual_revenue_uc=annual_revenue_uc,
+                                      **{keyword: 1.0 + change})
+            rows.append(SensitivityRow(label, change, figures(terms, flows)))
+    return rows
+
+
+# --- pool shares (NOT ledger-backed yet) -------------------------------------------------------
+#
+# The pool kinds (``pool_open``/``pool_update``/``swap``) know only the host: there is no entry by
+# which a liquidity provider buys into a station's pool. Until there is, shares are accounted here
+# as pure values: a ``ShareBook`` per station, joined under ``ShareTerms`` (minimum deposit, share
+# price, lock-up, cap on shares), and the host's certified pool fees (the ``pool_fees`` stream)
+# distributed pro rata, floor per LP, the remainder kept by the host, so the µc add up exactly.
+
+class ShareRejected(InvestError):
+    """An LP's entry or exit breaks the share terms."""
+
+
+@dataclass(frozen=True)
+class ShareTerms:
+    share_price_uc: int
+    min_shares: int = 1
+    max_shares_total: int = 1_000_000
+    lockup_s: int = 30 * 86_400
+
+
+@dataclass(frozen=True)
+class Holding:
+    shares: int
+    joined_s: int
+    fees_uc: int = 0
+
+
+@dataclass(frozen=True)
+class ShareBook:
+    host: bytes
+    terms: ShareTerms
+    holdings: Mapping[bytes, Holding] = field(default_factory=dict)
+    host_fees_uc: int = 0
+
+    @property
+    def total_shares(self) -> int:
+        return sum(h.shares for h in self.holdings.values())
+
+
+def join_pool(book: ShareBook, lp: bytes, deposit_uc: int, now_s: int) -> ShareBook:
+    """The LP buys ``deposit // share_price`` shares (whole shares; the change is not taken)."""
+    if lp == book.host:
+        raise ShareRejected("the host does not hold shares in its own pools")
+    shares = deposit_uc // book.terms.share_price_uc
+    if shares < book.terms.min_shares:
+        raise ShareRejected(f"{deposit_uc} µc buys {shares} shares; the minimum is {book.terms.min_shares}")
+    if book.total_shares + shares > book.terms.max_shares_total:
+        raise ShareRejected(f"only {book.terms.max_shares_total - book.total_shares} shares are left")
+    held = book.holdings.get(lp)
+    holding = Holding(shares, now_s) if held is None else Holding(held.shares + shares, now_s, held.fees_uc)
+    return replace(book, holdings={**book.holdings, lp: holding})
+
+
+def leave_pool(book: ShareBook, lp: bytes, now_s: int) -> tuple[ShareBook, int]:
+    """The LP redeems all its shares at the share price once the lock-up is over: (book, µc)."""
+    held = book.holdings.get(lp)
+    if held is None:
+        raise ShareRejected("no shares held")
+    if now_s < held.joined_s + book.terms.lockup_s:
+        raise ShareRejected(f"locked up until {held.joined_s + book.terms.lockup_s}")
+    rest = {k: v for k, v in book.holdings.items() if k != lp}
+    return replace(book, holdings=rest), held.shares * book.terms.share_price_uc
+
+
+def distribute_fees(book: ShareBook, fees_uc: int, lp_share: float = 1.0) -> ShareBook:
+    """Split ``fees_uc`` (the host's certified pool fees) — ``lp_share`` of it pro rata by shares,
+    floor per LP; the host keeps the rest, so the parts add up to ``fees_uc`` exactly."""
+    total = book.total_shares
+    if fees_uc < 0:
+        raise ShareRejected("fees are never negative")
+    pot = int(fees_uc * lp_share) if total else 0
+    holdings = {}
+    paid = 0
+    for lp in sorted(book.holdings):
+        held = book.holdings[lp]
+        part = pot * held.shares // total
+        paid += part
+        holdings[lp] = replace(held, fees_uc=held.fees_uc + part)
+    return replace(book, holdings=holdings, host_fees_uc=book.host_fees_uc + fees_uc - paid)
+
+
+def fee_income_per_share(book: ShareBook) -> float:
+    total = book.total_shares
+    return sum(h.fees_uc for h in book.holdings.values()) / total if total else 0.0
+
+
+def lp_statement(book: ShareBook, lp: bytes) -> dict[str, Any]:
+    held = book.holdings.get(lp)
+    if held is None:
+        raise ShareRejected("no shares held")
+    return {"shares": held.shares, "share_of_pool": held.shares / book.total_shares,
+            "invested_uc": held.shares * book.terms.share_price_uc, "fees_uc": held.fees_uc,
+            "fees_per_share_uc": held.fees_uc / held.shares, "joined_s": held.joined_s,
+            "locked_until_s": held.joined_s + book.terms.lockup_s, "ledger_backed": False}

@@ -1,0 +1,279 @@
+"""The node's devices as a service: run them, sample them, keep per-slot energies, flag stale ones.
+
+``DeviceService`` (name ``devices``) runs whenever the agent strategy is ``"agent"``; it sets
+``node.telemetry`` to itself. Its devices come from a ``DeviceSet``:
+
+* **simulated** (``devices.mode = "simulated"``): one ``SimulatedSite`` built from ``[devices]``
+  (PV array, battery) and driven by energy series: ``devices.series_file`` in the data dir (JSON
+  ``{"load": [Wh per slot], "pv": [Wh per slot]}``, as simnet writes ``energy.json``) from
+  ``devices.series_start_s`` on, step-held per zone slot; without a file the load is the constant
+  ``devices.base_load_w`` and there is no PV input. The site advances on the node's market clock.
+* **real** (``devices.mode = "real"``): the hardware behind ``[devices.adapter]`` — not wired yet
+  (``ConfigError``); tests and callers may pass any ``DeviceSet`` of ``Device`` objects instead.
+
+Sampling uses ``p2pgrid.devices.sampler`` at ``devices.sample_period_ms`` (real time). Staleness is
+judged in market time: under a scaled clock a real sampling period spans ``speed`` times more
+market time, so the number of missed periods allowed scales with the clock's speed.
+
+What the service keeps (all in memory, bounded):
+
+* the last sample of each device and ``stale_devices(now_ms)`` (sampler health STALE or a device
+  that never answered);
+* per delivery slot: metered grid import/export (``p2pgrid.telemetry.slot_energy`` over the
+  meter's counters, exact at slot edges) and load / PV energy (mean sampled power × slot length);
+  ``completed_slots()`` lists the slots that ended, oldest first;
+* a downsampled history of every device's power (``HISTORY_BUCKET_MS`` buckets,
+  ``HISTORY_BUCKETS`` of them), for dashboards and ``telemetry_get``.
+
+``apply(kind, setpoint)`` sends a setpoint to the device of that kind and returns ``Applied``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from p2pgrid.devices.base import Applied, Device, DeviceKind, Quality, Setpoint, SetpointRejected
+from p2pgrid.devices.battery import BatterySpec
+from p2pgrid.devices.pv import PvArraySpec
+from p2pgrid.devices.readings import BatteryReading, MeterReading, Reading
+from p2pgrid.devices.sampler import Sample, SampledDevice, open_sampler
+from p2pgrid.devices.series import Series
+from p2pgrid.devices.simulated import SimulatedSite, SiteInputs, SiteSpec, step_site
+from p2pgrid.errors import ConfigError
+from p2pgrid.telemetry import Bucket, CounterPoint, MeterCounters, SlotEnergy, bridge_resets, downsample, slot_energy
+
+if TYPE_CHECKING:
+    from p2pgrid.config import NodeConfig
+    from p2pgrid.node import Node
+
+log = logging.getLogger(__name__)
+
+HISTORY_BUCKET_MS = 60_000
+HISTORY_BUCKETS = 24 * 60
+SLOTS_KEPT = 4 * 96
+METER_POINTS_KEPT = 20_000
+BASE_MISSED_PERIODS = 3
+
+
+@dataclass
+class DeviceSet:
+    """Named devices to sample; ``site`` is the simulated site behind them, if any."""
+
+    devices: dict[str, Device]
+    site: SimulatedSite | None = None
+
+    def of_kind(self, kind: DeviceKind) -> str | None:
+        return next((name for name, d in self.devices.items() if d.kind is kind), None)
+
+
+@dataclass(frozen=True)
+class SlotTelemetry:
+    """What was measured in one ended slot (Wh)."""
+
+    slot: int
+    import_wh: int
+    export_wh: int
+    load_wh: float
+    pv_wh: float
+    complete: bool
+
+
+def _series_from_wh(start_ms: int, slot_s: int, energies: list[float]) -> Series:
+    return Series.of(start_ms, slot_s * 1000, [wh * 3600 / slot_s for wh in energies])
+
+
+def simulated_device_set(config: NodeConfig, clock_ms: Callable[[], int]) -> DeviceSet:
+    """A simulated site from ``[devices]`` and the optional series file (see module docstring)."""
+    devices = config.devices
+    slot_s = config.zone.slots.length_s
+    load = Series.constant(float(devices.base_load_w))
+    pv_series: Series | None = None
+    if devices.series_file:
+        path = config.node.data_dir / devices.series_file
+        try:
+            data = json.loads(path.read_text())
+            start_ms = devices.series_start_s * 1000
+            load = _series_from_wh(start_ms, slot_s, [float(v) for v in data["load"]])
+            if data.get("pv"):
+                pv_series = _series_from_wh(start_ms, slot_s, [float(v) for v in data["pv"]])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"devices.series_file: cannot read {path}: {exc}") from exc
+    pv_spec = PvArraySpec(peak_w=devices.pv.kwp * 1000, tilt_deg=devices.pv.tilt_deg,
+                          azimuth_deg=devices.pv.azimuth_deg) if devices.pv is not None and devices.pv.kwp > 0 else None
+    battery_spec, soc_pct = None, 50.0
+    if devices.battery is not None:
+        b = devices.battery
+        one_way = math.sqrt(b.round_trip_efficiency)
+        battery_spec = BatterySpec(capacity_wh=b.capacity_wh, max_charge_w=b.max_charge_w,
+                                   max_discharge_w=b.max_discharge_w, charge_efficiency=one_way,
+                                   discharge_efficiency=one_way, self_discharge_per_day=b.self_discharge_per_day,
+                                   min_soc_pct=b.soc_min * 100, max_soc_pct=b.soc_max * 100, reserve_pct=0.0)
+        soc_pct = b.initial_soc * 100
+    inputs = SiteInputs(load_w=load, pv_available_w=pv_series if pv_spec is not None else None)
+    site = SimulatedSite(SiteSpec(pv=pv_spec, battery=battery_spec), inputs, clock_ms, soc_pct=soc_pct)
+    # A step of no time fills in the powers at the start, so the first readings are not all zero.
+    site.state = step_site(site.spec, site.inputs, site.state, 0.0)
+    kinds = [DeviceKind.METER, DeviceKind.LOAD]
+    kinds += [DeviceKind.PV] if pv_spec is not None else []
+    kinds += [DeviceKind.BATTERY] if battery_spec is not None else []
+    return DeviceSet({kind.value: site.device(kind) for kind in kinds}, site)
+
+
+def device_set_for(config: NodeConfig, clock_ms: Callable[[], int]) -> DeviceSet:
+    if config.devices.mode == "simulated":
+        return simulated_device_set(config, clock_ms)
+    raise ConfigError("devices.mode = \"real\": adapters are not wired into the node yet")
+
+
+@dataclass
+class _SlotAccumulator:
+    power_sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, power_w: float) -> None:
+        self.power_sums[kind] = self.power_sums.get(kind, 0.0) + power_w
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def energy_wh(self, kind: str, slot_s: int) -> float:
+        count = self.counts.get(kind, 0)
+        return self.power_sums.get(kind, 0.0) / count * slot_s / 3600 if count else 0.0
+
+
+class DeviceService:
+    """See the module docstring."""
+
+    name = "devices"
+
+    def __init__(self, device_set: DeviceSet | None = None, *, period_s: float | None = None) -> None:
+        self.device_set = device_set
+        self.period_s = period_s
+        self.last: dict[str, Sample] = {}
+        self.slots: dict[int, SlotTelemetry] = {}
+        self._accumulators: dict[int, _SlotAccumulator] = {}
+        self._meter_points: deque[MeterReading] = deque(maxlen=METER_POINTS_KEPT)
+        self._history: dict[str, deque[tuple[int, float]]] = {}
+        self._sampler: Any = None
+        self._clock_ms: Callable[[], int] = lambda: 0
+        self._slot_s = 900
+        self._rules: Any = None
+        self.samples_seen = 0
+
+    async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._clock_ms = node.clock.now_ms
+        self._rules = node.config.zone.slot_rules
+        self._slot_s = node.config.zone.slots.length_s
+        if self.device_set is None:
+            self.device_set = device_set_for(node.config, self._clock_ms)
+        period_s = self.period_s if self.period_s is not None else node.config.devices.sample_period_ms / 1000
+        speed = float(getattr(node.clock, "speed", 1.0))
+        missed = max(BASE_MISSED_PERIODS, math.ceil(BASE_MISSED_PERIODS * speed))
+        sampled = {name: SampledDevice(device, period_s) for name, device in self.device_set.devices.items()}
+        async with open_sampler(sampled, self._clock_ms, missed_periods=missed) as (sampler, samples):
+            self._sampler = sampler
+            node.telemetry = self   # type: ignore[attr-defined]
+            task_status.started()
+            async for sample in samples:
+                self.record(sample)
+
+    # --- recording ------------------------------------------------------------------------------
+
+    def record(self, sample: Sample) -> None:
+        """Take one sample into the last values, the slot accumulators and the history."""
+        self.samples_seen += 1
+        self.last[sample.device] = sample
+        reading = sample.reading
+        if reading is None or sample.quality is not Quality.GOOD:
+            return
+        self._close_ended_slots(reading.t_ms)
+        slot = self._rules.slot_of(reading.t_ms)
+        power = float(getattr(reading, "power_w", 0.0))
+        self._accumulators.setdefault(slot, _SlotAccumulator()).add(reading.kind.value, power)
+        if isinstance(reading, MeterReading):
+            self._meter_points.append(reading)
+        history = self._history.setdefault(sample.device, deque(maxlen=HISTORY_BUCKETS * 60))
+        history.append((reading.t_ms, power))
+
+    def _close_ended_slots(self, now_ms: int) -> None:
+        current = self._rules.slot_of(now_ms)
+        for slot in sorted(s for s in self._accumulators if s < current):
+            acc = self._accumulators.pop(slot)
+            energy = self._meter_energy(slot)
+            self.slots[slot] = SlotTelemetry(slot, energy.import_wh, energy.export_wh,
+                                             acc.energy_wh(DeviceKind.LOAD.value, self._slot_s),
+                                             acc.energy_wh(DeviceKind.PV.value, self._slot_s), energy.complete)
+        while len(self.slots) > SLOTS_KEPT:
+            del self.slots[min(self.slots)]
+
+    def _meter_energy(self, slot: int) -> SlotEnergy:
+        points = list(self._meter_points)
+        counters = MeterCounters(bridge_resets(CounterPoint(r.t_ms, r.import_wh) for r in points),
+                                 bridge_resets(CounterPoint(r.t_ms, r.export_wh) for r in points))
+        max_gap_ms = max(60_000, self._slot_s * 1000 // 4)
+        return slot_energy(counters, slot, self._rules, max_gap_ms)
+
+    # --- what the node asks ----------------------------------------------------------------------
+
+    def completed_slots(self) -> list[SlotTelemetry]:
+        return [self.slots[s] for s in sorted(self.slots)]
+
+    def reading(self, kind: DeviceKind) -> Reading | None:
+        """The last good reading of the device of ``kind`` (None if it never answered well)."""
+        name = self.device_set.of_kind(kind) if self.device_set else None
+        sample = self.last.get(name) if name else None
+        if sample is None or sample.reading is None:
+            return None
+        return sample.reading
+
+    def battery(self) -> BatteryReading | None:
+        reading = self.reading(DeviceKind.BATTERY)
+        return reading if isinstance(reading, BatteryReading) else None
+
+    def stale_devices(self, now_ms: int | None = None) -> set[str]:
+        if self._sampler is None:
+            return set(self.device_set.devices) if self.device_set else set()
+        health = self._sampler.health(self._clock_ms() if now_ms is None else now_ms)
+        return {name for name, quality in health.items() if quality is Quality.STALE}
+
+    def history(self, device: str, bucket_ms: int = HISTORY_BUCKET_MS) -> list[Bucket]:
+        """Downsampled power history of ``device`` (W)."""
+        return downsample(self._history.get(device, ()), bucket_ms)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view (RPC ``telemetry_get``, dashboards)."""
+        now = self._clock_ms()
+        stale = self.stale_devices(now)
+        devices: dict[str, Any] = {}
+        for name, sample in self.last.items():
+            devices[name] = {"kind": sample.kind.value, "t_ms": sample.t_ms, "quality": sample.quality.value,
+                             "stale": name in stale, "error": sample.error,
+                             "power_w": getattr(sample.reading, "power_w", None)}
+            if isinstance(sample.reading, BatteryReading):
+                devices[name]["soc_pct"] = sample.reading.soc_pct
+        slots = [{"slot": s.slot, "import_wh": s.import_wh, "export_wh": s.export_wh,
+                  "load_wh": round(s.load_wh), "pv_wh": round(s.pv_wh), "complete": s.complete}
+                 for s in self.completed_slots()[-8:]]
+        return {"now_ms": now, "devices": devices, "stale": sorted(stale), "slots": slots}
+
+    async def apply(self, kind: DeviceKind, setpoint: Setpoint) -> Applied:
+        name = self.device_set.of_kind(kind) if self.device_set else None
+        device = self.device_set.devices.get(name) if self.device_set and name else None
+        if device is None or not hasattr(device, "apply"):
+            raise SetpointRejected(f"no controllable {kind.value} device")
+        return await device.apply(setpoint)   # type: ignore[attr-defined]
+
+
+def device_services(config: NodeConfig) -> list[Any]:
+    """The services of this module the node runs, by config (``Node.__init__`` adds them)."""
+    return [DeviceService()] if config.agent.strategy == "agent" else []
+
+
+__all__ = ["DeviceService", "DeviceSet", "SlotTelemetry", "device_services", "device_set_for",
+           "simulated_device_set"]
