@@ -40,8 +40,8 @@ withdrawals) + escrow + other.
 
 Time. Entries carry no clock. An entry's *market time* (Unix s) is the delivery slot it concerns:
 ``lock.slot`` (fills and releases: their lock's slot), ``settle.slot``, the pool's slot for
-``pool_open`` / ``pool_update`` / ``swap``, the reading's slot for ``meter``. Entries without one
-(``transfer``, ``mint``, ``burn``, unknown kinds) take the market time of the last timed entry
+``pool_open`` / ``pool_update`` / ``swap``. Entries without one (``transfer``, ``mint``, ``burn``,
+``meter``, unknown kinds) take the market time of the last timed entry
 applied before them (0 before any). A period ``[start_s, end_s)`` holds the entries whose market
 time is in it; ``opening`` is the sum of the account's changes before ``start_s`` and ``closing``
 the sum before ``end_s``, so ``closing − opening == net of the period`` exactly, and the closing
@@ -58,7 +58,9 @@ level, PV yield and battery degradation). These are floats: they are estimates, 
 Annualisation: ``annualise`` scales per-season totals by the days each season stands for
 (``SEASON_DAYS``) over the days the season's run covered; one run alone stands for the whole year.
 
-Pool shares: ``ShareBook`` — see the section below; it is NOT backed by ledger entries yet.
+Pool shares: ``ShareBook`` — see the section below. The fees it splits are the host's certified
+``pool_fees`` flows (``distribute_ledger_fees``); the holdings themselves (who joined, how many
+shares, lock-up) are NOT backed by ledger entries yet: no entry kind lets an LP buy into a pool.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from typing import Any
 from p2pgrid.errors import P2PGridError
 from p2pgrid.ledger.chain import LedgerRules, LedgerState, apply_entry, decode_body, is_ready
 from p2pgrid.ledger.messages import Entry
+from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Signed
 
 # --- streams ---------------------------------------------------------------------------------
@@ -164,18 +167,7 @@ def _time_of(entry: Entry, body: Any, state: LedgerState) -> int | None:
         record = state.pools.get(body.pool_id)
         pool = getattr(record, "pool", None)
         return int(pool.slot) if pool is not None else None
-    if kind == "meter":
-        reading = _meter_reading(body)
-        return int(reading.slot) if reading is not None else None
     return None
-
-
-def _meter_reading(body: Any) -> Any:
-    try:
-        from p2pgrid.settlement_entries import _decode_reading
-        return _decode_reading(body).body
-    except (ImportError, P2PGridError, AttributeError):
-        return None
 
 
 def _split_trade_sale(counterparty: bytes, value: int, qty: int, rules: LedgerRules) -> _Split:
@@ -186,8 +178,6 @@ def _split_trade_sale(counterparty: bytes, value: int, qty: int, rules: LedgerRu
 def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rules: LedgerRules) -> _Split:
     """The streams of ``account`` an entry moves (before it is applied to ``before``). What it
     misses is caught by the measured change (``other``)."""
-    from p2pgrid.units import trade_value
-
     kind, author = entry.kind, entry.account
     if kind == "transfer":
         if author == account:
@@ -664,21 +654,35 @@ def leave_pool(book: ShareBook, lp: bytes, now_s: int) -> tuple[ShareBook, int]:
     return replace(book, holdings=rest), held.shares * book.terms.share_price_uc
 
 
-def distribute_fees(book: ShareBook, fees_uc: int, lp_share: float = 1.0) -> ShareBook:
-    """Split ``fees_uc`` (the host's certified pool fees) — ``lp_share`` of it pro rata by shares,
-    floor per LP; the host keeps the rest, so the parts add up to ``fees_uc`` exactly."""
-    total = book.total_shares
+def distribute_fees(book: ShareBook, fees_uc: int, lp_share: float = 1.0, at_s: int | None = None) -> ShareBook:
+    """Split ``fees_uc`` (the host's certified pool fees) — ``lp_share`` of it pro rata by shares
+    among LPs who had joined by ``at_s`` (all, if None), floor per LP; the host keeps the rest, so
+    the parts add up to ``fees_uc`` exactly."""
     if fees_uc < 0:
         raise ShareRejected("fees are never negative")
+    eligible = {lp: h for lp, h in book.holdings.items() if at_s is None or h.joined_s <= at_s}
+    total = sum(h.shares for h in eligible.values())
     pot = int(fees_uc * lp_share) if total else 0
-    holdings = {}
+    holdings = dict(book.holdings)
     paid = 0
-    for lp in sorted(book.holdings):
-        held = book.holdings[lp]
-        part = pot * held.shares // total
+    for lp in sorted(eligible):
+        part = pot * eligible[lp].shares // total
         paid += part
-        holdings[lp] = replace(held, fees_uc=held.fees_uc + part)
+        holdings[lp] = replace(eligible[lp], fees_uc=eligible[lp].fees_uc + part)
     return replace(book, holdings=holdings, host_fees_uc=book.host_fees_uc + fees_uc - paid)
+
+
+def distribute_ledger_fees(book: ShareBook, host_flows: AccountFlows, lp_share: float = 1.0,
+                           start_s: int | None = None, end_s: int | None = None) -> ShareBook:
+    """Distribute every certified pool fee of the host in ``[start_s, end_s)`` (its ``pool_fees``
+    flows, in ledger order) to the LPs who had joined by that fee's market time. The fees are
+    ledger-backed; the holdings are not (see above)."""
+    if host_flows.account != book.host:
+        raise ShareRejected("these are not the flows of the pool's host")
+    for flow in host_flows.flows:
+        if flow.stream == "pool_fees" and _in_period(flow.time_s, start_s, end_s):
+            book = distribute_fees(book, flow.amount_uc, lp_share, at_s=flow.time_s)
+    return book
 
 
 def fee_income_per_share(book: ShareBook) -> float:

@@ -27,6 +27,7 @@ from p2pgrid.invest import (
 )
 from p2pgrid.ledger.chain import LedgerRules
 from p2pgrid.ledger.messages import Entry
+from p2pgrid.units import format_credits
 from p2pgrid.wire import Signed
 
 MS_PER_DAY = 86_400_000
@@ -182,8 +183,9 @@ def report_json(report: InvestReport) -> dict[str, Any]:
                         for r in report.rows],
         "pool_shares": {"ledger_backed": False,
                         "note": "no ledger kind lets an LP buy into a pool yet; the pool_fees stream is the "
-                                "host's certified fee income, and p2pgrid.invest.ShareBook splits it per share "
-                                "as pure accounting only"},
+                                "host's certified fee income; p2pgrid.invest.distribute_ledger_fees splits those "
+                                "certified fees over a ShareBook whose holdings are pure accounting only",
+                        "host_pool_fees_uc": sum(st.streams["pool_fees"] for st in report.statements)},
     }
 
 
@@ -244,7 +246,7 @@ def _plots(report: InvestReport, plots: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     base = report.base.npv_uc / 1e6
     names = []
-    for i, (label, _kw) in enumerate(dict.fromkeys((r.parameter, None) for r in report.rows)):
+    for i, label in enumerate(dict.fromkeys(r.parameter for r in report.rows)):
         low, high = [r.figures.npv_uc / 1e6 for r in report.rows if r.parameter == label]
         ax.barh(i, low - base, left=base, color="tab:red", label="−20 %" if i == 0 else None)
         ax.barh(i, high - base, left=base, color="tab:green", label="+20 %" if i == 0 else None)
@@ -277,7 +279,7 @@ def render_html(report: InvestReport, data: dict[str, Any], plots: list[str]) ->
     e = html.escape
     rows = []
     for s in STREAMS:
-        cells = "".join(f"<td>{_credits(st.streams[s.key])}</td>" for st in report.statements)
+        cells = "".join(f"<td>{format_credits(st.streams[s.key])}</td>" for st in report.statements)
         note = report.statements[0].notes.get(s.key, "") if len(report.statements) == 1 else ""
         rows.append(f"<tr><td>{e(s.label)}</td><td>{s.group}</td>{cells}"
                     f"<td>{_credits(report.annual.streams[s.key])}</td><td class=n>{e(note)}</td></tr>")
@@ -290,6 +292,9 @@ def render_html(report: InvestReport, data: dict[str, Any], plots: list[str]) ->
                    for r in report.rows)
     t = report.terms
     lcos = "n/a (no energy sold)" if report.lcos is None else f"{report.lcos / 1e6:.4f} credits/kWh"
+    covered = sum(r.covered_days for r in report.runs)
+    caveat = (f"<p><b>Caution:</b> the runs cover {covered * 24:.1f} h in all; a year scaled from so little is "
+              f"indicative only (one week per season is the intended basis).</p>" if covered < 7 else "")
     images = "".join(f'<p><img src="plots/{p}" alt="{p}"></p>' for p in plots)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>p2pgrid investment report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}td,th{{border:1px solid #ccc;padding:2px 6px;
@@ -298,7 +303,7 @@ text-align:right}}td:first-child,.n{{text-align:left}}.n{{font-size:80%;color:#6
 derived from certified ledger entries only (credits; 1 credit = 10⁶ µc).</p>
 <h2>Cash-flow statement</h2><table><tr><th>stream</th><th>group</th>{heads}<th>annualised</th><th>note</th></tr>
 {''.join(rows)}</table><ul>{recon}</ul>
-<h2>Annualisation</h2><p>{e(report.annual.method)}</p>
+<h2>Annualisation</h2><p>{e(report.annual.method)}</p>{caveat}
 <h2>Investment figures</h2><table>
 <tr><td>capex</td><td>{_credits(t.capex_uc)}</td></tr><tr><td>opex per year</td><td>{_credits(t.opex_uc_per_year)}</td></tr>
 <tr><td>lifetime</td><td>{t.lifetime_years} years</td></tr><tr><td>degradation</td><td>{t.degradation_per_year:.2%}/year</td></tr>

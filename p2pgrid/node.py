@@ -63,6 +63,7 @@ from p2pgrid.node_agent import agent_services, gate_transport
 from p2pgrid.node_devices import device_services
 from p2pgrid.node_planner import planner_services
 from p2pgrid.node_gateway import gateway_services
+from p2pgrid.node_pools import pool_services
 from p2pgrid.node_trading import LedgerNodeService, SettlementNodeService, TradingNodeService, has_ledger
 from p2pgrid.node_rpc import api_services
 from p2pgrid.wire import Order, Side, Signed, Source, sign
@@ -191,10 +192,12 @@ class Node:
         self.order_listeners: list[Callable[[OrderDelivery], None]] = []
         self.ledger: LedgerService | None = None                # set once the ledger service runs
         self.trading: TradingService | None = None              # set once the trading service runs
+        self.pool_host: Any = None                               # node_pools.PoolHostService, [pool] enabled
         self.telemetry: Any = None                               # node_devices.DeviceService, strategy "agent"
         self.services: list[Service] = [OrderGossipService(), Bootstrap()]
         if has_ledger(config):
-            self.services += [LedgerNodeService(), TradingNodeService(), SettlementNodeService()]
+            self.services += [LedgerNodeService(), TradingNodeService(), *pool_services(config),
+                              SettlementNodeService()]
         self.services += api_services(config)      # [rpc] and [metrics], after trading
         self.services += [StatusWriter(), ControlInbox()]
         if config.agent.strategy == "random":

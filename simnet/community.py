@@ -244,6 +244,8 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
     if p.battery_wh:
         sections["devices.battery"] = {"capacity_wh": p.battery_wh, "max_charge_w": p.battery_wh // 2,
                                        "max_discharge_w": p.battery_wh // 2}
+    if p.role == "station" and p.battery_wh and s.station_pools:
+        sections["pool"] = {"enabled": True, "fee_bps": 30, "max_share": 0.5}
     lines = [f"# Written by simnet for scenario {s.name!r}: one node of the community."]
     for name, values in sections.items():
         lines.append(f"\n[{name}]")

@@ -38,6 +38,7 @@ from p2pgrid.market.auction import clear
 from p2pgrid.market.orders import BookOrder
 from p2pgrid.node import read_status
 from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
+from p2pgrid.trading.pool_entries import PoolRecord
 from p2pgrid.wire import Order, Side, decode_signed
 from simnet.community import ENERGY_FILE, Energy
 
@@ -156,9 +157,7 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "savings_per_participant": {"unit": "µc", "by_node": savings, "total": sum(savings.values())},
         "traded_volume_wh": sum(t.qty_wh for t in trades),
         "prices_per_slot": prices_per_slot(trades, community, start_s, slot_s),
-        "volume_share": {"book": 1.0 if trades else None, "pools": None,
-                         "reason": "AMM pools are not integrated in the node services yet: every trade is a "
-                                   "book take"},
+        "volume_share": volume_share(trades, state),
         "welfare_vs_central_auction": welfare(trades, orders),
         "certification_latency_s": latency(trades),
         "gossip_delivery_ratio": delivery(nodes_dir, names, run),
@@ -167,6 +166,22 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "series_wh": series,
     }
     return kpis
+
+
+def volume_share(trades: list[Trade], state: LedgerState | None) -> dict[str, Any]:
+    """Traded Wh through the book (certified fills) and through AMM pools (certified swaps)."""
+    book_wh = sum(t.qty_wh for t in trades if not t.order_id or t.order_id not in _pool_ids(state))
+    pools = [r for r in (state.pools.values() if state is not None else ()) if isinstance(r, PoolRecord)]
+    pool_wh = sum(r.energy_out_wh + r.energy_in_wh for r in pools)
+    total = book_wh + pool_wh
+    if not total:
+        return {"book": None, "pools": None, "book_wh": 0, "pools_wh": 0, "reason": "nothing traded"}
+    return {"book": round(book_wh / total, 4), "pools": round(pool_wh / total, 4), "book_wh": book_wh,
+            "pools_wh": pool_wh, "pools_hosted": len(pools), "swaps": sum(r.swaps for r in pools)}
+
+
+def _pool_ids(state: LedgerState | None) -> set[str]:
+    return {pool_id.hex() for pool_id in state.pools} if state is not None else set()
 
 
 def prices_per_slot(trades: list[Trade], community: dict[str, Any], start_s: int, slot_s: int) -> dict[str, Any]:

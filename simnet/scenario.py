@@ -10,7 +10,8 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
     [participants] households, consumers, stations
     [household] pv_kwp = [lo, hi], battery_share, battery_wh, ev_share, ask = [lo, hi], bid = [lo, hi]
     [consumer]  annual_kwh = [lo, hi], bid = [lo, hi]
-    [station]   pv_kwp, battery_wh, evs (public charging sessions from synPRO EV profiles), ask = [lo, hi]
+    [station]   pv_kwp, battery_wh, evs (public charging sessions from synPRO EV profiles), ask = [lo, hi],
+                pools (host an AMM pool per slot backed by the battery; default true)
     [[faults]]  at_h (simulated hours after the profile start), kind, node / nodes / groups, ...
 
 Prices ``ask`` / ``bid`` are positions between feed-in (0) and retail (1); each node draws its
@@ -91,6 +92,7 @@ class Scenario:
     station_pv_kwp: float = 100.0
     station_battery_wh: int = 100_000
     station_evs: int = 4
+    station_pools: bool = True      # the station hosts an AMM pool per slot, backed by its battery
     station_ask: Range = Range(0.15, 0.3)
     faults: tuple[Fault, ...] = field(default=())
 
@@ -110,7 +112,7 @@ _SECTIONS = {
     "participants": ("households", "consumers", "stations"),
     "household": ("pv_kwp", "battery_share", "battery_wh", "ev_share", "ask", "bid"),
     "consumer": ("annual_kwh", "bid"),
-    "station": ("pv_kwp", "battery_wh", "evs", "ask"),
+    "station": ("pv_kwp", "battery_wh", "evs", "ask", "pools"),
 }
 
 

@@ -1,7 +1,11 @@
 """``p2pgrid invest …``: what an installation earns, from certified ledger entries of simnet runs.
 
-    p2pgrid invest report --account NAME|HEX --from [SEASON=]SIMNET_OUT [--from …]
-                          [--config NODE.toml] [--ledger-of NODE] [--out DIR]
+    p2pgrid invest report    --account NAME|HEX --from [SEASON=]SIMNET_OUT [--from …]
+                             [--config NODE.toml] [--ledger-of NODE] [--out DIR]
+    p2pgrid invest statement --account NAME|HEX --from SIMNET_OUT [--start T] [--end T] [--ledger-of NODE]
+
+``statement`` prints one account's cash-flow statement for the market-time period ``[start, end)``
+(T is an ISO date/time in UTC or Unix seconds; either end may be left open).
 
 Each ``--from`` is a simnet output dir, optionally labelled with the season it stands for
 (``winter``, ``spring``, ``summer``, ``autumn``; unlabelled means ``spring``); several runs are
@@ -13,6 +17,7 @@ annualised by season (see ``p2pgrid.invest.annualise``). The investment terms co
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from pathlib import Path
 
 from rich.console import Console
@@ -20,8 +25,9 @@ from rich.table import Table
 
 from p2pgrid.config import InvestSection, load_config
 from p2pgrid.errors import ConfigError
-from p2pgrid.invest import SEASON_DAYS, InvestTerms
+from p2pgrid.invest import SEASON_DAYS, STREAMS, InvestTerms, Statement, account_flows, statement
 from p2pgrid.invest_report import InvestReport, build_report, read_run, write_report
+from p2pgrid.units import format_credits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,6 +42,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="read the ledger copy of this node (default: the account's own node)")
     report.add_argument("--out", type=Path, help="output dir (default: <first run>/invest)")
     report.set_defaults(func=do_report)
+
+    stmt = commands.add_parser("statement", help="one account's cash-flow statement by stream for a period")
+    stmt.add_argument("--account", required=True, help="participant name, public key hex or unique prefix")
+    stmt.add_argument("--from", dest="run", required=True, type=Path, metavar="SIMNET_OUT")
+    stmt.add_argument("--start", type=parse_time, help="period start (ISO UTC or Unix s), inclusive")
+    stmt.add_argument("--end", type=parse_time, help="period end (ISO UTC or Unix s), exclusive")
+    stmt.add_argument("--ledger-of", dest="ledger_of", metavar="NODE")
+    stmt.set_defaults(func=do_statement)
+
+
+def parse_time(text: str) -> int:
+    """Unix seconds, or an ISO date/time taken as UTC."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither Unix seconds nor an ISO date") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp())
 
 
 def parse_run(text: str) -> tuple[str, Path]:
@@ -63,6 +90,34 @@ def do_report(args: argparse.Namespace) -> int:
     console.print(render_summary(report))
     console.print(f"report: {html_path}\nfigures: {json_path}")
     return 0
+
+
+def do_statement(args: argparse.Namespace) -> int:
+    run = read_run(args.run, args.account, node=args.ledger_of)
+    flows = account_flows(run.entries, run.rules, run.account)
+    Console().print(render_statement(statement(flows, args.start, args.end), flows.balance_uc))
+    return 0
+
+
+def render_statement(st: Statement, ledger_balance_uc: int) -> Table:
+    def when(t: int | None) -> str:
+        return "…" if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+    table = Table(title=f"statement · {st.account.hex()[:16]}… · {when(st.start_s)} → {when(st.end_s)}")
+    table.add_column("stream")
+    table.add_column("group")
+    table.add_column("credits", justify="right")
+    table.add_column("kWh", justify="right")
+    for s in STREAMS:
+        table.add_row(s.label, s.group, format_credits(st.streams[s.key]), f"{st.energy_wh[s.key] / 1000:.3f}")
+    table.add_row("operating net", "", format_credits(st.operating_net_uc), "")
+    table.add_row("opening balance", "", format_credits(st.opening_uc), "")
+    table.add_row("net change", "", format_credits(st.net_uc), "")
+    table.add_row("closing balance", "", format_credits(st.closing_uc), "")
+    if st.end_s is None:
+        table.add_row("ledger balance", "", format_credits(ledger_balance_uc),
+                      "ok" if ledger_balance_uc == st.closing_uc else "MISMATCH")
+    return table
 
 
 def render_summary(report: InvestReport) -> Table:

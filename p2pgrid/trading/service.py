@@ -25,6 +25,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -44,6 +45,9 @@ from p2pgrid.trading.messages import (
 )
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Cancel, Order, Side, Signed, Source, decode_signed, encode, sign
+
+if TYPE_CHECKING:
+    from p2pgrid.trading.pool_client import PoolClient
 
 Clock = Callable[[], int]
 
@@ -126,6 +130,7 @@ class TradingService:
         self.desk = MakerDesk()
         self.stats = TradingStats()
         self.journal = journal
+        self.pool_client: PoolClient | None = None      # set when this node trades with AMM pools
         self.own_orders: dict[bytes, Signed[Order]] = journal.load() if journal is not None else {}
         self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
@@ -176,8 +181,7 @@ class TradingService:
 
     def quote(self, side: Side, qty_wh: int, slot: int, limit_price: int | None = None) -> RoutePlan:
         now = self.clock()
-        pool_client = getattr(self, "pool_client", None)     # a PoolClient, when this node trades with pools
-        pools = pool_client.pools(slot, now) if pool_client is not None else []
+        pools = self.pool_client.pools(slot, now) if self.pool_client is not None else []
         return route(side, qty_wh, self.books.resting(slot, side, self.me, now, limit_price), pools, now, limit_price)
 
     # --- taking -------------------------------------------------------------------------------
@@ -205,8 +209,10 @@ class TradingService:
     async def _run_leg(self, side: Side, slot: int, leg: BookLeg | PoolLeg, executions: list[Execution],
                        problems: list[str], avoid: set[bytes], limit_price: int | None = None) -> None:
         if isinstance(leg, PoolLeg):
+            if self.pool_client is None:
+                raise RuntimeError("a pool leg is only planned when a pool client is set")
             try:
-                swap = await self.pool_client.swap_leg(leg, limit_price)  # type: ignore[attr-defined]
+                swap = await self.pool_client.swap_leg(leg, limit_price)
             except (TradingError, LedgerError) as exc:
                 problems.append(f"pool {leg.pool_id.hex()[:8]}: {exc}")
                 if getattr(exc, "reason", None) != "slippage":

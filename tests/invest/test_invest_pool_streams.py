@@ -1,6 +1,5 @@
 """Pool swaps in a statement: the host's sales split into energy and fee, traders' sides, reconciled."""
 
-import dataclasses
 
 from p2pgrid.invest import statement_for
 from p2pgrid.ledger.chain import LedgerState, derive_state, process_entry
@@ -89,3 +88,18 @@ def test_a_sell_swap_is_a_pool_purchase_for_the_host_and_a_pool_sale_for_the_tra
     derived, _ = derive_state(reversed(zone.entries), zone.fx.rules)
     for s, key in ((host, HOST), (seller, SELLER)):
         assert s.streams["other"] == 0 and s.closing_uc == derived.balance(key.public_key)
+
+
+def test_lps_share_the_hosts_certified_pool_fees_when_they_joined_before_them():
+    from p2pgrid.invest import ShareBook, ShareTerms, account_flows, distribute_ledger_fees, join_pool
+    zone = PoolZone()
+    fees = [zone.buy(200).fee, zone.buy(300).fee]
+    flows = account_flows(zone.entries, zone.fx.rules, HOST.public_key)
+    book = ShareBook(HOST.public_key, ShareTerms(share_price_uc=1_000))
+    book = join_pool(book, BUYER.public_key, 3_000, SLOT)            # joined by the pool's slot: shares
+    book = join_pool(book, SELLER.public_key, 1_000, SLOT + 1)       # joined after: no part of these fees
+    shared = distribute_ledger_fees(book, flows, lp_share=0.5)
+    lp = shared.holdings[BUYER.public_key].fees_uc
+    assert lp == sum(int(f * 0.5) for f in fees) and shared.holdings[SELLER.public_key].fees_uc == 0
+    assert lp + shared.host_fees_uc == sum(fees) == statement_for(zone.entries, zone.fx.rules,
+                                                                   HOST.public_key).streams["pool_fees"]

@@ -82,3 +82,12 @@ def test_the_summary_renders_in_plain_text(run_dir):
     console.print(render_summary(report))
     text = console.file.getvalue()
     assert "NPV" in text and "yes, to the µc" in text
+
+
+def test_a_statement_for_a_later_period_opens_with_the_earlier_balance(run_dir, capsys):
+    community = json.loads((run_dir / "community.json").read_text())
+    middle_s = (community["profile_start_ms"] + community["end_ms"]) // 2000
+    assert main(["invest", "statement", "--account", "consumer-0", "--from", str(run_dir),
+                 "--start", str(middle_s)]) == 0
+    out = capsys.readouterr().out
+    assert "opening balance" in out and "ledger balance" in out and " ok " in out and "MISMATCH" not in out

@@ -35,6 +35,7 @@ def rendered(renderable) -> str:
 
 @pytest.fixture
 def settled_state():
+    LOG.clear()   # LOG collects the entries this state is built from (written to a database below)
     state = traded_and_metered()
     run(state, GATEWAY, SETTLE_KIND, compute_settlement(state, FIX.rules, SLOT)[0], DUE_MS)
     return state
