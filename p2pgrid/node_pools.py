@@ -9,6 +9,11 @@ its own floor, at its discharge power limit).
 
 The battery's stored energy comes from the node's device service when one runs
 (``node.battery_stored_wh()``), else from the configured initial state of charge.
+
+Known weakness (seen in simnet at 480× speed): buy legs routed to a pool are often refused by the
+host for slippage (cost ~15 % above the router's quote with no swap in between), and the buyer's
+lock then holds its credits until the lock deadline. Until that is understood, simnet scenarios
+host pools only when they ask for it (``[station] pools = true``).
 """
 
 from __future__ import annotations

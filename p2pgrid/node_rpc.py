@@ -235,6 +235,8 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
     in ``rpc_nodes`` / ``metrics_nodes`` serve RPC / metrics on 127.0.0.1 (ports 0; ``rpc_limits``
     replaces the RPC's default limits). With ``funds_uc`` the gateway mints that much to every
     other node before the block starts. For tests, benchmarks and demos, not production."""
+    import trio_asyncio
+
     from p2pgrid.clock import SystemClock
     from p2pgrid.config import build_config
     from p2pgrid.ledger.messages import Mint
@@ -245,6 +247,10 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
 
     keys = cluster_keys(n, seed)
     async with AsyncExitStack() as stack:
+        # One trio-asyncio loop for the whole cluster, outliving every node's store: the ledger's
+        # stream handlers (sync) run in the transports' tasks, which outlive the nodes, and a
+        # store query of theirs on a loop already closed ends in asyncio's CancelledError.
+        await stack.enter_async_context(trio_asyncio.open_loop())
         # Takes and votes are direct streams: every node of a small community dials all others.
         full_mesh = [(i, j) for i in range(n) for j in range(i)]
         transports = await stack.enter_async_context(open_cluster(kind, n, seed=seed, links=full_mesh))

@@ -11,7 +11,8 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
     [household] pv_kwp = [lo, hi], battery_share, battery_wh, ev_share, ask = [lo, hi], bid = [lo, hi]
     [consumer]  annual_kwh = [lo, hi], bid = [lo, hi]
     [station]   pv_kwp, battery_wh, evs (public charging sessions from synPRO EV profiles), ask = [lo, hi],
-                pools (host an AMM pool per slot backed by the battery; default true)
+                pools (host an AMM pool per slot backed by the battery; default false: see
+                the note in p2pgrid/node_pools.py on swaps refused for slippage in fast simnet runs)
     [[faults]]  at_h (simulated hours after the profile start), kind, node / nodes / groups, ...
 
 Prices ``ask`` / ``bid`` are positions between feed-in (0) and retail (1); each node draws its
@@ -92,7 +93,7 @@ class Scenario:
     station_pv_kwp: float = 100.0
     station_battery_wh: int = 100_000
     station_evs: int = 4
-    station_pools: bool = True      # the station hosts an AMM pool per slot, backed by its battery
+    station_pools: bool = False     # the station hosts an AMM pool per slot, backed by its battery
     station_ask: Range = Range(0.15, 0.3)
     faults: tuple[Fault, ...] = field(default=())
 

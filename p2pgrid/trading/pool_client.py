@@ -33,7 +33,8 @@ from p2pgrid.ledger.service import LedgerService
 from p2pgrid.market.amm import Pool
 from p2pgrid.market.router import PoolLeg
 from p2pgrid.net.orders import pools_topic
-from p2pgrid.net.transport import FramedStream, GossipMessage, Transport, ValidationResult
+from p2pgrid.net.requests import RequestStreams
+from p2pgrid.net.transport import GossipMessage, Transport, ValidationResult
 from p2pgrid.trading.pool_entries import PoolRecord, compute_pool_id, pools_of_slot, swap_record
 from p2pgrid.trading.pool_messages import (
     MAX_SWAP_BYTES, SWAP_PROTOCOL, PoolAnnouncement, PoolState, SwapAnswer, SwapRefuseReason, SwapRequest,
@@ -103,8 +104,7 @@ class PoolClient:
         self.config = config or PoolClientConfig()
         self.announced: dict[bytes, _Known] = {}
         self.rejected_announcements = 0
-        self._streams: dict[bytes, tuple[FramedStream, trio.Lock]] = {}
-        self._dial_locks: dict[bytes, trio.Lock] = {}
+        self._requests = RequestStreams(transport, SWAP_PROTOCOL, MAX_SWAP_BYTES)
 
     @property
     def me(self) -> bytes:
@@ -239,44 +239,30 @@ class PoolClient:
                 pass   # best effort: the next quote may be stale and is refused again, within the rounds
 
     async def _ask(self, host: bytes, request: SwapRequest) -> SwapAnswer:
-        data = sign(request, self.key).encoded
-        for attempt in range(2):
-            stream, lock = await self._stream_to(host)
-            try:
-                async with lock:
-                    await stream.send_frame(data)
-                    reply = await stream.receive_frame()
-            except NetError as exc:
-                self._streams.pop(host, None)
-                if attempt:
-                    raise SwapFailed(f"pool host {host.hex()[:8]} unreachable: {exc}") from exc
-                continue
-            try:
-                answer = decode_signed(reply, SwapAnswer).body
-            except WireError as exc:
-                raise SwapFailed(f"pool host {host.hex()[:8]} sent a bad answer: {exc}") from exc
-            if answer.request_id != request.request_id or answer.host != host:
-                raise SwapFailed("the answer does not match the request")
-            return answer
-        raise SwapFailed("unreachable")  # pragma: no cover - the loop returns or raises
-
-    async def _stream_to(self, host: bytes) -> tuple[FramedStream, trio.Lock]:
-        async with self._dial_locks.setdefault(host, trio.Lock()):
-            if host not in self._streams:
-                try:
-                    stream = await self.transport.open_stream(host, SWAP_PROTOCOL, max_frame_bytes=MAX_SWAP_BYTES)
-                except NetError as exc:
-                    raise SwapFailed(f"pool host {host.hex()[:8]} unreachable: {exc}") from exc
-                self._streams[host] = (stream, trio.Lock())
-            return self._streams[host]
+        try:
+            reply = await self._requests.request(host, sign(request, self.key).encoded)
+        except NetError as exc:
+            raise SwapFailed(f"pool host {host.hex()[:8]} unreachable: {exc}") from exc
+        try:
+            answer = decode_signed(reply, SwapAnswer).body
+        except WireError as exc:
+            raise SwapFailed(f"pool host {host.hex()[:8]} sent a bad answer: {exc}") from exc
+        if answer.request_id != request.request_id or answer.host != host:
+            raise SwapFailed("the answer does not match the request")
+        return answer
 
     # --- running ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         subscription = await self.transport.subscribe(pools_topic(self.zone), self.validate_announcement)
         task_status.started()
-        async for message in subscription:
-            self.on_announcement(message)
+        try:
+            async for message in subscription:
+                self.on_announcement(message)
+        finally:
+            with trio.CancelScope(shield=True):
+                await subscription.aclose()
+            await self._requests.aclose()
 
 
 @asynccontextmanager

@@ -38,7 +38,8 @@ from p2pgrid.ledger.chain import EntryRejected, RejectReason, build_entry, kind_
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.amm import NO_LOSSES, HostLosses, accrue
 from p2pgrid.net.orders import pools_topic
-from p2pgrid.net.transport import FramedStream, Transport
+from p2pgrid.net.requests import StreamServer
+from p2pgrid.net.transport import Transport
 from p2pgrid.trading.pool_entries import (
     POOL_OPEN_KIND, POOL_UPDATE_KIND, SWAP_KIND, PoolOpen, PoolRecord, PoolUpdate, Swap, SwapRejected, compute_pool_id,
     deliverable_energy_wh, plan_swap, validate_swap, with_request,
@@ -201,17 +202,8 @@ class PoolHost:
 
     # --- swaps --------------------------------------------------------------------------------
 
-    async def _serve_swaps(self, stream: FramedStream) -> None:
-        while True:
-            try:
-                data = await stream.receive_frame()
-            except NetError:
-                return
-            answer = await self.answer(data, stream.peer)
-            try:
-                await stream.send_frame(sign(answer, self.key).encoded)
-            except NetError:
-                return
+    async def _answer_frame(self, data: bytes, peer: bytes) -> bytes:
+        return sign(await self.answer(data, peer), self.key).encoded
 
     async def answer(self, data: bytes, peer: bytes) -> SwapAnswer:
         """The host's answer to one request frame from ``peer``."""
@@ -300,10 +292,14 @@ class PoolHost:
             since_announce += self.config.tick_s
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.transport.set_stream_handler(SWAP_PROTOCOL, self._serve_swaps, max_frame_bytes=MAX_SWAP_BYTES)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._tick)
-            task_status.started()
+        server = StreamServer(self._answer_frame)
+        self.transport.set_stream_handler(SWAP_PROTOCOL, server.serve, max_frame_bytes=MAX_SWAP_BYTES)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._tick)
+                task_status.started()
+        finally:
+            await server.aclose()     # the transport outlives this service (see net.requests)
 
 
 _LOCK_REASONS = {RejectReason.NO_LOCK, RejectReason.LOCK_CLOSED, RejectReason.LOCK_MISMATCH,

@@ -36,7 +36,8 @@ from p2pgrid.ledger.messages import Fill, Lock, Release
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.router import BookLeg, PoolLeg, RoutePlan, route
 from p2pgrid.net.orders import OrderDelivery, OrderGossip
-from p2pgrid.net.transport import FramedStream, Transport
+from p2pgrid.net.requests import RequestStreams, StreamServer
+from p2pgrid.net.transport import Transport
 from p2pgrid.trading.local_books import BookChange, LocalBooks
 from p2pgrid.trading.maker import Accept, MakerDesk, decide_take
 from p2pgrid.trading.own_orders import OwnOrderJournal
@@ -134,9 +135,8 @@ class TradingService:
         self.own_orders: dict[bytes, Signed[Order]] = journal.load() if journal is not None else {}
         self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
-        self._streams: dict[bytes, tuple[FramedStream, trio.Lock]] = {}
-        self._dial_locks: dict[bytes, trio.Lock] = {}
-        self._served: set[FramedStream] = set()
+        self._requests = RequestStreams(transport, TAKE_PROTOCOL, MAX_TAKE_BYTES)
+        self._server = StreamServer(self._answer_frame)
         self._book_send, self.book_changes = trio.open_memory_channel[BookChange](math.inf)
         self._nonce = 0
 
@@ -265,55 +265,22 @@ class TradingService:
         return Execution(take.take_id, order_id, order.owner, side, qty_wh, order.limit_price, value)
 
     async def _ask(self, maker: bytes, take: Take) -> TakeAnswer:
-        data = sign(take, self.key).encoded
-        for attempt in range(2):
-            stream, lock = await self._stream_to(maker)
-            try:
-                async with lock:
-                    await stream.send_frame(data)
-                    reply = await stream.receive_frame()
-            except NetError as exc:
-                self._streams.pop(maker, None)
-                if attempt:
-                    raise TakeFailed(f"maker {maker.hex()[:8]} unreachable: {exc}") from exc
-                continue
-            try:
-                answer = decode_signed(reply, TakeAnswer).body
-            except WireError as exc:
-                raise TakeFailed(f"maker {maker.hex()[:8]} sent a bad answer: {exc}") from exc
-            if answer.take_id != take.take_id or answer.maker != maker:
-                raise TakeFailed("answer does not match the take")
-            return answer
-        raise TakeFailed("unreachable")  # pragma: no cover - the loop returns or raises
-
-    async def _stream_to(self, maker: bytes) -> tuple[FramedStream, trio.Lock]:
-        dial_lock = self._dial_locks.setdefault(maker, trio.Lock())
-        async with dial_lock:
-            if maker not in self._streams:
-                stream = await self.transport.open_stream(maker, TAKE_PROTOCOL, max_frame_bytes=MAX_TAKE_BYTES)
-                self._streams[maker] = (stream, trio.Lock())
-            return self._streams[maker]
+        try:
+            reply = await self._requests.request(maker, sign(take, self.key).encoded)
+        except NetError as exc:
+            raise TakeFailed(f"maker {maker.hex()[:8]} unreachable: {exc}") from exc
+        try:
+            answer = decode_signed(reply, TakeAnswer).body
+        except WireError as exc:
+            raise TakeFailed(f"maker {maker.hex()[:8]} sent a bad answer: {exc}") from exc
+        if answer.take_id != take.take_id or answer.maker != maker:
+            raise TakeFailed("answer does not match the take")
+        return answer
 
     # --- making -------------------------------------------------------------------------------
 
-    async def _serve_takes(self, stream: FramedStream) -> None:
-        self._served.add(stream)
-        try:
-            await self._serve_take_stream(stream)
-        finally:
-            self._served.discard(stream)
-
-    async def _serve_take_stream(self, stream: FramedStream) -> None:
-        while True:
-            try:
-                data = await stream.receive_frame()
-            except NetError:
-                return
-            answer = await self._answer(data, stream.peer)
-            try:
-                await stream.send_frame(sign(answer, self.key).encoded)
-            except NetError:
-                return
+    async def _answer_frame(self, data: bytes, peer: bytes) -> bytes:
+        return sign(await self._answer(data, peer), self.key).encoded
 
     async def _answer(self, data: bytes, peer: bytes) -> TakeAnswer:
         try:
@@ -493,7 +460,7 @@ class TradingService:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve takes and keep the books. With ``consume_gossip=False`` someone else reads the
         gossip deliveries and calls ``on_delivery`` (the node does, to share them)."""
-        self.transport.set_stream_handler(TAKE_PROTOCOL, self._serve_takes, max_frame_bytes=MAX_TAKE_BYTES)
+        self.transport.set_stream_handler(TAKE_PROTOCOL, self._server.serve, max_frame_bytes=MAX_TAKE_BYTES)
         try:
             async with trio.open_nursery() as nursery:
                 if consume_gossip:
@@ -501,11 +468,9 @@ class TradingService:
                 nursery.start_soon(self._housekeeping)
                 task_status.started()
         finally:
-            # Streams are served by the transport's tasks: end them with the service, so a
-            # service restarted on the same transport never shares a stream with a dead one.
-            with trio.CancelScope(shield=True):
-                for stream in [*self._served, *(s for s, _ in self._streams.values())]:
-                    await stream.aclose()
+            # The transport outlives this service: end our streams with it (see net.requests).
+            await self._server.aclose()
+            await self._requests.aclose()
 
 
 @asynccontextmanager
