@@ -53,6 +53,7 @@ class LedgerNodeService:
 
     async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         config = ledger_config(node.config)
+        node.config.node.data_dir.mkdir(parents=True, exist_ok=True)
         path = node.config.node.data_dir / LEDGER_DB
         async with open_store(path) as store:
             async with open_ledger_service(node.key, config, store, node.transport, node.clock.now_ms) as ledger:

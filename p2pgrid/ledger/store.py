@@ -355,7 +355,10 @@ class LedgerStore:
         return VerifyReport(len(entry_rows), len(cert_rows), len(head_rows), state_root(state), len(pending))
 
     async def aclose(self) -> None:
-        await self._run(lambda conn: conn.close())
+        # Shielded: a cancelled close would leave aiosqlite's worker thread (not a daemon) alive,
+        # and the process would never exit.
+        with trio.CancelScope(shield=True):
+            await self._run(lambda conn: conn.close())
 
 
 async def _advance_heads(conn: aiosqlite.Connection, accounts: Sequence[bytes]) -> None:

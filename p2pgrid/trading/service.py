@@ -20,7 +20,6 @@ bounded by trio timeouts in seconds.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from p2pgrid.trading.pool_client import PoolClient
 
 Clock = Callable[[], int]
+BOOK_CHANGES_BUFFER = 4096
 
 
 class TakeRefused(TradingError):
@@ -114,6 +114,7 @@ class TradingStats:
     executions: int = 0
     releases: int = 0
     quorum_retries: int = 0
+    book_changes_dropped: int = 0
 
 
 class TradingService:
@@ -137,7 +138,9 @@ class TradingService:
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
         self._requests = RequestStreams(transport, TAKE_PROTOCOL, MAX_TAKE_BYTES)
         self._server = StreamServer(self._answer_frame)
-        self._book_send, self.book_changes = trio.open_memory_channel[BookChange](math.inf)
+        # Book changes for whoever follows them (RPC subscriptions); bounded, and dropped rather
+        # than queued without end when nobody reads.
+        self._book_send, self.book_changes = trio.open_memory_channel[BookChange](BOOK_CHANGES_BUFFER)
         self._nonce = 0
 
     @property
@@ -427,7 +430,10 @@ class TradingService:
 
     def _publish_change(self, change: BookChange) -> None:
         if change.change != "ignored":
-            self._book_send.send_nowait(change)
+            try:
+                self._book_send.send_nowait(change)
+            except trio.WouldBlock:
+                self.stats.book_changes_dropped += 1
 
     def on_delivery(self, delivery: OrderDelivery) -> None:
         """Apply one accepted gossip batch to the books."""
