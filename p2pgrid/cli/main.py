@@ -2,7 +2,8 @@
 
 Contract for command modules: ``register(subparsers)`` adds sub-commands whose parsers
 ``set_defaults(func=do_something)``; ``do_something(args) -> int`` is the exit code. Node commands
-live in ``node_commands``; ledger commands in ``ledger`` (registered when that module exists).
+live in ``node_commands``, trading through the running node in ``trade``, and ``ledger``,
+``settlement`` and ``invest`` read the node's ledger.
 
 Errors: a ``P2PGridError`` prints one line ``p2pgrid: error: ...`` on stderr and exits 1; a usage
 error prints one line and exits 2; Ctrl-C exits 130 without a traceback.
@@ -14,7 +15,6 @@ Logging is configured here and only here, *after* importing libp2p: py-libp2p se
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -36,24 +36,13 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pgrid.cli import node_commands
+    from p2pgrid.cli import invest, ledger, node_commands, settlement, trade
 
     parser = OneLineArgumentParser(prog="p2pgrid", description="Peer-to-peer energy trading node.")
     parser.add_argument("--version", action="version", version=f"p2pgrid {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    node_commands.register(subparsers)
-    if importlib.util.find_spec("p2pgrid.cli.ledger") is not None:
-        from p2pgrid.cli import ledger
-
-        ledger.register(subparsers)
-    if importlib.util.find_spec("p2pgrid.cli.settlement") is not None:
-        from p2pgrid.cli import settlement
-
-        settlement.register(subparsers)
-    if importlib.util.find_spec("p2pgrid.cli.invest") is not None:
-        from p2pgrid.cli import invest
-
-        invest.register(subparsers)
+    for module in (node_commands, trade, ledger, settlement, invest):
+        module.register(subparsers)
     return parser
 
 

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from p2pgrid.clock import clock_from_config
 from p2pgrid.config import ROLES, NodeConfig, load_config, parse_override
+from p2pgrid.units import SlotRules
 from p2pgrid.errors import ConfigError, KeystoreError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
 from p2pgrid.node import OrderRequest, inbox_dir, pid_alive, read_status
@@ -200,9 +201,8 @@ def running_status(config: NodeConfig):  # type: ignore[no-untyped-def]
     return status
 
 
-def parse_slot(text: str, config: NodeConfig, market_now_ms: int) -> int:
+def parse_slot(text: str, rules: SlotRules, market_now_ms: int) -> int:
     """``next`` (first tradable slot), ``+N`` (N slots after that) or a slot start in Unix seconds."""
-    rules = config.zone.slot_rules
     tradable = rules.tradable_slots(market_now_ms)
     if text == "next" or text.startswith("+"):
         offset = 0 if text == "next" else _int_arg("--slot", text[1:])
@@ -226,7 +226,7 @@ def do_order_place(args: argparse.Namespace) -> int:
     """Ask the running node to sign and gossip an order; print its id."""
     config = config_from_args(args)
     status = running_status(config)
-    slot = parse_slot(args.slot, config, status.market_now_ms)
+    slot = parse_slot(args.slot, config.zone.slot_rules, status.market_now_ms)
     request = OrderRequest(side=args.side, qty_wh=args.qty, price=args.price, slot=slot,
                            green=args.green, source=args.source or "")
     reply = send_control_request(config.node.data_dir, request.to_json(), timeout_s=args.timeout)

@@ -114,14 +114,14 @@ def test_order_place_needs_a_tradable_slot(tmp_path, capsys):
     (tmp_path / "c.toml").write_text("[node]\ndata_dir = \".\"\n")
     config = load_config(tmp_path / "c.toml")
     now_ms = 1_800_000_000_000
-    first = parse_slot("next", config, now_ms)
+    first = parse_slot("next", config.zone.slot_rules, now_ms)
     assert config.zone.slot_rules.is_tradable(first, now_ms)
-    assert parse_slot("+2", config, now_ms) == first + 2 * 900
-    assert parse_slot(str(first + 900), config, now_ms) == first + 900
+    assert parse_slot("+2", config.zone.slot_rules, now_ms) == first + 2 * 900
+    assert parse_slot(str(first + 900), config.zone.slot_rules, now_ms) == first + 900
     with pytest.raises(ConfigError, match="not open for trading"):
-        parse_slot(str(first - 3600), config, now_ms)
+        parse_slot(str(first - 3600), config.zone.slot_rules, now_ms)
     with pytest.raises(ConfigError, match="not an integer"):
-        parse_slot("soon", config, now_ms)
+        parse_slot("soon", config.zone.slot_rules, now_ms)
 
 
 def test_a_group_of_p2pgrid_errors_from_a_nursery_is_still_one_line(monkeypatch, capsys):

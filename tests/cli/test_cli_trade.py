@@ -1,0 +1,44 @@
+"""``p2pgrid book / trade / trades`` against real nodes serving their local RPC."""
+
+import trio
+
+from p2pgrid.cli.main import main
+from p2pgrid.node_rpc import open_node_cluster
+from p2pgrid.wire import Side
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    return code, capsys.readouterr()
+
+
+async def test_book_trade_and_trades_through_the_running_node(tmp_path, capsys):
+    async with open_node_cluster(tmp_path, 5, rpc_nodes=(4,), funds_uc=10_000_000) as nodes:
+        maker, me = nodes[3], nodes[4]
+        rules = maker.config.zone.slot_rules
+        slot = rules.tradable_slots(maker.clock.now_ms())[0]
+        maker.place_order(Side.SELL, 800, 200_000, slot)
+        with trio.fail_after(30):
+            while me.trading.books.remaining(next(iter(maker.trading.own_orders))) == 0:
+                await trio.sleep(0.02)
+        data_dir = str(me.config.node.data_dir)
+
+        code, out = await trio.to_thread.run_sync(run_cli, ["book", "--data-dir", data_dir, "--slot", str(slot)], capsys)
+        assert code == 0 and "800" in out.out and "0.2000/kWh" in out.out
+
+        code, out = await trio.to_thread.run_sync(
+            run_cli, ["trade", "buy", "500", "--limit", "250000", "--data-dir", data_dir, "--slot", str(slot)], capsys)
+        assert code == 0, out.err
+        assert "route: buy 500/500 Wh" in out.out and "filled 500/500 Wh" in out.out
+
+        code, out = await trio.to_thread.run_sync(run_cli, ["trades", "--data-dir", data_dir], capsys)
+        assert code == 0 and "500" in out.out and "yes" in out.out
+
+        code, out = await trio.to_thread.run_sync(
+            run_cli, ["trade", "buy", "500", "--limit", "100000", "--data-dir", data_dir, "--slot", str(slot)], capsys)
+        assert code == 1 and out.err.count("\n") == 1 and "nothing to trade" in out.err
+
+
+def test_without_a_running_node_the_error_is_one_line(tmp_path, capsys):
+    code, out = run_cli(["book", "--data-dir", str(tmp_path)], capsys)
+    assert code == 1 and out.err.count("\n") == 1 and "rpc" in out.err.lower()
