@@ -233,10 +233,17 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
                     "publish_interval_ms": 500},
         "clock": {"mode": "scaled", "sim_epoch_ms": timeline.sim_epoch_ms, "speed": float(s.speed),
                   "anchor_wall_ms": timeline.anchor_wall_ms},
-        "agent": {"strategy": "none" if p.operator else "profile", "seed": p.seed, "tick_ms": s.tick_ms,
+        "agent": {"strategy": "none" if p.operator else s.strategy, "seed": p.seed, "tick_ms": s.tick_ms,
                   "profile_file": "profile.json"},
         "simnet": {"fault_control": fault_control, "overfill_once": p.name == s.broken},
+        # Every node serves its local JSON-RPC on 127.0.0.1 (port in <data_dir>/rpc.json), so bots
+        # and `curl` can talk to a running simulation.
+        "rpc": {"enabled": not memory},
     }
+    if s.strategy == "agent" and not p.operator:
+        # The agent trades from a simulated site driven by the participant's energy series.
+        sections["devices"] = {"series_file": ENERGY_FILE, "series_start_s": timeline.profile_start_ms // 1000,
+                               "sample_period_ms": 250}
     if p.operator:
         sections["gateway"] = {"fund_uc": s.credit_uc, "fund_accounts": [q.account for q in others]}
     if p.pv_kwp:

@@ -4,7 +4,9 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
 
     [scenario]  name, seed, year, start_day (profile day 0..364, CET), start_hour, hours (simulated),
                 speed (simulated s per real s), slot_s, transport (libp2p | memory),
-                tick_ms (agent decision interval, real ms), settle_s (real s to converge at the end)
+                tick_ms (agent decision interval, real ms), settle_s (real s to converge at the end),
+                strategy (profile: trade the precomputed net energy | agent: own simulated devices,
+                forecasts and the battery plan, p2pgrid.node_planner)
     [zone]      retail_price, feed_in_price (µc/kWh), credit_uc (minted to every participant)
     [committee] size (validators: the operator, then stations, then households)
     [participants] households, consumers, stations
@@ -75,6 +77,7 @@ class Scenario:
     tick_ms: int = 500
     settle_s: float = 60.0
     broken: str = ""
+    strategy: str = "profile"       # the participants' agent.strategy: profile (perfect foresight) | agent
     retail_price: int = 300_000
     feed_in_price: int = 80_000
     credit_uc: int = 200_000_000
@@ -107,7 +110,7 @@ class Scenario:
 
 _SECTIONS = {
     "scenario": ("name", "seed", "year", "start_day", "start_hour", "hours", "speed", "slot_s", "transport", "tick_ms",
-                 "settle_s", "broken"),
+                 "settle_s", "broken", "strategy"),
     "zone": ("retail_price", "feed_in_price", "credit_uc"),
     "committee": ("size",),
     "participants": ("households", "consumers", "stations"),
@@ -181,6 +184,9 @@ def _fault(index: int, table: Any) -> Fault:
     return fault
 
 
+STRATEGIES = ("profile", "agent")
+
+
 def check_scenario(s: Scenario) -> None:
     if s.transport not in TRANSPORTS:
         raise ScenarioError(f"scenario.transport: {s.transport!r} is not one of {', '.join(TRANSPORTS)}")
@@ -188,6 +194,8 @@ def check_scenario(s: Scenario) -> None:
         raise ScenarioError("scenario.hours and scenario.speed must be positive")
     if s.slot_s % 900 or 86400 % s.slot_s:
         raise ScenarioError("scenario.slot_s must be a multiple of 900 that divides a day")
+    if s.strategy not in STRATEGIES:
+        raise ScenarioError(f"scenario.strategy: {s.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if s.participants < 2:
         raise ScenarioError("a community needs at least 2 participants")
     if not 1 <= s.committee_size <= 1 + s.stations + s.households:

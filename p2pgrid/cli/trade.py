@@ -37,7 +37,8 @@ def open_client(data_dir: Path) -> RpcClient:
 
 def _slot(args: argparse.Namespace, info: NodeInfo) -> int:
     """The slot ``--slot`` names, on the running node's own calendar and clock."""
-    return parse_slot(args.slot, SlotRules(length_s=info.slot_length_s, gate_s=info.gate_s), info.now_ms)
+    rules = SlotRules(length_s=info.slot_length_s, horizon_s=info.horizon_s, gate_s=info.gate_s)
+    return parse_slot(args.slot, rules, info.now_ms)
 
 
 def render_book(book: BookSnapshot) -> Table:

@@ -99,6 +99,16 @@ async def fresh_samples(host: AgentHost) -> None:
             and len(telemetry.last) == len(telemetry.device_set.devices), 0.01)
 
 
+async def quiesce(nodes) -> None:
+    """Wait until every node holds every certified entry: closing a cluster while a confirm is in
+    flight lets the memory transport's stream handler write to a ledger store already closed."""
+    with trio.fail_after(20):
+        await wait_until(lambda: len({n.ledger.state.height for n in nodes}) == 1, 0.01)
+    await trio.sleep(0.2)   # let the confirms' replies drain (no condition to observe for them)
+    with trio.fail_after(20):
+        await wait_until(lambda: len({n.ledger.state.height for n in nodes}) == 1, 0.01)
+
+
 async def start_agent(nursery, host: AgentHost, device_set: DeviceSet | None = None) -> AgentTrader:
     service = DeviceService(device_set or simulated_device_set(host.config, host.clock.now_ms),
                             period_s=SAMPLE_PERIOD_S)
@@ -149,6 +159,7 @@ async def test_agent_offers_follow_the_plan_and_limits_move_toward_feed_in_as_th
             assert limits[-1] - config.zone.tariffs.feed_in_price < limits[0] - config.zone.tariffs.feed_in_price
             assert trader.counters.replaced > 0
             nursery.cancel_scope.cancel()
+        await quiesce(nodes)
 
 
 async def test_agent_battery_setpoint_is_obeyed_and_soc_moves_as_planned(tmp_path):
@@ -175,6 +186,7 @@ async def test_agent_battery_setpoint_is_obeyed_and_soc_moves_as_planned(tmp_pat
             assert after - before == pytest.approx(expected, rel=0.05)
             assert limits is trader.decision.plan
             nursery.cancel_scope.cancel()
+        await quiesce(nodes)
 
 
 async def test_agent_stops_trading_and_cancels_its_sells_when_a_device_goes_stale(tmp_path):
@@ -220,6 +232,7 @@ async def test_agent_stops_trading_and_cancels_its_sells_when_a_device_goes_stal
             await trader.tick(host, nursery)
             assert not trader.counters.device_stale and trader.counters.offers > offers_before
             nursery.cancel_scope.cancel()
+        await quiesce(nodes)
 
 
 async def test_agent_never_offers_more_than_its_planned_export_even_while_being_bought_from(tmp_path):
@@ -258,6 +271,7 @@ async def test_agent_never_offers_more_than_its_planned_export_even_while_being_
                 await fresh_samples(host)
             assert sold_any
             nursery.cancel_scope.cancel()
+        await quiesce(nodes)
 
 
 async def test_agent_buys_its_need_from_the_book_when_it_is_cheaper_than_retail(tmp_path):
@@ -284,6 +298,7 @@ async def test_agent_buys_its_need_from_the_book_when_it_is_cheaper_than_retail(
             assert all(not (i.slot == slot and i.side is Side.BUY) for i in trader.decision.orders)
             assert host.trading.own_orders == {}                    # bids are never rested
             nursery.cancel_scope.cancel()
+        await quiesce(nodes)
 
 
 def test_slot_rules_of_the_test_zone_match_the_cluster():
