@@ -21,7 +21,8 @@ What the service keeps (all in memory, bounded):
   that never answered);
 * per delivery slot: metered grid import/export (``p2pgrid.telemetry.slot_energy`` over the
   meter's counters, exact at slot edges) and load / PV energy (mean sampled power × slot length);
-  ``completed_slots()`` lists the slots that ended, oldest first;
+  a slot is closed when the first meter reading after its end arrives (so its edges are
+  bracketed); ``completed_slots()`` lists the closed slots, oldest first;
 * a downsampled history of every device's power (``HISTORY_BUCKET_MS`` buckets,
   ``HISTORY_BUCKETS`` of them), for dashboards and ``telemetry_get``.
 
@@ -192,12 +193,15 @@ class DeviceService:
         reading = sample.reading
         if reading is None or sample.quality is not Quality.GOOD:
             return
-        self._close_ended_slots(reading.t_ms)
-        slot = self._rules.slot_of(reading.t_ms)
+        # A power reading describes the moments just before it (a simulated site reports its last
+        # step, a real device an average over its last interval): it counts for that instant's slot.
+        slot = self._rules.slot_of(reading.t_ms - 1)
         power = float(getattr(reading, "power_w", 0.0))
         self._accumulators.setdefault(slot, _SlotAccumulator()).add(reading.kind.value, power)
         if isinstance(reading, MeterReading):
+            # Slots close on the meter's clock: a slot's energy needs a meter reading past its end.
             self._meter_points.append(reading)
+            self._close_ended_slots(reading.t_ms)
         history = self._history.setdefault(sample.device, deque(maxlen=HISTORY_BUCKETS * 60))
         history.append((reading.t_ms, power))
 

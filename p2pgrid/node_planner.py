@@ -21,8 +21,10 @@
 5. **keeps its offers in line with the plan.** For the ``agent.offer_lead_slots`` nearest tradable
    slots after the first (an order for the first may reach gate closure in flight), the sell
    intents (green from PV, grey from the battery) are held as resting orders: an order whose
-   remaining quantity differs from the intent by ``agent.min_qty_wh`` or more, or whose limit is
-   ``agent.reprice_min_change`` or more away from the re-priced limit, is cancelled and replaced;
+   remaining quantity exceeds the intent (at once: never offer more than planned), falls short of
+   it by a tenth and at least ``agent.min_qty_wh``, or whose limit is ``agent.reprice_min_change``
+   or more away from the re-priced limit, is cancelled and replaced (the protocol has no
+   "reduce": a cancel and a new order);
    offers for slots the plan no longer exports in are cancelled. The quantity of the intents of a
    slot is capped so that **offered + already sold never exceeds the plan's export** for it.
 6. **buys** the need of the ``agent.buy_lead_slots`` nearest tradable slots after the first from
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 
 PV_GATE_EXPERTS = ("persistence", "yesterday", "smoothing")   # clear-sky experts need a PvSite
 HISTORY_KEPT = 28 * 96
+GROW_TOLERANCE = 10          # an offer smaller than its intent by < 1/10 (and < min_qty_wh) stays
 
 
 @dataclass
@@ -340,7 +343,8 @@ class AgentTrader:
             if order_id is not None:
                 order = self.sell_orders[order_id]
                 remaining = books.remaining(order_id)
-                if (abs(remaining - intent.qty_wh) < config.agent.min_qty_wh
+                grow_by = max(config.agent.min_qty_wh, intent.qty_wh // GROW_TOLERANCE)
+                if (remaining <= intent.qty_wh < remaining + grow_by
                         and abs(order.limit_price - intent.limit_price) < config.agent.reprice_min_change):
                     continue
                 # Cancel first: the new order must not sit next to the old one, or the slot could
