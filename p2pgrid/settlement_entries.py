@@ -374,9 +374,17 @@ def unsettled_slots(state: LedgerState) -> list[int]:
     return sorted(s for s in slots if settle_key(s) not in state.extra)
 
 
+def has_meters(state: LedgerState) -> bool:
+    """True once the zone operator has registered at least one meter key."""
+    return any(key.startswith("meter_key/") for key in state.extra)
+
+
 def slots_to_settle(state: LedgerState, rules: LedgerRules, now_ms: int) -> list[int]:
-    """Unsettled slots whose metering deadline has passed (none if the zone cannot settle)."""
-    if not isinstance(rules, SettlementLedgerRules):
+    """Unsettled slots whose metering deadline has passed (none if the zone cannot settle).
+
+    A zone whose operator registered no meter at all has nothing to settle against: settling it
+    would count every trade as undelivered. Its slots wait until meters are registered."""
+    if not isinstance(rules, SettlementLedgerRules) or not has_meters(state):
         return []
     return [s for s in unsettled_slots(state) if rules.slots.metering_due_ms(s) <= now_ms]
 
