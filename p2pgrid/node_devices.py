@@ -197,7 +197,8 @@ class DeviceService:
         # step, a real device an average over its last interval): it counts for that instant's slot.
         slot = self._rules.slot_of(reading.t_ms - 1)
         power = float(getattr(reading, "power_w", 0.0))
-        self._accumulators.setdefault(slot, _SlotAccumulator()).add(reading.kind.value, power)
+        if slot not in self.slots:          # a late reading of a closed slot: its mean stands
+            self._accumulators.setdefault(slot, _SlotAccumulator()).add(reading.kind.value, power)
         if isinstance(reading, MeterReading):
             # Slots close on the meter's clock: a slot's energy needs a meter reading past its end.
             self._meter_points.append(reading)

@@ -12,7 +12,8 @@
    gate for load, one for PV). Slots missing from the telemetry repeat the previous value. Before
    any slot has ended, the current power readings held constant stand in.
 3. **decides** with ``p2pgrid.agent.decide`` over ``agent.horizon_slots`` slots from the current
-   one: battery limits from ``[devices.battery]`` (one-way efficiency √round-trip), SoC from the
+   one: battery limits from ``[devices.battery]`` (one-way efficiency √round-trip), stored energy
+   at the horizon's end valued at the expected sell price, SoC from the
    battery's last reading, tariffs from the zone, the expected local price ``agent.
    expected_p2p_price`` (0 = midway), and what is already **committed** per slot (bought by this
    node's executions, + ; sold on its offers as certified in the ledger, −).
@@ -47,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from p2pgrid.agent import AgentDecision, AgentSettings, BatteryLimits, OrderIntent, RepricingRule, SlotMarket, decide
+from p2pgrid.agent import (AgentDecision, AgentSettings, BatteryLimits, OrderIntent, RepricingRule, SlotMarket, decide,
+                           expected_prices)
 from p2pgrid.devices.base import BatterySetpoint, DeviceKind
 from p2pgrid.errors import DeviceError, P2PGridError
 from p2pgrid.forecast import Forecast, GateConfig, GateState, SeriesContext, new_gate, step
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PV_GATE_EXPERTS = ("persistence", "yesterday", "smoothing")   # clear-sky experts need a PvSite
-HISTORY_KEPT = 28 * 96
+HISTORY_DAYS = 28            # the weekly expert looks four weeks back
 GROW_TOLERANCE = 10          # an offer smaller than its intent by < 1/10 (and < min_qty_wh) stays
 
 
@@ -98,9 +100,10 @@ class SeriesForecaster:
 
     def add(self, value: float) -> None:
         self.history.append(value)
-        if len(self.history) > HISTORY_KEPT:
+        per_day = self.context.slots_per_day
+        if len(self.history) > HISTORY_DAYS * per_day:
             # Experts index history by slot of day: drop whole days only, and move the origin along.
-            drop = 96 * ((len(self.history) - HISTORY_KEPT) // 96 + 1)
+            drop = per_day * ((len(self.history) - HISTORY_DAYS * per_day) // per_day + 1)
             self.history = self.history[drop:]
             self.context = replace(self.context, first_slot_s=self.context.first_slot_s + drop * self.context.slot_s)
             self.gate = new_gate(self.gate.experts, self.gate.config)
@@ -132,8 +135,13 @@ def battery_limits(config: NodeConfig) -> BatteryLimits:
 
 
 def agent_settings(config: NodeConfig) -> AgentSettings:
+    """Energy left stored at the horizon's end is valued at the expected sell price: worth at
+    least what it would fetch, so a finite horizon does not dump the battery onto the market."""
     a = config.agent
-    return AgentSettings(fill_probability=a.fill_probability, min_qty_wh=a.min_qty_wh,
+    tariffs = config.zone.tariffs
+    market = SlotMarket(0, tariffs.retail_price, tariffs.feed_in_price, expected_p2p(config))
+    terminal = expected_prices(market, a.fill_probability).sell
+    return AgentSettings(fill_probability=a.fill_probability, min_qty_wh=a.min_qty_wh, terminal_price=terminal,
                          repricing=RepricingRule(a.reprice_ramp_s))
 
 

@@ -44,6 +44,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from dataclasses import dataclass
 from typing import Any
 
@@ -609,9 +610,11 @@ class LedgerService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._load()
         subscription = await self.transport.subscribe(ledger_topic(self.rules.zone), self._gossip_validator)
-        self.transport.set_stream_handler(SYNC_PROTOCOL, self._serve_sync, max_frame_bytes=MAX_FRAME_BYTES)
+        self.transport.set_stream_handler(SYNC_PROTOCOL, partial(self._guarded, serve=self._serve_sync),
+                                          max_frame_bytes=MAX_FRAME_BYTES)
         if self.is_validator:
-            self.transport.set_stream_handler(VOTE_PROTOCOL, self._serve_votes, max_frame_bytes=MAX_FRAME_BYTES)
+            self.transport.set_stream_handler(VOTE_PROTOCOL, partial(self._guarded, serve=self._serve_votes),
+                                              max_frame_bytes=MAX_FRAME_BYTES)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -621,9 +624,26 @@ class LedgerService:
                     nursery.start_soon(self._anti_entropy)
                 task_status.started()
         finally:
-            # Leave the topic, so the same transport can run a restarted ledger service.
+            # Leave the topic, and stop serving streams: they run in the transport's tasks, which
+            # outlive this service, and must not touch a store about to close. A restarted service
+            # on the same transport then takes over.
+            self._stopped = True
+            for scope in list(self._handler_scopes):
+                scope.cancel()
             with trio.CancelScope(shield=True):
                 await subscription.aclose()
+
+    async def _guarded(self, stream: FramedStream, *, serve: Callable[[FramedStream], Any]) -> None:
+        """Serve an incoming stream only while this service runs (see ``run``)."""
+        if self._stopped:
+            await stream.aclose()
+            return
+        with trio.CancelScope() as scope:
+            self._handler_scopes.add(scope)
+            try:
+                await serve(stream)
+            finally:
+                self._handler_scopes.discard(scope)
 
     async def _anti_entropy(self) -> None:
         """Catch up at start, then keep pulling: gossip is best effort, sync makes it complete."""

@@ -83,7 +83,8 @@ async def test_device_service_meters_each_ended_slot_and_flags_a_silent_device(t
             with trio.fail_after(10):
                 await wait_until(lambda: len(service.last) == 3
                                  and all(s.t_ms == clock.now_ms() for s in service.last.values()), 0.005)
-        first, second = service.completed_slots()[:2]
+        by_slot = {s.slot: s for s in service.completed_slots()}
+        first, second = by_slot[START_MS // 1000], by_slot[START_MS // 1000 + 900]
         assert first.complete and second.complete
         assert (first.import_wh, first.export_wh) == (400, 0)           # load only
         assert (second.import_wh, second.export_wh) == (0, 200)         # 1000 PV − 800 load

@@ -1,4 +1,4 @@
-"""Ledger test helpers: report the innermost errors of nested trio exception groups readably."""
+"""Shared pytest hooks: trio nests exception groups deeper than a report shows, so list the leaves."""
 
 import pytest
 
