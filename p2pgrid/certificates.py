@@ -18,7 +18,9 @@ The life of a unit (``certify_slot``, from a ``SlotSettlement``)
    generation: only delivered Wh move, and a seller cannot pass on green it did not generate in
    that slot (a reseller's received units stay with it). A seller's green trades draw on its units
    in ascending trade-id order, each taking the lowest unit numbers left, so the result is a
-   function of the sets of trades and meter entries.
+   function of the sets of trades and meter entries. Pool swaps settle as green trades (see
+   ``settlement_entries``): pool energy carries the host's units only as far as the host's own
+   metered green generation of the slot covers it, by this same cap.
 3. **Retire.** Each account retires the units it *received* in the slot against its metered
    ``import_wh`` of the same slot, lowest first: ``retired <= min(received, import_wh)``. Hourly
    matching: a unit can only be retired in the slot it was generated in. A producer's own units are

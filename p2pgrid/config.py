@@ -3,7 +3,7 @@
 Layout of a node config file (every key is optional unless noted; see ``node-configs/``)::
 
     [node]      name, data_dir (required), role, keystore, passphrase_file, log_level
-    [zone]      preset (a zone preset file), id, gateway_account
+    [zone]      preset (a zone preset file), id, gateway_account, ledger_domain
     [zone.slots]      length_s, horizon_s, gate_s, grace_s
     [zone.tariffs]    retail_price, feed_in_price            (µc per kWh)
     [zone.grid_fees]  <other zone id> = µc per kWh
@@ -17,7 +17,8 @@ Layout of a node config file (every key is optional unless noted; see ``node-con
                 order_ttl_s, max_orders, profile_file; agent strategy: horizon_slots, offer_lead_slots,
                 buy_lead_slots, fill_probability, expected_p2p_price, reprice_ramp_s, reprice_min_change,
                 min_qty_wh
-    [gateway]   fund_uc, fund_accounts          (the zone operator's node: initial credits)
+    [gateway]   fund_uc, fund_accounts, [[gateway.meters]] account, meter_key
+                (the zone operator's node: initial credits, meter registrations)
     [simnet]    fault_control, overfill_once    (test-only switches; never set in production)
     [rpc]       enabled, port
     [metrics]   enabled, port
@@ -114,7 +115,13 @@ class ZoneSection:
     slots: SlotSection = field(default_factory=SlotSection, metadata=doc("Slot calendar of the zone."))
     tariffs: TariffSection = field(default_factory=TariffSection, metadata=doc("Grid tariffs of the zone."))
     grid_fees: dict[str, int] = field(default_factory=dict, metadata=doc(
-        "Network fee in µc/kWh for delivering to another zone, keyed by that zone's id.", min=0))
+        "Network fee in µc/kWh for energy moved between this zone and another zone (either direction), "
+        "keyed by that zone's id. The zones listed are the ones this node trades with (it keeps their "
+        "order books, read-only); a zone not listed is not tradable. Listed zones must share this zone's "
+        "ledger_domain and list the same fee back.", min=0))
+    ledger_domain: str = field(default="", metadata=doc(
+        "Name of the ledger (committee) this zone's accounts are certified by; zones that trade with each "
+        "other share one. Empty: the zone id.", pattern=f"(|{ZONE_PATTERN})"))
     validators: tuple[Validator, ...] = field(default=(), metadata=doc("The zone's ledger committee."))
     gateway_account: str = field(default="", metadata=doc(
         "Hex public key of the zone gateway account (mint/burn, imbalance); empty if none yet.",
@@ -126,6 +133,8 @@ class ZoneSection:
         for zone in self.grid_fees:
             if not re.fullmatch(ZONE_PATTERN, zone):
                 raise ConfigError(f"zone.grid_fees.{zone}: not a zone id")
+            if zone == self.id:
+                raise ConfigError(f"zone.grid_fees.{zone}: a zone has no grid fee to itself")
         try:
             self.slots.rules()
         except ConfigError as exc:
@@ -134,6 +143,16 @@ class ZoneSection:
     @property
     def slot_rules(self) -> SlotRules:
         return self.slots.rules()
+
+    @property
+    def ledger_zone(self) -> str:
+        """The ledger domain: the ``zone`` of ledger entries, committee and ledger topic."""
+        return self.ledger_domain or self.id
+
+    @property
+    def neighbours(self) -> tuple[str, ...]:
+        """The other zones this node trades with (those with a grid fee), sorted."""
+        return tuple(sorted(self.grid_fees))
 
 
 @dataclass(frozen=True)
@@ -199,16 +218,115 @@ class MeterSection:
         "Meter source.", choices=("simulated", "sunspec", "mqtt")))
     key_file: str = field(default="meter.key", metadata=doc(
         "Meter key file in data_dir (meter readings are signed by this key, not the node key)."))
+    until_s: int = field(default=0, metadata=doc(
+        "Send no meter reading for a slot whose metering deadline is after this UTC second; 0 = no end "
+        "(simnet: a quiet ledger when the run stops).", min=0))
+
+
+ADAPTER_ROLES = ("meter", "pv", "battery")
+VICTRON_SERVICES = ("grid", "pv", "battery", "vebus")
+
+
+def _check_roles(roles: tuple[str, ...], where: str) -> None:
+    if not roles:
+        raise ConfigError(f"{where}: name at least one of {', '.join(ADAPTER_ROLES)}")
+    if len(set(roles)) != len(roles):
+        raise ConfigError(f"{where}: a device is named twice")
+
+
+@dataclass(frozen=True)
+class ModbusUnitSection:
+    host: str = field(metadata=doc("Modbus TCP host of this unit (any address: real devices sit on the LAN)."))
+    port: int = field(default=502, metadata=doc("Modbus TCP port.", min=1, max=65535))
+    unit_id: int = field(default=1, metadata=doc("Modbus unit id.", min=0, max=255))
+    devices: tuple[str, ...] = field(default=("meter",), metadata=doc(
+        "What this unit is (meter, pv, battery); its SunSpec models are found at 40000.", choices=ADAPTER_ROLES))
+
+    def __post_init__(self) -> None:
+        _check_roles(self.devices, "devices.adapter.units.devices")
 
 
 @dataclass(frozen=True)
 class AdapterSection:
+    """The real hardware behind a node (``p2pgrid.devices.real_set`` builds the devices from it).
+
+    SunSpec: the unit at ``host``/``port``/``unit_id`` serves ``devices``; ``[[devices.adapter.units]]``
+    add more Modbus units (a separate meter, a second inverter). A device's models are discovered at
+    run time (meter 201-204, inverter 101-103 + nameplate 120, battery 802 + storage controls 124).
+    MQTT: the broker at ``host``/``port``; ``topic_map`` picks the preset (``generic``:
+    ``<topic_prefix>/<device>/<field>``; ``victron``: Venus OS ``N/<portal_id>/...``), ``topics`` and
+    ``scales`` override single fields. Ratings no topic carries come from ``[devices.pv]`` and
+    ``[devices.battery]``.
+    """
+
     kind: str = field(default="sunspec", metadata=doc("Real device protocol.", choices=("sunspec", "mqtt")))
-    host: str = field(default="127.0.0.1", metadata=doc("Device or broker host."))
-    port: int = field(default=502, metadata=doc("Device or broker port.", min=1, max=65535))
+    host: str = field(default="127.0.0.1", metadata=doc(
+        "Device or broker host (any address: real devices sit on the LAN)."))
+    port: int = field(default=0, metadata=doc(
+        "Device or broker port; 0 = the protocol's default (502 Modbus TCP, 1883 MQTT).", min=0, max=65535))
     unit_id: int = field(default=1, metadata=doc("Modbus unit id (SunSpec).", min=0, max=255))
-    topic_prefix: str = field(default="p2pgrid", metadata=doc("MQTT topic prefix."))
-    poll_interval_ms: int = field(default=1000, metadata=doc("How often readings are polled.", min=10))
+    devices: tuple[str, ...] = field(default=("meter", "pv", "battery"), metadata=doc(
+        "What the device at host is or the broker carries: meter, pv, battery (the household load is "
+        "derived: grid + PV + battery).", choices=ADAPTER_ROLES))
+    units: tuple[ModbusUnitSection, ...] = field(default=(), metadata=doc(
+        "SunSpec: more Modbus units, each with host, port, unit_id and devices."))
+    timeout_ms: int = field(default=2000, metadata=doc(
+        "How long one request may take before the device counts as unreachable.", min=10))
+    poll_interval_ms: int = field(default=1000, metadata=doc(
+        "How often a device or broker that went away is tried again (readings are sampled every "
+        "devices.sample_period_ms).", min=10))
+    meter_import_positive: bool = field(default=True, metadata=doc(
+        "SunSpec meter counts grid import positive (false: the meter is wired the other way)."))
+    battery_discharge_positive: bool = field(default=True, metadata=doc(
+        "SunSpec battery model 802 reports W positive when discharging (false: positive when charging)."))
+    battery_control: bool = field(default=True, metadata=doc(
+        "Send battery setpoints to the device (SunSpec model 124 / MQTT setpoint topic); false: refused."))
+    pv_rated_w: int = field(default=0, metadata=doc(
+        "PV inverter rating in W when the device does not tell (no SunSpec nameplate, MQTT); 0 = [devices.pv] kwp.",
+        min=0))
+    topic_map: str = field(default="generic", metadata=doc(
+        "MQTT topic preset: generic (<topic_prefix>/<device>/<field>) or victron (Venus OS dbus-mqtt).",
+        choices=("generic", "victron")))
+    topic_prefix: str = field(default="p2pgrid", metadata=doc("MQTT topic prefix of the generic preset."))
+    topics: dict[str, str] = field(default_factory=dict, metadata=doc(
+        "MQTT topic of single fields, keyed '<device>.<field>' (e.g. 'battery.soc_pct'; 'battery.setpoint' is "
+        "where battery setpoints are published)."))
+    scales: dict[str, float] = field(default_factory=dict, metadata=doc(
+        "MQTT factor from published value to ours per field, keyed like topics (e.g. 1000 for kWh → Wh)."))
+    portal_id: str = field(default="", metadata=doc("Victron: the GX device's portal id (VRM id)."))
+    victron_instances: dict[str, int] = field(default_factory=dict, metadata=doc(
+        "Victron: device instances by service (grid 30, pv 20, battery 512, vebus 276 by default).", min=0))
+    keepalive_s: float = field(default=30.0, metadata=doc(
+        "Victron: how often R/<portal_id>/keepalive is published (Venus OS stops publishing a minute after the last).",
+        min=1.0))
+    max_age_ms: int = field(default=60_000, metadata=doc(
+        "MQTT: a reading whose oldest value is older than this is STALE.", min=100))
+    client_id: str = field(default="", metadata=doc("MQTT client id; empty = chosen by the client library."))
+
+    def __post_init__(self) -> None:
+        _check_roles(self.devices, "devices.adapter.devices")
+        if self.kind == "mqtt" and self.units:
+            raise ConfigError("devices.adapter.units: only SunSpec has Modbus units")
+        roles = list(self.devices) + [role for unit in self.units for role in unit.devices]
+        for role in ("meter", "battery"):
+            if roles.count(role) > 1:
+                raise ConfigError(f"devices.adapter: more than one {role} (one grid meter and one battery per node)")
+        if self.kind == "mqtt" and self.topic_map == "victron" and not self.portal_id:
+            raise ConfigError("devices.adapter.portal_id: required by topic_map = \"victron\"")
+        if unknown := sorted(set(self.victron_instances) - set(VICTRON_SERVICES)):
+            raise ConfigError(f"devices.adapter.victron_instances.{unknown[0]}: unknown service "
+                              f"(one of {', '.join(VICTRON_SERVICES)})")
+        for table in ("topics", "scales"):
+            for key in getattr(self, table):
+                device, dot, name = key.partition(".")
+                if device not in ADAPTER_ROLES or not dot or not name:
+                    raise ConfigError(f"devices.adapter.{table}.{key}: expected '<device>.<field>' with device one "
+                                      f"of {', '.join(ADAPTER_ROLES)}")
+
+    @property
+    def effective_port(self) -> int:
+        """``port``, or the protocol's default when it is 0."""
+        return self.port or (502 if self.kind == "sunspec" else 1883)
 
 
 @dataclass(frozen=True)
@@ -288,16 +406,36 @@ class AgentSection:
 
 
 @dataclass(frozen=True)
+class MeterRegistrationSection:
+    account: str = field(metadata=doc("Hex public key of the metered account.", pattern=HEX_KEY_PATTERN))
+    meter_key: str = field(metadata=doc("Hex public key of the meter that measures it (its meter.key).",
+                                        pattern=HEX_KEY_PATTERN))
+
+    def __post_init__(self) -> None:
+        if self.account == self.meter_key:
+            raise ConfigError("gateway.meters: a meter key must not be the account's own key")
+
+
+@dataclass(frozen=True)
 class GatewaySection:
     fund_uc: int = field(default=0, metadata=doc(
         "Zone gateway node only: credits (µc) minted once to each account in fund_accounts.", min=0))
     fund_accounts: tuple[str, ...] = field(default=(), metadata=doc(
         "Zone gateway node only: hex public keys of the accounts to fund at start (idempotent)."))
+    meters: tuple[MeterRegistrationSection, ...] = field(default=(), metadata=doc(
+        "Zone gateway node only: meter keys to register at start, one per account, as "
+        "[[gateway.meters]] account = ..., meter_key = ... (idempotent; settlement needs them)."))
+    settle_until_s: int = field(default=0, metadata=doc(
+        "Zone gateway node only: settle no slot whose metering deadline is after this UTC second; "
+        "0 = no end (simnet: a quiet ledger when the run stops).", min=0))
 
     def __post_init__(self) -> None:
         for account in self.fund_accounts:
             if not re.fullmatch(HEX_KEY_PATTERN, account):
                 raise ConfigError(f"gateway.fund_accounts: {account!r} is not a 64-hex-digit public key")
+        keys = [m.meter_key for m in self.meters]
+        if len(keys) != len(set(keys)):
+            raise ConfigError("gateway.meters: a meter key is listed twice (a meter measures one account)")
 
 
 @dataclass(frozen=True)

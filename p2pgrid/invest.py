@@ -27,21 +27,29 @@ energy_bought_pool          A the trader of a BUY ``swap``: −credits; A the ho
 shortfall_charges           settlement ``shortfall`` postings (sold but not delivered)
 extra_import                settlement ``extra_import`` postings (imported beyond purchases)
 grid_fees                   settlement ``grid_fee`` postings (cross-zone trades)
+share_income                A the LP of a ``share_payout``: its payment (pool fee income per share)
+share_payouts               A the host of a ``share_payout``: −amount paid to its LPs (the LP part of
+                            the pool fees it booked as ``pool_fees``)
 deposits / withdrawals      ``mint`` to A and ``transfer`` to A / ``burn`` and ``transfer`` by A, and
                             for the gateway its own ``mint`` (credits it issues leave its balance)
                             and the ``burn``s it receives
-escrow                      credits A moved into its own open locks (``lock`` −amount; the matching
-                            ``fill``/``swap``/``release`` gives the amount back, then books the trade)
+share_capital               pool share principal, a capital movement, not revenue: A the LP of a
+                            ``share_issue`` −amount (its escrow goes to the host) and of a
+                            ``share_redeem`` +amount (par back); A the host: the opposite signs
+escrow                      credits A moved into its own open locks (``lock`` and ``share_buy``
+                            −amount; the matching ``fill``/``swap``/``share_issue`` gives the amount
+                            back, then books the trade or the share capital; ``release`` and the
+                            host's ``swap_decline`` give it back)
 other                       the rest of the measured change (0 for every kind above)
 ==========================  ===========================================================================
 
 Operating net = revenue + costs; the balance change = operating net + financing (deposits,
-withdrawals) + escrow + other.
+withdrawals, share capital) + escrow + other.
 
 Time. Entries carry no clock. An entry's *market time* (Unix s) is the delivery slot it concerns:
 ``lock.slot`` (fills and releases: their lock's slot), ``settle.slot``, the pool's slot for
 ``pool_open`` / ``pool_update`` / ``swap``. Entries without one (``transfer``, ``mint``, ``burn``,
-``meter``, unknown kinds) take the market time of the last timed entry
+``meter``, the ``share_*`` kinds, unknown kinds) take the market time of the last timed entry
 applied before them (0 before any). A period ``[start_s, end_s)`` holds the entries whose market
 time is in it; ``opening`` is the sum of the account's changes before ``start_s`` and ``closing``
 the sum before ``end_s``, so ``closing − opening == net of the period`` exactly, and the closing
@@ -58,21 +66,30 @@ level, PV yield and battery degradation). These are floats: they are estimates, 
 Annualisation: ``annualise`` scales per-season totals by the days each season stands for
 (``SEASON_DAYS``) over the days the season's run covered; one run alone stands for the whole year.
 
-Pool shares: ``ShareBook`` — see the section below. The fees it splits are the host's certified
-``pool_fees`` flows (``distribute_ledger_fees``); the holdings themselves (who joined, how many
-shares, lock-up) are NOT backed by ledger entries yet: no entry kind lets an LP buy into a pool.
+Pool shares
+-----------
+LPs' shares in a station's pools are ledger objects (``p2pgrid.trading.pool_shares``: programmes,
+purchases, payouts of the LP part of the pool fees, redemptions at par). Their money is in the
+streams above; ``share_statement`` adds what an account holds: per programme its shares (earning
+or not yet), lock-up, principal in and back, fee income received and the income one share
+earned, and for a host the programmes it runs. It is read from the state the certified entries
+derive, and its income equals the account's ``share_income`` stream to the µc.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from p2pgrid.errors import P2PGridError
-from p2pgrid.ledger.chain import LedgerRules, LedgerState, apply_entry, decode_body, is_ready
+from p2pgrid.ledger.chain import LedgerRules, LedgerState, apply_entry, decode_body, derive_state, is_ready
 from p2pgrid.ledger.messages import Entry
+from p2pgrid.trading.pool_shares import (
+    SHARE_BUY_KIND, SHARE_ISSUE_KIND, SHARE_PAYOUT_KIND, SHARE_REDEEM_KIND, ProgrammeRecord, SharePosition,
+    lp_positions, programmes,
+)
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Signed
 
@@ -95,7 +112,8 @@ class Stream:
 STREAMS: tuple[Stream, ...] = (
     Stream("energy_sold_book", "Energy sold via order book", REVENUE),
     Stream("energy_sold_pool", "Energy sold via pool", REVENUE),
-    Stream("pool_fees", "Pool fees earned (host / LP)", REVENUE),
+    Stream("pool_fees", "Pool fees earned (host)", REVENUE),
+    Stream("share_income", "Pool fee income from shares (LP)", REVENUE),
     Stream("charging_sales", "EV charging sales", REVENUE),
     Stream("feed_in", "Feed-in to the grid", REVENUE),
     Stream("imbalance_credit", "Imbalance credits (unused purchases)", REVENUE),
@@ -105,8 +123,10 @@ STREAMS: tuple[Stream, ...] = (
     Stream("shortfall_charges", "Shortfall charges", COST),
     Stream("extra_import", "Imbalance import charges", COST),
     Stream("grid_fees", "Grid fees", COST),
+    Stream("share_payouts", "Pool fee shares paid to LPs (host)", COST),
     Stream("deposits", "Deposits (mint, transfers in)", FINANCING),
     Stream("withdrawals", "Withdrawals (burn, transfers out)", FINANCING),
+    Stream("share_capital", "Pool share capital (bought −, redeemed +)", FINANCING),
     Stream("escrow", "Net credits held in own open locks", ESCROW),
     Stream("other", "Other (unclassified kinds)", OTHER),
 )
@@ -196,6 +216,9 @@ def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rule
     if kind == "release":
         record = before.locks.get(body.take_id)
         return [("escrow", record.lock.amount, 0)] if record is not None and record.buyer == account else []
+    if kind == "swap_decline":
+        record = before.locks.get(body.swap_id)
+        return [("escrow", record.lock.amount, 0)] if record is not None and record.buyer == account else []
     if kind == "fill":
         record = before.locks.get(body.take_id)
         if record is None:
@@ -210,7 +233,37 @@ def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rule
         return split
     if kind == "swap":
         return _classify_swap(entry, body, before, account)
+    if kind in _SHARE_KINDS:
+        return _classify_share(entry, body, before, account)
     return []
+
+
+_SHARE_KINDS = (SHARE_BUY_KIND, SHARE_ISSUE_KIND, SHARE_PAYOUT_KIND, SHARE_REDEEM_KIND)
+
+
+def _classify_share(entry: Entry, body: Any, before: LedgerState, account: bytes) -> _Split:
+    """Pool share entries: capital in and out, the LP part of the fees, the LP's escrow."""
+    kind, host = entry.kind, entry.account
+    if kind == SHARE_BUY_KIND:
+        return [("escrow", -body.amount_uc, 0)] if host == account else []
+    split: _Split = []
+    if kind == SHARE_ISSUE_KIND:
+        record = before.locks.get(body.buy_id)
+        amount = record.lock.amount if record is not None else 0
+        if host == account:
+            split.append(("share_capital", amount, 0))
+        if body.lp == account:
+            split += [("escrow", amount, 0), ("share_capital", -amount, 0)]
+    elif kind == SHARE_PAYOUT_KIND:
+        if host == account:
+            split.append(("share_payouts", -body.amount_uc, 0))
+        split += [("share_income", p.amount_uc, 0) for p in body.payments if p.lp == account]
+    elif kind == SHARE_REDEEM_KIND:
+        if host == account:
+            split.append(("share_capital", -body.amount_uc, 0))
+        if body.lp == account:
+            split.append(("share_capital", body.amount_uc, 0))
+    return split
 
 
 def _classify_swap(entry: Entry, body: Any, before: LedgerState, account: bytes) -> _Split:
@@ -590,111 +643,63 @@ def sensitivity(terms: InvestTerms, annual_operating_uc: float, annual_revenue_u
     return rows
 
 
-# --- pool shares (NOT ledger-backed yet) -------------------------------------------------------
-#
-# The pool kinds (``pool_open``/``pool_update``/``swap``) know only the host: there is no entry by
-# which a liquidity provider buys into a station's pool. Until there is, shares are accounted here
-# as pure values: a ``ShareBook`` per station, joined under ``ShareTerms`` (minimum deposit, share
-# price, lock-up, cap on shares), and the host's certified pool fees (the ``pool_fees`` stream)
-# distributed pro rata, floor per LP, the remainder kept by the host, so the µc add up exactly.
+# --- pool shares (ledger objects: p2pgrid.trading.pool_shares) -----------------------------------
 
-class ShareRejected(InvestError):
-    """An LP's entry or exit breaks the share terms."""
+@dataclass(frozen=True)
+class HostedProgramme:
+    """A programme the account hosts: its terms in brief and what it paid its LPs."""
+
+    programme_id: bytes
+    price_uc: int
+    fee_share_bps: int
+    lockup_until_slot: int
+    cap_shares: int
+    outstanding_shares: int
+    holders: int
+    fees_counted_uc: int      # pool fees its payouts counted
+    paid_uc: int              # the LP part of them, paid
+    payouts: int
 
 
 @dataclass(frozen=True)
-class ShareTerms:
-    share_price_uc: int
-    min_shares: int = 1
-    max_shares_total: int = 1_000_000
-    lockup_s: int = 30 * 86_400
+class ShareStatement:
+    """An account's pool shares: as LP (``positions``) and as host (``hosted``), with the money
+    the ledger moved for them (µc, from the account's flows)."""
 
-
-@dataclass(frozen=True)
-class Holding:
-    shares: int
-    joined_s: int
-    fees_uc: int = 0
-
-
-@dataclass(frozen=True)
-class ShareBook:
-    host: bytes
-    terms: ShareTerms
-    holdings: Mapping[bytes, Holding] = field(default_factory=dict)
-    host_fees_uc: int = 0
+    account: bytes
+    positions: tuple[SharePosition, ...]
+    hosted: tuple[HostedProgramme, ...]
+    income_uc: int            # ``share_income`` stream: fee income received as LP
+    payouts_uc: int           # ``share_payouts`` stream: paid to LPs as host (≤ 0)
+    capital_uc: int           # ``share_capital`` stream: principal in (+) and out (−)
 
     @property
-    def total_shares(self) -> int:
-        return sum(h.shares for h in self.holdings.values())
+    def principal_uc(self) -> int:
+        """Principal the account has in programmes, at par."""
+        return sum(p.principal_uc for p in self.positions)
+
+    @property
+    def reconciled(self) -> bool:
+        """Positions and flows agree: income received, principal paid in and back."""
+        as_lp = sum(p.redeemed_uc - p.invested_uc for p in self.positions)
+        as_host = sum(h.outstanding_shares * h.price_uc for h in self.hosted)
+        return (self.income_uc == sum(p.income_uc for p in self.positions)
+                and self.payouts_uc == -sum(h.paid_uc for h in self.hosted)
+                and self.capital_uc == as_lp + as_host)
 
 
-def join_pool(book: ShareBook, lp: bytes, deposit_uc: int, now_s: int) -> ShareBook:
-    """The LP buys ``deposit // share_price`` shares (whole shares; the change is not taken)."""
-    if lp == book.host:
-        raise ShareRejected("the host does not hold shares in its own pools")
-    shares = deposit_uc // book.terms.share_price_uc
-    if shares < book.terms.min_shares:
-        raise ShareRejected(f"{deposit_uc} µc buys {shares} shares; the minimum is {book.terms.min_shares}")
-    if book.total_shares + shares > book.terms.max_shares_total:
-        raise ShareRejected(f"only {book.terms.max_shares_total - book.total_shares} shares are left")
-    held = book.holdings.get(lp)
-    holding = Holding(shares, now_s) if held is None else Holding(held.shares + shares, now_s, held.fees_uc)
-    return replace(book, holdings={**book.holdings, lp: holding})
+def _hosted(programme: ProgrammeRecord) -> HostedProgramme:
+    terms = programme.terms
+    return HostedProgramme(programme.programme_id, terms.price_uc, terms.fee_share_bps, terms.lockup_until_slot,
+                           terms.cap_shares, programme.outstanding, programme.holders, programme.fees_counted_uc,
+                           programme.paid_uc, programme.payouts)
 
 
-def leave_pool(book: ShareBook, lp: bytes, now_s: int) -> tuple[ShareBook, int]:
-    """The LP redeems all its shares at the share price once the lock-up is over: (book, µc)."""
-    held = book.holdings.get(lp)
-    if held is None:
-        raise ShareRejected("no shares held")
-    if now_s < held.joined_s + book.terms.lockup_s:
-        raise ShareRejected(f"locked up until {held.joined_s + book.terms.lockup_s}")
-    rest = {k: v for k, v in book.holdings.items() if k != lp}
-    return replace(book, holdings=rest), held.shares * book.terms.share_price_uc
-
-
-def distribute_fees(book: ShareBook, fees_uc: int, lp_share: float = 1.0, at_s: int | None = None) -> ShareBook:
-    """Split ``fees_uc`` (the host's certified pool fees) — ``lp_share`` of it pro rata by shares
-    among LPs who had joined by ``at_s`` (all, if None), floor per LP; the host keeps the rest, so
-    the parts add up to ``fees_uc`` exactly."""
-    if fees_uc < 0:
-        raise ShareRejected("fees are never negative")
-    eligible = {lp: h for lp, h in book.holdings.items() if at_s is None or h.joined_s <= at_s}
-    total = sum(h.shares for h in eligible.values())
-    pot = int(fees_uc * lp_share) if total else 0
-    holdings = dict(book.holdings)
-    paid = 0
-    for lp in sorted(eligible):
-        part = pot * eligible[lp].shares // total
-        paid += part
-        holdings[lp] = replace(eligible[lp], fees_uc=eligible[lp].fees_uc + part)
-    return replace(book, holdings=holdings, host_fees_uc=book.host_fees_uc + fees_uc - paid)
-
-
-def distribute_ledger_fees(book: ShareBook, host_flows: AccountFlows, lp_share: float = 1.0,
-                           start_s: int | None = None, end_s: int | None = None) -> ShareBook:
-    """Distribute every certified pool fee of the host in ``[start_s, end_s)`` (its ``pool_fees``
-    flows, in ledger order) to the LPs who had joined by that fee's market time. The fees are
-    ledger-backed; the holdings are not (see above)."""
-    if host_flows.account != book.host:
-        raise ShareRejected("these are not the flows of the pool's host")
-    for flow in host_flows.flows:
-        if flow.stream == "pool_fees" and _in_period(flow.time_s, start_s, end_s):
-            book = distribute_fees(book, flow.amount_uc, lp_share, at_s=flow.time_s)
-    return book
-
-
-def fee_income_per_share(book: ShareBook) -> float:
-    total = book.total_shares
-    return sum(h.fees_uc for h in book.holdings.values()) / total if total else 0.0
-
-
-def lp_statement(book: ShareBook, lp: bytes) -> dict[str, Any]:
-    held = book.holdings.get(lp)
-    if held is None:
-        raise ShareRejected("no shares held")
-    return {"shares": held.shares, "share_of_pool": held.shares / book.total_shares,
-            "invested_uc": held.shares * book.terms.share_price_uc, "fees_uc": held.fees_uc,
-            "fees_per_share_uc": held.fees_uc / held.shares, "joined_s": held.joined_s,
-            "locked_until_s": held.joined_s + book.terms.lockup_s, "ledger_backed": False}
+def share_statement(entries: Iterable[Signed[Entry]], rules: LedgerRules, account: bytes) -> ShareStatement:
+    """The account's pool shares and their money, from the certified ``entries`` (see module)."""
+    entries = list(entries)
+    state, _waiting = derive_state(entries, rules)
+    streams = statement(account_flows(entries, rules, account)).streams
+    return ShareStatement(account, tuple(lp_positions(state, account)),
+                          tuple(_hosted(p) for p in programmes(state, account)),
+                          streams["share_income"], streams["share_payouts"], streams["share_capital"])

@@ -12,8 +12,10 @@ Composition (imperative shell; the rules live in pure modules)::
             ├── ControlInbox     execute order requests dropped in <data_dir>/inbox/ (CLI)
             ├── RandomTrader     agent.strategy = "random": seeded random orders (demo, simnet)
             ├── GatewayFunder    p2pgrid.node_gateway: the zone gateway mints initial credits
+            ├── GatewayMeterRegistrar  p2pgrid.node_gateway: the zone gateway registers meter keys
             ├── ProfileTrader    p2pgrid.node_agent: agent.strategy = "profile" (simnet); fault controls
-            ├── DeviceService    p2pgrid.node_devices: agent.strategy = "agent": devices, telemetry
+            ├── DeviceService    p2pgrid.node_devices: every node with devices: devices, telemetry
+            ├── MeterNodeService p2pgrid.node_metering: signed meter entries of the devices' slots
             ├── AgentTrader      p2pgrid.node_planner: agent.strategy = "agent": forecasts, plan, orders
             └── extra services   ledger, market, devices, rpc ... plug in here
 
@@ -61,6 +63,7 @@ from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.node_agent import agent_services, gate_transport
 from p2pgrid.node_devices import device_services
+from p2pgrid.node_metering import metering_services
 from p2pgrid.node_planner import planner_services
 from p2pgrid.node_gateway import gateway_services
 from p2pgrid.node_pools import pool_services
@@ -193,7 +196,7 @@ class Node:
         self.ledger: LedgerService | None = None                # set once the ledger service runs
         self.trading: TradingService | None = None              # set once the trading service runs
         self.pool_host: Any = None                               # node_pools.PoolHostService, [pool] enabled
-        self.telemetry: Any = None                               # node_devices.DeviceService, strategy "agent"
+        self.telemetry: Any = None                               # node_devices.DeviceService, with devices
         self.services: list[Service] = [OrderGossipService(), Bootstrap()]
         if has_ledger(config):
             self.services += [LedgerNodeService(), TradingNodeService(), *pool_services(config),
@@ -204,7 +207,8 @@ class Node:
             self.services.append(RandomTrader())
         if has_ledger(config):
             self.services += gateway_services(config) + agent_services(config)   # node_gateway, node_agent
-            self.services += device_services(config) + planner_services(config)  # node_devices, node_planner
+            self.services += device_services(config) + metering_services(config)  # node_devices, node_metering
+            self.services += planner_services(config)                              # node_planner
         self.services.extend(extra_services)
         self._nonce = 0
         self._started = trio.Event()

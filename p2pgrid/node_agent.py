@@ -605,7 +605,7 @@ async def act_equivocate(node: Node) -> dict[str, Any]:
         if certificate is not None:
             batch = CertifiedEntries(certificate, (), (entry.encoded,))
             await ledger.receive_certified(batch)
-            await node.transport.publish(ledger_topic(node.zone), encode_certified(batch))
+            await node.transport.publish(ledger_topic(node.config.zone.ledger_zone), encode_certified(batch))
             certified.append(entry is a)
     return {"votes_first": len(votes_a), "votes_second": len(votes_b), "certified": len(certified)}
 

@@ -20,41 +20,97 @@ Every method reads the node's live services; nothing is cached that the node alr
   never saw the order, e.g. a fill found in history after a restart).
 * **Ledger** — ``balance`` is the certified balance; ``locked_uc`` the open locks the account holds
   as buyer; ``ledger_entry`` reads the store (only certified entries are stored).
-* **Not built yet** — telemetry, forecast, settlement and certificates raise ``NotAvailable``
-  (JSON-RPC ``-32007``), as do market methods on a node without a ledger (no trading service).
-  Their event streams stay open and silent.
+* **Settlement** — ``settlement(slot)`` is this node's line of the slot's certified ``settle``
+  entry (``settlement_entries.settlement_of``), with ``settled: true``. Before that it is
+  **provisional**: ``compute_settlement`` over the certified trades and meter entries known now
+  (what the slot would settle as if nothing more arrived; a meter entry not in yet counts as zero
+  delivery), with ``settled: false``. Signs (+ bought / imported / paid, − sold / exported /
+  received): ``contracted_wh`` = bought − sold, ``metered_wh`` = import − export,
+  ``imbalance_wh`` = metered − contracted, ``trade_value_uc`` = −(the line's ``trade``
+  payments), ``imbalance_value_uc`` = −(every other payment of the line: shortfall, surplus
+  export, extra import, unused purchase, grid fee). An account not in the slot gets zeros.
+* **Certificates** — ``certificates(account)`` lists, slot by slot (oldest first), the unit ranges
+  the account holds (``active``) and those it retired (``retired``) in the certified settlements
+  (``settlement_entries.certificate_registry``). One ``Certificate`` per range; ``cert_id`` =
+  the first 16 bytes of ``sha256(b"p2pgrid/cert/v1" ‖ meter_entry ‖ start ‖ end)`` (start, end:
+  the range's units as 8-byte big-endian), ``meter_entry`` the message id of the signed meter
+  reading that issued the batch.
+* **Telemetry** — the last good reading of each device of ``node.telemetry`` (the node's
+  ``DeviceService``), in the API's signs: ``battery_w`` + charging (the device bus says +
+  discharging), ``grid_w`` + import (the meter; without a meter, load + charging − PV), ``load_w``
+  the load plus an EV charger if any. ``at_ms`` is the newest reading's instant; ``stale`` the
+  devices the sampler reports stale. ``NotAvailable`` on a node that runs no device service;
+  ``NoReadingYet`` (a ``DeviceError``, transient) while it starts or before any device answered.
+* **Forecast** — load and PV energy per slot from the current slot on. A node whose agent
+  (``node_planner.AgentTrader``) keeps forecasts answers with the agent's own (what it plans
+  on); any other node with devices runs the same gates (``p2pgrid.forecast``) over its device
+  service's measured slots, updated at each call. Before any slot was measured, the current
+  readings held constant stand in (as the agent does) and ``made_ms`` is now; otherwise
+  ``made_ms`` is the end of the last measured slot. Beyond the gate's horizon its last value is
+  held. ``NotAvailable`` without a device service.
+* Market and ledger methods on a node without a ledger (no trading service) raise
+  ``NotAvailable`` (JSON-RPC ``-32007``).
 
-Events (``book_events``, ``fill_events``): ``run()`` drains ``TradingService.book_changes`` (the
-one consumer of that channel) and follows the ledger; each becomes a ``BookUpdate`` (the new total
-at the changed price level) or a ``TradeView``, published to an ``EventFeed`` so any number of
-readers (RPC server, metrics) get them, none able to block the node. Book changes by expiry or
-gate closure are not reported by the books and so do not appear as updates.
+Events: ``run()`` drains ``TradingService.book_changes`` (the one consumer of that channel) and
+follows the ledger; each book change becomes a ``BookUpdate`` (the new total at the changed price
+level), each certified fill of this node a ``TradeView``, each certified ``settle`` entry of a
+slot this node has a line in a ``SlotSettlement`` (``settled: true``); all are published to
+event feeds (``EventFeed``) so any number of readers (RPC server, metrics) get them, none able to
+block the node. Fills and settlements already certified when the node started are history:
+listed, not streamed. Book changes by expiry or gate closure are not reported by the books and so do not
+appear as updates. Telemetry: once the node has started, if it runs a device service, the
+telemetry view is polled every ``devices.sample_period_ms`` and published when its ``at_ms``
+moved (the device service has no listener hook).
 
 Time: market time from ``node.clock``; the follower waits on ledger height, never on a timer.
+
+``dashboard_readings(node)`` gives the same telemetry and last settlement synchronously, for the
+``p2pgrid run`` dashboard (``cli.dashboard.render_node_dashboard``).
+
+Errors raised here (besides those of the services)::
+
+    MarketError  └── InvalidOrder └── WrongZone   a zone this node does not trade in
+    LedgerError  └── UnknownEntry                 no certified entry at (account, seq)
+    SettlementError └── NotASlot                  settlement of an instant that starts no slot
+    DeviceError  └── NoReadingYet                 devices starting, or none answered yet
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import trio
 
 import p2pgrid
-from p2pgrid.errors import LedgerError, TradingError
-from p2pgrid.ledger.chain import LockStatus, decode_body
+from p2pgrid import settlement as settling
+from p2pgrid.certificates import UnitRange
+from p2pgrid.devices.base import DeviceKind
+from p2pgrid.devices.readings import BatteryReading
+from p2pgrid.errors import DeviceError, LedgerError, SettlementError, TradingError
+from p2pgrid.forecast import GateConfig, SeriesContext, new_gate
+from p2pgrid.forecast.experts import LOAD_EXPERTS
+from p2pgrid.ledger.chain import LedgerState, LockStatus, decode_body
 from p2pgrid.ledger.messages import Fill, entry_hash
 from p2pgrid.market.errors import InvalidOrder, UnknownOrder
 from p2pgrid.market.router import BookLeg, PoolLeg
+from p2pgrid.node_devices import DeviceService, SlotTelemetry
+from p2pgrid.node_planner import PV_GATE_EXPERTS, AgentTrader, SeriesForecaster
 from p2pgrid.rpc.api import (
-    Balance, BookLevel, BookSnapshot, BookUpdate, Certificate, Execution, Forecast, LedgerEntryView,
-    NodeInfo, OrderRequest, OrderStatus, OrderView, PeerInfo, PoolView, RouteLeg, RouteQuote,
-    SlotSettlement, Telemetry, TradeView, Venue,
+    Balance, BookLevel, BookSnapshot, BookUpdate, Certificate, CertificateStatus, Execution, Forecast,
+    ForecastPoint, LedgerEntryView, NodeInfo, OrderRequest, OrderStatus, OrderView, PeerInfo, PoolView,
+    RouteLeg, RouteQuote, SlotSettlement, Telemetry, TradeView, Venue,
 )
 from p2pgrid.rpc.errors import NotAvailable
 from p2pgrid.rpc.feed import EventFeed
+from p2pgrid.settlement_entries import (
+    SETTLE_KIND, SettleBody, SettlementLedgerRules, certificate_registry, compute_settlement, settled_slots,
+    settlement_of,
+)
 from p2pgrid.trading.local_books import BookChange
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Order, Side
@@ -66,7 +122,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveNodeApi", "UnknownEntry", "WrongZone", "peer_id_base58"]
+__all__ = ["LiveNodeApi", "NoReadingYet", "NotASlot", "TelemetryForecasts", "UnknownEntry", "WrongZone",
+           "certificate_id", "certificate_views", "dashboard_readings", "peer_id_base58", "settlement_view",
+           "telemetry_view"]
 
 MAX_TRADES_KEPT = 100_000       # trade log of this node (oldest forgotten first)
 MAX_ORDERS_KEPT = 10_000        # own orders remembered after they left the books
@@ -81,6 +139,14 @@ class WrongZone(InvalidOrder):
 
 class UnknownEntry(LedgerError):
     """No certified entry at that (account, seq) in this node's store."""
+
+
+class NotASlot(SettlementError):
+    """A settlement asked for an instant that is not the start of one of the zone's slots."""
+
+
+class NoReadingYet(DeviceError):
+    """The node has devices, but none has answered yet (or the device service is starting)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +172,127 @@ def peer_id_base58(public_key: bytes) -> str:
     return "1" * (len(data) - len(data.lstrip(b"\x00"))) + digits
 
 
+# --- the node's state as API values ------------------------------------------------------------
+
+def settlement_view(settled: settling.SlotSettlement, account: bytes, *, final: bool) -> SlotSettlement:
+    """``account``'s line of a (certified, or provisional when not ``final``) slot settlement, in
+    the API's signs (see the module docstring); zeros for an account not in the slot."""
+    try:
+        line = settled.line(account)
+    except KeyError:
+        return SlotSettlement(settled.slot, account, 0, 0, 0, 0, 0, final)
+    contracted = line.bought_wh - line.sold_wh
+    metered = line.import_wh - line.export_wh
+    received_for_trades = line.paid_for(settling.Reason.TRADE)
+    return SlotSettlement(settled.slot, account, contracted, metered, metered - contracted, -received_for_trades,
+                          -(line.net_uc - received_for_trades), final)
+
+
+def certificate_id(units: UnitRange) -> bytes:
+    """A stable 16-byte name for a range of certificate units (see the module docstring)."""
+    digest = hashlib.sha256(b"p2pgrid/cert/v1" + units.batch.meter_entry_hash
+                            + units.start.to_bytes(8, "big") + units.end.to_bytes(8, "big")).digest()
+    return digest[:16]
+
+
+def _certificate(units: UnitRange, owner: bytes, status: CertificateStatus) -> Certificate:
+    batch = units.batch
+    return Certificate(certificate_id(units), owner, batch.slot, units.wh, batch.source, status,
+                       batch.meter_entry_hash)
+
+
+def certificate_views(state: LedgerState, account: bytes) -> list[Certificate]:
+    """The certificate units ``account`` holds or retired, slot by slot (oldest first)."""
+    views = []
+    for slot in certificate_registry(state).slots:
+        views += [_certificate(r, account, CertificateStatus.ACTIVE) for r in slot.holdings_of(account)]
+        views += [_certificate(r, account, CertificateStatus.RETIRED) for r in slot.retired_by(account)]
+    return views
+
+
+def telemetry_view(devices: DeviceService, now_ms: int) -> Telemetry:
+    """The last good reading of each device, in the API's signs (see the module docstring)."""
+    readings = {kind: devices.reading(kind) for kind in DeviceKind}
+    present = [r for r in readings.values() if r is not None]
+    if not present:
+        raise NoReadingYet("no device of this node has answered yet")
+
+    def watts(kind: DeviceKind) -> int:
+        reading = readings[kind]
+        return round(reading.power_w) if reading is not None else 0
+
+    battery = readings[DeviceKind.BATTERY]
+    soc_wh = capacity_wh = 0
+    if isinstance(battery, BatteryReading):
+        capacity_wh = battery.capacity_wh
+        soc_wh = round(battery.soc_pct * battery.capacity_wh / 100)
+    pv_w = watts(DeviceKind.PV)
+    load_w = watts(DeviceKind.LOAD) + watts(DeviceKind.EV)
+    battery_w = -watts(DeviceKind.BATTERY)     # the device bus counts discharging as +
+    grid_w = watts(DeviceKind.METER) if readings[DeviceKind.METER] is not None else load_w + battery_w - pv_w
+    return Telemetry(max(r.t_ms for r in present), pv_w, load_w, battery_w, grid_w, soc_wh, capacity_wh,
+                     tuple(sorted(devices.stale_devices(now_ms))))
+
+
+class TelemetryForecasts:
+    """Load and PV gates over a device service's measured slots, for a node whose agent keeps none:
+    the same experts and horizon as ``node_planner.AgentTrader``, so both forecast alike. A gap in
+    the measured slots repeats the previous value (as the agent does)."""
+
+    def __init__(self, slot_s: int, steps: int) -> None:
+        self.slot_s = slot_s
+        self.steps = steps
+        self.load: SeriesForecaster | None = None
+        self.pv: SeriesForecaster | None = None
+        self.last_slot: int | None = None
+
+    def update(self, measured: Sequence[SlotTelemetry]) -> None:
+        """Add the slots measured since the last update (``measured`` oldest first)."""
+        for slot in measured:
+            if self.last_slot is not None and slot.slot <= self.last_slot:
+                continue
+            if self.load is None or self.pv is None or self.last_slot is None:
+                context = SeriesContext(slot_s=self.slot_s, first_slot_s=slot.slot)
+                self.load = SeriesForecaster(new_gate(LOAD_EXPERTS, GateConfig(self.steps)), context)
+                self.pv = SeriesForecaster(new_gate(PV_GATE_EXPERTS, GateConfig(self.steps)), context)
+            else:
+                for _ in range(self.last_slot + self.slot_s, slot.slot, self.slot_s):
+                    self.load.add(self.load.history[-1])
+                    self.pv.add(self.pv.history[-1])
+            self.load.add(slot.load_wh)
+            self.pv.add(slot.pv_wh)
+            self.last_slot = slot.slot
+
+
+def _made_ms(forecaster: SeriesForecaster | None) -> int | None:
+    """The end of the last slot ``forecaster`` measured (its forecast's cut-off), if it has one."""
+    if forecaster is None or forecaster.forecast is None:
+        return None
+    return forecaster.context.slot_start_s(forecaster.forecast.first_index) * 1000
+
+
+def dashboard_readings(node: Node) -> tuple[Telemetry | None, SlotSettlement | None]:
+    """For ``cli.dashboard.render_node_dashboard``: the node's telemetry (None without devices or
+    before a reading) and its line of the last settled slot it is in (None before any). Scans the
+    settled slots: for a dashboard refresh, not for a hot loop."""
+    telemetry = None
+    devices = getattr(node, "telemetry", None)
+    if isinstance(devices, DeviceService):
+        try:
+            telemetry = telemetry_view(devices, node.clock.now_ms())
+        except NoReadingYet:
+            telemetry = None     # nothing to show yet
+    settlement = None
+    if node.ledger is not None:
+        me = node.key.public_key
+        for slot in reversed(settled_slots(node.ledger.state)):
+            settled = settlement_of(node.ledger.state, slot)
+            if settled is not None and any(line.account == me for line in settled.lines):
+                settlement = settlement_view(settled, me, final=True)
+                break
+    return telemetry, settlement
+
+
 class LiveNodeApi:
     """``NodeApi`` over a running ``Node``; ``run()`` must run for the event streams and trade log."""
 
@@ -122,6 +309,7 @@ class LiveNodeApi:
         self._trades: OrderedDict[bytes, TradeView] = OrderedDict()
         self._scanned: dict[bytes, int] = {}          # account → next seq the follower reads
         self._peer_since: dict[bytes, int] = {}
+        self._own_forecasts: TelemetryForecasts | None = None
         self._running = False
         # Trades found by the first ledger scan are history: kept for trade_list but not streamed
         # (so metrics do not count them again after a restart); every later trade is streamed.
@@ -168,8 +356,13 @@ class LiveNodeApi:
         return [PeerInfo(peer_id_base58(p), (), self._peer_since[p]) for p in sorted(current)]
 
     async def book(self, zone: str, slot: int, depth: int) -> BookSnapshot:
-        self._check_zone(zone)
-        levels = self._trading().books.depth(slot, depth)
+        trading = self._trading()
+        if zone != self.zone and trading.locality.trades_with(zone):
+            # A neighbour zone's book, at the prices a taker here pays or gets after the grid fee.
+            levels = trading.neighbour_depths(slot, depth)[zone]
+        else:
+            self._check_zone(zone)
+            levels = trading.books.depth(slot, depth)
         return BookSnapshot(zone, slot, self._book_seq,
                             tuple(BookLevel(lv.price, lv.qty_wh, lv.orders) for lv in levels.bids),
                             tuple(BookLevel(lv.price, lv.qty_wh, lv.orders) for lv in levels.asks))
@@ -281,19 +474,69 @@ class LiveNodeApi:
         return LedgerEntryView(entry.account, entry.seq, entry.prev_hash, entry_hash(signed), entry.kind,
                                entry.body, True)
 
+    def _settlement_rules(self) -> SettlementLedgerRules:
+        rules = self._ledger().rules
+        if not isinstance(rules, SettlementLedgerRules) or rules.prices is None:
+            raise NotAvailable("settlement is not available in this zone: its ledger rules carry no "
+                               "imbalance prices")
+        return rules
+
     async def settlement(self, slot: int) -> SlotSettlement:
-        raise NotAvailable("settlement is not available on this node yet (no metering/settlement service)")
+        ledger = self._ledger()
+        rules = self._settlement_rules()
+        if slot < 0 or not rules.slots.is_aligned(slot):
+            raise NotASlot(f"{slot} is not the start of a slot (slots are {rules.slots.length_s} s long)")
+        me = self.node.key.public_key
+        settled = settlement_of(ledger.state, slot)
+        if settled is not None:
+            return settlement_view(settled, me, final=True)
+        _, provisional = compute_settlement(ledger.state, rules, slot)
+        return settlement_view(provisional, me, final=False)
 
     async def certificates(self, account: bytes) -> list[Certificate]:
-        raise NotAvailable("green certificates are not available on this node yet (no certificate service)")
+        return certificate_views(self._ledger().state, account)
 
     # --- DeviceView ---------------------------------------------------------------------------
 
+    def _devices(self, what: str) -> DeviceService:
+        devices = getattr(self.node, "telemetry", None)
+        if isinstance(devices, DeviceService):
+            return devices
+        if any(isinstance(service, DeviceService) for service in self.node.services):
+            raise NoReadingYet(f"{what}: the device service of this node is starting")
+        raise NotAvailable(f"{what} is not available on this node: it runs no device service (no devices)")
+
     async def telemetry(self) -> Telemetry:
-        raise NotAvailable("telemetry is not available on this node yet (no device service)")
+        return telemetry_view(self._devices("telemetry"), self._now())
 
     async def forecast(self, slots: int) -> Forecast:
-        raise NotAvailable("forecasts are not available on this node yet (no forecast service)")
+        devices = self._devices("forecasts")
+        now = self._now()
+        config = self.node.config
+        slot_s = config.zone.slots.length_s
+        first = config.zone.slot_rules.slot_of(now)
+        load_fc, pv_fc = self._forecasters(devices)
+        load_now, pv_now = devices.reading(DeviceKind.LOAD), devices.reading(DeviceKind.PV)
+        # As the agent plans before any slot was measured: the current power held constant.
+        load_fallback = (load_now.power_w if load_now is not None else config.devices.base_load_w) * slot_s / 3600
+        pv_fallback = (pv_now.power_w if pv_now is not None else 0.0) * slot_s / 3600
+        load = load_fc.values_for(first, slots, load_fallback) if load_fc else [load_fallback] * slots
+        pv = pv_fc.values_for(first, slots, pv_fallback) if pv_fc else [pv_fallback] * slots
+        made = _made_ms(load_fc)
+        points = tuple(ForecastPoint(first + k * slot_s, max(0, round(pv[k])), max(0, round(load[k])))
+                       for k in range(slots))
+        return Forecast(made if made is not None else now, points)
+
+    def _forecasters(self, devices: DeviceService) -> tuple[SeriesForecaster | None, SeriesForecaster | None]:
+        """The agent's gates when it runs (what it plans on); else this API's own over ``devices``."""
+        agent = getattr(self.node, "agent", None)
+        if isinstance(agent, AgentTrader):
+            return agent.load, agent.pv
+        if self._own_forecasts is None:
+            config = self.node.config
+            self._own_forecasts = TelemetryForecasts(config.zone.slots.length_s, config.agent.horizon_slots + 2)
+        self._own_forecasts.update(devices.completed_slots())
+        return self._own_forecasts.load, self._own_forecasts.pv
 
     # --- EventSource --------------------------------------------------------------------------
 
@@ -322,9 +565,28 @@ class LiveNodeApi:
                     nursery.start_soon(self._pump_book_changes, self.node.trading)
                 if self.node.ledger is not None:
                     nursery.start_soon(self._follow_ledger, self.node.ledger)
+                nursery.start_soon(self._follow_telemetry)
                 task_status.started()
         finally:
             self._running = False
+
+    async def _follow_telemetry(self) -> None:
+        """Publish the telemetry view whenever a new reading arrived (polled: see module docstring)."""
+        await self.node.wait_started()       # the device service starts after this one
+        devices = getattr(self.node, "telemetry", None)
+        if not isinstance(devices, DeviceService):
+            return
+        period_s = max(0.05, self.node.config.devices.sample_period_ms / 1000)
+        last_at: int | None = None
+        while True:
+            try:
+                view = telemetry_view(devices, self._now())
+            except NoReadingYet:
+                view = None
+            if view is not None and view.at_ms != last_at:
+                last_at = view.at_ms
+                self.telemetry_feed.publish(view)
+            await trio.sleep(period_s)
 
     async def _pump_book_changes(self, trading: TradingService) -> None:
         async for change in trading.book_changes:
@@ -375,6 +637,8 @@ class LiveNodeApi:
                 for signed in entries:
                     if signed.body.kind == "fill":
                         self._on_fill(signed.body.account, decode_body(signed.body))
+                    elif signed.body.kind == SETTLE_KIND:
+                        self._on_settle(ledger.state, decode_body(signed.body))
                 start = entries[-1].body.seq + 1
                 read += len(entries)
             self._scanned[account] = start
@@ -387,6 +651,14 @@ class LiveNodeApi:
         self._record_trade(TradeView(fill.take_id, fill.order_id, fill.buyer, seller, self.zone,
                                      self._slot_of(fill.order_id), fill.qty_wh, fill.price,
                                      trade_value(fill.qty_wh, fill.price), Venue.BOOK, True, self._now()))
+
+    def _on_settle(self, state: LedgerState, body: SettleBody) -> None:
+        """Stream this node's line of a newly certified settlement (history is not streamed)."""
+        settled = settlement_of(state, body.slot)
+        me = self.node.key.public_key
+        if not self._history_read or settled is None or all(line.account != me for line in settled.lines):
+            return
+        self.settlement_feed.publish(settlement_view(settled, me, final=True))
 
     def _record_trade(self, trade: TradeView) -> None:
         if trade.trade_id in self._trades:

@@ -1,30 +1,37 @@
 """The node's devices as a service: run them, sample them, keep per-slot energies, flag stale ones.
 
-``DeviceService`` (name ``devices``) runs whenever the agent strategy is ``"agent"``; it sets
-``node.telemetry`` to itself. Its devices come from a ``DeviceSet``:
+``DeviceService`` (name ``devices``) runs on every node that has devices (``has_devices``: the
+agent strategy, which plans from them, or any configured series file, PV array, battery or real
+adapter); it sets ``node.telemetry`` to itself. Its closed slots feed the node's signed meter
+readings (``p2pgrid.node_metering``). Its devices come from a ``DeviceSet``:
 
 * **simulated** (``devices.mode = "simulated"``): one ``SimulatedSite`` built from ``[devices]``
   (PV array, battery) and driven by energy series: ``devices.series_file`` in the data dir (JSON
   ``{"load": [Wh per slot], "pv": [Wh per slot]}``, as simnet writes ``energy.json``) from
   ``devices.series_start_s`` on, step-held per zone slot; without a file the load is the constant
   ``devices.base_load_w`` and there is no PV input. The site advances on the node's market clock.
-* **real** (``devices.mode = "real"``): the hardware behind ``[devices.adapter]`` — not wired yet
-  (``ConfigError``); tests and callers may pass any ``DeviceSet`` of ``Device`` objects instead.
+* **real** (``devices.mode = "real"``): the hardware behind ``[devices.adapter]``
+  (``p2pgrid.devices.real_set``: SunSpec Modbus TCP units, MQTT topic maps), whose connections
+  stay open while the service samples; tests and callers may pass any ``DeviceSet`` instead.
 
 Sampling uses ``p2pgrid.devices.sampler`` at ``devices.sample_period_ms`` (real time). Staleness is
 judged in market time: under a scaled clock a real sampling period spans ``speed`` times more
 market time, so the number of missed periods allowed scales with the clock's speed.
 
-What the service keeps (all in memory, bounded):
+What the service keeps (in memory, bounded; persisted in ``<data_dir>/telemetry.sqlite`` through
+``p2pgrid.telemetry_store`` every ``FLUSH_S`` real seconds and at stop, and reloaded at start, so
+a restart keeps the history):
 
 * the last sample of each device and ``stale_devices(now_ms)`` (sampler health STALE or a device
   that never answered);
 * per delivery slot: metered grid import/export (``p2pgrid.telemetry.slot_energy`` over the
   meter's counters, exact at slot edges) and load / PV energy (mean sampled power × slot length);
   a slot is closed when the first meter reading after its end arrives (so its edges are
-  bracketed); ``completed_slots()`` lists the closed slots, oldest first;
+  bracketed); ``completed_slots()`` lists the closed slots, oldest first; ``closed_until_ms`` is
+  the end of the newest closed slot (a slot ending at or before it will not change any more);
 * a downsampled history of every device's power (``HISTORY_BUCKET_MS`` buckets,
-  ``HISTORY_BUCKETS`` of them), for dashboards and ``telemetry_get``.
+  ``HISTORY_BUCKETS`` of them), for dashboards and ``telemetry_get``; buckets reloaded from the
+  store fill in the time before the restart.
 
 ``apply(kind, setpoint)`` sends a setpoint to the device of that kind and returns ``Applied``.
 """
@@ -36,6 +43,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +58,7 @@ from p2pgrid.devices.series import Series
 from p2pgrid.devices.simulated import SimulatedSite, SiteInputs, SiteSpec, step_site
 from p2pgrid.errors import ConfigError
 from p2pgrid.telemetry import Bucket, CounterPoint, MeterCounters, SlotEnergy, bridge_resets, downsample, slot_energy
+from p2pgrid.telemetry_store import TELEMETRY_DB, SlotTelemetry, TelemetryStore, open_telemetry_store, regroup
 
 if TYPE_CHECKING:
     from p2pgrid.config import NodeConfig
@@ -62,6 +71,7 @@ HISTORY_BUCKETS = 24 * 60
 SLOTS_KEPT = 4 * 96
 METER_POINTS_KEPT = 20_000
 BASE_MISSED_PERIODS = 3
+FLUSH_S = 2.0                # real seconds between writes of the telemetry history
 
 
 @dataclass
@@ -71,20 +81,12 @@ class DeviceSet:
     devices: dict[str, Device]
     site: SimulatedSite | None = None
 
+    def open_links(self) -> AbstractAsyncContextManager[None]:
+        """Connections the devices need while sampled (none for simulated devices)."""
+        return nullcontext()
+
     def of_kind(self, kind: DeviceKind) -> str | None:
         return next((name for name, d in self.devices.items() if d.kind is kind), None)
-
-
-@dataclass(frozen=True)
-class SlotTelemetry:
-    """What was measured in one ended slot (Wh)."""
-
-    slot: int
-    import_wh: int
-    export_wh: int
-    load_wh: float
-    pv_wh: float
-    complete: bool
 
 
 def _series_from_wh(start_ms: int, slot_s: int, energies: list[float]) -> Series:
@@ -131,7 +133,8 @@ def simulated_device_set(config: NodeConfig, clock_ms: Callable[[], int]) -> Dev
 def device_set_for(config: NodeConfig, clock_ms: Callable[[], int]) -> DeviceSet:
     if config.devices.mode == "simulated":
         return simulated_device_set(config, clock_ms)
-    raise ConfigError("devices.mode = \"real\": adapters are not wired into the node yet")
+    from p2pgrid.devices.real_set import real_device_set  # real_set imports this module
+    return real_device_set(config, clock_ms)
 
 
 @dataclass
@@ -149,18 +152,24 @@ class _SlotAccumulator:
 
 
 class DeviceService:
-    """See the module docstring."""
+    """See the module docstring. ``persist=False`` keeps everything in memory only."""
 
     name = "devices"
 
-    def __init__(self, device_set: DeviceSet | None = None, *, period_s: float | None = None) -> None:
+    def __init__(self, device_set: DeviceSet | None = None, *, period_s: float | None = None,
+                 persist: bool = True) -> None:
         self.device_set = device_set
         self.period_s = period_s
+        self.persist = persist
         self.last: dict[str, Sample] = {}
         self.slots: dict[int, SlotTelemetry] = {}
+        self.closed_until_ms: int | None = None
         self._accumulators: dict[int, _SlotAccumulator] = {}
         self._meter_points: deque[MeterReading] = deque(maxlen=METER_POINTS_KEPT)
         self._history: dict[str, deque[tuple[int, float]]] = {}
+        self._stored_buckets: dict[str, list[Bucket]] = {}   # history from before a restart
+        self._unsaved_slots: list[SlotTelemetry] = []
+        self._dirty_since_ms: dict[str, int] = {}            # per device: oldest point not written yet
         self._sampler: Any = None
         self._clock_ms: Callable[[], int] = lambda: 0
         self._slot_s = 900
@@ -173,16 +182,63 @@ class DeviceService:
         self._slot_s = node.config.zone.slots.length_s
         if self.device_set is None:
             self.device_set = device_set_for(node.config, self._clock_ms)
+        if not self.persist:
+            await self._sample(node, task_status)
+            return
+        data_dir = node.config.node.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        async with open_telemetry_store(data_dir / TELEMETRY_DB) as store:
+            await self._reload(store)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._flush_every, store)
+                    await self._sample(node, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.flush(store)
+
+    async def _sample(self, node: Node, task_status: Any) -> None:
+        devices = self.device_set.devices if self.device_set is not None else {}
         period_s = self.period_s if self.period_s is not None else node.config.devices.sample_period_ms / 1000
         speed = float(getattr(node.clock, "speed", 1.0))
         missed = max(BASE_MISSED_PERIODS, math.ceil(BASE_MISSED_PERIODS * speed))
-        sampled = {name: SampledDevice(device, period_s) for name, device in self.device_set.devices.items()}
-        async with open_sampler(sampled, self._clock_ms, missed_periods=missed) as (sampler, samples):
+        sampled = {name: SampledDevice(device, period_s) for name, device in devices.items()}
+        links = self.device_set.open_links() if self.device_set is not None else nullcontext()
+        async with links, open_sampler(sampled, self._clock_ms, missed_periods=missed) as (sampler, samples):
             self._sampler = sampler
             node.telemetry = self   # type: ignore[attr-defined]
             task_status.started()
             async for sample in samples:
                 self.record(sample)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    async def _reload(self, store: TelemetryStore) -> None:
+        """Take back what an earlier run of this node stored (bounded like the live data)."""
+        now = self._clock_ms()
+        for s in await store.slots(since_slot=self._rules.slot_of(now) - SLOTS_KEPT * self._slot_s):
+            self.slots[s.slot] = s
+        if self.slots:
+            self.closed_until_ms = self._rules.slot_end_ms(max(self.slots))
+        self._stored_buckets = await store.buckets(since_ms=now - HISTORY_BUCKETS * HISTORY_BUCKET_MS)
+
+    async def flush(self, store: TelemetryStore) -> None:
+        """Write the slots closed and the history buckets touched since the last flush."""
+        slots, self._unsaved_slots = self._unsaved_slots, []
+        buckets: dict[str, list[Bucket]] = {}
+        for device, since in self._dirty_since_ms.items():
+            start = since // HISTORY_BUCKET_MS * HISTORY_BUCKET_MS
+            buckets[device] = downsample(((t, v) for t, v in self._history.get(device, ()) if t >= start),
+                                         HISTORY_BUCKET_MS)
+        self._dirty_since_ms = {}
+        await store.save(slots, buckets)
+
+    async def _flush_every(self, store: TelemetryStore) -> None:
+        while True:
+            await trio.sleep(FLUSH_S)
+            await self.flush(store)
+            if self.slots:
+                await store.prune(min(self.slots), self._clock_ms() - HISTORY_BUCKETS * HISTORY_BUCKET_MS)
 
     # --- recording ------------------------------------------------------------------------------
 
@@ -205,15 +261,20 @@ class DeviceService:
             self._close_ended_slots(reading.t_ms)
         history = self._history.setdefault(sample.device, deque(maxlen=HISTORY_BUCKETS * 60))
         history.append((reading.t_ms, power))
+        self._dirty_since_ms[sample.device] = min(self._dirty_since_ms.get(sample.device, reading.t_ms),
+                                                  reading.t_ms)
 
     def _close_ended_slots(self, now_ms: int) -> None:
         current = self._rules.slot_of(now_ms)
         for slot in sorted(s for s in self._accumulators if s < current):
             acc = self._accumulators.pop(slot)
             energy = self._meter_energy(slot)
-            self.slots[slot] = SlotTelemetry(slot, energy.import_wh, energy.export_wh,
-                                             acc.energy_wh(DeviceKind.LOAD.value, self._slot_s),
-                                             acc.energy_wh(DeviceKind.PV.value, self._slot_s), energy.complete)
+            closed = SlotTelemetry(slot, energy.import_wh, energy.export_wh,
+                                   acc.energy_wh(DeviceKind.LOAD.value, self._slot_s),
+                                   acc.energy_wh(DeviceKind.PV.value, self._slot_s), energy.complete)
+            self.slots[slot] = closed
+            self._unsaved_slots.append(closed)
+            self.closed_until_ms = max(self.closed_until_ms or 0, self._rules.slot_end_ms(slot))
         while len(self.slots) > SLOTS_KEPT:
             del self.slots[min(self.slots)]
 
@@ -248,8 +309,14 @@ class DeviceService:
         return {name for name, quality in health.items() if quality is Quality.STALE}
 
     def history(self, device: str, bucket_ms: int = HISTORY_BUCKET_MS) -> list[Bucket]:
-        """Downsampled power history of ``device`` (W)."""
-        return downsample(self._history.get(device, ()), bucket_ms)
+        """Downsampled power history of ``device`` (W): the buckets stored before a restart that end
+        before the first live sample, then the live samples (``HISTORY_BUCKET_MS`` is the finest
+        grain of the stored part)."""
+        live = self._history.get(device, ())
+        first_live = live[0][0] if live else None
+        stored = [b for b in self._stored_buckets.get(device, ())
+                  if first_live is None or b.start_ms + HISTORY_BUCKET_MS <= first_live]
+        return regroup(stored + downsample(live, bucket_ms), bucket_ms)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view (RPC ``telemetry_get``, dashboards)."""
@@ -275,10 +342,17 @@ class DeviceService:
         return await device.apply(setpoint)   # type: ignore[attr-defined]
 
 
+def has_devices(config: NodeConfig) -> bool:
+    """Whether the node has devices behind its meter to run (see the module docstring)."""
+    devices = config.devices
+    return (config.agent.strategy == "agent" or bool(devices.series_file) or devices.pv is not None
+            or devices.battery is not None or devices.mode == "real")
+
+
 def device_services(config: NodeConfig) -> list[Any]:
     """The services of this module the node runs, by config (``Node.__init__`` adds them)."""
-    return [DeviceService()] if config.agent.strategy == "agent" else []
+    return [DeviceService()] if has_devices(config) else []
 
 
-__all__ = ["DeviceService", "DeviceSet", "SlotTelemetry", "device_services", "device_set_for",
+__all__ = ["DeviceService", "DeviceSet", "SlotTelemetry", "device_services", "device_set_for", "has_devices",
            "simulated_device_set"]

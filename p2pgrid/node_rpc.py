@@ -45,6 +45,7 @@ from p2pgrid.rpc.server import RpcLimits, RpcServer, serve_rpc
 from p2pgrid.wire import Order
 
 if TYPE_CHECKING:
+    from p2pgrid.clock import Clock
     from p2pgrid.config import NodeConfig
     from p2pgrid.node import Node
 
@@ -227,14 +228,19 @@ CLUSTER_ZONE = "rpczone"
 async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory", n_validators: int = 4,
                                    rpc_nodes: Sequence[int] = (), metrics_nodes: Sequence[int] = (),
                                    funds_uc: int = 0, seed: int = 7, rpc_limits: RpcLimits | None = None,
-                                   overrides: Mapping[str, Any] | None = None) -> AsyncIterator[list[Node]]:
+                                   overrides: Mapping[str, Any] | None = None,
+                                   node_overrides: Mapping[int, Mapping[str, Any]] | None = None,
+                                   clock: Clock | None = None) -> AsyncIterator[list[Node]]:
     """``n`` real ``Node``s (ledger, trading and the services above) on one network of ``kind``
-    (``"memory"``, or ``"libp2p"`` hosts on 127.0.0.1), fully connected, on the system clock.
+    (``"memory"``, or ``"libp2p"`` hosts on 127.0.0.1), fully connected, all on ``clock`` (default:
+    the system clock).
 
     Node 0's key is the zone gateway and the first ``n_validators`` nodes are the committee. Nodes
     in ``rpc_nodes`` / ``metrics_nodes`` serve RPC / metrics on 127.0.0.1 (ports 0; ``rpc_limits``
     replaces the RPC's default limits). With ``funds_uc`` the gateway mints that much to every
-    other node before the block starts. For tests, benchmarks and demos, not production."""
+    other node before the block starts. ``overrides`` (dotted config keys) apply to every node,
+    then ``node_overrides[i]`` to node ``i`` (e.g. ``{"agent.strategy": "agent"}``). For tests,
+    benchmarks and demos, not production."""
     import trio_asyncio
 
     from p2pgrid.clock import SystemClock
@@ -265,8 +271,9 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
             raw = {"node": {"data_dir": str(node_dir), "name": f"n{i}"}, "zone": zone,
                    "network": {"publish_interval_ms": 50},
                    "rpc": {"enabled": i in rpc_nodes}, "metrics": {"enabled": i in metrics_nodes}}
-            config = build_config(raw, base_dir=Path(data_dir), overrides=overrides)
-            node = Node(config, key, SystemClock(), transport)
+            config = build_config(raw, base_dir=Path(data_dir),
+                                  overrides={**(overrides or {}), **(node_overrides or {}).get(i, {})})
+            node = Node(config, key, clock or SystemClock(), transport)
             if rpc_limits is not None and config.rpc.enabled:
                 find_service(node, RpcService).limits = rpc_limits
             nodes.append(await nursery.start(node.run))

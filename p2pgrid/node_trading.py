@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+import p2pgrid.entry_kinds  # noqa: F401  every node validates every kind of its zone
 from p2pgrid.errors import ConfigError
 from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.service import LedgerConfig, open_ledger_service
 from p2pgrid.ledger.store import open_store
+from p2pgrid.market.locality import Locality, settlement_grid_fees
+from p2pgrid.net.orders import open_neighbour_gossip
 from p2pgrid.settlement import ImbalancePrices
 from p2pgrid.settlement_entries import SettlementLedgerRules
 from p2pgrid.settlement_service import SettlementService
@@ -41,10 +44,11 @@ def ledger_config(config: NodeConfig) -> LedgerConfig:
     if not has_ledger(config):
         raise ConfigError("zone.validators and zone.gateway_account are needed for a ledger")
     # The zone's settlement terms travel with its ledger rules: validators recompute settlements.
-    rules = SettlementLedgerRules(zone.id, bytes.fromhex(zone.gateway_account), zone.credit_limit_uc,
+    rules = SettlementLedgerRules(zone.ledger_zone, bytes.fromhex(zone.gateway_account), zone.credit_limit_uc,
                                   slots=zone.slot_rules,
-                                  prices=ImbalancePrices(zone.tariffs.retail_price, zone.tariffs.feed_in_price))
-    committee = Committee(zone.id, 0, tuple(bytes.fromhex(v.public_key) for v in zone.validators))
+                                  prices=ImbalancePrices(zone.tariffs.retail_price, zone.tariffs.feed_in_price),
+                                  grid_fees=settlement_grid_fees([Locality(zone.id, dict(zone.grid_fees))]))
+    committee = Committee(zone.ledger_zone, 0, tuple(bytes.fromhex(v.public_key) for v in zone.validators))
     return LedgerConfig(rules, committee)
 
 
@@ -81,19 +85,25 @@ class TradingNodeService:
         # A lock waits for its fill in market time; under a scaled clock (simnet) market time runs
         # ``speed`` times faster than the real time a take needs, so give it real seconds.
         speed = float(getattr(node.clock, "speed", 1.0))
-        config = TradingConfig(node.zone, node.config.zone.slot_rules,
-                               lock_ttl_ms=max(60_000, int(LOCK_TTL_REAL_S * 1000 * speed)))
+        zone = node.config.zone
+        config = TradingConfig(node.zone, zone.slot_rules,
+                               lock_ttl_ms=max(60_000, int(LOCK_TTL_REAL_S * 1000 * speed)),
+                               grid_fees=dict(zone.grid_fees))
         journal = OwnOrderJournal(node.config.node.data_dir / OWN_ORDERS_FILE)
-        trading = TradingService(node.key, config, node.transport, node.ledger, node.order_gossip,
-                                 node.clock.now_ms, journal)
-        node.trading = trading
-        node.order_listeners.append(trading.on_delivery)
-        await trading.run(consume_gossip=False, task_status=task_status)
+        # Neighbour zones' order topics, read-only (market.locality): their books, never our orders.
+        async with open_neighbour_gossip(node.transport, zone.neighbours, zone.slot_rules, node.clock.now_ms,
+                                         tick_s=node.config.network.publish_interval_ms / 1000) as neighbours:
+            trading = TradingService(node.key, config, node.transport, node.ledger, node.order_gossip,
+                                     node.clock.now_ms, journal, neighbours)
+            node.trading = trading
+            node.order_listeners.append(trading.on_delivery)
+            await trading.run(consume_gossip=False, task_status=task_status)
 
 
 class SettlementNodeService:
     """On the zone gateway's node: propose the ``settle`` entry of each slot once it is due
-    (``p2pgrid.settlement_service``). Other nodes run nothing here."""
+    (``p2pgrid.settlement_service``), up to ``[gateway] settle_until_s`` if set. Other nodes run
+    nothing here."""
 
     name = "settlement"
 
@@ -103,4 +113,6 @@ class SettlementNodeService:
         if node.ledger.rules.gateway != node.key.public_key:
             task_status.started()
             await trio.sleep_forever()
-        await SettlementService(node.ledger, node.clock.now_ms).run(task_status=task_status)
+        until_s = node.config.gateway.settle_until_s
+        service = SettlementService(node.ledger, node.clock.now_ms, until_ms=until_s * 1000 if until_s else None)
+        await service.run(task_status=task_status)

@@ -8,8 +8,12 @@ prices integer µc/kWh, all money integer µc.
 Inputs
 ------
 * ``TradeRecord`` (alias ``Contract``): one certified trade — id, slot, seller, buyer, both
-  parties' zones, ``qty_wh``, ``price`` and the green flag. The trading layer's certified fills and
-  swaps convert to it.
+  parties' zones, ``qty_wh``, ``price`` and the green flag, and optionally ``value_uc``. The
+  trading layer's certified fills and pool swaps convert to it (``settlement_entries``). A fill's
+  value is ``trade_value(qty_wh, price)``; a swap's is the credits the pool's curve charged, which
+  no integer price need reproduce, so a swap states it in ``value_uc`` and its ``price`` is the
+  average (floor of ``value_uc × 1000 / qty_wh``, for display). Settlement uses the value only in
+  the ``trade`` transfer; every other rule reads the Wh.
 * ``MeterEntry``: one account's metered ``import_wh`` / ``export_wh`` for the slot (and its metered
   green generation, used by ``p2pgrid.certificates``). ``p2pgrid.metering.to_meter_entry`` builds
   it from a validated signed meter reading.
@@ -22,10 +26,10 @@ Inputs
 
 The rules
 ---------
-Contracts are **firm**: the buyer pays the seller the full contract, ``trade_value(qty_wh,
-price)``, whatever was delivered. Then each account's metered position is compared with its
-contracted position, on each side separately (no netting of an account's sales against its
-purchases):
+Contracts are **firm**: the buyer pays the seller the full contract (its value: ``value_uc`` when
+given, else ``trade_value(qty_wh, price)``), whatever was delivered. Then each account's metered
+position is compared with its contracted position, on each side separately (no netting of an
+account's sales against its purchases):
 
 * **Seller side.** An account that sold ``sold`` Wh and exported ``export`` Wh *delivered*
   ``min(export, sold)``.
@@ -72,10 +76,10 @@ and the result depends only on the set of trades, not on the order they are give
 Rounding and conservation
 -------------------------
 Every payment is one ``Transfer(payer, payee, amount_uc, reason, ref)``, its amount computed once
-with ``units.trade_value`` (floor of ``Wh × price / 1000``): trade and grid-fee transfers once per
-trade, imbalance transfers once per account and reason. The payer loses exactly what the payee
-gains, so the nets of all accounts, gateway included, sum to exactly zero. Zero-µc transfers are
-left out.
+with ``units.trade_value`` (floor of ``Wh × price / 1000``; a swap's trade transfer is its stated
+``value_uc``): trade and grid-fee transfers once per trade, imbalance transfers once per account
+and reason. The payer loses exactly what the payee gains, so the nets of all accounts, gateway
+included, sum to exactly zero. Zero-µc transfers are left out.
 
 Determinism and idempotence
 ---------------------------
@@ -138,7 +142,10 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class TradeRecord:
-    """One certified trade: ``seller`` delivers ``qty_wh`` to ``buyer`` in ``slot`` at ``price``."""
+    """One certified trade: ``seller`` delivers ``qty_wh`` to ``buyer`` in ``slot`` at ``price``.
+
+    ``value_uc`` is the contract's value when its venue fixed it in µc (a pool swap's credits);
+    None means ``trade_value(qty_wh, price)`` (a book fill)."""
 
     trade_id: bytes
     slot: int
@@ -149,6 +156,7 @@ class TradeRecord:
     qty_wh: int
     price: int
     green: bool = False
+    value_uc: int | None = None
 
     def __post_init__(self) -> None:
         _require(type(self.trade_id) is bytes and len(self.trade_id) > 0, "trade_id must be non-empty bytes")
@@ -159,6 +167,13 @@ class TradeRecord:
         _require(_is_int(self.qty_wh) and self.qty_wh > 0, f"trade qty_wh must be a positive int, got {self.qty_wh!r}")
         _require(_is_int(self.price) and self.price >= 0, f"trade price must be a non-negative int, got {self.price!r}")
         _require(type(self.green) is bool, "green must be a bool")
+        _require(self.value_uc is None or (_is_int(self.value_uc) and self.value_uc >= 0),
+                 f"trade value_uc must be None or a non-negative int, got {self.value_uc!r}")
+
+    @property
+    def value(self) -> int:
+        """µc the buyer pays the seller for the whole contract."""
+        return trade_value(self.qty_wh, self.price) if self.value_uc is None else self.value_uc
 
 
 Contract = TradeRecord
@@ -427,13 +442,15 @@ def settle_slot(slot: int, trades: Iterable[TradeRecord], meter_entries: Iterabl
 
     transfers: list[Transfer] = []
 
-    def pay(payer: bytes, payee: bytes, wh: int, price: int, reason: Reason, ref: bytes = b"") -> None:
-        amount = trade_value(wh, price)
+    def pay_uc(payer: bytes, payee: bytes, amount: int, reason: Reason, ref: bytes = b"") -> None:
         if amount > 0 and payer != payee:
             transfers.append(Transfer(payer, payee, amount, reason, ref))
 
+    def pay(payer: bytes, payee: bytes, wh: int, price: int, reason: Reason, ref: bytes = b"") -> None:
+        pay_uc(payer, payee, trade_value(wh, price), reason, ref)
+
     for trade in trade_list:
-        pay(trade.buyer, trade.seller, trade.qty_wh, trade.price, Reason.TRADE, trade.trade_id)
+        pay_uc(trade.buyer, trade.seller, trade.value, Reason.TRADE, trade.trade_id)
         fee = tariffs.grid_fee(trade.seller_zone, trade.buyer_zone)
         pay(trade.buyer, gateway, delivered_by_trade[trade.trade_id], fee, Reason.GRID_FEE, trade.trade_id)
 

@@ -33,8 +33,9 @@ Mapping settlement and certificates onto the ledger
 
 ``settle`` — the settlement of one slot, in the proposer's chain (normally the gateway's; any
   account may propose, since validators recompute it). Body: ``SettleBody(slot, shortfall_price,
-  feed_in_price, trades, meters, postings)``: the prices used, the take ids of the slot's certified
-  trades, the accounts whose certified meter entries were settled, and the imbalance postings.
+  feed_in_price, trades, meters, postings, grid_fees, swaps)``: the prices used, the take ids of
+  the slot's certified book trades, the accounts whose certified meter entries were settled, the
+  imbalance postings, the fee matrix, and the swap ids of the slot's certified pool swaps.
   Rules (``validate_settle``):
 
   - the zone's ledger rules must carry the settlement terms (``SettlementLedgerRules``: slot
@@ -44,13 +45,13 @@ Mapping settlement and certificates onto the ledger
     validator votes for at most one settlement per slot, so a slot settles once);
   - ``bad_body`` unless the body equals, exactly, what the validator recomputes from its
     certified state: trades = filled locks whose ``lock.slot == slot`` (``filled_wh`` > 0; the
-    gateway's own trades are left out, it is the grid; pool swaps, whose lock records carry no
-    filled quantity, are not settled yet), meter entries = certified ``meter``
-    entries of the slot, prices = the zone's imbalance prices for the slot. A node whose meter
-    entry is missing then is settled as zero delivery.
+    gateway's own trades are left out, it is the grid), swaps = certified swap records of the
+    slot (below; the gateway's left out likewise), meter entries = certified ``meter`` entries of
+    the slot, prices = the zone's imbalance prices for the slot. A node whose meter entry is
+    missing then is settled as zero delivery.
 
   Applying it (``process_settle``) recomputes ``settle_slot`` + ``certify_slot`` from exactly the
-  trades and meter entries the body names, at the prices the body states (``is_ready`` waits
+  trades, swaps and meter entries the body names, at the prices the body states (``is_ready`` waits
   until they are all in the state, so the result does not depend on the order entries are applied
   in, and applying needs no zone configuration: offline tools derive the same state), moves every
   posting between the account and the gateway, and stores the ``SlotSettlement`` in
@@ -66,8 +67,41 @@ Mapping settlement and certificates onto the ledger
   (the ``settle`` body names the readings it settled, so every node still derives the same
   state) — exactly as if it had been late. Proposers should settle a little after the deadline.
 
-  One ``settle`` entry carries a whole slot: the entry body is at most 1536 bytes, so a slot with
-  more than about 20 traded accounts needs splitting into chunks (not done yet).
+  One ``settle`` entry carries a whole slot: the entry body is at most
+  ``ledger.messages.MAX_BODY_BYTES`` (7680) bytes, about 80 bytes per metered account, and each
+  list at most ``MAX_SETTLE_ITEMS`` items, so a slot of more than about 90 metered accounts or
+  256 trades needs splitting into chunks (not done yet: the gateway then leaves it unsettled
+  and logs it).
+
+Zones. A trade's seller and buyer zones are the lock's ``seller_zone`` / ``buyer_zone`` (empty:
+the ledger's zone). A cross-zone trade pays the grid fee of the ledger rules' fee matrix
+(``SettlementLedgerRules.grid_fees``, built with ``market.locality.settlement_grid_fees``) on its
+delivered Wh; the ``settle`` body states the fee matrix it used (``grid_fees``), so applying it
+still needs no zone configuration. A cross-zone trade whose pair has no fee cannot be settled
+(``bad_body``: ``UnknownGridFee``).
+
+Pool swaps are trades. A certified ``swap`` (``trading.pool_entries``: the host's chain sequences
+its pool; the record ``extra["swap/<id>"]`` states host, trader, side, slot — the pool's —,
+``energy_wh`` and ``credits_uc``) settles exactly like a book trade of its slot between the trader
+and the pool's host, who delivers or takes the energy physically (its battery):
+
+* BUY: the host sells ``energy_wh`` to the trader for ``credits_uc``; SELL: the trader sells
+  ``energy_wh`` to the host for ``credits_uc``. The host's metered export is thus compared with
+  what its pools (and its book orders) sold, each trader's import with what it bought.
+* Its ``TradeRecord`` has trade id ``swap_trade_id(swap_id) = swap_id + b"/swap"`` (21 bytes: it
+  can never equal a lock's 16-byte take id, however traders choose their ids; shown shortened it
+  still starts with the swap id), ``value_uc = credits_uc`` (what the curve charged, already
+  moved when the swap was certified; ``price`` is the average, floor) and both zones the
+  ledger's zone (a pool trades in its host's zone, and the swap record names no sub-zone: no
+  grid fee).
+* Each swap id in the body costs about 18 bytes of the body: a slot with many swaps meets the
+  entry-size limit sooner (the settlement service then leaves it unsettled and logs it).
+* It is **green**: certificates move with its delivered Wh only as far as the seller's own
+  metered green generation of the slot covers them (``certificates``' rule for every seller), so
+  pool energy is green exactly when the host's generation covers it, and a trader's sale into a
+  pool carries the trader's own green Wh.
+* The swap's BUY lock (take id = swap id, marked filled with ``filled_wh = 0``) is not a book
+  trade, so a swap is never counted twice.
 """
 
 from __future__ import annotations
@@ -87,16 +121,19 @@ from p2pgrid.metering import (
     MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistry, decode_meter_reading, validate_meter_reading,
 )
 from p2pgrid.settlement import (
-    ImbalancePrices, MeterEntry, Reason, SlotSettlement, TradeRecord, ZoneTariffs, settle_slot,
+    GridFee, ImbalancePrices, MeterEntry, Reason, SlotSettlement, TradeRecord, ZoneTariffs, settle_slot,
 )
-from p2pgrid.units import SlotRules
-from p2pgrid.wire import PUBLIC_KEY_SIZE, struct
+from p2pgrid.trading.pool_entries import SwapRecord, swap_key, swap_record
+from p2pgrid.trading.pool_messages import ID_SIZE as SWAP_ID_SIZE
+from p2pgrid.units import WH_PER_KWH, SlotRules
+from p2pgrid.wire import PUBLIC_KEY_SIZE, Side, struct
 
 __all__ = [
-    "METER_KIND", "METER_REGISTRATION_KIND", "SETTLE_KIND", "MeterEntryBody", "MeterRecord", "Posting", "PostingBody",
-    "SettleBody", "SettlementLedgerRules", "certificate_registry", "certificates_of", "compute_settlement",
-    "imbalance_postings", "meter_entries_for_slot", "meter_registration_of", "settle_key", "settled_slots",
-    "settlement_of", "slots_to_settle", "unsettled_slots", "tariffs_of", "trades_for_slot",
+    "METER_KIND", "METER_REGISTRATION_KIND", "SETTLE_KIND", "SWAP_TRADE_SUFFIX", "MeterEntryBody", "MeterRecord",
+    "Posting", "PostingBody", "SettleBody", "SettlementLedgerRules", "book_trades_for_slot", "certificate_registry",
+    "certificates_of", "compute_settlement", "imbalance_postings", "meter_entries_for_slot", "meter_registration_of",
+    "settle_key", "settled_slots", "settlement_of", "slots_to_settle", "swap_trade_id", "swap_trades_for_slot",
+    "tariffs_of", "trade_of_swap", "trades_for_slot", "unsettled_slots",
 ]
 
 METER_KIND = "meter"
@@ -257,7 +294,7 @@ def imbalance_postings(settlement: SlotSettlement) -> tuple[Posting, ...]:
 # --- settle -----------------------------------------------------------------------------------
 
 SETTLE_KIND = "settle"
-MAX_SETTLE_ITEMS = 64
+MAX_SETTLE_ITEMS = 256
 MAX_POSTING_UC = 10**15
 
 
@@ -268,11 +305,12 @@ class SettlementLedgerRules(LedgerRules):
 
     slots: SlotRules = field(default_factory=SlotRules)
     prices: ImbalancePrices | None = None
+    grid_fees: tuple[GridFee, ...] = ()
 
     def tariffs(self) -> ZoneTariffs:
         if self.prices is None:
             raise EntryRejected(RejectReason.BAD_BODY, "this zone has no imbalance prices: it cannot settle")
-        return ZoneTariffs(self.gateway, self.prices.shortfall_price, self.prices.feed_in_price)
+        return ZoneTariffs(self.gateway, self.prices.shortfall_price, self.prices.feed_in_price, self.grid_fees)
 
 
 def tariffs_of(rules: LedgerRules) -> ZoneTariffs:
@@ -292,6 +330,16 @@ class PostingBody:
 
 @struct
 @dataclass(frozen=True)
+class GridFeeBody:
+    """µc/kWh for energy delivered from ``from_zone`` to ``to_zone`` (a ``settlement.GridFee``)."""
+
+    from_zone: str = field(metadata={"max_len": 32})
+    to_zone: str = field(metadata={"max_len": 32})
+    price: int = field(metadata={"min": 0, "max": MAX_POSTING_UC})
+
+
+@struct
+@dataclass(frozen=True)
 class SettleBody:
     """The settlement of ``slot``: the imbalance prices it used (so applying it needs no zone
     configuration: offline tools derive the same state), the trades (take ids) and metered
@@ -303,6 +351,8 @@ class SettleBody:
     trades: tuple[bytes, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
     meters: tuple[bytes, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
     postings: tuple[PostingBody, ...] = field(metadata={"max_len": MAX_SETTLE_ITEMS})
+    grid_fees: tuple[GridFeeBody, ...] = field(default=(), metadata={"max_len": MAX_SETTLE_ITEMS})
+    swaps: tuple[bytes, ...] = field(default=(), metadata={"max_len": MAX_SETTLE_ITEMS})
 
 
 def settle_key(slot: int) -> str:
@@ -336,12 +386,56 @@ def certificate_registry(state: LedgerState) -> CertificateRegistry:
 
 def _trade_of(take_id: bytes, record: LockRecord, zone: str) -> TradeRecord:
     lock = record.lock
-    return TradeRecord(trade_id=take_id, slot=lock.slot, seller=lock.seller, buyer=record.buyer, seller_zone=zone,
-                       buyer_zone=zone, qty_wh=record.filled_wh, price=lock.price, green=lock.green)
+    return TradeRecord(trade_id=take_id, slot=lock.slot, seller=lock.seller, buyer=record.buyer,
+                       seller_zone=lock.seller_zone or zone, buyer_zone=lock.buyer_zone or zone,
+                       qty_wh=record.filled_wh, price=lock.price, green=lock.green)
+
+
+SWAP_TRADE_SUFFIX = b"/swap"
+_SWAP_KEY_PREFIX = swap_key(b"")
+
+
+def swap_trade_id(swap_id: bytes) -> bytes:
+    """The settlement trade id of swap ``swap_id`` (never a lock's take id: see the module docstring)."""
+    return swap_id + SWAP_TRADE_SUFFIX
+
+
+def _swap_id_of(trade_id: bytes) -> bytes | None:
+    """The swap id inside a swap's trade id; None for a book trade's take id."""
+    if len(trade_id) == SWAP_ID_SIZE + len(SWAP_TRADE_SUFFIX) and trade_id.endswith(SWAP_TRADE_SUFFIX):
+        return trade_id[:SWAP_ID_SIZE]
+    return None
+
+
+def trade_of_swap(swap_id: bytes, record: SwapRecord, zone: str) -> TradeRecord:
+    """Certified swap ``swap_id`` as the trade settlement takes (rules in the module docstring)."""
+    seller, buyer = (record.host, record.trader) if record.side is Side.BUY else (record.trader, record.host)
+    return TradeRecord(trade_id=swap_trade_id(swap_id), slot=record.slot, seller=seller, buyer=buyer,
+                       seller_zone=zone, buyer_zone=zone, qty_wh=record.energy_wh,
+                       price=record.credits_uc * WH_PER_KWH // record.energy_wh, green=True,
+                       value_uc=record.credits_uc)
+
+
+def _swap_records(state: LedgerState) -> list[tuple[bytes, SwapRecord]]:
+    """Every certified swap record with its swap id, by swap id."""
+    records = [(bytes.fromhex(key[len(_SWAP_KEY_PREFIX):]), record) for key, record in state.extra.items()
+               if key.startswith(_SWAP_KEY_PREFIX) and isinstance(record, SwapRecord)]
+    return sorted(records, key=lambda item: item[0])
+
+
+def swap_trades_for_slot(state: LedgerState, rules: LedgerRules, slot: int) -> list[TradeRecord]:
+    """The slot's certified pool swaps as trades (see the module docstring), the gateway's left out."""
+    return [trade_of_swap(swap_id, record, rules.zone) for swap_id, record in _swap_records(state)
+            if record.slot == slot and rules.gateway not in (record.host, record.trader)]
 
 
 def trades_for_slot(state: LedgerState, rules: LedgerRules, slot: int) -> list[TradeRecord]:
-    """The slot's certified trades: filled locks of the slot (the gateway's own trades left out)."""
+    """The slot's certified trades: book trades, then pool swaps (the gateway's own left out)."""
+    return book_trades_for_slot(state, rules, slot) + swap_trades_for_slot(state, rules, slot)
+
+
+def book_trades_for_slot(state: LedgerState, rules: LedgerRules, slot: int) -> list[TradeRecord]:
+    """The slot's certified book trades: filled locks of the slot (the gateway's own left out)."""
     trades = []
     for take_id in sorted(state.locks):
         record = state.locks[take_id]
@@ -356,20 +450,26 @@ def compute_settlement(state: LedgerState, rules: LedgerRules, slot: int) -> tup
     tariffs = tariffs_of(rules)
     meters = [m for m in meter_entries_for_slot(state, slot) if m.account != rules.gateway]
     settlement = settle_slot(slot, trades_for_slot(state, rules, slot), meters, tariffs)
-    return _body_of(settlement), settlement
+    return _body_of(settlement, tariffs.grid_fees), settlement
 
 
-def _body_of(settlement: SlotSettlement) -> SettleBody:
+def _body_of(settlement: SlotSettlement, fees: tuple[GridFee, ...] = ()) -> SettleBody:
     return SettleBody(slot=settlement.slot, shortfall_price=settlement.prices.shortfall_price,
                       feed_in_price=settlement.prices.feed_in_price,
-                      trades=tuple(sorted(d.trade_id for d in settlement.deliveries)),
+                      trades=tuple(sorted(d.trade_id for d in settlement.deliveries
+                                          if _swap_id_of(d.trade_id) is None)),
                       meters=tuple(sorted(m.account for m in settlement.meter_entries)),
-                      postings=tuple(PostingBody(p.account, p.amount_uc) for p in imbalance_postings(settlement)))
+                      postings=tuple(PostingBody(p.account, p.amount_uc) for p in imbalance_postings(settlement)),
+                      grid_fees=tuple(sorted((GridFeeBody(f.from_zone, f.to_zone, f.price) for f in fees),
+                                             key=lambda f: (f.from_zone, f.to_zone))),
+                      swaps=tuple(sorted(swap_id for d in settlement.deliveries
+                                         if (swap_id := _swap_id_of(d.trade_id)) is not None)))
 
 
 def unsettled_slots(state: LedgerState) -> list[int]:
-    """Slots with certified trades or meter entries and no certified settlement yet."""
+    """Slots with certified trades, swaps or meter entries and no certified settlement yet."""
     slots = {r.lock.slot for r in state.locks.values() if r.status is LockStatus.FILLED and r.filled_wh > 0}
+    slots |= {record.slot for _, record in _swap_records(state)}
     slots |= {int(k.rsplit("/", 1)[1]) for k in state.extra if k.startswith("meter/")}
     return sorted(s for s in slots if settle_key(s) not in state.extra)
 
@@ -413,7 +513,7 @@ def _difference(body: SettleBody, expected: SettleBody) -> str:
     for name in ("shortfall_price", "feed_in_price"):
         if getattr(body, name) != getattr(expected, name):
             return f"{name}: {getattr(body, name)} proposed, {getattr(expected, name)} expected"
-    for name in ("trades", "meters", "postings"):
+    for name in ("trades", "swaps", "meters", "postings", "grid_fees"):
         if getattr(body, name) != getattr(expected, name):
             return f"{name}: {len(getattr(body, name))} proposed, {len(getattr(expected, name))} expected"
     return "differs"
@@ -422,20 +522,27 @@ def _difference(body: SettleBody, expected: SettleBody) -> str:
 def _settle_ready(state: LedgerState, entry: Entry, body: SettleBody) -> bool:
     trades_in = all(body_trade in state.locks and state.locks[body_trade].status is LockStatus.FILLED
                     for body_trade in body.trades)
-    return trades_in and all(_record_key(account, body.slot) in state.extra for account in body.meters)
+    swaps_in = all(swap_record(state, swap_id) is not None for swap_id in body.swaps)
+    return trades_in and swaps_in and all(_record_key(account, body.slot) in state.extra for account in body.meters)
 
 
 def process_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: LedgerRules) -> None:
     if settle_key(body.slot) in state.extra:
         raise ChainInconsistent(f"slot {body.slot} settled twice")
     trades = [_trade_of(t, state.locks[t], rules.zone) for t in body.trades]
+    for swap_id in body.swaps:
+        record = swap_record(state, swap_id)
+        if record is None:
+            raise ChainInconsistent(f"certified settlement of slot {body.slot} names unknown swap {swap_id.hex()}")
+        trades.append(trade_of_swap(swap_id, record, rules.zone))
     meters = [m for m in meter_entries_for_slot(state, body.slot) if m.account in set(body.meters)]
+    fees = tuple(GridFee(f.from_zone, f.to_zone, f.price) for f in body.grid_fees)
     try:
         settlement = settle_slot(body.slot, trades, meters,
-                                 ZoneTariffs(rules.gateway, body.shortfall_price, body.feed_in_price))
+                                 ZoneTariffs(rules.gateway, body.shortfall_price, body.feed_in_price, fees))
     except (SettlementError, ConfigError) as exc:
         raise ChainInconsistent(f"certified settlement of slot {body.slot} cannot be recomputed: {exc}") from None
-    if _body_of(settlement) != body:
+    if _body_of(settlement, fees) != body:
         raise ChainInconsistent(f"certified settlement of slot {body.slot} differs from its inputs")
     for posting in body.postings:
         state.balances[posting.account] = state.balance(posting.account) + posting.amount_uc

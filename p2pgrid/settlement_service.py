@@ -9,18 +9,30 @@ market time, so a scaled or stepped clock works the same):
   data dir; never the trading key) and submits it as a ``meter`` entry in the node's own chain.
   Counters continue from the last certified reading of the same meter key. A slot whose metering
   deadline has passed is skipped: the ledger would reject it as ``late``, and the slot settles as
-  zero delivery without it.
+  zero delivery without it. With ``is_closed(slot)`` the source says whether a slot's energy is
+  final yet (a device service closes a slot only when the first meter sample after its end
+  arrives): a slot not closed is asked again at the next poll, until its deadline. A reading is
+  only sent while at least ``submit_lead_ms`` remain before the deadline: validators judge the
+  deadline by their own clocks, and an entry some of them voted for before it and the rest refuse
+  after it would stay in doubt, holding up the account's chain — a slot too close to its deadline
+  is skipped like a late one. Slots whose deadline is after ``until_ms`` (if set) are not metered.
+  With ``delay_ms`` a reading waits that long after its slot's end (meters of a zone spread their
+  readings instead of all asking the committee for votes at the same instant).
 * ``SettlementService`` — once a slot's metering deadline has passed and the slot has certified
-  trades or meter entries, recomputes its settlement from the certified state and submits the
-  ``settle`` entry (validators recompute it too and vote only for the identical result). Runs on
+  trades or meter entries (and, with ``until_ms``, the deadline is not after it), recomputes its
+  settlement from the certified state and submits the ``settle`` entry (validators recompute it
+  too and vote only for the identical result). Runs on
   the zone operator (gateway) node; any node may run it, but two proposers of one slot at once can
   split the committee's votes so that neither certifies (then the slot stays unsettled: the
   never-vote-twice rule makes it final) — so run one proposer per zone.
 * ``register_meters`` — the gateway certifies ``meter_registration`` entries: this meter key
-  measures that account.
+  measures that account. Keys already registered are skipped (idempotent); if some submissions
+  are refused (no quorum yet) the others still go through and the first refusal is raised.
 
 A proposal the committee refuses (e.g. a validator has not applied every meter entry yet) is
-retried at the next poll.
+retried at the next poll. A settlement too large for one ledger entry (``settle`` bodies are
+limited; chunking is not done yet) is logged once as an error and left unsettled — the node
+carries on.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from typing import Any, Protocol
 
 import trio
 
-from p2pgrid.errors import KeystoreError, LedgerError, SettlementError
+from p2pgrid.errors import KeystoreError, LedgerError, SettlementError, WireError
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
 from p2pgrid.ledger.chain import LedgerRules, LedgerState
 from p2pgrid.metering import MeterReading, MeterRegistration
@@ -67,9 +79,9 @@ class Ledger(Protocol):
     async def submit(self, entry: Any) -> Any: ...
 
 
-def load_or_create_meter_key(data_dir: Path) -> NodeKey:
-    """The node's meter key from ``<data_dir>/meter.key``; a new one is made (0600) if missing."""
-    path = Path(data_dir) / METER_KEY_FILE
+def load_or_create_meter_key(data_dir: Path, key_file: str = METER_KEY_FILE) -> NodeKey:
+    """The node's meter key from ``<data_dir>/<key_file>``; a new one is made (0600) if missing."""
+    path = Path(data_dir) / key_file
     try:
         return load_keystore(path)
     except KeystoreError:
@@ -86,9 +98,19 @@ async def register_meters(ledger: Ledger, meters: Iterable[tuple[bytes, bytes]],
     entries = [ledger.next_entry(METER_REGISTRATION_KIND,
                                  MeterRegistration(ledger.me, account, meter_key, ledger.rules.zone, now_ms))
                for account, meter_key in meters if meter_registration_of(ledger.state, meter_key) is None]
+    refused: list[LedgerError] = []
+
+    async def submit(entry: Any) -> None:
+        try:
+            await ledger.submit(entry)
+        except LedgerError as exc:
+            refused.append(exc)
+
     async with trio.open_nursery() as nursery:
         for entry in entries:
-            nursery.start_soon(ledger.submit, entry)
+            nursery.start_soon(submit, entry)
+    if refused:
+        raise refused[0]
     return len(entries)
 
 
@@ -96,8 +118,14 @@ class MeterService:
     """Submits this node's signed meter reading for each slot that ends (see module docstring)."""
 
     def __init__(self, ledger: Ledger, meter_key: NodeKey, slot_rules: SlotRules,
-                 metered: Callable[[int], Metered | None], clock: Callable[[], int], *, poll_s: float = 0.5) -> None:
+                 metered: Callable[[int], Metered | None], clock: Callable[[], int], *, poll_s: float = 0.5,
+                 is_closed: Callable[[int], bool] | None = None, submit_lead_ms: int = 0,
+                 until_ms: int | None = None, delay_ms: int = 0) -> None:
         self.ledger = ledger
+        self.is_closed = is_closed
+        self.delay_ms = delay_ms
+        self.submit_lead_ms = submit_lead_ms
+        self.until_ms = until_ms
         self.meter_key = meter_key
         self.slot_rules = slot_rules
         self.metered = metered
@@ -134,10 +162,19 @@ class MeterService:
         done: list[int] = []
         now = self.clock()
         while self.slot_rules.slot_end_ms(self.next_slot) <= now:
-            slot, self.next_slot = self.next_slot, self.next_slot + self.slot_rules.length_s
-            if now >= self.slot_rules.metering_due_ms(slot):
+            slot = self.next_slot
+            due = self.slot_rules.metering_due_ms(slot)
+            if self.until_ms is not None and due > self.until_ms:
+                break             # metering has ended
+            late = now + self.submit_lead_ms >= due
+            if not late and now < self.slot_rules.slot_end_ms(slot) + self.delay_ms:
+                break             # its turn in the spread has not come yet
+            if not late and self.is_closed is not None and not self.is_closed(slot):
+                break             # its energy is not final yet: ask again at the next poll
+            self.next_slot = slot + self.slot_rules.length_s
+            if late:
                 self.skipped_late.append(slot)   # the ledger would reject it as late; it settles as zero
-                log.debug("meter reading of slot %d not sent: its metering deadline has passed", slot)
+                log.info("meter reading of slot %d not sent: too close to (or past) its metering deadline", slot)
                 continue
             body = self.reading_for(slot, now)
             if body is None:
@@ -161,11 +198,14 @@ class MeterService:
 class SettlementService:
     """Proposes the ``settle`` entry of every slot that is due (see module docstring)."""
 
-    def __init__(self, ledger: Ledger, clock: Callable[[], int], *, poll_s: float = 0.5) -> None:
+    def __init__(self, ledger: Ledger, clock: Callable[[], int], *, poll_s: float = 0.5,
+                 until_ms: int | None = None) -> None:
         self.ledger = ledger
         self.clock = clock
         self.poll_s = poll_s
+        self.until_ms = until_ms
         self.settled: list[int] = []
+        self.too_large: set[int] = set()          # slots whose settlement does not fit one entry
         self._scanned_height: int | None = None   # state height at the last full scan
         self._next_due_ms: int | None = None      # earliest deadline of a slot still waiting for it
 
@@ -187,9 +227,22 @@ class SettlementService:
         self._next_due_ms = min(waiting, default=None)
         done: list[int] = []
         for slot in slots_to_settle(self.ledger.state, rules, now):
+            if slot in self.too_large or (self.until_ms is not None and isinstance(rules, SettlementLedgerRules)
+                                          and rules.slots.metering_due_ms(slot) > self.until_ms):
+                continue
             try:
                 body, _ = compute_settlement(self.ledger.state, rules, slot)
-                await self.ledger.submit(self.ledger.next_entry(SETTLE_KIND, body))
+                entry = self.ledger.next_entry(SETTLE_KIND, body)
+            except WireError as exc:
+                log.error("settlement of slot %d does not fit one ledger entry, left unsettled: %s", slot, exc)
+                self.too_large.add(slot)
+                continue
+            except SettlementError as exc:
+                log.info("settlement of slot %d not computable yet: %s", slot, exc)
+                self._scanned_height = None   # retry at the next poll
+                continue
+            try:
+                await self.ledger.submit(entry)
             except (LedgerError, SettlementError) as exc:
                 log.info("settlement of slot %d not certified yet: %s", slot, exc)
                 self._scanned_height = None   # retry at the next poll

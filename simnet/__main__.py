@@ -1,4 +1,4 @@
-"""``python -m simnet demo`` / ``python -m simnet up --nodes N --duration S`` (see ``simnet.demo``)."""
+"""``python -m simnet demo|up|study|gossip`` (see ``simnet.demo``; the seasonal study: ``simnet.study``)."""
 
 from __future__ import annotations
 

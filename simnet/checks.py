@@ -7,8 +7,15 @@ After every node has stopped, each node's ``ledger.sqlite`` is opened read-throu
 ``no_order_overfilled``    per order: Wh filled (offers) / locked by the owner (bids) in the ledger
                            ≤ the size of the **signed** order the owner published (from the nodes'
                            ``orders.jsonl``; signatures checked); a fill on an order nobody signed fails.
-``certificates_unique``    each certificate unit issued once and retired at most once — not applicable
-                           (passes, marked so) while the ledger holds no certificate state.
+``slots_settled``          every delivered slot (certified trades or meter entries) whose metering
+                           deadline passed at least ``SETTLE_MARGIN_REAL_S`` real seconds (in market
+                           time) before the run's end is settled in the reference state; the end is
+                           the latest market time in the live nodes' final status files, or the
+                           community's settlement cutoff (``settle_until_ms``) if earlier.
+``certificates_unique``    certificates issued = green Wh metered, slot by slot (one batch per meter
+                           entry with green energy, units [0, green_wh)); each unit is retired at most
+                           once and only if issued — not applicable (passes, marked so) while the
+                           ledger holds no certificate state.
 ``state_roots_equal``      every live node (not killed at the end) has the same state root.
 ``acknowledged_kept``      nothing acknowledged is lost across restarts: every certified trade a
                            node's trader logged is in every live node's state, and every restarted
@@ -18,15 +25,22 @@ After every node has stopped, each node's ``ledger.sqlite`` is opened read-throu
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pgrid.certificates import UnitRange, total_wh
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import LedgerState, LockStatus, state_root
+from p2pgrid.node import read_status
 from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
 from p2pgrid.node_trading import LEDGER_DB
+from p2pgrid.settlement_entries import certificates_of, meter_entries_for_slot, settled_slots, unsettled_slots
 from p2pgrid.wire import Order, Side, decode_signed
+
+SETTLE_MARGIN_REAL_S = 5.0   # real time the gateway gets after a deadline to certify the slot's settle
 
 
 @dataclass(frozen=True)
@@ -121,8 +135,79 @@ def check_certificates(state: LedgerState) -> CheckResult:
     if not state.certificates:
         return CheckResult("certificates_unique", True, "no certificate units in the ledger state yet",
                            applicable=False)
-    issued = [k for k in state.certificates]
-    return CheckResult("certificates_unique", len(issued) == len(set(issued)), f"{len(issued)} certificate records")
+    problems: list[str] = []
+    issued_by_batch: dict[Any, list[UnitRange]] = defaultdict(list)
+    retired_by_batch: dict[Any, list[UnitRange]] = defaultdict(list)
+    issued_wh = green_wh = retired_wh = 0
+    for slot in settled_slots(state):
+        certs = certificates_of(state, slot)
+        if certs is None:
+            problems.append(f"slot {slot}: settled without certificate state")
+            continue
+        green = sum(m.green_wh for m in meter_entries_for_slot(state, slot) if m.green_wh > 0)
+        issued = total_wh(certs.issued)
+        issued_wh, green_wh = issued_wh + issued, green_wh + green
+        if issued != green:
+            problems.append(f"slot {slot}: {issued} Wh of certificates issued for {green} Wh of green metered")
+        for r in certs.issued:
+            issued_by_batch[r.batch].append(r)
+        for retirement in certs.retirements:
+            retired_by_batch[retirement.units.batch].append(retirement.units)
+            retired_wh += retirement.units.wh
+    for batch, ranges in issued_by_batch.items():
+        if len(ranges) != 1 or ranges[0].start != 0:
+            problems.append(f"batch of {batch.producer.hex()[:8]} slot {batch.slot} issued {len(ranges)} times")
+    for batch, ranges in retired_by_batch.items():
+        ranges.sort(key=lambda r: r.start)
+        limit = max((r.end for r in issued_by_batch.get(batch, ())), default=0)
+        if any(a.end > b.start for a, b in zip(ranges, ranges[1:])) or ranges[-1].end > limit:
+            problems.append(f"batch of {batch.producer.hex()[:8]} slot {batch.slot}: "
+                            "units retired twice or never issued")
+    if problems:
+        return CheckResult("certificates_unique", False, "; ".join(problems[:5]))
+    return CheckResult("certificates_unique", True,
+                       f"{issued_wh} Wh issued = {green_wh} Wh green metered over {len(settled_slots(state))} "
+                       f"settled slots; {retired_wh} Wh retired, each unit at most once")
+
+
+def run_end_ms(nodes_dir: Path, live: list[str]) -> int | None:
+    """The latest market time the live nodes reported (their final status files)."""
+    times = [status.market_now_ms for n in live if (status := read_status(nodes_dir / n)) is not None]
+    return max(times, default=None)
+
+
+def check_settled(state: LedgerState, nodes_dir: Path, live: list[str]) -> CheckResult:
+    community_file = nodes_dir.parent / "community.json"
+    if not community_file.exists():
+        return CheckResult("slots_settled", True, "no community description: not checked", applicable=False)
+    community = json.loads(community_file.read_text())
+    end_ms = run_end_ms(nodes_dir, live)
+    if end_ms is None or "grace_s" not in community:
+        return CheckResult("slots_settled", False, "no final status or no metering grace to judge by")
+    slot_s, grace_s = int(community["slot_s"]), int(community["grace_s"])
+    margin_ms = int(SETTLE_MARGIN_REAL_S * float(community.get("speed", 1.0)) * 1000)
+
+    cutoff_ms = int(community.get("settle_until_ms") or end_ms)
+
+    def required(slot: int) -> bool:
+        due_ms = (slot + slot_s + grace_s) * 1000
+        return due_ms + margin_ms <= end_ms and due_ms <= cutoff_ms
+
+    settled = settled_slots(state)
+    delivered = unsettled_slots(state) + settled
+    due = [s for s in delivered if required(s)]
+    missing = [s for s in unsettled_slots(state) if required(s)]
+    start_s = community["profile_start_ms"] // 1000
+    if missing:
+        names = ", ".join(str((s - start_s) // slot_s) for s in missing[:8])
+        return CheckResult("slots_settled", False, f"{len(missing)} of {len(due)} due slots not settled "
+                           f"(profile slots {names})")
+    if not due:
+        return CheckResult("slots_settled", True, f"no slot due before the end ({len(settled)} settled)",
+                           applicable=False)
+    waiting = len(unsettled_slots(state))
+    return CheckResult("slots_settled", True, f"all {len(due)} due slots settled ({len(settled)} in all); "
+                       f"{waiting} not due before the end")
 
 
 def check_roots(ledgers: dict[str, NodeLedger], live: list[str]) -> CheckResult:
@@ -173,6 +258,7 @@ def run_checks(nodes_dir: Path, names: list[str], live: list[str], *, heights_be
     else:
         overfills = [check_overfill(state, orders) for n in live if (state := ledgers[n].state) is not None]
         results.append(next((r for r in overfills if not r.passed), overfills[0]))
+        results.append(check_settled(reference, nodes_dir, live))
         results.append(check_certificates(reference))
     results.append(check_roots(ledgers, live))
     results.append(check_acknowledged(ledgers, live, nodes_dir, names, heights_before_kill, restarted))

@@ -1,5 +1,22 @@
 """A scenario turned into participants: keys, ports, energy series from real profiles, prices,
-and one node data dir each (``config.toml``, ``node.key``, ``profile.json``, ``energy.json``).
+and one node data dir each (``config.toml``, ``node.key``, ``meter.key``, ``profile.json``,
+``energy.json``).
+
+Metering. Every participant but the operator runs a simulated site (``[devices]``: its PV array and
+battery) driven by its own load and PV series, whatever its strategy: its meter measures what the
+profile says happened (the site's battery does the same greedy self-consumption as
+``self_consumption`` below, so the meter's net is the profile's ``net`` up to rounding). The site
+reads ``site.json``: ``energy.json``'s load and PV with one idle slot (0 Wh) in front, starting one
+slot before the profile — a series holds its first value before it starts, so the battery rests
+through the warm-up and starts the profile at the same state of charge as the profile's. Each
+gets its own meter key (``meter.key``, apart from its node key), and the operator's config lists
+every (account, meter key) under ``[[gateway.meters]]``, so the gateway registers them at start and
+settles every slot after its grace. The grace is ``METER_GRACE_REAL_S`` real seconds of scaled
+time (at least 5 minutes): under an accelerated clock a reading needs real time to be sampled,
+signed and certified. Metering and settlement end ``QUIET_REAL_S`` real seconds before the run's
+end (``[devices.meter] until_s``, ``[gateway] settle_until_s``: slots due later are neither
+metered nor settled), so no entry is in flight when the driver compares the nodes' state roots
+and stops them.
 
 Who is who. ``operator`` is the zone operator: its key is the zone gateway (it mints the initial
 credits) and it is the first validator; it neither consumes nor trades. Then ``station-<i>``
@@ -38,6 +55,11 @@ ZONE = "sim"
 SOC_MIN, SOC_MAX, ROUND_TRIP = 0.10, 0.95, 0.92
 WARMUP_SLOTS = 2
 ENERGY_FILE = "energy.json"
+SITE_FILE = "site.json"
+METER_KEY_FILE = "meter.key"
+METER_GRACE_REAL_S = 10.0
+QUIET_REAL_S = 3.0
+SAMPLE_PERIOD_MS = 250       # real ms between device samples (the meter must see every slot edge)
 
 
 @dataclass
@@ -61,6 +83,7 @@ class Participant:
     role: str            # household | consumer | station (the operator is a "consumer" without load)
     seed: int
     key: NodeKey
+    meter_key: NodeKey = field(default_factory=NodeKey.generate)   # signs its meter readings
     port: int = 0
     validator: bool = False
     operator: bool = False
@@ -226,7 +249,7 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
     sections: dict[str, dict[str, object]] = {
         "node": {"name": p.name, "data_dir": ".", "role": p.role, "log_level": "warning"},
         "zone": {"id": ZONE, "gateway_account": operator.account, "credit_limit_uc": 0},
-        "zone.slots": {"length_s": s.slot_s, "horizon_s": 86400, "gate_s": 300, "grace_s": 300},
+        "zone.slots": {"length_s": s.slot_s, "horizon_s": 86400, "gate_s": 300, "grace_s": grace_s(s)},
         "zone.tariffs": {"retail_price": s.retail_price, "feed_in_price": s.feed_in_price},
         "network": {"listen": [f"/ip4/127.0.0.1/tcp/{p.port}"],
                     "bootstrap": [q.memory_address if memory else q.address() for q in others],
@@ -240,12 +263,16 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
         # and `curl` can talk to a running simulation.
         "rpc": {"enabled": not memory},
     }
-    if s.strategy == "agent" and not p.operator:
-        # The agent trades from a simulated site driven by the participant's energy series.
-        sections["devices"] = {"series_file": ENERGY_FILE, "series_start_s": timeline.profile_start_ms // 1000,
-                               "sample_period_ms": 250}
+    if not p.operator:
+        # A simulated site driven by the participant's energy series: the agent trades from it,
+        # and every node's meter measures it (see the module docstring).
+        sections["devices"] = {"series_file": SITE_FILE,
+                               "series_start_s": timeline.profile_start_ms // 1000 - s.slot_s,
+                               "sample_period_ms": SAMPLE_PERIOD_MS}
+        sections["devices.meter"] = {"key_file": METER_KEY_FILE, "until_s": quiet_from_s(s, timeline)}
     if p.operator:
-        sections["gateway"] = {"fund_uc": s.credit_uc, "fund_accounts": [q.account for q in others]}
+        sections["gateway"] = {"fund_uc": s.credit_uc, "fund_accounts": [q.account for q in others],
+                               "settle_until_s": quiet_from_s(s, timeline)}
     if p.pv_kwp:
         sections["devices.pv"] = {"kwp": float(p.pv_kwp)}
     if p.battery_wh:
@@ -257,11 +284,25 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
     for name, values in sections.items():
         lines.append(f"\n[{name}]")
         lines.extend(f"{key} = {_toml(value)}" for key, value in values.items())
+    if p.operator:
+        for q in others:
+            lines += ["\n[[gateway.meters]]", f"account = {_toml(q.account)}",
+                      f"meter_key = {_toml(q.meter_key.public_key.hex())}"]
     for q in people:
         if q.validator:
             lines += ["\n[[zone.validators]]", f"public_key = {_toml(q.account)}",
                       f"address = {_toml('' if memory else q.address())}"]
     return "\n".join(lines) + "\n"
+
+
+def grace_s(s: Scenario) -> int:
+    """Metering grace of the zone, market seconds (see the module docstring)."""
+    return max(300, math.ceil(METER_GRACE_REAL_S * s.speed))
+
+
+def quiet_from_s(s: Scenario, timeline: Timeline) -> int:
+    """UTC second after which no slot due is metered or settled (see the module docstring)."""
+    return (timeline.end_ms - math.ceil(QUIET_REAL_S * s.speed * 1000)) // 1000
 
 
 def make_timeline(s: Scenario, anchor_wall_ms: int) -> Timeline:
@@ -278,10 +319,13 @@ def write_node_dirs(s: Scenario, people: list[Participant], timeline: Timeline, 
         data_dir = nodes_dir / p.name
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         save_keystore(data_dir / "node.key", p.key)
+        if not p.operator:
+            save_keystore(data_dir / METER_KEY_FILE, p.meter_key)
         (data_dir / "config.toml").write_text(render_config(s, p, people, timeline, memory=memory,
                                                             fault_control=fault_control))
         if p.energy is not None:
             (data_dir / ENERGY_FILE).write_text(p.energy.to_json())
+            (data_dir / SITE_FILE).write_text(json.dumps({"load": [0, *p.energy.load], "pv": [0, *p.energy.pv]}))
             if not p.operator:
                 profile = TradingProfile(slot_s=s.slot_s, start_s=timeline.profile_start_ms // 1000,
                                          net_wh=tuple(p.energy.net), ask_price=tuple(p.ask), bid_price=tuple(p.bid),
@@ -319,6 +363,7 @@ def prepare_community(s: Scenario, out_dir: Path, *, startup_s: float, now_wall_
     (Path(out_dir) / "community.json").write_text(json.dumps({
         "scenario": s.name, "zone": ZONE, "slot_s": s.slot_s, "profile_start_ms": timeline.profile_start_ms,
         "end_ms": timeline.end_ms, "retail_price": s.retail_price, "feed_in_price": s.feed_in_price,
+        "grace_s": grace_s(s), "speed": s.speed, "settle_until_ms": quiet_from_s(s, timeline) * 1000,
         "day_ahead": day_ahead, "gateway": people[0].account,
         "participants": [{"name": p.name, "role": p.role, "account": p.account, "validator": p.validator,
                           "operator": p.operator, "pv_kwp": p.pv_kwp, "battery_wh": p.battery_wh,

@@ -12,6 +12,9 @@ live progress in the terminal, then the end checks, ``kpis.json`` and ``report.h
 Exit code: 0 when every end check passed, 1 when one failed or the run broke, 2 for bad
 arguments, 130 when interrupted (Ctrl-C stops every node cleanly and still writes the report).
 
+``study [--scenario station] [--days D] [--out DIR]`` — one representative period per season, then the
+annualised investment report of the station (see ``simnet.study``).
+
 ``gossip --nodes N --duration S`` — the earlier demo: N nodes gossiping seeded random orders,
 no ledger; every node must see every order.
 """
@@ -37,6 +40,7 @@ from p2pgrid.node import NodeStatus
 from simnet.launcher import Cluster, ClusterError, ClusterSettings, default_specs
 from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario
 from simnet.simulate import simulate
+from simnet.study import do_study, register as register_study
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "community.toml"
 
@@ -124,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int)
         sub.add_argument("--out", default="simnet-out", help="output directory (default: simnet-out)")
         sub.add_argument("--quiet", action="store_true", help="no live view")
+    register_study(commands)
     for name, nodes, duration, help_text in (("gossip", 5, 60.0, "N nodes gossiping random orders (no ledger)"),):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--nodes", type=int, default=nodes)
@@ -181,6 +186,12 @@ def run_scenario_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "study":
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        try:
+            return do_study(args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if args.command in ("demo", "up"):
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
         try:

@@ -19,6 +19,9 @@ The **no-trading baseline** is ``b = s = 0`` on the same profiles and tariffs.
   same offers and buy requests, slot by slot.
 * certification latency: real seconds from a buy's start to its certified trades.
 * gossip delivery ratio: orders seen per node / orders published, over the nodes that ran to the end.
+* settlement (from the certified ledger): slots settled, meter entries settled, imbalance µc
+  paid to and by the gateway, metered grid import/export, green Wh metered vs certificate units
+  issued (equal by rule) and retired.
 
 Trades are the buyers' logged executions that the reference ledger holds as filled locks.
 """
@@ -32,19 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pgrid.certificates import total_wh
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import LedgerState, LockStatus
 from p2pgrid.market.auction import clear
 from p2pgrid.market.orders import BookOrder
 from p2pgrid.node import read_status
 from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
+from p2pgrid.settlement_entries import certificates_of, meter_entries_for_slot, settled_slots, settlement_of
 from p2pgrid.trading.pool_entries import PoolRecord
 from p2pgrid.wire import Order, Side, decode_signed
 from simnet.community import ENERGY_FILE, Energy
 
 KPI_KEYS = ("self_sufficiency", "self_consumption", "savings_per_household", "savings_per_participant",
             "traded_volume_wh", "prices_per_slot", "volume_share", "welfare_vs_central_auction",
-            "certification_latency_s", "gossip_delivery_ratio", "trades", "run")
+            "certification_latency_s", "gossip_delivery_ratio", "settlement", "trades", "run")
 
 
 @dataclass(frozen=True)
@@ -158,14 +163,48 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "traded_volume_wh": sum(t.qty_wh for t in trades),
         "prices_per_slot": prices_per_slot(trades, community, start_s, slot_s),
         "volume_share": volume_share(trades, state),
-        "welfare_vs_central_auction": welfare(trades, orders),
+        "welfare_vs_central_auction": welfare(trades, orders, _pool_ids(state)),
         "certification_latency_s": latency(trades),
         "gossip_delivery_ratio": delivery(nodes_dir, names, run),
+        "settlement": settlement(state, bytes.fromhex(community["gateway"])),
         "trades": len(trades),
         "run": run,
         "series_wh": series,
     }
     return kpis
+
+
+def settlement(state: LedgerState | None, gateway: bytes) -> dict[str, Any]:
+    """What the certified settlements of the run say (see the module docstring)."""
+    if state is None:
+        return null("no ledger state")
+    slots = settled_slots(state)
+    if not slots:
+        return {**null("no slot settled"), "slots_settled": 0}
+    meters = imported = exported = green = issued = retired = paid_by_gateway = paid_to_gateway = 0
+    imbalance_wh: dict[str, int] = defaultdict(int)
+    for slot in slots:
+        settled, certs = settlement_of(state, slot), certificates_of(state, slot)
+        entries = meter_entries_for_slot(state, slot)
+        meters += len(entries)
+        imported += sum(m.import_wh for m in entries)
+        exported += sum(m.export_wh for m in entries)
+        green += sum(m.green_wh for m in entries)
+        if certs is not None:
+            issued += total_wh(certs.issued)
+            retired += sum(r.units.wh for r in certs.retirements)
+        if settled is not None:
+            gateway_net = settled.net(gateway)
+            paid_to_gateway += max(0, gateway_net)
+            paid_by_gateway += max(0, -gateway_net)
+            for line in settled.lines:
+                for what in ("shortfall_wh", "extra_import_wh", "surplus_export_wh", "unused_purchase_wh"):
+                    imbalance_wh[what] += getattr(line, what)
+    return {"slots_settled": len(slots), "meter_entries": meters, "metered_import_wh": imported,
+            "metered_export_wh": exported, "imbalance_wh": dict(imbalance_wh),
+            "imbalance_paid_to_gateway_uc": paid_to_gateway, "imbalance_paid_by_gateway_uc": paid_by_gateway,
+            "green_metered_wh": green, "certificates_issued_wh": issued, "certificates_retired_wh": retired,
+            "certificates_equal_green": issued == green}
 
 
 def volume_share(trades: list[Trade], state: LedgerState | None) -> dict[str, Any]:
@@ -200,10 +239,21 @@ def prices_per_slot(trades: list[Trade], community: dict[str, Any], start_s: int
             "slots": rows}
 
 
-def welfare(trades: list[Trade], orders: dict[str, tuple[str, Order]]) -> dict[str, Any]:
+def welfare(trades: list[Trade], orders: dict[str, tuple[str, Order]],
+            pool_ids: set[str] | None = None) -> dict[str, Any]:
+    """Gains from trade of the certified book trades / those of a central pay-as-clear auction over
+    the same logged orders. Trades with a pool are left out of both sides (the auction has no
+    pools); the buyers' surplus on them (Wh × (bid limit − average price)) is reported next to it."""
+    pool_ids = pool_ids or set()
     decentral = 0
+    pool_surplus = 0
     for t in trades:
-        bid, offer = orders.get(t.request_id), orders.get(t.order_id)
+        bid = orders.get(t.request_id)
+        if t.order_id in pool_ids:
+            if bid is not None:
+                pool_surplus += t.qty_wh * (bid[1].limit_price - t.price)
+            continue
+        offer = orders.get(t.order_id)
         if bid is None or offer is None:
             return null(f"trade {t.take_id[:8]} has no logged buy request or offer")
         decentral += t.qty_wh * (bid[1].limit_price - offer[1].limit_price)
@@ -219,9 +269,11 @@ def welfare(trades: list[Trade], orders: dict[str, tuple[str, Order]]) -> dict[s
         central += sum(f.qty_wh * (prices[f.buy_order_id] - prices[f.sell_order_id]) for f in result.fills)
     if central <= 0:
         return {**null("the central auction finds no gains from trade over these orders"),
-                "decentralised_nc": decentral, "central_nc": central}
+                "decentralised_nc": decentral, "central_nc": central, "pool_buyers_surplus_nc": pool_surplus}
     return {"value": round(decentral / central, 4), "decentralised_nc": decentral, "central_nc": central,
-            "unit": "fraction of the central pay-as-clear welfare (nanocredits = Wh × µc/kWh)"}
+            "pool_buyers_surplus_nc": pool_surplus,
+            "unit": "fraction of the central pay-as-clear welfare (nanocredits = Wh × µc/kWh); "
+                    "book trades only, pool trades' buyer surplus reported apart"}
 
 
 def latency(trades: list[Trade]) -> dict[str, Any]:

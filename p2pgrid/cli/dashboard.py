@@ -1,7 +1,8 @@
 """Rendering for people: node and cluster dashboards as rich renderables.
 
-Every function here takes plain status data (``NodeStatus``) and returns a renderable; nothing
-here reads files, clocks or the network, so each is tested by rendering into
+Every function here takes plain status data (``NodeStatus``, and the RPC's ``Telemetry`` /
+``SlotSettlement`` values, e.g. from ``p2pgrid.node_api.dashboard_readings``) and returns a
+renderable; nothing here reads files, clocks or the network, so each is tested by rendering into
 ``Console(file=io.StringIO(), width=80, color_system=None)``.
 """
 
@@ -16,6 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from p2pgrid.node import NodeStatus
+from p2pgrid.rpc.api import SlotSettlement, Telemetry
+from p2pgrid.units import format_credits
 
 RECENT_SLOTS = 8
 
@@ -76,13 +79,36 @@ def render_rejects(status: NodeStatus) -> Table:
     return table
 
 
-def render_node_dashboard(status: NodeStatus) -> Panel:
-    """The live dashboard of ``p2pgrid run``: identity, orders per slot, rejects."""
+def render_devices(telemetry: Telemetry) -> Text:
+    """Battery state of charge and the powers (W; grid + import, battery + charging)."""
+    soc = (f"SoC {telemetry.soc_wh / 1000:.1f}/{telemetry.capacity_wh / 1000:.1f} kWh "
+           f"({100 * telemetry.soc_wh // telemetry.capacity_wh} %) · " if telemetry.capacity_wh else "")
+    stale = f" · stale: {', '.join(telemetry.stale)}" if telemetry.stale else ""
+    return Text(f"{soc}PV {telemetry.pv_w} W · load {telemetry.load_w} W\n"
+                f"battery {telemetry.battery_w:+d} W · grid {telemetry.grid_w:+d} W{stale}")
+
+
+def render_last_settlement(settled: SlotSettlement) -> Text:
+    """The node's last settled slot (Wh; credits, + paid / − received)."""
+    return Text(f"settled {format_slot(settled.slot)}: contracted {settled.contracted_wh:+d} Wh, metered "
+                f"{settled.metered_wh:+d} Wh\ntrades {format_credits(settled.trade_value_uc)}, imbalance "
+                f"{format_credits(settled.imbalance_value_uc)} credits")
+
+
+def render_node_dashboard(status: NodeStatus, telemetry: Telemetry | None = None,
+                          settlement: SlotSettlement | None = None) -> Panel:
+    """The live dashboard of ``p2pgrid run``: identity, orders per slot, rejects; with devices their
+    powers and SoC, and once a slot of this node settled, that settlement."""
     totals = Text(f"orders seen {status.orders_seen} · published {status.orders_published} · "
                   f"batches received {status.batches_received}")
     side_by_side = Table.grid(padding=(0, 2))
     side_by_side.add_row(render_orders_by_slot(status), render_rejects(status))
-    return Panel(Group(render_identity(status), totals, side_by_side), title=f"p2pgrid · {status.name}")
+    parts: list[RenderableType] = [render_identity(status), totals]
+    if telemetry is not None:
+        parts.append(render_devices(telemetry))
+    if settlement is not None:
+        parts.append(render_last_settlement(settlement))
+    return Panel(Group(*parts, side_by_side), title=f"p2pgrid · {status.name}")
 
 
 def render_cluster(statuses: Sequence[NodeStatus | None], names: Sequence[str], *,

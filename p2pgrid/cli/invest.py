@@ -11,7 +11,7 @@ Each ``--from`` is a simnet output dir, optionally labelled with the season it s
 (``winter``, ``spring``, ``summer``, ``autumn``; unlabelled means ``spring``); several runs are
 annualised by season (see ``p2pgrid.invest.annualise``). The investment terms come from the
 ``[invest]`` section of ``--config`` (defaults: a 300 kWp / 200 kWh station). Writes
-``invest.html``, ``invest.json`` and ``plots/`` into ``--out`` (default ``<first run>/invest``).
+``report.html``, ``figures.json`` and ``plots/`` into ``--out`` (default ``<first run>/invest``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     stmt.add_argument("--end", type=parse_time, help="period end (ISO UTC or Unix s), exclusive")
     stmt.add_argument("--ledger-of", dest="ledger_of", metavar="NODE")
     stmt.set_defaults(func=do_statement)
+
+    from p2pgrid.cli import shares  # imports parse_time from here
+    shares.add_parser(commands)
 
 
 def parse_time(text: str) -> int:

@@ -159,10 +159,14 @@ async def _live_dashboard(node) -> None:  # type: ignore[no-untyped-def]
     from rich.live import Live
 
     from p2pgrid.cli.dashboard import render_node_dashboard
+    from p2pgrid.node_api import dashboard_readings
 
-    with Live(render_node_dashboard(node.status()), auto_refresh=False, console=Console()) as live:
+    def view():  # type: ignore[no-untyped-def]
+        return render_node_dashboard(node.status(), *dashboard_readings(node))
+
+    with Live(view(), auto_refresh=False, console=Console()) as live:
         while True:
-            live.update(render_node_dashboard(node.status()), refresh=True)
+            live.update(view(), refresh=True)
             await trio.sleep(0.5)
 
 

@@ -136,7 +136,9 @@ async def open_sampler(devices: Mapping[str, SampledDevice], clock: Callable[[],
     """Run a sampler for the block; yields it and the channel its samples arrive on."""
     send, receive = trio.open_memory_channel[Sample](buffer)
     sampler = Sampler(devices, send, clock, missed_periods)
-    async with trio.open_nursery() as nursery, send, receive:
+    # Channels close after the nursery: a device read that finishes despite cancellation (some
+    # asyncio clients do) may still send its sample, and must not meet a closed channel.
+    async with send, receive, trio.open_nursery() as nursery:
         await nursery.start(sampler.run)
         try:
             yield sampler, receive

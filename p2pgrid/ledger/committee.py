@@ -17,7 +17,9 @@ vote (``store.record_votes``), so a crash cannot make it vote twice.
 **Certificates.** A vote signs ``Vote(validator, zone, epoch, batch_root, batch_size)`` where
 ``batch_root`` is the Merkle root of the batch's entry hashes. A certificate collects ≥ quorum
 signatures of distinct members; checking one costs one signature per member per batch, however
-many entries it covers, plus hashing for Merkle inclusion.
+many entries it covers, plus hashing for Merkle inclusion. Signatures that verified are memoised
+by exact (vote, signature) pair (``VerifiedVotes``), so a certificate seen again costs no
+signature checks, while a forged signature is never taken from the memo.
 """
 
 from __future__ import annotations
@@ -132,6 +134,40 @@ def verify_vote_signature(vote: Vote, signature: bytes) -> bool:
     return verify_signature(vote.validator, signing_bytes(domain, vote.validator, to_plain(vote)), signature)
 
 
+class VerifiedVotes:
+    """A bounded memo of vote signatures that verified: exact ``(vote, signature)`` pairs.
+
+    Checking a signature is a pure function of (public key, message, signature), so a pair that
+    verified once verifies again; the memo saves the Ed25519 work when the same certificate is
+    checked again — arriving by gossip, confirm and sync, or at each of the nodes of a simulation
+    that share one process (there, every node checking every certificate would otherwise pay the
+    signatures once per node on the same cores). It is keyed by the whole vote *and* the
+    signature bytes, never by (validator, batch root) alone: a forged signature over a root that
+    is cached is a different key, so it is verified, and fails. Oldest pairs are forgotten first.
+    """
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self.capacity = capacity
+        self._pairs: dict[tuple[Vote, bytes], None] = {}
+
+    def check(self, vote: Vote, signature: bytes) -> bool:
+        key = (vote, signature)
+        if key in self._pairs:
+            return True
+        if not verify_vote_signature(vote, signature):
+            return False
+        if len(self._pairs) >= self.capacity:
+            del self._pairs[next(iter(self._pairs))]
+        self._pairs[key] = None
+        return True
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+VERIFIED_VOTES = VerifiedVotes()   # shared by every certificate check of this process
+
+
 def assemble_certificate(committee: Committee, votes: Iterable[Signed[Vote]]) -> Certificate | None:
     """A certificate from the valid, distinct members' votes on one root, once there are a quorum."""
     by_root: dict[tuple[bytes, int], dict[bytes, bytes]] = {}
@@ -148,8 +184,9 @@ def assemble_certificate(committee: Committee, votes: Iterable[Signed[Vote]]) ->
     return None
 
 
-def verify_certificate(committee: Committee, cert: Certificate) -> None:
-    """Raise ``CertificateInvalid`` unless ≥ quorum distinct members signed this root."""
+def verify_certificate(committee: Committee, cert: Certificate, verified: VerifiedVotes = VERIFIED_VOTES) -> None:
+    """Raise ``CertificateInvalid`` unless ≥ quorum distinct members signed this root (signature
+    checks go through the ``verified`` memo)."""
     if (cert.zone, cert.epoch) != (committee.zone, committee.epoch):
         raise CertificateInvalid(f"certificate for {cert.zone} epoch {cert.epoch}, committee is "
                                  f"{committee.zone} epoch {committee.epoch}")
@@ -161,7 +198,7 @@ def verify_certificate(committee: Committee, cert: Certificate) -> None:
     if len(cert.signers) < committee.quorum:
         raise CertificateInvalid(f"{len(cert.signers)} signatures, quorum is {committee.quorum}")
     for signer, signature in zip(cert.signers, cert.signatures):
-        if not verify_vote_signature(cert.vote_for(signer), signature):
+        if not verified.check(cert.vote_for(signer), signature):
             raise CertificateInvalid(f"bad vote signature from {signer.hex()[:8]}")
 
 
@@ -171,6 +208,18 @@ def verify_certified_entries(committee: Committee, batch: CertifiedEntries,
     """The entries of ``batch``, after checking the certificate and that each entry is in its
     batch. ``trusted_roots`` caches roots whose certificate was checked already (and is updated);
     ``known`` maps entry hashes to entries this node decoded already (they are not decoded again)."""
+    hashes = check_certified_inclusion(committee, batch, trusted_roots)
+    try:
+        known = known or {}
+        return [known.get(h) or decode_certified_entry(data) for h, data in zip(hashes, batch.entries)]
+    except (DecodeError, OversizeError) as exc:
+        raise CertificateInvalid(f"certified entry does not decode: {exc}") from None
+
+
+def check_certified_inclusion(committee: Committee, batch: CertifiedEntries,
+                              trusted_roots: set[bytes] | None = None) -> list[bytes]:
+    """The entry hashes of ``batch``, after checking the certificate and that each entry is in its
+    batch, without decoding the entries (``verify_certified_entries`` does that too)."""
     cert = batch.certificate
     if trusted_roots is None or cert.batch_root not in trusted_roots:
         verify_certificate(committee, cert)
@@ -185,8 +234,4 @@ def verify_certified_entries(committee: Committee, batch: CertifiedEntries,
         raise CertificateInvalid("entries do not match the certified root")
     if trusted_roots is not None:
         trusted_roots.add(cert.batch_root)
-    try:
-        known = known or {}
-        return [known.get(h) or decode_certified_entry(data) for h, data in zip(hashes, batch.entries)]
-    except (DecodeError, OversizeError) as exc:
-        raise CertificateInvalid(f"certified entry does not decode: {exc}") from None
+    return hashes

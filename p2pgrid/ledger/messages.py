@@ -34,8 +34,10 @@ HASH_SIZE = 32
 ID_SIZE = 16
 GENESIS_HASH = bytes(HASH_SIZE)
 KIND_PATTERN = r"[a-z][a-z0-9_]{0,31}"
-MAX_ENTRY_BYTES = 2048
-MAX_BODY_BYTES = 1536
+# A slot's ``settle`` entry is the largest body: about 80 bytes per metered account, so 8 KiB
+# settles a community of ~90 in one entry (gossip messages carry up to 60 KiB).
+MAX_ENTRY_BYTES = 8192
+MAX_BODY_BYTES = 7680
 MAX_BATCH_ENTRIES = 256
 MAX_AMOUNT = 10**15          # 1e9 credits in µc: any single movement above this is a bug or an attack
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -125,6 +127,11 @@ class Lock:
     # order offered green energy (carrying certificates). Not checked by the chain rules.
     slot: int = field(default=0, metadata={"min": 0})
     green: bool = False
+    # The grid zones of the two parties (``market.locality``): settlement charges the grid fee
+    # between them on the delivered Wh. Empty: the ledger's own zone. Not checked by the chain
+    # rules; the seller's node checks them before its fill consumes the lock.
+    seller_zone: str = field(default="", metadata={"pattern": f"(|{ZONE_PATTERN})"})
+    buyer_zone: str = field(default="", metadata={"pattern": f"(|{ZONE_PATTERN})"})
 
 
 @struct

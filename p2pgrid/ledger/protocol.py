@@ -70,11 +70,18 @@ class VoteCollector:
         self.root = batch_root(self.entry_hashes)
         self._votes: dict[bytes, Signed[Vote]] = {}
         self._rejections: dict[bytes, tuple[Rejection, ...]] = {}
+        self._sent: set[bytes] = set()
         self.outcome: Certified | QuorumImpossible | None = None
 
+    def mark_sent(self, validator: bytes) -> None:
+        """The request is on its way to ``validator``: from now on it may vote, heard or not."""
+        self._sent.add(validator)
+
     def receive_reply(self, validator: bytes, reply: VoteReply) -> Certified | QuorumImpossible | None:
-        """Take one validator's reply; returns the outcome once decided (then always the same)."""
-        if reply.request_id != self.request.request_id or self.outcome is not None:
+        """Take one validator's reply; returns the outcome once decided (then always the same).
+        Replies after the outcome still count in ``votes_received``: a validator that voted for a
+        batch that failed anyway is bound to it (see ``LedgerService``'s entries in doubt)."""
+        if reply.request_id != self.request.request_id:
             return self.outcome
         if not self.committee.is_member(validator):
             raise PeerMisbehaved("a reply from outside the committee")
@@ -89,6 +96,8 @@ class VoteCollector:
             self._votes[validator] = vote
         else:
             self._rejections[validator] = reply.rejections
+        if self.outcome is not None:
+            return self.outcome
         if len(self._votes) >= self.committee.quorum:
             cert = assemble_certificate(self.committee, self._votes.values())
             if cert is not None:
@@ -101,6 +110,13 @@ class VoteCollector:
     def votes_received(self) -> int:
         """Validators that voted for the batch: once any did, its entries may yet be certified."""
         return len(self._votes)
+
+    @property
+    def may_have_votes(self) -> bool:
+        """Whether some validator may be bound to this batch: one voted, or (no outcome reached)
+        one was sent the request and has not answered — its vote may be on the way, or lost."""
+        unanswered = self._sent - self._votes.keys() - self._rejections.keys()
+        return bool(self._votes) or (self.outcome is None and bool(unanswered))
 
     def certified_entries(self) -> CertifiedEntries:
         if not isinstance(self.outcome, Certified):

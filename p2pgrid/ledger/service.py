@@ -19,7 +19,9 @@ What it does, all behind one object:
   and only then reply with the signed vote. Requests are judged one at a time (a lock), so two
   conflicting requests can never both pass the never-vote-twice check.
 * **Replicate** (every node): accept certified batches from gossip, confirms and sync; verify the
-  certificate (cached per batch root) and inclusion, store, and apply what is ready.
+  certificate (cached per batch root) and inclusion, store, and apply what is ready. Gossiped
+  batches are checked once (in the topic validator) and stored in groups: whatever arrived while
+  the previous group was being written shares one transaction.
   ``sync_with(peer)`` pulls everything missing over ``/p2pgrid/sync/1``; the service serves it.
 
 API for other services (trading, settlement, node, RPC)::
@@ -57,7 +59,9 @@ from p2pgrid.ledger.chain import (
     ChainHead, ChainInconsistent, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_ready,
     build_entry, state_root,
 )
-from p2pgrid.ledger.committee import CertificateInvalid, Committee, decide_vote, make_vote
+from p2pgrid.ledger.committee import (
+    CertificateInvalid, Committee, check_certified_inclusion, decide_vote, make_vote,
+)
 from p2pgrid.ledger.messages import (
     MAX_FRAME_BYTES, Certificate, CertifiedEntries, Confirm, Confirmed, Entry, SyncReply, SyncRequest, VoteReply,
     VoteRequest, decode_certified, decode_frame, encode_certified, encode_frame, entry_hash, hash_bytes,
@@ -72,6 +76,7 @@ from p2pgrid.wire import Signed, sign
 VOTE_PROTOCOL = "/p2pgrid/vote/1"
 SYNC_PROTOCOL = "/p2pgrid/sync/1"
 GOSSIP_MAX_BYTES = 60 * 1024
+GOSSIP_STORE_GROUP = 64      # gossiped batches stored in one transaction, at most
 
 
 def ledger_topic(zone: str) -> str:
@@ -197,7 +202,8 @@ class LedgerService:
         self._waiting: dict[tuple[bytes, int], Signed[Entry]] = {}   # certified, not yet applicable
         self._trusted_roots: set[bytes] = set()     # certificates whose signatures were checked
         self._complete_roots: set[bytes] = set()    # whole batches already stored and applied
-        self._gossip_checked: dict[bytes, CertifiedEntries] = {}   # validated, not yet consumed
+        # validated gossip, not yet consumed: message hash → (checked batch, whole batch?)
+        self._gossip_checked: dict[bytes, tuple[VerifiedBatch, bool]] = {}
         self._decoded: dict[bytes, Signed[Entry]] = {}    # entries decoded here lately, by hash
         self._in_flight: dict[bytes, trio.Event] = {}     # batch roots being stored right now
         self._voted: dict[bytes, bytes] = {}
@@ -206,6 +212,9 @@ class LedgerService:
         self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
+        # gossiped batches, checked, waiting to be stored (in groups: ``_store_gossip``)
+        self._gossip_ready_send, self._gossip_ready_receive = trio.open_memory_channel[
+            tuple[VerifiedBatch, bool]](math.inf)
         self._links: dict[bytes, _ValidatorLink] = {}
         self._nursery: trio.Nursery | None = None   # set by run()
         self._handler_scopes: set[trio.CancelScope] = set()
@@ -357,7 +366,7 @@ class LedgerService:
             error = BatchRejected(_describe(collector.outcome), dict(collector.outcome.rejections))
         else:
             error = BatchRejected("no quorum of votes in time" if scope.cancelled_caught else "no quorum")
-        in_doubt = collector.votes_received > 0
+        in_doubt = collector.may_have_votes
         for p in batch:
             p.error = error
             account = p.entry.body.account
@@ -366,11 +375,21 @@ class LedgerService:
                 # there: the chain must not build a different entry at that seq (it would be stuck
                 # for good). Keep the tip on top of it and offer the same entry again later.
                 self._in_doubt.setdefault(account, {})[p.entry.body.seq] = p.entry
-                self._tips[account] = ChainHead(p.entry.body.seq + 1, entry_hash(p.entry))
-            else:
-                self._tips[account] = self.state.head(account)
+            self._tips[account] = self._settled_tip(account)
             self._finish(p)
         return {p.entry.body.account for p in batch}
+
+    def _settled_tip(self, account: bytes) -> ChainHead:
+        """Where the next entry of ``account`` goes after a failure: on the certified head, and on
+        top of the entries in doubt that continue it (they will be offered again first). Building
+        on the bare head while an entry at that seq is in doubt would make a second entry there:
+        once the first is certified the second is dead (``SEQ_REUSED``), or if some validator is
+        bound to each, neither can ever be."""
+        tip = self.state.head(account)
+        in_doubt = self._in_doubt.get(account, {})
+        while (entry := in_doubt.get(tip.next_seq)) is not None and entry.body.prev_hash == tip.last_hash:
+            tip = ChainHead(tip.next_seq + 1, entry_hash(entry))
+        return tip
 
     def _repropose_in_doubt(self) -> None:
         """Queue again every entry some validator voted for that is not certified yet."""
@@ -414,10 +433,16 @@ class LedgerService:
     async def _ask_vote(self, validator: bytes, collector: VoteCollector, scope: trio.CancelScope) -> None:
         try:
             if validator == self.me:
+                collector.mark_sent(validator)
                 reply = await self.handle_vote_request(collector.request)
             else:
-                reply = await (await self._link(validator)).request_vote(collector.request)
-            if collector.receive_reply(validator, reply) is not None:
+                link = await self._link(validator)
+                collector.mark_sent(validator)
+                reply = await link.request_vote(collector.request)
+            # Stop asking only once certified. A batch that cannot be certified any more still
+            # hears every validator out (within the vote timeout): one that voted for it is bound
+            # to it, and the chain must not then build another entry at its seq.
+            if isinstance(collector.receive_reply(validator, reply), Certified):
                 scope.cancel()
         except (NetError, WireError, PeerMisbehaved):
             link = self._links.pop(validator, None)   # a broken or lying validator: reopen next time
@@ -498,14 +523,30 @@ class LedgerService:
         if verified:
             self._trusted_roots.add(root)
         checked = verify_batch(self.committee, batch, self._trusted_roots, self._decoded)
-        done = self._in_flight[root] = trio.Event()
+        return await self._receive_checked([(checked, not batch.leaves)])
+
+    async def _receive_checked(self, group: Sequence[tuple[VerifiedBatch, bool]]) -> int:
+        """Store (one transaction) and apply batches checked against their certificates; the flag
+        says the batch came whole. A batch whose root another task is storing waits for it."""
+        pending = list(group)
+        while True:
+            pending = [(c, whole) for c, whole in pending if c.certificate.batch_root not in self._complete_roots]
+            busy = next((self._in_flight[c.certificate.batch_root] for c, _ in pending
+                         if c.certificate.batch_root in self._in_flight), None)
+            if busy is None:
+                break
+            await busy.wait()
+        if not pending:
+            return 0
+        events = {c.certificate.batch_root: trio.Event() for c, _ in pending}
+        self._in_flight.update(events)
         try:
-            added = await self._store_and_apply([checked])
-            if not batch.leaves:
-                self._complete_roots.add(root)
+            added = await self._store_and_apply([c for c, _ in pending])
+            self._complete_roots.update(c.certificate.batch_root for c, whole in pending if whole)
         finally:
-            del self._in_flight[root]
-            done.set()
+            for root, event in events.items():
+                del self._in_flight[root]
+                event.set()
         return added
 
     async def _store_and_apply(self, batches: Sequence[VerifiedBatch]) -> int:
@@ -539,23 +580,54 @@ class LedgerService:
             batch = decode_certified(data)
         except WireError:
             return ValidationResult.REJECT
-        # A batch we already have is still ACCEPTed: we must relay it to peers that lack it.
+        # A batch we already have is still ACCEPTed: we must relay it to peers that lack it. Its
+        # entries need no decoding then (the consumer skips it), only the inclusion check.
         try:
-            verify_batch(self.committee, batch, self._trusted_roots, self._decoded)
+            if batch.certificate.batch_root in self._complete_roots:
+                check_certified_inclusion(self.committee, batch, self._trusted_roots)
+                return ValidationResult.ACCEPT
+            checked = verify_batch(self.committee, batch, self._trusted_roots, self._decoded)
         except CertificateInvalid:
             return ValidationResult.REJECT
         if len(self._gossip_checked) > 1024:
             self._gossip_checked.clear()   # never consumed (unsubscribed): do not grow without bound
-        self._gossip_checked[hash_bytes(data)] = batch
+        self._gossip_checked[hash_bytes(data)] = (checked, not batch.leaves)
         return ValidationResult.ACCEPT
 
     async def _consume_gossip(self, subscription: Any) -> None:
+        """Pass each gossiped batch, checked (by the validator, as a rule), on to the storer."""
         async for message in subscription:
-            batch = self._gossip_checked.pop(hash_bytes(message.data), None)
+            validated = self._gossip_checked.pop(hash_bytes(message.data), None)
+            if validated is None:
+                try:
+                    batch = decode_certified(message.data)
+                    if batch.certificate.batch_root in self._complete_roots:
+                        continue
+                    validated = (verify_batch(self.committee, batch, self._trusted_roots, self._decoded),
+                                 not batch.leaves)
+                except (WireError, LedgerError):
+                    continue   # already judged by the validator
+            self._gossip_ready_send.send_nowait(validated)
+
+    async def _store_gossip(self) -> None:
+        """Store gossiped batches in groups: what arrived while the last group was being written
+        goes to disk in one transaction, so under load one commit (and one crossing to the store's
+        thread) serves many batches, and a node that keeps up stores each batch at once."""
+        async for first in self._gossip_ready_receive:
+            group = [first]
+            while len(group) < GOSSIP_STORE_GROUP:
+                try:
+                    group.append(self._gossip_ready_receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
             try:
-                await self.receive_certified(batch or decode_certified(message.data))
-            except (WireError, LedgerError):
-                continue   # already judged by the validator; an inconsistent batch is not applied
+                await self._receive_checked(group)
+            except LedgerError:
+                for one in group:   # an inconsistent batch must not keep its neighbours out
+                    try:
+                        await self._receive_checked([one])
+                    except LedgerError:
+                        continue
 
     async def sync_with(self, peer: bytes) -> int:
         """Pull every certified entry ``peer`` has and we lack; returns how many were new."""
@@ -620,6 +692,7 @@ class LedgerService:
                 self._nursery = nursery
                 nursery.start_soon(self._batcher)
                 nursery.start_soon(self._consume_gossip, subscription)
+                nursery.start_soon(self._store_gossip)
                 if self.config.sync_interval_s > 0:
                     nursery.start_soon(self._anti_entropy)
                 task_status.started()

@@ -53,12 +53,18 @@ WH_PER_KWH = 1000
 
 @dataclass(frozen=True, slots=True)
 class BookLeg:
-    """Take ``qty_wh`` of resting order ``order_id`` at its ``price``; money ``trade_value``."""
+    """Take ``qty_wh`` of resting order ``order_id`` at ``price``; money ``trade_value``.
+
+    ``zone`` (the order's) and ``grid_fee`` (µc/kWh, 0 within the home zone) are set by
+    ``market.locality.route_zones``; the plain ``route`` leaves them empty and 0.
+    """
 
     order_id: bytes
     qty_wh: int
     price: int
     value_uc: int
+    zone: str = ""
+    grid_fee: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ to peers they are connected to (``connect``), so partitions and sparse topologie
 
 Gossip is flooding over the connection graph, with gossipsub's rules where they matter:
 
-* a message is identified by (publisher, sequence number) and processed once per node;
+* a message is identified by (publisher, sequence number) and processed once per node; a copy
+  is not even queued at a node that has queued it already (a real peer drops duplicates on
+  arrival; in one process, queueing the n − 1 copies of a full mesh only costs CPU);
 * every node runs the topic validator once per message before anything else; ACCEPT delivers it
   to the local subscription and relays it to connected peers subscribed to the topic, IGNORE
   drops it, REJECT drops it and lowers the score of the peer that sent it to us by
@@ -193,13 +195,19 @@ class MemoryTransport:
                 continue
             remote = self._network._transports.get(peer)
             if remote is not None and remote._open and envelope.topic in remote._subscriptions:
-                remote._inbox_send.send_nowait(forwarded)
+                remote._receive(forwarded)
+
+    def _receive(self, envelope: _Envelope) -> None:
+        """Queue a relayed message unless this node has it already (queued, processed or its own)."""
+        if envelope.message_id not in self._seen:
+            self._seen.add(envelope.message_id)
+            self._inbox_send.send_nowait(envelope)
 
     async def _process_inbox(self) -> None:
         async for envelope in self._inbox_receive:
-            if envelope.message_id in self._seen or envelope.topic not in self._subscriptions:
+            if envelope.topic not in self._subscriptions:
+                self._seen.discard(envelope.message_id)   # unsubscribed meanwhile: a later copy may count
                 continue
-            self._seen.add(envelope.message_id)
             result = self._validate(envelope)
             if result is ValidationResult.REJECT:
                 self._invalid[(envelope.forwarder, envelope.topic)] += 1

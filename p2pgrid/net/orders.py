@@ -19,6 +19,12 @@ is then delivered as one ``OrderDelivery`` on ``deliveries``, holding only the a
 The node's own batches are delivered too, so the book sees one stream. ``stats`` counts what was
 published, delivered, rejected and ignored (by reason) for the dashboard and metrics.
 
+Neighbour zones. A node that trades with other zones (``market.locality``) also subscribes to
+their order topics, read-only: ``open_neighbour_gossip`` opens one ``OrderGossip`` per neighbour
+zone, each validating with that zone's ``OrderRules`` (so an item of any other zone is still
+rejected as ``wrong_zone``), and the node never submits to them. A node that does not trade
+with a zone never subscribes to its topic, so that zone's gossip stays away from it.
+
 Time comes from ``clock()`` (Unix ms): wall clock in production, the simnet clock in simulations.
 """
 
@@ -27,8 +33,8 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -38,6 +44,7 @@ from p2pgrid.net.transport import Transport, ValidationResult
 from p2pgrid.net.validation import (
     BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id, own_batch_verdict, record, screen_own_items,
 )
+from p2pgrid.units import SlotRules
 from p2pgrid.wire import Cancel, Order, Signed
 
 TOPIC_KINDS = ("orders", "pools", "ledger")
@@ -216,3 +223,15 @@ async def open_order_gossip(transport: Transport, rules: OrderRules, clock: Cloc
             yield service
         finally:
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_neighbour_gossip(transport: Transport, zones: Iterable[str], slot_rules: SlotRules,
+                                clock: Clock = wall_clock_ms, *,
+                                tick_s: float = DEFAULT_TICK_S) -> AsyncIterator[list[OrderGossip]]:
+    """Read-only order gossip of each zone in ``zones`` (a node's neighbour zones, which share
+    its slot calendar): subscribed and validated, never published to."""
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(open_order_gossip(transport, OrderRules(zone, slot_rules), clock,
+                                                                 tick_s=tick_s))
+               for zone in sorted(set(zones))]

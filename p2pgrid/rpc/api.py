@@ -227,13 +227,16 @@ class LedgerEntryView:
 
 @dataclass(frozen=True)
 class Telemetry:
+    """The last good reading of each of the node's devices (``at_ms``: the newest of them)."""
+
     at_ms: int
     pv_w: int
     load_w: int
     battery_w: int            # + charging, − discharging
     grid_w: int               # + import, − export
     soc_wh: int
-    capacity_wh: int
+    capacity_wh: int          # 0: no battery
+    stale: tuple[str, ...] = ()   # devices that stopped answering (their last values are shown)
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,7 @@ class ForecastPoint:
 
 @dataclass(frozen=True)
 class Forecast:
-    made_ms: int
+    made_ms: int              # the end of the last measured slot the forecast is based on
     points: tuple[ForecastPoint, ...]
 
 
@@ -259,8 +262,8 @@ class SlotSettlement:
     metered_wh: int
     imbalance_wh: int         # metered − contracted
     trade_value_uc: int       # paid (+) or received (−) at trade prices
-    imbalance_value_uc: int   # paid (+) or received (−) at imbalance prices
-    settled: bool             # False while the slot's grace has not passed
+    imbalance_value_uc: int   # paid (+) or received (−) beyond the trades: imbalance prices, grid fees
+    settled: bool             # False: provisional, from the certified trades and meter entries so far
 
 
 class CertificateStatus(str, enum.Enum):
@@ -270,13 +273,15 @@ class CertificateStatus(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Certificate:
+    """A range of green certificate units (1 unit = 1 Wh) that ``owner`` holds or retired."""
+
     cert_id: bytes
     owner: bytes
     slot: int
     qty_wh: int
     source: Source
     status: CertificateStatus
-    meter_entry: bytes        # hash of the meter entry that issued it
+    meter_entry: bytes        # message id of the signed meter reading that issued it
 
 
 # --- capabilities -------------------------------------------------------------------------------
@@ -328,9 +333,13 @@ class LedgerView(Protocol):
         """Raises a ``LedgerError`` when the entry is unknown."""
         ...
 
-    async def settlement(self, slot: int) -> SlotSettlement: ...
+    async def settlement(self, slot: int) -> SlotSettlement:
+        """This node's settlement of ``slot`` (provisional until certified)."""
+        ...
 
-    async def certificates(self, account: bytes) -> list[Certificate]: ...
+    async def certificates(self, account: bytes) -> list[Certificate]:
+        """Certificate units ``account`` holds (active) or retired."""
+        ...
 
 
 class DeviceView(Protocol):

@@ -16,8 +16,8 @@
     └── RpcCallError                 (client side) the server answered with an error object
 
     P2PGridError
-    └── NotAvailable                 -32007 the node has no such part (yet): telemetry, forecast,
-                                     settlement, certificates, or trading on a node without a ledger
+    └── NotAvailable                 -32007 the node has no such part: telemetry and forecasts without
+                                     devices; trading, ledger, settlement, certificates without a ledger
 
 Node errors (``P2PGridError`` raised by a ``NodeApi`` method) become *application* errors, code
 chosen by the most specific category in the exception's class hierarchy (``APPLICATION_CODES``).

@@ -1,9 +1,13 @@
-"""The books a node keeps of its zone's open slots, fed by gossip (pure).
+"""The books a node keeps of its zones' open slots, fed by gossip (pure).
 
 Rules
 -----
-* One ``OrderBook`` per open slot of the zone. A validated signed ``Order`` rests in the book of
-  its slot; the signed original is kept beside it, since takes refer to it.
+* The node keeps the books of its **home** zone and of the **neighbour** zones it trades with
+  (``market.locality``: the zones with a grid fee). An order of any other zone is ignored
+  ("other zone"). Queries name a zone; without one they mean the home zone.
+* One ``OrderBook`` per (zone, open slot). A validated signed ``Order`` rests in the book of its
+  zone and slot; the signed original is kept beside it, since takes refer to it. Every zone a
+  node keeps shares the home zone's slot calendar (zones of one ledger domain do).
 * A ``Cancel`` removes the order it names, if its signer owns it. A cancel may overtake its order
   in gossip: it is then remembered (a *tombstone*) and the order is dropped when it arrives.
 * Certified trades reduce the maker's order (``on_consumed``, given the Wh consumed in total, so
@@ -17,7 +21,7 @@ Rules
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from p2pgrid.market.book import Depth, OrderBook
@@ -35,28 +39,33 @@ class BookChange:
     order_id: bytes
     change: str          # "added" | "cancelled" | "filled" | "ignored"
     detail: str = ""
+    zone: str = ""       # the zone of the book that changed ("" when nothing changed)
 
 
 class LocalBooks:
-    """Books of one zone, keyed by slot. Mutated only through the methods below."""
+    """Books of the home zone and its neighbours, keyed by (zone, slot). Mutated only through
+    the methods below."""
 
-    def __init__(self, zone: str, slot_rules: SlotRules) -> None:
+    def __init__(self, zone: str, slot_rules: SlotRules, neighbours: Iterable[str] = ()) -> None:
         self.zone = zone
+        self.zones = (zone, *sorted(set(neighbours) - {zone}))
         self.slot_rules = slot_rules
-        self._books: dict[int, OrderBook] = {}
+        self._books: dict[tuple[str, int], OrderBook] = {}
         self._signed: dict[bytes, Signed[Order]] = {}
         self._tombstones: dict[bytes, int] = {}       # cancelled order id → slot
 
     # --- queries ----------------------------------------------------------------------------
 
-    def slots(self) -> list[int]:
-        return sorted(self._books)
+    def slots(self, zone: str | None = None) -> list[int]:
+        zone = zone or self.zone
+        return sorted(slot for z, slot in self._books if z == zone)
 
-    def book(self, slot: int) -> OrderBook:
-        return self._books.get(slot) or OrderBook(self.zone, slot)
+    def book(self, slot: int, zone: str | None = None) -> OrderBook:
+        zone = zone or self.zone
+        return self._books.get((zone, slot)) or OrderBook(zone, slot)
 
-    def depth(self, slot: int, max_levels: int | None = None) -> Depth:
-        return self.book(slot).depth(max_levels)
+    def depth(self, slot: int, max_levels: int | None = None, zone: str | None = None) -> Depth:
+        return self.book(slot, zone).depth(max_levels)
 
     def signed_order(self, order_id: bytes) -> Signed[Order] | None:
         return self._signed.get(order_id)
@@ -65,14 +74,19 @@ class LocalBooks:
         signed = self._signed.get(order_id)
         if signed is None:
             return 0
-        return self.book(signed.body.slot).remaining(order_id)
+        return self.book(signed.body.slot, signed.body.zone).remaining(order_id)
 
     def resting(self, slot: int, taker_side: Side, taker: bytes, now_ms: int,
-                limit_price: int | None = None) -> list[RestingOrder]:
-        """What a taker could trade with in ``slot``, best first (the router's book input)."""
+                limit_price: int | None = None, zone: str | None = None) -> list[RestingOrder]:
+        """What a taker could trade with in ``slot`` of ``zone``, best first (the router's book
+        input). ``limit_price`` compares with the orders' own prices (no grid fee)."""
         if not self.slot_rules.is_tradable(slot, now_ms):
             return []
-        return self.book(slot).resting(taker_side, taker, now_ms, limit_price)
+        return self.book(slot, zone).resting(taker_side, taker, now_ms, limit_price)
+
+    def resting_by_zone(self, slot: int, taker_side: Side, taker: bytes, now_ms: int) -> dict[str, list[RestingOrder]]:
+        """``resting`` for every zone kept (``market.locality.route_zones``' input)."""
+        return {zone: self.resting(slot, taker_side, taker, now_ms, zone=zone) for zone in self.zones}
 
     def live_orders(self) -> list[Signed[Order]]:
         return list(self._signed.values())
@@ -90,8 +104,8 @@ class LocalBooks:
 
     def on_order(self, signed: Signed[Order], now_ms: int) -> BookChange:
         order = signed.body
-        if order.zone != self.zone:
-            return BookChange(order.slot, order.order_id, "ignored", "other zone")
+        if order.zone not in self.zones:
+            return BookChange(order.slot, order.order_id, "ignored", "other zone")   # not traded with
         if not self.slot_rules.is_tradable(order.slot, now_ms):
             return BookChange(order.slot, order.order_id, "ignored", "slot not open")
         if self._tombstones.get(order.order_id) == order.slot:
@@ -100,13 +114,13 @@ class LocalBooks:
         if known is not None:
             detail = "duplicate" if known.body == order else "order id already used"
             return BookChange(order.slot, order.order_id, "ignored", detail)
-        book = self._books.setdefault(order.slot, OrderBook(self.zone, order.slot))
+        book = self._books.setdefault((order.zone, order.slot), OrderBook(order.zone, order.slot))
         try:
             book.add(BookOrder.from_wire(order), now_ms)
         except (AlreadyExpired, DuplicateOrder) as exc:
             return BookChange(order.slot, order.order_id, "ignored", str(exc))
         self._signed[order.order_id] = signed
-        return BookChange(order.slot, order.order_id, "added")
+        return BookChange(order.slot, order.order_id, "added", zone=order.zone)
 
     def on_cancel(self, signed: Signed[Cancel]) -> BookChange:
         cancel = signed.body
@@ -117,7 +131,7 @@ class LocalBooks:
         if known.body.owner != cancel.owner:
             return BookChange(cancel.slot, cancel.order_id, "ignored", "not the owner")
         self._drop(known.body)
-        return BookChange(cancel.slot, cancel.order_id, "cancelled")
+        return BookChange(cancel.slot, cancel.order_id, "cancelled", zone=known.body.zone)
 
     def on_consumed(self, order_id: bytes, consumed_wh: int) -> BookChange:
         """At least ``consumed_wh`` of ``order_id`` is certified as traded (filled, or locked for a
@@ -126,7 +140,7 @@ class LocalBooks:
         signed = self._signed.get(order_id)
         if signed is None:
             return BookChange(0, order_id, "ignored", "not in the books")
-        book = self.book(signed.body.slot)
+        book = self.book(signed.body.slot, signed.body.zone)
         left = book.remaining(order_id)
         reduce_by = left - max(signed.body.qty_wh - consumed_wh, 0)
         if reduce_by <= 0:
@@ -135,13 +149,13 @@ class LocalBooks:
             self._drop(signed.body)
         else:
             self._fill(book, signed.body, reduce_by)
-        return BookChange(signed.body.slot, order_id, "filled")
+        return BookChange(signed.body.slot, order_id, "filled", zone=signed.body.zone)
 
     def tick(self, now_ms: int) -> list[int]:
         """Expire orders and close books at gate closure; returns the slots closed."""
-        closed = [slot for slot in self._books if now_ms >= self.slot_rules.gate_closure_ms(slot)]
-        for slot in closed:
-            book = self._books.pop(slot)
+        closed = [key for key in self._books if now_ms >= self.slot_rules.gate_closure_ms(key[1])]
+        for key in closed:
+            book = self._books.pop(key)
             for side in (Side.BUY, Side.SELL):
                 for order, _ in list(book.orders(side)):
                     self._signed.pop(order.order_id, None)
@@ -150,12 +164,12 @@ class LocalBooks:
                 self._signed.pop(event.order_id, None)
         self._tombstones = {oid: slot for oid, slot in self._tombstones.items()
                             if now_ms < self.slot_rules.gate_closure_ms(slot)}
-        return sorted(closed)
+        return sorted({slot for _, slot in closed})
 
     # --- internals --------------------------------------------------------------------------
 
     def _drop(self, order: Order) -> None:
-        book = self._books.get(order.slot)
+        book = self._books.get((order.zone, order.slot))
         if book is not None and order.order_id in book:
             book.cancel(order.order_id)
         self._signed.pop(order.order_id, None)

@@ -5,7 +5,9 @@ The maker is the only one who may commit its order, so it decides, in this order
 
 1. the order is one of its own live orders, in the take's zone and slot;
 2. the slot is still before gate closure at ``now_ms``;
-3. the take is on the opposite side, at the order's own price;
+3. the take is on the opposite side, at the order's own price — or, for a seller from a
+   neighbour zone taking a bid, at ``bid − grid_fee`` (``market.locality.taker_price``: the
+   buyer pays the fee at settlement, so the bid's owner pays no more than its bid);
 4. ``qty_wh`` ≤ what is available: order size − Wh already certified (from the maker's certified
    chain, so a restart cannot forget them) − Wh reserved by takes still being certified.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from p2pgrid.market.locality import taker_price
 from p2pgrid.trading.messages import RefuseReason, Take
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Order
@@ -36,8 +39,9 @@ class Refuse:
 
 
 def decide_take(take: Take, order: Order | None, certified_wh: int, reserved_wh: int,
-                slot_rules: SlotRules, now_ms: int) -> Accept | Refuse:
-    """Judge ``take`` against the maker's ``order`` (None if unknown)."""
+                slot_rules: SlotRules, now_ms: int, grid_fee: int = 0) -> Accept | Refuse:
+    """Judge ``take`` against the maker's ``order`` (None if unknown). ``grid_fee`` (µc/kWh) is
+    the fee between the order's zone and the taker's (0 within one zone)."""
     if order is None or order.order_id != take.order_id:
         return Refuse(RefuseReason.UNKNOWN_ORDER, f"no live order {take.order_id.hex()}")
     if order.owner != take.maker:
@@ -50,8 +54,9 @@ def decide_take(take: Take, order: Order | None, certified_wh: int, reserved_wh:
         return Refuse(RefuseReason.GATE_CLOSED, "trading for this order has closed")
     if take.side is not order.side.opposite:
         return Refuse(RefuseReason.WRONG_SIDE, f"a {order.side.value} order is taken by a {order.side.opposite.value}")
-    if take.price != order.limit_price:
-        return Refuse(RefuseReason.PRICE_MISMATCH, f"the order's price is {order.limit_price}, take says {take.price}")
+    expected = taker_price(take.side, order.limit_price, grid_fee)
+    if take.price != expected:
+        return Refuse(RefuseReason.PRICE_MISMATCH, f"the take's price must be {expected}, take says {take.price}")
     available = max(order.qty_wh - certified_wh - reserved_wh, 0)
     if take.qty_wh > available:
         return Refuse(RefuseReason.INSUFFICIENT_REMAINING,

@@ -42,6 +42,8 @@ class RefuseReason(str, enum.Enum):
     BAD_LOCK = "bad_lock"
     NOT_CERTIFIED = "not_certified"
     MALFORMED = "malformed"
+    ZONE_NOT_TRADED = "zone_not_traded"    # the maker has no grid fee for the taker's zone
+    WRONG_LEDGER = "wrong_ledger"          # taker and maker are certified by different committees
 
 
 @message("p2pgrid/take", 1, max_bytes=MAX_TAKE_BYTES, signer_field="taker")
@@ -52,6 +54,12 @@ class Take:
     ``side`` is the taker's side. Before a BUY take the taker has certified a lock with the same
     ``take_id`` in its own chain (the maker finds it in the replicated ledger, or pulls the
     taker's chain with ``/p2pgrid/sync/1``); for a SELL take the maker locks.
+
+    Across zones (``market.locality``): ``taker_zone`` is the taker's home zone (empty = the
+    order's zone) and ``ledger`` the taker's ledger domain (empty = not stated). The maker refuses
+    a zone it has no grid fee for (``zone_not_traded``) and another ledger domain
+    (``wrong_ledger``). ``price`` is the order's price for a BUY take and ``bid − fee`` for a SELL
+    take into a neighbour zone's bid (``locality.taker_price``).
     """
 
     take_id: bytes = field(metadata={"size": 16})
@@ -64,6 +72,8 @@ class Take:
     qty_wh: int = field(metadata={"min": 1})
     price: int = field(metadata={"min": 0})
     sent_ms: int = field(metadata={"min": 0})
+    taker_zone: str = field(default="", metadata={"pattern": f"(|{ZONE_PATTERN})"})
+    ledger: str = field(default="", metadata={"pattern": f"(|{ZONE_PATTERN})"})
 
 
 @message("p2pgrid/take-answer", 1, max_bytes=MAX_TAKE_BYTES, signer_field="maker")

@@ -6,13 +6,25 @@
   ``pools(slot)`` merges the certified pools of the replicated ledger with the announcements,
   taking for each pool the newer ``version`` (the ledger wins a tie): these are what the router
   splits a trade against.
-* **Swaps.** ``swap(side, pool_id, energy_wh, limit_uc)``: for a BUY the client first certifies a
+* **Fresh state before credits are locked.** Our view of a pool lags its host by the gossip delay
+  (ledger entries and announcements), and one swap moves a shallow pool's price by far more than a
+  leg's slippage allowance — the cause of the buys refused for slippage "with no swap in between"
+  (the swap had happened; our replica had not seen it). So before a BUY locks anything, the client
+  asks the host for the pool's state (``PoolQuery``) and prices the swap on it at ``now``; if not
+  even part of it is within the limit (the host fills a BUY in part when the pool became dearer,
+  see ``pool_entries``) it raises ``SwapRefused("slippage")`` having locked nothing, and the fresh
+  state is in ``pools()`` for the next quote. Every host answer refreshes the view the same way.
+  A ``SwapResult`` holds the energy actually bought, which may be less than asked.
+* **Swaps.** ``swap(side, pool_id, energy_wh, limit_uc)``: for a BUY the client then certifies a
   lock of ``limit_uc`` in its own chain (take id = request id, seller = host, order = pool,
   deadline ``lock_ttl_ms`` ahead and never past gate closure), then sends the signed request on a
   persistent ``/p2pgrid/swap/1`` stream and waits for the host's answer; a SELL needs no lock.
-  A refused buy leaves its lock open until the deadline, when the trading service's housekeeping
-  releases it. ``swap_leg(leg, limit_price)`` executes a router ``PoolLeg``, allowing
-  ``slippage_bps`` for the pool moving between quote and swap, never beyond the limit price.
+  The lock carries the pool's delivery ``slot`` (as a book take's lock does); settlement reads the
+  swap itself from the certified swap record, never from the lock.
+  A buy still refused after its lock (another trader's swap came first) has its lock handed back
+  by the host's certified ``swap_decline``; if that failed, the trading service's housekeeping
+  releases it after the deadline. ``swap_leg(leg, limit_price)`` executes a router ``PoolLeg``,
+  allowing ``slippage_bps`` for the pool moving between quote and swap, never beyond the limit price.
 
 Time: ``clock()`` returns Unix ms (market time).
 """
@@ -22,12 +34,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from p2pgrid.errors import LedgerError, NetError, TradingError, WireError
 from p2pgrid.identity import NodeKey
+from p2pgrid.ledger.chain import LockStatus
 from p2pgrid.ledger.messages import Lock
 from p2pgrid.ledger.service import LedgerService
 from p2pgrid.market.amm import Pool
@@ -35,10 +48,12 @@ from p2pgrid.market.router import PoolLeg
 from p2pgrid.net.orders import pools_topic
 from p2pgrid.net.requests import RequestStreams
 from p2pgrid.net.transport import GossipMessage, Transport, ValidationResult
-from p2pgrid.trading.pool_entries import PoolRecord, compute_pool_id, pools_of_slot, swap_record
+from p2pgrid.trading.pool_entries import (
+    PoolRecord, SwapRejected, affordable_buy, compute_pool_id, compute_swap, pools_of_slot, swap_record,
+)
 from p2pgrid.trading.pool_messages import (
-    MAX_SWAP_BYTES, SWAP_PROTOCOL, PoolAnnouncement, PoolState, SwapAnswer, SwapRefuseReason, SwapRequest,
-    SwapStatus, pool_of_state,
+    LOCK_RELEASED, MAX_SWAP_BYTES, SWAP_PROTOCOL, PoolAnnouncement, PoolQuery, PoolState, SwapAnswer, SwapRefuseReason,
+    SwapRequest, SwapStatus, pool_of_state,
 )
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, decode_signed, sign
@@ -67,6 +82,19 @@ class PoolClientConfig:
     request_ttl_ms: int = 30_000    # market time a sell request stays valid
     swap_timeout_s: float = 20.0    # real time one swap may take end to end
     settle_wait_s: float = 5.0      # real time to wait for the certified swap to reach our ledger
+
+
+@dataclass
+class PoolClientStats:
+    """What this trader's pool trading did: swaps certified; buys stopped by the check against the
+    host's state before any lock (``checked_out``); refusals by the host, by reason; of those,
+    locks the host handed back at once (``declined``)."""
+
+    swaps: int = 0
+    queries: int = 0
+    checked_out: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    declined: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,7 @@ class PoolClient:
         self.config = config or PoolClientConfig()
         self.announced: dict[bytes, _Known] = {}
         self.rejected_announcements = 0
+        self.stats = PoolClientStats()
         self._requests = RequestStreams(transport, SWAP_PROTOCOL, MAX_SWAP_BYTES)
 
     @property
@@ -131,11 +160,21 @@ class PoolClient:
         return known.host if known else None
 
     def _pool(self, pool_id: bytes) -> Pool | None:
+        """The newest state we know of pool ``pool_id``: certified ledger or host's word, by version."""
         record = self.ledger.state.pools.get(pool_id)
-        if isinstance(record, PoolRecord):
-            return record.pool
         known = self.announced.get(pool_id)
+        if isinstance(record, PoolRecord) and (known is None or record.version >= known.state.version):
+            return record.pool
         return pool_of_state(known.state, known.host, self.zone) if known else None
+
+    def _learn(self, host: bytes, states: tuple[PoolState, ...]) -> None:
+        """Take the pool states a host sent us (an announcement or an answer) when they are newer."""
+        for state in states:
+            known = self.announced.get(state.pool_id)
+            genuine = state.pool_id == compute_pool_id(host, self.zone, state.slot) \
+                and state.energy_wh <= state.energy_cap_wh
+            if genuine and (known is None or state.version >= known.state.version):
+                self.announced[state.pool_id] = _Known(host, state)
 
     def validate_announcement(self, sender: bytes, data: bytes) -> ValidationResult:
         """Gossip validator of the pools topic (synchronous, no I/O)."""
@@ -161,10 +200,7 @@ class PoolClient:
         except WireError:
             return   # the validator passed it: only a transport bug could bring us here
         now = self.clock()
-        for state in announcement.pools:
-            known = self.announced.get(state.pool_id)
-            if known is None or state.version >= known.state.version:
-                self.announced[state.pool_id] = _Known(announcement.host, state)
+        self._learn(announcement.host, announcement.pools)
         self.announced = {pid: k for pid, k in self.announced.items() if now < k.state.gate_closure_ms}
 
     # --- swapping -----------------------------------------------------------------------------
@@ -198,25 +234,52 @@ class PoolClient:
                               slot=pool.slot, side=side, energy_wh=energy_wh, limit_uc=limit_uc, expires_ms=deadline)
         with trio.move_on_after(self.config.swap_timeout_s) as scope:
             if side is Side.BUY:
+                await self._check_with_host(host, pool_id, energy_wh, limit_uc)
                 await self._lock(request, deadline)
-            answer = await self._ask(host, request)
-            if answer.status is SwapStatus.REFUSED:
+            answer = await self._ask(host, sign(request, self.key).encoded, request_id)
+            if answer.status is not SwapStatus.SWAPPED:
                 reason = answer.reason.split(":")[0]
-                if reason == SwapRefuseReason.SLIPPAGE.value:
-                    await self._catch_up(host)   # the pool moved: quote the next try on its newest state
+                self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+                if answer.reason.endswith(LOCK_RELEASED):
+                    self.stats.declined += 1
+                    await self._see_lock_closed(request_id, host)
                 raise SwapRefused(reason, answer.reason)
+            self.stats.swaps += 1
             await self._see_swap(request_id, host)
         if scope.cancelled_caught:
             raise SwapFailed(f"swap with pool {pool_id.hex()[:8]} timed out after {self.config.swap_timeout_s} s")
         record = swap_record(self.ledger.state, request_id)
-        credits = record.credits_uc if record is not None else answer.credits_uc
-        return SwapResult(request_id, pool_id, host, side, energy_wh, credits)
+        if record is not None:
+            return SwapResult(request_id, pool_id, host, side, record.energy_wh, record.credits_uc)
+        return SwapResult(request_id, pool_id, host, side, answer.energy_wh, answer.credits_uc)
+
+    async def _check_with_host(self, host: bytes, pool_id: bytes, energy_wh: int, limit_uc: int) -> None:
+        """Price a buy on the host's current state (see the module docstring); raise
+        ``SwapRefused`` — with nothing locked — if the host would refuse it."""
+        query = PoolQuery(query_id=os.urandom(16), trader=self.me, host=host, pool_id=pool_id)
+        self.stats.queries += 1
+        answer = await self._ask(host, sign(query, self.key).encoded, query.query_id)
+        if answer.status is not SwapStatus.STATE:
+            raise SwapRefused(answer.reason.split(":")[0], answer.reason)
+        pool = self._pool(pool_id)
+        if pool is None:
+            raise SwapRefused(SwapRefuseReason.UNKNOWN_POOL.value, f"host sent no state of pool {pool_id.hex()}")
+        now = self.clock()
+        try:
+            _, quote = compute_swap(pool, Side.BUY, energy_wh, now)
+        except SwapRejected as exc:
+            raise SwapRefused(exc.reason.value, str(exc)) from None
+        if quote.credits_uc > limit_uc and affordable_buy(pool, energy_wh, limit_uc, now) is None:
+            self.stats.checked_out += 1
+            raise SwapRefused(SwapRefuseReason.SLIPPAGE.value,
+                              f"{SwapRefuseReason.SLIPPAGE.value}: the pool now asks {quote.credits_uc} µc "
+                              f"> limit {limit_uc} µc, and no part of it is within (checked before locking)")
 
     async def _lock(self, request: SwapRequest, deadline_ms: int) -> None:
         lock = Lock(take_id=request.request_id, seller=request.host, order_id=request.pool_id,
                     order_owner=request.host, order_size_wh=request.energy_wh, qty_wh=request.energy_wh,
                     price=request.limit_uc * WH_PER_KWH // request.energy_wh, amount=request.limit_uc,
-                    deadline_ms=deadline_ms)
+                    deadline_ms=deadline_ms, slot=request.slot)
         try:
             await self.ledger.submit(self.ledger.next_entry("lock", lock))
         except LedgerError as exc:
@@ -231,6 +294,21 @@ class PoolClient:
             while swap_record(self.ledger.state, request_id) is None:
                 await self.ledger.wait_for_height(self.ledger.state.height + 1)
 
+    async def _see_lock_closed(self, request_id: bytes, host: bytes) -> None:
+        """Wait (bounded) until the host's certified decline of our lock is in our ledger: a replica
+        that missed it would still see the lock open at its deadline, and our release of it then
+        would be refused — taking down whatever else was batched with it."""
+        def still_open() -> bool:
+            record = self.ledger.state.locks.get(request_id)
+            return record is not None and record.status is LockStatus.OPEN
+
+        if not still_open():
+            return
+        with trio.move_on_after(self.config.settle_wait_s):
+            await self._catch_up(host)
+            while still_open():
+                await self.ledger.wait_for_height(self.ledger.state.height + 1)
+
     async def _catch_up(self, host: bytes) -> None:
         with trio.move_on_after(self.config.settle_wait_s):
             try:
@@ -238,17 +316,19 @@ class PoolClient:
             except (NetError, LedgerError):
                 pass   # best effort: the next quote may be stale and is refused again, within the rounds
 
-    async def _ask(self, host: bytes, request: SwapRequest) -> SwapAnswer:
+    async def _ask(self, host: bytes, frame: bytes, request_id: bytes) -> SwapAnswer:
+        """Send one signed request or query; the host's answer, whose pool state we learn."""
         try:
-            reply = await self._requests.request(host, sign(request, self.key).encoded)
+            reply = await self._requests.request(host, frame)
         except NetError as exc:
             raise SwapFailed(f"pool host {host.hex()[:8]} unreachable: {exc}") from exc
         try:
             answer = decode_signed(reply, SwapAnswer).body
         except WireError as exc:
             raise SwapFailed(f"pool host {host.hex()[:8]} sent a bad answer: {exc}") from exc
-        if answer.request_id != request.request_id or answer.host != host:
+        if answer.request_id != request_id or answer.host != host:
             raise SwapFailed("the answer does not match the request")
+        self._learn(host, answer.pools)
         return answer
 
     # --- running ------------------------------------------------------------------------------

@@ -8,9 +8,20 @@ version and totals); each swap leaves a ``SwapRecord`` in ``LedgerState.extra["s
 
 Time. Each body carries ``at_ms``, the host's market time of the operation. The pool is decayed to
 ``at_ms`` (``amm.accrue``) before the operation, so applying an entry never depends on when it is
-applied. A validator votes only if ``at_ms`` is within ``MAX_CLOCK_SKEW_MS`` of its own ``now_ms``
-and not before the pool's last update: a host can neither back-date a swap to before gate closure
-nor date it in the future.
+applied. A validator votes only if
+
+* ``at_ms ≤ now_ms + MAX_CLOCK_SKEW_MS`` — no dating in the future;
+* ``at_ms ≥`` the pool's last update — a pool's entries are dated in chain order;
+* ``now_ms < gate closure + MAX_CLOCK_SKEW_MS`` — nothing dated before gate closure is certified
+  after it: a frozen pool stays frozen, however the host dates its entries;
+* for a swap, ``now_ms < request.expires_ms + MAX_CLOCK_SKEW_MS`` — a trader's request is not used
+  after its expiry.
+
+There is deliberately no bound on how *old* ``at_ms`` may be besides these: the time between the
+host dating an entry and a validator voting on it is certification latency, which a scaled clock
+multiplies (at 480× a one-second vote is eight market minutes: an earlier "within 30 s of now" rule
+refused every pool entry of a loaded simnet). Back-dating within them only gives the host less
+decay — energy its own liquidity providers would have lost — and never an older pool state.
 
 ``pool_open`` (host only)
     Opens pool ``pool_id == compute_pool_id(host, zone, slot)`` — one pool per (host, zone, slot),
@@ -29,8 +40,14 @@ nor date it in the future.
     request's limit; pools freeze at gate closure (``amm.PoolFrozen``), and a sale may not lift
     energy beyond the cap (``amm.CapacityExceeded``).
 
+    A BUY whose whole ``energy_wh`` has become dearer than ``limit_uc`` (other buyers swapped
+    first) is **filled in part**: the body buys the largest amount whose cost is within the limit
+    pro rata (``affordable_buy``: never a dearer average than the trader allowed), and only when
+    not even 1 Wh is, the swap is refused for slippage. The body's ``energy_wh`` is then below the
+    request's; validators recompute that amount too.
+
     * BUY consumes the trader's certified open lock ``take_id == swap_id`` (``seller == host``,
-      ``order_id == pool_id``, ``qty_wh == energy_wh``, deadline not passed, ``amount ≥
+      ``order_id == pool_id``, ``qty_wh ==`` the request's ``energy_wh``, deadline not passed, ``amount ≥
       credits_uc``): the host receives ``credits_uc``, the buyer the rest of the lock. The conflict
       key ``lock/<swap_id>`` is the one fills and releases use, so a lock is consumed at most once.
     * SELL pays the trader ``credits_uc`` from the host's balance (the host's debit, in its own
@@ -38,6 +55,14 @@ nor date it in the future.
 
     Every swap also claims the conflict key ``swap/<swap_id>``, and a swap id already recorded is
     rejected, so one request is swapped at most once.
+``swap_decline`` (host's chain)
+    The host refuses a BUY whose lock is certified: it hands the buyer's open lock ``swap_id``
+    (``seller == host``, ``order_id == pool_id``, buyer ``trader``) back in full, at once, instead of
+    letting it sit until its deadline. Like a fill it consumes the lock (conflict key
+    ``lock/<swap_id>``, so a lock is swapped, declined or released — once) and only before the
+    lock's deadline, so the host's decline and the buyer's own release (only at or after it) never
+    race; unlike a fill it moves no money to the host and leaves the pool untouched. Only the
+    lock's buyer gains, so no account's balance is debited by another's chain.
 
 Rejections are ``EntryRejected``; AMM and request problems are ``BAD_BODY`` whose detail starts
 with a ``SwapRefuseReason`` value (``pool_frozen: …``, ``amm_mismatch: …``), the lock problems use
@@ -66,14 +91,17 @@ from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, Signed, decode_signed, struct
 
 __all__ = [
-    "MAX_CLOCK_SKEW_MS", "POOL_OPEN_KIND", "POOL_UPDATE_KIND", "PoolOpen", "PoolRecord", "PoolUpdate", "SWAP_KIND",
-    "Swap", "SwapRecord", "SwapRejected", "compute_pool_id", "compute_swap", "deliverable_energy_wh", "plan_swap",
-    "pools_of_slot", "swap_record", "validate_pool_open", "validate_pool_update", "validate_swap", "with_request",
+    "MAX_CLOCK_SKEW_MS", "POOL_OPEN_KIND", "POOL_UPDATE_KIND", "PoolOpen", "PoolRecord", "PoolUpdate",
+    "SWAP_DECLINE_KIND", "SWAP_KIND", "Swap", "SwapDecline", "SwapRecord", "SwapRejected", "affordable_buy",
+    "compute_pool_id",
+    "compute_swap", "deliverable_energy_wh", "plan_swap", "pools_of_slot", "swap_record", "validate_pool_open",
+    "validate_pool_update", "validate_swap", "validate_swap_decline", "with_request",
 ]
 
 POOL_OPEN_KIND = "pool_open"
 POOL_UPDATE_KIND = "pool_update"
 SWAP_KIND = "swap"
+SWAP_DECLINE_KIND = "swap_decline"
 MAX_CLOCK_SKEW_MS = 30_000
 MAX_REQUEST_BYTES = 1024
 
@@ -129,6 +157,17 @@ class Swap:
     credits_uc: int = _amount(1)
     at_ms: int = field(metadata={"min": 0})
     request: bytes = field(metadata={"max_len": MAX_REQUEST_BYTES})
+
+
+@struct
+@dataclass(frozen=True)
+class SwapDecline:
+    """The host hands back the open lock of a BUY it refused; ``reason`` is a ``SwapRefuseReason`` value."""
+
+    swap_id: bytes = field(metadata={"size": ID_SIZE})
+    pool_id: bytes = field(metadata={"size": ID_SIZE})
+    trader: bytes = field(metadata={"size": 32})
+    reason: str = field(metadata={"max_len": 32})
 
 
 # --- derived state -----------------------------------------------------------------------------
@@ -193,9 +232,12 @@ def _bad(reason: SwapRefuseReason | str, detail: str) -> EntryRejected:
     return EntryRejected(RejectReason.BAD_BODY, f"{value}: {detail}")
 
 
-def _check_time(at_ms: int, now_ms: int, pool: Pool | None = None) -> None:
-    if abs(at_ms - now_ms) > MAX_CLOCK_SKEW_MS:
-        raise _bad("bad_time", f"at_ms {at_ms} is more than {MAX_CLOCK_SKEW_MS} ms from now {now_ms}")
+def _check_time(at_ms: int, now_ms: int, gate_closure_ms: int, pool: Pool | None = None) -> None:
+    """The time rules of the module docstring (all but the request's expiry)."""
+    if at_ms > now_ms + MAX_CLOCK_SKEW_MS:
+        raise _bad("bad_time", f"at_ms {at_ms} is more than {MAX_CLOCK_SKEW_MS} ms after now {now_ms}")
+    if now_ms >= gate_closure_ms + MAX_CLOCK_SKEW_MS:
+        raise _bad("bad_time", f"voted at {now_ms}, after the pool's gate closure {gate_closure_ms}")
     if pool is not None and at_ms < pool.updated_ms:
         raise _bad("bad_time", f"at_ms {at_ms} is before the pool's last update {pool.updated_ms}")
 
@@ -232,7 +274,7 @@ def validate_pool_open(state: LedgerState, entry: Entry, body: PoolOpen, rules: 
         raise _bad("pool_exists", f"pool {body.pool_id.hex()} is open already")
     if not _slot_rules(rules).is_aligned(body.slot):
         raise _bad(SwapRefuseReason.WRONG_SLOT, f"{body.slot} is not a slot start")
-    _check_time(body.at_ms, now_ms)
+    _check_time(body.at_ms, now_ms, _slot_rules(rules).gate_closure_ms(body.slot))
     try:
         _opened(entry, body, rules)
     except PoolFrozen as exc:
@@ -259,7 +301,7 @@ def _updated(pool: Pool, body: PoolUpdate) -> Pool:
 
 def validate_pool_update(state: LedgerState, entry: Entry, body: PoolUpdate, rules: LedgerRules, now_ms: int) -> None:
     record = _host_record(state, entry, body.pool_id)
-    _check_time(body.at_ms, now_ms, record.pool)
+    _check_time(body.at_ms, now_ms, record.pool.gate_closure_ms, record.pool)
     try:
         _updated(record.pool, body)
     except PoolFrozen as exc:
@@ -314,18 +356,43 @@ def plan_swap(record: PoolRecord | None, request: SwapRequest, host: bytes, zone
         raise SwapRejected(SwapRefuseReason.EXPIRED, f"the request expired at {request.expires_ms}")
     _, quote = compute_swap(pool, request.side, request.energy_wh, at_ms)
     if request.side is Side.BUY and quote.credits_uc > request.limit_uc:
-        raise SwapRejected(SwapRefuseReason.SLIPPAGE, f"costs {quote.credits_uc} µc > limit {request.limit_uc} µc")
+        partial = affordable_buy(pool, request.energy_wh, request.limit_uc, at_ms)
+        if partial is None:
+            raise SwapRejected(SwapRefuseReason.SLIPPAGE,
+                               f"costs {quote.credits_uc} µc > limit {request.limit_uc} µc")
+        quote = partial
     if request.side is Side.SELL and quote.credits_uc < request.limit_uc:
         raise SwapRejected(SwapRefuseReason.SLIPPAGE, f"pays {quote.credits_uc} µc < limit {request.limit_uc} µc")
     return Swap(swap_id=request.request_id, pool_id=pool.pool_id, trader=request.trader, side=request.side,
-                energy_wh=request.energy_wh, credits_uc=quote.credits_uc, at_ms=at_ms, request=b"")
+                energy_wh=quote.energy_wh, credits_uc=quote.credits_uc, at_ms=at_ms, request=b"")
+
+
+def affordable_buy(pool: Pool, energy_wh: int, limit_uc: int, at_ms: int) -> Quote | None:
+    """The largest buy of at most ``energy_wh`` whose cost stays within the limit pro rata
+    (``cost · energy_wh ≤ bought · limit_uc``: never a dearer average than the request allows), or
+    None. The average cost per Wh rises with the amount, so the affordable amounts are a prefix."""
+    def within(energy: int) -> Quote | None:
+        try:
+            _, quote = compute_swap(pool, Side.BUY, energy, at_ms)
+        except SwapRejected:
+            return None
+        return quote if quote.credits_uc * energy_wh <= energy * limit_uc else None
+
+    low, high = 0, energy_wh
+    while low < high:                      # largest affordable amount, by bisection
+        middle = (low + high + 1) // 2
+        if within(middle) is not None:
+            low = middle
+        else:
+            high = middle - 1
+    return within(low) if low > 0 else None
 
 
 def with_request(body: Swap, signed: Signed[SwapRequest]) -> Swap:
     return replace(body, request=signed.encoded)
 
 
-def _buy_lock(state: LedgerState, host: bytes, body: Swap) -> LockRecord:
+def _buy_lock(state: LedgerState, host: bytes, body: Swap, request: SwapRequest) -> LockRecord:
     record = state.locks.get(body.swap_id)
     if record is None:
         raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for swap {body.swap_id.hex()}")
@@ -333,7 +400,7 @@ def _buy_lock(state: LedgerState, host: bytes, body: Swap) -> LockRecord:
         raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.swap_id.hex()} is {record.status.value}")
     lock = record.lock
     if record.buyer != body.trader or lock.seller != host or lock.order_id != body.pool_id \
-            or lock.qty_wh != body.energy_wh:
+            or lock.qty_wh != request.energy_wh:
         raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock names another buyer, host, pool or quantity")
     if lock.amount < body.credits_uc:
         raise EntryRejected(RejectReason.LOCK_TOO_SMALL, f"{lock.amount} µc locked < {body.credits_uc} µc due")
@@ -347,22 +414,26 @@ def validate_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRul
     except WireError as exc:
         raise _bad(SwapRefuseReason.MALFORMED, f"the trader's request: {exc}") from None
     request = signed.body
-    if (request.request_id, request.trader, request.pool_id, request.side, request.energy_wh) \
-            != (body.swap_id, body.trader, body.pool_id, body.side, body.energy_wh):
+    if (request.request_id, request.trader, request.pool_id, request.side) \
+            != (body.swap_id, body.trader, body.pool_id, body.side) or body.energy_wh > request.energy_wh \
+            or (body.side is Side.SELL and body.energy_wh != request.energy_wh):
         raise _bad(SwapRefuseReason.MALFORMED, "the body differs from the trader's request")
     if body.trader == entry.account:
         raise _bad(SwapRefuseReason.MALFORMED, "a host does not swap with its own pool")
     if swap_key(body.swap_id) in state.extra:
         raise EntryRejected(RejectReason.DUPLICATE_TAKE, f"swap {body.swap_id.hex()} happened already")
-    _check_time(body.at_ms, now_ms, record.pool)
+    _check_time(body.at_ms, now_ms, record.pool.gate_closure_ms, record.pool)
+    if now_ms >= request.expires_ms + MAX_CLOCK_SKEW_MS:
+        raise _bad(SwapRefuseReason.EXPIRED, f"the trader's request expired at {request.expires_ms}")
     try:
         planned = plan_swap(record, request, entry.account, entry.zone, body.at_ms)
     except SwapRejected as exc:
         raise _bad(exc.reason, exc.detail) from None
-    if planned.credits_uc != body.credits_uc:
-        raise _bad("amm_mismatch", f"the pool's math gives {planned.credits_uc} µc, the entry says {body.credits_uc}")
+    if (planned.energy_wh, planned.credits_uc) != (body.energy_wh, body.credits_uc):
+        raise _bad("amm_mismatch", f"the pool's math gives {planned.energy_wh} Wh for {planned.credits_uc} µc, "
+                                   f"the entry says {body.energy_wh} Wh for {body.credits_uc} µc")
     if body.side is Side.BUY:
-        lock = _buy_lock(state, entry.account, body)
+        lock = _buy_lock(state, entry.account, body, request)
         if now_ms >= lock.lock.deadline_ms:
             raise EntryRejected(RejectReason.DEADLINE_PASSED, "the buyer's lock expired")
     else:
@@ -404,6 +475,39 @@ def _swap_ready(state: LedgerState, entry: Entry, body: Swap) -> bool:
     return body.side is not Side.BUY or body.swap_id in state.locks
 
 
+# --- swap_decline --------------------------------------------------------------------------------
+
+def validate_swap_decline(state: LedgerState, entry: Entry, body: SwapDecline, rules: LedgerRules,
+                          now_ms: int) -> None:
+    record = state.locks.get(body.swap_id)
+    if record is None:
+        raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for swap {body.swap_id.hex()}")
+    if record.status is not LockStatus.OPEN:
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.swap_id.hex()} is {record.status.value}")
+    if record.lock.seller != entry.account or record.lock.order_id != body.pool_id or record.buyer != body.trader:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "only the pool host named in the lock declines it")
+    if now_ms >= record.lock.deadline_ms:
+        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the lock expired; the buyer releases it")
+
+
+def process_swap_decline(state: LedgerState, entry: Entry, body: SwapDecline, rules: LedgerRules) -> None:
+    record = state.locks.get(body.swap_id)
+    if record is None or record.status is not LockStatus.OPEN:
+        raise ChainInconsistent(f"certified decline of lock {body.swap_id.hex()} which is not open")
+    state.balances[record.buyer] = state.balance(record.buyer) + record.lock.amount
+    state.locks[body.swap_id] = LockRecord(record.buyer, record.lock, LockStatus.RELEASED)
+
+
+def _decline_keys(entry: Entry, body: SwapDecline) -> tuple[bytes, ...]:
+    return (b"lock/" + body.swap_id,)
+
+
+def _decline_ready(state: LedgerState, entry: Entry, body: SwapDecline) -> bool:
+    return body.swap_id in state.locks
+
+
 register_kind(KindRules(POOL_OPEN_KIND, PoolOpen, validate_pool_open, process_pool_open))
 register_kind(KindRules(POOL_UPDATE_KIND, PoolUpdate, validate_pool_update, process_pool_update))
 register_kind(KindRules(SWAP_KIND, Swap, validate_swap, process_swap, _swap_keys, _swap_ready))
+register_kind(KindRules(SWAP_DECLINE_KIND, SwapDecline, validate_swap_decline, process_swap_decline, _decline_keys,
+                        _decline_ready))

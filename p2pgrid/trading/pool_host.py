@@ -7,7 +7,7 @@
   available energy is shared evenly among the hosted slots, so the pools together never promise
   more than the battery holds. Each tick the cap is recomputed from ``config.battery()``; a lower
   cap (or one higher by at least ``cap_step_wh``) is certified as a ``pool_update``, which trims
-  the reserve to it.
+  the reserve to it. With ``open_until_ms`` no pool opens for a slot metered after it.
 * **Announcements.** The certified state of every live pool is published on
   ``p2pgrid/v1/<zone>/pools`` at start, after changes (at most once per tick) and every
   ``announce_interval_s``.
@@ -19,6 +19,16 @@
   (``pool_entries.validate_swap``) before submitting, so what it refuses it refuses with the
   validators' reason. After gate closure the pool is frozen and every swap is refused
   (``pool_frozen``).
+* **Declines.** A refused BUY whose certified lock names this host and pool has that lock handed
+  back at once by a certified ``swap_decline`` (in the same sequence as swaps), so a refusal never
+  holds the buyer's credits until the lock's deadline. Validators take a decline only before the
+  deadline, so the host does not try one when the deadline is nearer than twice its recent
+  certification time (measured, in market ms: a scaled clock makes it long). If no decline is
+  certified (lock consumed, deadline near, no quorum), the buyer's own release at the deadline
+  remains the fallback.
+* **Queries.** A ``PoolQuery`` is answered with the pool's certified state; so is every swap
+  answer. Takers quote on replicas that lag this host; these answers let them catch up before they
+  lock credits (see ``pool_messages``).
 
 Time: ``clock()`` returns Unix ms (market time); real waiting is bounded by trio timeouts.
 """
@@ -29,24 +39,26 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import trio
 
 from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import EntryRejected, RejectReason, build_entry, kind_rules
+from p2pgrid.ledger.messages import Certificate, Entry
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.amm import NO_LOSSES, HostLosses, accrue
 from p2pgrid.net.orders import pools_topic
 from p2pgrid.net.requests import StreamServer
 from p2pgrid.net.transport import Transport
 from p2pgrid.trading.pool_entries import (
-    POOL_OPEN_KIND, POOL_UPDATE_KIND, SWAP_KIND, PoolOpen, PoolRecord, PoolUpdate, Swap, SwapRejected, compute_pool_id,
-    deliverable_energy_wh, plan_swap, validate_swap, with_request,
+    POOL_OPEN_KIND, POOL_UPDATE_KIND, SWAP_DECLINE_KIND, SWAP_KIND, PoolOpen, PoolRecord, PoolUpdate, Swap,
+    SwapDecline, SwapRejected, compute_pool_id, deliverable_energy_wh, plan_swap, validate_swap, with_request,
 )
 from p2pgrid.trading.pool_messages import (
-    MAX_POOLS_PER_ANNOUNCEMENT, MAX_SWAP_BYTES, SWAP_PROTOCOL, PoolAnnouncement, SwapAnswer, SwapRefuseReason,
-    SwapRequest, SwapStatus, pool_state_of,
+    LOCK_RELEASED, MAX_POOLS_PER_ANNOUNCEMENT, MAX_SWAP_BYTES, SWAP_PROTOCOL, PoolAnnouncement, PoolQuery, PoolState,
+    SwapAnswer, SwapRefuseReason, SwapRequest, SwapStatus, pool_state_of,
 )
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, Signed, decode_signed, encode, sign
@@ -85,12 +97,17 @@ class PoolHostConfig:
     tick_s: float = 0.5
     announce_interval_s: float = 5.0
     lock_wait_s: float = 5.0                # real time to wait for a buyer's certified lock
+    # Open no pool for a slot metered after this (Unix ms): a slot nobody meters cannot settle.
+    # simnet sets it to the run's end, so the ledger is quiet when the nodes stop.
+    open_until_ms: int | None = None
 
 
 @dataclass
 class PoolHostStats:
     swaps: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    declined: int = 0           # refused buys whose lock the host handed back at once
+    queries: int = 0
     opened: int = 0
     updates: int = 0
     announcements: int = 0
@@ -112,6 +129,7 @@ class PoolHost:
         self._sequencer = trio.Lock()
         self._in_flight: set[bytes] = set()
         self._dirty = True
+        self._certify_ms = 0.0          # recent certification latency, market ms (moving average)
 
     @property
     def me(self) -> bytes:
@@ -147,7 +165,9 @@ class PoolHost:
             record = self.record(pool_id)
             async with self._sequencer:
                 if record is None:
-                    await self._open(slot, pool_id, cap)
+                    until = self.config.open_until_ms
+                    if until is None or self.slot_rules.metering_due_ms(slot) <= until:
+                        await self._open(slot, pool_id, cap)
                 else:
                     await self._update_cap(record, cap)
 
@@ -173,6 +193,13 @@ class PoolHost:
         if await self._certify_pool_entry(POOL_UPDATE_KIND, body):
             self.stats.updates += 1
 
+    async def _submit(self, entry: Signed[Entry]) -> Certificate:
+        """Certify one of our entries, keeping track of how long certification takes (market ms)."""
+        started = self.clock()
+        certificate = await self.ledger.submit(entry)
+        self._certify_ms = 0.7 * self._certify_ms + 0.3 * max(0, self.clock() - started)
+        return certificate
+
     async def _certify_pool_entry(self, kind: str, body: PoolOpen | PoolUpdate) -> bool:
         """Certify a pool entry if our own certified state says validators will accept it. Judging
         first matters: a doomed entry that a few validators vote for anyway (their state ahead of
@@ -181,7 +208,7 @@ class PoolHost:
         entry = build_entry(self.ledger.rules, self.me, state.head(self.me), kind, body)
         try:
             kind_rules(kind).validate(state, entry, body, self.ledger.rules, self.clock())
-            await self.ledger.submit(self.ledger.next_entry(kind, body))
+            await self._submit(self.ledger.next_entry(kind, body))
         except LedgerError:
             return False   # e.g. the balance does not back it yet, or gate closure came: next tick decides
         self._dirty = True
@@ -206,11 +233,15 @@ class PoolHost:
         return sign(await self.answer(data, peer), self.key).encoded
 
     async def answer(self, data: bytes, peer: bytes) -> SwapAnswer:
-        """The host's answer to one request frame from ``peer``."""
+        """The host's answer to one request frame (a ``SwapRequest`` or a ``PoolQuery``) from ``peer``."""
         try:
-            signed = decode_signed(data, SwapRequest)
+            signed: Signed[object] = decode_signed(data)
         except WireError as exc:
             return self._refusal(os.urandom(16), SwapRefuseReason.MALFORMED, str(exc))
+        if isinstance(signed.body, PoolQuery):
+            return self._state_answer(signed.body, peer)
+        if not isinstance(signed.body, SwapRequest):
+            return self._refusal(os.urandom(16), SwapRefuseReason.MALFORMED, "neither a swap request nor a pool query")
         request = signed.body
         if request.trader != peer:
             return self._refusal(request.request_id, SwapRefuseReason.MALFORMED,
@@ -219,11 +250,29 @@ class PoolHost:
             return self._refusal(request.request_id, SwapRefuseReason.DUPLICATE, "this request is being swapped")
         self._in_flight.add(request.request_id)
         try:
-            return await self._swap(signed)
+            return await self._swap(cast(Signed[SwapRequest], signed))
         except SwapRejected as exc:
-            return self._refusal(request.request_id, exc.reason, exc.detail)
+            released = request.side is Side.BUY and exc.reason is not SwapRefuseReason.DUPLICATE \
+                and await self._decline(request, exc.reason)
+            return self._refusal(request.request_id, exc.reason, exc.detail, request.pool_id,
+                                 note=LOCK_RELEASED if released else "")
         finally:
             self._in_flight.discard(request.request_id)
+
+    def _state_answer(self, query: PoolQuery, peer: bytes) -> SwapAnswer:
+        if query.trader != peer:
+            return self._refusal(query.query_id, SwapRefuseReason.MALFORMED,
+                                 "the query is signed by another peer than the sender")
+        if query.host != self.me or self.record(query.pool_id) is None:
+            return self._refusal(query.query_id, SwapRefuseReason.UNKNOWN_POOL, f"no pool {query.pool_id.hex()} here")
+        self.stats.queries += 1
+        return SwapAnswer(request_id=query.query_id, host=self.me, status=SwapStatus.STATE, energy_wh=0,
+                          credits_uc=0, reason="", certificate=b"", pools=self._state_of(query.pool_id))
+
+    def _state_of(self, pool_id: bytes) -> tuple[PoolState, ...]:
+        """The pool's certified state as this host has it now (none for a pool not hosted here)."""
+        record = self.record(pool_id)
+        return (pool_state_of(record.pool, record.version),) if record is not None else ()
 
     async def _swap(self, signed: Signed[SwapRequest]) -> SwapAnswer:
         request = signed.body
@@ -236,7 +285,7 @@ class PoolHost:
                 body = with_request(plan_swap(self.record(request.pool_id), request, self.me, self.zone, now), signed)
                 self._dry_run(body, now)
                 try:
-                    certificate = await self.ledger.submit(self.ledger.next_entry(SWAP_KIND, body))
+                    certificate = await self._submit(self.ledger.next_entry(SWAP_KIND, body))
                 except BatchRejected as exc:
                     reasons = {r.reason for rs in exc.reasons.values() for r in rs}
                     if attempt < 3 and RejectReason.NO_LOCK.value in reasons:
@@ -249,7 +298,7 @@ class PoolHost:
                 self._dirty = True
                 return SwapAnswer(request_id=request.request_id, host=self.me, status=SwapStatus.SWAPPED,
                                   energy_wh=body.energy_wh, credits_uc=body.credits_uc, reason="",
-                                  certificate=encode(certificate))
+                                  certificate=encode(certificate), pools=self._state_of(request.pool_id))
         raise SwapRejected(SwapRefuseReason.NOT_CERTIFIED, "the buyer's lock never reached the committee")
 
     def _dry_run(self, body: Swap, now_ms: int) -> None:
@@ -260,6 +309,36 @@ class PoolHost:
             validate_swap(state, entry, body, self.ledger.rules, now_ms)
         except EntryRejected as exc:
             raise SwapRejected(_refuse_reason(exc), exc.detail or exc.reason.value) from None
+
+    async def _decline(self, request: SwapRequest, reason: SwapRefuseReason) -> bool:
+        """Hand back the certified lock of a refused BUY; True if the decline is certified.
+
+        The buyer certifies its lock before it sends the request, so the lock is in our state or
+        one pull of the buyer's chain away; a lock that is not (a request sent without one) has
+        nothing to hand back, and we do not wait for it."""
+        if request.request_id not in self.ledger.state.locks:
+            with trio.move_on_after(self.config.lock_wait_s):
+                try:
+                    await self.ledger.sync_with(request.trader)
+                except (NetError, LedgerError):
+                    return False
+        body = SwapDecline(swap_id=request.request_id, pool_id=request.pool_id, trader=request.trader,
+                           reason=reason.value)
+        async with self._sequencer:
+            lock = self.ledger.state.locks.get(request.request_id)
+            if lock is None or self.clock() + 2 * self._certify_ms >= lock.lock.deadline_ms:
+                # Nothing to hand back; or the deadline comes before a decline would be certified
+                # (validators refuse it from then on), and the buyer's own release takes over.
+                return False
+            state = self.ledger.state
+            entry = build_entry(self.ledger.rules, self.me, state.head(self.me), SWAP_DECLINE_KIND, body)
+            try:
+                kind_rules(SWAP_DECLINE_KIND).validate(state, entry, body, self.ledger.rules, self.clock())
+                await self._submit(self.ledger.next_entry(SWAP_DECLINE_KIND, body))
+            except LedgerError:
+                return False    # e.g. the lock was consumed meanwhile; the deadline release remains
+        self.stats.declined += 1
+        return True
 
     async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
         if take_id in self.ledger.state.locks:
@@ -274,10 +353,13 @@ class PoolHost:
         if take_id not in self.ledger.state.locks:
             raise SwapRejected(SwapRefuseReason.BAD_LOCK, "no certified lock for this buy")
 
-    def _refusal(self, request_id: bytes, reason: SwapRefuseReason, detail: str) -> SwapAnswer:
+    def _refusal(self, request_id: bytes, reason: SwapRefuseReason, detail: str, pool_id: bytes | None = None,
+                 note: str = "") -> SwapAnswer:
         self.stats.refused[reason.value] = self.stats.refused.get(reason.value, 0) + 1
+        text = f"{reason.value}: {detail}"[:200 - len(note)] + note
         return SwapAnswer(request_id=request_id, host=self.me, status=SwapStatus.REFUSED, energy_wh=0,
-                          credits_uc=0, reason=f"{reason.value}: {detail}"[:200], certificate=b"")
+                          credits_uc=0, reason=text, certificate=b"",
+                          pools=self._state_of(pool_id) if pool_id is not None else ())
 
     # --- running ------------------------------------------------------------------------------
 

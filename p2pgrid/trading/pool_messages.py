@@ -7,7 +7,8 @@ persistent stream; the host answers with a signed ``SwapAnswer``. Amounts are ex
 side, as the router plans them:
 
 =====  =====================================================================================
-BUY    the trader receives exactly ``energy_wh`` and pays at most ``limit_uc`` µc. Before
+BUY    the trader receives ``energy_wh`` and pays at most ``limit_uc`` µc — or, if the pool has
+       become dearer than that, the most Wh it can have within the limit pro rata. Before
        sending, it certifies a ``lock`` in its own chain with ``take_id == request_id``,
        ``seller == host``, ``order_id == pool_id`` and ``amount ≥`` what it may pay; the host's
        ``swap`` entry consumes that lock, and the buyer gets back the change.
@@ -20,7 +21,17 @@ agreed to exactly these terms, and until ``expires_ms``.
 
 ``SwapAnswer.status`` is ``swapped`` (``certificate`` is the swap entry's certificate, the amounts
 are the certified ones) or ``refused`` (``reason`` starts with a ``SwapRefuseReason`` value; nothing
-changed).
+was swapped). A refused BUY whose lock the host found is **declined**: the host certifies a
+``swap_decline`` in its chain that hands the lock back to the buyer at once (``reason`` then ends
+with ``; lock released``), instead of leaving the credits held until the lock's deadline.
+
+A trader may first send a signed ``PoolQuery`` on the same stream; the host answers ``state``,
+with nothing to sign or lock. Every answer (``state``, ``swapped``, ``refused``) carries the pool's
+certified state as the host has it *now* in ``pools`` (one ``PoolState``; none for an unknown
+pool). Why: a trader's own view of a pool — its ledger replica and the announcements — lags the
+host by the gossip delay, and one swap moves a shallow pool's price by far more than a pool leg's
+slippage allowance, so a buyer quoting on that view would lock credits for a price the pool no
+longer has. A buyer checks its leg against the host's state before it locks.
 
 Pool gossip
 -----------
@@ -45,11 +56,13 @@ MAX_ANNOUNCEMENT_BYTES = 16 * 1024
 MAX_POOLS_PER_ANNOUNCEMENT = 96
 MAX_AMOUNT = 10**15
 ID_SIZE = 16
+LOCK_RELEASED = "; lock released"     # ends the reason of a refused BUY whose lock the host declined
 
 
 class SwapStatus(str, enum.Enum):
     SWAPPED = "swapped"
     REFUSED = "refused"
+    STATE = "state"                            # the answer to a PoolQuery
 
 
 class SwapRefuseReason(str, enum.Enum):
@@ -85,18 +98,6 @@ class SwapRequest:
     expires_ms: int = field(metadata={"min": 0})
 
 
-@message("p2pgrid/swap-answer", 1, max_bytes=MAX_SWAP_BYTES, signer_field="host")
-@dataclass(frozen=True)
-class SwapAnswer:
-    request_id: bytes = field(metadata={"size": ID_SIZE})
-    host: bytes = field(metadata={"size": PUBLIC_KEY_SIZE})
-    status: SwapStatus
-    energy_wh: int = field(metadata={"min": 0})
-    credits_uc: int = field(metadata={"min": 0})
-    reason: str = field(metadata={"max_len": 200})
-    certificate: bytes = field(metadata={"max_len": MAX_SWAP_BYTES - 512})
-
-
 @struct
 @dataclass(frozen=True)
 class PoolState:
@@ -114,6 +115,32 @@ class PoolState:
     conversion_loss_w: int = field(metadata={"min": 0})
     updated_ms: int = field(metadata={"min": 0})
     decay_residue: int = field(metadata={"min": 0})
+
+
+@message("p2pgrid/pool-query", 1, max_bytes=512, signer_field="trader")
+@dataclass(frozen=True)
+class PoolQuery:
+    """``trader`` asks ``host`` for the certified state of pool ``pool_id`` (answer: ``state``)."""
+
+    query_id: bytes = field(metadata={"size": ID_SIZE})
+    trader: bytes = field(metadata={"size": PUBLIC_KEY_SIZE})
+    host: bytes = field(metadata={"size": PUBLIC_KEY_SIZE})
+    pool_id: bytes = field(metadata={"size": ID_SIZE})
+
+
+@message("p2pgrid/swap-answer", 1, max_bytes=MAX_SWAP_BYTES, signer_field="host")
+@dataclass(frozen=True)
+class SwapAnswer:
+    """The host's answer to a ``SwapRequest`` (``request_id``) or a ``PoolQuery`` (its ``query_id``)."""
+
+    request_id: bytes = field(metadata={"size": ID_SIZE})
+    host: bytes = field(metadata={"size": PUBLIC_KEY_SIZE})
+    status: SwapStatus
+    energy_wh: int = field(metadata={"min": 0})
+    credits_uc: int = field(metadata={"min": 0})
+    reason: str = field(metadata={"max_len": 200})
+    certificate: bytes = field(metadata={"max_len": MAX_SWAP_BYTES - 1024})
+    pools: tuple[PoolState, ...] = field(default=(), metadata={"max_len": 1})
 
 
 @message("p2pgrid/pool-announcement", 1, max_bytes=MAX_ANNOUNCEMENT_BYTES, signer_field="host")

@@ -13,6 +13,16 @@
   every leg's take concurrently, and re-routes what was refused, a bounded number of rounds.
 * **Housekeeping.** Locks this node holds that nobody consumed are released after their deadline,
   so credits of a failed take come back.
+* **Neighbour zones** (``market.locality``, ``TradingConfig.grid_fees``). The books also hold the
+  orders of the zones this node has a grid fee for, fed by their order gossip (read-only: this
+  node publishes only on its home topic). Quotes compare effective prices (``ask + fee`` for a
+  buyer, ``bid − fee`` for a seller). A take names the taker's zone and ledger domain; a maker
+  refuses a zone it does not trade with (``zone_not_traded``) or another ledger domain
+  (``wrong_ledger``) before anything is certified on its side. A take on an order of a zone this
+  node does not trade with is refused locally (``zone_not_traded``) before any lock.
+  Locks name both parties' zones (``seller_zone``, ``buyer_zone``): settlement charges the grid
+  fee from them, and a maker fills only a lock whose zones match the take. ``trade_zones`` also
+  remembers them for every trade this node took part in.
 
 Time: ``clock()`` returns Unix ms (market time). Real waiting (stream answers, certification) is
 bounded by trio timeouts in seconds.
@@ -21,7 +31,7 @@ bounded by trio timeouts in seconds.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,7 +43,9 @@ from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import LockStatus, RejectReason, decode_body
 from p2pgrid.ledger.messages import Fill, Lock, Release
 from p2pgrid.ledger.service import BatchRejected, LedgerService
-from p2pgrid.market.router import BookLeg, PoolLeg, RoutePlan, route
+from p2pgrid.market.book import Depth
+from p2pgrid.market.locality import Locality, ZoneNotTraded, fee_inclusive_depth, route_zones, taker_price
+from p2pgrid.market.router import BookLeg, PoolLeg, RoutePlan
 from p2pgrid.net.orders import OrderDelivery, OrderGossip
 from p2pgrid.net.requests import RequestStreams, StreamServer
 from p2pgrid.net.transport import Transport
@@ -51,6 +63,7 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], int]
 BOOK_CHANGES_BUFFER = 4096
+TRADE_ZONES_KEPT_MS = 24 * 3600 * 1000   # after a slot's metering deadline: it has settled by then
 
 
 class TakeRefused(TradingError):
@@ -75,6 +88,11 @@ class TradingConfig:
     lock_wait_s: float = 5.0           # real time a maker waits to see the taker's lock
     tick_s: float = 0.5                # real time between housekeeping ticks
     reroute_rounds: int = 3
+    grid_fees: Mapping[str, int] = field(default_factory=dict)   # neighbour zone → µc/kWh (locality)
+
+    @property
+    def locality(self) -> Locality:
+        return Locality(self.zone, self.grid_fees)
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,8 @@ class Execution:
     qty_wh: int
     price: int
     value_uc: int
+    zone: str = ""          # the order's zone (``grid_fee`` applies when it is not the taker's)
+    grid_fee: int = 0       # µc/kWh; a buyer pays it on delivered Wh at settlement
 
 
 @dataclass(frozen=True)
@@ -121,14 +141,19 @@ class TradingService:
     """See the module docstring. Build with ``open_trading_service``."""
 
     def __init__(self, key: NodeKey, config: TradingConfig, transport: Transport, ledger: LedgerService,
-                 gossip: OrderGossip, clock: Clock, journal: OwnOrderJournal | None = None) -> None:
+                 gossip: OrderGossip, clock: Clock, journal: OwnOrderJournal | None = None,
+                 neighbour_gossip: Sequence[OrderGossip] = ()) -> None:
         self.key = key
         self.config = config
+        self.locality = config.locality
+        self.neighbour_gossip = tuple(neighbour_gossip)
+        self.trade_zones: dict[bytes, tuple[str, str]] = {}   # take id → (seller zone, buyer zone)
+        self._trade_slots: dict[bytes, int] = {}               # take id → slot, to forget trade_zones
         self.transport = transport
         self.ledger = ledger
         self.gossip = gossip
         self.clock = clock
-        self.books = LocalBooks(config.zone, config.slot_rules)
+        self.books = LocalBooks(config.zone, config.slot_rules, self.locality.neighbours)
         self.desk = MakerDesk()
         self.stats = TradingStats()
         self.journal = journal
@@ -185,7 +210,13 @@ class TradingService:
     def quote(self, side: Side, qty_wh: int, slot: int, limit_price: int | None = None) -> RoutePlan:
         now = self.clock()
         pools = self.pool_client.pools(slot, now) if self.pool_client is not None else []
-        return route(side, qty_wh, self.books.resting(slot, side, self.me, now, limit_price), pools, now, limit_price)
+        books = self.books.resting_by_zone(slot, side, self.me, now)
+        return route_zones(side, qty_wh, books, pools, now, self.locality, limit_price)
+
+    def neighbour_depths(self, slot: int, max_levels: int | None = None) -> dict[str, Depth]:
+        """Each neighbour zone's depth for ``slot`` at fee-inclusive prices (for ``book_get``)."""
+        return {zone: fee_inclusive_depth(self.books.depth(slot, max_levels, zone), fee)
+                for zone, fee in self.locality.grid_fees.items()}
 
     # --- taking -------------------------------------------------------------------------------
 
@@ -241,15 +272,24 @@ class TradingService:
         if signed is None:
             raise TakeRefused(RefuseReason.UNKNOWN_ORDER.value, "not in the local book")
         order = signed.body
+        try:
+            fee = self.locality.fee(order.zone)
+        except ZoneNotTraded as exc:
+            raise TakeRefused(RefuseReason.ZONE_NOT_TRADED.value, str(exc)) from None
+        price = taker_price(side, order.limit_price, fee)
+        if price < 0:
+            raise TakeRefused(RefuseReason.PRICE_MISMATCH.value, f"bid {order.limit_price} is below the grid fee {fee}")
         take = Take(take_id=os.urandom(16), taker=self.me, maker=order.owner, order_id=order_id, side=side,
-                    zone=order.zone, slot=order.slot, qty_wh=qty_wh, price=order.limit_price, sent_ms=self.clock())
-        value = trade_value(qty_wh, order.limit_price)
+                    zone=order.zone, slot=order.slot, qty_wh=qty_wh, price=price, sent_ms=self.clock(),
+                    taker_zone=self.config.zone, ledger=self.ledger.rules.zone)
+        value = trade_value(qty_wh, price)
         with trio.move_on_after(self.config.take_timeout_s) as scope:
             if side is Side.BUY:
                 await self._certify(self.ledger.next_entry("lock", Lock(
                     take_id=take.take_id, seller=order.owner, order_id=order_id, order_owner=order.owner,
                     order_size_wh=order.qty_wh, qty_wh=qty_wh, price=order.limit_price, amount=value,
-                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green)))
+                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green,
+                    seller_zone=order.zone, buyer_zone=self.config.zone)))
             answer = await self._ask(order.owner, take)
             if answer.status is AnswerStatus.REFUSED:
                 raise TakeRefused(answer.reason.split(":")[0], answer.reason, answer.available_wh)
@@ -258,14 +298,16 @@ class TradingService:
                     raise TakeFailed(f"maker answered {answer.status.value} to a sell take")
                 await self._wait_for_lock(take.take_id, order.owner)
                 await self._certify(self.ledger.next_entry("fill", Fill(
-                    take_id=take.take_id, buyer=order.owner, order_id=order_id, qty_wh=qty_wh,
-                    price=order.limit_price)))
+                    take_id=take.take_id, buyer=order.owner, order_id=order_id, qty_wh=qty_wh, price=price)))
             elif answer.status is not AnswerStatus.FILLED:
                 raise TakeFailed(f"maker answered {answer.status.value} to a buy take")
         if scope.cancelled_caught:
             raise TakeFailed(f"take of {order_id.hex()[:8]} timed out after {self.config.take_timeout_s} s")
         self._record_take(order_id, take.take_id, qty_wh)
-        return Execution(take.take_id, order_id, order.owner, side, qty_wh, order.limit_price, value)
+        self._remember_zones(take.take_id, order.slot, (order.zone, self.config.zone) if side is Side.BUY
+                             else (self.config.zone, order.zone))
+        return Execution(take.take_id, order_id, order.owner, side, qty_wh, price, value,
+                         zone=order.zone, grid_fee=fee)
 
     async def _ask(self, maker: bytes, take: Take) -> TakeAnswer:
         try:
@@ -294,13 +336,21 @@ class TradingService:
             return self._refusal(take.take_id, RefuseReason.NOT_OWNER, "this node is not the maker")
         if take.taker != peer:
             return self._refusal(take.take_id, RefuseReason.MALFORMED, "take signed by another peer than the sender")
+        if take.ledger and take.ledger != self.ledger.rules.zone:
+            return self._refusal(take.take_id, RefuseReason.WRONG_LEDGER,
+                                 f"taker's ledger domain is {take.ledger}, this maker's is {self.ledger.rules.zone}")
+        taker_zone = take.taker_zone or take.zone
+        try:
+            grid_fee = self.locality.fee(taker_zone)
+        except ZoneNotTraded as exc:
+            return self._refusal(take.take_id, RefuseReason.ZONE_NOT_TRADED, str(exc))
         signed_order = self.own_orders.get(take.order_id)
         order = signed_order.body if signed_order else None
         progress = self.ledger.state.orders.get((self.me, take.order_id))
         committed = 0 if progress is None else (progress.filled_wh if order is None or order.side is Side.SELL
                                                 else progress.locked_wh)
         verdict = decide_take(take, order, committed, self.desk.reserved(take.order_id),
-                              self.config.slot_rules, self.clock())
+                              self.config.slot_rules, self.clock(), grid_fee)
         if not isinstance(verdict, Accept) or order is None:
             return self._refusal(take.take_id, verdict.reason, verdict.detail, verdict.available_wh)
         self.desk.reserve(take.take_id, take.order_id, take.qty_wh)
@@ -311,7 +361,9 @@ class TradingService:
                 lock = self.ledger.state.locks.get(take.take_id)
                 if lock is None or lock.buyer != take.taker or lock.lock.seller != self.me \
                         or lock.lock.order_id != take.order_id or lock.lock.qty_wh < take.qty_wh \
-                        or lock.lock.price != order.limit_price:
+                        or lock.lock.price != order.limit_price \
+                        or (lock.lock.seller_zone or order.zone) != order.zone \
+                        or (lock.lock.buyer_zone or order.zone) != taker_zone:
                     return self._refusal(take.take_id, RefuseReason.BAD_LOCK, "no matching certified lock")
                 certificate = await self._certify(self.ledger.next_entry("fill", Fill(
                     take_id=take.take_id, buyer=take.taker, order_id=take.order_id, qty_wh=take.qty_wh,
@@ -320,15 +372,18 @@ class TradingService:
             else:
                 certificate = await self._certify(self.ledger.next_entry("lock", Lock(
                     take_id=take.take_id, seller=take.taker, order_id=take.order_id, order_owner=self.me,
-                    order_size_wh=order.qty_wh, qty_wh=take.qty_wh, price=order.limit_price,
-                    amount=trade_value(take.qty_wh, order.limit_price),
-                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green)))
+                    order_size_wh=order.qty_wh, qty_wh=take.qty_wh, price=take.price,
+                    amount=trade_value(take.qty_wh, take.price),
+                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green,
+                    seller_zone=taker_zone, buyer_zone=order.zone)))
                 status = AnswerStatus.LOCKED
         except (LedgerError, TakeFailed) as exc:
             return self._refusal(take.take_id, RefuseReason.NOT_CERTIFIED, str(exc)[:150])
         finally:
             self.desk.finish(take.take_id)
         self._record_take(take.order_id, take.take_id, take.qty_wh)
+        self._remember_zones(take.take_id, order.slot, (order.zone, taker_zone) if order.side is Side.SELL
+                             else (taker_zone, order.zone))
         return TakeAnswer(take_id=take.take_id, maker=self.me, status=status, qty_wh=take.qty_wh,
                           available_wh=0, reason="", certificate=encode(certificate))
 
@@ -428,8 +483,20 @@ class TradingService:
         self._own_takes = {oid: takes for oid, takes in self._own_takes.items() if oid in live}
         self._floor = {oid: wh for oid, wh in self._floor.items() if oid in live}
 
+    def _remember_zones(self, take_id: bytes, slot: int, zones: tuple[str, str]) -> None:
+        self.trade_zones[take_id] = zones
+        self._trade_slots[take_id] = slot
+
+    def _forget_settled_zones(self, now_ms: int) -> None:
+        rules = self.config.slot_rules
+        old = [t for t, slot in self._trade_slots.items() if now_ms >= rules.metering_due_ms(slot) + TRADE_ZONES_KEPT_MS]
+        for take_id in old:
+            del self._trade_slots[take_id]
+            self.trade_zones.pop(take_id, None)
+
     def _publish_change(self, change: BookChange) -> None:
-        if change.change != "ignored":
+        # Subscribers (RPC book feed) follow the home zone's books; neighbour books are read here.
+        if change.change != "ignored" and change.zone == self.config.zone:
             try:
                 self._book_send.send_nowait(change)
             except trio.WouldBlock:
@@ -444,8 +511,8 @@ class TradingService:
             else:
                 self._publish_change(self.books.on_cancel(item))
 
-    async def _consume_orders(self) -> None:
-        async for delivery in self.gossip.deliveries:
+    async def _consume_orders(self, gossip: OrderGossip) -> None:
+        async for delivery in gossip.deliveries:
             self.on_delivery(delivery)
 
     async def _housekeeping(self) -> None:
@@ -460,6 +527,7 @@ class TradingService:
             if closed and self.journal is not None:
                 self.journal.compact(self.own_orders)
             self._sync_books_with_ledger()
+            self._forget_settled_zones(now)
             await self._release_expired_locks()
 
     async def run(self, *, consume_gossip: bool = True,
@@ -470,7 +538,9 @@ class TradingService:
         try:
             async with trio.open_nursery() as nursery:
                 if consume_gossip:
-                    nursery.start_soon(self._consume_orders)
+                    nursery.start_soon(self._consume_orders, self.gossip)
+                for neighbour in self.neighbour_gossip:      # read-only books of neighbour zones
+                    nursery.start_soon(self._consume_orders, neighbour)
                 nursery.start_soon(self._housekeeping)
                 task_status.started()
         finally:
@@ -481,9 +551,9 @@ class TradingService:
 
 @asynccontextmanager
 async def open_trading_service(key: NodeKey, config: TradingConfig, transport: Transport, ledger: LedgerService,
-                               gossip: OrderGossip, clock: Clock,
-                               journal: OwnOrderJournal | None = None) -> AsyncIterator[TradingService]:
-    service = TradingService(key, config, transport, ledger, gossip, clock, journal)
+                               gossip: OrderGossip, clock: Clock, journal: OwnOrderJournal | None = None,
+                               neighbour_gossip: Sequence[OrderGossip] = ()) -> AsyncIterator[TradingService]:
+    service = TradingService(key, config, transport, ledger, gossip, clock, journal, neighbour_gossip)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
         yield service

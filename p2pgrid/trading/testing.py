@@ -5,13 +5,17 @@ service, order gossip and trading service; node 0 is the zone operator, whose ke
 ``n_validators`` nodes form the committee. ``fund(nodes, amount)`` mints credits to every node.
 With ``pool_host=i`` (and a ``PoolHostConfig``) node ``i`` hosts AMM pools and every node trades
 with pools through a ``PoolClient`` (``node.pools``, also ``node.trading.pool_client``).
+
+``open_zoned_cluster(kind, homes, grid_fees, data_dir)`` is the same across zones: node ``i``
+lives in zone ``homes[i]``, trades with the zones of ``grid_fees[homes[i]]`` (keeping their books
+from read-only gossip) and every node shares one ledger domain (``LEDGER_DOMAIN``) and committee.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -22,8 +26,8 @@ from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.messages import Mint
 from p2pgrid.ledger.service import LedgerConfig, LedgerService, ledger_topic, open_ledger_service
 from p2pgrid.ledger.store import open_store
-from p2pgrid.net.orders import OrderGossip, open_order_gossip, orders_topic, pools_topic
-from p2pgrid.net.testing import open_cluster, wait_for_mesh
+from p2pgrid.net.orders import OrderGossip, open_neighbour_gossip, open_order_gossip, orders_topic, pools_topic
+from p2pgrid.net.testing import open_cluster, wait_for_mesh, wait_until
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.settlement import ImbalancePrices
@@ -35,6 +39,7 @@ from p2pgrid.trading.service import TradingConfig, TradingService, open_trading_
 from p2pgrid.units import SlotRules
 
 ZONE = "testzone"
+LEDGER_DOMAIN = "testarea"
 
 
 @dataclass
@@ -47,6 +52,11 @@ class TradingNode:
     _services: AsyncExitStack
     pools: PoolClient | None = None
     pool_host: PoolHost | None = None
+    neighbour_gossip: list[OrderGossip] = field(default_factory=list)
+
+    @property
+    def zone(self) -> str:
+        return self.trading.config.zone
 
     @property
     def account(self) -> bytes:
@@ -66,10 +76,12 @@ async def open_trading_node(transport: Transport, key: NodeKey, data_dir: Path, 
         ledger = await stack.enter_async_context(open_ledger_service(key, ledger_config, store, transport, clock))
         gossip = await stack.enter_async_context(open_order_gossip(
             transport, OrderRules(trading_config.zone, trading_config.slot_rules), clock, tick_s=0.05))
+        neighbours = await stack.enter_async_context(open_neighbour_gossip(
+            transport, trading_config.grid_fees, trading_config.slot_rules, clock, tick_s=0.05))
         journal = OwnOrderJournal(data_dir / f"{key.public_key.hex()[:12]}.orders")
         trading = await stack.enter_async_context(open_trading_service(
-            key, trading_config, transport, ledger, gossip, clock, journal))
-        yield TradingNode(key, transport, ledger, gossip, trading, stack)
+            key, trading_config, transport, ledger, gossip, clock, journal, neighbours))
+        yield TradingNode(key, transport, ledger, gossip, trading, stack, neighbour_gossip=neighbours)
 
 
 @asynccontextmanager
@@ -108,6 +120,54 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
                 if pool_host is not None:
                     await wait_for_mesh(transports, pools_topic(ZONE))
             yield nodes
+
+
+@asynccontextmanager
+async def open_zoned_cluster(kind: str, homes: Sequence[str], grid_fees: Mapping[str, Mapping[str, int]],
+                             data_dir: Path, *, n_validators: int = 4, slot_rules: SlotRules | None = None,
+                             clock: Callable[[], int] | None = None,
+                             settlement_prices: ImbalancePrices | None = None) -> AsyncIterator[list[TradingNode]]:
+    """Nodes in several zones of one ledger domain: node ``i`` in zone ``homes[i]`` with the fee
+    table ``grid_fees.get(homes[i], {})``. Node 0 is the operator (gateway); the first
+    ``n_validators`` nodes, whatever their zones, are the domain's committee."""
+    import time
+
+    clock = clock or (lambda: time.time_ns() // 1_000_000)
+    slot_rules = slot_rules or SlotRules()
+    n = len(homes)
+    full_mesh = [(i, j) for i in range(n) for j in range(i)]
+    async with open_cluster(kind, n, links=full_mesh) as transports:
+        keys = [_key_of(t, i) for i, t in enumerate(transports)]
+        rules: LedgerRules = LedgerRules(LEDGER_DOMAIN, transports[0].local_peer, 0)
+        if settlement_prices is not None:
+            rules = SettlementLedgerRules(LEDGER_DOMAIN, transports[0].local_peer, 0, slots=slot_rules,
+                                          prices=settlement_prices)
+        committee = Committee(LEDGER_DOMAIN, 0, tuple(t.local_peer for t in transports[:n_validators]))
+        ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0)
+        async with AsyncExitStack() as stack:
+            nodes = []
+            for transport, key, home in zip(transports, keys, homes):
+                config = TradingConfig(home, slot_rules, tick_s=0.1, grid_fees=dict(grid_fees.get(home, {})))
+                nodes.append(await stack.enter_async_context(
+                    open_trading_node(transport, key, data_dir, ledger_config, config, clock)))
+            with trio.fail_after(60):
+                await wait_for_mesh(transports, ledger_topic(LEDGER_DOMAIN))
+                for zone in sorted(set(homes) | {z for fees in grid_fees.values() for z in fees}):
+                    await wait_for_subscribers([node for node in nodes if node.trading.locality.trades_with(zone)],
+                                               orders_topic(zone))
+            yield nodes
+
+
+async def wait_for_subscribers(nodes: Sequence[TradingNode], topic: str) -> None:
+    """Wait (inside ``trio.fail_after``) until each of ``nodes`` sees all the others on ``topic``."""
+    def ready(node: TradingNode) -> bool:
+        others = {other.account for other in nodes if other is not node}
+        mesh = getattr(node.transport, "mesh_peers", None)
+        if not others <= node.transport.topic_peers(topic):
+            return False
+        return mesh is None or len(mesh(topic)) >= min(len(others), 4)
+
+    await wait_until(lambda: all(ready(node) for node in nodes))
 
 
 async def _start_pools(stack: AsyncExitStack, nodes: list[TradingNode], host_index: int, config: PoolHostConfig,

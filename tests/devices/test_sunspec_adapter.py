@@ -33,8 +33,8 @@ T = 1_782_000_000_000
 COMMON = (1, {"Mn": "p2pgrid", "Md": "sim", "SN": "0001"})
 
 
-def meter(w: float = 1520.0, imp: int = 1_000_000, exp: int = 250_000) -> tuple[int, dict]:
-    return (203, {"W": w, "WphA": w / 2, "WphB": w / 4, "WphC": w / 4, "W_SF": 0,
+def meter(w: float = 1520.0, imp: int = 1_000_000, exp: int = 250_000, w_sf: int = 0) -> tuple[int, dict]:
+    return (203, {"W": w, "WphA": w / 2, "WphB": w / 4, "WphC": w / 4, "W_SF": w_sf,
                   "TotWhImp": imp, "TotWhExp": exp, "TotWh_SF": 0, "Hz": 50.0, "Hz_SF": -2})
 
 
@@ -231,7 +231,7 @@ async def test_sampler_marks_failures_bad_and_keeps_sampling(sunspec_server):
             as (sampler, samples):
         with trio.fail_after(10):
             assert (await samples.receive()).quality is Quality.GOOD
-            server.set_models([COMMON, meter(w=2e7)])  # 20 MW: out of range
+            server.set_models([COMMON, meter(w=2e7, w_sf=3)])  # 20 MW: out of range
             sample = await samples.receive()
             while sample.quality is Quality.GOOD:
                 sample = await samples.receive()

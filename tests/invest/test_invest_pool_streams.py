@@ -90,16 +90,24 @@ def test_a_sell_swap_is_a_pool_purchase_for_the_host_and_a_pool_sale_for_the_tra
         assert s.streams["other"] == 0 and s.closing_uc == derived.balance(key.public_key)
 
 
-def test_lps_share_the_hosts_certified_pool_fees_when_they_joined_before_them():
-    from p2pgrid.invest import ShareBook, ShareTerms, account_flows, distribute_ledger_fees, join_pool
+def test_the_pool_fees_lps_are_paid_from_are_the_hosts_certified_pool_fees_stream():
+    from p2pgrid.trading.pool_shares import host_pool_fees_uc
     zone = PoolZone()
-    fees = [zone.buy(200).fee, zone.buy(300).fee]
-    flows = account_flows(zone.entries, zone.fx.rules, HOST.public_key)
-    book = ShareBook(HOST.public_key, ShareTerms(share_price_uc=1_000))
-    book = join_pool(book, BUYER.public_key, 3_000, SLOT)            # joined by the pool's slot: shares
-    book = join_pool(book, SELLER.public_key, 1_000, SLOT + 1)       # joined after: no part of these fees
-    shared = distribute_ledger_fees(book, flows, lp_share=0.5)
-    lp = shared.holdings[BUYER.public_key].fees_uc
-    assert lp == sum(int(f * 0.5) for f in fees) and shared.holdings[SELLER.public_key].fees_uc == 0
-    assert lp + shared.host_fees_uc == sum(fees) == statement_for(zone.entries, zone.fx.rules,
-                                                                   HOST.public_key).streams["pool_fees"]
+    zone.buy(200)
+    zone.sell(300)                                  # a SELL pays its fee in energy: no µc fee
+    zone.buy(300)
+    host = statement_for(zone.entries, zone.fx.rules, HOST.public_key)
+    assert host_pool_fees_uc(zone.state, HOST.public_key) == host.streams["pool_fees"] > 0
+
+
+def test_a_declined_pool_buy_gives_the_escrow_back_and_explains_every_uc():
+    from p2pgrid.trading.pool_entries import SwapDecline
+    zone = PoolZone()
+    zone.add(BUYER, "lock", Lock(take_id=b"d" * 16, seller=HOST.public_key, order_id=zone.pool_id,
+                                 order_owner=HOST.public_key, order_size_wh=100, qty_wh=100, price=200_000,
+                                 amount=25_000, deadline_ms=NOW + 30_000, slot=SLOT))
+    zone.add(HOST, "swap_decline", SwapDecline(swap_id=b"d" * 16, pool_id=zone.pool_id, trader=BUYER.public_key,
+                                               reason="slippage"))
+    buyer = statement_for(zone.entries, zone.fx.rules, BUYER.public_key)
+    assert buyer.streams["escrow"] == 0 and buyer.streams["other"] == 0
+    assert buyer.closing_uc == zone.state.balance(BUYER.public_key) == 50_000_000

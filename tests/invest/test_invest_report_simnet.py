@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory):
 def test_the_station_gets_a_complete_report_with_every_stream(run_dir, tmp_path, capsys):
     code = main(["invest", "report", "--account", "station-0", "--from", str(run_dir), "--out", str(tmp_path)])
     assert code == 0
-    data = json.loads((tmp_path / "invest.json").read_text())
+    data = json.loads((tmp_path / "figures.json").read_text())
     (run,) = data["runs"]
     assert set(run["streams_uc"]) == set(STREAM_KEYS)
     assert all(run["streams_uc"][k] or run["energy_wh"][k] or run["notes"][k] for k in STREAM_KEYS)
@@ -40,8 +40,8 @@ def test_the_station_gets_a_complete_report_with_every_stream(run_dir, tmp_path,
     assert run["streams_uc"]["deposits"] > 0 and run["revenue_uc"] > 0      # funded, and it sold energy
     assert data["annual"]["method"].startswith("per-season scaling")
     assert len(data["sensitivity"]) == 6 and "npv_uc" in data["figures"] and "irr" in data["figures"]
-    assert data["pool_shares"]["ledger_backed"] is False
-    page = (tmp_path / "invest.html").read_text()
+    assert data["pool_shares"]["ledger_backed"] is True and data["pool_shares"]["reconciled"]
+    page = (tmp_path / "report.html").read_text()
     assert all(s.label in page for s in STREAMS) and "reconciled to the µc" in page
     for name in ("monthly", "cumulative", "sensitivity"):
         assert f"plots/{name}.png" in page and (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
@@ -63,7 +63,7 @@ def test_seasons_from_the_command_line_are_annualised_by_their_days(run_dir, tmp
     code = main(["invest", "report", "--account", "station-0", "--from", f"summer={run_dir}",
                  "--from", f"winter={run_dir}", "--out", str(tmp_path)])
     assert code == 0
-    data = json.loads((tmp_path / "invest.json").read_text())
+    data = json.loads((tmp_path / "figures.json").read_text())
     assert [r["season"] for r in data["runs"]] == ["summer", "winter"]
     days = data["runs"][0]["covered_days"]
     assert data["annual"]["weights"]["summer"] == pytest.approx(92 * 365 / 182 / days)

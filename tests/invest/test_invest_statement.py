@@ -3,17 +3,22 @@
 import random
 from dataclasses import dataclass
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.invest import STREAM_KEYS, account_flows, statement, statement_for
+from p2pgrid.invest import STREAM_KEYS, account_flows, share_statement, statement, statement_for
 from p2pgrid.ledger.chain import (
     KINDS, EntryRejected, KindRules, LedgerState, derive_state, process_entry, register_kind,
 )
 from p2pgrid.ledger.messages import Burn, Fill, Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.units import trade_value
-from p2pgrid.wire import struct
+from p2pgrid.trading.pool_entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.trading.pool_messages import SwapRequest
+from p2pgrid.trading.pool_shares import (
+    ShareBuy, ShareIssue, ShareOffer, ShareRedeem, compute_buy_id, compute_payout, next_programme_id, programme_of,
+)
+from p2pgrid.units import SlotRules, trade_value
+from p2pgrid.wire import Side, sign, struct
 
 FX = LedgerFixture(credit_limit_uc=0)
 GATEWAY = FX.gateway
@@ -159,16 +164,78 @@ def test_a_period_holds_the_entries_of_its_slots_and_opening_plus_net_is_closing
 
 # --- property: random ledgers --------------------------------------------------------------------
 
-OPS = st.lists(st.tuples(st.sampled_from(["mint", "transfer", "burn", "trade", "open", "release", "probe"]),
+OPS = st.lists(st.tuples(st.sampled_from(["mint", "transfer", "burn", "trade", "open", "release", "probe",
+                                          "swap", "share_buy", "share_issue", "share_payout", "share_redeem"]),
                          st.integers(0, 3), st.integers(0, 3), st.integers(1, 5_000_000),
                          st.integers(1, 3_000), st.integers(0, 400_000), st.integers(0, 4)),
                max_size=30)
 
 
+POOL_SLOT = SlotRules().tradable_slots(NOW)[2]
+LOCKUP_SLOT = POOL_SLOT + 3600
+SHARE_PRICE = 100_000
+
+
+class SharedPool:
+    """PEOPLE[0] hosts a pool and sells shares in its fees; the others swap and buy shares."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.host = PEOPLE[0]
+        self.pool_id = compute_pool_id(self.host.public_key, FX.zone, POOL_SLOT)
+        ledger.add(self.host, "pool_open", PoolOpen(pool_id=self.pool_id, slot=POOL_SLOT, energy_wh=20_000,
+                                                    credits_uc=1_000_000, fee_bps=300, energy_cap_wh=40_000,
+                                                    self_discharge_ppm_per_h=0, conversion_loss_w=0, at_ms=NOW))
+        self.programme_id = next_programme_id(ledger.state, self.host.public_key, FX.zone)
+        ledger.add(self.host, "share_offer", ShareOffer(
+            programme_id=self.programme_id, zone=FX.zone, price_uc=SHARE_PRICE, fee_share_bps=4_000,
+            lockup_until_slot=LOCKUP_SLOT, cap_shares=40, sale_until_ms=NOW + 600_000))
+        self.escrows = []
+        self.swaps = 0
+
+    def swap(self, trader, energy_wh):
+        _, quote = compute_swap(self.ledger.state.pools[self.pool_id].pool, Side.BUY, energy_wh, NOW)
+        self.swaps += 1
+        request = sign(SwapRequest(request_id=(10**6 + self.swaps).to_bytes(16, "big"), trader=trader.public_key,
+                                   host=self.host.public_key, pool_id=self.pool_id, zone=FX.zone, slot=POOL_SLOT,
+                                   side=Side.BUY, energy_wh=energy_wh, limit_uc=quote.credits_uc,
+                                   expires_ms=NOW + 60_000), trader)
+        self.ledger.add(trader, "lock", Lock(take_id=request.body.request_id, seller=self.host.public_key,
+                                             order_id=self.pool_id, order_owner=self.host.public_key,
+                                             order_size_wh=energy_wh, qty_wh=energy_wh,
+                                             price=quote.credits_uc * 1000 // energy_wh, amount=quote.credits_uc,
+                                             deadline_ms=NOW + 30_000, slot=POOL_SLOT))
+        record = self.ledger.state.pools[self.pool_id]
+        self.ledger.add(self.host, "swap", with_request(
+            plan_swap(record, request.body, self.host.public_key, FX.zone, NOW), request))
+
+    def buy(self, lp, shares):
+        buy_id = compute_buy_id(lp.public_key, self.programme_id, self.ledger.state.head(lp.public_key).next_seq)
+        body = ShareBuy(buy_id=buy_id, programme_id=self.programme_id, host=self.host.public_key, zone=FX.zone,
+                        shares=shares, amount_uc=shares * SHARE_PRICE, deadline_ms=NOW + 60_000)
+        self.ledger.add(lp, "share_buy", body)
+        self.escrows.append((lp, body))
+
+    def issue(self):
+        lp, body = self.escrows.pop(0)
+        self.ledger.add(self.host, "share_issue", ShareIssue(buy_id=body.buy_id, programme_id=self.programme_id,
+                                                             lp=lp.public_key, shares=body.shares))
+
+    def payout(self):
+        self.ledger.add(self.host, "share_payout", compute_payout(self.ledger.state,
+                                                                  programme_of(self.ledger.state, self.programme_id)))
+
+    def redeem(self, lp, shares):
+        self.ledger.add(self.host, "share_redeem", ShareRedeem(programme_id=self.programme_id, lp=lp.public_key,
+                                                               shares=shares, amount_uc=shares * SHARE_PRICE),
+                        now=LOCKUP_SLOT * 1000)
+
+
 def build_random_ledger(ops) -> Ledger:
     ledger = Ledger()
-    for person in PEOPLE[:2]:
+    for person in PEOPLE:
         ledger.add(GATEWAY, "mint", Mint(to=person.public_key, amount=3_000_000))
+    pool = SharedPool(ledger)
     open_takes = []
     for n, (op, i, j, amount, qty, price, slot_no) in enumerate(ops):
         src, dst = KEYS[i], KEYS[j]
@@ -189,12 +256,27 @@ def build_random_ledger(ops) -> Ledger:
             elif op == "release" and open_takes:
                 buyer, take_no = open_takes.pop(0)
                 ledger.add(buyer, "release", Release(take_id=take(take_no)), now=NOW + 60_000)
+            elif op == "release" and pool.escrows:
+                lp, body = pool.escrows.pop(0)                 # an escrow the host never issued
+                ledger.add(lp, "release", Release(take_id=body.buy_id), now=body.deadline_ms)
+            elif op == "swap" and src != pool.host:
+                pool.swap(src, qty)
+            elif op == "share_buy":
+                pool.buy(PEOPLE[1 + i % 2], 1 + j)
+                if amount % 2:
+                    pool.issue()
+            elif op == "share_issue" and pool.escrows:
+                pool.issue()
+            elif op == "share_payout":
+                pool.payout()
+            elif op == "share_redeem":
+                pool.redeem(PEOPLE[1 + i % 2], 1 + j % 2)
         except EntryRejected:
             pass            # an overdraft etc.: the op just does not happen
     return ledger
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, seed=st.integers(0, 2**32 - 1), cut=st.integers(0, 5))
 def test_statements_reconcile_with_ledger_balances_on_random_ledgers(ops, seed, cut):
     ledger = build_random_ledger(ops)
@@ -215,6 +297,8 @@ def test_statements_reconcile_with_ledger_balances_on_random_ledgers(ops, seed, 
         assert before.net_uc + after.net_uc == whole.net_uc
         assert after.opening_uc == before.closing_uc and after.reconciled and before.reconciled
         assert whole.revenue_uc >= 0 >= whole.costs_uc
+        shares = share_statement(entries, FX.rules, key.public_key)
+        assert shares.reconciled and shares.income_uc == whole.streams["share_income"]
 
 
 def _probe_target(signed):

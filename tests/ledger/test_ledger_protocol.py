@@ -83,3 +83,35 @@ def test_sync_session_rejects_a_forged_batch_and_a_stale_reply():
         session.receive_reply(SyncReply(request.request_id, (forged,), False))
     with pytest.raises(PeerMisbehaved):
         session.receive_reply(SyncReply(request.request_id + 5, (), False))
+
+
+def test_a_vote_after_the_batch_failed_still_counts_as_binding():
+    entries = mint_batch()
+    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
+    collector.receive_reply(FX.validators[0].public_key, VoteReply(1, b"", ()))
+    outcome = collector.receive_reply(FX.validators[1].public_key, VoteReply(1, b"", ()))
+    assert isinstance(outcome, QuorumImpossible)
+    late = collector.receive_reply(FX.validators[2].public_key, reply_from(FX.validators[2], collector, entries))
+    assert late is outcome                       # the outcome stays what it was…
+    assert collector.votes_received == 1         # …but the late vote binds the validator to the batch
+
+
+def test_a_validator_sent_the_request_and_never_heard_from_may_be_bound():
+    entries = mint_batch()
+    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
+    assert not collector.may_have_votes                  # nobody was asked yet
+    collector.mark_sent(FX.validators[0].public_key)
+    assert collector.may_have_votes                      # asked, silent: its vote may be on the way
+    collector.receive_reply(FX.validators[0].public_key, VoteReply(1, b"", ()))
+    assert not collector.may_have_votes                  # it answered: a rejection binds nobody
+
+
+def test_once_the_batch_failed_only_real_votes_bind():
+    entries = mint_batch()
+    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
+    for validator in FX.validators:
+        collector.mark_sent(validator.public_key)
+    collector.receive_reply(FX.validators[0].public_key, VoteReply(1, b"", ()))
+    collector.receive_reply(FX.validators[1].public_key, VoteReply(1, b"", ()))
+    assert isinstance(collector.outcome, QuorumImpossible)
+    assert not collector.may_have_votes                  # two refused: no certificate can ever form

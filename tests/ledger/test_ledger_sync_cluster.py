@@ -62,8 +62,9 @@ async def test_a_stopped_node_restarts_and_syncs_to_the_same_state_root(tmp_path
             async with libp2p_node(sleeper_key, tmp_path / "sleeper.db", nodes) as sleeper:
                 assert sleeper.state.height == 11, "restarted from its own store"
                 added = await sleeper.sync_with(FX.validators[0].public_key)
-                # gossipsub may hand a newcomer a few recent messages too; sync brings the rest
-                assert 0 < added <= ENTRIES_WHILE_AWAY
+                # The node's start-up sync and gossip may already have brought some or all of what
+                # it missed; this explicit sync brings whatever is left, never more than that.
+                assert 0 <= added <= ENTRIES_WHILE_AWAY
                 assert sleeper.state.height == 11 + ENTRIES_WHILE_AWAY
                 assert sleeper.state_root() == gateway.state_root()
                 report = await sleeper.store.verify(FX.rules, FX.committee)

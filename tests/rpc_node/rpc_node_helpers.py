@@ -111,7 +111,13 @@ async def exercise_every_method(maker_call, taker_call, nodes) -> None:
     closed_slot = maker.config.zone.slot_rules.slot_of(maker.clock.now_ms()) - 900
     assert (await refused(maker_call, calls.order_place(zone, closed_slot, Side.BUY, 1, 1))).code == codes.INVALID_ORDER
     assert (await refused(maker_call, calls.ledger_entry(maker.key.public_key, 99))).code == codes.LEDGER_ERROR
-    for unbuilt in (calls.telemetry_get(), calls.forecast_get(4), calls.settlement_get(slot),
-                    calls.certs_list(maker.key.public_key)):
-        error = await refused(maker_call, unbuilt)
+    assert (await refused(maker_call, calls.settlement_get(slot + 1))).code == codes.SETTLEMENT_ERROR
+    for no_devices in (calls.telemetry_get(), calls.forecast_get(4)):
+        error = await refused(maker_call, no_devices)
         assert (error.code, error.data) == (codes.NOT_AVAILABLE, {"type": "NotAvailable"})
+
+    # The slot is not settled: a provisional settlement of the certified trade, and no certificates.
+    provisional = await maker_call(calls.settlement_get(slot))
+    assert (provisional.settled, provisional.account, provisional.contracted_wh, provisional.trade_value_uc) == (
+        False, maker.key.public_key, -600, -trade.value_uc)
+    assert await maker_call(calls.certs_list(maker.key.public_key)) == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from p2pgrid.settlement import GridFee, MeterEntry, TradeRecord, ZoneTariffs
-from p2pgrid.wire import Source
+from p2pgrid.settlement_entries import trade_of_swap
+from p2pgrid.trading.pool_entries import SwapRecord
+from p2pgrid.wire import Side, Source
 
 SLOT = 1_800_000_000 - 1_800_000_000 % 900      # a slot start in 2027
 GATEWAY = b"\xee" * 32
@@ -36,8 +38,17 @@ def meter(account: bytes, import_wh: int = 0, export_wh: int = 0, green_wh: int 
                       entry_hash=bytes([account[0]]) * 8 + slot.to_bytes(8, "big"))
 
 
+def swap(swap_id: int, host: bytes, trader: bytes, side: Side, energy_wh: int, credits_uc: int, *,
+         slot: int = SLOT) -> TradeRecord:
+    """A certified pool swap as settlement sees it (``settlement_entries.trade_of_swap``)."""
+    record = SwapRecord(pool_id=b"p" * 16, host=host, trader=trader, side=side, slot=slot, energy_wh=energy_wh,
+                        credits_uc=credits_uc)
+    return trade_of_swap(swap_id.to_bytes(16, "big"), record, ZONE_OF.get(host, "north"))
+
+
 @st.composite
 def trade_sets(draw: st.DrawFn) -> list[TradeRecord]:
+    """Book trades and pool swaps of one slot (swaps: credits any value the curve could charge)."""
     n = draw(st.integers(0, 12))
     trades = []
     for i in range(n):
@@ -45,6 +56,10 @@ def trade_sets(draw: st.DrawFn) -> list[TradeRecord]:
         trades.append(trade(draw(st.integers(0, 10**6)) * 100 + i, seller, buyer,
                             qty_wh=draw(st.integers(1, 5_000)), price=draw(st.integers(0, 1_000_001)),
                             green=draw(st.booleans()), seller_zone=ZONE_OF[seller], buyer_zone=ZONE_OF[buyer]))
+    for i in range(draw(st.integers(0, 6))):
+        host, trader = draw(st.lists(st.sampled_from(ACCOUNTS), min_size=2, max_size=2, unique=True))
+        trades.append(swap(draw(st.integers(0, 10**6)) * 100 + i, host, trader, draw(st.sampled_from(Side)),
+                           energy_wh=draw(st.integers(1, 5_000)), credits_uc=draw(st.integers(1, 5_000_000))))
     return trades
 
 

@@ -211,12 +211,14 @@ def test_a_released_lock_cannot_be_swapped_and_a_swapped_lock_cannot_be_released
     assert rejected.reason is RejectReason.LOCK_CLOSED
 
 
-def test_a_buy_swap_beyond_the_requests_limit_is_rejected():
+def test_a_buy_swap_beyond_the_requests_limit_is_filled_in_part_within_it_or_refused():
     zone = Zone()
     _, quote = compute_swap(zone.pool, Side.BUY, 100, NOW)
     request = zone.request(BUYER, Side.BUY, 100, quote.credits_uc - 1)
+    body = zone.swap_body(request)        # the whole 100 Wh is 1 µc too dear: the most Wh within the limit pro rata
+    assert 0 < body.energy_wh < 100 and body.credits_uc * 100 <= body.energy_wh * (quote.credits_uc - 1)
     with pytest.raises(SwapRejected) as planned:
-        zone.swap_body(request)
+        zone.swap_body(zone.request(BUYER, Side.BUY, 100, 1))      # not even 1 Wh is within 1 µc
     assert planned.value.reason is SwapRefuseReason.SLIPPAGE
 
 

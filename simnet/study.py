@@ -1,0 +1,265 @@
+"""``python -m simnet study``: one representative period per season, then the annualised invest report.
+
+    python -m simnet study [--scenario station] [--days D | --hours H] [--seasons winter,spring,…]
+                           [--nodes N] [--speed X] [--transport memory|libp2p] [--account station-0] [--config NODE.toml] [--out DIR]
+                           [--reuse] [--quiet]
+
+Method. The scenario (default ``simnet/scenarios/station.toml``: the standard 300 kWp / 200 kWh
+station with chargers in a community) runs once per season on the real profiles and weather of
+the scenario's year, each run starting at the scenario's ``start_hour`` (station: 00:00 CET) of the
+season's representative day
+(``SEASON_START_DAYS``: the Monday nearest the middle of each meteorological season, so a week
+holds five weekdays and a weekend) for ``--days`` days. Each run is a full simnet run with its
+end checks (``simnet.simulate``), written to ``DIR/<season>/``. The account's certified ledger
+entries from the four runs are then annualised by ``p2pgrid.invest.annualise`` (each season's
+totals × the days it stands for / the days its run covered) and turned into the investment
+figures (``p2pgrid.invest_report``) with the terms of ``--config``'s ``[invest]`` section (default
+``InvestSection()``: the standard station). Output: ``DIR/invest/report.html`` and
+``DIR/invest/figures.json`` (+ ``plots/``), ``DIR/study.json`` (what ran, how long it took), and
+the headline figures on the terminal.
+
+``--reuse`` keeps a season whose ``DIR/<season>/`` already holds a finished run of the same
+length and start day (an interrupted study resumes where it stopped; ``--seasons`` with
+``--reuse`` re-runs one season).
+
+Exit code: 0 when the report was written and every season's end checks passed; 1 when a run
+failed its checks (the report is still written, and says so) or broke; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from p2pgrid.config import InvestSection, load_config
+from p2pgrid.errors import P2PGridError
+from p2pgrid.invest import STREAMS
+from p2pgrid.invest_report import InvestReport, build_report, read_run, stream_reasons, write_report
+from simnet.profiles import profile_slot_utc_s
+from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario
+
+SCENARIOS_DIR = Path(__file__).parent / "scenarios"
+DEFAULT_SCENARIO = "station"
+DEFAULT_ACCOUNT = "station-0"
+# Profile day (0 = 1 January, CET) each season's run starts on: the Monday nearest the middle of the
+# meteorological season (DJF, MAM, JJA, SON — the seasons ``p2pgrid.invest.SEASON_DAYS`` weighs).
+# In 2018: 15 January, 16 April, 16 July, 15 October.
+SEASON_START_DAYS = {"winter": 14, "spring": 105, "summer": 196, "autumn": 287}
+DEFAULT_DAYS = 2.0
+
+
+class StudyError(P2PGridError):
+    """A study that cannot be run as asked."""
+
+
+@dataclass(frozen=True)
+class SeasonRun:
+    season: str
+    start_day: int
+    out_dir: Path
+    exit_code: int
+    real_s: float
+    reused: bool
+    failed_checks: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"season": self.season, "start_day": self.start_day, "out_dir": str(self.out_dir),
+                "exit_code": self.exit_code, "real_s": round(self.real_s, 1), "reused": self.reused,
+                "failed_checks": list(self.failed_checks)}
+
+
+def resolve_scenario(name: str) -> Path:
+    """A scenario name (``station``) or a path to a TOML file."""
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    return SCENARIOS_DIR / f"{name}.toml"
+
+
+def season_scenario(base: Scenario, season: str, hours: float) -> Scenario:
+    """The base scenario moved to the season's representative start day (same start hour), ``hours`` long."""
+    if season not in SEASON_START_DAYS:
+        raise StudyError(f"unknown season {season!r} (one of {', '.join(SEASON_START_DAYS)})")
+    scenario = base.with_overrides(start_day=SEASON_START_DAYS[season], hours=hours)
+    check_scenario(scenario)
+    return scenario
+
+
+def finished_run_matches(out_dir: Path, scenario: Scenario) -> bool:
+    """Whether ``out_dir`` already holds a finished run of this scenario's period."""
+    try:
+        community = json.loads((out_dir / "community.json").read_text())
+        run = json.loads((out_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    start_ms = (profile_slot_utc_s(scenario.year, scenario.start_day, 0, scenario.slot_s)
+                + scenario.start_hour * 3600) * 1000
+    return (community.get("scenario") == scenario.name and community.get("profile_start_ms") == start_ms
+            and len(community.get("participants", [])) == scenario.participants + 1
+            and run.get("simulated_hours") == scenario.hours and not run.get("interrupted")
+            and (out_dir / "checks.json").exists())
+
+
+def failed_checks(out_dir: Path) -> tuple[str, ...]:
+    try:
+        checks = json.loads((out_dir / "checks.json").read_text())
+    except (OSError, ValueError):
+        return ("checks.json missing",)
+    return tuple(c["name"] for c in checks if not c.get("passed"))
+
+
+def run_season(scenario: Scenario, season: str, out_dir: Path, *, reuse: bool, console: Console,
+               live: bool) -> SeasonRun:
+    from simnet.simulate import simulate
+
+    if reuse and finished_run_matches(out_dir, scenario):
+        console.print(f"[bold]{season}[/bold]: reusing the finished run in {out_dir}")
+        failed = failed_checks(out_dir)
+        return SeasonRun(season, scenario.start_day, out_dir, 1 if failed else 0, 0.0, True, failed)
+    start = dt.date(scenario.year, 1, 1) + dt.timedelta(days=scenario.start_day)
+    console.rule(f"{season}: {start:%a %d %b %Y}, {scenario.hours:g} h")
+    began = time.monotonic()
+    result = simulate(scenario, out_dir, console=console, live=live)
+    return SeasonRun(season, scenario.start_day, out_dir, result.exit_code, time.monotonic() - began, False,
+                     tuple(c.name for c in result.checks if not c.passed))
+
+
+def study_context(scenario_path: Path, base: Scenario, hours: float,
+                  runs: list[SeasonRun]) -> tuple[tuple[str, str], ...]:
+    """The study's own method lines for the report."""
+    days = ", ".join(f"{r.season} from profile day {r.start_day} "
+                     f"({dt.date(base.year, 1, 1) + dt.timedelta(days=r.start_day):%a %d %b})" for r in runs)
+    failed = [f"{r.season}: {', '.join(r.failed_checks)}" for r in runs if r.failed_checks]
+    lines = [("study", f"scenario {scenario_path.name} ({base.households} households, {base.consumers} consumers, "
+                       f"{base.stations} station(s) with {base.station_pv_kwp:g} kWp PV, "
+                       f"{base.station_battery_wh / 1000:g} kWh storage, {base.station_evs} EV charging profiles, "
+                       f"pools {'on' if base.station_pools else 'off'}; strategy {base.strategy}); "
+                       f"{hours:g} simulated hours per season starting {base.start_hour:02d}:00 CET: {days}; "
+                       "the Monday nearest the middle of each meteorological season (DJF, MAM, JJA, SON)")]
+    if hours < 7 * 24:
+        lines.append(("representativeness", f"{hours / 24:g} days per season is less than a week: the runs "
+                                             "start on a Monday, so weekends are under-represented, and a few "
+                                             "days of weather stand for a whole season"))
+    if failed:
+        lines.append(("end checks FAILED", "; ".join(failed)))
+    return tuple(lines)
+
+
+def short_reason(reason: str) -> str:
+    """The first clause of a zero stream's reason (the report has it whole)."""
+    return reason.split(":")[0].split(";")[0]
+
+
+def render_headline(report: InvestReport) -> Table:
+    """Revenue and costs by stream per year, then the investment figures."""
+    table = Table(title=f"standard station · {report.account.hex()[:16]}… · per year (annualised)")
+    table.add_column("stream")
+    table.add_column("credits/year", justify="right")
+    table.add_column("kWh/year", justify="right")
+    table.add_column("note", overflow="fold")
+    reasons = stream_reasons(report)
+    for s in STREAMS:
+        if s.group not in ("revenue", "cost"):
+            continue
+        table.add_row(s.label, f"{report.annual.streams[s.key] / 1e6:,.2f}",
+                      f"{report.annual.energy_wh[s.key] / 1000:,.1f}", short_reason(reasons.get(s.key, "")))
+    table.add_row("operating net", f"{report.annual.operating_net_uc / 1e6:,.2f}", "", "")
+    fig = report.base
+    table.add_row("NPV", f"{fig.npv_uc / 1e6:,.0f}", "", f"at {report.terms.discount_rate:.1%} over "
+                                                        f"{report.terms.lifetime_years} years")
+    table.add_row("IRR", "none" if fig.irr is None else f"{fig.irr:.2%}", "", "")
+    table.add_row("payback", "never" if fig.payback_years is None else f"{fig.payback_years:.1f} years", "", "")
+    table.add_row("LCOS", "n/a" if report.lcos is None else f"{report.lcos / 1e6:.4f} credits/kWh", "",
+                  "per kWh sold (book, pool, feed-in)")
+    return table
+
+
+def render_sensitivity(report: InvestReport) -> Table:
+    table = Table(title="sensitivity (one parameter at a time)")
+    for column in ("parameter", "change", "NPV credits", "IRR", "payback"):
+        table.add_column(column, justify="left" if column == "parameter" else "right")
+    for r in report.rows:
+        table.add_row(r.parameter, f"{r.change:+.0%}", f"{r.figures.npv_uc / 1e6:,.0f}",
+                      "none" if r.figures.irr is None else f"{r.figures.irr:.2%}",
+                      "never" if r.figures.payback_years is None else f"{r.figures.payback_years:.1f} y")
+    return table
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub = commands.add_parser("study", help="seasonal runs of a station scenario and its annualised invest report")
+    sub.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name or TOML path (default: station)")
+    length = sub.add_mutually_exclusive_group()
+    length.add_argument("--days", type=float, help=f"simulated days per season (default {DEFAULT_DAYS:g})")
+    length.add_argument("--hours", type=float, help="simulated hours per season")
+    sub.add_argument("--seasons", default=",".join(SEASON_START_DAYS),
+                     help="comma-separated seasons to run (default: all four)")
+    sub.add_argument("--nodes", type=int, help="resize the community to N nodes (operator included), keeping its mix")
+    sub.add_argument("--speed", type=float, help="simulated seconds per real second (default: the scenario's)")
+    sub.add_argument("--transport", choices=("libp2p", "memory"), help="default: the scenario's")
+    sub.add_argument("--account", default=DEFAULT_ACCOUNT, help="whose investment (default: station-0)")
+    sub.add_argument("--config", type=Path, help="node config whose [invest] section holds the terms")
+    sub.add_argument("--out", default="study-out", help="output directory (default: study-out)")
+    sub.add_argument("--reuse", action="store_true", help="keep seasons already run with the same period")
+    sub.add_argument("--quiet", action="store_true", help="no live view")
+
+
+def do_study(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        seasons = [s.strip() for s in args.seasons.split(",") if s.strip()]
+        if not seasons or len(set(seasons)) != len(seasons):
+            raise StudyError("--seasons: name each season once")
+        hours = args.hours if args.hours is not None else 24.0 * (args.days if args.days is not None else DEFAULT_DAYS)
+        if hours <= 0:
+            raise StudyError("--days / --hours must be positive")
+        scenario_path = resolve_scenario(args.scenario)
+        base = load_scenario(scenario_path)
+        if args.nodes is not None:
+            from simnet.demo import resize
+            base = resize(base, args.nodes)
+        base = base.with_overrides(speed=args.speed, transport=args.transport)
+        scenarios = {season: season_scenario(base, season, hours) for season in seasons}
+        terms_section = load_config(args.config).invest if args.config else InvestSection()
+    except (StudyError, ScenarioError, P2PGridError) as exc:
+        print(f"simnet study: {exc}", file=sys.stderr)
+        return 2
+    from p2pgrid.cli.invest import terms_of
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    runs: list[SeasonRun] = []
+    for season, scenario in scenarios.items():
+        run = run_season(scenario, season, out / season, reuse=args.reuse, console=console, live=not args.quiet)
+        runs.append(run)
+        if run.exit_code == 130:
+            console.print("interrupted: no report")
+            return 130
+    try:
+        ledgers = [read_run(r.out_dir, args.account, r.season) for r in runs]
+        report = build_report(ledgers, terms_of(terms_section), study_context(scenario_path, base, hours, runs))
+        html_path, json_path = write_report(report, out / "invest")
+    except P2PGridError as exc:
+        print(f"simnet study: {exc}", file=sys.stderr)
+        return 1
+    total_s = time.monotonic() - began
+    (out / "study.json").write_text(json.dumps({
+        "scenario": str(scenario_path), "account": args.account, "hours_per_season": hours,
+        "speed": base.speed, "transport": base.transport, "year": base.year,
+        "seasons": [r.to_json() for r in runs], "real_s": round(total_s, 1),
+        "report": str(html_path), "figures": str(json_path)}, indent=1))
+    console.print(render_headline(report))
+    console.print(render_sensitivity(report))
+    console.print(f"{len(runs)} season runs of {hours:g} h in {total_s / 60:.1f} min "
+                  f"({', '.join(f'{r.season} {r.real_s:.0f} s' for r in runs)})")
+    console.print(f"report: {html_path}\nfigures: {json_path}")
+    return 0 if all(r.exit_code == 0 for r in runs) else 1
