@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from p2pgrid.market.amm import HostLosses
+from p2pgrid.node_devices import has_devices
+from p2pgrid.node_pool_delivery import PoolDeliveryService
 from p2pgrid.trading.pool_client import PoolClientConfig, open_pool_client
 from p2pgrid.trading.pool_host import BatteryLimits, PoolHostConfig, battery_limits, open_pool_host
 
@@ -125,4 +127,6 @@ def pool_services(config: Any) -> list[Any]:
     services: list[Any] = [PoolTradingService()]
     if config.pool.enabled and config.devices.battery is not None:
         services.append(PoolHostService())
+        if has_devices(config) and config.agent.strategy != "agent":   # the agent owns its battery
+            services.append(PoolDeliveryService())
     return services

@@ -416,7 +416,7 @@ def trade_of_swap(swap_id: bytes, record: SwapRecord, zone: str) -> TradeRecord:
                        value_uc=record.credits_uc)
 
 
-def _swap_records(state: LedgerState) -> list[tuple[bytes, SwapRecord]]:
+def swap_records(state: LedgerState) -> list[tuple[bytes, SwapRecord]]:
     """Every certified swap record with its swap id, by swap id."""
     records = [(bytes.fromhex(key[len(_SWAP_KEY_PREFIX):]), record) for key, record in state.extra.items()
                if key.startswith(_SWAP_KEY_PREFIX) and isinstance(record, SwapRecord)]
@@ -425,7 +425,7 @@ def _swap_records(state: LedgerState) -> list[tuple[bytes, SwapRecord]]:
 
 def swap_trades_for_slot(state: LedgerState, rules: LedgerRules, slot: int) -> list[TradeRecord]:
     """The slot's certified pool swaps as trades (see the module docstring), the gateway's left out."""
-    return [trade_of_swap(swap_id, record, rules.zone) for swap_id, record in _swap_records(state)
+    return [trade_of_swap(swap_id, record, rules.zone) for swap_id, record in swap_records(state)
             if record.slot == slot and rules.gateway not in (record.host, record.trader)]
 
 
@@ -469,7 +469,7 @@ def _body_of(settlement: SlotSettlement, fees: tuple[GridFee, ...] = ()) -> Sett
 def unsettled_slots(state: LedgerState) -> list[int]:
     """Slots with certified trades, swaps or meter entries and no certified settlement yet."""
     slots = {r.lock.slot for r in state.locks.values() if r.status is LockStatus.FILLED and r.filled_wh > 0}
-    slots |= {record.slot for _, record in _swap_records(state)}
+    slots |= {record.slot for _, record in swap_records(state)}
     slots |= {int(k.rsplit("/", 1)[1]) for k in state.extra if k.startswith("meter/")}
     return sorted(s for s in slots if settle_key(s) not in state.extra)
 

@@ -4,6 +4,7 @@ fee-inclusive route → take → certified fill → settlement charges the fee."
 
 import dataclasses
 import os
+from types import SimpleNamespace
 
 import pytest
 import trio
@@ -12,6 +13,7 @@ from p2pgrid.ledger.chain import LockStatus, state_root
 from p2pgrid.market.locality import label_trades, settlement_grid_fees
 from p2pgrid.net.orders import orders_topic
 from p2pgrid.net.testing import wait_until
+from p2pgrid.node_api import LiveNodeApi, WrongZone
 from p2pgrid.settlement import MeterEntry, Reason, ZoneTariffs, settle_slot
 from p2pgrid.settlement_entries import trades_for_slot
 from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer
@@ -55,6 +57,13 @@ async def test_cross_zone_takes_follow_effective_prices_and_pay_the_fee(tmp_path
         await wait_for_book(buyer, slot, "a", 1)
         await wait_for_book(buyer, slot, "b", 1)
         assert [(lv.price, lv.qty_wh) for lv in buyer.trading.neighbour_depths(slot)["b"].asks] == [(180_000, 1000)]
+        # book_get answers for a neighbour zone at fee-inclusive prices, and refuses an untraded one.
+        api = LiveNodeApi(SimpleNamespace(zone="a", trading=buyer.trading))   # type: ignore[arg-type]
+        snapshot = await api.book("b", slot, 10)
+        assert [(lv.price, lv.qty_wh) for lv in snapshot.asks] == [(180_000, 1000)]
+        assert [(lv.price, lv.qty_wh) for lv in (await api.book("a", slot, 10)).asks] == [(200_000, 1000)]
+        with pytest.raises(WrongZone):
+            await api.book("c", slot, 10)
         report = await buyer.trading.execute(Side.BUY, 1000, slot)
         assert report.problems == ()
         (execution,) = report.executions

@@ -62,7 +62,8 @@ class LocalBooks:
 
     def book(self, slot: int, zone: str | None = None) -> OrderBook:
         zone = zone or self.zone
-        return self._books.get((zone, slot)) or OrderBook(zone, slot)
+        book = self._books.get((zone, slot))
+        return OrderBook(zone, slot) if book is None else book   # an empty book is still a book
 
     def depth(self, slot: int, max_levels: int | None = None, zone: str | None = None) -> Depth:
         return self.book(slot, zone).depth(max_levels)
@@ -114,7 +115,9 @@ class LocalBooks:
         if known is not None:
             detail = "duplicate" if known.body == order else "order id already used"
             return BookChange(order.slot, order.order_id, "ignored", detail)
-        book = self._books.setdefault((order.zone, order.slot), OrderBook(order.zone, order.slot))
+        book = self._books.get((order.zone, order.slot))
+        if book is None:
+            book = self._books[(order.zone, order.slot)] = OrderBook(order.zone, order.slot)
         try:
             book.add(BookOrder.from_wire(order), now_ms)
         except (AlreadyExpired, DuplicateOrder) as exc:

@@ -2,17 +2,22 @@
 ``local_books``, ``maker`` and ``market.router``).
 
 * **Books.** Order gossip deliveries feed ``LocalBooks``; a tick expires orders, closes slots at
-  gate closure, and brings every order's remainder in line with the certified ledger (fills are
-  learned from the replicated ledger, so every node converges).
+  gate closure, and, when the ledger has grown, brings the remainder of each order whose certified
+  consumption changed in line with the ledger (fills are learned from the replicated ledger, so
+  every node converges; an order arriving after its trades is brought in line on arrival).
 * **Maker.** Serves ``/p2pgrid/take/1`` on persistent streams. For a take on one of its offers it
   finds the taker's certified lock (pulling the taker's chain if gossip has not brought it yet),
   certifies a fill consuming it and answers ``filled``; for a take on one of its bids it certifies
-  a lock for the taker and answers ``locked``. ``maker.decide_take`` and ``MakerDesk`` make sure
+  a lock for the taker and answers ``locked``. A fill or lock that missed a quorum but may have
+  votes is retried as the *same* entry, so a take is never answered ``refused`` for a trade that
+  got certified (``_certify``); if the ledger certified it on its own meanwhile, the answer's
+  ``certificate`` is empty. ``maker.decide_take`` and ``MakerDesk`` make sure
   certified + in-flight never exceeds an order, even when several takers race.
 * **Taker.** ``execute(side, qty, slot, limit)`` quotes with the router over the local book, runs
   every leg's take concurrently, and re-routes what was refused, a bounded number of rounds.
 * **Housekeeping.** Locks this node holds that nobody consumed are released after their deadline,
-  so credits of a failed take come back.
+  so credits of a failed take come back (from an index of this node's own open locks, not a scan
+  of every lock in the zone).
 * **Neighbour zones** (``market.locality``, ``TradingConfig.grid_fees``). The books also hold the
   orders of the zones this node has a grid fee for, fed by their order gossip (read-only: this
   node publishes only on its home topic). Quotes compare effective prices (``ask + fee`` for a
@@ -30,6 +35,7 @@ bounded by trio timeouts in seconds.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -41,7 +47,7 @@ import trio
 from p2pgrid.errors import LedgerError, NetError, TradingError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import LockStatus, RejectReason, decode_body
-from p2pgrid.ledger.messages import Fill, Lock, Release
+from p2pgrid.ledger.messages import Certificate, Entry, Fill, Lock, Release, entry_hash
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.book import Depth
 from p2pgrid.market.locality import Locality, ZoneNotTraded, fee_inclusive_depth, route_zones, taker_price
@@ -161,6 +167,12 @@ class TradingService:
         self.own_orders: dict[bytes, Signed[Order]] = journal.load() if journal is not None else {}
         self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
+        # What the last sync with the ledger saw (see ``_sync_books_with_ledger``).
+        self._synced_height = -1
+        self._synced_consumed: dict[bytes, int] = {}           # live order id → certified Wh consumed
+        # This node's locks that may still need a release (see ``_release_expired_locks``).
+        self._lock_scan: tuple[object, int] = (None, 0)        # (locks mapping, how many entries read)
+        self._own_open_locks: dict[bytes, None] = {}           # take id → (ordered set)
         self._requests = RequestStreams(transport, TAKE_PROTOCOL, MAX_TAKE_BYTES)
         self._server = StreamServer(self._answer_frame)
         # Book changes for whoever follows them (RPC subscriptions); bounded, and dropped rather
@@ -385,7 +397,7 @@ class TradingService:
         self._remember_zones(take.take_id, order.slot, (order.zone, taker_zone) if order.side is Side.SELL
                              else (taker_zone, order.zone))
         return TakeAnswer(take_id=take.take_id, maker=self.me, status=status, qty_wh=take.qty_wh,
-                          available_wh=0, reason="", certificate=encode(certificate))
+                          available_wh=0, reason="", certificate=b"" if certificate is None else encode(certificate))
 
     def _refusal(self, take_id: bytes, reason: RefuseReason, detail: str, available_wh: int = 0) -> TakeAnswer:
         self.stats.takes_refused[reason.value] = self.stats.takes_refused.get(reason.value, 0) + 1
@@ -397,31 +409,58 @@ class TradingService:
     def _lock_deadline(self, slot: int) -> int:
         return min(self.config.slot_rules.gate_closure_ms(slot), self.clock() + self.config.lock_ttl_ms)
 
-    async def _certify(self, entry: Signed) -> object:
+    async def _certify(self, entry: Signed[Entry]) -> Certificate | None:
         """Certify one of our entries, riding out two transient refusals:
 
         * a fill may reach a validator before the lock it consumes (the lock's confirm and the
           fill's vote request travel on different streams): retried a few times;
-        * no quorum reachable (a partition): the *same* entry is offered again until a quorum
-          answers or the caller's deadline (``take_timeout_s``) cancels us. Re-offering the same
-          entry matters: validators that already voted for it at this seq would refuse any other.
+        * no quorum reachable (a partition): offered again until a quorum answers or the caller's
+          deadline (``take_timeout_s``) cancels us.
+
+        What a retry offers: while some validator may have voted for the entry (the ledger holds
+        it *in doubt* and offers it again before anything else of our chain), the *same* entry,
+        since only it can ever be certified at its seq — a second fill for the same take would be
+        refused once the first is certified, and the take would report a failure for a trade
+        that happened. Otherwise nobody is bound to it and the ledger's tip fell back below it:
+        the entry is built afresh on that tip. Before giving up, and before each retry, we check
+        whether the entry got certified meanwhile (the ledger re-offers entries in doubt on its
+        own); then it is a success, whose certificate is in the store rather than at hand
+        (``None``).
         """
         lock_retries = 0
         delay = 0.05
         while True:
             try:
                 return await self.ledger.submit(entry)
-            except BatchRejected as exc:
+            except LedgerError as exc:
+                if await self._is_certified(entry):
+                    return None
+                if not isinstance(exc, BatchRejected):
+                    raise
                 reasons = {r.reason for rs in exc.reasons.values() for r in rs}
                 if not reasons:                       # nobody refused: no quorum answered
                     self.stats.quorum_retries += 1
                 elif RejectReason.NO_LOCK.value in reasons and lock_retries < 3:
                     lock_retries += 1
-                    entry = self.ledger.next_entry(entry.body.kind, decode_body(entry.body))
                 else:
                     raise
-                await trio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            if await self._is_certified(entry):
+                return None
+            if not _is_in_doubt(self.ledger, entry):
+                entry = self.ledger.next_entry(entry.body.kind, decode_body(entry.body))
+
+    async def _is_certified(self, entry: Signed[Entry]) -> bool:
+        """Whether this very entry is certified (compared by hash: another entry may hold its seq)."""
+        account, seq = entry.body.account, entry.body.seq
+        head = self.ledger.state.head(account)
+        if head.next_seq <= seq:
+            return False
+        if head.next_seq == seq + 1:
+            return head.last_hash == entry_hash(entry)
+        stored = await self.ledger.store.get_entry(account, seq)
+        return stored is not None and entry_hash(stored) == entry_hash(entry)
 
     async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
         """Until the certified lock ``take_id`` is in our state: pull ``owner``'s chain, then wait."""
@@ -435,10 +474,30 @@ class TradingService:
             while take_id not in self.ledger.state.locks:
                 await self.ledger.wait_for_height(self.ledger.state.height + 1)
 
+    def _note_new_locks(self) -> None:
+        """Add this node's open locks certified since the last call to ``_own_open_locks``.
+        Lock records are only ever added to the state or replaced in place (filled, released),
+        and a dict keeps insertion order: the records past the count already read are new."""
+        locks = self.ledger.state.locks
+        seen_in, read = self._lock_scan
+        if seen_in is not locks or read > len(locks):    # another state object: read it whole
+            read = 0
+        if read < len(locks):
+            for take_id, record in itertools.islice(locks.items(), read, None):
+                if record.buyer == self.me and record.status is LockStatus.OPEN:
+                    self._own_open_locks[take_id] = None
+        self._lock_scan = (locks, len(locks))
+
     async def _release_expired_locks(self) -> None:
+        """Release this node's locks nobody consumed by their deadline. Only this node's own
+        open locks are looked at (``_own_open_locks``), not every lock of the zone."""
+        self._note_new_locks()
         now = self.clock()
-        for take_id, record in list(self.ledger.state.locks.items()):
-            if record.buyer == self.me and record.status is LockStatus.OPEN and record.lock.deadline_ms <= now:
+        for take_id in list(self._own_open_locks):
+            record = self.ledger.state.locks.get(take_id)
+            if record is None or record.status is not LockStatus.OPEN:
+                del self._own_open_locks[take_id]     # filled or released: nothing left to do
+            elif record.lock.deadline_ms <= now:
                 try:
                     await self.ledger.submit(self.ledger.next_entry("release", Release(take_id=take_id)))
                     self.stats.releases += 1
@@ -477,11 +536,32 @@ class TradingService:
             self._refresh(order_id)
 
     def _sync_books_with_ledger(self) -> None:
+        """Bring the books in line with trades certified since the last sync. Nothing to do while
+        the ledger's height stands still; otherwise only the orders whose certified consumption
+        changed are refreshed (an order added meanwhile is refreshed when it arrives:
+        ``_catch_up_new_order``). What this node itself learned (its takes, makers' floors)
+        refreshes an order at once, in ``_record_take`` and ``_reduce_to``."""
+        height = self.ledger.state.height
+        if height == self._synced_height:
+            return
+        self._synced_height = height
+        consumed_now: dict[bytes, int] = {}
         for signed in self.books.live_orders():
-            self._refresh(signed.body.order_id)
-        live = {s.body.order_id for s in self.books.live_orders()}
-        self._own_takes = {oid: takes for oid, takes in self._own_takes.items() if oid in live}
-        self._floor = {oid: wh for oid, wh in self._floor.items() if oid in live}
+            order_id = signed.body.order_id
+            consumed = consumed_now[order_id] = self._certified_consumed(signed.body)
+            if consumed != self._synced_consumed.get(order_id, 0):
+                self._refresh(order_id)
+        self._synced_consumed = consumed_now
+        self._own_takes = {oid: takes for oid, takes in self._own_takes.items() if oid in consumed_now}
+        self._floor = {oid: wh for oid, wh in self._floor.items() if oid in consumed_now}
+
+    def _catch_up_new_order(self, change: BookChange) -> None:
+        """An order that just entered the books may have trades certified already (its gossip
+        came late, or the ledger's was early): apply them now, not at the next height change."""
+        if change.change == "added":
+            signed = self.books.signed_order(change.order_id)
+            if signed is not None and self._certified_consumed(signed.body) > 0:
+                self._refresh(change.order_id)
 
     def _remember_zones(self, take_id: bytes, slot: int, zones: tuple[str, str]) -> None:
         self.trade_zones[take_id] = zones
@@ -507,7 +587,9 @@ class TradingService:
         now = self.clock()
         for item in delivery.items:
             if isinstance(item.body, Order):
-                self._publish_change(self.books.on_order(item, now))
+                change = self.books.on_order(item, now)
+                self._publish_change(change)
+                self._catch_up_new_order(change)
             else:
                 self._publish_change(self.books.on_cancel(item))
 
@@ -547,6 +629,14 @@ class TradingService:
             # The transport outlives this service: end our streams with it (see net.requests).
             await self._server.aclose()
             await self._requests.aclose()
+
+
+def _is_in_doubt(ledger: LedgerService, entry: Signed[Entry]) -> bool:
+    """Whether some validator may have voted for ``entry`` without it being certified: the ledger
+    then keeps its tip on top of it and offers it again first. Adapter over the ledger's private
+    record until ``LedgerService`` exposes this question itself."""
+    held = ledger._in_doubt.get(entry.body.account, {}).get(entry.body.seq)   # noqa: SLF001
+    return held is not None and entry_hash(held) == entry_hash(entry)
 
 
 @asynccontextmanager
