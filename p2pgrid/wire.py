@@ -30,7 +30,7 @@ import hashlib
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import msgpack
 from nacl.exceptions import BadSignatureError

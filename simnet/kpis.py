@@ -44,7 +44,7 @@ from p2pgrid.node import read_status
 from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
 from p2pgrid.settlement_entries import certificates_of, meter_entries_for_slot, settled_slots, settlement_of
 from p2pgrid.trading.pool_entries import PoolRecord
-from p2pgrid.wire import Order, Side, decode_signed
+from p2pgrid.wire import Order, decode_signed
 from simnet.community import ENERGY_FILE, Energy
 
 KPI_KEYS = ("self_sufficiency", "self_consumption", "savings_per_household", "savings_per_participant",

@@ -56,7 +56,7 @@ from nacl.signing import SigningKey
 from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import (
-    ChainHead, ChainInconsistent, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_ready,
+    ChainHead, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_ready,
     build_entry, state_root,
 )
 from p2pgrid.ledger.committee import (
@@ -241,6 +241,12 @@ class LedgerService:
 
     def head(self, account: bytes | None = None) -> ChainHead:
         return self.state.head(account or self.me)
+
+    def is_in_doubt(self, entry: Signed[Entry]) -> bool:
+        """Whether some validator may have voted for ``entry`` without it being certified: the
+        ledger then keeps its tip on top of it and offers exactly this entry again first."""
+        held = self._in_doubt.get(entry.body.account, {}).get(entry.body.seq)
+        return held is not None and entry_hash(held) == entry_hash(entry)
 
     async def wait_for_height(self, height: int) -> None:
         """Block until at least ``height`` certified entries are applied."""

@@ -448,7 +448,7 @@ class TradingService:
             delay = min(delay * 2, 2.0)
             if await self._is_certified(entry):
                 return None
-            if not _is_in_doubt(self.ledger, entry):
+            if not self.ledger.is_in_doubt(entry):
                 entry = self.ledger.next_entry(entry.body.kind, decode_body(entry.body))
 
     async def _is_certified(self, entry: Signed[Entry]) -> bool:
@@ -629,14 +629,6 @@ class TradingService:
             # The transport outlives this service: end our streams with it (see net.requests).
             await self._server.aclose()
             await self._requests.aclose()
-
-
-def _is_in_doubt(ledger: LedgerService, entry: Signed[Entry]) -> bool:
-    """Whether some validator may have voted for ``entry`` without it being certified: the ledger
-    then keeps its tip on top of it and offers it again first. Adapter over the ledger's private
-    record until ``LedgerService`` exposes this question itself."""
-    held = ledger._in_doubt.get(entry.body.account, {}).get(entry.body.seq)   # noqa: SLF001
-    return held is not None and entry_hash(held) == entry_hash(entry)
 
 
 @asynccontextmanager

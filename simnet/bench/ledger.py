@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import tempfile
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
