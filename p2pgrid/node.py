@@ -17,7 +17,10 @@ Composition (imperative shell; the rules live in pure modules)::
             ├── DeviceService    p2pgrid.node_devices: every node with devices: devices, telemetry
             ├── MeterNodeService p2pgrid.node_metering: signed meter entries of the devices' slots
             ├── AgentTrader      p2pgrid.node_planner: agent.strategy = "agent": forecasts, plan, orders
-            └── extra services   ledger, market, devices, rpc ... plug in here
+            ├── Ledger/Trading/Settlement  p2pgrid.node_trading: with a committee and a gateway
+            ├── PoolTrading/PoolHost       p2pgrid.node_pools: [pool] enabled on a battery node
+            ├── PoolDeliveryService        p2pgrid.node_pool_delivery: the battery exports pool sales
+            └── extra services   rpc, metrics ... plug in here
 
 **Service protocol.** A service is any object with a ``name`` and
 ``async def run(self, node, *, task_status=trio.TASK_STATUS_IGNORED)``. ``Node.run`` starts

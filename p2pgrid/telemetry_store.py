@@ -32,7 +32,7 @@ import aiosqlite
 import trio
 import trio_asyncio
 
-from p2pgrid.ledger.store import _asyncio_bridge as asyncio_bridge
+from p2pgrid.ledger.store import asyncio_bridge
 from p2pgrid.telemetry import Bucket
 
 __all__ = ["TELEMETRY_DB", "SlotTelemetry", "TelemetryStore", "open_telemetry_store", "regroup"]

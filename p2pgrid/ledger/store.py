@@ -411,7 +411,9 @@ def _split_leaves(blob: bytes) -> tuple[bytes, ...]:
 
 
 @asynccontextmanager
-async def _asyncio_bridge() -> AsyncIterator[None]:
+async def asyncio_bridge() -> AsyncIterator[None]:
+    """The trio-asyncio loop aiosqlite needs: the caller's if one is running, else a new one for
+    the block. Every SQLite store of the node (ledger, telemetry) opens through this."""
     if trio_asyncio.current_loop.get() is not None:
         yield
         return
@@ -422,7 +424,7 @@ async def _asyncio_bridge() -> AsyncIterator[None]:
 @asynccontextmanager
 async def open_store(path: str | Path) -> AsyncIterator[LedgerStore]:
     """Open (creating if needed) the ledger database at ``path``; closes it on exit."""
-    async with _asyncio_bridge():
+    async with asyncio_bridge():
         async def connect() -> aiosqlite.Connection:
             conn = await aiosqlite.connect(str(path), isolation_level="DEFERRED")
             await conn.execute("PRAGMA journal_mode=WAL")

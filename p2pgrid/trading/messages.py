@@ -11,6 +11,10 @@ order's price. Its answer is the maker's signed ``TakeAnswer``:
 ``refused``    nothing happened; ``reason`` says why (see ``RefuseReason``), ``available_wh``
                what the maker could still trade, so the taker can re-route at once.
 =============  ===============================================================================
+
+``certificate`` may be empty in a ``filled``/``locked`` answer: when an entry that was in doubt got
+certified by the ledger on its own (while another entry of the maker's was submitted), the maker
+knows it is final but does not hold its certificate; the taker finds it in its ledger replica.
 """
 
 from __future__ import annotations
