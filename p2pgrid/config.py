@@ -362,6 +362,52 @@ class PoolSection:
 
 
 @dataclass(frozen=True)
+class SharesSection:
+    """A pool host's programme of liquidity providers' shares (``p2pgrid.node_shares``)."""
+
+    offer: bool = field(default=False, metadata=doc(
+        "Pool host: open a share programme on its pools' fees at start (if none is active) and run "
+        "it: issue bought shares, pay fees out, redeem at par."))
+    price_uc: int = field(default=10_000_000, metadata=doc(
+        "Price of one share, µc (paid back at par on redemption).", min=1, max=10**15))
+    fee_share_bps: int = field(default=5_000, metadata=doc(
+        "Part of the host's pool fees paid to the share holders, basis points.", min=1, max=10_000))
+    cap_shares: int = field(default=1_000, metadata=doc("Most shares outstanding at once.", min=1, max=10**12))
+    lockup_s: int = field(default=30 * 86_400, metadata=doc(
+        "Market seconds from the offer until redemptions may start (rounded up to a slot start).",
+        min=0, max=100 * 365 * 86_400))
+    sale_s: int = field(default=7 * 86_400, metadata=doc(
+        "Market seconds from the offer until the sale closes (no purchase after).", min=1,
+        max=100 * 365 * 86_400))
+    residents_only: bool = field(default=False, metadata=doc(
+        "Sell only to accounts with a certified meter registration in the zone (local ownership)."))
+    payout_every_s: int = field(default=86_400, metadata=doc(
+        "Market seconds between payouts of the holders' part of the pool fees.", min=1,
+        max=365 * 86_400))
+
+
+@dataclass(frozen=True)
+class ChargingSection:
+    """Public EV charging sold under a certified tariff (``p2pgrid.node_charging``)."""
+
+    enabled: bool = field(default=False, metadata=doc(
+        "Station: sell charging at its chargers to accounts of the zone under a certified tariff."))
+    price_uc_per_kwh: int = field(default=450_000, metadata=doc(
+        "Charging price, µc per kWh delivered to the car.", min=1))
+    max_session_wh: int = field(default=60_000, metadata=doc(
+        "Most energy one session may take, Wh (the driver escrows its price up front).", min=1))
+    connectors: int = field(default=2, metadata=doc(
+        "Charging connectors; each has its own metering key, <data_dir>/chargers/<n>.key (made 0600 on first "
+        "start), named in the tariff.", min=1, max=16))
+    max_power_w: int = field(default=22_000, metadata=doc("Power of one connector, W.", min=1))
+    tariff_days: int = field(default=365, metadata=doc(
+        "A tariff stays open this many days; the station opens the next one a day before it closes.", min=2))
+    sessions_file: str = field(default="", metadata=doc(
+        "Simulation only: JSON of planned charging sessions in data_dir (simnet writes it: the station's "
+        "sessions with their energy, or a driver's sessions to start). Empty: none."))
+
+
+@dataclass(frozen=True)
 class AgentSection:
     strategy: str = field(default="none", metadata=doc(
         "none: place no orders by itself. random: seeded random orders (demo/simnet). "
@@ -487,6 +533,8 @@ class NodeConfig:
     clock: ClockSection = field(default_factory=ClockSection, metadata=doc("Where market time comes from."))
     devices: DevicesSection = field(default_factory=DevicesSection, metadata=doc("Devices behind the meter."))
     pool: PoolSection = field(default_factory=PoolSection, metadata=doc("AMM pool hosting."))
+    shares: SharesSection = field(default_factory=SharesSection, metadata=doc("LP share programme (pool host)."))
+    charging: ChargingSection = field(default_factory=ChargingSection, metadata=doc("Public EV charging sales."))
     agent: AgentSection = field(default_factory=AgentSection, metadata=doc("Trading strategy."))
     gateway: GatewaySection = field(default_factory=GatewaySection, metadata=doc("Zone operator duties."))
     simnet: SimnetSection = field(default_factory=SimnetSection, metadata=doc("Test-only simulation switches."))

@@ -20,10 +20,11 @@ energy_sold_pool            ``swap`` BUY in A's pool (A the host): credits paid,
 pool_fees                   the fee part of BUY swaps in A's pools (``amm`` recomputed from the
                             certified pool, as validators do)
 imbalance_credit            settlement ``unused_purchase`` postings (bought but not imported)
-charging_sales              no ledger kind records EV charging sales yet: always 0, with a note
+charging_sales              ``charge_bill`` by A (A the station): the metered session's price
 energy_bought_book          A the buyer of a ``fill`` by an ordinary seller: −trade value
 energy_bought_grid          A the buyer of a ``fill`` whose seller is the gateway
 energy_bought_pool          A the trader of a BUY ``swap``: −credits; A the host of a SELL swap: −credits
+charging_bought             A the driver of a billed ``charge_start``: −the session's price
 shortfall_charges           settlement ``shortfall`` postings (sold but not delivered)
 extra_import                settlement ``extra_import`` postings (imported beyond purchases)
 grid_fees                   settlement ``grid_fee`` postings (cross-zone trades)
@@ -37,9 +38,10 @@ share_capital               pool share principal, a capital movement, not revenu
                             ``share_issue`` −amount (its escrow goes to the host) and of a
                             ``share_redeem`` +amount (par back); A the host: the opposite signs
 escrow                      credits A moved into its own open locks (``lock`` and ``share_buy``
-                            −amount; the matching ``fill``/``swap``/``share_issue`` gives the amount
-                            back, then books the trade or the share capital; ``release`` and the
-                            host's ``swap_decline`` give it back)
+                            −amount, and ``charge_start``; the matching ``fill``/``swap``/
+                            ``share_issue``/``charge_bill`` gives the amount back, then books the
+                            trade, the share capital or the charging; ``release`` and the host's
+                            ``swap_decline`` give it back)
 other                       the rest of the measured change (0 for every kind above)
 ==========================  ===========================================================================
 
@@ -48,7 +50,8 @@ withdrawals, share capital) + escrow + other.
 
 Time. Entries carry no clock. An entry's *market time* (Unix s) is the delivery slot it concerns:
 ``lock.slot`` (fills and releases: their lock's slot), ``settle.slot``, the pool's slot for
-``pool_open`` / ``pool_update`` / ``swap``. Entries without one (``transfer``, ``mint``, ``burn``,
+``pool_open`` / ``pool_update`` / ``swap``, the plug-in time of a ``charge_start`` and the end of
+the metered session of a ``charge_bill``. Entries without one (``transfer``, ``mint``, ``burn``,
 ``meter``, the ``share_*`` kinds, unknown kinds) take the market time of the last timed entry
 applied before them (0 before any). A period ``[start_s, end_s)`` holds the entries whose market
 time is in it; ``opening`` is the sum of the account's changes before ``start_s`` and ``closing``
@@ -83,6 +86,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2pgrid.charging import CHARGE_BILL_KIND, CHARGE_START_KIND, decode_charge_reading
 from p2pgrid.errors import P2PGridError
 from p2pgrid.ledger.chain import LedgerRules, LedgerState, apply_entry, decode_body, derive_state, is_ready
 from p2pgrid.ledger.messages import Entry
@@ -119,6 +123,7 @@ STREAMS: tuple[Stream, ...] = (
     Stream("imbalance_credit", "Imbalance credits (unused purchases)", REVENUE),
     Stream("energy_bought_book", "Energy bought via order book", COST),
     Stream("energy_bought_pool", "Energy bought via pool", COST),
+    Stream("charging_bought", "EV charging bought", COST),
     Stream("energy_bought_grid", "Energy bought from the grid", COST),
     Stream("shortfall_charges", "Shortfall charges", COST),
     Stream("extra_import", "Imbalance import charges", COST),
@@ -132,10 +137,7 @@ STREAMS: tuple[Stream, ...] = (
 )
 STREAM_KEYS = tuple(s.key for s in STREAMS)
 OPERATING_KEYS = tuple(s.key for s in STREAMS if s.group in (REVENUE, COST))
-STREAM_NOTES = {
-    "charging_sales": "no ledger entry kind records EV charging sales yet; the charger's energy is "
-                      "bought and sold through the order book and pools like any other",
-}
+STREAM_NOTES: dict[str, str] = {}
 _SETTLEMENT_STREAMS = {"shortfall": "shortfall_charges", "surplus_export": "feed_in",
                        "extra_import": "extra_import", "unused_purchase": "imbalance_credit",
                        "grid_fee": "grid_fees"}
@@ -181,6 +183,13 @@ def _time_of(entry: Entry, body: Any, state: LedgerState) -> int | None:
         return int(record.lock.slot) if record is not None else None
     if kind == "settle":
         return int(body.slot)
+    if kind == CHARGE_START_KIND:
+        return int(body.plugged_in_ms) // 1000
+    if kind == CHARGE_BILL_KIND:
+        try:
+            return int(decode_charge_reading(body.reading).body.ended_ms) // 1000
+        except P2PGridError:
+            return None
     if kind == "pool_open":
         return int(body.slot)
     if kind in ("pool_update", "swap"):
@@ -235,6 +244,8 @@ def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rule
         return _classify_swap(entry, body, before, account)
     if kind in _SHARE_KINDS:
         return _classify_share(entry, body, before, account)
+    if kind in (CHARGE_START_KIND, CHARGE_BILL_KIND):
+        return _classify_charging(entry, body, before, account)
     return []
 
 
@@ -263,6 +274,19 @@ def _classify_share(entry: Entry, body: Any, before: LedgerState, account: bytes
             split.append(("share_capital", -body.amount_uc, 0))
         if body.lp == account:
             split.append(("share_capital", body.amount_uc, 0))
+    return split
+
+
+def _classify_charging(entry: Entry, body: Any, before: LedgerState, account: bytes) -> _Split:
+    """Charging: the driver's escrow, and at the bill the station's sale and the driver's cost."""
+    if entry.kind == CHARGE_START_KIND:
+        return [("escrow", -body.amount_uc, 0)] if entry.account == account else []
+    split: _Split = []
+    if entry.account == account:
+        split.append(("charging_sales", body.amount_uc, body.delivered_wh))
+    record = before.locks.get(body.session_id)
+    if record is not None and record.buyer == account:
+        split += [("escrow", record.lock.amount, 0), ("charging_bought", -body.amount_uc, body.delivered_wh)]
     return split
 
 

@@ -45,6 +45,7 @@ REPORT_HTML = "report.html"
 FIGURES_JSON = "figures.json"
 SETTLEMENT_STREAMS = ("feed_in", "imbalance_credit", "shortfall_charges", "extra_import", "grid_fees")
 POOL_STREAMS = ("energy_sold_pool", "pool_fees", "energy_bought_pool")
+SOLD_STREAMS = ("energy_sold_book", "energy_sold_pool", "charging_sales")   # energy the account delivered
 DATA_SOURCES = ("household load and EV charging: Fraunhofer ISE synPRO profiles; consumers: BDEW 2025 "
                 "standard load profile H25; PV: DWD test reference year TRY2010 weather through pvlib; "
                 "day-ahead prices: SMARD (Bundesnetzagentur) hourly prices of the run's year (simnet.profiles)")
@@ -174,7 +175,7 @@ def build_report(runs: list[RunLedger], terms: InvestTerms,
     revenue = annual.revenue_uc
     operating = annual.operating_net_uc
     base = figures(terms, project_cashflows(terms, operating, annual_revenue_uc=revenue))
-    delivered = sum(annual.energy_wh[k] for k in ("energy_sold_book", "energy_sold_pool")) + fed_in_wh(annual, runs)
+    delivered = sum(annual.energy_wh[k] for k in SOLD_STREAMS) + fed_in_wh(annual, runs)
     rows = tuple(sensitivity(terms, operating, revenue))
     return InvestReport(account, tuple(runs), flows, statements, annual, terms, base,
                         lcos_uc_per_kwh(terms, delivered), rows, tuple(context))
@@ -208,6 +209,12 @@ def zero_reason(key: str, kinds: dict[str, int]) -> str:
         if not kinds.get("swap"):
             return "pools were opened but no swap was certified"
         return f"{kinds['swap']} swaps certified; none of this kind touched the account"
+    if key.startswith("charging_"):
+        if not kinds.get("charge_tariff"):
+            return "no charging tariff was certified in these runs (the station sells no charging)"
+        if not kinds.get("charge_bill"):
+            return f"{kinds.get('charge_start', 0)} charging sessions started; none was billed"
+        return f"{kinds['charge_bill']} charging sessions billed; none touched the account"
     if key.startswith("share_"):
         if not kinds.get("share_offer"):
             return "no pool-share programme was offered in these runs (simnet sets none up)"
@@ -250,7 +257,7 @@ def profile_energy(report: InvestReport) -> dict[str, Any]:
         for k in annual:
             annual[k] += row[k] * report.annual.weights[run.season]
     kwp = report.runs[0].participant.get("pv_kwp", 0.0)
-    sold = (sum(report.annual.energy_wh[k] for k in ("energy_sold_book", "energy_sold_pool"))
+    sold = (sum(report.annual.energy_wh[k] for k in SOLD_STREAMS)
             + fed_in_wh(report.annual, list(report.runs))) / 1000
     return {"source": "nodes/<node>/energy.json: the simulated series the node traded (simnet.community); "
                       "export/import are the grid exchange before trading, after the battery's self-consumption",

@@ -65,11 +65,13 @@ from p2pgrid.net.orders import OrderDelivery, OrderGossip, open_order_gossip
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.node_agent import agent_services, gate_transport
+from p2pgrid.node_charging import charging_services
 from p2pgrid.node_devices import device_services
 from p2pgrid.node_metering import metering_services
 from p2pgrid.node_planner import planner_services
 from p2pgrid.node_gateway import gateway_services
 from p2pgrid.node_pools import pool_services
+from p2pgrid.node_shares import share_services
 from p2pgrid.node_trading import LedgerNodeService, SettlementNodeService, TradingNodeService, has_ledger
 from p2pgrid.node_rpc import api_services
 from p2pgrid.wire import Order, Side, Signed, Source, sign
@@ -212,6 +214,7 @@ class Node:
             self.services += gateway_services(config) + agent_services(config)   # node_gateway, node_agent
             self.services += device_services(config) + metering_services(config)  # node_devices, node_metering
             self.services += planner_services(config)                              # node_planner
+            self.services += share_services(config) + charging_services(config)    # node_shares, node_charging
         self.services.extend(extra_services)
         self._nonce = 0
         self._started = trio.Event()

@@ -50,6 +50,8 @@ Every method reads the node's live services; nothing is cached that the node alr
   held. ``NotAvailable`` without a device service.
 * Market and ledger methods on a node without a ledger (no trading service) raise
   ``NotAvailable`` (JSON-RPC ``-32007``).
+* **Shares** — ``share_programmes`` / ``share_buy`` / ``share_exit`` / ``share_positions`` are
+  ``p2pgrid.node_share_api.ShareApi`` (see there).
 
 Events: ``run()`` drains ``TradingService.book_changes`` (the one consumer of that channel) and
 follows the ledger; each book change becomes a ``BookUpdate`` (the new total at the changed price
@@ -105,6 +107,8 @@ from p2pgrid.rpc.api import (
     ForecastPoint, LedgerEntryView, NodeInfo, OrderRequest, OrderStatus, OrderView, PeerInfo, PoolView,
     RouteLeg, RouteQuote, SlotSettlement, Telemetry, TradeView, Venue,
 )
+from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView
+from p2pgrid.node_share_api import ShareApi
 from p2pgrid.rpc.errors import NotAvailable
 from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.settlement_entries import (
@@ -537,6 +541,20 @@ class LiveNodeApi:
             self._own_forecasts = TelemetryForecasts(config.zone.slots.length_s, config.agent.horizon_slots + 2)
         self._own_forecasts.update(devices.completed_slots())
         return self._own_forecasts.load, self._own_forecasts.pv
+
+    # --- Shares (p2pgrid.node_share_api) -------------------------------------------------------
+
+    async def share_programmes(self) -> list[ShareProgrammeView]:
+        return await ShareApi(self.node).programmes()
+
+    async def share_buy(self, programme_id: bytes, shares: int, wait_s: int) -> ShareBuyView:
+        return await ShareApi(self.node).buy(programme_id, shares, wait_s)
+
+    async def share_exit(self, programme_id: bytes, shares: int) -> ShareExitView:
+        return await ShareApi(self.node).exit(programme_id, shares)
+
+    async def share_positions(self) -> list[SharePositionView]:
+        return await ShareApi(self.node).positions()
 
     # --- EventSource --------------------------------------------------------------------------
 

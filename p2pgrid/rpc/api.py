@@ -42,6 +42,7 @@ __all__ = [
     "LedgerView", "MarketView", "NodeApi", "NodeInfo", "OrderRequest", "OrderStatus", "OrderView",
     "PeerInfo", "PoolView", "RouteLeg", "RouteQuote", "Side", "SlotSettlement", "Source",
     "Telemetry", "TradeView", "Trading", "Venue", "node_api_mismatches",
+    "ShareBuyStatus", "ShareBuyView", "ShareExitView", "SharePositionView", "ShareProgrammeView", "Shares",
 ]
 
 
@@ -284,6 +285,76 @@ class Certificate:
     meter_entry: bytes        # message id of the signed meter reading that issued it
 
 
+# --- pool shares (p2pgrid.trading.pool_shares) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class ShareProgrammeView:
+    """A certified share programme: its terms and what is left to buy."""
+
+    programme_id: bytes
+    host: bytes
+    zone: str
+    price_uc: int             # per share, paid back at par
+    fee_share_bps: int        # part of the host's pool fees paid to holders
+    cap_shares: int
+    outstanding_shares: int
+    available_shares: int     # cap − outstanding while the sale is open, else 0
+    holders: int
+    sale_until_ms: int
+    sale_open: bool
+    lockup_until_slot: int    # no redemption before this slot start (Unix s)
+    residents_only: bool
+    payouts: int
+    paid_uc: int              # fee income paid to holders so far
+
+
+class ShareBuyStatus(str, enum.Enum):
+    ESCROWED = "escrowed"     # credits held in the buyer's escrow, the host has not answered yet
+    ISSUED = "issued"         # the host issued the shares
+    RETURNED = "returned"     # declined by the host or released by the buyer: credits back
+
+
+@dataclass(frozen=True)
+class ShareBuyView:
+    buy_id: bytes
+    programme_id: bytes
+    host: bytes
+    shares: int
+    amount_uc: int
+    deadline_ms: int          # the escrow comes back to the buyer (release) from then on if not issued
+    status: ShareBuyStatus
+
+
+@dataclass(frozen=True)
+class ShareExitView:
+    """This node's exit requests in one programme (shares it asked the host to redeem)."""
+
+    programme_id: bytes
+    host: bytes
+    requested_shares: int     # all exit requests so far
+    answered_shares: int      # redeemed in answer so far
+    pending_shares: int       # still to redeem (and still held)
+    redeemable_from_ms: int   # the lock-up's end
+
+
+@dataclass(frozen=True)
+class SharePositionView:
+    programme_id: bytes
+    host: bytes
+    zone: str
+    shares: int
+    earning_shares: int       # shares that share the current period's fees
+    price_uc: int
+    lockup_until_slot: int
+    locked: bool              # the lock-up is not over
+    invested_uc: int
+    redeemed_uc: int
+    income_uc: int            # fee income received
+    fee_share_bps: int
+    payouts: int
+    pending_exit_shares: int
+
+
 # --- capabilities -------------------------------------------------------------------------------
 
 class MarketView(Protocol):
@@ -362,7 +433,25 @@ class EventSource(Protocol):
     def settlement_events(self) -> AsyncIterator[SlotSettlement]: ...
 
 
-class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Protocol):
+class Shares(Protocol):
+    """Liquidity providers' shares in pool hosts' fee income, bought and redeemed by this node."""
+
+    async def share_programmes(self) -> list[ShareProgrammeView]: ...
+
+    async def share_buy(self, programme_id: bytes, shares: int, wait_s: int) -> ShareBuyView:
+        """Escrow the price of ``shares`` (certified), then wait up to ``wait_s`` real seconds for
+        the host to issue or decline them. Raises a ``TradingError`` for an unknown programme and a
+        ``LedgerError`` (``EntryRejected``) when the ledger rules refuse the purchase."""
+        ...
+
+    async def share_exit(self, programme_id: bytes, shares: int) -> ShareExitView:
+        """Ask the host (certified ``share_exit``) to redeem ``shares`` once the lock-up is over."""
+        ...
+
+    async def share_positions(self) -> list[SharePositionView]: ...
+
+
+class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Shares, Protocol):
     """Everything the RPC server needs from a node."""
 
 

@@ -15,6 +15,7 @@ from p2pgrid.rpc.api import (Balance, BookSnapshot, Certificate, DeviceView, Exe
                              LedgerEntryView, LedgerView, MarketView, NodeInfo, OrderRequest,
                              OrderView, PeerInfo, PoolView, RouteQuote, SlotSettlement, Telemetry,
                              TradeView, Trading)
+from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView, Shares
 from p2pgrid.rpc.jsonrpc import Method
 from p2pgrid.rpc.subscriptions import Session, Topic
 from p2pgrid.wire import MAX_PRICE, MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, Source
@@ -110,6 +111,33 @@ async def unsubscribe(node: object, p: P, s: Session) -> bool:
     return True
 
 
+# --- pool shares --------------------------------------------------------------------------------
+
+PROGRAMME_ID_SIZE = 16
+MAX_SHARES = 10**12
+MAX_SHARE_WAIT_S = 60
+
+
+async def shares_programmes(node: Shares, p: P, s: Session) -> list[ShareProgrammeView]:
+    return await node.share_programmes()
+
+
+async def shares_buy(node: Shares, p: P, s: Session) -> ShareBuyView:
+    return await node.share_buy(p["programme_id"], p["shares"], p["wait_s"])
+
+
+async def shares_exit(node: Shares, p: P, s: Session) -> ShareExitView:
+    return await node.share_exit(p["programme_id"], p["shares"])
+
+
+async def shares_positions(node: Shares, p: P, s: Session) -> list[SharePositionView]:
+    return await node.share_positions()
+
+
+programme_id = c.Param("programme_id", c.hex_bytes(PROGRAMME_ID_SIZE), doc="share programme id, 32 hex digits")
+share_count = c.Param("shares", c.integer(1, MAX_SHARES), doc="number of shares")
+
+
 def _method(name: str, call: Any, summary: str, *params: c.Param[Any]) -> Method:
     return Method(name, tuple(params), call, summary)
 
@@ -152,4 +180,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             c.Param("slot", c.optional(c.integer()), None, doc="book only: one slot")),
     _method("unsubscribe", unsubscribe, "WebSocket only: stop a subscription",
             c.Param("subscription", c.text(r"[0-9a-f]{1,32}"), doc="id returned by subscribe")),
+    # pool shares
+    _method("shares_programmes", shares_programmes, "certified share programmes: terms and shares left"),
+    _method("shares_buy", shares_buy, "buy shares of a programme (escrow, then the host issues them)",
+            programme_id, share_count,
+            c.Param("wait_s", c.integer(0, MAX_SHARE_WAIT_S), 10, doc="seconds to wait for the host's issue")),
+    _method("shares_exit", shares_exit, "ask the host to redeem shares at par after the lock-up",
+            programme_id, share_count),
+    _method("shares_positions", shares_positions, "this node's share positions"),
 ]}

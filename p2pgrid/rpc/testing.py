@@ -26,12 +26,14 @@ from typing import AsyncIterator
 
 import trio
 
-from p2pgrid.errors import LedgerError
+from p2pgrid.errors import LedgerError, TradingError
 from p2pgrid.market.errors import InvalidOrder, UnknownOrder
 from p2pgrid.rpc.api import (Balance, BookLevel, BookSnapshot, BookUpdate, Certificate,
                              Execution, Forecast, ForecastPoint, LedgerEntryView, NodeInfo,
                              OrderRequest, OrderStatus, OrderView, PeerInfo, PoolView, RouteLeg,
                              RouteQuote, SlotSettlement, Telemetry, TradeView, Venue)
+from p2pgrid.rpc.api import (ShareBuyStatus, ShareBuyView, ShareExitView, SharePositionView,
+                             ShareProgrammeView)
 from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Side, Source
@@ -42,6 +44,14 @@ FAKE_EPOCH_MS = 1_767_225_600_000          # 2026-01-01T00:00:00Z
 
 
 class UnknownEntry(LedgerError):
+    pass
+
+
+class UnknownFakeProgramme(TradingError):
+    pass
+
+
+class FakeShareRefused(LedgerError):
     pass
 
 
@@ -68,6 +78,9 @@ class FakeNode:
     fill_feed: EventFeed[TradeView] = field(default_factory=EventFeed)
     telemetry_feed: EventFeed[Telemetry] = field(default_factory=EventFeed)
     settlement_feed: EventFeed[SlotSettlement] = field(default_factory=EventFeed)
+    share_programme_list: list[ShareProgrammeView] = field(default_factory=list)
+    share_holdings: dict[bytes, int] = field(default_factory=dict)      # programme id → shares held
+    share_exits: dict[bytes, int] = field(default_factory=dict)         # programme id → shares asked back
     _seq: int = 0
     _counter: int = 0
 
@@ -228,6 +241,65 @@ class FakeNode:
         first = self.rules.slot_of(self.now_ms)
         return Forecast(self.now_ms, tuple(ForecastPoint(first + i * self.rules.length_s, 100 * (i % 5), 250)
                                            for i in range(slots)))
+
+    # --- Shares -------------------------------------------------------------------------------
+    # A programme's host issues at once, within the cap; the price is taken from the balance.
+
+    def add_share_programme(self, price_uc: int = 1_000_000, cap_shares: int = 10,
+                            lockup_until_slot: int = 0) -> ShareProgrammeView:
+        programme = ShareProgrammeView(self._new_id(), OTHER_ACCOUNT, self.zone, price_uc, 5_000, cap_shares, 0,
+                                       cap_shares, 0, self.now_ms + 3_600_000, True, lockup_until_slot, False, 0, 0)
+        self.share_programme_list.append(programme)
+        return programme
+
+    def _share_programme(self, programme_id: bytes) -> ShareProgrammeView:
+        for programme in self.share_programme_list:
+            if programme.programme_id == programme_id:
+                return programme
+        raise UnknownFakeProgramme(f"no certified share programme {programme_id.hex()}")
+
+    async def share_programmes(self) -> list[ShareProgrammeView]:
+        self._enter("share_programmes")
+        return list(self.share_programme_list)
+
+    async def share_buy(self, programme_id: bytes, shares: int, wait_s: int) -> ShareBuyView:
+        self._enter("share_buy")
+        programme = self._share_programme(programme_id)
+        amount = shares * programme.price_uc
+        status = ShareBuyStatus.RETURNED
+        if shares <= programme.available_shares:
+            status = ShareBuyStatus.ISSUED
+            index = self.share_programme_list.index(programme)
+            self.share_programme_list[index] = replace(
+                programme, outstanding_shares=programme.outstanding_shares + shares,
+                available_shares=programme.available_shares - shares)
+            self.share_holdings[programme_id] = self.share_holdings.get(programme_id, 0) + shares
+            self.balances[self.account] = self.balances.get(self.account, 0) - amount
+        return ShareBuyView(self._new_id(), programme_id, programme.host, shares, amount, self.now_ms + 600_000,
+                            status)
+
+    async def share_exit(self, programme_id: bytes, shares: int) -> ShareExitView:
+        self._enter("share_exit")
+        programme = self._share_programme(programme_id)
+        held = self.share_holdings.get(programme_id, 0)
+        if self.share_exits.get(programme_id, 0) + shares > held:
+            raise FakeShareRefused(f"bad_body: not_held: the LP holds {held} shares")
+        self.share_exits[programme_id] = self.share_exits.get(programme_id, 0) + shares
+        pending = self.share_exits[programme_id]
+        return ShareExitView(programme_id, programme.host, pending, 0, pending, programme.lockup_until_slot * 1000)
+
+    async def share_positions(self) -> list[SharePositionView]:
+        self._enter("share_positions")
+        views = []
+        for programme in self.share_programme_list:
+            held = self.share_holdings.get(programme.programme_id, 0)
+            if held:
+                views.append(SharePositionView(
+                    programme.programme_id, programme.host, programme.zone, held, 0, programme.price_uc,
+                    programme.lockup_until_slot, self.now_ms < programme.lockup_until_slot * 1000,
+                    held * programme.price_uc, 0, 0, programme.fee_share_bps, 0,
+                    self.share_exits.get(programme.programme_id, 0)))
+        return views
 
     # --- EventSource --------------------------------------------------------------------------
 

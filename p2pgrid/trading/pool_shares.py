@@ -60,10 +60,41 @@ The kinds
     host pays from its own balance (its debit, within its credit limit). Shares issued during a
     period start earning at the next payout (the payout turns every held share into an earning
     one), so nobody can buy in just before a payout and take the fees of a period it did not fund.
+``share_exit`` (LP's chain — moves no money)
+    The LP asks the host to redeem ``shares`` of programme ``programme_id`` (hosted by ``host``).
+    Valid only if the LP's requests still pending plus these are at most the shares it holds (as
+    the validator's state shows), never by the host itself. It records the request in
+    ``extra["share_exit/<programme id hex>/<LP hex>"] = ExitRecord``: ``requested`` counts every
+    share the LP's exits asked for, ``answered`` every share the host's redemptions answered, and
+    ``pending_exit`` is ``min(requested − answered, shares held)``. A request may be made during
+    the lock-up; it is redeemed from the lock-up's end on.
 ``share_redeem`` (host's chain, at or after the lock-up)
     Pays ``amount_uc == shares × price_uc`` (par) back to the LP and cancels those shares (not yet
     earning ones first). The host's chain debits only the host; it redeems on the LP's request
-    (off-ledger) or as a buy-back, either way only from ``lockup_until_slot`` on.
+    (``exit_shares`` of the shares answer the LP's pending ``share_exit`` requests: at most
+    ``shares`` and at most what is pending in the validator's state) or as a buy-back
+    (``exit_shares == 0``), either way only from ``lockup_until_slot`` on.
+
+    Why two counters and not one "pending" number: the request is in the LP's chain and the answer
+    in the host's, and nodes apply the two chains in different orders. ``requested`` is written
+    only by the LP's chain and ``answered`` only by the host's, so the record is the same whatever
+    the order; a redemption answering requests is applied only once the LP's requests it answers
+    are (``is_ready``), so ``answered ≤ requested`` always holds in the derived state.
+
+What a host writes next
+-----------------------
+``plan_host_actions(state, host, now_ms, rules, policy, last_payout_ms)`` is the host's whole
+decision, as data (``p2pgrid.node_shares`` only submits what it returns, one entry at a time,
+planning again on the certified state after each): a ``share_offer`` on ``policy``'s terms when
+asked to and no programme of the host is active; a ``share_issue`` for every open escrow of its
+programmes in buy-id order while the cap and ``MAX_HOLDERS`` allow (counting the issues planned
+before it), else a ``swap_decline`` handing the escrow back (reason ``cap_exceeded`` or
+``too_many_holders``); escrows with less than ``policy.min_time_left_ms`` before their deadline
+are left to the LP's ``release``. A ``share_payout`` (exactly ``compute_payout``) once
+``policy.payout_every_ms`` passed since ``last_payout_ms[programme]`` (at once when the host has
+not paid it out yet) and the payout pays something or turns newly issued shares into earning
+ones, if the host can pay it. A ``share_redeem`` of every pending exit once the lock-up is over,
+if the host can pay it (affordability counts the debits planned before it).
 
 Why the host sequences: only an account's own chain debits it (DESIGN §5). An LP's ``share_buy``
 debits the LP; every credit to an LP (issue of shares, payout, redemption) is the host's debit in
@@ -75,7 +106,8 @@ Cost: recomputing a payout sums the fees over every certified swap record of the
 rare; a running fee total per pool kept by ``pool_entries`` would make it O(pools).
 
 Rejections are ``EntryRejected``: ``BAD_BODY`` with a detail starting with a ``ShareRefuseReason``
-value (``sale_closed: …``, ``payout_mismatch: …``), ``WRONG_KIND_FOR_ACCOUNT`` for an entry by
+value (``sale_closed: …``, ``payout_mismatch: …``, ``not_held: …`` for an exit beyond the LP's
+shares, ``no_exit_pending: …`` for a redemption answering more than was asked), ``WRONG_KIND_FOR_ACCOUNT`` for an entry by
 the wrong account, ``DEADLINE_NOT_REACHED`` for a redemption inside the lock-up, the lock
 reasons of ``chain.py`` for escrows, ``OVERDRAFT`` when the payer cannot pay.
 """
@@ -84,7 +116,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,17 +125,19 @@ from p2pgrid.ledger.chain import (
     register_kind, validate_debit,
 )
 from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
+from p2pgrid.trading.pool_entries import SWAP_DECLINE_KIND, SwapDecline
 from p2pgrid.units import MS_PER_S, SlotRules
 from p2pgrid.wire import PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, struct
 
 __all__ = [
-    "BPS", "BuyRecord", "Holding", "MAX_HOLDERS", "Payment", "PayoutRecord", "ProgrammeRecord", "SHARE_BUY_KIND",
-    "SHARE_ISSUE_KIND", "SHARE_OFFER_KIND", "SHARE_PAYOUT_KIND", "SHARE_REDEEM_KIND", "ShareBuy", "ShareIssue",
-    "ShareOffer", "SharePayout", "SharePosition", "ShareRedeem", "ShareRefuseReason", "compute_buy_id",
-    "compute_payout", "compute_programme_id", "escrow_lock", "host_pool_fees_uc", "income_per_share_uc", "is_resident",
-    "lockup_ends_ms", "lp_positions",
-    "next_programme_id", "payouts_of", "plan_share_buy", "plan_share_issue", "plan_share_redeem", "programme_of",
-    "programmes", "split_pro_rata", "swap_fee_uc",
+    "BPS", "BuyRecord", "ExitRecord", "Holding", "HostAction", "HostPolicy", "MAX_HOLDERS", "Payment",
+    "PayoutRecord", "ProgrammeRecord", "SHARE_BUY_KIND", "SHARE_EXIT_KIND", "SHARE_ISSUE_KIND", "SHARE_OFFER_KIND",
+    "SHARE_PAYOUT_KIND", "SHARE_REDEEM_KIND", "ShareBuy", "ShareExit", "ShareIssue", "ShareOffer", "SharePayout",
+    "SharePosition", "ShareRedeem", "ShareRefuseReason", "buy_of", "compute_buy_id", "compute_payout",
+    "compute_programme_id", "escrow_lock", "exit_of", "exits_of", "host_pool_fees_uc", "income_per_share_uc",
+    "is_resident", "lockup_ends_ms", "lp_positions", "next_programme_id", "open_escrows", "payouts_of",
+    "pending_exit", "plan_host_actions", "plan_share_buy", "plan_share_exit", "plan_share_issue", "plan_share_offer",
+    "plan_share_redeem", "programme_of", "programmes", "split_pro_rata", "swap_fee_uc",
 ]
 
 SHARE_OFFER_KIND = "share_offer"
@@ -111,6 +145,7 @@ SHARE_BUY_KIND = "share_buy"
 SHARE_ISSUE_KIND = "share_issue"
 SHARE_PAYOUT_KIND = "share_payout"
 SHARE_REDEEM_KIND = "share_redeem"
+SHARE_EXIT_KIND = "share_exit"
 BPS = 10_000
 MAX_HOLDERS = 24        # one payout entry pays every LP, and stays a small entry
 
@@ -130,6 +165,7 @@ class ShareRefuseReason(str, enum.Enum):
     UNKNOWN_BUY = "unknown_buy"
     NOT_HELD = "not_held"
     PAYOUT_MISMATCH = "payout_mismatch"
+    NO_EXIT_PENDING = "no_exit_pending"      # a redemption answers more exit requests than are pending
 
 
 def _bad(reason: ShareRefuseReason, detail: str) -> EntryRejected:
@@ -208,6 +244,15 @@ class ShareRedeem:
     lp: bytes = _key()
     shares: int = _amount()
     amount_uc: int = _amount()
+    exit_shares: int = field(default=0, metadata={"min": 0, "max": MAX_AMOUNT})   # answers to share_exit
+
+
+@struct
+@dataclass(frozen=True)
+class ShareExit:
+    programme_id: bytes = _id()
+    host: bytes = _key()
+    shares: int = _amount()
 
 
 # --- derived state -----------------------------------------------------------------------------
@@ -290,6 +335,17 @@ class PayoutRecord:
     earning_shares: int
 
 
+@dataclass(frozen=True)
+class ExitRecord:
+    """An LP's exit requests in one programme: shares asked for (``requested``, written by the
+    LP's chain) and shares redeemed in answer (``answered``, written by the host's chain)."""
+
+    programme_id: bytes
+    lp: bytes
+    requested: int = 0
+    answered: int = 0
+
+
 def compute_programme_id(host: bytes, zone: str, number: int) -> bytes:
     """The id of the host's programme ``number`` (0 for its first offer, 1 for the next, …)."""
     seed = b"p2pgrid/share-programme/v1" + host + zone.encode() + number.to_bytes(8, "big")
@@ -312,6 +368,10 @@ def _programme_key(programme_id: bytes) -> str:
 
 def _buy_key(buy_id: bytes) -> str:
     return "share_buy/" + buy_id.hex()
+
+
+def _exit_key(programme_id: bytes, lp: bytes) -> str:
+    return f"share_exit/{programme_id.hex()}/{lp.hex()}"
 
 
 def _payout_key(programme_id: bytes, period: int) -> str:
@@ -340,6 +400,32 @@ def _buy_of(state: LedgerState, buy_id: bytes) -> BuyRecord | None:
     return record if isinstance(record, BuyRecord) else None
 
 
+def buy_of(state: LedgerState, buy_id: bytes) -> BuyRecord | None:
+    """The certified purchase ``buy_id`` (None if this state has not got it)."""
+    return _buy_of(state, buy_id)
+
+
+def exit_of(state: LedgerState, programme_id: bytes, lp: bytes) -> ExitRecord | None:
+    record = state.extra.get(_exit_key(programme_id, lp))
+    return record if isinstance(record, ExitRecord) else None
+
+
+def exits_of(state: LedgerState, programme_id: bytes) -> list[ExitRecord]:
+    """Every LP's exit record in the programme, ordered by LP."""
+    prefix = f"share_exit/{programme_id.hex()}/"
+    return sorted((v for k, v in state.extra.items() if k.startswith(prefix) and isinstance(v, ExitRecord)),
+                  key=lambda r: r.lp)
+
+
+def pending_exit(state: LedgerState, programme: ProgrammeRecord, lp: bytes) -> int:
+    """Shares ``lp`` asked to redeem and still holds, not yet redeemed in answer."""
+    record = exit_of(state, programme.programme_id, lp)
+    held = programme.holding(lp)
+    if record is None or held is None:
+        return 0
+    return max(0, min(record.requested - record.answered, held.shares))
+
+
 def _slot_rules(rules: LedgerRules) -> SlotRules:
     slots = getattr(rules, "slots", None)
     return slots if isinstance(slots, SlotRules) else SlotRules()
@@ -361,9 +447,15 @@ def plan_share_issue(state: LedgerState, buy_id: bytes) -> ShareIssue | None:
                                                shares=buy.shares)
 
 
-def plan_share_redeem(programme: ProgrammeRecord, lp: bytes, shares: int) -> ShareRedeem:
+def plan_share_redeem(programme: ProgrammeRecord, lp: bytes, shares: int, exit_shares: int = 0) -> ShareRedeem:
+    """Redeem ``shares`` of ``lp`` at par; ``exit_shares`` of them answer its exit requests."""
     return ShareRedeem(programme_id=programme.programme_id, lp=lp, shares=shares,
-                       amount_uc=shares * programme.terms.price_uc)
+                       amount_uc=shares * programme.terms.price_uc, exit_shares=exit_shares)
+
+
+def plan_share_exit(programme: ProgrammeRecord, shares: int) -> ShareExit:
+    """The LP's ``share_exit`` body asking the host to redeem ``shares``."""
+    return ShareExit(programme_id=programme.programme_id, host=programme.host, shares=shares)
 
 
 # --- pool fees ---------------------------------------------------------------------------------
@@ -607,6 +699,12 @@ def validate_share_redeem(state: LedgerState, entry: Entry, body: ShareRedeem, r
     if now_ms < lockup_ends_ms(programme.terms):
         raise EntryRejected(RejectReason.DEADLINE_NOT_REACHED,
                             f"shares are locked up until slot {programme.terms.lockup_until_slot}")
+    if body.exit_shares:
+        record = exit_of(state, body.programme_id, body.lp)
+        asked = record.requested - record.answered if record is not None else 0
+        if body.exit_shares > min(asked, body.shares):
+            raise _bad(ShareRefuseReason.NO_EXIT_PENDING,
+                       f"{body.exit_shares} shares answer exits, but {asked} are pending and {body.shares} redeemed")
     validate_debit(state, rules, entry.account, body.amount_uc)
 
 
@@ -622,6 +720,42 @@ def process_share_redeem(state: LedgerState, entry: Entry, body: ShareRedeem, ru
     held = replace(held, shares=held.shares - body.shares, earning=held.earning - max(0, body.shares - pending),
                    redeemed_uc=held.redeemed_uc + body.amount_uc)
     _store(state, programme.with_holding(held))
+    if body.exit_shares:
+        record = exit_of(state, body.programme_id, body.lp)
+        if record is None:
+            raise ChainInconsistent(f"certified redemption answers exits of {body.lp.hex()[:8]} never asked for")
+        state.extra[_exit_key(body.programme_id, body.lp)] = replace(record, answered=record.answered + body.exit_shares)
+
+
+def _redeem_ready(state: LedgerState, entry: Entry, body: ShareRedeem) -> bool:
+    """A redemption answering exits waits for the LP's requests it answers (module docstring)."""
+    if not body.exit_shares:
+        return True
+    record = exit_of(state, body.programme_id, body.lp)
+    return record is not None and record.requested >= record.answered + body.exit_shares
+
+
+# --- share_exit --------------------------------------------------------------------------------
+
+def validate_share_exit(state: LedgerState, entry: Entry, body: ShareExit, rules: LedgerRules, now_ms: int) -> None:
+    programme = programme_of(state, body.programme_id)
+    if programme is None:
+        raise _bad(ShareRefuseReason.UNKNOWN_PROGRAMME, f"no certified programme {body.programme_id.hex()}")
+    if body.host != programme.host:
+        raise _bad(ShareRefuseReason.WRONG_HOST, "the programme has another host")
+    if entry.account == programme.host:
+        raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "a host holds no shares of its own programme")
+    held = programme.holding(entry.account)
+    shares = held.shares if held is not None else 0
+    already = pending_exit(state, programme, entry.account)
+    if already + body.shares > shares:
+        raise _bad(ShareRefuseReason.NOT_HELD,
+                   f"the LP holds {shares} shares, {already} of them asked to redeem already")
+
+
+def process_share_exit(state: LedgerState, entry: Entry, body: ShareExit, rules: LedgerRules) -> None:
+    record = exit_of(state, body.programme_id, entry.account) or ExitRecord(body.programme_id, entry.account)
+    state.extra[_exit_key(body.programme_id, entry.account)] = replace(record, requested=record.requested + body.shares)
 
 
 register_kind(KindRules(SHARE_OFFER_KIND, ShareOffer, validate_share_offer, process_share_offer))
@@ -629,7 +763,9 @@ register_kind(KindRules(SHARE_BUY_KIND, ShareBuy, validate_share_buy, process_sh
 register_kind(KindRules(SHARE_ISSUE_KIND, ShareIssue, validate_share_issue, process_share_issue, _issue_keys,
                         _issue_ready))
 register_kind(KindRules(SHARE_PAYOUT_KIND, SharePayout, validate_share_payout, process_share_payout))
-register_kind(KindRules(SHARE_REDEEM_KIND, ShareRedeem, validate_share_redeem, process_share_redeem))
+register_kind(KindRules(SHARE_REDEEM_KIND, ShareRedeem, validate_share_redeem, process_share_redeem,
+                        is_ready=_redeem_ready))
+register_kind(KindRules(SHARE_EXIT_KIND, ShareExit, validate_share_exit, process_share_exit))
 
 
 # --- an LP's positions -------------------------------------------------------------------------
@@ -680,3 +816,113 @@ def lp_positions(state: LedgerState, lp: bytes) -> list[SharePosition]:
             terms.lockup_until_slot, held.invested_uc, held.redeemed_uc, held.income_uc,
             income_per_share_uc(payouts_of(state, programme.programme_id)), terms.fee_share_bps, programme.payouts))
     return positions
+
+
+# --- what the host writes next ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """A host's programme terms and running rules (``[shares]`` in the node config).
+    ``lockup_s``: the lock-up ends at the first slot start at least this long after the offer;
+    ``sale_s``: the sale closes this long after the offer."""
+
+    price_uc: int
+    fee_share_bps: int
+    cap_shares: int
+    lockup_s: int
+    sale_s: int
+    payout_every_ms: int
+    residents_only: bool = False
+    min_time_left_ms: int = 2_000     # an escrow closer to its deadline is left to the LP's release
+
+
+@dataclass(frozen=True)
+class HostAction:
+    """One entry for the host to write: its kind and body."""
+
+    kind: str
+    body: Any
+
+
+def plan_share_offer(state: LedgerState, host: bytes, zone: str, now_ms: int, slots: SlotRules,
+                     policy: HostPolicy) -> ShareOffer | None:
+    """The host's next offer on ``policy``'s terms, or None when its active programmes leave too
+    small a part of the fees (``fee_share_exceeded``)."""
+    active = sum(p.terms.fee_share_bps for p in programmes(state, host) if p.is_active(now_ms))
+    if active + policy.fee_share_bps > BPS:
+        return None
+    earliest_ms = now_ms + policy.lockup_s * MS_PER_S
+    lockup = slots.slot_of(earliest_ms)
+    if lockup * MS_PER_S < earliest_ms:
+        lockup += slots.length_s
+    return ShareOffer(programme_id=next_programme_id(state, host, zone), zone=zone, price_uc=policy.price_uc,
+                      fee_share_bps=policy.fee_share_bps, lockup_until_slot=lockup, cap_shares=policy.cap_shares,
+                      sale_until_ms=now_ms + policy.sale_s * MS_PER_S, residents_only=policy.residents_only)
+
+
+def open_escrows(state: LedgerState, host: bytes) -> list[tuple[bytes, BuyRecord, LockRecord]]:
+    """(buy id, purchase, escrow) of every certified purchase from ``host`` still escrowed, by id."""
+    found = []
+    for key, buy in state.extra.items():
+        if not key.startswith("share_buy/") or not isinstance(buy, BuyRecord) or buy.issued:
+            continue
+        buy_id = bytes.fromhex(key[len("share_buy/"):])
+        record = state.locks.get(buy_id)
+        if record is not None and record.status is LockStatus.OPEN and record.lock.seller == host:
+            found.append((buy_id, buy, record))
+    return sorted(found, key=lambda item: item[0])
+
+
+def plan_host_actions(state: LedgerState, host: bytes, now_ms: int, rules: LedgerRules, policy: HostPolicy,
+                      last_payout_ms: Mapping[bytes, int], *, may_offer: bool = False) -> list[HostAction]:
+    """What the host should write next, in order (see "What a host writes next" above). Every
+    action is valid at ``now_ms`` against ``state`` with the ones before it applied."""
+    actions: list[HostAction] = []
+    hosted = programmes(state, host)
+    if may_offer and not any(p.is_active(now_ms) for p in hosted):
+        offer = plan_share_offer(state, host, rules.zone, now_ms, _slot_rules(rules), policy)
+        if offer is not None:
+            actions.append(HostAction(SHARE_OFFER_KIND, offer))
+    by_id = {p.programme_id: p for p in hosted}
+    outstanding = {p.programme_id: p.outstanding for p in hosted}
+    holders = {p.programme_id: {h.lp for h in p.holdings if h.shares > 0} for p in hosted}
+    for buy_id, buy, escrow in open_escrows(state, host):
+        programme = by_id.get(buy.programme_id)
+        if programme is None or now_ms >= escrow.lock.deadline_ms - policy.min_time_left_ms:
+            continue
+        pid = programme.programme_id
+        refusal = None
+        if outstanding[pid] + buy.shares > programme.terms.cap_shares:
+            refusal = ShareRefuseReason.CAP_EXCEEDED
+        elif buy.lp not in holders[pid] and len(holders[pid]) >= MAX_HOLDERS:
+            refusal = ShareRefuseReason.TOO_MANY_HOLDERS
+        if refusal is not None:
+            actions.append(HostAction(SWAP_DECLINE_KIND, SwapDecline(swap_id=buy_id, pool_id=pid, trader=buy.lp,
+                                                                     reason=refusal.value)))
+            continue
+        actions.append(HostAction(SHARE_ISSUE_KIND, ShareIssue(buy_id=buy_id, programme_id=pid, lp=buy.lp,
+                                                               shares=buy.shares)))
+        outstanding[pid] += buy.shares
+        holders[pid].add(buy.lp)
+    spent = 0
+
+    def affordable(amount: int) -> bool:
+        return host == rules.gateway or state.balance(host) - spent - amount >= -rules.credit_limit_uc
+
+    for programme in hosted:
+        last = last_payout_ms.get(programme.programme_id)
+        if last is not None and now_ms - last < policy.payout_every_ms:
+            continue
+        payout = compute_payout(state, programme)
+        if (payout.amount_uc > 0 or programme.outstanding > programme.earning) and affordable(payout.amount_uc):
+            actions.append(HostAction(SHARE_PAYOUT_KIND, payout))
+            spent += payout.amount_uc
+    for programme in hosted:
+        if now_ms < lockup_ends_ms(programme.terms):
+            continue
+        for record in exits_of(state, programme.programme_id):
+            shares = pending_exit(state, programme, record.lp)
+            if shares and affordable(shares * programme.terms.price_uc):
+                actions.append(HostAction(SHARE_REDEEM_KIND, plan_share_redeem(programme, record.lp, shares, shares)))
+                spent += shares * programme.terms.price_uc
+    return actions

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from p2pgrid.charging import (
+    ChargeReading, ChargeTariff, charger_counter, next_tariff_id, plan_charge_bill, plan_charge_start, session_of, tariff_of,
+)
 from p2pgrid.invest import STREAM_KEYS, account_flows, share_statement, statement, statement_for
 from p2pgrid.ledger.chain import (
     KINDS, EntryRejected, KindRules, LedgerState, derive_state, process_entry, register_kind,
@@ -145,7 +148,7 @@ def test_streams_without_entries_are_zero_with_a_note():
     s = statement_for(ledger.entries, FX.rules, PEOPLE[0].public_key)
     assert set(s.streams) == set(STREAM_KEYS)
     assert all(s.streams[k] == 0 and s.notes[k] for k in STREAM_KEYS if k != "deposits")
-    assert "charging" in s.notes["charging_sales"] and "deposits" not in s.notes
+    assert s.notes["charging_sales"] == "no certified entries in this period" and "deposits" not in s.notes
 
 
 def test_a_period_holds_the_entries_of_its_slots_and_opening_plus_net_is_closing():
@@ -165,7 +168,8 @@ def test_a_period_holds_the_entries_of_its_slots_and_opening_plus_net_is_closing
 # --- property: random ledgers --------------------------------------------------------------------
 
 OPS = st.lists(st.tuples(st.sampled_from(["mint", "transfer", "burn", "trade", "open", "release", "probe",
-                                          "swap", "share_buy", "share_issue", "share_payout", "share_redeem"]),
+                                          "swap", "share_buy", "share_issue", "share_payout", "share_redeem",
+                                          "charge_start", "charge_bill"]),
                          st.integers(0, 3), st.integers(0, 3), st.integers(1, 5_000_000),
                          st.integers(1, 3_000), st.integers(0, 400_000), st.integers(0, 4)),
                max_size=30)
@@ -231,11 +235,63 @@ class SharedPool:
                         now=LOCKUP_SLOT * 1000)
 
 
+CONNECTOR = seeded_key("invest-connector")
+CHARGE_PRICE = 450_000
+
+
+class Charger:
+    """PEOPLE[0] also sells charging at one connector; the others charge there."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.station = PEOPLE[0]
+        self.tariff_id = next_tariff_id(ledger.state, self.station.public_key, FX.zone)
+        ledger.add(self.station, "charge_tariff", ChargeTariff(
+            tariff_id=self.tariff_id, zone=FX.zone, price_uc_per_kwh=CHARGE_PRICE,
+            charger_keys=(CONNECTOR.public_key,), max_power_w=22_000, max_session_wh=10_000,
+            until_ms=NOW + 3_600_000))
+        self.open = []
+
+    def start(self, driver, max_wh):
+        tariff = tariff_of(self.ledger.state, self.tariff_id)
+        body = plan_charge_start(tariff, driver.public_key, max_wh, self.ledger.state.head(driver.public_key).next_seq,
+                                 NOW, NOW + 3_600_000)
+        self.ledger.add(driver, "charge_start", body)
+        self.open.append(body)
+
+    def bill(self, delivered_wh):
+        session = self.open.pop(0)
+        counter = charger_counter(self.ledger.state, CONNECTOR.public_key)
+        reading = sign(ChargeReading(charger_key=CONNECTOR.public_key, station=self.station.public_key,
+                                     session_id=session.session_id, meter_start_wh=counter,
+                                     meter_stop_wh=counter + min(delivered_wh, session.max_wh), started_ms=NOW,
+                                     ended_ms=NOW + 3_600_000), CONNECTOR)
+        self.ledger.add(self.station, "charge_bill", plan_charge_bill(self.ledger.state, reading))
+
+
+def test_a_charging_session_is_a_sale_for_the_station_and_a_cost_for_the_driver():
+    ledger = Ledger()
+    ledger.add(GATEWAY, "mint", Mint(to=PEOPLE[1].public_key, amount=10_000_000))
+    charger = Charger(ledger)
+    charger.start(PEOPLE[1], 10_000)
+    driver = statement_for(ledger.entries, FX.rules, PEOPLE[1].public_key)
+    assert driver.streams["escrow"] == -4_500_000 and driver.closing_uc == 5_500_000
+    charger.bill(7_777)
+    price = trade_value(7_777, CHARGE_PRICE)
+    station = statement_for(ledger.entries, FX.rules, PEOPLE[0].public_key)
+    driver = statement_for(ledger.entries, FX.rules, PEOPLE[1].public_key)
+    assert station.streams["charging_sales"] == price == -driver.streams["charging_bought"]
+    assert station.energy_wh["charging_sales"] == driver.energy_wh["charging_bought"] == 7_777
+    assert driver.streams["escrow"] == 0 and driver.closing_uc == 10_000_000 - price
+    assert station.reconciled and driver.reconciled and station.operating_net_uc == price
+
+
 def build_random_ledger(ops) -> Ledger:
     ledger = Ledger()
     for person in PEOPLE:
         ledger.add(GATEWAY, "mint", Mint(to=person.public_key, amount=3_000_000))
     pool = SharedPool(ledger)
+    charger = Charger(ledger)
     open_takes = []
     for n, (op, i, j, amount, qty, price, slot_no) in enumerate(ops):
         src, dst = KEYS[i], KEYS[j]
@@ -271,6 +327,14 @@ def build_random_ledger(ops) -> Ledger:
                 pool.payout()
             elif op == "share_redeem":
                 pool.redeem(PEOPLE[1 + i % 2], 1 + j % 2)
+            elif op == "charge_start":
+                charger.start(PEOPLE[1 + i % 2], qty)
+            elif op == "charge_bill" and charger.open:
+                charger.bill(qty * j // 3)
+            elif op == "release" and charger.open:
+                session = charger.open.pop(0)
+                driver = next(p for p in PEOPLE if p.public_key == session_of(ledger.state, session.session_id).driver)
+                ledger.add(driver, "release", Release(take_id=session.session_id), now=session.deadline_ms)
         except EntryRejected:
             pass            # an overdraft etc.: the op just does not happen
     return ledger

@@ -159,4 +159,6 @@ def test_a_zero_pool_or_share_stream_says_how_far_the_pools_got():
     assert zero_reason("energy_sold_pool", {"pool_open": 2, "swap": 7}).startswith("7 swaps certified")
     assert zero_reason("share_income", {}).startswith("no pool-share programme")
     assert zero_reason("share_capital", {"share_offer": 1}).startswith("1 share programmes offered")
-    assert "no ledger entry kind records EV charging" in zero_reason("charging_sales", {"fill": 1})
+    assert zero_reason("charging_sales", {"fill": 1}).startswith("no charging tariff was certified")
+    assert zero_reason("charging_bought", {"charge_tariff": 1, "charge_start": 3}).startswith("3 charging sessions started")
+    assert zero_reason("charging_sales", {"charge_tariff": 1, "charge_bill": 2}).startswith("2 charging sessions billed")
