@@ -363,7 +363,8 @@ class PoolSection:
 
 @dataclass(frozen=True)
 class SharesSection:
-    """A pool host's programme of liquidity providers' shares (``p2pgrid.node_shares``)."""
+    """A pool host's programme of liquidity providers' shares, and an LP's standing instruction to
+    invest in one (``p2pgrid.node_shares``)."""
 
     offer: bool = field(default=False, metadata=doc(
         "Pool host: open a share programme on its pools' fees at start (if none is active) and run "
@@ -384,6 +385,19 @@ class SharesSection:
     payout_every_s: int = field(default=86_400, metadata=doc(
         "Market seconds between payouts of the holders' part of the pool fees.", min=1,
         max=365 * 86_400))
+    invest_shares: int = field(default=0, metadata=doc(
+        "Investor (LP): keep this many shares bought, in the first open programme of the zone (by "
+        "programme id; of invest_host if set), from this node's own balance. 0: not an investor.",
+        min=0, max=10**12))
+    invest_host: str = field(default="", metadata=doc(
+        "Investor: buy only from this host (hex public key). Empty: any host of the zone.",
+        pattern=f"(|{HEX_KEY_PATTERN})"))
+    invest_reserve_uc: int = field(default=0, metadata=doc(
+        "Investor: credits kept for trading, µc; shares are bought only from the balance above this.",
+        min=0, max=10**15))
+    exit_after_lockup: bool = field(default=False, metadata=doc(
+        "Investor: once a programme's lock-up slot is reached, ask the host to redeem every share held in "
+        "it (and buy no more there)."))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import p2pgrid.charging  # noqa: F401  charge_tariff, charge_start, charge_bill
 import p2pgrid.settlement_entries  # noqa: F401  meter_registration, meter, settle
 import p2pgrid.trading.pool_entries  # noqa: F401  pool_open, pool_update, swap, swap_decline
-import p2pgrid.trading.pool_shares  # noqa: F401  share_offer, share_buy, share_issue, share_payout, share_redeem
+import p2pgrid.trading.pool_shares  # noqa: F401  share_offer, share_buy, share_issue, share_payout, share_exit, share_redeem
 from p2pgrid.ledger.chain import KINDS
 
 

@@ -52,6 +52,8 @@ Every method reads the node's live services; nothing is cached that the node alr
   ``NotAvailable`` (JSON-RPC ``-32007``).
 * **Shares** — ``share_programmes`` / ``share_buy`` / ``share_exit`` / ``share_positions`` are
   ``p2pgrid.node_share_api.ShareApi`` (see there).
+* **Charging** — ``charge_tariffs`` / ``charge_start`` / ``charge_sessions`` / ``charge_release``
+  are ``p2pgrid.node_charging_api.ChargingApi`` (see there).
 
 Events: ``run()`` drains ``TradingService.book_changes`` (the one consumer of that channel) and
 follows the ledger; each book change becomes a ``BookUpdate`` (the new total at the changed price
@@ -109,6 +111,8 @@ from p2pgrid.rpc.api import (
 )
 from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView
 from p2pgrid.node_share_api import ShareApi
+from p2pgrid.rpc.api import ChargeRole, ChargeSessionView, ChargeTariffView
+from p2pgrid.node_charging_api import ChargingApi
 from p2pgrid.rpc.errors import NotAvailable
 from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.settlement_entries import (
@@ -555,6 +559,20 @@ class LiveNodeApi:
 
     async def share_positions(self) -> list[SharePositionView]:
         return await ShareApi(self.node).positions()
+
+    # --- Charging (p2pgrid.node_charging_api) --------------------------------------------------
+
+    async def charge_tariffs(self, station: bytes | None) -> list[ChargeTariffView]:
+        return await ChargingApi(self.node).tariffs(station)
+
+    async def charge_start(self, tariff_id: bytes, max_wh: int, wait_s: int, hours: int) -> ChargeSessionView:
+        return await ChargingApi(self.node).start(tariff_id, max_wh, wait_s, hours)
+
+    async def charge_sessions(self, role: ChargeRole) -> list[ChargeSessionView]:
+        return await ChargingApi(self.node).sessions(role)
+
+    async def charge_release(self, session_id: bytes) -> ChargeSessionView:
+        return await ChargingApi(self.node).release(session_id)
 
     # --- EventSource --------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""The share-programme service of a pool host (see ``p2pgrid.node`` for the service protocol).
+"""The share services of a node: a pool host's programme and an LP's standing instruction to
+invest (see ``p2pgrid.node`` for the service protocol).
 
-``ShareHostService`` runs on a node whose config says ``[shares] offer = true`` and ``[pool]
-enabled = true``. It runs the host's side of ``p2pgrid.trading.pool_shares``:
+``ShareHostService`` ("shares") runs on a node whose config says ``[shares] offer = true`` and
+``[pool] enabled = true``. It runs the host's side of ``p2pgrid.trading.pool_shares``:
 
 * at start, if none of the host's programmes is active, it offers one on the ``[shares]`` terms
   (lock-up and sale end counted from ``node.clock``; the lock-up rounded up to a slot start);
@@ -11,8 +12,17 @@ enabled = true``. It runs the host's side of ``p2pgrid.trading.pool_shares``:
   pool fees every ``[shares] payout_every_s`` market seconds, and redeems the LPs' ``share_exit``
   requests once the lock-up is over. The decision is the pure function; this is only the shell.
 
-One entry at a time: after each certified entry it plans again on the new state, so what it writes
-is always judged on what the committee has certified, never on entries of its own in flight.
+``ShareInvestorService`` ("shares-investor") runs on a node whose config says ``[shares]
+invest_shares = N`` (N > 0): the LP's side, without anybody at the RPC. Every round it asks
+``pool_shares.plan_investor_actions`` and writes what it returns: buys shares of the first open
+programme of the zone (of ``invest_host`` only, if set) until it holds N, from the balance above
+``invest_reserve_uc``; takes back (``release``) an escrow the host left unissued past its
+deadline; and with ``exit_after_lockup = true`` asks for every share back once a programme's
+lock-up slot is reached (the host's service redeems it at par).
+
+Both write one entry at a time: after each certified entry they plan again on the new state, so
+what they write is always judged on what the committee has certified, never on entries of their
+own in flight.
 
 **Resilient.** A refused entry (``EntryRejected`` / ``BatchRejected``, no quorum, a net error) is
 logged and counted, and the next round plans again after a bounded backoff; nothing here stops the
@@ -20,9 +30,10 @@ node. An entry some validator may have voted for (``LedgerService.is_in_doubt``)
 by a new one at its seq: it is offered again as it is until it is certified or another entry is
 certified at its seq (as ``node_gateway`` does with mints), and only then is planning resumed.
 
-Payout timer: the market instant of the last payout this service certified per programme is kept
-in memory; a programme not paid out since the service started is due at once (a restart pays out
-early, never twice: a payout pays only the fees since the last one).
+Payout timer: the market instant of the last payout the host's service certified per programme is
+kept in memory; a programme not paid out since the service started is due at once (a restart pays
+out early, never twice: a payout pays only the fees since the last one). The investor keeps no
+memory at all: its instruction is a target, read against the certified state each round.
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ import trio
 from p2pgrid.errors import LedgerError, NetError
 from p2pgrid.ledger.messages import entry_hash
 from p2pgrid.trading.pool_shares import (
-    SHARE_OFFER_KIND, SHARE_PAYOUT_KIND, HostAction, HostPolicy, plan_host_actions, programmes,
+    SHARE_OFFER_KIND, SHARE_PAYOUT_KIND, HostPolicy, InvestorPolicy, ShareAction, plan_host_actions,
+    plan_investor_actions, programmes,
 )
 
 if TYPE_CHECKING:
@@ -56,30 +68,48 @@ def host_policy(shares: Any) -> HostPolicy:
                       residents_only=shares.residents_only)
 
 
+def investor_policy(shares: Any) -> InvestorPolicy:
+    """The ``InvestorPolicy`` of a ``[shares]`` config section."""
+    return InvestorPolicy(target_shares=shares.invest_shares,
+                          host=bytes.fromhex(shares.invest_host) if shares.invest_host else None,
+                          reserve_uc=shares.invest_reserve_uc, exit_after_lockup=shares.exit_after_lockup)
+
+
 @dataclass
-class ShareHostStats:
-    """What the service wrote and how often the committee refused it (for logs and tests)."""
+class ShareServiceStats:
+    """What a share service wrote and how often the committee refused it (for logs and tests)."""
 
     written: dict[str, int] = field(default_factory=dict)     # entry kind → certified entries
     refused: int = 0
+    rounds: int = 0                                           # plans made on the certified state
     last_error: str = ""
 
 
-class ShareHostService:
-    name = "shares"
+class _ShareWriter:
+    """The shell both services share: plan on the certified state, write the first action, one
+    entry at a time, with backoff after refusals and in-doubt entries offered again unchanged."""
+
+    name = ""
 
     def __init__(self, poll_s: float = POLL_S) -> None:
         self.poll_s = poll_s
-        self.stats = ShareHostStats()
-        self.last_payout_ms: dict[bytes, int] = {}
-        self.may_offer = True
-        self._held: tuple[Any, HostAction] | None = None     # (signed entry in doubt, what it does)
+        self.stats = ShareServiceStats()
+        self._held: tuple[Any, ShareAction] | None = None     # (signed entry in doubt, what it does)
+
+    def policy_of(self, config: Any) -> Any:
+        raise NotImplementedError
+
+    def plan(self, node: Node, ledger: LedgerService, policy: Any) -> list[ShareAction]:
+        raise NotImplementedError
+
+    def on_certified(self, node: Node, action: ShareAction) -> None:
+        """Hook: ``action``'s entry was certified."""
 
     async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         ledger = node.ledger
         if ledger is None:
-            raise RuntimeError("the share host starts after the ledger service")
-        policy = host_policy(node.config.shares)
+            raise RuntimeError(f"the {self.name} service starts after the ledger service")
+        policy = self.policy_of(node.config)
         task_status.started()
         failures = 0
         while True:
@@ -93,23 +123,20 @@ class ShareHostService:
                 failures += 1
                 await trio.sleep(min(RETRY_MAX_S, self.poll_s * 2 ** min(failures, 8)))
 
-    async def step(self, node: Node, ledger: LedgerService, policy: HostPolicy) -> bool | None:
+    async def step(self, node: Node, ledger: LedgerService, policy: Any) -> bool | None:
         """Write the next entry: True if it was certified, False if refused, None if there was
         nothing to write."""
         if self._held is not None:
             return await self._retry_held(node, ledger)
-        now = node.clock.now_ms()
-        if self.may_offer and any(p.is_active(now) for p in programmes(ledger.state, ledger.me)):
-            self.may_offer = False     # a programme runs already (e.g. after a restart): run that one
-        actions = plan_host_actions(ledger.state, ledger.me, now, ledger.rules, policy, self.last_payout_ms,
-                                    may_offer=self.may_offer)
+        actions = self.plan(node, ledger, policy)
+        self.stats.rounds += 1
         if not actions:
             return None
         action = actions[0]
         entry = ledger.next_entry(action.kind, action.body)
         return await self._submit(node, ledger, entry, action)
 
-    async def _submit(self, node: Node, ledger: LedgerService, entry: Any, action: HostAction) -> bool:
+    async def _submit(self, node: Node, ledger: LedgerService, entry: Any, action: ShareAction) -> bool:
         try:
             await ledger.submit(entry)
         except (LedgerError, NetError) as exc:
@@ -117,7 +144,7 @@ class ShareHostService:
             self.stats.last_error = str(exc)
             if ledger.is_in_doubt(entry):
                 self._held = (entry, action)
-            log.info("share %s not certified (%s)%s", action.kind, exc,
+            log.info("%s: %s not certified (%s)%s", self.name, action.kind, exc,
                      "; it is in doubt, offering it again" if self._held else "; planning again")
             return False
         self._certified(node, action)
@@ -135,8 +162,30 @@ class ShareHostService:
             return True
         return None
 
-    def _certified(self, node: Node, action: HostAction) -> None:
+    def _certified(self, node: Node, action: ShareAction) -> None:
         self.stats.written[action.kind] = self.stats.written.get(action.kind, 0) + 1
+        self.on_certified(node, action)
+
+
+class ShareHostService(_ShareWriter):
+    name = "shares"
+
+    def __init__(self, poll_s: float = POLL_S) -> None:
+        super().__init__(poll_s)
+        self.last_payout_ms: dict[bytes, int] = {}
+        self.may_offer = True
+
+    def policy_of(self, config: Any) -> HostPolicy:
+        return host_policy(config.shares)
+
+    def plan(self, node: Node, ledger: LedgerService, policy: HostPolicy) -> list[ShareAction]:
+        now = node.clock.now_ms()
+        if self.may_offer and any(p.is_active(now) for p in programmes(ledger.state, ledger.me)):
+            self.may_offer = False     # a programme runs already (e.g. after a restart): run that one
+        return plan_host_actions(ledger.state, ledger.me, now, ledger.rules, policy, self.last_payout_ms,
+                                 may_offer=self.may_offer)
+
+    def on_certified(self, node: Node, action: ShareAction) -> None:
         if action.kind == SHARE_OFFER_KIND:
             self.may_offer = False
             log.info("opened share programme %s", action.body.programme_id.hex())
@@ -144,8 +193,27 @@ class ShareHostService:
             self.last_payout_ms[action.body.programme_id] = node.clock.now_ms()
 
 
+class ShareInvestorService(_ShareWriter):
+    name = "shares-investor"
+
+    def policy_of(self, config: Any) -> InvestorPolicy:
+        return investor_policy(config.shares)
+
+    def plan(self, node: Node, ledger: LedgerService, policy: InvestorPolicy) -> list[ShareAction]:
+        return plan_investor_actions(ledger.state, ledger.me, node.clock.now_ms(), ledger.rules, policy)
+
+    def on_certified(self, node: Node, action: ShareAction) -> None:
+        body = action.body
+        log.info("investor: %s certified (%s)", action.kind,
+                 f"{body.shares} shares of {body.programme_id.hex()}" if hasattr(body, "shares")
+                 else body.take_id.hex())
+
+
 def share_services(config: Any) -> list[Any]:
     """The share services a node with a ledger runs, by config (``Node.__init__`` adds them)."""
+    services: list[Any] = []
     if config.shares.offer and config.pool.enabled:
-        return [ShareHostService()]
-    return []
+        services.append(ShareHostService())
+    if config.shares.invest_shares > 0:
+        services.append(ShareInvestorService())
+    return services

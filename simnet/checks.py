@@ -16,6 +16,9 @@ After every node has stopped, each node's ``ledger.sqlite`` is opened read-throu
                            entry with green energy, units [0, green_wh)); each unit is retired at most
                            once and only if issued — not applicable (passes, marked so) while the
                            ledger holds no certificate state.
+``charging_billed``        every charging session started in the run was billed, within the driver's
+                           escrow, and no connector sold more than its counter (not applicable
+                           without a charging tariff).
 ``state_roots_equal``      every live node (not killed at the end) has the same state root.
 ``acknowledged_kept``      nothing acknowledged is lost across restarts: every certified trade a
                            node's trader logged is in every live node's state, and every restarted
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pgrid.certificates import UnitRange, total_wh
+from p2pgrid.charging import charger_counter, sessions, tariffs
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import LedgerState, LockStatus, state_root
 from p2pgrid.node import read_status
@@ -210,6 +214,27 @@ def check_settled(state: LedgerState, nodes_dir: Path, live: list[str]) -> Check
                        f"{waiting} not due before the end")
 
 
+def check_charging(state: LedgerState) -> CheckResult:
+    """Every charging session started in the run was billed (drivers plan only charges that end
+    before metering stops), within its escrow, and no connector sold a Wh twice."""
+    started = sessions(state)
+    if not tariffs(state):
+        return CheckResult("charging_billed", True, "no station sells charging in this run", applicable=False)
+    unbilled = [s for s in started if not s.billed]
+    over = [s for s in started if s.billed and s.amount_uc > s.escrow_uc]
+    sold: dict[bytes, int] = {}
+    for s in started:
+        if s.billed:
+            sold[s.charger_key] = sold.get(s.charger_key, 0) + s.delivered_wh
+    twice = [k for k, wh in sold.items() if wh > charger_counter(state, k)]
+    if unbilled or over or twice:
+        return CheckResult("charging_billed", False, f"{len(unbilled)} of {len(started)} sessions unbilled, "
+                           f"{len(over)} billed beyond their escrow, {len(twice)} connectors sold energy twice")
+    wh = sum(s.delivered_wh for s in started)
+    return CheckResult("charging_billed", True, f"all {len(started)} charging sessions billed ({wh} Wh), "
+                       "each within its escrow and its connector's counter")
+
+
 def check_roots(ledgers: dict[str, NodeLedger], live: list[str]) -> CheckResult:
     roots = {n: ledgers[n].root for n in live if n in ledgers}
     distinct = set(roots.values())
@@ -260,6 +285,7 @@ def run_checks(nodes_dir: Path, names: list[str], live: list[str], *, heights_be
         results.append(next((r for r in overfills if not r.passed), overfills[0]))
         results.append(check_settled(reference, nodes_dir, live))
         results.append(check_certificates(reference))
+        results.append(check_charging(reference))
     results.append(check_roots(ledgers, live))
     results.append(check_acknowledged(ledgers, live, nodes_dir, names, heights_before_kill, restarted))
     results.append(CheckResult("nodes_ran", not errors and bad == 0,

@@ -48,7 +48,7 @@ from pathlib import Path
 from p2pgrid.identity import NodeKey, save_keystore
 from p2pgrid.net.libp2p_host import peer_id_of
 from p2pgrid.node_agent import TradingProfile
-from simnet import profiles
+from simnet import charging, profiles
 from simnet.scenario import Scenario
 
 ZONE = "sim"
@@ -57,6 +57,7 @@ WARMUP_SLOTS = 2
 ENERGY_FILE = "energy.json"
 SITE_FILE = "site.json"
 METER_KEY_FILE = "meter.key"
+CHARGING_MAX_SESSION_WH = 80_000
 METER_GRACE_REAL_S = 10.0
 QUIET_REAL_S = 3.0
 SAMPLE_PERIOD_MS = 250       # real ms between device samples (the meter must see every slot edge)
@@ -91,6 +92,8 @@ class Participant:
     battery_wh: int = 0
     has_ev: bool = False
     energy: Energy | None = None
+    connectors: list[list[int]] = field(default_factory=list)   # a station's public charging, Wh per slot
+    charging_file: bool = False     # has a charging sessions file (station log or driver plans)
     ask: list[int] = field(default_factory=list)
     bid: list[int] = field(default_factory=list)
 
@@ -167,6 +170,7 @@ def compute_energy(s: Scenario, people: list[Participant]) -> list[int]:
             for k in range(s.station_evs):
                 ev = profiles.ev_charging(p.seed * 10 + k, days, s.start_day, s.slot_s)
                 load = [a + b for a, b in zip(load, ev)]
+                p.connectors.append(window(ev))
             pv = profiles.pv_generation(p.pv_kwp, 20.0, 180.0, days, s.start_day, s.slot_s, seed=p.seed, year=s.year)
         elif p.role == "household":
             load = profiles.household_load(p.seed, days, s.start_day, s.slot_s)
@@ -278,6 +282,11 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
     if p.battery_wh:
         sections["devices.battery"] = {"capacity_wh": p.battery_wh, "max_charge_w": p.battery_wh // 2,
                                        "max_discharge_w": p.battery_wh // 2}
+    if p.role == "station" and s.station_charging:
+        sections["charging"] = {"enabled": True, "price_uc_per_kwh": s.station_charging_price,
+                                "connectors": max(1, s.station_evs), "max_session_wh": CHARGING_MAX_SESSION_WH}
+    if p.charging_file:
+        sections.setdefault("charging", {})["sessions_file"] = charging.SESSIONS_FILE
     if p.role == "station" and p.battery_wh and s.station_pools:
         sections["pool"] = {"enabled": True, "fee_bps": 30, "max_share": 0.5}
     lines = [f"# Written by simnet for scenario {s.name!r}: one node of the community."]
@@ -315,9 +324,13 @@ def make_timeline(s: Scenario, anchor_wall_ms: int) -> Timeline:
 def write_node_dirs(s: Scenario, people: list[Participant], timeline: Timeline, nodes_dir: Path, *,
                     memory: bool) -> None:
     fault_control = bool(s.faults)
+    sessions = charging_sessions(s, people, timeline)
     for p in people:
         data_dir = nodes_dir / p.name
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if p.name in sessions:
+            p.charging_file = True
+            (data_dir / charging.SESSIONS_FILE).write_text(json.dumps(sessions[p.name], indent=1))
         save_keystore(data_dir / "node.key", p.key)
         if not p.operator:
             save_keystore(data_dir / METER_KEY_FILE, p.meter_key)
@@ -346,6 +359,24 @@ class Community:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+
+def charging_sessions(s: Scenario, people: list[Participant], timeline: Timeline) -> dict[str, dict]:
+    """Every node's charging sessions file content (``simnet.charging``), when stations sell charging."""
+    if not s.station_charging:
+        return {}
+    drivers = [f"{p.name}/{p.account}" for p in people if p.role in ("household", "consumer") and not p.operator]
+    files: dict[str, dict] = {}
+    for p in people:
+        if p.role != "station":
+            continue
+        for name, content in charging.community_sessions(
+                f"{p.name}/{p.account}", p.connectors, drivers, timeline.profile_start_ms // 1000, s.slot_s,
+                quiet_from_s(s, timeline), CHARGING_MAX_SESSION_WH, p.seed).items():
+            merged = files.setdefault(name, {})
+            for key, items in content.items():
+                merged.setdefault(key, []).extend(items)
+    return files
 
 
 def prepare_community(s: Scenario, out_dir: Path, *, startup_s: float, now_wall_ms: int) -> Community:

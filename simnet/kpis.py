@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pgrid.certificates import total_wh
+from p2pgrid.charging import sessions, tariffs
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import LedgerState, LockStatus
 from p2pgrid.market.auction import clear
@@ -167,6 +168,7 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "certification_latency_s": latency(trades),
         "gossip_delivery_ratio": delivery(nodes_dir, names, run),
         "settlement": settlement(state, bytes.fromhex(community["gateway"])),
+        "charging": charging(state),
         "trades": len(trades),
         "run": run,
         "series_wh": series,
@@ -205,6 +207,17 @@ def settlement(state: LedgerState | None, gateway: bytes) -> dict[str, Any]:
             "imbalance_paid_to_gateway_uc": paid_to_gateway, "imbalance_paid_by_gateway_uc": paid_by_gateway,
             "green_metered_wh": green, "certificates_issued_wh": issued, "certificates_retired_wh": retired,
             "certificates_equal_green": issued == green}
+
+
+def charging(state: LedgerState | None) -> dict[str, Any]:
+    """Public charging sold on the ledger: sessions started and billed, energy and money."""
+    if state is None or not tariffs(state):
+        return null("no station sells charging in this run")
+    started = sessions(state)
+    billed = [s for s in started if s.billed]
+    return {"tariffs": len(tariffs(state)), "sessions": len(started), "billed": len(billed),
+            "energy_wh": sum(s.delivered_wh for s in billed), "revenue_uc": sum(s.amount_uc for s in billed),
+            "drivers": len({s.driver for s in started})}
 
 
 def volume_share(trades: list[Trade], state: LedgerState | None) -> dict[str, Any]:

@@ -14,7 +14,9 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
     [consumer]  annual_kwh = [lo, hi], bid = [lo, hi]
     [station]   pv_kwp, battery_wh, evs (public charging sessions from synPRO EV profiles), ask = [lo, hi],
                 pools (host an AMM pool per slot backed by the battery; default false: see
-                the note in p2pgrid/node_pools.py on swaps refused for slippage in fast simnet runs)
+                the note in p2pgrid/node_pools.py on swaps refused for slippage in fast simnet runs),
+                charging (sell the EV charging to community drivers on the ledger: simnet/charging.py;
+                default false), charging_price (µc/kWh)
     [[faults]]  at_h (simulated hours after the profile start), kind, node / nodes / groups, ...
 
 Prices ``ask`` / ``bid`` are positions between feed-in (0) and retail (1); each node draws its
@@ -97,6 +99,8 @@ class Scenario:
     station_battery_wh: int = 100_000
     station_evs: int = 4
     station_pools: bool = False     # the station hosts an AMM pool per slot, backed by its battery
+    station_charging: bool = False  # the station sells its EV charging to community drivers (ledger)
+    station_charging_price: int = 450_000   # µc per kWh charged
     station_ask: Range = Range(0.15, 0.3)
     faults: tuple[Fault, ...] = field(default=())
 
@@ -116,7 +120,7 @@ _SECTIONS = {
     "participants": ("households", "consumers", "stations"),
     "household": ("pv_kwp", "battery_share", "battery_wh", "ev_share", "ask", "bid"),
     "consumer": ("annual_kwh", "bid"),
-    "station": ("pv_kwp", "battery_wh", "evs", "ask", "pools"),
+    "station": ("pv_kwp", "battery_wh", "evs", "ask", "pools", "charging", "charging_price"),
 }
 
 

@@ -103,5 +103,10 @@ def finish(community: Community, out_dir: Path, log: RunLog, console: Console) -
     console.print(f"trades: {kpis['trades']} ({kpis['traded_volume_wh'] / 1000:.1f} kWh); self-sufficiency "
                   f"{ss['trading']} with trading vs {ss['baseline']} without; welfare vs central auction: "
                   f"{kpis['welfare_vs_central_auction'].get('value')}")
+    charging = kpis["charging"]
+    if charging.get("sessions"):
+        console.print(f"charging: {charging['billed']} of {charging['sessions']} sessions billed, "
+                      f"{charging['energy_wh'] / 1000:.1f} kWh for {charging['revenue_uc'] / 1e6:.2f} credits "
+                      f"({charging['drivers']} drivers)")
     console.print(f"report: {report}")
     return SimulationResult(out_dir, checks, kpis, log)

@@ -36,12 +36,12 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pgrid.cli import invest, ledger, node_commands, settlement, shares, trade
+    from p2pgrid.cli import charging, invest, ledger, node_commands, settlement, shares, trade
 
     parser = OneLineArgumentParser(prog="p2pgrid", description="Peer-to-peer energy trading node.")
     parser.add_argument("--version", action="version", version=f"p2pgrid {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node_commands, trade, ledger, settlement, invest, shares):
+    for module in (node_commands, trade, ledger, settlement, invest, shares, charging):
         module.register(subparsers)
     return parser
 

@@ -43,6 +43,7 @@ __all__ = [
     "PeerInfo", "PoolView", "RouteLeg", "RouteQuote", "Side", "SlotSettlement", "Source",
     "Telemetry", "TradeView", "Trading", "Venue", "node_api_mismatches",
     "ShareBuyStatus", "ShareBuyView", "ShareExitView", "SharePositionView", "ShareProgrammeView", "Shares",
+    "ChargeRole", "ChargeSessionStatus", "ChargeSessionView", "ChargeTariffView", "Charging",
 ]
 
 
@@ -355,6 +356,54 @@ class SharePositionView:
     pending_exit_shares: int
 
 
+# --- public EV charging (p2pgrid.charging) -------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChargeTariffView:
+    """A certified charging tariff of a station, with its running totals."""
+
+    tariff_id: bytes          # 16 bytes
+    station: bytes
+    zone: str
+    price_uc_per_kwh: int
+    connectors: int           # connector metering keys the tariff names
+    max_power_w: int          # power of one connector
+    max_session_wh: int       # most energy one session may escrow for
+    until_ms: int             # no new session from then on
+    sessions_billed: int
+    sold_wh: int
+    revenue_uc: int
+
+
+class ChargeSessionStatus(str, enum.Enum):
+    CHARGING = "charging"     # escrowed, the station may still bill it (until deadline_ms)
+    BILLED = "billed"         # the station billed the metered energy; the rest of the escrow came back
+    EXPIRED = "expired"       # unbilled past its deadline: the driver may take the escrow back (release)
+    RELEASED = "released"     # the driver took the escrow back
+
+
+class ChargeRole(str, enum.Enum):
+    DRIVER = "driver"
+    STATION = "station"
+
+
+@dataclass(frozen=True)
+class ChargeSessionView:
+    session_id: bytes         # 16 bytes
+    tariff_id: bytes
+    station: bytes
+    driver: bytes
+    max_wh: int
+    escrow_uc: int            # the price of max_wh, held from the driver's balance
+    plugged_in_ms: int
+    deadline_ms: int          # the station bills before this; the driver may release from then on
+    billed: bool
+    delivered_wh: int         # 0 until billed
+    amount_uc: int            # paid to the station; 0 until billed
+    ended_ms: int             # the connector's end of the session; 0 until billed
+    status: ChargeSessionStatus
+
+
 # --- capabilities -------------------------------------------------------------------------------
 
 class MarketView(Protocol):
@@ -451,7 +500,32 @@ class Shares(Protocol):
     async def share_positions(self) -> list[SharePositionView]: ...
 
 
-class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Shares, Protocol):
+class Charging(Protocol):
+    """Public EV charging bought by this node's account (as a driver) or sold by it (as a station)."""
+
+    async def charge_tariffs(self, station: bytes | None) -> list[ChargeTariffView]:
+        """Tariffs of the zone open now (of ``station``, if given)."""
+        ...
+
+    async def charge_start(self, tariff_id: bytes, max_wh: int, wait_s: int, hours: int) -> ChargeSessionView:
+        """Escrow the price of ``max_wh`` for a session plugged in now (certified ``charge_start``,
+        deadline ``hours`` ahead), then wait up to ``wait_s`` real seconds for a bill (a station
+        with no car of this driver bills zero at once). Raises a ``TradingError`` for an unknown
+        tariff and a ``LedgerError`` (``EntryRejected``) when the ledger rules refuse the start."""
+        ...
+
+    async def charge_sessions(self, role: ChargeRole) -> list[ChargeSessionView]:
+        """This node's sessions as driver or as station, in plug-in order."""
+        ...
+
+    async def charge_release(self, session_id: bytes) -> ChargeSessionView:
+        """Take back the escrow of an unbilled session past its deadline (certified ``release``).
+        Raises a ``TradingError`` for a session of another driver or none, a ``LedgerError``
+        before the deadline or once billed."""
+        ...
+
+
+class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Shares, Charging, Protocol):
     """Everything the RPC server needs from a node."""
 
 

@@ -16,6 +16,7 @@ from p2pgrid.rpc.api import (Balance, BookSnapshot, Certificate, DeviceView, Exe
                              OrderView, PeerInfo, PoolView, RouteQuote, SlotSettlement, Telemetry,
                              TradeView, Trading)
 from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView, Shares
+from p2pgrid.rpc.api import ChargeRole, ChargeSessionView, ChargeTariffView, Charging
 from p2pgrid.rpc.jsonrpc import Method
 from p2pgrid.rpc.subscriptions import Session, Topic
 from p2pgrid.wire import MAX_PRICE, MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, Source
@@ -138,6 +139,29 @@ programme_id = c.Param("programme_id", c.hex_bytes(PROGRAMME_ID_SIZE), doc="shar
 share_count = c.Param("shares", c.integer(1, MAX_SHARES), doc="number of shares")
 
 
+# --- public EV charging ---------------------------------------------------------------------------
+
+CHARGE_ID_SIZE = 16
+MAX_CHARGE_WAIT_S = 60
+MAX_CHARGE_HOURS = 48          # p2pgrid.charging.MAX_SESSION_MS
+
+
+async def charging_tariffs(node: Charging, p: P, s: Session) -> list[ChargeTariffView]:
+    return await node.charge_tariffs(p["station"])
+
+
+async def charging_start(node: Charging, p: P, s: Session) -> ChargeSessionView:
+    return await node.charge_start(p["tariff_id"], p["max_wh"], p["wait_s"], p["hours"])
+
+
+async def charging_sessions(node: Charging, p: P, s: Session) -> list[ChargeSessionView]:
+    return await node.charge_sessions(p["role"])
+
+
+async def charging_release(node: Charging, p: P, s: Session) -> ChargeSessionView:
+    return await node.charge_release(p["session_id"])
+
+
 def _method(name: str, call: Any, summary: str, *params: c.Param[Any]) -> Method:
     return Method(name, tuple(params), call, summary)
 
@@ -188,4 +212,16 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _method("shares_exit", shares_exit, "ask the host to redeem shares at par after the lock-up",
             programme_id, share_count),
     _method("shares_positions", shares_positions, "this node's share positions"),
+    # public EV charging
+    _method("charging_tariffs", charging_tariffs, "charging tariffs of the zone open now",
+            c.Param("station", c.optional(c.hex_bytes(PUBLIC_KEY_SIZE)), None, doc="one station's only (null: all)")),
+    _method("charging_start", charging_start, "plug in now: escrow the price of at most max_wh under a tariff",
+            c.Param("tariff_id", c.hex_bytes(CHARGE_ID_SIZE), doc="tariff id, 32 hex digits"),
+            c.Param("max_wh", c.integer(1, MAX_QTY_WH), doc="most energy to take, Wh"),
+            c.Param("wait_s", c.integer(0, MAX_CHARGE_WAIT_S), 10, doc="seconds to wait for a bill (no car: zero)"),
+            c.Param("hours", c.integer(1, MAX_CHARGE_HOURS), 12, doc="the station bills within this many hours")),
+    _method("charging_sessions", charging_sessions, "this node's charging sessions",
+            c.Param("role", c.choice(ChargeRole), ChargeRole.DRIVER, doc='"driver" or "station"')),
+    _method("charging_release", charging_release, "take back an unbilled session's escrow after its deadline",
+            c.Param("session_id", c.hex_bytes(CHARGE_ID_SIZE), doc="session id, 32 hex digits")),
 ]}

@@ -34,6 +34,7 @@ from p2pgrid.rpc.api import (Balance, BookLevel, BookSnapshot, BookUpdate, Certi
                              RouteQuote, SlotSettlement, Telemetry, TradeView, Venue)
 from p2pgrid.rpc.api import (ShareBuyStatus, ShareBuyView, ShareExitView, SharePositionView,
                              ShareProgrammeView)
+from p2pgrid.rpc.api import ChargeRole, ChargeSessionStatus, ChargeSessionView, ChargeTariffView
 from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Side, Source
@@ -52,6 +53,18 @@ class UnknownFakeProgramme(TradingError):
 
 
 class FakeShareRefused(LedgerError):
+    pass
+
+
+class UnknownFakeTariff(TradingError):
+    pass
+
+
+class UnknownFakeChargeSession(TradingError):
+    pass
+
+
+class FakeChargeRefused(LedgerError):
     pass
 
 
@@ -81,6 +94,8 @@ class FakeNode:
     share_programme_list: list[ShareProgrammeView] = field(default_factory=list)
     share_holdings: dict[bytes, int] = field(default_factory=dict)      # programme id → shares held
     share_exits: dict[bytes, int] = field(default_factory=dict)         # programme id → shares asked back
+    charge_tariff_list: list[ChargeTariffView] = field(default_factory=list)
+    charge_session_list: dict[bytes, ChargeSessionView] = field(default_factory=dict)   # session id → session
     _seq: int = 0
     _counter: int = 0
 
@@ -300,6 +315,77 @@ class FakeNode:
                     held * programme.price_uc, 0, 0, programme.fee_share_bps, 0,
                     self.share_exits.get(programme.programme_id, 0)))
         return views
+
+    # --- Charging -----------------------------------------------------------------------------
+    # Tariffs are another station's; a session is escrowed from the balance and stays charging
+    # until the test bills it (``bill_charge_session``) or the driver releases it past its deadline.
+
+    def add_charge_tariff(self, price_uc_per_kwh: int = 450_000, max_session_wh: int = 60_000,
+                          open_for_ms: int = 86_400_000) -> ChargeTariffView:
+        tariff = ChargeTariffView(self._new_id(), OTHER_ACCOUNT, self.zone, price_uc_per_kwh, 2, 22_000,
+                                  max_session_wh, self.now_ms + open_for_ms, 0, 0, 0)
+        self.charge_tariff_list.append(tariff)
+        return tariff
+
+    def bill_charge_session(self, session_id: bytes, delivered_wh: int) -> ChargeSessionView:
+        """The station bills ``delivered_wh`` (≤ the session's max_wh); the rest goes back to the driver."""
+        session = self.charge_session_list[session_id]
+        tariff = next(t for t in self.charge_tariff_list if t.tariff_id == session.tariff_id)
+        amount = trade_value(delivered_wh, tariff.price_uc_per_kwh)
+        self.balances[session.driver] = self.balances.get(session.driver, 0) + session.escrow_uc - amount
+        self.balances[session.station] = self.balances.get(session.station, 0) + amount
+        billed = replace(session, billed=True, delivered_wh=delivered_wh, amount_uc=amount, ended_ms=self.now_ms,
+                         status=ChargeSessionStatus.BILLED)
+        self.charge_session_list[session_id] = billed
+        return billed
+
+    def _charge_session(self, session_id: bytes) -> ChargeSessionView:
+        session = self.charge_session_list.get(session_id)
+        if session is None or session.driver != self.account:
+            raise UnknownFakeChargeSession(f"no certified charging session {session_id.hex()} of this node")
+        return self._charge_now(session)
+
+    def _charge_now(self, session: ChargeSessionView) -> ChargeSessionView:
+        if session.status is ChargeSessionStatus.CHARGING and self.now_ms >= session.deadline_ms:
+            return replace(session, status=ChargeSessionStatus.EXPIRED)
+        return session
+
+    async def charge_tariffs(self, station: bytes | None) -> list[ChargeTariffView]:
+        self._enter("charge_tariffs")
+        return [t for t in self.charge_tariff_list if self.now_ms < t.until_ms and station in (None, t.station)]
+
+    async def charge_start(self, tariff_id: bytes, max_wh: int, wait_s: int, hours: int) -> ChargeSessionView:
+        self._enter("charge_start")
+        tariff = next((t for t in self.charge_tariff_list if t.tariff_id == tariff_id), None)
+        if tariff is None:
+            raise UnknownFakeTariff(f"no certified charging tariff {tariff_id.hex()}")
+        if max_wh > tariff.max_session_wh:
+            raise FakeChargeRefused(f"bad_body: too_much: a session takes at most {tariff.max_session_wh} Wh")
+        escrow = trade_value(max_wh, tariff.price_uc_per_kwh)
+        self.balances[self.account] = self.balances.get(self.account, 0) - escrow
+        session = ChargeSessionView(self._new_id(), tariff_id, tariff.station, self.account, max_wh, escrow,
+                                    self.now_ms, self.now_ms + hours * 3_600_000, False, 0, 0, 0,
+                                    ChargeSessionStatus.CHARGING)
+        self.charge_session_list[session.session_id] = session
+        return session
+
+    async def charge_sessions(self, role: ChargeRole) -> list[ChargeSessionView]:
+        self._enter("charge_sessions")
+        mine = [s for s in self.charge_session_list.values()
+                if (s.driver if role is ChargeRole.DRIVER else s.station) == self.account]
+        return [self._charge_now(s) for s in sorted(mine, key=lambda s: (s.plugged_in_ms, s.session_id))]
+
+    async def charge_release(self, session_id: bytes) -> ChargeSessionView:
+        self._enter("charge_release")
+        session = self._charge_session(session_id)
+        if session.status is ChargeSessionStatus.CHARGING:
+            raise FakeChargeRefused(f"deadline_not_reached: the station may bill it until {session.deadline_ms}")
+        if session.status is not ChargeSessionStatus.EXPIRED:
+            raise FakeChargeRefused(f"lock_closed: session {session_id.hex()} is {session.status.value}")
+        self.balances[self.account] = self.balances.get(self.account, 0) + session.escrow_uc
+        released = replace(session, status=ChargeSessionStatus.RELEASED)
+        self.charge_session_list[session_id] = released
+        return released
 
     # --- EventSource --------------------------------------------------------------------------
 

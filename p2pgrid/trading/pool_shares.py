@@ -1,6 +1,6 @@
 """Liquidity providers' shares in a station's pools, as ledger objects (pure).
 
-Importing this module registers five entry kinds with ``p2pgrid.ledger.chain.register_kind``. A
+Importing this module registers six entry kinds with ``p2pgrid.ledger.chain.register_kind``. A
 station (the **host**) sells shares in its pools' fee income under a **programme**; a liquidity
 provider (**LP**) pays for shares at a fixed price, receives its part of the host's pool fees at
 every payout, and gets its principal back at par once the lock-up is over. Everything a programme
@@ -9,7 +9,9 @@ is lives in ``LedgerState.extra``, so the state root covers it:
 * ``extra["share_programme/<programme id hex>"] = ProgrammeRecord`` (terms, fee counters and the
   holdings, one ``Holding`` per LP, sorted by LP);
 * ``extra["share_buy/<buy id hex>"] = BuyRecord`` (one per LP purchase);
-* ``extra["share_payout/<programme id hex>/<period>"] = PayoutRecord`` (one per payout).
+* ``extra["share_payout/<programme id hex>/<period>"] = PayoutRecord`` (one per payout);
+* ``extra["share_exit/<programme id hex>/<LP hex>"] = ExitRecord`` (an LP's exit requests and
+  the redemptions that answered them; kept when answered: the state is written, never pruned).
 
 The kinds
 ---------
@@ -96,6 +98,21 @@ not paid it out yet) and the payout pays something or turns newly issued shares 
 ones, if the host can pay it. A ``share_redeem`` of every pending exit once the lock-up is over,
 if the host can pay it (affordability counts the debits planned before it).
 
+What an investor writes next
+----------------------------
+``plan_investor_actions(state, lp, now_ms, rules, policy)`` is an LP's standing instruction
+(``InvestorPolicy``: hold ``target_shares``; ``[shares] invest_*`` of a node), run by
+``p2pgrid.node_shares`` the same way: a ``release`` (the chain's kind) of every escrow of the LP's
+purchases still open at its deadline (the host can no longer issue it); with
+``exit_after_lockup``, a ``share_exit`` of the shares not yet asked back in every programme whose
+lock-up is over; and, while none of its purchases is escrowed (never two purchases in flight), one
+``share_buy`` of what is missing to the target in the first programme by id that would accept it
+as the LP's state shows (sale open long enough for the host to issue, cap, ``MAX_HOLDERS``,
+residents, not the LP's own, not one it asked to leave), at most what its balance above
+``policy.reserve_uc`` pays for. The cap check is the validators' (shares outstanding, not other
+LPs' escrows): a purchase beyond what the host can issue comes back by ``swap_decline`` and the
+next round buys what is left.
+
 Why the host sequences: only an account's own chain debits it (DESIGN §5). An LP's ``share_buy``
 debits the LP; every credit to an LP (issue of shares, payout, redemption) is the host's debit in
 the host's chain. So a programme's state is a pure function of the host's chain plus the escrows
@@ -124,13 +141,14 @@ from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
     register_kind, validate_debit,
 )
-from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
+from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock, Release
 from p2pgrid.trading.pool_entries import SWAP_DECLINE_KIND, SwapDecline
 from p2pgrid.units import MS_PER_S, SlotRules
 from p2pgrid.wire import PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, struct
 
 __all__ = [
-    "BPS", "BuyRecord", "ExitRecord", "Holding", "HostAction", "HostPolicy", "MAX_HOLDERS", "Payment",
+    "BPS", "BuyRecord", "ExitRecord", "Holding", "HostAction", "HostPolicy", "InvestorPolicy", "MAX_HOLDERS",
+    "Payment", "RELEASE_KIND", "ShareAction", "lp_escrows", "plan_investor_actions",
     "PayoutRecord", "ProgrammeRecord", "SHARE_BUY_KIND", "SHARE_EXIT_KIND", "SHARE_ISSUE_KIND", "SHARE_OFFER_KIND",
     "SHARE_PAYOUT_KIND", "SHARE_REDEEM_KIND", "ShareBuy", "ShareExit", "ShareIssue", "ShareOffer", "SharePayout",
     "SharePosition", "ShareRedeem", "ShareRefuseReason", "buy_of", "compute_buy_id", "compute_payout",
@@ -313,6 +331,10 @@ class ProgrammeRecord:
 
     def is_active(self, now_ms: int) -> bool:
         return now_ms < self.terms.sale_until_ms or self.outstanding > 0
+
+    def sale_closes_within(self, now_ms: int, span_ms: int) -> bool:
+        """Is the sale closed at ``now_ms + span_ms`` (closed already when ``span_ms`` is 0)?"""
+        return now_ms + span_ms >= self.terms.sale_until_ms
 
 
 @dataclass(frozen=True)
@@ -837,11 +859,14 @@ class HostPolicy:
 
 
 @dataclass(frozen=True)
-class HostAction:
-    """One entry for the host to write: its kind and body."""
+class ShareAction:
+    """One entry for a host or an investor to write: its kind and body."""
 
     kind: str
     body: Any
+
+
+HostAction = ShareAction      # the name the host's planner had first
 
 
 def plan_share_offer(state: LedgerState, host: bytes, zone: str, now_ms: int, slots: SlotRules,
@@ -925,4 +950,110 @@ def plan_host_actions(state: LedgerState, host: bytes, now_ms: int, rules: Ledge
             if shares and affordable(shares * programme.terms.price_uc):
                 actions.append(HostAction(SHARE_REDEEM_KIND, plan_share_redeem(programme, record.lp, shares, shares)))
                 spent += shares * programme.terms.price_uc
+    return actions
+
+
+# --- what an investor writes next ----------------------------------------------------------------
+
+RELEASE_KIND = "release"       # the chain's kind: a buyer takes back a lock nobody consumed
+
+
+@dataclass(frozen=True)
+class InvestorPolicy:
+    """An LP's standing instruction (``[shares] invest_*`` in the node config): keep
+    ``target_shares`` shares bought in programmes of the zone (of ``host`` only, if given), paid
+    from the balance above ``reserve_uc``; with ``exit_after_lockup`` ask for every share of a
+    programme back once its lock-up is over. ``buy_deadline_ms``: how long the host has to issue a
+    purchase; ``min_escrow_ms``: no purchase whose escrow would be shorter (the sale closing), as
+    the host leaves an escrow close to its deadline to the LP's ``release``."""
+
+    target_shares: int
+    host: bytes | None = None
+    reserve_uc: int = 0
+    exit_after_lockup: bool = False
+    buy_deadline_ms: int = 600_000
+    min_escrow_ms: int = 10_000
+
+
+def lp_escrows(state: LedgerState, lp: bytes) -> list[tuple[bytes, BuyRecord, LockRecord]]:
+    """(buy id, purchase, escrow) of every certified purchase by ``lp`` still escrowed, by id."""
+    found = []
+    for key, buy in state.extra.items():
+        if not key.startswith("share_buy/") or not isinstance(buy, BuyRecord) or buy.issued or buy.lp != lp:
+            continue
+        buy_id = bytes.fromhex(key[len("share_buy/"):])
+        record = state.locks.get(buy_id)
+        if record is not None and record.status is LockStatus.OPEN:
+            found.append((buy_id, buy, record))
+    return sorted(found, key=lambda item: item[0])
+
+
+def _may_buy_in(state: LedgerState, programme: ProgrammeRecord, lp: bytes, now_ms: int,
+                policy: InvestorPolicy) -> bool:
+    """Would ``validate_share_buy`` let ``lp`` buy in ``programme`` now, as far as its state
+    shows, and does the instruction want it to (not a programme it asked to leave)?"""
+    terms = programme.terms
+    if programme.host == lp or programme.sale_closes_within(now_ms, policy.min_escrow_ms):
+        return False
+    if False:
+        return False        # the LP asked to leave it (exit_after_lockup, or by hand): no buying back in
+    if False:
+        return False        # it would ask for them back at once
+    if programme.is_new_holder(lp) and programme.holders >= MAX_HOLDERS:
+        return False
+    return not terms.residents_only or is_resident(state, lp, terms.zone)
+
+
+def plan_investor_actions(state: LedgerState, lp: bytes, now_ms: int, rules: LedgerRules,
+                          policy: InvestorPolicy) -> list[ShareAction]:
+    """What investor ``lp`` should write next, in order; each valid at ``now_ms`` against
+    ``state`` with the ones before it applied:
+
+    1. a ``release`` of every escrow of its purchases the host left unissued past the deadline;
+    2. with ``exit_after_lockup``, a ``share_exit`` of every share it holds and has not asked back
+       yet in each programme whose lock-up is over;
+    3. while no escrow of its purchases is pending (one purchase at a time: an escrow in flight is
+       never bought twice), a ``share_buy`` of ``target − kept`` shares (``kept``: shares held and
+       not asked back, in the programmes the instruction covers) in the first programme by id
+       that sells to it (``_may_buy_in``), at most the shares left under the cap and what the
+       balance above ``reserve_uc`` pays for (counting the escrows released in 1).
+
+    The instruction covers the zone's programmes of ``policy.host`` (any host if None), never the
+    LP's own. Shares asked back count as gone, so an LP that left a programme buys into the next
+    open one: with ``exit_after_lockup`` the investment rolls over from programme to programme."""
+    actions: list[ShareAction] = []
+    released_uc = 0
+    escrowed_shares = 0
+    for buy_id, buy, escrow in lp_escrows(state, lp):
+        if now_ms >= escrow.lock.deadline_ms:
+            actions.append(ShareAction(RELEASE_KIND, Release(take_id=buy_id)))
+            released_uc += escrow.lock.amount
+        else:
+            escrowed_shares += buy.shares
+    covered = [p for p in programmes(state, policy.host) if p.terms.zone == rules.zone and p.host != lp]
+    kept = 0
+    for programme in covered:
+        held = programme.holding(lp)
+        if held is None or held.shares == 0:
+            continue
+        staying = held.shares - pending_exit(state, programme, lp)
+        if policy.exit_after_lockup and now_ms >= lockup_ends_ms(programme.terms):
+            if staying > 0:
+                actions.append(ShareAction(SHARE_EXIT_KIND, plan_share_exit(programme, staying)))
+            staying = 0
+        kept += staying
+    wanted = policy.target_shares - kept
+    if escrowed_shares or wanted <= 0:
+        return actions
+    spendable = state.balance(lp) + released_uc - policy.reserve_uc
+    for programme in covered:
+        if not _may_buy_in(state, programme, lp, now_ms, policy):
+            continue
+        terms = programme.terms
+        shares = min(wanted, terms.cap_shares - programme.outstanding, max(0, spendable) // terms.price_uc)
+        if shares > 0:
+            deadline = min(now_ms + policy.buy_deadline_ms, terms.sale_until_ms)
+            nonce = state.head(lp).next_seq + len(actions)     # the seq it will most likely have
+            actions.append(ShareAction(SHARE_BUY_KIND, plan_share_buy(programme, lp, shares, nonce, deadline)))
+            break
     return actions

@@ -21,7 +21,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "simnet" / "scenarios"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("simnet")
-    scenario = load_scenario(SCENARIOS / "short.toml").with_overrides(transport="memory", hours=4.0, speed=1800.0,
+    scenario = load_scenario(SCENARIOS / "short.toml").with_overrides(transport="memory", hours=6.0, speed=1800.0,
                                                                       settle_s=30.0)
     result = simulate(scenario, out, console=Console(file=io.StringIO(), width=100), live=False)
     assert result.kpis["trades"] > 0
@@ -38,6 +38,7 @@ def test_the_station_gets_a_complete_report_with_every_stream(run_dir, tmp_path,
     assert run["reconciled"] and run["entries_waiting"] == 0 and run["streams_uc"]["other"] == 0
     assert run["closing_uc"] == run["ledger_balance_uc"]
     assert run["streams_uc"]["deposits"] > 0 and run["revenue_uc"] > 0      # funded, and it sold energy
+    assert run["streams_uc"]["charging_sales"] > 0 and run["energy_wh"]["charging_sales"] > 0
     assert data["annual"]["method"].startswith("per-season scaling")
     assert len(data["sensitivity"]) == 6 and "npv_uc" in data["figures"] and "irr" in data["figures"]
     assert data["pool_shares"]["ledger_backed"] is True and data["pool_shares"]["reconciled"]

@@ -170,6 +170,11 @@ VALID_PARAMS = {
     "trade_execute": {"zone": "z1", "slot": SLOT, "side": "sell", "qty_wh": 5},
     "ledger_balance": {"account": "00" * 32}, "telemetry_get": {}, "forecast_get": [2],
     "settlement_get": [SLOT], "certs_list": ["11" * 32],
+    "shares_programmes": {}, "shares_positions": [], "shares_exit": {"programme_id": "00" * 16, "shares": 1},
+    "shares_buy": {"programme_id": "00" * 16, "shares": 1, "wait_s": 0},
+    "charging_tariffs": {"station": None}, "charging_sessions": {"role": "station"},
+    "charging_start": {"tariff_id": "00" * 16, "max_wh": 1000, "wait_s": 0, "hours": 1},
+    "charging_release": ["00" * 16],
 }
 valid_request = st.builds(lambda method, request_id: {"jsonrpc": "2.0", "method": method,
                                                       "params": VALID_PARAMS[method], "id": request_id},
