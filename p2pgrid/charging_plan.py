@@ -51,6 +51,7 @@ class StationTerms:
     max_power_w: int
     max_session_wh: int
     tariff_days: int
+    no_car_grace_ms: int = 15 * 60 * 1000   # a session with no car in the log is billed zero after this
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ def station_actions(state: LedgerState, station: bytes, terms: StationTerms, log
             continue
         charge = matched[session.session_id]
         if charge is None or charge.connector not in counters:
+            if now_ms < session.plugged_in_ms + terms.no_car_grace_ms:
+                continue                                 # the controller may not have logged the car yet
             reading = ReadingToSign(0, session.session_id, counters.get(0, 0), counters.get(0, 0),
                                     session.plugged_in_ms, session.plugged_in_ms)
         elif now_ms >= charge.end_ms:

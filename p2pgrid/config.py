@@ -416,6 +416,9 @@ class ChargingSection:
     max_power_w: int = field(default=22_000, metadata=doc("Power of one connector, W.", min=1))
     tariff_days: int = field(default=365, metadata=doc(
         "A tariff stays open this many days; the station opens the next one a day before it closes.", min=2))
+    no_car_grace_s: int = field(default=900, metadata=doc(
+        "A session whose driver has no car in the connectors' log is billed zero (escrow back) this many "
+        "market seconds after it started.", min=0))
     sessions_file: str = field(default="", metadata=doc(
         "Simulation only: JSON of planned charging sessions in data_dir (simnet writes it: the station's "
         "sessions with their energy, or a driver's sessions to start). Empty: none."))

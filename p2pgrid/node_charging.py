@@ -19,8 +19,10 @@ Unix seconds)::
     {"log":   [{"connector": 0, "driver": "<hex>", "start_s": …, "end_s": …, "energy_wh": …}, …],
      "plans": [{"station": "<hex>", "start_s": …, "end_s": …, "max_wh": …}, …]}
 
+A driver also starts sessions through the local RPC (``charging_start``, ``p2pgrid charge start``).
 A real station would feed the log from its charge controller (OCPP ``StopTransaction`` with the
-connector's signed meter values) and a driver would start from the RPC; neither is wired yet.
+connector's signed meter values); that feed is not written yet, so a station without a sessions
+file bills every session at zero (the driver's escrow goes back after ``no_car_grace_s``).
 
 **Retries.** A refused entry is planned afresh next round; an entry some validator may have voted
 for (``LedgerService.is_in_doubt``) is offered again as it is, never replaced, so a session is
@@ -109,7 +111,8 @@ class ChargingService:
         if config.sessions_file:
             session_log, plans = read_sessions_file(data_dir / config.sessions_file)
         terms = StationTerms(node.config.zone.id, config.price_uc_per_kwh, tuple(k.public_key for k in keys),
-                             config.max_power_w, config.max_session_wh, config.tariff_days)
+                             config.max_power_w, config.max_session_wh, config.tariff_days,
+                             config.no_car_grace_s * 1000)
         task_status.started()
         while True:
             await self._round(node, ledger, keys, terms, session_log, plans)

@@ -94,6 +94,7 @@ class Participant:
     energy: Energy | None = None
     connectors: list[list[int]] = field(default_factory=list)   # a station's public charging, Wh per slot
     charging_file: bool = False     # has a charging sessions file (station log or driver plans)
+    invest_shares: int = 0          # LP shares it keeps in the station's programme
     ask: list[int] = field(default_factory=list)
     bid: list[int] = field(default_factory=list)
 
@@ -142,6 +143,10 @@ def build_participants(s: Scenario) -> list[Participant]:
         p.battery_wh = s.household_battery_wh if rng.random() < s.household_battery_share else 0
         p.has_ev = rng.random() < s.household_ev_share
         people.append(p)
+    investors = random.Random(f"investors:{s.seed}")     # its own draws: other participants stay as they were
+    for p in people:
+        if p.role == "household" and investors.random() < s.household_investor_share:
+            p.invest_shares = s.household_invest_shares
     for i in range(s.consumers):
         people.append(Participant(f"consumer-{i}", "consumer", s.seed * 1000 + 300 + i, NodeKey.generate()))
     for p in people[:s.committee_size]:
@@ -287,6 +292,13 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
                                 "connectors": max(1, s.station_evs), "max_session_wh": CHARGING_MAX_SESSION_WH}
     if p.charging_file:
         sections.setdefault("charging", {})["sessions_file"] = charging.SESSIONS_FILE
+    if p.role == "station" and s.station_shares and s.station_pools:
+        # Payouts every 6 slots; shares sold through the run, locked up for 30 days (beyond any run).
+        sections["shares"] = {"offer": True, "price_uc": s.station_share_price, "fee_share_bps": 5000,
+                              "cap_shares": 10_000, "lockup_s": 30 * 86400, "sale_s": 30 * 86400,
+                              "residents_only": True, "payout_every_s": 6 * s.slot_s}
+    if p.invest_shares and s.station_shares:
+        sections["shares"] = {"invest_shares": p.invest_shares}
     if p.role == "station" and p.battery_wh and s.station_pools:
         sections["pool"] = {"enabled": True, "fee_bps": 30, "max_share": 0.5}
     lines = [f"# Written by simnet for scenario {s.name!r}: one node of the community."]

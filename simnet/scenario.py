@@ -16,7 +16,9 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
                 pools (host an AMM pool per slot backed by the battery; default false: see
                 the note in p2pgrid/node_pools.py on swaps refused for slippage in fast simnet runs),
                 charging (sell the EV charging to community drivers on the ledger: simnet/charging.py;
-                default false), charging_price (µc/kWh)
+                default false), charging_price (µc/kWh), shares (sell LP shares in the pools' fee
+                income: p2pgrid/node_shares.py), share_price (µc)
+    [household] ... investor_share (share of households that buy the station's LP shares), invest_shares
     [[faults]]  at_h (simulated hours after the profile start), kind, node / nodes / groups, ...
 
 Prices ``ask`` / ``bid`` are positions between feed-in (0) and retail (1); each node draws its
@@ -91,6 +93,8 @@ class Scenario:
     household_battery_share: float = 0.4
     household_battery_wh: int = 10_000
     household_ev_share: float = 0.3
+    household_investor_share: float = 0.0   # households that buy the station's LP shares
+    household_invest_shares: int = 0        # shares each of them keeps
     household_ask: Range = Range(0.25, 0.5)
     household_bid: Range = Range(0.55, 0.85)
     consumer_annual_kwh: Range = Range(1500.0, 3500.0)
@@ -101,6 +105,8 @@ class Scenario:
     station_pools: bool = False     # the station hosts an AMM pool per slot, backed by its battery
     station_charging: bool = False  # the station sells its EV charging to community drivers (ledger)
     station_charging_price: int = 450_000   # µc per kWh charged
+    station_shares: bool = False    # the station sells LP shares in its pools' fees (p2pgrid.node_shares)
+    station_share_price: int = 10_000_000   # µc per share
     station_ask: Range = Range(0.15, 0.3)
     faults: tuple[Fault, ...] = field(default=())
 
@@ -118,9 +124,11 @@ _SECTIONS = {
     "zone": ("retail_price", "feed_in_price", "credit_uc"),
     "committee": ("size",),
     "participants": ("households", "consumers", "stations"),
-    "household": ("pv_kwp", "battery_share", "battery_wh", "ev_share", "ask", "bid"),
+    "household": ("pv_kwp", "battery_share", "battery_wh", "ev_share", "ask", "bid", "investor_share",
+                  "invest_shares"),
     "consumer": ("annual_kwh", "bid"),
-    "station": ("pv_kwp", "battery_wh", "evs", "ask", "pools", "charging", "charging_price"),
+    "station": ("pv_kwp", "battery_wh", "evs", "ask", "pools", "charging", "charging_price", "shares",
+                "share_price"),
 }
 
 

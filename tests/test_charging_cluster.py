@@ -41,7 +41,7 @@ def node_config(root: Path, name: str, keys, sessions_file: str = ""):
         raw["gateway"] = {"fund_uc": CREDITS, "fund_accounts": [k.public_key.hex() for k in keys[1:]]}
     if name == "station":
         raw["charging"] = {"enabled": True, "price_uc_per_kwh": PRICE, "connectors": 2,
-                           "max_power_w": 10_000_000, "sessions_file": sessions_file}
+                           "max_power_w": 10_000_000, "sessions_file": sessions_file, "no_car_grace_s": 1}
     elif sessions_file:
         raw["charging"] = {"sessions_file": sessions_file}
     return build_config(raw, base_dir=root)

@@ -21,6 +21,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -28,6 +29,8 @@ from p2pgrid.errors import P2PGridError
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionStatus, ChargeSessionView, ChargeTariffView
 from p2pgrid.rpc.client import Call
 from p2pgrid.units import MS_PER_S, format_credits, format_price
+
+ID_CHARS = 10            # hex digits of an id shown in tables: plenty to name it uniquely
 
 __all__ = ["UnknownIdPrefix", "charge_calls", "register", "render_session", "render_sessions", "render_tariffs",
            "resolve_prefix"]
@@ -64,26 +67,39 @@ def resolve_prefix(prefix: str, ids: list[bytes], what: str) -> bytes:
     wanted = prefix.lower()
     matches = [i for i in ids if i.hex().startswith(wanted)]
     if len(matches) != 1:
-        known = ", ".join(i.hex()[:12] for i in ids) or "none"
+        known = ", ".join(i.hex()[:ID_CHARS] for i in ids) or "none"
         raise UnknownIdPrefix(f"{len(matches)} {what}s match {prefix!r} (known: {known})")
     return matches[0]
 
 
-def _time(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms // MS_PER_S, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+def _time(ms: int, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return dt.datetime.fromtimestamp(ms // MS_PER_S, dt.timezone.utc).strftime(fmt)
+
+
+def _kw(watts: int) -> str:
+    return f"{watts / 1000:g} kW"
+
+
+def _rows_table(title: str, ids: tuple[str, ...], columns: tuple[str, ...]) -> Table:
+    """A table that fits 80 columns: light borders; id columns never shrink, as a reader copies a
+    prefix from them (``resolve_prefix``); the rest are numbers, right-aligned."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ids:
+        table.add_column(name, no_wrap=True, min_width=ID_CHARS)
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("until", "plugged in", "status") else "right")
+    return table
 
 
 def render_tariffs(tariffs: list[ChargeTariffView]) -> Table:
-    table = Table(title="charging tariffs open now")
-    for column in ("tariff", "station", "price", "connectors", "max power", "max session", "open until (UTC)",
-                   "sessions", "sold"):
-        table.add_column(column, justify="left" if column in ("tariff", "station", "open until (UTC)") else "right")
+    table = _rows_table("charging tariffs open now (prices in credits, times UTC)", ("tariff", "station"),
+                        ("c/kWh", "chargers", "max Wh", "until", "billed", "sold Wh"))
     for t in tariffs:
-        table.add_row(t.tariff_id.hex()[:12], t.station.hex()[:12], format_price(t.price_uc_per_kwh),
-                      str(t.connectors), f"{t.max_power_w:,} W", f"{t.max_session_wh:,} Wh", _time(t.until_ms),
-                      str(t.sessions_billed), f"{t.sold_wh:,} Wh")
+        table.add_row(t.tariff_id.hex()[:ID_CHARS], t.station.hex()[:ID_CHARS],
+                      format_price(t.price_uc_per_kwh).removesuffix("/kWh"), f"{t.connectors} × {_kw(t.max_power_w)}",
+                      f"{t.max_session_wh:,}", _time(t.until_ms, "%Y-%m-%d"), str(t.sessions_billed), f"{t.sold_wh:,}")
     if not tariffs:
-        table.add_row("none", "", "", "", "", "", "", "", "")
+        table.add_row("none", "", "", "", "", "", "", "")
     return table
 
 
@@ -94,9 +110,9 @@ def _outcome(session: ChargeSessionView) -> str:
 
 
 def render_session(session: ChargeSessionView) -> Table:
-    table = Table(show_header=False, title=f"charging session {session.session_id.hex()[:12]}")
-    table.add_row("tariff", session.tariff_id.hex()[:12])
-    table.add_row("station", session.station.hex()[:12])
+    table = Table(show_header=False, title=f"charging session {session.session_id.hex()[:ID_CHARS]}")
+    table.add_row("tariff", session.tariff_id.hex()[:ID_CHARS])
+    table.add_row("station", session.station.hex()[:ID_CHARS])
     table.add_row("escrowed", f"{format_credits(session.escrow_uc)} for up to {session.max_wh:,} Wh")
     table.add_row("plugged in (UTC)", _time(session.plugged_in_ms))
     table.add_row("bill by (UTC)", _time(session.deadline_ms))
@@ -108,17 +124,16 @@ def render_session(session: ChargeSessionView) -> Table:
 
 
 def render_sessions(sessions: list[ChargeSessionView], role: ChargeRole) -> Table:
-    table = Table(title=f"my charging sessions as {role.value}")
     other = "station" if role is ChargeRole.DRIVER else "driver"
-    for column in ("session", other, "plugged in (UTC)", "max", "escrow", "delivered", "paid", "status"):
-        table.add_column(column, justify="left" if column in ("session", other, "plugged in (UTC)", "status")
-                         else "right")
+    table = _rows_table(f"my charging sessions as {role.value} (UTC)", ("session", other),
+                        ("plugged in", "max Wh", "got Wh", "paid", "status"))
     for s in sessions:
-        table.add_row(s.session_id.hex()[:12], (s.station if role is ChargeRole.DRIVER else s.driver).hex()[:12],
-                      _time(s.plugged_in_ms), f"{s.max_wh:,} Wh", format_credits(s.escrow_uc),
-                      f"{s.delivered_wh:,} Wh", format_credits(s.amount_uc), s.status.value)
+        table.add_row(s.session_id.hex()[:ID_CHARS],
+                      (s.station if role is ChargeRole.DRIVER else s.driver).hex()[:ID_CHARS],
+                      _time(s.plugged_in_ms, "%m-%d %H:%M"), f"{s.max_wh:,}", f"{s.delivered_wh:,}",
+                      format_credits(s.amount_uc), s.status.value)
     if not sessions:
-        table.add_row("none", "", "", "", "", "", "", "")
+        table.add_row("none", "", "", "", "", "", "")
     return table
 
 

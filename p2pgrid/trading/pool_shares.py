@@ -148,13 +148,13 @@ from p2pgrid.wire import PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, struct
 
 __all__ = [
     "BPS", "BuyRecord", "ExitRecord", "Holding", "HostAction", "HostPolicy", "InvestorPolicy", "MAX_HOLDERS",
-    "Payment", "RELEASE_KIND", "ShareAction", "lp_escrows", "plan_investor_actions",
-    "PayoutRecord", "ProgrammeRecord", "SHARE_BUY_KIND", "SHARE_EXIT_KIND", "SHARE_ISSUE_KIND", "SHARE_OFFER_KIND",
-    "SHARE_PAYOUT_KIND", "SHARE_REDEEM_KIND", "ShareBuy", "ShareExit", "ShareIssue", "ShareOffer", "SharePayout",
-    "SharePosition", "ShareRedeem", "ShareRefuseReason", "buy_of", "compute_buy_id", "compute_payout",
-    "compute_programme_id", "escrow_lock", "exit_of", "exits_of", "host_pool_fees_uc", "income_per_share_uc",
-    "is_resident", "lockup_ends_ms", "lp_positions", "next_programme_id", "open_escrows", "payouts_of",
-    "pending_exit", "plan_host_actions", "plan_share_buy", "plan_share_exit", "plan_share_issue", "plan_share_offer",
+    "Payment", "PayoutRecord", "ProgrammeRecord", "RELEASE_KIND", "SHARE_BUY_KIND", "SHARE_EXIT_KIND",
+    "SHARE_ISSUE_KIND", "SHARE_OFFER_KIND", "SHARE_PAYOUT_KIND", "SHARE_REDEEM_KIND", "ShareAction", "ShareBuy",
+    "ShareExit", "ShareIssue", "ShareOffer", "SharePayout", "SharePosition", "ShareRedeem", "ShareRefuseReason",
+    "buy_of", "compute_buy_id", "compute_payout", "compute_programme_id", "escrow_lock", "exit_of", "exits_of",
+    "host_pool_fees_uc", "income_per_share_uc", "is_resident", "lockup_ends_ms", "lp_escrows", "lp_positions",
+    "next_programme_id", "open_escrows", "payouts_of", "pending_exit", "plan_host_actions",
+    "plan_investor_actions", "plan_share_buy", "plan_share_exit", "plan_share_issue", "plan_share_offer",
     "plan_share_redeem", "programme_of", "programmes", "split_pro_rata", "swap_fee_uc",
 ]
 
@@ -995,9 +995,9 @@ def _may_buy_in(state: LedgerState, programme: ProgrammeRecord, lp: bytes, now_m
     terms = programme.terms
     if programme.host == lp or programme.sale_closes_within(now_ms, policy.min_escrow_ms):
         return False
-    if False:
+    if exit_of(state, programme.programme_id, lp) is not None:
         return False        # the LP asked to leave it (exit_after_lockup, or by hand): no buying back in
-    if False:
+    if policy.exit_after_lockup and now_ms >= lockup_ends_ms(terms):
         return False        # it would ask for them back at once
     if programme.is_new_holder(lp) and programme.holders >= MAX_HOLDERS:
         return False

@@ -21,7 +21,7 @@ HOUR_MS = 3_600_000
 
 
 def text(renderable) -> str:
-    console = Console(file=io.StringIO(), width=140, color_system=None)
+    console = Console(file=io.StringIO(), width=80, color_system=None)
     console.print(renderable)
     return console.file.getvalue()
 
@@ -109,14 +109,14 @@ def test_charging_values_survive_a_json_round_trip():
 async def test_charging_renderings_show_tariffs_sessions_and_a_zero_bill(node):
     tariff = node.add_charge_tariff(price_uc_per_kwh=450_000)
     listing = text(render_tariffs([tariff]))
-    assert tariff.tariff_id.hex()[:12] in listing and "0.4500/kWh" in listing and "60,000 Wh" in listing
+    assert tariff.tariff_id.hex()[:10] in listing and "0.4500" in listing and "60,000" in listing
     assert "none" in text(render_tariffs([]))
     session = await node.charge_start(tariff.tariff_id, 4_000, 0, 12)
-    assert "charging" in text(render_session(session)) and "4,000 Wh" in text(render_session(session))
+    assert "charging" in text(render_session(session)) and "up to 4,000 Wh" in text(render_session(session))
     zero = node.bill_charge_session(session.session_id, 0)
     assert "no car of yours" in text(render_session(zero))
     rows = text(render_sessions([zero], ChargeRole.DRIVER))
-    assert session.session_id.hex()[:12] in rows and OTHER_ACCOUNT.hex()[:12] in rows and "billed" in rows
+    assert session.session_id.hex()[:10] in rows and OTHER_ACCOUNT.hex()[:10] in rows and "billed" in rows
     assert "none" in text(render_sessions([], ChargeRole.STATION))
 
 

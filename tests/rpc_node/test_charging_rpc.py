@@ -14,6 +14,7 @@ import trio
 from p2pgrid.charging import tariffs
 from p2pgrid.clock import ManualClock
 from p2pgrid.cli.charging import charge_calls
+from p2pgrid.cli.main import main
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.testing import cluster_keys
 from p2pgrid.node_api import LiveNodeApi
@@ -33,9 +34,14 @@ MAX_SESSION_WH = 30_000
 HOUR_MS = 3_600_000
 GATEWAY, STATION, DRIVER, OTHER = range(4)
 SEED = 7                               # open_node_cluster's default: the keys below are the nodes'
-STATION_CONFIG = {"charging.enabled": True, "charging.price_uc_per_kwh": PRICE, "charging.connectors": 2,
+STATION_CONFIG = {"charging.enabled": True, "charging.no_car_grace_s": 0, "charging.price_uc_per_kwh": PRICE, "charging.connectors": 2,
                   "charging.max_power_w": 50_000, "charging.max_session_wh": MAX_SESSION_WH,
                   "charging.sessions_file": "sessions.json"}
+
+
+async def cli(capsys, *argv):
+    code = await trio.to_thread.run_sync(main, ["charge", *argv])
+    return code, capsys.readouterr()
 
 
 def write_station_log(root, driver: bytes) -> None:
@@ -49,7 +55,7 @@ def write_station_log(root, driver: bytes) -> None:
     (root / f"n{STATION}" / "sessions.json").write_text(json.dumps({"log": log}))
 
 
-async def test_a_driver_charges_through_the_rpc_and_the_station_bills_it(tmp_path):
+async def test_a_driver_charges_through_the_rpc_and_the_station_bills_it(tmp_path, capsys):
     driver_key = cluster_keys(4, SEED)[DRIVER].public_key
     write_station_log(tmp_path, driver_key)
     clock = ManualClock(NOW)
@@ -99,6 +105,18 @@ async def test_a_driver_charges_through_the_rpc_and_the_station_bills_it(tmp_pat
         sold = await LiveNodeApi(station).charge_sessions(ChargeRole.STATION)
         assert [s.status for s in sold] == [ChargeSessionStatus.BILLED, ChargeSessionStatus.RELEASED,
                                             ChargeSessionStatus.BILLED]
+
+        # The same through ``p2pgrid charge``, ids given by prefix.
+        data_dir = str(driver.config.node.data_dir)
+        code, out = await cli(capsys, "tariffs", "--data-dir", data_dir)
+        assert code == 0 and tariff.tariff_id.hex()[:10] in out.out and "30,000" in out.out
+        code, out = await cli(capsys, "sessions", "--data-dir", data_dir)
+        assert code == 0 and out.out.count("billed") == 2 and "released" in out.out
+        code, out = await cli(capsys, "release", first.session_id.hex()[:8], "--data-dir", data_dir)
+        assert code == 1 and out.err.count("\n") == 1 and "lock_closed" in out.err
+        code, out = await cli(capsys, "start", tariff.tariff_id.hex()[:6], "2000", "--wait", "15",
+                              "--data-dir", data_dir)
+        assert code == 0 and "no car of yours" in out.out, out
         with trio.fail_after(30):
             while len({n.ledger.state.height for n in nodes}) > 1 or len({state_root(n.ledger.state)
                                                                            for n in nodes}) > 1:
@@ -108,4 +126,4 @@ async def test_a_driver_charges_through_the_rpc_and_the_station_bills_it(tmp_pat
         assert (state.balance(me), state.balance(driver_key)) == (FUNDS_UC + paid, FUNDS_UC - paid)
         assert all(n.ledger.state.money_total() == 0 for n in nodes)
         service = find_service(station, ChargingService)
-        assert service.stats.written["charge_bill"] == 2 and service.stats.written["charge_tariff"] == 1
+        assert service.stats.written["charge_bill"] == 3 and service.stats.written["charge_tariff"] == 1

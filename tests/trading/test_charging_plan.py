@@ -97,6 +97,20 @@ def test_an_unbilled_escrow_goes_back_to_the_driver_after_its_deadline():
     assert world.state.balance(driver.public_key) == 100_000_000
 
 
+def test_a_session_with_no_car_in_the_log_is_billed_zero_after_the_grace():
+    world = World()
+    world.step([], [], NOW)
+    driver = DRIVERS[2]
+    plan = PlannedCharge(STATION.public_key, NOW, NOW + 60 * MIN, 5_000)
+    world.step([], [(driver, plan)], NOW + MIN)                 # started; the log has no car of this driver
+    world.step([], [(driver, plan)], NOW + 15 * MIN)            # within the grace: the log may still report it
+    (session,) = sessions(world.state)
+    assert not session.billed
+    world.step([], [(driver, plan)], NOW + 16 * MIN)
+    session = session_of(world.state, session.session_id)
+    assert session.billed and session.delivered_wh == 0 and world.state.balance(driver.public_key) == 100_000_000
+
+
 def test_sessions_match_log_entries_by_driver_and_time_each_entry_once():
     world = World()
     world.step([], [], NOW)
