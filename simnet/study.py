@@ -142,7 +142,11 @@ def study_context(scenario_path: Path, base: Scenario, hours: float,
     lines = [("study", f"scenario {scenario_path.name} ({base.households} households, {base.consumers} consumers, "
                        f"{base.stations} station(s) with {base.station_pv_kwp:g} kWp PV, "
                        f"{base.station_battery_wh / 1000:g} kWh storage, {base.station_evs} EV charging profiles, "
-                       f"pools {'on' if base.station_pools else 'off'}; strategy {base.strategy}); "
+                       f"pools {'on' if base.station_pools else 'off'}; "
+                       f"charging {'sold at ' + f'{base.station_charging_price / 1e6:g} credits/kWh' if base.station_charging else 'not sold'}; "
+                       f"LP shares {'offered' if base.station_shares else 'not offered'}"
+                       f"{f' ({base.household_investor_share:.0%} of households hold {base.household_invest_shares})' if base.station_shares else ''}; "
+                       f"strategy {base.strategy}); "
                        f"{hours:g} simulated hours per season starting {base.start_hour:02d}:00 CET: {days}; "
                        "the Monday nearest the middle of each meteorological season (DJF, MAM, JJA, SON)")]
     if hours < 7 * 24:
