@@ -6,7 +6,7 @@ invest (see ``p2pgrid.node`` for the service protocol).
 
 * at start, if none of the host's programmes is active, it offers one on the ``[shares]`` terms
   (lock-up and sale end counted from ``node.clock``; the lock-up rounded up to a slot start);
-* then, every ``POLL_S`` real seconds, it asks ``pool_shares.plan_host_actions`` what to write
+* then, every ``POLL_S`` real seconds, it asks ``share_planning.plan_host_actions`` what to write
   next on the certified state and writes it: issues bought shares (or hands an escrow back with
   ``swap_decline`` when the cap or the holder limit is reached), pays the LPs their part of the
   pool fees every ``[shares] payout_every_s`` market seconds, and redeems the LPs' ``share_exit``
@@ -14,7 +14,7 @@ invest (see ``p2pgrid.node`` for the service protocol).
 
 ``ShareInvestorService`` ("shares-investor") runs on a node whose config says ``[shares]
 invest_shares = N`` (N > 0): the LP's side, without anybody at the RPC. Every round it asks
-``pool_shares.plan_investor_actions`` and writes what it returns: buys shares of the first open
+``share_planning.plan_investor_actions`` and writes what it returns: buys shares of the first open
 programme of the zone (of ``invest_host`` only, if set) until it holds N, from the balance above
 ``invest_reserve_uc``; takes back (``release``) an escrow the host left unissued past its
 deadline; and with ``exit_after_lockup = true`` asks for every share back once a programme's
@@ -46,9 +46,9 @@ import trio
 
 from p2pgrid.errors import LedgerError, NetError
 from p2pgrid.ledger.messages import entry_hash
-from p2pgrid.trading.pool_shares import (
-    SHARE_OFFER_KIND, SHARE_PAYOUT_KIND, HostPolicy, InvestorPolicy, ShareAction, plan_host_actions,
-    plan_investor_actions, programmes,
+from p2pgrid.trading.pool_shares import SHARE_OFFER_KIND, SHARE_PAYOUT_KIND, programmes
+from p2pgrid.trading.share_planning import (
+    HostPolicy, InvestorPolicy, ShareAction, plan_host_actions, plan_investor_actions,
 )
 
 if TYPE_CHECKING:

@@ -13,9 +13,10 @@ from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.trading.pool_entries import PoolOpen, SwapRejected, compute_pool_id, compute_swap, plan_swap, with_request
 from p2pgrid.trading.pool_messages import SwapRequest
 from p2pgrid.trading.pool_shares import (
-    MAX_HOLDERS, HostPolicy, ShareExit, compute_buy_id, compute_programme_id, plan_share_offer, compute_payout, exit_of, lockup_ends_ms, open_escrows,
-    pending_exit, plan_host_actions, plan_share_buy, plan_share_exit, plan_share_redeem, programme_of, programmes,
+    MAX_HOLDERS, ShareExit, compute_buy_id, compute_programme_id, compute_payout, exit_of, lockup_ends_ms,
+    pending_exit, plan_share_buy, plan_share_exit, plan_share_redeem, programme_of, programmes,
 )
+from p2pgrid.trading.share_planning import HostPolicy, plan_share_offer, open_escrows, plan_host_actions
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, sign
 

@@ -11,9 +11,11 @@ from p2pgrid.ledger.chain import EntryRejected, LedgerState, derive_state, proce
 from p2pgrid.ledger.messages import Mint, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.trading.pool_shares import (
-    HostPolicy, InvestorPolicy, compute_buy_id, compute_programme_id, exit_of, lockup_ends_ms, lp_escrows,
-    pending_exit, plan_host_actions, plan_investor_actions, plan_share_buy, plan_share_exit, programme_of,
-    programmes,
+    compute_buy_id, compute_programme_id, exit_of, lockup_ends_ms, pending_exit, plan_share_buy, plan_share_exit,
+    programme_of, programmes,
+)
+from p2pgrid.trading.share_planning import (
+    HostPolicy, InvestorPolicy, lp_escrows, plan_host_actions, plan_investor_actions,
 )
 
 NOW = 1_800_000_000_000                      # a slot start

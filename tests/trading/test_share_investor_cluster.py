@@ -14,7 +14,8 @@ from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.testing import wait_until
 from p2pgrid.node_rpc import find_service, open_node_cluster
 from p2pgrid.node_shares import ShareHostService, ShareInvestorService
-from p2pgrid.trading.pool_shares import exit_of, host_pool_fees_uc, lockup_ends_ms, lp_escrows, programmes
+from p2pgrid.trading.pool_shares import exit_of, host_pool_fees_uc, lockup_ends_ms, programmes
+from p2pgrid.trading.share_planning import lp_escrows
 from p2pgrid.wire import Side
 
 pytestmark = pytest.mark.slow     # a cluster of real nodes
