@@ -11,7 +11,7 @@ slot before the profile — a series holds its first value before it starts, so 
 through the warm-up and starts the profile at the same state of charge as the profile's. Each
 gets its own meter key (``meter.key``, apart from its node key), and the operator's config lists
 every (account, meter key) under ``[[gateway.meters]]``, so the gateway registers them at start and
-settles every slot after its grace. The grace is ``METER_GRACE_REAL_S`` real seconds of scaled
+settles every slot after its grace. The grace is the scenario's ``meter_grace_real_s`` (default 10) real seconds of scaled
 time (at least 5 minutes): under an accelerated clock a reading needs real time to be sampled,
 signed and certified. Metering and settlement end ``QUIET_REAL_S`` real seconds before the run's
 end (``[devices.meter] until_s``, ``[gateway] settle_until_s``: slots due later are neither
@@ -58,7 +58,6 @@ ENERGY_FILE = "energy.json"
 SITE_FILE = "site.json"
 METER_KEY_FILE = "meter.key"
 CHARGING_MAX_SESSION_WH = 80_000
-METER_GRACE_REAL_S = 10.0
 QUIET_REAL_S = 3.0
 SAMPLE_PERIOD_MS = 250       # real ms between device samples (the meter must see every slot edge)
 
@@ -318,7 +317,7 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
 
 def grace_s(s: Scenario) -> int:
     """Metering grace of the zone, market seconds (see the module docstring)."""
-    return max(300, math.ceil(METER_GRACE_REAL_S * s.speed))
+    return max(300, math.ceil(s.meter_grace_real_s * s.speed))
 
 
 def quiet_from_s(s: Scenario, timeline: Timeline) -> int:

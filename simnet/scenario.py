@@ -6,7 +6,8 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
                 speed (simulated s per real s), slot_s, transport (libp2p | memory),
                 tick_ms (agent decision interval, real ms), settle_s (real s to converge at the end),
                 strategy (profile: trade the precomputed net energy | agent: own simulated devices,
-                forecasts and the battery plan, p2pgrid.node_planner)
+                forecasts and the battery plan, p2pgrid.node_planner), meter_grace_real_s (metering
+                grace in real seconds, default 10)
     [zone]      retail_price, feed_in_price (µc/kWh), credit_uc (minted to every participant)
     [committee] size (validators: the operator, then stations, then households)
     [participants] households, consumers, stations
@@ -80,6 +81,7 @@ class Scenario:
     transport: str = "libp2p"
     tick_ms: int = 500
     settle_s: float = 60.0
+    meter_grace_real_s: float = 10.0   # metering grace in real seconds of the scaled clock (simnet.community)
     broken: str = ""
     strategy: str = "profile"       # the participants' agent.strategy: profile (perfect foresight) | agent
     retail_price: int = 300_000
@@ -120,7 +122,7 @@ class Scenario:
 
 _SECTIONS = {
     "scenario": ("name", "seed", "year", "start_day", "start_hour", "hours", "speed", "slot_s", "transport", "tick_ms",
-                 "settle_s", "broken", "strategy"),
+                 "settle_s", "broken", "strategy", "meter_grace_real_s"),
     "zone": ("retail_price", "feed_in_price", "credit_uc"),
     "committee": ("size",),
     "participants": ("households", "consumers", "stations"),

@@ -24,6 +24,9 @@ Settings that silently DROP messages in the library defaults
 
 Timing
     * ``HEARTBEAT_INTERVAL_S`` = 1 (library default 120 s: a mesh would take minutes to form).
+    * ``REANNOUNCE_INTERVAL_S`` = 2: py-libp2p announces a subscription once, and a peer whose
+      pubsub stream was being set up at that moment never learns it (``libp2p_host``
+      re-announces every node's topics to every peer this often).
     * ``adaptive_gossip_enabled=False``: its "poor health" mode sets the heartbeat to 30–60 s.
 
 Peer scoring (py-libp2p's ``PeerScorer``; NOTE the signs)
@@ -46,6 +49,7 @@ PROTOCOLS = ("/meshsub/1.1.0", "/meshsub/1.0.0")
 
 DEGREE, DEGREE_LOW, DEGREE_HIGH = 6, 4, 12
 HEARTBEAT_INTERVAL_S = 1
+REANNOUNCE_INTERVAL_S = 2.0   # our subscriptions are sent to every peer again this often (libp2p_host)
 HEARTBEAT_INITIAL_DELAY_S = 0.1
 TIME_TO_LIVE_S = 60
 GOSSIP_WINDOW, GOSSIP_HISTORY = 3, 5

@@ -360,6 +360,8 @@ async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFA
             await pubsub.wait_until_ready()
             async with trio.open_nursery() as nursery:
                 transport = Libp2pTransport(key, host, pubsub, router, scorer, nursery)
+                if not raw_router:
+                    nursery.start_soon(_reannounce_subscriptions, pubsub)
                 for addr in bootstrap:
                     try:
                         await transport.connect(addr)
@@ -372,6 +374,29 @@ async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFA
                 finally:
                     nursery.cancel_scope.cancel()
                     await _disconnect_everyone(host)
+
+
+async def _reannounce_subscriptions(pubsub: Pubsub) -> None:
+    """Tell every peer our topics again, every ``gossip_config.REANNOUNCE_INTERVAL_S``.
+
+    py-libp2p announces a subscription once, to the peers whose pubsub stream is up at that
+    moment; a peer whose stream is still being set up (its hello already built) never learns it,
+    so it never puts us in its mesh for that topic nor sends us that topic's messages directly
+    (seen: 2 of 5 loopback nodes without an orders mesh after 30 s while a node started under
+    load). Receivers ignore a subscription they already know, so repeating it costs one small RPC
+    per peer per interval.
+    """
+    while True:
+        await trio.sleep(gossip_config.REANNOUNCE_INTERVAL_S)
+        topics = sorted(pubsub.topic_ids)
+        if not topics or not pubsub.peers:
+            continue
+        packet = rpc_pb2.RPC()
+        packet.subscriptions.extend(rpc_pb2.RPC.SubOpts(subscribe=True, topicid=t) for t in topics)
+        try:
+            await pubsub.message_all_peers(packet.SerializeToString())
+        except BaseLibp2pError as exc:      # a peer going away mid-send: next interval tries again
+            logger.debug("re-announcing subscriptions failed: %s", exc)
 
 
 async def _disconnect_everyone(host: IHost) -> None:

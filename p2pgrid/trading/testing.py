@@ -27,7 +27,7 @@ from p2pgrid.ledger.messages import Mint
 from p2pgrid.ledger.service import LedgerConfig, LedgerService, ledger_topic, open_ledger_service
 from p2pgrid.ledger.store import open_store
 from p2pgrid.net.orders import OrderGossip, open_neighbour_gossip, open_order_gossip, orders_topic, pools_topic
-from p2pgrid.net.testing import open_cluster, wait_for_mesh, wait_until
+from p2pgrid.net.testing import has_mesh, open_cluster, wait_for_mesh, wait_until
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.settlement import ImbalancePrices
@@ -38,6 +38,9 @@ from p2pgrid.trading.pool_host import PoolHost, PoolHostConfig, open_pool_host
 from p2pgrid.trading.service import TradingConfig, TradingService, open_trading_service
 from p2pgrid.units import SlotRules
 
+# Gossip is best effort (py-libp2p drops messages under load); the ledger's anti-entropy makes it
+# complete. Clusters here pull from a peer every 2 s, so a lost batch heals well within a test's waits.
+SYNC_INTERVAL_S = 2.0
 ZONE = "testzone"
 LEDGER_DOMAIN = "testarea"
 
@@ -106,7 +109,7 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
             rules = SettlementLedgerRules(ZONE, transports[0].local_peer, credit_limit_uc, slots=slot_rules,
                                           prices=settlement_prices)
         committee = Committee(ZONE, 0, tuple(t.local_peer for t in transports[:n_validators]))
-        ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0)
+        ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0, sync_interval_s=SYNC_INTERVAL_S)
         trading_config = TradingConfig(ZONE, slot_rules, tick_s=0.1)
         async with AsyncExitStack() as stack:
             nodes = [await stack.enter_async_context(
@@ -114,12 +117,20 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
                 for t, k in zip(transports, keys)]
             if pool_host is not None and pool_config is not None:
                 await _start_pools(stack, nodes, pool_host, pool_config, pool_client_config, slot_rules, clock)
-            with trio.fail_after(30):
-                await wait_for_mesh(transports, orders_topic(ZONE))
-                await wait_for_mesh(transports, ledger_topic(ZONE))
-                if pool_host is not None:
-                    await wait_for_mesh(transports, pools_topic(ZONE))
+            topics = [orders_topic(ZONE), ledger_topic(ZONE)] + ([pools_topic(ZONE)] if pool_host is not None else [])
+            await wait_for_meshes(transports, topics)
             yield nodes
+
+
+async def wait_for_meshes(transports: Sequence[Transport], topics: Sequence[str], timeout_s: float = 30.0) -> None:
+    """Until every transport has a gossip mesh on every topic; on timeout, say which do not."""
+    try:
+        with trio.fail_after(timeout_s):
+            for topic in topics:
+                await wait_for_mesh(transports, topic)
+    except trio.TooSlowError:
+        missing = {topic: [i for i, t in enumerate(transports) if not has_mesh(t, topic)] for topic in topics}
+        raise AssertionError(f"no gossip mesh after {timeout_s:g} s (topic: nodes without one): {missing}") from None
 
 
 @asynccontextmanager
@@ -143,7 +154,7 @@ async def open_zoned_cluster(kind: str, homes: Sequence[str], grid_fees: Mapping
             rules = SettlementLedgerRules(LEDGER_DOMAIN, transports[0].local_peer, 0, slots=slot_rules,
                                           prices=settlement_prices)
         committee = Committee(LEDGER_DOMAIN, 0, tuple(t.local_peer for t in transports[:n_validators]))
-        ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0)
+        ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0, sync_interval_s=SYNC_INTERVAL_S)
         async with AsyncExitStack() as stack:
             nodes = []
             for transport, key, home in zip(transports, keys, homes):
