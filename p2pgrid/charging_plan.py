@@ -9,8 +9,9 @@ certified session of its tariffs once the car has gone: the energy comes from th
 session log (``ConnectorSession``: which connector, which driver, when, how much — in a real
 station the charge controller's log; in simnet the station's simulated public charging), matched
 to the driver's ``charge_start`` by driver and plug-in time. A session without a matching log entry
-(a driver who started where no car of theirs is plugged in) is billed at zero at once: its
-escrow goes straight back. Each bill needs the connector's signature, so the station returns a
+(a driver who started where no car of theirs is plugged in) is billed at zero once
+``StationTerms.no_car_grace_ms`` has passed since the plug-in (a controller may report a car a
+little late): its escrow goes back. Each bill needs the connector's signature, so the station returns a
 ``ReadingToSign`` and signs it with the connector's key.
 
 A **driver** (``driver_actions``) starts a session when one of its planned charges begins

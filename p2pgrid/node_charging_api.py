@@ -12,8 +12,8 @@ the entry kinds and their rules are in ``p2pgrid.charging``, the station's side 
   (``validate_charge_start``: a refusal is the ``EntryRejected`` the committee would give, with
   its detail — ``too_much``, ``tariff_closed``, ``overdraft`` …), certifies it, then waits up to
   ``wait_s`` real seconds for a bill. The station bills a session it has no car of this driver
-  for at zero at once (the whole escrow comes back), so a short wait tells a driver at the wrong
-  connector; a session still ``charging`` after the wait is billed when the car leaves.
+  for at zero once its ``[charging] no_car_grace_s`` has passed (the whole escrow comes back); a
+  session still ``charging`` after the wait is billed when the car leaves.
   The session id's nonce is 8 random bytes, as ``shares_buy`` does: unique for this account
   without any state kept here, so concurrent starts (and starts by the node's own
   ``ChargingService``, which uses the planned start as nonce) never collide.

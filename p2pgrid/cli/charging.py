@@ -10,7 +10,7 @@ These are clients of the node's local JSON-RPC API (``charging_tariffs``, ``char
 ``charging_sessions``, ``charging_release``; ``[rpc] enabled = true``), as ``p2pgrid shares`` is.
 ``TARIFF`` and ``SESSION`` may be a unique prefix of an id (as ``tariffs`` / ``sessions`` print
 them). ``start`` waits ``--wait`` seconds (default 10) for a bill: a station that has no car of
-this driver at its connectors bills zero at once, which ``start`` then shows. Register them with
+this driver at its connectors bills zero after its no-car grace, which ``start`` then shows. Register them with
 ``register(subparsers)`` (``p2pgrid.cli.main``).
 """
 
@@ -204,7 +204,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     start.add_argument("--hours", type=int, default=12, metavar="H",
                        help="the station bills within H hours (1-48; then the escrow may be released)")
     start.add_argument("--wait", type=int, default=10, metavar="S",
-                       help="seconds to wait for a bill (a station with no car of yours bills zero at once)")
+                       help="seconds to wait for a bill (a station with no car of yours bills zero after its grace)")
     start.set_defaults(func=do_start)
     sessions = node_args(commands.add_parser("sessions", help="this node's charging sessions"))
     sessions.add_argument("--station", action="store_true", help="the sessions this node sold as a station")

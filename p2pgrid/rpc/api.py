@@ -510,7 +510,7 @@ class Charging(Protocol):
     async def charge_start(self, tariff_id: bytes, max_wh: int, wait_s: int, hours: int) -> ChargeSessionView:
         """Escrow the price of ``max_wh`` for a session plugged in now (certified ``charge_start``,
         deadline ``hours`` ahead), then wait up to ``wait_s`` real seconds for a bill (a station
-        with no car of this driver bills zero at once). Raises a ``TradingError`` for an unknown
+        with no car of this driver bills zero after its no-car grace). Raises a ``TradingError`` for an unknown
         tariff and a ``LedgerError`` (``EntryRejected``) when the ledger rules refuse the start."""
         ...
 
