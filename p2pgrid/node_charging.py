@@ -60,6 +60,7 @@ __all__ = ["ChargingService", "ChargingStats", "charging_services", "connector_k
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+IDLE_REPLAN_S = 2.0     # nothing certified since a round with nothing to do: wait this long (real s)
 CHARGERS_DIR = "chargers"
 
 
@@ -94,8 +95,10 @@ class ChargingService:
 
     name = "charging"
 
-    def __init__(self, *, poll_s: float = POLL_S) -> None:
+    def __init__(self, *, poll_s: float = POLL_S, idle_replan_s: float = IDLE_REPLAN_S) -> None:
         self.poll_s = poll_s
+        self.idle_replan_s = idle_replan_s
+        self._idle: tuple[int, float] | None = None   # (ledger height, trio time) of a round with nothing to do
         self.stats = ChargingStats()
         self._held: Any = None       # an entry in doubt, offered again before anything new
 
@@ -123,12 +126,16 @@ class ChargingService:
         if self._held is not None:
             if not await self._retry_held(ledger):
                 return
+        height, real_now = ledger.state.height, trio.current_time()
+        if self._idle is not None and self._idle[0] == height and real_now - self._idle[1] < self.idle_replan_s:
+            return                               # nothing certified since a round with nothing to do
         now = node.clock.now_ms()
         actions: list[Action] = []
         if keys:
             actions += station_actions(ledger.state, ledger.me, terms, session_log, now)
         if plans:
             actions += driver_actions(ledger.state, ledger.me, plans, now)
+        self._idle = None if actions else (height, real_now)
         for action in actions:
             body = action.body
             if isinstance(body, ReadingToSign):
