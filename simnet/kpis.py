@@ -168,6 +168,7 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "certification_latency_s": latency(trades),
         "gossip_delivery_ratio": delivery(nodes_dir, names, run),
         "settlement": settlement(state, bytes.fromhex(community["gateway"])),
+        "metering": metering(state, community),
         "charging": charging(state),
         "trades": len(trades),
         "run": run,
@@ -207,6 +208,23 @@ def settlement(state: LedgerState | None, gateway: bytes) -> dict[str, Any]:
             "imbalance_paid_to_gateway_uc": paid_to_gateway, "imbalance_paid_by_gateway_uc": paid_by_gateway,
             "green_metered_wh": green, "certificates_issued_wh": issued, "certificates_retired_wh": retired,
             "certificates_equal_green": issued == green}
+
+
+def metering(state: LedgerState | None, community: dict[str, Any]) -> dict[str, Any]:
+    """How completely the nodes metered: certified meter entries over (metered nodes × profile
+    slots whose metering deadline fell before the settlement cutoff). A slot a node did not meter
+    settles as zero delivery for it, so this bounds how much of the run the settlements cover."""
+    if state is None:
+        return null("no ledger state")
+    start_s, slot_s, grace_s = community["profile_start_ms"] // 1000, community["slot_s"], community["grace_s"]
+    cutoff_s = community.get("settle_until_ms", community["end_ms"]) // 1000
+    due = [start_s + i * slot_s for i in range(len(community["day_ahead"]))
+           if start_s + (i + 1) * slot_s + grace_s <= cutoff_s]
+    nodes = [p["account"] for p in community["participants"] if not p["operator"]]
+    metered = sum(1 for a in nodes for slot in due if f"meter/{a}/{slot:015d}" in state.extra)
+    expected = len(nodes) * len(due)
+    return {"meter_entries": metered, "expected": expected, "slots_due": len(due),
+            "completeness": round(metered / expected, 4) if expected else None}
 
 
 def charging(state: LedgerState | None) -> dict[str, Any]:

@@ -103,6 +103,10 @@ def finish(community: Community, out_dir: Path, log: RunLog, console: Console) -
     console.print(f"trades: {kpis['trades']} ({kpis['traded_volume_wh'] / 1000:.1f} kWh); self-sufficiency "
                   f"{ss['trading']} with trading vs {ss['baseline']} without; welfare vs central auction: "
                   f"{kpis['welfare_vs_central_auction'].get('value')}")
+    metering = kpis["metering"]
+    if metering.get("expected"):
+        console.print(f"metering: {metering['meter_entries']} of {metering['expected']} readings due were certified "
+                      f"({metering['completeness']:.0%}); a slot a node did not meter settles as zero delivery")
     charging = kpis["charging"]
     if charging.get("sessions"):
         console.print(f"charging: {charging['billed']} of {charging['sessions']} sessions billed, "

@@ -153,9 +153,27 @@ def study_context(scenario_path: Path, base: Scenario, hours: float,
         lines.append(("representativeness", f"{hours / 24:g} days per season is less than a week: the runs "
                                              "start on a Monday, so weekends are under-represented, and a few "
                                              "days of weather stand for a whole season"))
+    coverage = [f"{r.season} {c:.0%}" for r in runs if (c := metering_completeness(r.out_dir)) is not None]
+    if coverage:
+        lines.append(("metering completeness", ", ".join(coverage) + " of the readings due were certified; a "
+                      "slot a node did not meter settles as zero delivery for it (its export earns no feed-in, "
+                      "its sales become shortfall), so the figures cover that share of the simulated slots"))
     if failed:
         lines.append(("end checks FAILED", "; ".join(failed)))
     return tuple(lines)
+
+
+def metering_completeness(run_dir: Path) -> float | None:
+    """Certified meter readings over the readings due in one run (``simnet.kpis.metering``)."""
+    from simnet.checks import read_ledgers
+    from simnet.kpis import metering
+
+    try:
+        community = json.loads((run_dir / "community.json").read_text())
+        state = read_ledgers(run_dir / "nodes", ["operator"])["operator"].state
+    except (OSError, KeyError, ValueError):
+        return None
+    return metering(state, community).get("completeness")
 
 
 def short_reason(reason: str) -> str:
