@@ -13,7 +13,9 @@ Two drivers behind one ``run_scenario``:
 Both use the one shared scaled clock written in every config, so a fault scheduled at a market
 time happens at the same market time in either. The run ends when the last profile slot has
 passed its gate closure (or at Ctrl-C); then the live nodes are given ``settle_s`` real seconds to
-agree on one ledger state root, and are stopped cleanly (SIGTERM / cancel).
+agree on one ledger state root (on the memory transport every live node also pulls from every
+peer every ``PULL_EVERY_S``, as its anti-entropy would over time), and are stopped cleanly
+(SIGTERM / cancel).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from simnet.monitor import Snapshot, take_snapshot
 from simnet.scenario import Fault
 
 POLL_S = 0.5
+PULL_EVERY_S = 3.0      # settling, memory transport: every node pulls from every peer this often
 STOP_GRACE_S = 15.0
 
 
@@ -318,6 +321,7 @@ async def _memory_loop(community: Community, log: RunLog, show: Show, handles: d
         show(take_snapshot(dirs, alive()), "trading · Ctrl-C stops and reports")
         await trio.sleep(POLL_S)
     began = time.monotonic()
+    pulled = began
     with trio.move_on_after(community.scenario.settle_s):
         while True:
             snapshot = take_snapshot(dirs, alive())
@@ -326,7 +330,19 @@ async def _memory_loop(community: Community, log: RunLog, show: Show, handles: d
                 log.settled = True
                 log.settle_real_s = round(time.monotonic() - began, 1)
                 break
+            if time.monotonic() - pulled >= PULL_EVERY_S:
+                pulled = time.monotonic()
+                await pull_from_everyone([handles[n].node for n in alive()])
             await trio.sleep(POLL_S)
+
+
+async def pull_from_everyone(nodes: list[Any]) -> None:
+    """Each live node pulls its peers' ledgers once (the anti-entropy sync, to every peer at once):
+    a batch whose gossip was lost just before the end otherwise waits for the one node that has it
+    to be drawn as a sync peer (one peer per 10 s), and the run would be compared before that."""
+    for node in nodes:
+        if node is not None and node.ledger is not None:
+            await node.ledger.sync_all()
 
 
 class _MemoryNode:
