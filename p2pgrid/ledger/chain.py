@@ -3,14 +3,30 @@
 Rules, in the style of the Ethereum consensus specs (``validate_*`` raise, ``process_*`` mutate):
 
 1. **Chains.** Every account has a hash chain. Entry ``seq`` extends the account's certified head:
-   ``seq == head.next_seq`` and ``prev_hash == head.last_hash`` (``GENESIS_HASH`` for seq 0).
-   Entries belong to one zone (``rules.zone``).
-2. **Only an account's own chain debits it.** Every kind below debits at most the entry's own
-   account; credits to others are fine.
-3. **Credit limit.** A debit may take an ordinary account down to ``-rules.credit_limit_uc`` and
-   no further. The zone **gateway** has no limit: it is where credits enter and leave the zone.
+   ``seq == head.next_seq`` and ``prev_hash == head.last_hash`` (``GENESIS_HASH`` for seq 0), and
+   its signed ``time_ms`` is not below its predecessor's (``head.last_time_ms``). Entries belong to
+   one zone (``rules.zone``).
+2. **Only an account's own chain debits it voluntarily.** Every kind below debits at most the
+   entry's own account; credits to others are fine. The one exception is a zone settlement, whose
+   postings are *obligations* (below).
+3. **Credit limit.** A voluntary debit may take an ordinary account's *spendable* balance down to
+   ``-rules.credit_limit_uc`` and no further. Spendable = balance + obligations: what settlements
+   charged an account is owed to the gateway but does not shrink what the account may spend, so
+   no chain but the account's own can turn one of its debits from valid to invalid. The zone
+   **gateway** has no limit: it is where credits enter and leave the zone.
 4. **Money is conserved exactly**: every µc leaving one balance enters another or an open lock, so
    ``sum(balances) + sum(open locks) == 0`` always (``LedgerState.money_total()``).
+
+**Validity is a deterministic, monotone function of the entry and its certified causal past.**
+No rule reads a validator's clock: every time limit is judged on the entry's signed ``time_ms``
+(or a signed time inside its body), so a validator that votes for an entry and one that judges it
+later with the same certified dependencies agree. A rule that still needs something certified
+elsewhere raises ``EntryRejected`` with a *waiting* reason (``RejectReason.is_final`` is False: a
+missing lock or predecessor, credits not yet arrived, the seller's chain not yet past a deadline);
+the validator then simply does not vote yet and is asked again. Only *final* rejections (the entry
+can never become valid) may be signed as refusals. The one clock check left is in
+``committee.decide_vote``: an entry dated more than ``rules.clock_skew_ms`` ahead of the
+validator's clock waits, it is never refused.
 
 Kinds (``KINDS`` is a registry: other modules add kinds with ``register_kind``):
 
@@ -18,27 +34,35 @@ Kinds (``KINDS`` is a registry: other modules add kinds with ``register_kind``):
 transfer   account → ``to``: ``amount``; never to itself
 mint       gateway only: gateway → ``to``
 burn       not the gateway: account → gateway (credits redeemed off-ledger)
-lock       buyer escrows ``amount`` ≥ trade_value(qty, price) for take ``take_id`` on an order,
-           before ``deadline_ms``; a take id is locked at most once ever. If the buyer is the
-           order's owner (a bid), its locks for that order may not exceed the order size.
-release    the buyer takes an open lock back, at or after its deadline
-fill       the seller consumes an open lock it is named in, before the deadline: ``qty_wh`` ≤
-           the locked quantity, same price and order; the seller receives trade_value(qty,
-           price), the buyer the rest of the lock. If the seller owns the order, its fills of
-           that order may not exceed the order size.
+lock       buyer escrows ``amount`` ≥ trade_value(qty, price) for take ``take_id`` on an order;
+           ``time_ms < deadline_ms``; a take id is locked at most once ever (conflict key
+           ``take/<take_id>``: two chains racing for one take id cannot both be certified). If
+           the buyer is the order's owner (a bid), its locks for that order may not exceed the
+           order size.
+fill       the seller consumes an open lock it is named in, with ``time_ms < deadline_ms``:
+           ``qty_wh`` ≤ the locked quantity, same price and order; the seller receives
+           trade_value(qty, price), the buyer the rest of the lock. If the seller owns the order,
+           its fills of that order may not exceed the order size.
+decline    the seller hands a lock it is named in back to the buyer, at any time (a no-op if the
+           lock was returned already; refused once it is filled)
+release    the buyer takes an open lock back once the **seller's own chain** has passed the
+           deadline (its certified head's ``time_ms`` ≥ ``deadline_ms``); a no-op if the lock
+           was returned already; refused once it is filled
 =========  ==================================================================================
 
-A lock is consumed at most once (by a fill or a release): both carry the conflict key
-``lock/<take_id>``, and a validator votes for at most one entry per conflict key, exactly as for
-``(account, seq)`` — so two quorums cannot certify both.
+**One writer per lock.** A lock's fate is decided by the seller's chain alone: its fills (and any
+other kind that consumes a lock: swaps, share issues, charging bills) must be dated before the
+deadline, and chain times never decrease, so once the seller's chain has an entry at or past the
+deadline no consumer of the lock can follow — which is exactly when the buyer's ``release``
+becomes valid. Fill and release can therefore never both be valid, at any validator, whatever the
+vote timing; decline and release may both be certified and return the lock once (the second is a
+no-op), in either order. A buyer whose seller never writes again keeps its lock until it does.
 
-Validation (``validate_entry``) is what a validator checks before voting, against its certified
-state and the wall-clock ``now_ms`` it is given. ``apply_entry`` applies an already-certified
-entry: certificates are final, so it re-checks only what keeps the state well-formed (chain link,
-lock still open) and never the balance, whose check depended on when it was voted. Balances are
+``apply_entry`` applies an already-certified entry: certificates are final, so it re-checks only
+what keeps the state well-formed (chain link, lock state) and never the balance. Balances are
 sums, so the state derived from a set of certified entries does not depend on the order they are
-applied in, as long as each entry comes after its chain predecessor and the lock it consumes
-(``derive_state`` does exactly that).
+applied in, as long as each entry comes after its chain predecessor and what it refers to
+(``is_ready``; ``derive_state`` does exactly that).
 """
 
 from __future__ import annotations
@@ -54,7 +78,7 @@ from typing import Any
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureError, UnknownVersionError
 from p2pgrid.ledger import merkle
 from p2pgrid.ledger.messages import (
-    GENESIS_HASH, Burn, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
+    GENESIS_HASH, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
 )
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Signed, decode, decode_signed, pack, to_plain
@@ -81,6 +105,23 @@ class RejectReason(str, enum.Enum):
     DEADLINE_PASSED = "deadline_passed"
     DEADLINE_NOT_REACHED = "deadline_not_reached"
     ALREADY_VOTED = "already_voted"
+    TIME_BACKWARDS = "time_backwards"
+    NOT_YET = "not_yet"
+    MISSING_DEPENDENCY = "missing_dependency"
+
+    @property
+    def is_final(self) -> bool:
+        """False for reasons that more certified history (or time) can remove: the validator
+        waits instead of refusing for good."""
+        return self not in _WAITING_REASONS
+
+
+_WAITING_REASONS = frozenset({
+    # SEQ_REUSED waits too: the validator holds a certified entry at that seq, most likely this
+    # very one, and the owner has to catch up (sync) rather than give the entry up.
+    RejectReason.SEQ_GAP, RejectReason.SEQ_REUSED, RejectReason.OVERDRAFT, RejectReason.NO_LOCK, RejectReason.DEADLINE_NOT_REACHED,
+    RejectReason.NOT_YET, RejectReason.MISSING_DEPENDENCY,
+})
 
 
 class EntryRejected(LedgerError):
@@ -90,6 +131,10 @@ class EntryRejected(LedgerError):
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
         self.detail = detail
+
+    @property
+    def is_final(self) -> bool:
+        return self.reason.is_final
 
 
 class ChainInconsistent(LedgerError):
@@ -103,14 +148,19 @@ class LedgerRules:
     zone: str
     gateway: bytes
     credit_limit_uc: int = 0
+    # How far ahead of a validator's clock an entry's signed time may be before the validator
+    # waits for it (it never refuses for it). Market ms; the one clock the rules ever look at.
+    clock_skew_ms: int = 5_000
 
 
 @dataclass(frozen=True)
 class ChainHead:
-    """The certified tip of one chain: the next seq to certify and the hash it must link to."""
+    """The certified tip of one chain: the next seq to certify, the hash it must link to and the
+    signed time of the last entry (the next may not be dated earlier)."""
 
     next_seq: int = 0
     last_hash: bytes = GENESIS_HASH
+    last_time_ms: int = 0
 
 
 class LockStatus(str, enum.Enum):
@@ -159,6 +209,14 @@ class LedgerState:
     def balance(self, account: bytes) -> int:
         return self.balances.get(account, 0)
 
+    def obligations(self, account: bytes) -> int:
+        """µc settlements charged ``account`` (owed to the gateway; see chain rule 3)."""
+        return self.extra.get(obligation_key(account), 0)
+
+    def spendable(self, account: bytes) -> int:
+        """What the credit limit is checked against: the balance, obligations not counted."""
+        return self.balance(account) + self.obligations(account)
+
     def locked_total(self) -> int:
         return sum(r.lock.amount for r in self.locks.values() if r.status is LockStatus.OPEN)
 
@@ -178,12 +236,21 @@ class LedgerState:
         return sum(h.next_seq for h in self.heads.values())
 
 
+def obligation_key(account: bytes) -> str:
+    return f"owed/{account.hex()}"
+
+
+def add_obligation(state: LedgerState, account: bytes, amount_uc: int) -> None:
+    """Record that a settlement debited ``account`` by ``amount_uc`` (> 0) on the gateway's behalf."""
+    state.extra[obligation_key(account)] = state.obligations(account) + amount_uc
+
+
 _STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")
 
 
 # --- kind registry ---------------------------------------------------------------------------
 
-Validate = Callable[[LedgerState, Entry, Any, LedgerRules, int], None]
+Validate = Callable[[LedgerState, Entry, Any, LedgerRules], None]
 Apply = Callable[[LedgerState, Entry, Any, LedgerRules], None]
 
 
@@ -199,7 +266,7 @@ def _always_ready(state: LedgerState, entry: Entry, body: Any) -> bool:
 class KindRules:
     """How one entry kind is checked and applied.
 
-    ``validate`` raises ``EntryRejected`` (it sees the validator's ``now_ms``); ``apply`` mutates
+    ``validate`` raises ``EntryRejected`` (it sees no clock: times come from the entry); ``apply`` mutates
     the state for a certified entry; ``conflict_keys`` names objects besides ``(account, seq)`` that
     at most one certified entry may consume; ``is_ready`` says whether the objects a certified entry
     refers to (e.g. the lock a fill consumes) are already in the state."""
@@ -274,14 +341,17 @@ def validate_link(state: LedgerState, entry: Entry, rules: LedgerRules) -> None:
         raise EntryRejected(RejectReason.SEQ_GAP, f"seq {entry.seq} after certified head {head.next_seq}")
     if entry.prev_hash != head.last_hash:
         raise EntryRejected(RejectReason.WRONG_PREV_HASH, f"seq {entry.seq} does not link to the certified head")
+    if entry.time_ms < head.last_time_ms:
+        raise EntryRejected(RejectReason.TIME_BACKWARDS,
+                            f"dated {entry.time_ms}, before its predecessor ({head.last_time_ms})")
 
 
-def validate_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, now_ms: int) -> Any:
-    """Every rule a validator checks before voting. Returns the decoded body."""
+def validate_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules) -> Any:
+    """Every rule of the entry's kind, judged on its certified causal past. Returns the decoded body."""
     entry = signed.body
     validate_link(state, entry, rules)
     body = decode_body(entry)
-    KINDS[entry.kind].validate(state, entry, body, rules, now_ms)
+    KINDS[entry.kind].validate(state, entry, body, rules)
     return body
 
 
@@ -297,19 +367,19 @@ def apply_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, b
         except EntryRejected as exc:
             raise ChainInconsistent(f"certified entry has {exc}") from None
     KINDS[entry.kind].apply(state, entry, body, rules)
-    state.heads[entry.account] = ChainHead(entry.seq + 1, entry_hash(signed))
+    state.heads[entry.account] = ChainHead(entry.seq + 1, entry_hash(signed), entry.time_ms)
     return state
 
 
-def process_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, now_ms: int) -> LedgerState:
+def process_entry(state: LedgerState, signed: Signed[Entry], rules: LedgerRules) -> LedgerState:
     """Validate then apply: what a validator does to its scratch state for each entry of a batch."""
-    body = validate_entry(state, signed, rules, now_ms)
+    body = validate_entry(state, signed, rules)
     return apply_entry(state, signed, rules, body)
 
 
 def conflict_keys(entry: Entry, body: Any = None) -> tuple[bytes, ...]:
     """Objects at most one certified entry may claim: always ``(account, seq)``, plus kind-specific."""
-    own = b"seq/" + entry.account + entry.seq.to_bytes(8, "big")
+    own = b"seq/" + entry.account + entry.seq.to_bytes(8, "big")   # committee.seq_key
     if body is None:
         body = decode_body(entry)
     return (own, *KINDS[entry.kind].conflict_keys(entry, body))
@@ -357,7 +427,7 @@ def derive_state(entries: Iterable[Signed[Entry]], rules: LedgerRules) -> tuple[
 def state_leaves(state: LedgerState) -> list[bytes]:
     """The derived state as sorted, canonically encoded (category, key, value) leaves."""
     leaves: list[bytes] = []
-    leaves += [pack(["head", a, [h.next_seq, h.last_hash]]) for a, h in state.heads.items()]
+    leaves += [pack(["head", a, [h.next_seq, h.last_hash, h.last_time_ms]]) for a, h in state.heads.items()]
     leaves += [pack(["balance", a, v]) for a, v in state.balances.items()]
     leaves += [pack(["lock", t, [r.buyer, to_plain(r.lock), r.status.value, r.filled_wh]]) for t, r in state.locks.items()]
     leaves += [pack(["order", o[0] + o[1], [p.size_wh, p.filled_wh, p.locked_wh]]) for o, p in state.orders.items()]
@@ -394,12 +464,13 @@ def state_root(state: LedgerState) -> bytes:
 # --- money kinds -----------------------------------------------------------------------------
 
 def validate_debit(state: LedgerState, rules: LedgerRules, account: bytes, amount: int) -> None:
+    """Rule 3. Waiting, not final: credits from other chains may yet arrive at this validator."""
     if account == rules.gateway:
         return
-    after = state.balance(account) - amount
-    if after < -rules.credit_limit_uc:
+    spendable = state.spendable(account)
+    if spendable - amount < -rules.credit_limit_uc:
         raise EntryRejected(RejectReason.OVERDRAFT,
-                            f"balance {state.balance(account)} - {amount} is below the credit limit -{rules.credit_limit_uc}")
+                            f"spendable {spendable} - {amount} is below the credit limit -{rules.credit_limit_uc}")
 
 
 def _move(state: LedgerState, source: bytes, target: bytes, amount: int) -> None:
@@ -407,7 +478,7 @@ def _move(state: LedgerState, source: bytes, target: bytes, amount: int) -> None
     state.balances[target] = state.balance(target) + amount
 
 
-def validate_transfer(state: LedgerState, entry: Entry, body: Transfer, rules: LedgerRules, now_ms: int) -> None:
+def validate_transfer(state: LedgerState, entry: Entry, body: Transfer, rules: LedgerRules) -> None:
     if body.to == entry.account:
         raise EntryRejected(RejectReason.BAD_BODY, "a transfer to oneself")
     validate_debit(state, rules, entry.account, body.amount)
@@ -417,7 +488,7 @@ def process_transfer(state: LedgerState, entry: Entry, body: Transfer, rules: Le
     _move(state, entry.account, body.to, body.amount)
 
 
-def validate_mint(state: LedgerState, entry: Entry, body: Mint, rules: LedgerRules, now_ms: int) -> None:
+def validate_mint(state: LedgerState, entry: Entry, body: Mint, rules: LedgerRules) -> None:
     if entry.account != rules.gateway:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "only the zone gateway mints")
     if body.to == rules.gateway:
@@ -428,7 +499,7 @@ def process_mint(state: LedgerState, entry: Entry, body: Mint, rules: LedgerRule
     _move(state, entry.account, body.to, body.amount)
 
 
-def validate_burn(state: LedgerState, entry: Entry, body: Burn, rules: LedgerRules, now_ms: int) -> None:
+def validate_burn(state: LedgerState, entry: Entry, body: Burn, rules: LedgerRules) -> None:
     if entry.account == rules.gateway:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "the gateway does not burn to itself")
     validate_debit(state, rules, entry.account, body.amount)
@@ -440,11 +511,16 @@ def process_burn(state: LedgerState, entry: Entry, body: Burn, rules: LedgerRule
 
 # --- locks and fills -------------------------------------------------------------------------
 
-def _lock_key(entry: Entry, body: Release | Fill) -> tuple[bytes, ...]:
-    return (b"lock/" + body.take_id,)
+def take_key(take_id: bytes) -> bytes:
+    """The conflict key of every entry that creates a lock record ``take_id`` (any kind)."""
+    return b"take/" + take_id
 
 
-def validate_lock(state: LedgerState, entry: Entry, body: Lock, rules: LedgerRules, now_ms: int) -> None:
+def _take_keys(entry: Entry, body: Lock) -> tuple[bytes, ...]:
+    return (take_key(body.take_id),)
+
+
+def validate_lock(state: LedgerState, entry: Entry, body: Lock, rules: LedgerRules) -> None:
     buyer = entry.account
     if body.seller == buyer:
         raise EntryRejected(RejectReason.BAD_BODY, "buyer and seller are the same account")
@@ -457,8 +533,8 @@ def validate_lock(state: LedgerState, entry: Entry, body: Lock, rules: LedgerRul
     if body.amount < trade_value(body.qty_wh, body.price):
         raise EntryRejected(RejectReason.LOCK_TOO_SMALL,
                             f"{body.amount} µc < value {trade_value(body.qty_wh, body.price)} µc")
-    if now_ms >= body.deadline_ms:
-        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the lock's deadline is already past")
+    if entry.time_ms >= body.deadline_ms:
+        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the lock is dated at or after its own deadline")
     if body.order_owner == buyer:
         progress = state.orders.get((buyer, body.order_id))
         if progress is not None and progress.size_wh != body.order_size_wh:
@@ -482,44 +558,91 @@ def process_lock(state: LedgerState, entry: Entry, body: Lock, rules: LedgerRule
         state.orders[key] = OrderProgress(progress.size_wh, progress.filled_wh, progress.locked_wh + body.qty_wh)
 
 
-def _open_lock(state: LedgerState, take_id: bytes) -> LockRecord:
+def known_lock(state: LedgerState, take_id: bytes) -> LockRecord:
+    """The certified lock record ``take_id``; *waits* (``no_lock``) while this state lacks it."""
     record = state.locks.get(take_id)
     if record is None:
-        raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for take {take_id.hex()}")
-    if record.status is not LockStatus.OPEN:
-        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {take_id.hex()} is {record.status.value}")
+        raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for take {take_id.hex()} (yet)")
     return record
 
 
-def _lock_known(state: LedgerState, entry: Entry, body: Release | Fill) -> bool:
+def consumable_lock(state: LedgerState, entry: Entry, take_id: bytes) -> LockRecord:
+    """The open lock ``take_id`` that ``entry`` (its seller's chain) may consume: named seller,
+    still open, and ``entry`` dated before the deadline. Every kind that consumes a lock in the
+    seller's chain (fill, swap, share issue, charging bill) checks this, so the buyer's release,
+    which waits for the seller's chain to pass the deadline, can never meet a consumer."""
+    record = known_lock(state, take_id)
+    if record.lock.seller != entry.account:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock names another seller")
+    if record.status is not LockStatus.OPEN:
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {take_id.hex()} is {record.status.value}")
+    if entry.time_ms >= record.lock.deadline_ms:
+        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the entry is dated at or after the lock's deadline")
+    return record
+
+
+def _lock_known(state: LedgerState, entry: Entry, body: Release | Fill | Decline) -> bool:
     return body.take_id in state.locks
 
 
-def validate_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules, now_ms: int) -> None:
-    record = _open_lock(state, body.take_id)
+def return_lock(state: LedgerState, take_id: bytes) -> None:
+    """Hand an open lock back to its buyer (a no-op once it is not open: release and decline may
+    both be certified, in either order)."""
+    record = state.locks[take_id]
+    if record.status is LockStatus.FILLED:
+        raise ChainInconsistent(f"certified entry returns lock {take_id.hex()} which is filled")
+    if record.status is LockStatus.OPEN:
+        state.balances[record.buyer] = state.balance(record.buyer) + record.lock.amount
+        state.locks[take_id] = LockRecord(record.buyer, record.lock, LockStatus.RELEASED)
+
+
+def seller_passed_deadline(state: LedgerState, record: LockRecord) -> bool:
+    """Whether the seller's certified chain has an entry dated at or after the lock's deadline:
+    from then on no entry of that chain can consume the lock."""
+    return state.head(record.lock.seller).last_time_ms >= record.lock.deadline_ms
+
+
+def validate_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules) -> None:
+    record = known_lock(state, body.take_id)
     if record.buyer != entry.account:
         raise EntryRejected(RejectReason.LOCK_MISMATCH, "only the buyer releases its lock")
-    if now_ms < record.lock.deadline_ms:
-        raise EntryRejected(RejectReason.DEADLINE_NOT_REACHED, "the lock may still be filled")
+    if record.status is LockStatus.FILLED:
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.take_id.hex()} is filled")
+    if not seller_passed_deadline(state, record):
+        raise EntryRejected(RejectReason.DEADLINE_NOT_REACHED,
+                            "the seller's chain has not passed the lock's deadline: it may still fill it")
+
+
+def _release_ready(state: LedgerState, entry: Entry, body: Release) -> bool:
+    record = state.locks.get(body.take_id)
+    return record is not None and seller_passed_deadline(state, record)
 
 
 def process_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules) -> None:
-    record = _certified_open_lock(state, body.take_id)
-    state.balances[record.buyer] = state.balance(record.buyer) + record.lock.amount
-    state.locks[body.take_id] = LockRecord(record.buyer, record.lock, LockStatus.RELEASED)
+    return_lock(state, body.take_id)
 
 
-def validate_fill(state: LedgerState, entry: Entry, body: Fill, rules: LedgerRules, now_ms: int) -> None:
-    record = _open_lock(state, body.take_id)
+def validate_decline(state: LedgerState, entry: Entry, body: Decline, rules: LedgerRules) -> None:
+    record = known_lock(state, body.take_id)
+    if record.lock.seller != entry.account:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "only the lock's seller declines it")
+    if record.status is LockStatus.FILLED:
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.take_id.hex()} is filled")
+
+
+def process_decline(state: LedgerState, entry: Entry, body: Decline, rules: LedgerRules) -> None:
+    return_lock(state, body.take_id)
+
+
+def validate_fill(state: LedgerState, entry: Entry, body: Fill, rules: LedgerRules) -> None:
+    record = consumable_lock(state, entry, body.take_id)
     lock = record.lock
-    if lock.seller != entry.account or record.buyer != body.buyer:
-        raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock names another buyer or seller")
+    if record.buyer != body.buyer:
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock names another buyer")
     if lock.order_id != body.order_id or lock.price != body.price:
         raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock is for another order or price")
     if body.qty_wh > lock.qty_wh:
         raise EntryRejected(RejectReason.FILL_EXCEEDS_LOCK, f"{body.qty_wh} Wh > {lock.qty_wh} Wh locked")
-    if now_ms >= lock.deadline_ms:
-        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the lock expired; the buyer may release it")
     if lock.order_owner == entry.account:
         progress = state.orders.get((entry.account, body.order_id))
         if progress is not None and progress.size_wh != lock.order_size_wh:
@@ -552,13 +675,17 @@ def _certified_open_lock(state: LedgerState, take_id: bytes) -> LockRecord:
 register_kind(KindRules("transfer", Transfer, validate_transfer, process_transfer))
 register_kind(KindRules("mint", Mint, validate_mint, process_mint))
 register_kind(KindRules("burn", Burn, validate_burn, process_burn))
-register_kind(KindRules("lock", Lock, validate_lock, process_lock))
-register_kind(KindRules("release", Release, validate_release, process_release, _lock_key, _lock_known))
-register_kind(KindRules("fill", Fill, validate_fill, process_fill, _lock_key, _lock_known))
+register_kind(KindRules("lock", Lock, validate_lock, process_lock, _take_keys))
+register_kind(KindRules("release", Release, validate_release, process_release, is_ready=_release_ready))
+register_kind(KindRules("decline", Decline, validate_decline, process_decline, is_ready=_lock_known))
+register_kind(KindRules("fill", Fill, validate_fill, process_fill, is_ready=_lock_known))
 
 
 # --- building entries ------------------------------------------------------------------------
 
-def build_entry(rules: LedgerRules, account: bytes, head: ChainHead, kind: str, body: Any) -> Entry:
-    """The unsigned entry extending ``head`` of ``account`` (sign it with ``wire.sign``)."""
-    return Entry(rules.zone, account, head.next_seq, head.last_hash, kind, body_of_kind(kind, body))
+def build_entry(rules: LedgerRules, account: bytes, head: ChainHead, kind: str, body: Any, time_ms: int) -> Entry:
+    """The unsigned entry extending ``head`` of ``account``, dated ``time_ms`` or, if the clock
+    reads earlier than the predecessor's date, at that date (chain times never decrease). Sign
+    it with ``wire.sign``."""
+    return Entry(rules.zone, account, head.next_seq, head.last_hash, max(time_ms, head.last_time_ms), kind,
+                 body_of_kind(kind, body))

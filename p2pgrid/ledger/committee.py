@@ -6,13 +6,22 @@ one honest validator, and an honest validator never votes for two different entr
 conflict key — hence two certificates at one ``(account, seq)`` (or for two consumers of one
 lock) are impossible while at most ``f`` validators are faulty.
 
-**Voting rule** (``decide_vote``): a validator votes for a batch of entries only if, checked in
-order on a scratch copy of its certified state, every entry has a valid owner signature, extends
-its account's head (the certified head, or an earlier entry of the same batch — a batch is
-certified whole or not at all) and passes ``chain.validate_entry``; and for every conflict key of
-every entry it has never voted for a *different* entry (voting again for the same entry is
-harmless). The caller must persist the new conflict-key records durably *before* it sends the
-vote (``store.record_votes``), so a crash cannot make it vote twice.
+**Voting rule** (``decide_vote``): a validator judges a request's entries in order on a scratch
+copy of its certified state and votes for the **longest prefix** it accepts; for the first entry
+it does not accept it says why (``Rejection``; the entries after it extend it and wait with it).
+An entry is accepted if it has a valid owner signature, extends its account's head (the certified
+head, or an earlier entry of the same request), passes ``chain.validate_entry`` (which reads no
+clock), and for every conflict key it claims this validator has never voted for a *different*
+entry. An entry identical to one voted before at its seq is voted again without being judged
+again (a proposer whose replies were lost gets the same vote); a different one is refused
+``already_voted`` with the entry that was voted, so an owner that lost its own proposal can adopt
+it. The only clock check: an entry dated more than ``rules.clock_skew_ms`` after ``now_ms`` waits
+(``not_yet``), it is never refused. Validity being a monotone function of the entry and its
+certified past, an entry one honest validator votes for is voted by every honest validator once
+it holds the same certified dependencies; so a *final* rejection is final at every honest
+validator, and the validator signs it as a ``Refusal``. The caller must persist the new
+conflict-key records durably *before* it sends the vote (``store.record_votes``), so a crash
+cannot make it vote twice.
 
 **Certificates.** A vote signs ``Vote(validator, zone, epoch, batch_root, batch_size)`` where
 ``batch_root`` is the Merkle root of the batch's entry hashes. A certificate collects ≥ quorum
@@ -30,11 +39,11 @@ from dataclasses import dataclass
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError
 from p2pgrid.ledger import merkle
 from p2pgrid.ledger.chain import (
-    EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, conflict_keys, validate_entry,
-    validate_signed_entry,
+    ChainInconsistent, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, conflict_keys,
+    validate_entry, validate_signed_entry,
 )
 from p2pgrid.ledger.messages import (
-    Certificate, CertifiedEntries, Entry, Rejection, Vote, decode_certified_entry, hash_bytes,
+    Certificate, CertifiedEntries, Entry, Refusal, Rejection, Vote, decode_certified_entry, hash_bytes,
 )
 from p2pgrid.wire import Signed, Signer, sign, signing_bytes, spec_of, to_plain, verify_signature
 
@@ -79,47 +88,87 @@ def batch_root(entry_hashes: Sequence[bytes]) -> bytes:
 
 @dataclass(frozen=True)
 class VoteDecision:
-    """What a validator concluded about a batch. ``vote`` is None when anything was rejected."""
+    """What a validator concluded about a request: the accepted prefix (``entry_hashes``, may be
+    empty), the conflict-key records to persist before voting, and why the entry after the prefix
+    was not accepted (``rejections``: none if the whole request was accepted)."""
 
     entry_hashes: tuple[bytes, ...]
     new_records: tuple[tuple[bytes, bytes], ...]     # (conflict key, entry hash) to persist first
     rejections: tuple[Rejection, ...]
     entries: tuple[Signed[Entry], ...] = ()          # the decoded, verified entries voted for
+    refused_hash: bytes = b""                        # hash of the rejected entry, if it decoded
+    already_voted_key: bytes = b""                   # the seq key voted for another entry, if so
 
     @property
     def accepted(self) -> bool:
-        return not self.rejections and bool(self.entry_hashes)
+        return bool(self.entry_hashes)
+
+    @property
+    def final_rejection(self) -> Rejection | None:
+        return next((r for r in self.rejections if r.final), None)
+
+
+def seq_key(entry: Entry) -> bytes:
+    """The conflict key every entry claims: its place ``(account, seq)``."""
+    return b"seq/" + entry.account + entry.seq.to_bytes(8, "big")
 
 
 def decide_vote(state: LedgerState, voted: Mapping[bytes, bytes], entries: Sequence[bytes],
                 rules: LedgerRules, now_ms: int) -> VoteDecision:
-    """Apply the voting rule to a batch of signed entry bytes (see module docstring)."""
+    """Apply the voting rule to a request of signed entry bytes (see module docstring)."""
     scratch = state.overlay()
     hashes: list[bytes] = []
     records: list[tuple[bytes, bytes]] = []
-    rejections: list[Rejection] = []
     decoded: list[Signed[Entry]] = []
     claimed: dict[bytes, bytes] = {}
+    if not entries:
+        return VoteDecision((), (), (Rejection(0, RejectReason.MALFORMED.value, "empty request", True),))
     for index, data in enumerate(entries):
+        h = hash_bytes(data)
         try:
             signed = validate_signed_entry(data)
-            h = hash_bytes(data)
-            body = validate_entry(scratch, signed, rules, now_ms)
-            for key in conflict_keys(signed.body, body):
-                earlier = claimed.get(key) or voted.get(key)
-                if earlier is not None and earlier != h:
-                    raise EntryRejected(RejectReason.ALREADY_VOTED, "voted for another entry at this key")
-                if earlier is None:
-                    records.append((key, h))
-                claimed[key] = h
-            apply_entry(scratch, signed, rules, body)
-            hashes.append(h)
-            decoded.append(signed)
+            entry = signed.body
+            own = seq_key(entry)
+            if voted.get(own) == h and scratch.head(entry.account).next_seq == entry.seq:
+                # Voted before, as it is: vote again without judging again (lost replies recover).
+                apply_entry(scratch, signed, rules)
+            else:
+                if entry.time_ms > now_ms + rules.clock_skew_ms:
+                    raise EntryRejected(RejectReason.NOT_YET,
+                                        f"dated {entry.time_ms - now_ms} ms after this validator's clock")
+                body = validate_entry(scratch, signed, rules)
+                for key in conflict_keys(entry, body):
+                    earlier = claimed.get(key) or voted.get(key)
+                    if earlier is not None and earlier != h:
+                        return _stop(hashes, records, decoded, index, h, EntryRejected(
+                            RejectReason.ALREADY_VOTED, "voted for another entry at this key"),
+                            already_voted_key=key if key == own else b"")
+                    if earlier is None:
+                        records.append((key, h))
+                    claimed[key] = h
+                apply_entry(scratch, signed, rules, body)
         except EntryRejected as exc:
-            rejections.append(Rejection(index, exc.reason.value, exc.detail[:256]))
-    if not entries:
-        rejections.append(Rejection(0, RejectReason.MALFORMED.value, "empty batch"))
-    return VoteDecision(tuple(hashes), tuple(records), tuple(rejections), tuple(decoded))
+            return _stop(hashes, records, decoded, index, h, exc)
+        except ChainInconsistent as exc:
+            # Re-applying an entry voted before failed on this state: it waits for what it needs.
+            return _stop(hashes, records, decoded, index, h,
+                         EntryRejected(RejectReason.MISSING_DEPENDENCY, str(exc)))
+        hashes.append(h)
+        decoded.append(signed)
+    return VoteDecision(tuple(hashes), tuple(records), (), tuple(decoded))
+
+
+def _stop(hashes: list[bytes], records: list[tuple[bytes, bytes]], decoded: list[Signed[Entry]], index: int,
+          refused: bytes, exc: EntryRejected, already_voted_key: bytes = b"") -> VoteDecision:
+    """The decision when entry ``index`` is not accepted: the prefix before it, and why."""
+    kept = {h for h in hashes}
+    rejection = Rejection(index, exc.reason.value, exc.detail[:256], exc.is_final)
+    return VoteDecision(tuple(hashes), tuple(r for r in records if r[1] in kept), (rejection,), tuple(decoded),
+                        refused, already_voted_key)
+
+
+def make_refusal(committee: Committee, key: Signer, entry_hash: bytes, reason: str) -> Signed[Refusal]:
+    return sign(Refusal(key.public_key, committee.zone, committee.epoch, entry_hash, reason[:64]), key)
 
 
 def make_vote(committee: Committee, key: Signer, entry_hashes: Sequence[bytes]) -> Signed[Vote]:

@@ -2,7 +2,10 @@
 
 Signed kinds (one signing path: ``p2pgrid.wire.sign`` / ``decode_signed``, domain tag per kind):
 
-* ``p2pgrid/entry/v1`` — ``Entry(zone, account, seq, prev_hash, kind, body)``, signed by ``account``.
+* ``p2pgrid/entry/v2`` — ``Entry(zone, account, seq, prev_hash, time_ms, kind, body)``, signed by
+  ``account``. ``time_ms`` is the owner's signed timestamp (Unix ms, market time): every time limit
+  of the ledger rules is judged on it (or on a signed time inside the body), never on a
+  validator's clock, and it never decreases along a chain.
   ``body`` is the canonical encoding of the kind's body structure (``Transfer``, ``Fill``, …), so
   new kinds need no change here. An entry's identity is ``entry_hash`` = sha256 of its signed wire
   bytes (signature included): a certificate therefore pins the exact signed bytes, and a node that
@@ -57,15 +60,20 @@ def _amount(minimum: int = 1) -> Any:
 
 # --- entries ---------------------------------------------------------------------------------
 
-@message("p2pgrid/entry", 1, max_bytes=MAX_ENTRY_BYTES, signer_field="account")
+ENTRY_VERSION = 2
+
+
+@message("p2pgrid/entry", ENTRY_VERSION, max_bytes=MAX_ENTRY_BYTES, signer_field="account")
 @dataclass(frozen=True)
 class Entry:
-    """One link of an account's chain. ``seq`` 0 has ``prev_hash == GENESIS_HASH``."""
+    """One link of an account's chain. ``seq`` 0 has ``prev_hash == GENESIS_HASH``; ``time_ms`` is
+    the owner's signed time of the entry, never below its predecessor's."""
 
     zone: str = field(metadata={"pattern": ZONE_PATTERN})
     account: bytes = _key()
     seq: int = field(metadata={"min": 0})
     prev_hash: bytes = field(metadata={"size": HASH_SIZE})
+    time_ms: int = field(metadata={"min": 0, "max": 2**53})
     kind: str = field(metadata={"pattern": KIND_PATTERN})
     body: bytes = field(metadata={"max_len": MAX_BODY_BYTES})
 
@@ -137,7 +145,16 @@ class Lock:
 @struct
 @dataclass(frozen=True)
 class Release:
-    """The buyer takes back a lock nobody consumed, once its deadline has passed."""
+    """The buyer takes back a lock nobody consumed, once the seller's own chain has passed the
+    lock's deadline (so no fill of it can ever follow)."""
+
+    take_id: bytes = _id()
+
+
+@struct
+@dataclass(frozen=True)
+class Decline:
+    """The seller hands an open lock back to the buyer (a take it will not fill), at any time."""
 
     take_id: bytes = _id()
 
@@ -221,19 +238,45 @@ class VoteRequest:
 @struct
 @dataclass(frozen=True)
 class Rejection:
+    """Why entry ``index`` of a request got no vote. ``final``: it never will, from this validator
+    (the entry is invalid whatever else gets certified, or the validator voted for another entry
+    at one of its conflict keys); otherwise it is waiting (a dependency not yet certified here, a
+    time ahead of the validator's clock, credits not yet arrived) and may be voted when asked again."""
+
     index: int = field(metadata={"min": 0})
     reason: str = field(metadata={"max_len": 64})
     detail: str = field(metadata={"max_len": 256})
+    final: bool = False
+
+
+@message("p2pgrid/refusal", 1, max_bytes=512, signer_field="validator")
+@dataclass(frozen=True)
+class Refusal:
+    """A validator's signed, durable statement that it will never vote for entry ``entry_hash``.
+    2f+1 of them prove the entry can never be certified, so its owner may build another entry at
+    its seq (quorum intersection: a certificate would need a validator that refused it)."""
+
+    validator: bytes = _key()
+    zone: str = field(metadata={"pattern": ZONE_PATTERN})
+    epoch: int = field(metadata={"min": 0})
+    entry_hash: bytes = field(metadata={"size": HASH_SIZE})
+    reason: str = field(metadata={"max_len": 64})
 
 
 @struct
 @dataclass(frozen=True)
 class VoteReply:
-    """Validator → proposer: a signed ``Vote`` (empty if none) or why entries were rejected."""
+    """Validator → proposer, per entry: ``vote`` is a signed ``Vote`` over the longest prefix of the
+    request that the validator accepts (empty if none); ``rejections`` says why the entry after
+    that prefix got no vote; ``refusal`` is the signed ``Refusal`` of it when the rejection is final;
+    ``voted_entry`` is, with ``already_voted``, the signed entry this validator voted for at that
+    seq (an owner that lost its own proposal adopts it instead of signing a second entry there)."""
 
     request_id: int = field(metadata={"min": 0})
     vote: bytes = field(metadata={"max_len": 512})
     rejections: tuple[Rejection, ...] = field(metadata={"max_len": MAX_BATCH_ENTRIES})
+    refusal: bytes = field(default=b"", metadata={"max_len": 512})
+    voted_entry: bytes = field(default=b"", metadata={"max_len": MAX_ENTRY_BYTES})
 
 
 @struct
@@ -315,8 +358,8 @@ def decode_certified_entry(data: bytes) -> Signed[Entry]:
     Shape, field and signer-field checks still apply. Anything not certified goes through
     ``wire.decode_signed``."""
     plain = unpack(data, MAX_ENTRY_BYTES)
-    if not isinstance(plain, list) or len(plain) != 5 or plain[0] != "p2pgrid/entry" or plain[1] != 1:
-        raise DecodeError("not a p2pgrid/entry v1 signed message")
+    if not isinstance(plain, list) or len(plain) != 5 or plain[0] != "p2pgrid/entry" or plain[1] != ENTRY_VERSION:
+        raise DecodeError(f"not a p2pgrid/entry v{ENTRY_VERSION} signed message")
     _, _, signer, body_plain, signature = plain
     if type(signer) is not bytes or type(signature) is not bytes or len(signature) != SIGNATURE_SIZE:
         raise DecodeError("bad signer or signature field")

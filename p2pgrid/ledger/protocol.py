@@ -2,8 +2,10 @@
 
 ``/p2pgrid/vote/1`` — one persistent stream from a proposer to each validator::
 
-    proposer → validator   VoteRequest(request_id, entries)      please vote for this batch
-    validator → proposer   VoteReply(request_id, vote | rejections)
+    proposer → validator   VoteRequest(request_id, entries)      please vote for these entries
+    validator → proposer   VoteReply(request_id, vote over the longest accepted prefix,
+                                     why the next entry was not accepted, signed refusal if final,
+                                     the entry voted at its seq if ``already_voted``)
     proposer → validator   Confirm(certified batch)               it is certified: store it
     validator → proposer   Confirmed(batch_root)                  stored and applied here
 
@@ -11,8 +13,12 @@ A validator handles frames of one stream in order, so a ``Confirm`` is applied b
 ``VoteRequest`` on that stream is judged (the next batch may extend the confirmed one).
 The proposer's ``submit`` returns once a quorum of validators has confirmed, so an entry that
 depends on it (a transfer of the credits just received, a fill of the lock just certified) finds
-at least a quorum of validators able to judge it. ``VoteCollector`` is the proposer's side for one batch: it checks each reply (vote signed by a
-member, over *our* root) and says when a certificate is ready or can no longer be reached.
+at least a quorum of validators able to judge it. ``VoteCollector`` is the proposer's side for one
+request: it checks each reply (vote signed by a member over one of *our* prefix roots, refusals
+signed by the member) and says what is certified, what is refused for good (a quorum of signed
+refusals) and what is still in doubt. When a quorum voted for different prefixes, the proposer
+asks again for the longest prefix they share (validators vote again for entries they voted for
+without judging them again), so one entry that waits never holds up the ones before it.
 
 ``/p2pgrid/sync/1`` — anti-entropy by account heads, one persistent stream::
 
@@ -34,7 +40,7 @@ from p2pgrid.ledger.committee import (
     CertificateInvalid, Committee, assemble_certificate, batch_root, verify_certified_entries,
 )
 from p2pgrid.ledger.messages import (
-    AccountHead, Certificate, CertifiedEntries, Entry, Rejection, SyncReply, SyncRequest, Vote,
+    AccountHead, Certificate, CertifiedEntries, Entry, Refusal, Rejection, SyncReply, SyncRequest, Vote,
     VoteReply, VoteRequest, hash_bytes,
 )
 from p2pgrid.wire import Signed, decode_signed
@@ -48,80 +54,146 @@ class PeerMisbehaved(LedgerError):
 
 @dataclass(frozen=True)
 class Certified:
-    """Enough votes arrived: the batch is final."""
+    """A quorum voted for the first ``size`` entries of the request: they are final."""
 
     certificate: Certificate
+    size: int
 
 
 @dataclass(frozen=True)
 class QuorumImpossible:
-    """Too many validators rejected the batch for a quorum to form. ``rejections`` by validator."""
+    """Kept for callers that describe refusals: ``rejections`` by validator."""
 
     rejections: Mapping[bytes, tuple[Rejection, ...]]
 
 
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round of votes on a request decided, per entry of it:
+
+    * the first ``certified`` entries are final (``certificate`` covers exactly them);
+    * from ``refused_from`` on (if not None) the entries can never be certified: at least a quorum
+      of validators signed a ``Refusal`` of entry ``refused_from`` (and the rest extend it);
+    * the entries between are still in doubt: asked again later.
+    ``adopt`` is an entry a validator voted for at the seq of an undecided entry (with
+    ``already_voted``): the owner's own signed entry, which it must propose instead.
+    """
+
+    certificate: Certificate | None
+    certified: int
+    refused_from: int | None
+    rejections: Mapping[bytes, tuple[Rejection, ...]]
+    adopt: tuple[bytes, ...] = ()
+    behind: tuple[bytes, ...] = ()        # validators that hold a certified entry at a seq we offer
+
+
 class VoteCollector:
-    """Proposer side of one batch on ``/p2pgrid/vote/1``."""
+    """Proposer side of one request on ``/p2pgrid/vote/1``: votes over prefixes, refusals."""
 
     def __init__(self, committee: Committee, request_id: int, entries: Sequence[bytes]) -> None:
         self.committee = committee
         self.request = VoteRequest(request_id, tuple(entries))
         self.entry_hashes = tuple(hash_bytes(e) for e in entries)
         self.root = batch_root(self.entry_hashes)
-        self._votes: dict[bytes, Signed[Vote]] = {}
+        self._prefix_roots = {batch_root(self.entry_hashes[:k]): k for k in range(1, len(self.entry_hashes) + 1)}
+        self._votes: dict[bytes, Signed[Vote]] = {}        # validator → its vote (over some prefix)
         self._rejections: dict[bytes, tuple[Rejection, ...]] = {}
+        self._refusals: dict[int, dict[bytes, Signed[Refusal]]] = {}   # entry index → validator → refusal
+        self._adopt: dict[bytes, None] = {}
+        self._behind: set[bytes] = set()
+        self._answered: set[bytes] = set()
         self._sent: set[bytes] = set()
-        self.outcome: Certified | QuorumImpossible | None = None
+        self.outcome: Certified | None = None
 
     def mark_sent(self, validator: bytes) -> None:
         """The request is on its way to ``validator``: from now on it may vote, heard or not."""
         self._sent.add(validator)
 
-    def receive_reply(self, validator: bytes, reply: VoteReply) -> Certified | QuorumImpossible | None:
-        """Take one validator's reply; returns the outcome once decided (then always the same).
-        Replies after the outcome still count in ``votes_received``: a validator that voted for a
-        batch that failed anyway is bound to it (see ``LedgerService``'s entries in doubt)."""
+    def voted_size(self, validator: bytes) -> int:
+        vote = self._votes.get(validator)
+        return 0 if vote is None else vote.body.batch_size
+
+    def receive_reply(self, validator: bytes, reply: VoteReply) -> Certified | None:
+        """Take one validator's reply; returns the outcome once the whole request is certified."""
         if reply.request_id != self.request.request_id:
             return self.outcome
         if not self.committee.is_member(validator):
             raise PeerMisbehaved("a reply from outside the committee")
+        self._answered.add(validator)
         if reply.vote:
             try:
                 vote = decode_signed(reply.vote, Vote)
             except WireError as exc:
                 raise PeerMisbehaved(f"unreadable vote: {exc}") from None
             body = vote.body
-            if vote.signer != validator or body.batch_root != self.root or body.batch_size != len(self.entry_hashes):
+            if vote.signer != validator or self._prefix_roots.get(body.batch_root) != body.batch_size:
                 raise PeerMisbehaved("a vote by someone else or for another batch")
-            self._votes[validator] = vote
-        else:
+            if body.batch_size >= self.voted_size(validator):
+                self._votes[validator] = vote
+        if reply.rejections:
             self._rejections[validator] = reply.rejections
-        if self.outcome is not None:
-            return self.outcome
-        if len(self._votes) >= self.committee.quorum:
-            cert = assemble_certificate(self.committee, self._votes.values())
-            if cert is not None:
-                self.outcome = Certified(cert)
-        elif self.committee.n - len(self._rejections) < self.committee.quorum:
-            self.outcome = QuorumImpossible(dict(self._rejections))
+            for rejection in reply.rejections:
+                if rejection.reason == "seq_reused":
+                    self._behind.add(validator)
+        if reply.refusal:
+            self._take_refusal(validator, reply.refusal)
+        if reply.voted_entry:
+            self._adopt[reply.voted_entry] = None
+        if self.outcome is None:
+            full = [v for v in self._votes.values() if v.body.batch_size == len(self.entry_hashes)]
+            if len(full) >= self.committee.quorum:
+                cert = assemble_certificate(self.committee, full)
+                if cert is not None:
+                    self.outcome = Certified(cert, len(self.entry_hashes))
         return self.outcome
+
+    def _take_refusal(self, validator: bytes, data: bytes) -> None:
+        try:
+            refusal = decode_signed(data, Refusal)
+        except WireError as exc:
+            raise PeerMisbehaved(f"unreadable refusal: {exc}") from None
+        body = refusal.body
+        if refusal.signer != validator or (body.zone, body.epoch) != (self.committee.zone, self.committee.epoch):
+            raise PeerMisbehaved("a refusal by someone else or for another committee")
+        try:
+            index = self.entry_hashes.index(body.entry_hash)
+        except ValueError:
+            raise PeerMisbehaved("a refusal of an entry not in the request") from None
+        self._refusals.setdefault(index, {})[validator] = refusal
+
+    @property
+    def all_answered(self) -> bool:
+        return self._answered >= set(self.committee.validators)
+
+    def decided(self) -> bool:
+        """Nothing more to wait for: certified whole, or every validator answered."""
+        return self.outcome is not None or self.all_answered
+
+    def certifiable_prefix(self) -> int:
+        """The longest prefix a quorum voted for (each vote over it or over a longer prefix)."""
+        sizes = sorted((self.voted_size(v) for v in self._votes), reverse=True)
+        return sizes[self.committee.quorum - 1] if len(sizes) >= self.committee.quorum else 0
+
+    def result(self, certificate: Certificate | None = None, certified: int = 0) -> RoundResult:
+        """The round's result (see ``RoundResult``), with the certificate of the first ``certified``
+        entries if one was assembled (this round or the follow-up round on that prefix)."""
+        if certificate is None and self.outcome is not None:
+            certificate, certified = self.outcome.certificate, self.outcome.size
+        refused = sorted(i for i, by in self._refusals.items() if len(by) >= self.committee.quorum and i >= certified)
+        return RoundResult(certificate, certified, refused[0] if refused else None, dict(self._rejections),
+                           tuple(self._adopt), tuple(sorted(self._behind)))
+
+    def refusals(self, index: int) -> tuple[Signed[Refusal], ...]:
+        return tuple(self._refusals.get(index, {}).values())
 
     @property
     def votes_received(self) -> int:
-        """Validators that voted for the batch: once any did, its entries may yet be certified."""
         return len(self._votes)
 
-    @property
-    def may_have_votes(self) -> bool:
-        """Whether some validator may be bound to this batch: one voted, or (no outcome reached)
-        one was sent the request and has not answered — its vote may be on the way, or lost."""
-        unanswered = self._sent - self._votes.keys() - self._rejections.keys()
-        return bool(self._votes) or (self.outcome is None and bool(unanswered))
-
     def certified_entries(self) -> CertifiedEntries:
-        if not isinstance(self.outcome, Certified):
+        if self.outcome is None:
             raise LedgerError("the batch is not certified")
-        return CertifiedEntries(self.outcome.certificate, (), self.request.entries)
+        return CertifiedEntries(self.outcome.certificate, (), self.request.entries[:self.outcome.size])
 
 
 # --- sync ------------------------------------------------------------------------------------

@@ -3,21 +3,27 @@
 What it does, all behind one object:
 
 * **Submit** (any node): ``next_entry(kind, body)`` builds and signs this node's next entry on its
-  local tip; ``await submit(entry)`` queues it. A batcher task sends everything queued (up to
-  ``max_batch`` entries, in chain order) to every validator as one ``VoteRequest`` over persistent
-  ``/p2pgrid/vote/1`` streams and assembles the certificate from a quorum of votes. It then stores
-  the batch (committed: durable), applies it, sends ``Confirm`` to the validators, gossips it on
-  ``p2pgrid/v1/<zone>/ledger``, and goes on with the next batch at once (pipelining: a validator
-  handles one stream in order, so it applies batch k before judging batch k+1). ``submit`` returns
-  the ``Certificate`` once a quorum of validators has confirmed the batch (or after
-  ``vote_timeout_s``), so an entry that depends on it — spending the credits just received,
-  filling the lock just certified — finds a quorum able to judge it. It raises ``BatchRejected``
-  (with each validator's reasons) if the committee refused the batch; the tip then falls back to
-  the certified head.
+  local tip, dated by its clock; ``await submit(entry)`` queues it. A batcher task first writes
+  the batch to the store (``proposals``: after a crash it is offered again exactly as it was —
+  the owner never signs two entries at one seq), then sends it to every validator as one
+  ``VoteRequest`` over persistent ``/p2pgrid/vote/1`` streams. Each validator votes for the
+  longest prefix it accepts; a quorum's common prefix is certified (asking again for that prefix
+  if their votes covered different lengths), stored, applied, confirmed to the validators and
+  gossiped on ``p2pgrid/v1/<zone>/ledger``. ``submit`` returns the ``Certificate`` once a quorum
+  of validators has confirmed it (or after ``vote_timeout_s``), so an entry that depends on it —
+  spending the credits just received, filling the lock just certified — finds a quorum able to
+  judge it. An entry a quorum *refused* with signed refusals (``Refusal``) is given up, with the
+  entries extending it: ``submit`` raises ``BatchRejected`` and the tip falls back. Anything
+  else undecided (validators waiting for a dependency or for the entry's time, or silent) stays
+  **in doubt**: ``submit`` raises ``EntryInDoubt`` and the batcher offers it again, unchanged,
+  with a growing pause, until it is certified or refused — never replaced by another entry.
 * **Validate** (committee members): judge each ``VoteRequest`` with ``committee.decide_vote``
-  against the certified state, persist the new vote records (``store.record_votes``, committed),
-  and only then reply with the signed vote. Requests are judged one at a time (a lock), so two
-  conflicting requests can never both pass the never-vote-twice check.
+  against the certified state (validity reads no clock but "not dated too far ahead"), persist
+  the new vote records with the voted bytes (``store.record_votes``, committed), and only then
+  reply with the signed vote. Requests are judged one at a time (a lock), so two conflicting
+  requests can never both pass the never-vote-twice check. A validator that waits for certified
+  entries it lacks pulls them from the proposer at once. Vote records of entries certified here
+  are pruned (the certified state enforces their keys from then on).
 * **Replicate** (every node): accept certified batches from gossip, confirms and sync; verify the
   certificate (cached per batch root) and inclusion, store, and apply what is ready. Gossiped
   batches are checked once (in the topic validator) and stored in groups: whatever arrived while
@@ -35,7 +41,8 @@ API for other services (trading, settlement, node, RPC)::
         await ledger.sync_with(peer) / ledger.sync_all()   # pull what we lack now
 
 ``state`` is the derived ``LedgerState`` (read-only for callers). Time: ``clock()`` returns Unix
-ms (the validator's ``now_ms`` for lock deadlines). Stream handlers run in the transport's tasks;
+ms of market time; it dates this node's entries and, at a validator, only decides whether an
+entry is dated too far ahead to be judged yet (``LedgerRules.clock_skew_ms``). Stream handlers run in the transport's tasks;
 they are cancelled when the service stops, before its store closes.
 """
 
@@ -57,21 +64,21 @@ from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import (
     ChainHead, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_ready,
-    build_entry, state_root,
+    build_entry, state_root, validate_entry,
 )
 from p2pgrid.ledger.committee import (
-    CertificateInvalid, Committee, check_certified_inclusion, decide_vote, make_vote,
+    CertificateInvalid, Committee, check_certified_inclusion, decide_vote, make_refusal, make_vote,
 )
 from p2pgrid.ledger.messages import (
-    MAX_FRAME_BYTES, Certificate, CertifiedEntries, Confirm, Confirmed, Entry, SyncReply, SyncRequest, VoteReply,
+    MAX_FRAME_BYTES, Certificate, CertifiedEntries, Confirm, Confirmed, Entry, Rejection, SyncReply, SyncRequest, VoteReply,
     VoteRequest, decode_certified, decode_frame, encode_certified, encode_frame, entry_hash, hash_bytes,
 )
 from p2pgrid.ledger.protocol import (
-    Certified, PeerMisbehaved, QuorumImpossible, SyncSession, VerifiedBatch, VoteCollector, verify_batch,
+    PeerMisbehaved, RoundResult, SyncSession, VerifiedBatch, VoteCollector, verify_batch,
 )
 from p2pgrid.ledger.store import LedgerStore
 from p2pgrid.net.transport import FramedStream, StreamClosed, Transport, ValidationResult
-from p2pgrid.wire import Signed, sign
+from p2pgrid.wire import Signed, decode_signed, sign
 
 VOTE_PROTOCOL = "/p2pgrid/vote/1"
 SYNC_PROTOCOL = "/p2pgrid/sync/1"
@@ -100,11 +107,23 @@ class _FastSigner:
 
 
 class BatchRejected(LedgerError):
-    """The committee refused the batch an entry was in. ``reasons``: validator → rejections."""
+    """The committee refused the entry (or one it extends) for good. ``reasons``: validator →
+    rejections."""
 
     def __init__(self, message: str, reasons: dict[bytes, tuple[Any, ...]] | None = None) -> None:
         super().__init__(message)
         self.reasons = reasons or {}
+
+
+class EntryInDoubt(BatchRejected):
+    """One round of votes did not decide the entry (validators waiting for a dependency, for its
+    time, or not answering). The ledger keeps proposing it, unchanged, until it is decided."""
+
+
+_RETRY_FIRST_S = 0.1     # first pause before entries in doubt are offered again (real seconds)
+_RETRY_MAX_S = 3.0       # the pause doubles up to this while they stay undecided
+# Waiting reasons that mean "this validator lacks certified entries the proposer has".
+_DEPENDENCY_REASONS = frozenset({"seq_gap", "no_lock", "missing_dependency", "overdraft", "deadline_not_reached"})
 
 
 @dataclass(frozen=True)
@@ -206,9 +225,12 @@ class LedgerService:
         self._gossip_checked: dict[bytes, tuple[VerifiedBatch, bool]] = {}
         self._decoded: dict[bytes, Signed[Entry]] = {}    # entries decoded here lately, by hash
         self._in_flight: dict[bytes, trio.Event] = {}     # batch roots being stored right now
-        self._voted: dict[bytes, bytes] = {}
+        self._voted: dict[bytes, bytes] = {}                       # conflict key → entry hash voted for
+        self._voted_at: dict[bytes, tuple[bytes, int]] = {}        # conflict key → (account, seq) voted
         self._vote_lock = trio.Lock()
-        self._in_doubt: dict[bytes, dict[int, Signed[Entry]]] = {}   # account → seq → entry voted for, uncertified
+        self._fetching: set[bytes] = set()                         # peers being pulled from right now
+        self._in_doubt: dict[bytes, dict[int, Signed[Entry]]] = {}   # account → seq → entry proposed, undecided
+        self._dropped: set[bytes] = set()            # entries a quorum refused (and entries extending them)
         self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
@@ -257,12 +279,12 @@ class LedgerService:
     # --- submitting ---------------------------------------------------------------------------
 
     def next_entry(self, kind: str, body: Any) -> Signed[Entry]:
-        """Sign this node's next entry, extending its local tip (certified head or the last entry
-        built and not yet failed). Submit entries in the order they were built."""
+        """Sign this node's next entry, dated by its clock and extending its local tip (certified
+        head, then the entries in doubt or queued on it). Submit entries in the order they were built."""
         account = self.me
-        tip = self._tips.get(account) or self.state.head(account)
-        signed = sign(build_entry(self.rules, account, tip, kind, body), self._signer)
-        self._tips[account] = ChainHead(tip.next_seq + 1, entry_hash(signed))
+        tip = self._tips.get(account) or self._settled_tip(account)
+        signed = sign(build_entry(self.rules, account, tip, kind, body, self.clock()), self._signer)
+        self._tips[account] = ChainHead(tip.next_seq + 1, entry_hash(signed), signed.body.time_ms)
         self._remember([signed])
         return signed
 
@@ -275,14 +297,45 @@ class LedgerService:
 
     async def submit(self, entry: Signed[Entry]) -> Certificate:
         """Certify ``entry`` (batched with others); returns its certificate once stored and gossiped.
-        Raises ``BatchRejected`` if the committee refused its batch."""
-        if self._in_doubt.get(entry.body.account):
-            self._repropose_in_doubt()      # an entry in doubt goes first, or this one cannot follow
+
+        Raises ``BatchRejected`` if a quorum of validators refused it for good (or an entry it
+        extends), and ``EntryInDoubt`` (a ``BatchRejected``) if one round of votes did not decide
+        it: the ledger then keeps proposing it, unchanged, until it is certified or refused."""
+        await self._precheck(entry)
         pending = self._enqueue(entry)
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error
         return pending.certificate  # type: ignore[return-value]
+
+    async def _precheck(self, entry: Signed[Entry]) -> None:
+        """Judge an entry that extends the certified head on this node's own state before any
+        validator sees it: one this node knows to be invalid is given up here, instead of binding
+        validators to an entry that would hold its chain up. Short of credits, it first waits a
+        while for credits on their way here (a fill or transfer just certified elsewhere)."""
+        account = entry.body.account
+        problem: EntryRejected | None = None
+        with trio.move_on_after(self.config.vote_timeout_s):
+            while True:
+                if entry.body.seq != self.state.head(account).next_seq or entry_hash(entry) in self._queued \
+                        or self.is_in_doubt(entry):
+                    return
+                try:
+                    validate_entry(self.state, entry, self.rules)
+                    return
+                except EntryRejected as exc:
+                    problem = exc
+                if problem.is_final:
+                    break
+                if problem.reason is not RejectReason.OVERDRAFT:
+                    return      # validators may hold what this node lacks: let them judge
+                async with self._applied:
+                    await self._applied.wait()
+        assert problem is not None
+        self._dropped.add(entry_hash(entry))
+        self._tips[account] = self._settled_tip(account)
+        raise BatchRejected(f"refused before proposing it: {problem}",
+                            {self.me: (Rejection(0, problem.reason.value, problem.detail[:256], True),)})
 
     def _enqueue(self, entry: Signed[Entry]) -> _Pending:
         """Queue ``entry`` for certification, once: the same entry submitted again (a retry, a
@@ -300,105 +353,166 @@ class LedgerService:
         pending.done.set()
 
     async def _batcher(self) -> None:
-        deferred: list[_Pending] = []
+        """Certify queued entries batch by batch; entries in doubt are offered again (first, since
+        everything after them extends them) with a growing pause while they stay undecided."""
+        waiting: list[_Pending] = []
+        retry_in = _RETRY_FIRST_S
         while True:
-            queued = deferred or [await self._queue_receive.receive()]
-            await trio.sleep(self.config.batch_linger_s)   # let concurrent submitters join the batch
+            with trio.move_on_after(retry_in if self._in_doubt else math.inf) as pause:
+                if not waiting or not self._has_ready(waiting):
+                    waiting.append(await self._queue_receive.receive())
+                await trio.sleep(self.config.batch_linger_s)   # let concurrent submitters join the batch
+            if pause.cancelled_caught:
+                self._repropose_in_doubt()
+                retry_in = min(retry_in * 2, _RETRY_MAX_S)
             while True:
                 try:
-                    queued.append(self._queue_receive.receive_nowait())
+                    waiting.append(self._queue_receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            batch, deferred = self._take_batch(queued)
+            batch, waiting = self._take_batch(waiting)
             if batch:
-                failed = await self._certify_batch(batch)
-                deferred = self._fail_dependents(deferred, failed)
-            elif deferred:
-                await trio.sleep(0)  # nothing ready: wait for the missing predecessors to be queued
-                if all(p.entry.body.seq < self.state.head(p.entry.body.account).next_seq for p in deferred):
-                    deferred = self._fail_dependents(deferred, {p.entry.body.account for p in deferred})
+                if await self._certify_batch(batch):
+                    retry_in = _RETRY_FIRST_S      # something was decided: the rest may follow soon
+
+    def _has_ready(self, waiting: list[_Pending]) -> bool:
+        """Whether some waiting entry extends its chain's certified head (can be batched now)."""
+        return any(p.entry.body.seq == self.state.head(p.entry.body.account).next_seq for p in waiting)
 
     def _take_batch(self, queued: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
         """Entries that extend their certified head contiguously, in chain order, up to
-        ``max_batch``; the rest wait (tasks may submit a chain's entries out of order)."""
+        ``max_batch``; the rest wait (tasks may submit a chain's entries out of order). Entries
+        certified already, or extending an entry refused for good, are answered at once."""
         queued.sort(key=lambda p: (p.entry.body.account, p.entry.body.seq))
         batch: list[_Pending] = []
         rest: list[_Pending] = []
-        expect: dict[bytes, int] = {}
+        expect: dict[bytes, tuple[int, bytes]] = {}
         for p in queued:
-            account, seq = p.entry.body.account, p.entry.body.seq
-            want = expect.get(account, self.state.head(account).next_seq)
-            if seq == want and len(batch) < self.config.max_batch:
-                batch.append(p)
-                expect[account] = seq + 1
-            elif seq < self.state.head(account).next_seq:
-                p.error = EntryRejected(RejectReason.SEQ_REUSED, f"seq {seq} is certified already")
+            entry = p.entry.body
+            head = self.state.head(entry.account)
+            want, link = expect.get(entry.account, (head.next_seq, head.last_hash))
+            if entry.seq < head.next_seq:
+                p.error = EntryRejected(RejectReason.SEQ_REUSED, f"seq {entry.seq} is certified already")
                 self._finish(p)
+            elif entry.prev_hash in self._dropped:
+                self._dropped.add(entry_hash(p.entry))
+                p.error = BatchRejected("an earlier entry of this chain was refused by the committee")
+                self._finish(p)
+            elif entry.seq == want and entry.prev_hash == link and len(batch) < self.config.max_batch:
+                batch.append(p)
+                expect[entry.account] = (entry.seq + 1, entry_hash(p.entry))
             else:
                 rest.append(p)
         return batch, rest
 
-    def _fail_dependents(self, deferred: list[_Pending], failed_accounts: set[bytes]) -> list[_Pending]:
-        keep = []
-        for p in deferred:
-            if p.entry.body.account in failed_accounts:
-                p.error = BatchRejected("an earlier entry of this chain was rejected")
-                self._finish(p)
-            else:
-                keep.append(p)
-        return keep
-
-    async def _certify_batch(self, batch: list[_Pending]) -> set[bytes]:
-        """Certify one batch; returns the accounts whose entries failed. Returns as soon as the
-        batch is certified, stored and sent on, so the next batch can be voted on meanwhile; the
-        submitters are answered once a quorum of validators has confirmed it (``_answer``)."""
-        collector = VoteCollector(self.committee, next(self._request_ids), [p.entry.encoded for p in batch])
-        error: LedgerError | None = None
-        with trio.move_on_after(self.config.vote_timeout_s) as scope:
-            async with trio.open_nursery() as nursery:
-                for validator in self.committee.validators:
-                    nursery.start_soon(self._ask_vote, validator, collector, nursery.cancel_scope)
-        if isinstance(collector.outcome, Certified):
-            certified = collector.certified_entries()
+    async def _certify_batch(self, batch: list[_Pending]) -> bool:
+        """One round of votes on ``batch`` (see ``protocol.RoundResult``): store, apply and spread
+        the certified prefix, forget what a quorum refused, keep the rest in doubt. The entries are
+        kept durably first, so after a crash they are offered again as they were. Returns whether
+        anything was decided."""
+        entries = [p.entry for p in batch]
+        await self.store.save_proposals(entries)
+        result, certified = await self._vote_round(entries)
+        decided = False
+        if certified is not None:
+            done = batch[:result.certified]
             try:
                 await self.receive_certified(certified, verified=True)   # durable before any answer
             except LedgerError as exc:
-                error = exc
+                for p in done:
+                    p.error = exc
+                    self._finish(p)
             else:
+                for p in done:
+                    self._forget_in_doubt(p.entry)
                 confirmations = await self._spread(certified)
-                self._nursery.start_soon(self._answer, batch, collector.outcome.certificate, confirmations)
-                return set()
-        elif isinstance(collector.outcome, QuorumImpossible):
-            error = BatchRejected(_describe(collector.outcome), dict(collector.outcome.rejections))
-        else:
-            error = BatchRejected("no quorum of votes in time" if scope.cancelled_caught else "no quorum")
-        in_doubt = collector.may_have_votes
-        for p in batch:
-            p.error = error
+                self._nursery.start_soon(self._answer, done, certified.certificate, confirmations)
+            decided = True
+        rest = batch[result.certified:]
+        refused_from = None if result.refused_from is None else result.refused_from - result.certified
+        adopted = await self._adopt(rest, result.adopt)
+        if adopted is not None:
+            refused_from = adopted if refused_from is None else min(refused_from, adopted)
+        for index, p in enumerate(rest):
             account = p.entry.body.account
-            if in_doubt:
-                # Some validator voted for this entry at its seq and will never vote for another
-                # there: the chain must not build a different entry at that seq (it would be stuck
-                # for good). Keep the tip on top of it and offer the same entry again later.
+            if refused_from is not None and index >= refused_from:
+                if index == refused_from:
+                    await self.store.drop_proposals(account, p.entry.body.seq)
+                self._dropped.add(entry_hash(p.entry))
+                self._forget_in_doubt(p.entry)
+                p.error = BatchRejected(_describe(result.rejections), dict(result.rejections))
+                decided = True
+            else:
                 self._in_doubt.setdefault(account, {})[p.entry.body.seq] = p.entry
-            self._tips[account] = self._settled_tip(account)
+                p.error = EntryInDoubt("no quorum of votes yet (" + _describe_waiting(result.rejections)
+                                       + "); it will be proposed again", dict(result.rejections))
+            self._tips[account] = self._settled_tip(account) if refused_from is not None else (
+                self._tips.get(account) or self._settled_tip(account))
             self._finish(p)
-        return {p.entry.body.account for p in batch}
+        for validator in result.behind:      # it holds certified entries we lack: catch up
+            self._nursery.start_soon(self._sync_quietly, validator)
+        return decided
+
+    async def _vote_round(self, entries: list[Signed[Entry]]) -> tuple[RoundResult, CertifiedEntries | None]:
+        """Ask every validator; if a quorum voted for different prefixes, ask again for the longest
+        prefix they share (validators vote again for what they voted for, without judging it again)."""
+        collector = await self._collect(entries)
+        if collector.outcome is not None:
+            return collector.result(), collector.certified_entries()
+        prefix = collector.certifiable_prefix()
+        if prefix:
+            again = await self._collect(entries[:prefix])
+            if again.outcome is not None:
+                return collector.result(again.outcome.certificate, prefix), again.certified_entries()
+        return collector.result(), None
+
+    async def _collect(self, entries: list[Signed[Entry]]) -> VoteCollector:
+        collector = VoteCollector(self.committee, next(self._request_ids), [e.encoded for e in entries])
+        with trio.move_on_after(self.config.vote_timeout_s):
+            async with trio.open_nursery() as nursery:
+                for validator in self.committee.validators:
+                    nursery.start_soon(self._ask_vote, validator, collector, nursery.cancel_scope)
+        return collector
+
+    async def _adopt(self, rest: list[_Pending], offered: Sequence[bytes]) -> int | None:
+        """Take back an entry of ours that a validator voted for at the seq of one we offer now (we
+        lost it: a new data dir, an old backup): it is offered instead, and ours from that seq on
+        are given up. Returns the index in ``rest`` from which ours are given up, if any."""
+        places = {(p.entry.body.account, p.entry.body.seq): i for i, p in enumerate(rest)}
+        first: int | None = None
+        for data in offered:
+            try:
+                theirs = decode_signed(data, Entry)
+            except WireError:
+                continue
+            index = places.get((theirs.body.account, theirs.body.seq))
+            if index is None or theirs.signer != self.me or entry_hash(theirs) == entry_hash(rest[index].entry):
+                continue
+            await self.store.drop_proposals(self.me, theirs.body.seq)
+            await self.store.save_proposals([theirs])
+            self._in_doubt.setdefault(self.me, {})[theirs.body.seq] = theirs
+            first = index if first is None else min(first, index)
+        return first
+
+    def _forget_in_doubt(self, entry: Signed[Entry]) -> None:
+        held = self._in_doubt.get(entry.body.account)
+        if held is not None and entry.body.seq in held and entry_hash(held[entry.body.seq]) == entry_hash(entry):
+            del held[entry.body.seq]
+            if not held:
+                del self._in_doubt[entry.body.account]
 
     def _settled_tip(self, account: bytes) -> ChainHead:
-        """Where the next entry of ``account`` goes after a failure: on the certified head, and on
-        top of the entries in doubt that continue it (they will be offered again first). Building
-        on the bare head while an entry at that seq is in doubt would make a second entry there:
-        once the first is certified the second is dead (``SEQ_REUSED``), or if some validator is
-        bound to each, neither can ever be."""
+        """Where the next entry of ``account`` goes: on the certified head, and on top of the
+        entries in doubt that continue it (they are offered again first). Building on the bare
+        head while an entry at that seq is in doubt would make a second entry there."""
         tip = self.state.head(account)
         in_doubt = self._in_doubt.get(account, {})
         while (entry := in_doubt.get(tip.next_seq)) is not None and entry.body.prev_hash == tip.last_hash:
-            tip = ChainHead(tip.next_seq + 1, entry_hash(entry))
+            tip = ChainHead(tip.next_seq + 1, entry_hash(entry), entry.body.time_ms)
         return tip
 
     def _repropose_in_doubt(self) -> None:
-        """Queue again every entry some validator voted for that is not certified yet."""
+        """Queue again every entry in doubt that is not certified yet."""
         for account, entries in list(self._in_doubt.items()):
             head = self.state.head(account).next_seq
             live = {seq: e for seq, e in entries.items() if seq >= head}
@@ -440,15 +554,13 @@ class LedgerService:
         try:
             if validator == self.me:
                 collector.mark_sent(validator)
-                reply = await self.handle_vote_request(collector.request)
+                reply = await self.handle_vote_request(collector.request, self.me)
             else:
                 link = await self._link(validator)
                 collector.mark_sent(validator)
                 reply = await link.request_vote(collector.request)
-            # Stop asking only once certified. A batch that cannot be certified any more still
-            # hears every validator out (within the vote timeout): one that voted for it is bound
-            # to it, and the chain must not then build another entry at its seq.
-            if isinstance(collector.receive_reply(validator, reply), Certified):
+            collector.receive_reply(validator, reply)
+            if collector.decided():
                 scope.cancel()
         except (NetError, WireError, PeerMisbehaved):
             link = self._links.pop(validator, None)   # a broken or lying validator: reopen next time
@@ -485,20 +597,31 @@ class LedgerService:
 
     # --- validating ---------------------------------------------------------------------------
 
-    async def handle_vote_request(self, request: VoteRequest) -> VoteReply:
-        """The validator's answer to a batch: a signed vote, persisted before it is returned."""
+    async def handle_vote_request(self, request: VoteRequest, peer: bytes | None = None) -> VoteReply:
+        """The validator's answer: a signed vote over the longest prefix it accepts, persisted
+        before it is returned, and why the next entry got none (signed, when that is final)."""
         if not self.is_validator:
             return VoteReply(request.request_id, b"", ())
         async with self._vote_lock:
             decision = decide_vote(self.state, self._voted, request.entries, self.rules, self.clock())
-            if not decision.accepted:
-                return VoteReply(request.request_id, b"", decision.rejections)
             if decision.new_records:
-                await self.store.record_votes(decision.new_records)
-                self._voted.update(decision.new_records)
+                by_hash = {entry_hash(e): e for e in decision.entries}
+                await self.store.record_votes(decision.new_records, by_hash)
+                for key, h in decision.new_records:
+                    self._voted[key] = h
+                    voted = by_hash[h].body
+                    self._voted_at[key] = (voted.account, voted.seq)
             self._remember(decision.entries)
-            vote = make_vote(self.committee, self._signer, decision.entry_hashes)
-        return VoteReply(request.request_id, vote.encoded, ())
+            vote = make_vote(self.committee, self._signer, decision.entry_hashes).encoded if decision.accepted else b""
+            final = decision.final_rejection
+            refusal = (make_refusal(self.committee, self._signer, decision.refused_hash, final.reason).encoded
+                       if final is not None and decision.refused_hash else b"")
+            voted_entry = (await self.store.voted_entry(decision.already_voted_key) or b""
+                           if decision.already_voted_key else b"")
+        if peer is not None and peer != self.me and any(
+                not r.final and r.reason in _DEPENDENCY_REASONS for r in decision.rejections):
+            self._fetch_from(peer)   # the proposer holds what this validator waits for
+        return VoteReply(request.request_id, vote, decision.rejections, refusal, voted_entry)
 
     async def _serve_votes(self, stream: FramedStream) -> None:
         while True:
@@ -507,7 +630,7 @@ class LedgerService:
             except WireError:
                 return   # a peer that speaks garbage loses its stream
             if isinstance(frame, VoteRequest):
-                await stream.send_frame(encode_frame(await self.handle_vote_request(frame)))
+                await stream.send_frame(encode_frame(await self.handle_vote_request(frame, stream.peer)))
             elif isinstance(frame, Confirm):
                 try:
                     await self.receive_certified(frame.batch)
@@ -516,6 +639,29 @@ class LedgerService:
                 await stream.send_frame(encode_frame(Confirmed(frame.batch.certificate.batch_root)))
             else:
                 return
+
+    def _fetch_from(self, peer: bytes) -> None:
+        """Pull from ``peer`` in the background, one pull per peer at a time."""
+        if peer not in self._fetching and self._nursery is not None:
+            self._fetching.add(peer)
+            self._nursery.start_soon(self._sync_quietly, peer)
+
+    async def _sync_quietly(self, peer: bytes) -> None:
+        try:
+            await self.sync_with(peer)
+        except (NetError, LedgerError, WireError):
+            pass   # the next anti-entropy round tries again
+        finally:
+            self._fetching.discard(peer)
+
+    async def _prune_votes(self) -> None:
+        """Forget vote records of entries certified here: the certified state enforces them now."""
+        stale = [k for k, (account, seq) in self._voted_at.items() if seq < self.state.head(account).next_seq]
+        if stale:
+            await self.store.prune_votes()
+            for key in stale:
+                self._voted.pop(key, None)
+                self._voted_at.pop(key, None)
 
     # --- replicating --------------------------------------------------------------------------
 
@@ -683,7 +829,15 @@ class LedgerService:
     async def _load(self) -> None:
         await self.store.save_zone(self.rules, self.committee)
         self.state, self._waiting = await self.store.load_state(self.rules)
-        self._voted = await self.store.votes()
+        await self.store.prune_votes()
+        votes = await self.store.votes()
+        self._voted = {key: h for key, (h, _, _) in votes.items()}
+        self._voted_at = {key: (account, seq) for key, (_, account, seq) in votes.items()}
+        # What this node proposed and never saw decided is in doubt: it is offered again as it
+        # was, and nothing else is ever signed at its seq.
+        for entry in await self.store.proposals(self.me):
+            self._in_doubt.setdefault(self.me, {})[entry.body.seq] = entry
+        self._tips.pop(self.me, None)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._load()
@@ -697,6 +851,7 @@ class LedgerService:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._batcher)
+                self._repropose_in_doubt()
                 nursery.start_soon(self._consume_gossip, subscription)
                 nursery.start_soon(self._store_gossip)
                 if self.config.sync_interval_s > 0:
@@ -730,7 +885,7 @@ class LedgerService:
         turn = 0
         while True:
             await trio.sleep(self.config.sync_interval_s)
-            self._repropose_in_doubt()
+            await self._prune_votes()
             peers = sorted(self.transport.peers())
             if peers:
                 turn += 1
@@ -771,10 +926,15 @@ def split_for_gossip(batch: CertifiedEntries, max_bytes: int) -> list[CertifiedE
     return parts
 
 
-def _describe(outcome: QuorumImpossible) -> str:
-    reasons = sorted({r.reason for rs in outcome.rejections.values() for r in rs})
-    return "the committee rejected the batch: " + ", ".join(reasons or ["no reason given"])
+def _describe(rejections: dict[bytes, tuple[Any, ...]] | Any) -> str:
+    reasons = sorted({r.reason for rs in rejections.values() for r in rs})
+    return "the committee refused the entry: " + ", ".join(reasons or ["no reason given"])
 
 
-__all__ = ["BatchRejected", "LedgerConfig", "LedgerService", "SYNC_PROTOCOL", "VOTE_PROTOCOL", "ledger_topic",
+def _describe_waiting(rejections: dict[bytes, tuple[Any, ...]] | Any) -> str:
+    reasons = sorted({r.reason for rs in rejections.values() for r in rs})
+    return "waiting: " + ", ".join(reasons) if reasons else "validators did not answer in time"
+
+
+__all__ = ["BatchRejected", "EntryInDoubt", "LedgerConfig", "LedgerService", "SYNC_PROTOCOL", "VOTE_PROTOCOL", "ledger_topic",
            "open_ledger_service", "split_for_gossip", "EntryRejected", "RejectReason"]

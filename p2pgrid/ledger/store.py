@@ -12,7 +12,15 @@ Tables::
     entries       (account, seq) → hash, batch_root, slot, signed entry bytes   certified only
     certificates  batch_root → certificate bytes, leaves (concatenated entry hashes)
     heads         account → next_seq, last_hash   the contiguous certified prefix of each chain
-    votes         conflict key → entry hash        this node's own votes: never vote twice
+                  (``ChainHead.last_time_ms`` is not kept here: state derivation gives it)
+    ballots       conflict key → entry hash, account, seq, entry bytes
+                  this node's own votes (never vote twice); the voted entry's bytes are kept so
+                  they can be handed back to an owner that lost them. Pruned once the voted
+                  entry's seq is certified here (the certified state then enforces every key).
+    proposals     (account, seq) → signed entry bytes
+                  this node's own entries, written before any validator is asked to vote for
+                  them: after a crash they are proposed again as they were, never replaced by a
+                  second entry at the same seq. Pruned once certified.
     meta          the zone's ledger rules and committee, so offline tools (``p2pgrid ledger``)
                   can derive and verify the state without the node's config
 
@@ -79,10 +87,19 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS votes (
+CREATE TABLE IF NOT EXISTS ballots (
     conflict_key BLOB PRIMARY KEY,
     entry_hash BLOB NOT NULL,
+    account BLOB NOT NULL,
+    seq INTEGER NOT NULL,
     entry BLOB
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ballots_by_place ON ballots(account, seq);
+CREATE TABLE IF NOT EXISTS proposals (
+    account BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (account, seq)
 ) WITHOUT ROWID;
 """
 
@@ -164,6 +181,8 @@ class LedgerStore:
                 conn.executemany("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?)", entry_rows)
                 added = conn.total_changes - before
                 _advance_heads(conn, sorted(touched))
+                conn.execute("DELETE FROM proposals WHERE EXISTS (SELECT 1 FROM heads h WHERE "
+                             "h.account = proposals.account AND proposals.seq < h.next_seq)")
                 conn.commit()
                 return added
             except BaseException:
@@ -255,19 +274,26 @@ class LedgerStore:
         return {root: (decode(Certificate, cert, 1 << 20), _split_leaves(leaves))
                 for root, cert, leaves in await self._run(q)}
 
-    # --- own votes -------------------------------------------------------------------------
+    # --- own votes ------------------------------------------------------------------------
 
-    async def record_votes(self, records: Sequence[tuple[bytes, bytes]], entries: Mapping[bytes, bytes] | None = None) -> None:
-        """Durably record (conflict key → entry hash) before the vote is sent. A key recorded
-        already with another hash is a bug in the caller (it must check first): refuse."""
-        rows = [(key, h, (entries or {}).get(h)) for key, h in records]
+    async def record_votes(self, records: Sequence[tuple[bytes, bytes]],
+                           entries: Mapping[bytes, Signed[Entry]] | None = None) -> None:
+        """Durably record (conflict key → entry hash) before the vote is sent, with the voted
+        entry (by hash: its place, and its bytes). A key recorded already with another hash is a
+        bug in the caller (it must check first): refuse."""
+        entries = entries or {}
+        rows = []
+        for key, h in records:
+            signed = entries.get(h)
+            account, seq = (signed.body.account, signed.body.seq) if signed is not None else (b"", -1)
+            rows.append((key, h, account, seq, signed.encoded if signed is not None and key.startswith(b"seq/") else None))
 
         def txn(conn: sqlite3.Connection) -> None:
             try:
-                conn.executemany("INSERT OR IGNORE INTO votes VALUES (?, ?, ?)", rows)
-                recorded = _select_in(conn, "SELECT conflict_key, entry_hash FROM votes WHERE conflict_key IN",
-                                      [key for key, _, _ in rows])
-                if any(recorded.get(key) != h for key, h, _ in rows):
+                conn.executemany("INSERT OR IGNORE INTO ballots VALUES (?, ?, ?, ?, ?)", rows)
+                recorded = _select_in(conn, "SELECT conflict_key, entry_hash FROM ballots WHERE conflict_key IN",
+                                      [key for key, *_ in rows])
+                if any(recorded.get(key) != h for key, h, *_ in rows):
                     raise LedgerError("refusing to record a second vote at one conflict key")
                 conn.commit()
             except BaseException:
@@ -276,20 +302,75 @@ class LedgerStore:
 
         await self._run_in_worker(txn)
 
-    async def votes(self) -> dict[bytes, bytes]:
-        """Every conflict key this node ever voted on → the entry hash it voted for."""
-        async def q(conn: aiosqlite.Connection) -> dict[bytes, bytes]:
-            async with conn.execute("SELECT conflict_key, entry_hash FROM votes") as cur:
-                return dict(await cur.fetchall())
+    async def votes(self) -> dict[bytes, tuple[bytes, bytes, int]]:
+        """Every live conflict key this node voted on → (entry hash, account, seq) of the entry."""
+        async def q(conn: aiosqlite.Connection) -> dict[bytes, tuple[bytes, bytes, int]]:
+            async with conn.execute("SELECT conflict_key, entry_hash, account, seq FROM ballots") as cur:
+                return {k: (h, a, n) for k, h, a, n in await cur.fetchall()}
         return await self._run(q)
 
     async def voted_entry(self, conflict_key: bytes) -> bytes | None:
         """The signed entry bytes this node voted for at ``conflict_key`` (if it kept them)."""
         async def q(conn: aiosqlite.Connection) -> bytes | None:
-            async with conn.execute("SELECT entry FROM votes WHERE conflict_key = ?", (conflict_key,)) as cur:
+            async with conn.execute("SELECT entry FROM ballots WHERE conflict_key = ?", (conflict_key,)) as cur:
                 row = await cur.fetchone()
                 return row[0] if row else None
         return await self._run(q)
+
+    async def prune_votes(self) -> int:
+        """Forget the votes for entries whose seq is certified here; returns how many went."""
+        def txn(conn: sqlite3.Connection) -> int:
+            try:
+                before = conn.total_changes
+                conn.execute("DELETE FROM ballots WHERE EXISTS (SELECT 1 FROM heads h WHERE "
+                             "h.account = ballots.account AND ballots.seq < h.next_seq)")
+                conn.commit()
+                return conn.total_changes - before
+            except BaseException:
+                conn.rollback()
+                raise
+        return await self._run_in_worker(txn)
+
+    # --- own proposals ---------------------------------------------------------------------
+
+    async def save_proposals(self, entries: Sequence[Signed[Entry]]) -> None:
+        """Durably keep this node's entries before votes are asked for (see the class docstring).
+        A different entry at a seq kept already is a bug in the caller: refuse."""
+        rows = [(s.body.account, s.body.seq, s.encoded) for s in entries]
+
+        def txn(conn: sqlite3.Connection) -> None:
+            try:
+                conn.executemany("INSERT OR IGNORE INTO proposals VALUES (?, ?, ?)", rows)
+                for account, seq, data in rows:
+                    kept = conn.execute("SELECT data FROM proposals WHERE account = ? AND seq = ?",
+                                        (account, seq)).fetchone()
+                    if kept is None or kept[0] != data:
+                        raise LedgerError(f"refusing a second proposal at seq {seq}")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        await self._run_in_worker(txn)
+
+    async def drop_proposals(self, account: bytes, from_seq: int) -> None:
+        """Forget proposals at or after ``from_seq``: only once a quorum refused the first of them."""
+        def txn(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("DELETE FROM proposals WHERE account = ? AND seq >= ?", (account, from_seq))
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        await self._run_in_worker(txn)
+
+    async def proposals(self, account: bytes) -> list[Signed[Entry]]:
+        """This node's kept proposals of ``account`` not yet certified here, by seq."""
+        async def q(conn: aiosqlite.Connection) -> list[bytes]:
+            async with conn.execute(
+                    "SELECT p.data FROM proposals p LEFT JOIN heads h ON h.account = p.account "
+                    "WHERE p.account = ? AND p.seq >= COALESCE(h.next_seq, 0) ORDER BY p.seq", (account,)) as cur:
+                return [r[0] for r in await cur.fetchall()]
+        return [decode_certified_entry(d) for d in await self._run(q)]
 
     # --- zone parameters -------------------------------------------------------------------
 
@@ -363,7 +444,8 @@ class LedgerStore:
         except ChainInconsistent as exc:
             raise StoreCorrupt(str(exc)) from None
         for account, next_seq, last_hash in head_rows:
-            if state.head(account) != ChainHead(next_seq, last_hash):
+            head = state.head(account)
+            if (head.next_seq, head.last_hash) != (next_seq, last_hash):
                 if not pending:
                     raise StoreCorrupt(f"head of {account.hex()[:8]} disagrees with its chain")
         if state.money_total() != 0:

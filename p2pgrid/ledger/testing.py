@@ -39,12 +39,13 @@ class LedgerFixture:
         self.rules = LedgerRules(self.zone, self.gateway.public_key, self.credit_limit_uc)
         self.committee = Committee(self.zone, 0, tuple(v.public_key for v in self.validators))
 
-    def entry(self, key: NodeKey, head: ChainHead, kind: str, body: Any) -> Signed[Entry]:
-        return sign(build_entry(self.rules, key.public_key, head, kind, body), key)
+    def entry(self, key: NodeKey, head: ChainHead, kind: str, body: Any, time_ms: int = 0) -> Signed[Entry]:
+        """``key``'s entry extending ``head``, dated ``time_ms`` (never before the head's date)."""
+        return sign(build_entry(self.rules, key.public_key, head, kind, body, time_ms), key)
 
-    def entry_on(self, state: LedgerState, key: NodeKey, kind: str, body: Any) -> Signed[Entry]:
-        """The entry extending ``key``'s certified head in ``state``."""
-        return self.entry(key, state.head(key.public_key), kind, body)
+    def entry_on(self, state: LedgerState, key: NodeKey, kind: str, body: Any, time_ms: int = 0) -> Signed[Entry]:
+        """The entry extending ``key``'s certified head in ``state``, dated ``time_ms``."""
+        return self.entry(key, state.head(key.public_key), kind, body, time_ms)
 
     def certify(self, entries: Sequence[Signed[Entry]], signers: Sequence[NodeKey] | None = None) -> CertifiedEntries:
         """Certify a batch with the given validator keys (default: a quorum), skipping the rules."""

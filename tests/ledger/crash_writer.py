@@ -33,7 +33,7 @@ def say(line: str) -> None:
 async def main(db: str, run: int) -> None:
     async with open_store(db) as store:
         state, _ = await store.load_state(FX.rules)
-        voted = await store.votes()
+        voted = {key: h for key, (h, _, _) in (await store.votes()).items()}
         round_no = 0
         while True:
             round_no += 1
@@ -44,7 +44,7 @@ async def main(db: str, run: int) -> None:
                 head = type(head)(head.next_seq + 1, entry_hash(entry))
                 batch.append(entry)
             decision = decide_vote(state, voted, [e.encoded for e in batch], FX.rules, 0)
-            if not decision.accepted:
+            if decision.rejections:
                 first = decision.rejections[0]
                 if first.reason != RejectReason.ALREADY_VOTED.value or first.index != 0:
                     raise SystemExit(f"unexpected rejection {first}")
@@ -52,7 +52,7 @@ async def main(db: str, run: int) -> None:
                 key = conflict_keys(batch[0].body)[0]
                 batch = [decode_signed(await store.voted_entry(key))]
                 decision = decide_vote(state, voted, [batch[0].encoded], FX.rules, 0)
-            await store.record_votes(decision.new_records, {entry_hash(e): e.encoded for e in batch})
+            await store.record_votes(decision.new_records, {entry_hash(e): e for e in batch})
             voted.update(decision.new_records)
             for e in batch:
                 say(f"VOTE {e.body.seq} {entry_hash(e).hex()}")

@@ -11,7 +11,7 @@ from p2pgrid.ledger.chain import (
     ChainHead, EntryRejected, LedgerState, LockStatus, RejectReason, apply_entry, derive_state, process_entry,
     state_root, validate_signed_entry,
 )
-from p2pgrid.ledger.messages import GENESIS_HASH, Burn, Fill, Lock, Mint, Release, Transfer, entry_hash
+from p2pgrid.ledger.messages import GENESIS_HASH, Burn, Decline, Fill, Lock, Mint, Release, Transfer, entry_hash
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.units import trade_value
 
@@ -32,11 +32,17 @@ def _fresh_log():
 
 
 def run(state, key, kind, body, now=NOW):
-    """Validate and apply ``key``'s next entry, as a validator would; log it if accepted."""
-    signed = FX.entry_on(state, key, kind, body)
-    process_entry(state, signed, FX.rules, now)
+    """Validate and apply ``key``'s next entry dated ``now``, as a validator would; log it if accepted."""
+    signed = FX.entry_on(state, key, kind, body, time_ms=now)
+    process_entry(state, signed, FX.rules)
     LOG.append(signed)
     return signed
+
+
+def pass_deadline(state, key, now=DEADLINE):
+    """``key`` certifies an entry dated ``now`` (its chain has passed that time)."""
+    run(state, GATEWAY, "mint", Mint(key.public_key, 1))
+    run(state, key, "burn", Burn(1), now=now)
 
 
 def funded(*pairs):
@@ -97,10 +103,11 @@ def test_lock_then_fill_pays_the_seller_and_refunds_the_rest_of_the_lock():
     assert state.money_total() == 0
 
 
-def test_release_after_the_deadline_returns_the_whole_lock():
+def test_release_once_the_sellers_chain_passed_the_deadline_returns_the_whole_lock():
     state = funded((ALICE, 1_000_000))
     run(state, ALICE, "lock", lock_body())
-    run(state, ALICE, "release", Release(b"t" * 16), now=DEADLINE)
+    pass_deadline(state, BOB)
+    run(state, ALICE, "release", Release(b"t" * 16))
     assert state.balance(ALICE.public_key) == 1_000_000
     assert state.locks[b"t" * 16].status is LockStatus.RELEASED
     assert state.money_total() == 0
@@ -153,7 +160,7 @@ def test_invalid_wrong_prev_hash():
     run(state, ALICE, "transfer", Transfer(BOB.public_key, 10))
     bad = FX.entry(ALICE, ChainHead(1, GENESIS_HASH), "transfer", Transfer(BOB.public_key, 10))
     with pytest.raises(EntryRejected) as info:
-        process_entry(state, bad, FX.rules, NOW)
+        process_entry(state, bad, FX.rules)
     assert info.value.reason is RejectReason.WRONG_PREV_HASH
 
 
@@ -161,7 +168,7 @@ def test_invalid_seq_gap():
     state = funded((ALICE, 100))
     bad = FX.entry(ALICE, ChainHead(2, GENESIS_HASH), "transfer", Transfer(BOB.public_key, 10))
     with pytest.raises(EntryRejected) as info:
-        process_entry(state, bad, FX.rules, NOW)
+        process_entry(state, bad, FX.rules)
     assert info.value.reason is RejectReason.SEQ_GAP
 
 
@@ -170,7 +177,7 @@ def test_invalid_seq_reused():
     run(state, ALICE, "transfer", Transfer(BOB.public_key, 10))
     again = FX.entry(ALICE, ChainHead(0, GENESIS_HASH), "transfer", Transfer(CAROL.public_key, 10))
     with pytest.raises(EntryRejected) as info:
-        process_entry(state, again, FX.rules, NOW)
+        process_entry(state, again, FX.rules)
     assert info.value.reason is RejectReason.SEQ_REUSED
 
 
@@ -196,16 +203,16 @@ def test_invalid_wrong_zone():
     other = LedgerFixture(zone="otherzone")
     signed = other.entry(ALICE, ChainHead(), "transfer", Transfer(BOB.public_key, 1))
     with pytest.raises(EntryRejected) as info:
-        process_entry(funded((ALICE, 10)), signed, FX.rules, NOW)
+        process_entry(funded((ALICE, 10)), signed, FX.rules)
     assert info.value.reason is RejectReason.WRONG_ZONE
 
 
 def test_invalid_unknown_kind():
     from p2pgrid.ledger.messages import Entry
     from p2pgrid.wire import sign
-    signed = sign(Entry(FX.zone, ALICE.public_key, 0, GENESIS_HASH, "teleport", b""), ALICE)
+    signed = sign(Entry(FX.zone, ALICE.public_key, 0, GENESIS_HASH, 0, "teleport", b""), ALICE)
     with pytest.raises(EntryRejected) as info:
-        process_entry(LedgerState(), signed, FX.rules, NOW)
+        process_entry(LedgerState(), signed, FX.rules)
     assert info.value.reason is RejectReason.UNKNOWN_KIND
 
 
@@ -257,10 +264,74 @@ def test_invalid_fill_after_the_deadline():
              now=DEADLINE)
 
 
-def test_invalid_release_before_the_deadline():
+def test_a_release_waits_while_the_sellers_chain_has_not_passed_the_deadline():
     state = funded((ALICE, 1_000_000))
     run(state, ALICE, "lock", lock_body())
-    rejected(state, ALICE, "release", Release(b"t" * 16), RejectReason.DEADLINE_NOT_REACHED)
+    exc = rejected(state, ALICE, "release", Release(b"t" * 16), RejectReason.DEADLINE_NOT_REACHED, now=DEADLINE + 1)
+    assert not exc.is_final, "the buyer's own clock proves nothing: it waits for the seller's chain"
+
+
+def test_a_release_of_a_filled_lock_is_refused_for_good():
+    state = funded((ALICE, 1_000_000))
+    run(state, ALICE, "lock", lock_body())
+    run(state, BOB, "fill", Fill(b"t" * 16, ALICE.public_key, ORDER, 10, 200_000))
+    pass_deadline(state, BOB)
+    assert rejected(state, ALICE, "release", Release(b"t" * 16), RejectReason.LOCK_CLOSED).is_final
+
+
+def test_once_the_sellers_chain_passed_the_deadline_it_cannot_fill():
+    state = funded((ALICE, 1_000_000))
+    run(state, ALICE, "lock", lock_body())
+    pass_deadline(state, BOB)
+    # the seller's next entry is dated at least as late as its last: past the deadline
+    rejected(state, BOB, "fill", Fill(b"t" * 16, ALICE.public_key, ORDER, 10, 200_000), RejectReason.DEADLINE_PASSED)
+
+
+def test_a_decline_returns_the_lock_at_once_and_a_later_release_is_a_no_op():
+    state = funded((ALICE, 1_000_000))
+    run(state, ALICE, "lock", lock_body())
+    run(state, BOB, "decline", Decline(b"t" * 16))
+    assert state.balance(ALICE.public_key) == 1_000_000
+    pass_deadline(state, BOB)
+    run(state, ALICE, "release", Release(b"t" * 16))
+    assert state.balance(ALICE.public_key) == 1_000_000 and state.money_total() == 0
+    for seed in range(4):    # decline and release in either order derive one state
+        shuffled = LOG[:]
+        random.Random(seed).shuffle(shuffled)
+        assert state_root(derive_state(shuffled, FX.rules)[0]) == state_root(state)
+
+
+def test_only_the_seller_declines_and_not_a_filled_lock():
+    state = funded((ALICE, 1_000_000))
+    run(state, ALICE, "lock", lock_body())
+    rejected(state, CAROL, "decline", Decline(b"t" * 16), RejectReason.LOCK_MISMATCH)
+    run(state, BOB, "fill", Fill(b"t" * 16, ALICE.public_key, ORDER, 10, 200_000))
+    rejected(state, BOB, "decline", Decline(b"t" * 16), RejectReason.LOCK_CLOSED)
+
+
+def test_an_entry_dated_before_its_predecessor_is_refused():
+    state = funded((ALICE, 1_000))
+    run(state, ALICE, "transfer", Transfer(BOB.public_key, 1), now=NOW)
+    from p2pgrid.ledger.chain import body_of_kind
+    from p2pgrid.ledger.messages import Entry
+    from p2pgrid.wire import sign
+    head = state.head(ALICE.public_key)
+    backdated = sign(Entry(FX.zone, ALICE.public_key, head.next_seq, head.last_hash, NOW - 1, "burn",   # a faulty owner
+                           body_of_kind("burn", Burn(1))), ALICE)
+    with pytest.raises(EntryRejected) as info:
+        process_entry(state, backdated, FX.rules)
+    assert info.value.reason is RejectReason.TIME_BACKWARDS and info.value.is_final
+
+
+def test_settlement_obligations_never_turn_an_accounts_own_debit_invalid():
+    from p2pgrid.ledger.chain import add_obligation, validate_entry
+    state = funded((ALICE, 500))
+    spend = FX.entry_on(state, ALICE, "transfer", Transfer(BOB.public_key, 1_500))
+    validate_entry(state, spend, FX.rules)          # 500 - 1500 = -1000: exactly the credit limit
+    state.balances[ALICE.public_key] -= 400          # a settlement charged Alice 400 µc meanwhile
+    state.balances[GATEWAY.public_key] += 400
+    add_obligation(state, ALICE.public_key, 400)
+    validate_entry(state, spend, FX.rules)          # still valid: obligations are not spending
 
 
 def test_invalid_lock_smaller_than_the_trade_value():
@@ -297,6 +368,8 @@ operation = st.one_of(
     st.tuples(st.just("lock"), st.integers(0, 3), st.integers(0, 3), st.integers(1, 5000), st.integers(0, 10**6)),
     st.tuples(st.just("fill"), st.integers(0, 40), st.integers(1, 5000)),
     st.tuples(st.just("release"), st.integers(0, 40)),
+    st.tuples(st.just("decline"), st.integers(0, 40)),
+    st.tuples(st.just("pass"), st.integers(0, 3)),
 )
 
 
@@ -321,6 +394,11 @@ def _attempt(state, op, takes):
         elif kind == "release" and takes:
             take, buyer, _, _ = takes[op[1] % len(takes)]
             run(state, buyer, "release", Release(take), now=DEADLINE)
+        elif kind == "decline" and takes:
+            take, _, seller, _ = takes[op[1] % len(takes)]
+            run(state, seller, "decline", Decline(take))
+        elif kind == "pass":
+            run(state, ACCOUNTS[op[1]], "transfer", Transfer(ACCOUNTS[(op[1] + 1) % 4].public_key, 1), now=DEADLINE)
     except EntryRejected:
         pass   # invalid operations are part of the input: they must simply change nothing
 
@@ -336,6 +414,8 @@ def test_money_is_conserved_exactly_under_any_sequence_of_operations(ops):
         assert state.money_total() == 0
         for key in ACCOUNTS:
             assert state.balance(key.public_key) >= -FX.rules.credit_limit_uc
+    for record in state.locks.values():     # a lock is filled or handed back, never both
+        assert record.status in (LockStatus.OPEN, LockStatus.FILLED, LockStatus.RELEASED)
     for (owner, _), progress in state.orders.items():
         assert progress.filled_wh <= progress.size_wh
     derived, pending = derive_state(reversed(LOG), FX.rules)

@@ -27,7 +27,7 @@ NOW = 1_000
 
 def funded_state():
     state = LedgerState()
-    process_entry(state, FX.entry_on(state, FX.gateway, "mint", Mint(ALICE.public_key, 10_000)), FX.rules, NOW)
+    process_entry(state, FX.entry_on(state, FX.gateway, "mint", Mint(ALICE.public_key, 10_000)), FX.rules)
     return state
 
 
@@ -84,19 +84,22 @@ def test_an_owner_signing_two_entries_at_one_seq_gets_at_most_one_certified():
     assert (0,) in outcomes and (1,) in outcomes   # either may win, depending on who arrives first
 
 
-def test_a_fill_and_a_release_of_one_lock_cannot_both_be_certified():
+def test_a_fill_and_a_release_of_one_lock_are_never_both_valid_whatever_the_validators_clock():
     state = funded_state()
     lock = Lock(b"t" * 16, BOB.public_key, b"o" * 16, BOB.public_key, 100, 100, 10_000,
                 trade_value(100, 10_000), NOW + 1)
-    process_entry(state, FX.entry_on(state, ALICE, "lock", lock), FX.rules, NOW)
-    fill = FX.entry_on(state, BOB, "fill", Fill(b"t" * 16, ALICE.public_key, b"o" * 16, 100, 10_000))
-    release = FX.entry_on(state, ALICE, "release", Release(b"t" * 16))
-    voted: dict = {}
-    first = decide_vote(state, voted, [fill.encoded], FX.rules, NOW)
-    assert first.accepted
-    voted.update(first.new_records)
-    later = decide_vote(state, voted, [release.encoded], FX.rules, NOW + 1)   # deadline passed
-    assert [r.reason for r in later.rejections] == [RejectReason.ALREADY_VOTED.value]
+    process_entry(state, FX.entry_on(state, ALICE, "lock", lock, time_ms=NOW), FX.rules)
+    fill = FX.entry_on(state, BOB, "fill", Fill(b"t" * 16, ALICE.public_key, b"o" * 16, 100, 10_000), time_ms=NOW)
+    release = FX.entry_on(state, ALICE, "release", Release(b"t" * 16), time_ms=NOW + 1)
+    for clock in (NOW, NOW + 1, NOW + 10**9):     # a late validator judges exactly as an early one
+        assert decide_vote(state, {}, [fill.encoded], FX.rules, clock).accepted
+        waits = decide_vote(state, {}, [release.encoded], FX.rules, clock)
+        assert not waits.accepted and waits.rejections[0].reason == RejectReason.DEADLINE_NOT_REACHED.value
+        assert not waits.rejections[0].final, "the release waits for the seller's chain, it is not refused"
+    after_fill = state.copy()
+    process_entry(after_fill, fill, FX.rules)
+    refused = decide_vote(after_fill, {}, [release.encoded], FX.rules, NOW + 10**9)
+    assert [(r.reason, r.final) for r in refused.rejections] == [(RejectReason.LOCK_CLOSED.value, True)]
 
 
 def test_a_validator_votes_again_for_the_same_entry():
@@ -119,13 +122,31 @@ def test_a_batch_may_carry_a_chain_segment():
     assert state.head(ALICE.public_key).next_seq == 0, "deciding must not touch the certified state"
 
 
-def test_an_invalid_entry_in_a_batch_blocks_the_vote_and_is_named():
+def test_an_entry_that_waits_stops_the_vote_after_the_prefix_before_it_and_is_named():
     state = funded_state()
     good = FX.entry_on(state, FX.gateway, "mint", Mint(BOB.public_key, 5))
-    bad = FX.entry_on(state, ALICE, "transfer", Transfer(BOB.public_key, 10**9))
-    decision = decide_vote(state, {}, [good.encoded, bad.encoded], FX.rules, NOW)
-    assert not decision.accepted
-    assert [(r.index, r.reason) for r in decision.rejections] == [(1, RejectReason.OVERDRAFT.value)]
+    short = FX.entry_on(state, ALICE, "transfer", Transfer(BOB.public_key, 10**9))
+    decision = decide_vote(state, {}, [good.encoded, short.encoded], FX.rules, NOW)
+    assert decision.entry_hashes == (entry_hash(good),), "the valid prefix is voted for"
+    assert [(r.index, r.reason, r.final) for r in decision.rejections] == [(1, RejectReason.OVERDRAFT.value, False)]
+
+
+def test_an_entry_dated_ahead_of_the_validators_clock_waits():
+    state = funded_state()
+    ahead = FX.entry_on(state, ALICE, "transfer", Transfer(BOB.public_key, 5), time_ms=NOW + FX.rules.clock_skew_ms + 1)
+    early = decide_vote(state, {}, [ahead.encoded], FX.rules, NOW)
+    assert [(r.reason, r.final) for r in early.rejections] == [(RejectReason.NOT_YET.value, False)]
+    assert decide_vote(state, {}, [ahead.encoded], FX.rules, NOW + 1).accepted
+
+
+def test_another_entry_at_a_voted_seq_is_refused_for_good():
+    state = funded_state()
+    one = FX.entry_on(state, ALICE, "transfer", Transfer(BOB.public_key, 5))
+    two = FX.entry_on(state, ALICE, "transfer", Transfer(CAROL.public_key, 5))
+    first = decide_vote(state, {}, [one.encoded], FX.rules, NOW)
+    second = decide_vote(state, dict(first.new_records), [two.encoded], FX.rules, NOW)
+    assert [(r.reason, r.final) for r in second.rejections] == [(RejectReason.ALREADY_VOTED.value, True)]
+    assert second.already_voted_key == first.new_records[0][0] and second.refused_hash == entry_hash(two)
 
 
 # --- certificates ----------------------------------------------------------------------------

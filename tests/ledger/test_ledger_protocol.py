@@ -3,11 +3,11 @@
 import pytest
 
 from p2pgrid.ledger.chain import LedgerState
-from p2pgrid.ledger.committee import decide_vote, make_vote
+from p2pgrid.ledger.committee import decide_vote, make_refusal, make_vote
 from p2pgrid.ledger.messages import (
-    CertifiedEntries, Mint, SyncReply, VoteReply, decode_frame, encode_frame, entry_hash,
+    CertifiedEntries, Mint, Rejection, SyncReply, VoteReply, decode_frame, encode_frame, entry_hash,
 )
-from p2pgrid.ledger.protocol import Certified, PeerMisbehaved, QuorumImpossible, SyncSession, VoteCollector
+from p2pgrid.ledger.protocol import Certified, PeerMisbehaved, SyncSession, VoteCollector
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 
 FX = LedgerFixture()
@@ -20,7 +20,7 @@ def mint_batch(n=2):
     entries = []
     for i in range(n):
         signed = FX.entry_on(state, FX.gateway, "mint", Mint(ALICE.public_key, 1 + i))
-        process_entry(state, signed, FX.rules, 0)
+        process_entry(state, signed, FX.rules)
         entries.append(signed)
     return entries
 
@@ -44,12 +44,44 @@ def test_collector_certifies_at_quorum_and_the_frames_round_trip():
     assert collector.certified_entries().entries == tuple(e.encoded for e in entries)
 
 
-def test_collector_gives_up_when_too_many_validators_reject():
-    entries = mint_batch()
+def prefix_reply(validator, collector, entries, size, rejection=None, refuse=False):
+    vote = make_vote(FX.committee, validator, [entry_hash(e) for e in entries[:size]]).encoded if size else b""
+    refusal = make_refusal(FX.committee, validator, entry_hash(entries[size]), rejection.reason).encoded if refuse else b""
+    return VoteReply(collector.request.request_id, vote, (rejection,) if rejection else (), refusal)
+
+
+def test_votes_over_different_prefixes_yield_the_longest_common_prefix():
+    entries = mint_batch(3)
     collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
-    assert collector.receive_reply(FX.validators[0].public_key, VoteReply(1, b"", ())) is None
-    outcome = collector.receive_reply(FX.validators[1].public_key, VoteReply(1, b"", ()))
-    assert isinstance(outcome, QuorumImpossible)
+    waiting = Rejection(2, "missing_dependency", "", False)
+    for validator, size in zip(FX.validators, (3, 2, 2, 1)):
+        collector.receive_reply(validator.public_key, prefix_reply(validator, collector, entries, size,
+                                                                   None if size == 3 else waiting))
+    assert collector.outcome is None and collector.decided()
+    assert collector.certifiable_prefix() == 2
+    result = collector.result()
+    assert (result.certified, result.refused_from) == (0, None), "no certificate yet: ask again for the prefix"
+
+
+def test_a_quorum_of_signed_refusals_gives_an_entry_up_and_fewer_do_not():
+    entries = mint_batch(2)
+    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
+    final = Rejection(1, "bad_body", "", True)
+    for validator in FX.validators[:2]:
+        collector.receive_reply(validator.public_key, prefix_reply(validator, collector, entries, 1, final, True))
+    assert collector.result().refused_from is None, "two refusals of four prove nothing"
+    collector.receive_reply(FX.validators[2].public_key,
+                            prefix_reply(FX.validators[2], collector, entries, 1, final, True))
+    assert collector.result().refused_from == 1
+
+
+def test_a_refusal_signed_by_another_validator_is_a_protocol_violation():
+    entries = mint_batch(1)
+    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
+    forged = make_refusal(FX.committee, FX.validators[1], entry_hash(entries[0]), "bad_body").encoded
+    with pytest.raises(PeerMisbehaved):
+        collector.receive_reply(FX.validators[0].public_key,
+                                VoteReply(1, b"", (Rejection(0, "bad_body", "", True),), forged))
 
 
 def test_a_vote_for_another_batch_or_from_an_outsider_is_a_protocol_violation():
@@ -85,33 +117,3 @@ def test_sync_session_rejects_a_forged_batch_and_a_stale_reply():
         session.receive_reply(SyncReply(request.request_id + 5, (), False))
 
 
-def test_a_vote_after_the_batch_failed_still_counts_as_binding():
-    entries = mint_batch()
-    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
-    collector.receive_reply(FX.validators[0].public_key, VoteReply(1, b"", ()))
-    outcome = collector.receive_reply(FX.validators[1].public_key, VoteReply(1, b"", ()))
-    assert isinstance(outcome, QuorumImpossible)
-    late = collector.receive_reply(FX.validators[2].public_key, reply_from(FX.validators[2], collector, entries))
-    assert late is outcome                       # the outcome stays what it was…
-    assert collector.votes_received == 1         # …but the late vote binds the validator to the batch
-
-
-def test_a_validator_sent_the_request_and_never_heard_from_may_be_bound():
-    entries = mint_batch()
-    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
-    assert not collector.may_have_votes                  # nobody was asked yet
-    collector.mark_sent(FX.validators[0].public_key)
-    assert collector.may_have_votes                      # asked, silent: its vote may be on the way
-    collector.receive_reply(FX.validators[0].public_key, VoteReply(1, b"", ()))
-    assert not collector.may_have_votes                  # it answered: a rejection binds nobody
-
-
-def test_once_the_batch_failed_only_real_votes_bind():
-    entries = mint_batch()
-    collector = VoteCollector(FX.committee, 1, [e.encoded for e in entries])
-    for validator in FX.validators:
-        collector.mark_sent(validator.public_key)
-    collector.receive_reply(FX.validators[0].public_key, VoteReply(1, b"", ()))
-    collector.receive_reply(FX.validators[1].public_key, VoteReply(1, b"", ()))
-    assert isinstance(collector.outcome, QuorumImpossible)
-    assert not collector.may_have_votes                  # two refused: no certificate can ever form

@@ -73,13 +73,30 @@ async def test_missing_for_returns_what_a_peer_lacks_grouped_by_certificate_up_t
 
 
 async def test_a_second_vote_at_one_conflict_key_is_refused_and_not_recorded(tmp_path):
+    entry = gateway_chain(1)[0]
+    h = entry_hash(entry)
     async with open_store(tmp_path / "l.db") as store:
-        await store.record_votes([(b"seq/a", b"h1")], {b"h1": b"entry-bytes"})
-        await store.record_votes([(b"seq/a", b"h1")])              # the same vote again is fine
+        await store.record_votes([(b"seq/a", h)], {h: entry})
+        await store.record_votes([(b"seq/a", h)], {h: entry})          # the same vote again is fine
         with pytest.raises(LedgerError):
             await store.record_votes([(b"seq/b", b"h2"), (b"seq/a", b"h3")])
-        assert await store.votes() == {b"seq/a": b"h1"}, "the refused transaction left nothing behind"
-        assert await store.voted_entry(b"seq/a") == b"entry-bytes"
+        assert await store.votes() == {b"seq/a": (h, FX.gateway.public_key, 0)}, \
+            "the refused transaction left nothing behind"
+        assert await store.voted_entry(b"seq/a") == entry.encoded
+
+
+async def test_votes_are_pruned_once_their_seq_is_certified_and_proposals_with_them(tmp_path):
+    entries = gateway_chain(3)
+    async with open_store(tmp_path / "l.db") as store:
+        await store.save_proposals(entries)
+        await store.record_votes([(b"seq/" + bytes([i]), entry_hash(e)) for i, e in enumerate(entries)],
+                                 {entry_hash(e): e for e in entries})
+        with pytest.raises(LedgerError):   # never a second entry at a seq kept as a proposal
+            await store.save_proposals([FX.entry(FX.gateway, ChainHead(), "mint", Mint(ALICE.public_key, 7))])
+        await store.add_certified([as_batch(entries[:2])])
+        assert await store.proposals(FX.gateway.public_key) == [entries[2]]
+        assert await store.prune_votes() == 2
+        assert list((await store.votes()).values()) == [(entry_hash(entries[2]), FX.gateway.public_key, 2)]
 
 
 async def test_verify_accepts_a_good_store_and_names_a_tampered_entry(tmp_path):
