@@ -1,0 +1,300 @@
+"""Fault tests of the ledger's liveness on real ``LedgerService`` nodes (memory transport, a clock
+stepped by hand): validators held across a deadline, replies after the proposer's timeout, the
+proposer killed at every await of its certify path and restarted, a partition across a deadline.
+Each ends with every honest chain's head advancing, equal state roots and money conserved."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pgrid.ledger.chain import LockStatus, state_root
+from p2pgrid.ledger.committee import seq_key
+from p2pgrid.ledger.messages import Burn, Decline, Fill, Lock, Mint, Release, entry_hash
+from p2pgrid.ledger.service import BatchRejected, EntryInDoubt, LedgerConfig, LedgerService, open_ledger_service
+from p2pgrid.ledger.store import open_store
+from p2pgrid.ledger.testing import LedgerFixture, seeded_key
+from p2pgrid.net.memory import MemoryNetwork
+from p2pgrid.net.testing import wait_until
+from p2pgrid.units import trade_value
+
+FX = LedgerFixture()
+CONFIG = LedgerConfig(FX.rules, FX.committee, vote_timeout_s=1.0, sync_interval_s=0.5)
+ALICE, BOB = seeded_key("alice"), seeded_key("bob")
+T0 = 1_700_000_000_000
+DEADLINE = T0 + 60_000
+TAKE = b"t" * 16
+ORDER = b"o" * 16
+
+
+class Clock:
+    """Market time stepped by hand, shared by every node of a test."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Member:
+    """One node: its own store file and transport, which the test can kill and start again."""
+
+    def __init__(self, cluster: Cluster, key, name: str) -> None:
+        self.cluster, self.key, self.path = cluster, key, cluster.tmp / f"{name}.db"
+        self.service: LedgerService | None = None
+        self._scope: trio.CancelScope | None = None
+        self._stopped = trio.Event()
+
+    async def start(self) -> LedgerService:
+        started = trio.Event()
+        self._stopped = trio.Event()
+        self.cluster.nursery.start_soon(self._run, started)
+        await started.wait()
+        return self.service
+
+    async def _run(self, started: trio.Event) -> None:
+        try:
+            with trio.CancelScope() as self._scope:
+                async with AsyncExitStack() as stack:
+                    store = await stack.enter_async_context(open_store(self.path))
+                    transport = await stack.enter_async_context(
+                        self.cluster.network.open_transport(self.key, connect_to=self.cluster.network.addresses))
+                    self.transport = transport
+                    self.service = await stack.enter_async_context(
+                        open_ledger_service(self.key, CONFIG, store, transport, self.cluster.clock))
+                    started.set()
+                    await trio.sleep_forever()
+        finally:
+            self._stopped.set()
+
+    async def kill(self) -> None:
+        """Stop at once (the store keeps only what was committed, as after a process kill)."""
+        self._scope.cancel()
+        await self._stopped.wait()
+
+
+class Cluster:
+    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
+        self.tmp, self.nursery = tmp, nursery
+        self.network = MemoryNetwork()
+        self.clock = Clock()
+        self.members: dict[str, Member] = {}
+
+    async def add(self, name: str, key) -> LedgerService:
+        self.members[name] = Member(self, key, name)
+        return await self.members[name].start()
+
+    def __getitem__(self, name: str) -> LedgerService:
+        return self.members[name].service
+
+    def partition(self, name: str, others: list[str]) -> None:
+        for other in others:
+            self.members[name].transport.disconnect(self.members[other].key.public_key)
+
+    async def heal(self) -> None:
+        for member in self.members.values():
+            for addr in self.network.addresses:
+                if addr not in member.transport.listen_addrs:
+                    await member.transport.connect(addr)
+
+    async def converge(self) -> None:
+        """Every node ends with one state root, money conserved."""
+        services = [m.service for m in self.members.values()]
+        with trio.fail_after(60):
+            await wait_until(lambda: len({state_root(s.state) for s in services}) == 1)
+        assert all(s.state.money_total() == 0 for s in services)
+
+
+async def open_cluster(tmp: Path, nursery: trio.Nursery) -> Cluster:
+    cluster = Cluster(tmp, nursery)
+    for i, key in enumerate(FX.validators):
+        await cluster.add(f"v{i}", key)
+    for name, key in (("gateway", FX.gateway), ("alice", ALICE), ("bob", BOB)):
+        await cluster.add(name, key)
+    gateway = cluster["gateway"]
+    for who in (ALICE, BOB):
+        await submit(gateway, gateway.next_entry("mint", Mint(who.public_key, 1_000_000)))
+    with trio.fail_after(30):
+        await wait_until(lambda: cluster["alice"].balance() == 1_000_000 and cluster["bob"].balance() == 1_000_000)
+    return cluster
+
+
+def lock_body(take=TAKE, deadline=DEADLINE) -> Lock:
+    return Lock(take, BOB.public_key, ORDER, BOB.public_key, 1000, 1000, 200_000, trade_value(1000, 200_000), deadline)
+
+
+async def submit(service: LedgerService, entry) -> None:
+    """Submit and wait until certified: on a loaded machine a round may end undecided (the entry
+    then stays in doubt and is offered again by the ledger itself)."""
+    try:
+        await service.submit(entry)
+    except EntryInDoubt:
+        await certified(service, entry.body.account, entry.body.seq)
+
+
+async def submit_in_doubt(service: LedgerService, entry) -> None:
+    """Submit an entry that cannot be decided now; it must stay in doubt, not be refused."""
+    with pytest.raises(EntryInDoubt):
+        await service.submit(entry)
+    assert service.is_in_doubt(entry)
+
+
+async def certified(service: LedgerService, account: bytes, seq: int) -> None:
+    with trio.fail_after(60):
+        await wait_until(lambda: service.state.head(account).next_seq > seq)
+
+
+async def test_a_fill_voted_by_validators_held_across_the_deadline_is_certified(tmp_path):
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery)
+        alice, bob = cluster["alice"], cluster["bob"]
+        await submit(alice, alice.next_entry("lock", lock_body()))
+        with trio.fail_after(30):
+            await wait_until(lambda: TAKE in bob.state.locks)
+        cluster.clock.now = DEADLINE - 1
+        cluster.partition("bob", ["v2", "v3"])               # two validators held: no quorum
+        fill = bob.next_entry("fill", Fill(TAKE, ALICE.public_key, ORDER, 1000, 200_000))
+        await submit_in_doubt(bob, fill)
+        cluster.clock.now = DEADLINE + 3_600_000             # an hour after the deadline
+        await cluster.heal()
+        await certified(bob, BOB.public_key, fill.body.seq)
+        assert bob.state.locks[TAKE].status is LockStatus.FILLED
+        release = alice.next_entry("release", Release(TAKE))   # the buyer can never take it back now
+        with pytest.raises(BatchRejected):
+            await alice.submit(release)
+        with trio.fail_after(60):
+            await wait_until(lambda: not alice.is_in_doubt(release))
+        assert alice.state.head(ALICE.public_key).next_seq <= release.body.seq, "refused, not certified"
+        await submit(alice, alice.next_entry("burn", Burn(1)))   # and the buyer's chain moves on
+        await cluster.converge()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_release_waits_for_the_sellers_chain_and_a_decline_returns_the_lock_at_once(tmp_path):
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery)
+        alice, bob = cluster["alice"], cluster["bob"]
+        await submit(alice, alice.next_entry("lock", lock_body()))
+        await submit(alice, alice.next_entry("lock", lock_body(take=b"u" * 16)))
+        cluster.clock.now = DEADLINE + 1
+        release = alice.next_entry("release", Release(TAKE))
+        await submit_in_doubt(alice, release)               # bob's chain is not past the deadline
+        await submit(bob, bob.next_entry("burn", Burn(1)))   # now it is (dated after the deadline)
+        await certified(alice, ALICE.public_key, release.body.seq)
+        with trio.fail_after(30):
+            await wait_until(lambda: b"u" * 16 in bob.state.locks)
+        await submit(bob, bob.next_entry("decline", Decline(b"u" * 16)))
+        await submit(alice, alice.next_entry("release", Release(b"u" * 16)))   # a no-op now, not a refusal
+        assert alice.balance() == 1_000_000
+        await cluster.converge()
+        nursery.cancel_scope.cancel()
+
+
+async def test_votes_whose_replies_come_after_the_proposers_timeout_are_not_lost(tmp_path):
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery)
+        alice = cluster["alice"]
+        slow = [cluster[f"v{i}"] for i in (1, 2)]
+        originals = {}
+        for validator in slow:
+            originals[validator] = validator.handle_vote_request
+
+            async def late(request, peer=None, _v=validator):
+                reply = await originals[_v](request, peer)     # voted (and recorded) at once…
+                await trio.sleep(CONFIG.vote_timeout_s * 2)    # …but the reply arrives too late
+                return reply
+            validator.handle_vote_request = late
+        entry = alice.next_entry("burn", Burn(5))
+        await submit_in_doubt(alice, entry)
+        for validator in slow:
+            validator.handle_vote_request = originals[validator]
+        await certified(alice, ALICE.public_key, entry.body.seq)
+        # the validators that voted late voted again for the same entry, not for another
+        for validator in slow:
+            assert validator._voted.get(seq_key(entry.body), entry_hash(entry)) == entry_hash(entry)
+        await cluster.converge()
+        nursery.cancel_scope.cancel()
+
+
+CRASH_POINTS = ["save_proposals", "collect", "receive_certified", "spread"]
+
+
+@pytest.mark.parametrize("crash_after", CRASH_POINTS)
+async def test_a_proposer_killed_during_certification_offers_the_same_entry_after_a_restart(tmp_path, crash_after):
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery)
+        member = cluster.members["alice"]
+        alice = member.service
+        crashed = trio.Event()
+
+        def crash_after_call(owner, name):
+            original = getattr(owner, name)
+
+            async def wrapper(*args, **kwargs):
+                result = await original(*args, **kwargs)
+                crashed.set()
+                await trio.sleep_forever()       # the kill below lands here, right after the step
+                return result
+            setattr(owner, name, wrapper)
+
+        if crash_after == "save_proposals":
+            crash_after_call(alice.store, "save_proposals")
+        else:
+            crash_after_call(alice, {"collect": "_collect", "receive_certified": "receive_certified",
+                                     "spread": "_spread"}[crash_after])
+        entry = alice.next_entry("burn", Burn(7))
+        nursery.start_soon(_submit_ignoring_the_kill, alice, entry)
+        with trio.fail_after(30):
+            await crashed.wait()
+        await member.kill()
+        cluster.clock.now += 1000
+        alice = await member.start()                    # same key, same store
+        await certified(alice, ALICE.public_key, entry.body.seq)
+        certified_entry = await alice.store.get_entry(ALICE.public_key, entry.body.seq)
+        assert entry_hash(certified_entry) == entry_hash(entry), "a second entry was signed at the seq"
+        after = alice.next_entry("burn", Burn(1))
+        assert after.body.seq == entry.body.seq + 1
+        # (validators that never heard of the certificate pull it from alice when asked to vote)
+        await submit(alice, after)
+        await cluster.converge()
+        nursery.cancel_scope.cancel()
+
+
+async def _submit_ignoring_the_kill(service: LedgerService, entry) -> None:
+    try:
+        await service.submit(entry)
+    except BatchRejected:
+        pass
+
+
+async def test_a_partition_across_the_deadline_ends_with_every_chain_moving(tmp_path):
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery)
+        alice, bob = cluster["alice"], cluster["bob"]
+        await submit(alice, alice.next_entry("lock", lock_body()))
+        with trio.fail_after(30):
+            await wait_until(lambda: TAKE in bob.state.locks)
+        cluster.clock.now = DEADLINE - 10
+        # bob and one validator on one side; alice, the gateway and three validators on the other
+        for name in ("alice", "gateway", "v0", "v1", "v2"):
+            cluster.partition("bob", [name])
+            cluster.partition("v3", [name])
+        fill = bob.next_entry("fill", Fill(TAKE, ALICE.public_key, ORDER, 400, 200_000))
+        await submit_in_doubt(bob, fill)
+        cluster.clock.now = DEADLINE + 10
+        release = alice.next_entry("release", Release(TAKE))
+        await submit_in_doubt(alice, release)             # waits for bob's chain, it is not refused
+        await cluster.heal()
+        await certified(bob, BOB.public_key, fill.body.seq)
+        with trio.fail_after(60):                         # the release is then refused for good
+            await wait_until(lambda: not alice.is_in_doubt(release))
+        assert alice.state.locks[TAKE].status is LockStatus.FILLED
+        await submit(alice, alice.next_entry("burn", Burn(1)))
+        await submit(bob, bob.next_entry("burn", Burn(1)))
+        await cluster.converge()
+        assert alice.balance() == 1_000_000 - trade_value(400, 200_000) - 1
+        nursery.cancel_scope.cancel()
