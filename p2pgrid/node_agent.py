@@ -593,7 +593,9 @@ async def act_equivocate(node: Node) -> dict[str, Any]:
     others = sorted(p for p in ledger.state.balances if p not in (node.key.public_key, ledger.rules.gateway))
     if not others:
         raise P2PGridError("equivocate needs another account to pay")
-    a, b = (sign(build_entry(ledger.rules, node.key.public_key, head, "transfer", Transfer(to=to, amount=1)), node.key)
+    now = node.clock.now_ms()
+    a, b = (sign(build_entry(ledger.rules, node.key.public_key, head, "transfer", Transfer(to=to, amount=1), now),
+                 node.key)
             for to in (others[0], others[-1] if len(others) > 1 else ledger.rules.gateway))
     committee = list(ledger.committee.validators)
     quorum = ledger.committee.quorum
@@ -688,7 +690,8 @@ class Overfiller:
                 amount=trade_value(2000, 100_000), deadline_ms=rules.gate_closure_ms(slot))))
             fill = sign(build_entry(ledger.rules, accomplice.public_key, ledger.state.head(accomplice.public_key),
                                     "fill", Fill(take_id=take_id, buyer=node.key.public_key,
-                                                 order_id=offer.body.order_id, qty_wh=2000, price=100_000)), accomplice)
+                                                 order_id=offer.body.order_id, qty_wh=2000, price=100_000),
+                                    node.clock.now_ms()), accomplice)
             await ledger.submit(fill)
         except LedgerError as exc:
             log.warning("overfill not certified: %s", exc)

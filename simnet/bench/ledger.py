@@ -137,7 +137,7 @@ async def fill_store(path: Path, fx: LedgerFixture, count: int, batch: int) -> N
             entries = []
             for i in range(first, min(count, first + batch)):
                 signed = sign(build_entry(fx.rules, fx.gateway.public_key, head, "mint",
-                                          Mint(receivers[i % len(receivers)], 1 + i)), signer)
+                                          Mint(receivers[i % len(receivers)], 1 + i), 0), signer)
                 head = ChainHead(head.next_seq + 1, entry_hash(signed))
                 entries.append(signed)
             hashes = [entry_hash(e) for e in entries]
