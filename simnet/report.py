@@ -132,8 +132,9 @@ def headline_table(rows: list[dict[str, Any]]) -> str:
                     f"<td class=num>{quantity(r['baseline'], unit)}</td>"
                     f"<td class='num {verdict}'>{signed_quantity(r['difference'], unit) if r['difference'] is not None else '–'}</td>"
                     f"<td class=num>{reference or '–'}</td><td class=note>{html.escape(r['note'])}</td></tr>")
-    return ("<table class=headline><thead><tr><th>KPI</th><th>value</th><th>without trading</th><th>difference</th>"
-            "<th>goal / optimum</th><th>note</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+    return ("<table class=headline><thead><tr><th>KPI</th><th class=num>value</th><th class=num>without trading</th>"
+            "<th class=num>difference</th><th class=num>goal / optimum</th><th>note</th></tr></thead><tbody>"
+            + "".join(body) + "</tbody></table>")
 
 
 def _verdict(row: dict[str, Any]) -> str:
@@ -311,7 +312,7 @@ h1{font-size:1.5em;margin:.2em 0} h2{font-size:1.2em;margin-top:1.6em;border-bot
 table{border-collapse:collapse;margin:.4em 0;font-size:.92em} th,td{padding:3px 8px;vertical-align:top;text-align:left}
 th{background:#eef;border-bottom:1px solid #99a} tbody tr:nth-child(even){background:#f6f6f6}
 tfoot td{border-top:2px solid #888;font-weight:bold}
-td.num{text-align:right;white-space:nowrap} td.note{color:#555;font-size:.9em}
+td.num{text-align:right;white-space:nowrap} th.num{text-align:right} td.note{color:#555;font-size:.9em}
 .good{color:#17772b}.bad{color:#b00;font-weight:bold}
 table.sortable th{cursor:pointer;font-size:.85em} table.sortable th:after{content:" \\2195";color:#999}
 #participants td{font-size:.92em} #participants td:first-child{white-space:nowrap}

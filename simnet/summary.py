@@ -125,7 +125,8 @@ SINGLE_KPIS: tuple[tuple[str, str, str, str, Callable[[dict[str, Any]], dict[str
     ("metering", "metering", "Metering completeness", "%",
      lambda k: {"value": percent(k["completeness"]), "reference": 100.0, "better": "higher",
                 "note": f"{k['meter_entries']} of {k['expected']} readings due; an unmetered slot settles as zero "
-                        "delivery"}),
+                        "delivery" if k["expected"] else "not computed: no reading was due before the settlement "
+                                                         "cutoff (the run is shorter than the metering grace)"}),
 )
 
 
