@@ -63,7 +63,8 @@ from simnet.scenario import Scenario
 
 KPI_KEYS = ("self_sufficiency", "self_consumption", "savings_per_household", "savings_per_participant",
             "traded_volume_wh", "prices_per_slot", "volume_share", "welfare_vs_central_auction",
-            "certification_latency_s", "gossip_delivery_ratio", "settlement", "trades", "run")
+            "certification_latency_s", "gossip_delivery_ratio", "settlement", "trades", "run",
+            "participants", "imbalance_per_slot", "soc_per_slot", "latency_series")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,8 @@ def human(key: str, value: Any) -> str:
         return html.escape("–" if value is None else str(value) if not isinstance(value, bool)
                            else "yes" if value else "no")
     if isinstance(value, (int, float)):
+        if key.endswith("_wall_s"):
+            return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         if key.endswith("_wh") or key.endswith("wh"):
             return quantity(value / 1000, "kWh")
         if key.endswith("_uc") or key in ("retail", "feed_in", "retail_price", "feed_in_price"):
@@ -92,6 +95,8 @@ def human(key: str, value: Any) -> str:
                         for k, v in value.items() if k != "unit")
         return f"<ul class=kv>{items}</ul>"
     if isinstance(value, list):
+        if not value:
+            return "none"
         shown = ", ".join(human(key, v) for v in value[:12])
         return shown + (f" … ({len(value)} in all)" if len(value) > 12 else "")
     return html.escape(str(value))
