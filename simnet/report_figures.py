@@ -46,7 +46,7 @@ def _png(fig: Any, bottom: float = 0.2) -> bytes:
     buffer = io.BytesIO()
     # The same margins on every plot (not tight_layout): the axes line up down the page whatever
     # the width of each legend.
-    fig.subplots_adjust(left=0.07, right=0.79, top=0.88, bottom=bottom)
+    fig.subplots_adjust(left=0.085, right=0.79, top=0.88, bottom=bottom)
     fig.savefig(buffer, format="png", dpi=DPI)
     _pyplot().close(fig)
     return buffer.getvalue()
