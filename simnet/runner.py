@@ -60,7 +60,8 @@ class RunLog:
                 "restarted": sorted(self.restarted), "heights_before_kill": self.heights_before_kill,
                 "interrupted": self.interrupted, "settled": self.settled,
                 "settle_real_s": self.settle_real_s,
-                "real_seconds": round(self.ended_wall_s - self.started_wall_s, 1), "errors": self.errors}
+                "real_seconds": round(self.ended_wall_s - self.started_wall_s, 1), "errors": self.errors,
+                "started_wall_s": round(self.started_wall_s, 3)}
 
 
 Show = Callable[[Snapshot, str], None]

@@ -34,6 +34,7 @@ Fault kinds: ``kill`` (SIGKILL: a crash), ``restart``, ``partition`` (``groups =
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,3 +219,31 @@ def check_scenario(s: Scenario) -> None:
         raise ScenarioError("scenario.start_day: 0..364")
     if not 0 <= s.start_hour <= 23 or (s.start_hour * 3600) % s.slot_s:
         raise ScenarioError("scenario.start_hour: 0..23, on a slot boundary")
+
+
+def scenario_to_toml(s: Scenario) -> str:
+    """``s`` as a scenario file with every key, so ``load_scenario`` gives ``s`` back: a run's
+    output keeps the exact scenario it ran (overrides and resizing included)."""
+    lines = [f"# The scenario {s.name!r} exactly as it ran (every key; see simnet/scenario.py)."]
+    for section, keys in _SECTIONS.items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{key} = {_toml_value(getattr(s, _field_name(section, key)))}" for key in keys)
+    for fault in s.faults:
+        lines += ["\n[[faults]]", f"at_h = {_toml_value(fault.at_h)}", f"kind = {_toml_value(fault.kind)}"]
+        if fault.node:
+            lines.append(f"node = {_toml_value(fault.node)}")
+        if fault.groups:
+            lines.append(f"groups = {_toml_value([list(g) for g in fault.groups])}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Range):
+        return f"[{value.lo!r}, {value.hi!r}]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

@@ -3,11 +3,13 @@
 ``simulate(scenario, out_dir)`` returns a ``SimulationResult``; its ``exit_code`` is 0 when every
 end check passed, 1 when one failed (or the run broke), 130 when interrupted (after writing the
 report of what there is). Output in ``out_dir``: ``nodes/<name>/`` (each node's data dir and
-logs), ``community.json``, ``run.json``, ``checks.json``, ``kpis.json``, ``report.html``, ``plots/``.
+logs), ``community.json``, ``scenario.toml`` (the scenario exactly as run), ``run.json``, ``checks.json``,
+``kpis.json``, ``report.html`` (built from the JSON files: ``simnet.report``), ``plots/``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,11 +21,12 @@ from rich.live import Live
 
 from simnet.checks import CheckResult, run_checks
 from simnet.community import Community, prepare_community
-from simnet.kpis import compute_kpis
+from simnet.kpis import SCENARIO_COPY, compute_kpis, method
 from simnet.monitor import Snapshot, render_live
 from simnet.report import write_json, write_report
 from simnet.runner import RunLog, run_memory, run_processes
-from simnet.scenario import Scenario
+from simnet.scenario import Scenario, scenario_to_toml
+from simnet.summary import headline, reconciliation
 
 EXIT_INTERRUPTED = 130
 STARTUP_MEMORY_S = 3.0
@@ -53,7 +56,10 @@ class SimulationResult:
         return 0 if self.passed else 1
 
 
-def simulate(s: Scenario, out_dir: Path, *, console: Console | None = None, live: bool = True) -> SimulationResult:
+def simulate(s: Scenario, out_dir: Path, *, console: Console | None = None, live: bool = True,
+             command: str | None = None) -> SimulationResult:
+    """Run ``s`` into ``out_dir``; ``command`` is the command line that asked for it (for the
+    report's method section)."""
     console = console or Console()
     out_dir = Path(out_dir)
     if (out_dir / "nodes").exists():
@@ -79,10 +85,11 @@ def simulate(s: Scenario, out_dir: Path, *, console: Console | None = None, live
         except KeyboardInterrupt:
             log.interrupted = True
     log.ended_wall_s = time.time()
-    return finish(community, out_dir, log, console)
+    return finish(community, out_dir, log, console, command)
 
 
-def finish(community: Community, out_dir: Path, log: RunLog, console: Console) -> SimulationResult:
+def finish(community: Community, out_dir: Path, log: RunLog, console: Console,
+           command: str | None = None) -> SimulationResult:
     names = [p.name for p in community.people]
     live_nodes = [n for n in names if n not in log.killed]
     console.print("run over; reading every node's ledger …")
@@ -92,10 +99,16 @@ def finish(community: Community, out_dir: Path, log: RunLog, console: Console) -
     run = {**log.to_json(), "scenario": community.scenario.name, "nodes": len(names),
            "speed": community.scenario.speed, "simulated_hours": community.scenario.hours}
     kpis = compute_kpis(out_dir, reference, run)
+    (out_dir / SCENARIO_COPY).write_text(scenario_to_toml(community.scenario))
+    community_json = json.loads((out_dir / "community.json").read_text())
+    kpis["method"] = method(community.scenario, community_json, out_dir, command)
+    kpis["headline"] = headline(kpis)
+    kpis["reconciliation"] = reconciliation(kpis)
     write_json(out_dir / "run.json", run)
     write_json(out_dir / "checks.json", [c.to_json() for c in checks])
     write_json(out_dir / "kpis.json", kpis)
-    report = write_report(out_dir, f"p2pgrid simnet: {community.scenario.name}", kpis, checks)
+    # The page is built from the JSON just written, never from the in-memory figures.
+    report = write_report(out_dir, f"p2pgrid simnet: {community.scenario.name}")
     for c in checks:
         mark = "[green]pass[/green]" if c.passed else "[red]FAIL[/red]"
         console.print(f"  {mark} {c.name}: {c.detail}")

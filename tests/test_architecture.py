@@ -23,6 +23,7 @@ PURE = ["p2pgrid/units.py", "p2pgrid/wire.py", "p2pgrid/errors.py", "p2pgrid/mar
         "p2pgrid/devices/battery.py", "p2pgrid/devices/pv.py", "p2pgrid/devices/ev.py",
         "p2pgrid/devices/meter.py", "p2pgrid/devices/series.py", "p2pgrid/devices/mqtt_map.py",
         "p2pgrid/devices/sunspec_readings.py"]
+PURE += ["simnet/summary.py"]     # the report's headline, reconciliation and attention list
 FORBIDDEN = {"trio", "trio_asyncio", "asyncio", "libp2p", "aiosqlite", "rich", "sqlite3", "socket",
              "time", "threading", "subprocess"}
 

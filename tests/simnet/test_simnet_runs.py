@@ -46,8 +46,9 @@ def test_short_community_over_memory_trades_and_passes_every_check(tmp_path):
     assert kpis["gossip_delivery_ratio"]["value"] == 1.0
     assert kpis["certification_latency_s"]["n"] == kpis["trades"]
     report = (tmp_path / "report.html").read_text()
-    assert "all passed" in report and "plots/prices.png" in report
+    assert "<b>PASSED</b>" in report and "data:image/png;base64," in report
     assert (tmp_path / "plots" / "prices.png").stat().st_size > 1000
+    assert all(r["ok"] for r in kpis["reconciliation"]), kpis["reconciliation"]
 
 
 def test_every_fault_kind_is_survived_and_the_end_checks_still_pass(tmp_path):
