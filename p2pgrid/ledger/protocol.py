@@ -95,7 +95,7 @@ class VoteCollector:
         self.request = VoteRequest(request_id, tuple(entries))
         self.entry_hashes = tuple(hash_bytes(e) for e in entries)
         self.root = batch_root(self.entry_hashes)
-        self._prefix_roots = {batch_root(self.entry_hashes[:k]): k for k in range(1, len(self.entry_hashes) + 1)}
+        self._prefix_roots: dict[int, bytes] = {len(self.entry_hashes): self.root}   # size → root, as votes come
         self._votes: dict[bytes, Signed[Vote]] = {}        # validator → its vote (over some prefix)
         self._rejections: dict[bytes, tuple[Rejection, ...]] = {}
         self._refusals: dict[int, dict[bytes, Signed[Refusal]]] = {}   # entry index → validator → refusal
@@ -126,7 +126,8 @@ class VoteCollector:
             except WireError as exc:
                 raise PeerMisbehaved(f"unreadable vote: {exc}") from None
             body = vote.body
-            if vote.signer != validator or self._prefix_roots.get(body.batch_root) != body.batch_size:
+            if vote.signer != validator or not 0 < body.batch_size <= len(self.entry_hashes) \
+                    or self._prefix_root(body.batch_size) != body.batch_root:
                 raise PeerMisbehaved("a vote by someone else or for another batch")
             if body.batch_size >= self.voted_size(validator):
                 self._votes[validator] = vote
@@ -146,6 +147,12 @@ class VoteCollector:
                 if cert is not None:
                     self.outcome = Certified(cert, len(self.entry_hashes))
         return self.outcome
+
+    def _prefix_root(self, size: int) -> bytes:
+        root = self._prefix_roots.get(size)
+        if root is None:
+            root = self._prefix_roots[size] = batch_root(self.entry_hashes[:size])
+        return root
 
     def _take_refusal(self, validator: bytes, data: bytes) -> None:
         try:
