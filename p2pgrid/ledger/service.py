@@ -63,7 +63,7 @@ from nacl.signing import SigningKey
 from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import (
-    ChainHead, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_ready,
+    ChainHead, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, apply_ready,
     build_entry, state_root, validate_entry,
 )
 from p2pgrid.ledger.committee import (
@@ -309,33 +309,55 @@ class LedgerService:
         return pending.certificate  # type: ignore[return-value]
 
     async def _precheck(self, entry: Signed[Entry]) -> None:
-        """Judge an entry that extends the certified head on this node's own state before any
-        validator sees it: one this node knows to be invalid is given up here, instead of binding
-        validators to an entry that would hold its chain up. Short of credits, it first waits a
-        while for credits on their way here (a fill or transfer just certified elsewhere)."""
+        """Judge the entry on this node's own certified state (with its own entries in doubt or
+        queued before it) before any validator sees it. An owner proposes only what its own
+        certified view already makes valid: what it depends on is then certified, so every
+        validator gets it too (it pulls from the proposer), and an entry that waits can never hold
+        the chain up for good. One that is not valid here yet — credits or a lock on their way —
+        gets ``vote_timeout_s`` to become valid; otherwise it is given up before binding anyone."""
         account = entry.body.account
         problem: EntryRejected | None = None
         with trio.move_on_after(self.config.vote_timeout_s):
             while True:
-                if entry.body.seq != self.state.head(account).next_seq or entry_hash(entry) in self._queued \
-                        or self.is_in_doubt(entry):
+                if entry_hash(entry) in self._queued or self.is_in_doubt(entry):
                     return
+                view = self._own_view(account, entry.body.seq)
+                if view is None:
+                    return          # built on entries this node no longer holds: the batcher answers it
                 try:
-                    validate_entry(self.state, entry, self.rules)
+                    validate_entry(view, entry, self.rules)
+                    self._dropped.discard(entry_hash(entry))   # the same bytes may have been given up before
                     return
                 except EntryRejected as exc:
                     problem = exc
                 if problem.is_final:
                     break
-                if problem.reason is not RejectReason.OVERDRAFT:
-                    return      # validators may hold what this node lacks: let them judge
                 async with self._applied:
                     await self._applied.wait()
         assert problem is not None
         self._dropped.add(entry_hash(entry))
         self._tips[account] = self._settled_tip(account)
-        raise BatchRejected(f"refused before proposing it: {problem}",
+        raise BatchRejected(f"not valid on this node's certified state, not proposed: {problem}",
                             {self.me: (Rejection(0, problem.reason.value, problem.detail[:256], True),)})
+
+    def _own_view(self, account: bytes, seq: int) -> LedgerState | None:
+        """The certified state with this node's undecided entries of ``account`` before ``seq``
+        applied on top (a scratch overlay), or None if one of them is not at hand."""
+        head = self.state.head(account).next_seq
+        if seq <= head:
+            return self.state
+        queued = {p.entry.body.seq: p.entry for p in self._queued.values() if p.entry.body.account == account}
+        queued.update(self._in_doubt.get(account, {}))
+        view = self.state.overlay()
+        for at in range(head, seq):
+            before = queued.get(at)
+            if before is None:
+                return None
+            try:
+                apply_entry(view, before, self.rules)
+            except (LedgerError, KeyError):
+                return None
+        return view
 
     def _enqueue(self, entry: Signed[Entry]) -> _Pending:
         """Queue ``entry`` for certification, once: the same entry submitted again (a retry, a

@@ -174,17 +174,24 @@ async def test_a_fill_voted_by_validators_held_across_the_deadline_is_certified(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_release_waits_for_the_sellers_chain_and_a_decline_returns_the_lock_at_once(tmp_path):
+async def test_a_release_needs_the_sellers_chain_past_the_deadline_and_a_decline_returns_the_lock_at_once(tmp_path):
     async with trio.open_nursery() as nursery:
         cluster = await open_cluster(tmp_path, nursery)
         alice, bob = cluster["alice"], cluster["bob"]
         await submit(alice, alice.next_entry("lock", lock_body()))
         await submit(alice, alice.next_entry("lock", lock_body(take=b"u" * 16)))
         cluster.clock.now = DEADLINE + 1
-        release = alice.next_entry("release", Release(TAKE))
-        await submit_in_doubt(alice, release)               # bob's chain is not past the deadline
+        early = alice.next_entry("release", Release(TAKE))
+        with pytest.raises(BatchRejected, match="deadline_not_reached"):   # bob's chain is not past it:
+            await alice.submit(early)                    # given up before any validator is bound to it
+        assert not alice.is_in_doubt(early)
         await submit(bob, bob.next_entry("burn", Burn(1)))   # now it is (dated after the deadline)
-        await certified(alice, ALICE.public_key, release.body.seq)
+        with trio.fail_after(30):
+            await wait_until(lambda: bob.state.head(BOB.public_key).last_time_ms > DEADLINE
+                             and alice.state.head(BOB.public_key).last_time_ms > DEADLINE)
+        release = alice.next_entry("release", Release(TAKE))
+        assert release.body.seq == early.body.seq, "the refused release left no gap in alice's chain"
+        await submit(alice, release)
         with trio.fail_after(30):
             await wait_until(lambda: b"u" * 16 in bob.state.locks)
         await submit(bob, bob.next_entry("decline", Decline(b"u" * 16)))
@@ -286,13 +293,10 @@ async def test_a_partition_across_the_deadline_ends_with_every_chain_moving(tmp_
         fill = bob.next_entry("fill", Fill(TAKE, ALICE.public_key, ORDER, 400, 200_000))
         await submit_in_doubt(bob, fill)
         cluster.clock.now = DEADLINE + 10
-        release = alice.next_entry("release", Release(TAKE))
-        await submit_in_doubt(alice, release)             # waits for bob's chain, it is not refused
         await cluster.heal()
         await certified(bob, BOB.public_key, fill.body.seq)
-        with trio.fail_after(60):                         # the release is then refused for good
-            await wait_until(lambda: not alice.is_in_doubt(release))
-        assert alice.state.locks[TAKE].status is LockStatus.FILLED
+        with trio.fail_after(60):
+            await wait_until(lambda: TAKE in alice.state.locks and alice.state.locks[TAKE].status is LockStatus.FILLED)
         await submit(alice, alice.next_entry("burn", Burn(1)))
         await submit(bob, bob.next_entry("burn", Burn(1)))
         await cluster.converge()
