@@ -491,6 +491,10 @@ class GatewaySection:
     settle_until_s: int = field(default=0, metadata=doc(
         "Zone gateway node only: settle no slot whose metering deadline is after this UTC second; "
         "0 = no end (simnet: a quiet ledger when the run stops).", min=0))
+    settle_delay_ms: int = field(default=30_000, metadata=doc(
+        "Zone gateway node only: market ms after a slot's metering deadline before the gateway settles it "
+        "(W, the certification bound: a reading taken just before the deadline is certified by then; one "
+        "certified later is reconciled, never lost). See p2pgrid.settlement_service.", min=0))
 
     def __post_init__(self) -> None:
         for account in self.fund_accounts:

@@ -16,21 +16,31 @@ Wire kinds:
 * ``p2pgrid/meter-registration`` v1 — ``MeterRegistration``, signed by the zone ``operator``: this
   meter key measures this account in this zone. A meter key can never be the account key itself.
 
-``validate_meter_reading(signed, registry, rules, now_ms, previous)`` accepts a reading or raises
-``MeterReadingRejected`` whose ``reason`` says why (consensus-specs style REJECT: the sender broke a
-rule). Rules, in the order they are checked:
+``validate_meter_reading(signed, registry, rules, previous, entry_time_ms=None)`` accepts a reading
+or raises ``MeterReadingRejected`` whose ``reason`` says why (consensus-specs style REJECT: the
+sender broke a rule). It reads **no clock**: every time rule is judged on the meter-signed
+``created_ms`` (the instant the meter took the reading), and the ledger adds the one bound that
+ties it to the entry carrying it (``entry_time_ms``). So the verdict is a pure function of the
+reading, the registry and the previous reading, and every validator reaches the same one whenever
+it looks. Rules, in the order they are checked:
 
 1. ``unregistered_meter_key`` — the signing meter key is not registered for ``account`` (a reading
    signed by the node's own trading key, or by a meter of another account, lands here). The
    signature itself was checked when the message was decoded (``wire.decode_signed``): a reading
-   is only ever signed by its own ``meter_key``.
+   is only ever signed by its own ``meter_key``. (In the ledger, a key whose registration is not
+   certified *yet* is a missing dependency that the validator waits for; see
+   ``settlement_entries``.)
 2. ``wrong_zone`` — the registration places the meter in another zone than the reading claims.
 3. ``unaligned_slot`` — ``slot`` is not a slot start of the zone's calendar.
-4. ``future_slot`` — the slot has not ended at ``now_ms`` (nobody can have metered all of it yet);
-   ``created_in_future`` — ``created_ms > now_ms``; ``premature`` — created before the slot ended.
-5. ``late`` — ``now_ms >= rules.metering_due_ms(slot)``: the slot has settled without it (it is
-   then settled as zero delivery, see ``p2pgrid.settlement``).
-6. Against ``previous``, the account's last accepted reading: ``not_after_previous`` — a slot at or
+4. Time, on ``created_ms``: ``premature`` — created before the slot ended (nobody can have metered
+   all of it yet); ``late`` — created at or after ``rules.metering_due_ms(slot)`` (the slot is
+   settled without it: as zero delivery if no reading of the account arrives in time);
+   ``created_in_future`` — created after ``entry_time_ms``, the signed time of the ledger entry
+   that carries it (a reading cannot be posted before it was taken; validators do not vote for an
+   entry dated ahead of their clocks, so this also keeps readings from being dated ahead). A
+   reading created in time is valid whenever it arrives: a node that is slow to submit it loses
+   nothing (the slot's settlement is reconciled, see ``settlement_entries``).
+5. Against ``previous``, the account's last accepted reading: ``not_after_previous`` — a slot at or
    before the previous one (readings of an account are sequenced in slot order);
    ``counter_contradiction`` — with the same meter key, the counter at the start of this slot is
    below the previous reading's end counter (a counter never runs backwards), or, for the very next
@@ -54,7 +64,7 @@ from p2pgrid.wire import MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Signed, Sour
 
 __all__ = [
     "MeterReading", "MeterReadingRejected", "MeterRegistration", "MeterRegistry", "RejectReason",
-    "decode_meter_reading", "to_meter_entry", "validate_meter_reading",
+    "check_reading_time", "decode_meter_reading", "to_meter_entry", "validate_meter_reading",
 ]
 
 MAX_COUNTER_WH = 2**62
@@ -138,7 +148,6 @@ class RejectReason(str, enum.Enum):
     UNREGISTERED_METER_KEY = "unregistered_meter_key"
     WRONG_ZONE = "wrong_zone"
     UNALIGNED_SLOT = "unaligned_slot"
-    FUTURE_SLOT = "future_slot"
     CREATED_IN_FUTURE = "created_in_future"
     PREMATURE = "premature"
     LATE = "late"
@@ -160,8 +169,11 @@ def decode_meter_reading(data: bytes) -> Signed[MeterReading]:
 
 
 def validate_meter_reading(signed: Signed[MeterReading], registry: MeterRegistry, rules: SlotRules,
-                           now_ms: int, previous: MeterReading | None = None) -> MeterReading:
-    """Return the reading if it may be settled; else raise ``MeterReadingRejected`` (rules above)."""
+                           previous: MeterReading | None = None, *, entry_time_ms: int | None = None) -> MeterReading:
+    """Return the reading if it may be settled; else raise ``MeterReadingRejected`` (rules above).
+
+    Pure: no clock. ``entry_time_ms`` is the signed time of the ledger entry carrying the reading
+    (None outside the ledger, e.g. a reading checked on its own)."""
     reading = signed.body
     if signed.signer != reading.meter_key:
         raise MeterReadingRejected(RejectReason.UNREGISTERED_METER_KEY,
@@ -174,29 +186,29 @@ def validate_meter_reading(signed: Signed[MeterReading], registry: MeterRegistry
     if zone != reading.zone:
         raise MeterReadingRejected(RejectReason.WRONG_ZONE,
                                    f"meter registered in zone {zone!r}, reading claims {reading.zone!r}")
-    _check_time(reading, rules, now_ms)
+    check_reading_time(reading, rules, entry_time_ms)
     if previous is not None:
         _check_against_previous(reading, previous, rules.length_s)
     return reading
 
 
-def _check_time(reading: MeterReading, rules: SlotRules, now_ms: int) -> None:
+def check_reading_time(reading: MeterReading, rules: SlotRules, entry_time_ms: int | None = None) -> None:
+    """Rules 3 and 4: ``slot_end <= created_ms < metering_due``, and ``created_ms <= entry_time_ms``."""
     slot = reading.slot
     if not rules.is_aligned(slot):
         raise MeterReadingRejected(RejectReason.UNALIGNED_SLOT, f"slot {slot} is not a multiple of {rules.length_s} s")
     slot_end = rules.slot_end_ms(slot)
-    if now_ms < slot_end:
-        raise MeterReadingRejected(RejectReason.FUTURE_SLOT, f"slot {slot} ends at {slot_end} ms, now is {now_ms} ms")
-    if reading.created_ms > now_ms:
-        raise MeterReadingRejected(RejectReason.CREATED_IN_FUTURE,
-                                   f"created at {reading.created_ms} ms, now is {now_ms} ms")
     if reading.created_ms < slot_end:
         raise MeterReadingRejected(RejectReason.PREMATURE,
                                    f"created at {reading.created_ms} ms, before slot {slot} ended at {slot_end} ms")
     due = rules.metering_due_ms(slot)
-    if now_ms >= due:
+    if reading.created_ms >= due:
         raise MeterReadingRejected(RejectReason.LATE,
-                                   f"metering for slot {slot} was due by {due} ms, now is {now_ms} ms")
+                                   f"created at {reading.created_ms} ms; metering for slot {slot} was due by {due} ms")
+    if entry_time_ms is not None and reading.created_ms > entry_time_ms:
+        raise MeterReadingRejected(RejectReason.CREATED_IN_FUTURE,
+                                   f"created at {reading.created_ms} ms, after the entry carrying it "
+                                   f"({entry_time_ms} ms)")
 
 
 def _check_against_previous(reading: MeterReading, previous: MeterReading, slot_length_s: int) -> None:

@@ -18,9 +18,16 @@ certifies one ``meter_registration`` entry per listed (account, meter key) — t
 that account (``p2pgrid.settlement_service.register_meters``). Idempotent like funding: a key
 already registered in the certified state is skipped, so a restarted operator registers nothing
 twice; refusals (no quorum yet) are retried with the same backoff. Settlement only starts once
-meters are registered (``p2pgrid.settlement_entries.slots_to_settle``). It starts after the
+meters are registered (``p2pgrid.settlement_entries.slots_to_settle``). Registrations carry no
+time rule; a meter entry whose registration has not reached a validator yet makes that validator
+wait (``missing_dependency``), never refuse. It starts after the
 funder is done: both write the gateway's one chain, and a chain is sequenced best by one writer at
 a time while the committee is still coming up (a failed batch fails every entry built on it).
+
+The gateway is also the single writer of the zone's ``settle`` entries (``SettlementNodeService``
+in ``p2pgrid.node_trading`` runs ``p2pgrid.settlement_service.SettlementService``): it settles
+slot S at ``metering_due_ms(S) + [gateway] settle_delay_ms`` (W, the certification bound) over
+what is certified then, and reconciles the slot whenever inputs of it are certified later.
 
 A node that is not the gateway runs nothing here.
 """

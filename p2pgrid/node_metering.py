@@ -26,12 +26,14 @@ of its key is certified, and an entry held up would hold up the node's own chain
 the service starts metering only once the registration is in the node's certified state, from the
 slot in progress then on.
 
-**Spread and deadline margin.** Each node waits a fixed share of the first quarter of the grace
-after a slot's end, drawn from its account (``spread_delay_ms``), so a zone's readings do not all
-ask the committee for votes at once. A reading is sent only while at least half the zone's grace
-is left before the slot's metering deadline (``MeterService.submit_lead_ms``; see
-``p2pgrid.settlement_service`` for why a reading voted on across its deadline is harmful).
-``[devices.meter] until_s`` ends metering (slots due after it are not metered).
+**Spread, and no deadline margin.** Each node waits a fixed share of the first quarter of the
+grace after a slot's end, drawn from its account (``spread_delay_ms``), so a zone's readings do
+not all ask the committee for votes at once. There is no margin before the slot's metering due:
+validators judge a reading on its meter-signed ``created_ms`` (before the due, whenever it
+arrives), not on their clocks, so a node reads every slot it can before the due and submits the
+reading however late it gets to; one certified after the slot was settled is reconciled by the
+gateway (``p2pgrid.settlement_service``). ``[devices.meter] until_s`` ends metering (slots due
+after it are not metered).
 
 **Counters across restarts.** ``MeterService`` continues the counters from the account's last
 certified reading with the same meter key (``meter_last/<account>`` in the ledger state), so
@@ -120,7 +122,6 @@ class MeterNodeService:
         until_s = node.config.devices.meter.until_s
         self.meter = MeterService(ledger, key, rules, lambda slot: metered_of(telemetry.slots.get(slot)),
                                   node.clock.now_ms, poll_s=self.poll_s, is_closed=is_closed,
-                                  submit_lead_ms=rules.grace_s * 1000 // 2,
                                   until_ms=until_s * 1000 if until_s else None,
                                   delay_ms=spread_delay_ms(node.key.public_key, rules.grace_s))
         self.started.set()

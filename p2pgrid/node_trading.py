@@ -101,9 +101,9 @@ class TradingNodeService:
 
 
 class SettlementNodeService:
-    """On the zone gateway's node: propose the ``settle`` entry of each slot once it is due
-    (``p2pgrid.settlement_service``), up to ``[gateway] settle_until_s`` if set. Other nodes run
-    nothing here."""
+    """On the zone gateway's node: propose the ``settle`` entry of each slot once it is due, and
+    its reconciliations (``p2pgrid.settlement_service``; ``[gateway] settle_delay_ms`` after the
+    metering deadline), up to ``[gateway] settle_until_s`` if set. Other nodes run nothing here."""
 
     name = "settlement"
 
@@ -114,5 +114,6 @@ class SettlementNodeService:
             task_status.started()
             await trio.sleep_forever()
         until_s = node.config.gateway.settle_until_s
-        service = SettlementService(node.ledger, node.clock.now_ms, until_ms=until_s * 1000 if until_s else None)
+        service = SettlementService(node.ledger, node.clock.now_ms, until_ms=until_s * 1000 if until_s else None,
+                                    settle_delay_ms=node.config.gateway.settle_delay_ms)
         await service.run(task_status=task_status)

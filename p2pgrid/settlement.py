@@ -49,6 +49,9 @@ account's sales against its purchases):
   read zero import and zero export: a seller delivered nothing, a buyer consumed nothing.
   (Caution: that is a penalty for a seller but a gain for a buyer that imported beyond its
   contract, so meter entries must not depend on the metered node's goodwill to be posted.)
+  On the ledger a reading taken in time but certified after its slot was settled is not lost:
+  the slot is settled again over the union of its inputs and only the difference is posted
+  (``settlement_entries``: reconciliation), so "missing" means missing from every settle so far.
 
 With a sane tariff (``feed_in_price <= shortfall_price``, enforced) no account gains by being out
 of balance in either direction.

@@ -33,8 +33,8 @@ LOG = []
 
 
 def run(state, key, kind, body, now, rules=None):
-    signed = FIX.entry_on(state, key, kind, body)
-    process_entry(state, signed, rules or FIX.rules, now)
+    signed = FIX.entry_on(state, key, kind, body, now)
+    process_entry(state, signed, rules or FIX.rules)
     LOG.append(signed)
 
 

@@ -1,7 +1,8 @@
 """Nodes meter their own slots from their devices; the gateway registers the meters from its config
 and settles every slot — a small community of real ``Node``s over the in-memory transport.
 
-Slots are 2 s long on the system clock (gate 1 s, grace 3 s), so a few slots pass in a test.
+Slots are 2 s long on the system clock (gate 1 s, grace 3 s, the gateway's W 0.5 s), so a few
+slots pass in a test.
 Each node's simulated site is driven by a constant series (Wh per slot): the seller generates
 3000 Wh of PV against a 1000 Wh load (exports 2000), the buyer and the idle node only consume.
 """
@@ -28,6 +29,7 @@ from p2pgrid.node_metering import MeterNodeService, metered_of
 from p2pgrid.settlement_entries import (
     certificates_of, meter_entries_for_slot, meter_registration_of, settled_slots, settlement_of,
 )
+from p2pgrid.metering import decode_meter_reading
 from p2pgrid.settlement_service import load_or_create_meter_key
 from p2pgrid.telemetry_store import SlotTelemetry
 from p2pgrid.wire import Side, Source
@@ -66,8 +68,10 @@ def node_config(root: Path, name: str, keys, meters: dict[str, str]):
     if SITES[name][1]:
         raw["devices"]["pv"] = {"kwp": 10_000.0}
     if i == 0:
+        # W = 0.5 s: on a 2 s slot clock the default 30 s would hold every settlement back.
         raw["gateway"] = {"fund_uc": CREDITS, "fund_accounts": [k.public_key.hex() for k in keys[1:]],
-                          "meters": [{"account": a, "meter_key": m} for a, m in meters.items()]}
+                          "meters": [{"account": a, "meter_key": m} for a, m in meters.items()],
+                          "settle_delay_ms": 500}
     return build_config(raw, base_dir=root)
 
 
@@ -253,6 +257,17 @@ def test_gateway_meter_registrations_are_checked_in_the_config(tmp_path):
         build_config({**base, "gateway": {"meters": [{"account": "a" * 64, "meter_key": "xyz"}]}}, base_dir=tmp_path)
 
 
+def test_the_gateways_settle_delay_w_is_a_config_field_in_market_ms(tmp_path):
+    from p2pgrid.errors import ConfigError
+    from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS
+
+    base = {"node": {"data_dir": str(tmp_path)}}
+    assert build_config(base, base_dir=tmp_path).gateway.settle_delay_ms == DEFAULT_SETTLE_DELAY_MS == 30_000
+    assert build_config({**base, "gateway": {"settle_delay_ms": 0}}, base_dir=tmp_path).gateway.settle_delay_ms == 0
+    with pytest.raises(ConfigError, match="settle_delay_ms"):
+        build_config({**base, "gateway": {"settle_delay_ms": -1}}, base_dir=tmp_path)
+
+
 class RecordingLedger:
     """Takes every submitted entry (no committee): what ``MeterService`` uses of a ledger."""
 
@@ -262,6 +277,12 @@ class RecordingLedger:
         self.me, self.state, self.submitted = me, LedgerState(), []
         self.rules = type("Rules", (), {"zone": "meterzone"})()
 
+    def is_in_doubt(self, entry):
+        return False
+
+    def in_doubt_entries(self):
+        return []
+
     def next_entry(self, kind, body):
         return (kind, body)
 
@@ -269,7 +290,7 @@ class RecordingLedger:
         self.submitted.append(entry)
 
 
-async def test_meter_service_waits_for_the_slot_to_close_and_its_turn_and_skips_a_slot_near_its_deadline():
+async def test_meter_service_waits_for_the_slot_to_close_and_its_turn_and_reads_until_the_due():
     from p2pgrid.identity import NodeKey
     from p2pgrid.settlement_service import MeterService
     from p2pgrid.units import SlotRules
@@ -280,8 +301,8 @@ async def test_meter_service_waits_for_the_slot_to_close_and_its_turn_and_skips_
     closed: set[int] = set()
     ledger = RecordingLedger(cluster_keys(1, seed=3)[0].public_key)
     meter = MeterService(ledger, NodeKey.generate(), rules, lambda s: (100, 0, 0, Source.NONE), lambda: now[0],
-                         is_closed=lambda s: s in closed, submit_lead_ms=150_000, delay_ms=20_000,
-                         until_ms=rules.metering_due_ms(slot + 900))
+                         is_closed=lambda s: s in closed, delay_ms=20_000,
+                         until_ms=rules.metering_due_ms(slot + 1800))
     end = rules.slot_end_ms(slot)
     now[0] = end + 10_000                       # ended, closed, but not its turn yet
     closed.add(slot)
@@ -290,13 +311,18 @@ async def test_meter_service_waits_for_the_slot_to_close_and_its_turn_and_skips_
     assert await meter.meter_due() == [slot]
     now[0] = rules.slot_end_ms(slot + 900) + 30_000
     assert await meter.meter_due() == []         # its turn, but the device has not closed it yet
-    now[0] = rules.metering_due_ms(slot + 900) - 150_000
+    now[0] = rules.metering_due_ms(slot + 900) - 1
     closed.add(slot + 900)
-    assert await meter.meter_due() == [] and meter.skipped_late == [slot + 900]   # too near its deadline
-    now[0] = rules.slot_end_ms(slot + 1800) + 30_000
-    closed.add(slot + 1800)
+    # No margin before the due: validators judge the reading's own signed time, not their clocks.
+    assert await meter.meter_due() == [slot + 900]
+    now[0] = rules.metering_due_ms(slot + 1800)  # never closed before its due: not read at all
+    assert await meter.meter_due() == [] and meter.skipped_late == [slot + 1800]
+    now[0] = rules.slot_end_ms(slot + 2700) + 30_000
+    closed.add(slot + 2700)
     assert await meter.meter_due() == []         # due after until_ms: metering has ended
-    assert meter.submitted == [slot] and len(ledger.submitted) == 1
+    assert meter.submitted == [slot, slot + 900] and len(ledger.submitted) == 2
+    created = [decode_meter_reading(body.reading).body.created_ms for _, body in ledger.submitted]
+    assert created == [end + 30_000, rules.metering_due_ms(slot + 900) - 1]
 
 
 def test_the_gateway_registers_meters_only_after_its_funding(tmp_path):
@@ -315,17 +341,23 @@ def test_the_gateway_registers_meters_only_after_its_funding(tmp_path):
 async def test_a_settlement_too_large_for_one_entry_is_left_unsettled_and_the_gateway_carries_on(monkeypatch):
     from p2pgrid import settlement_service
     from p2pgrid.errors import DecodeError
+    from p2pgrid.settlement import ImbalancePrices
+    from p2pgrid.settlement_entries import SettlementLedgerRules, SlotInputs
 
     class OversizeLedger(RecordingLedger):
         def next_entry(self, kind, body):
             raise DecodeError("Entry.body: longer than 1536 bytes")
 
-    monkeypatch.setattr(settlement_service, "slots_to_settle", lambda state, rules, now: [900])
-    monkeypatch.setattr(settlement_service, "compute_settlement", lambda state, rules, slot: (object(), None))
+    monkeypatch.setattr(settlement_service, "has_meters", lambda state: True)
+    monkeypatch.setattr(settlement_service, "inputs_by_slot",
+                        lambda state, rules: {900: SlotInputs(meters=frozenset({b"m" * 32}))})
+    monkeypatch.setattr(settlement_service, "compute_settlement", lambda state, rules, slot, inputs: (object(), None))
     ledger = OversizeLedger(cluster_keys(1, seed=4)[0].public_key)
+    ledger.rules = SettlementLedgerRules("meterzone", b"g" * 32, prices=ImbalancePrices(300_000, 80_000))
     settler = settlement_service.SettlementService(ledger, lambda: 10_000_000)
     assert await settler.settle_due() == []
     assert settler.too_large == {900} and settler.settled == [] and ledger.submitted == []
+    assert await settler.settle_due() == []      # not tried again
 
 
 def test_a_refused_mint_is_retried_as_the_same_entry_until_another_entry_takes_its_seq():

@@ -270,6 +270,12 @@ class LedgerService:
         held = self._in_doubt.get(entry.body.account, {}).get(entry.body.seq)
         return held is not None and entry_hash(held) == entry_hash(entry)
 
+    def in_doubt_entries(self) -> list[Signed[Entry]]:
+        """This node's entries proposed and not yet decided (reloaded after a restart too), in
+        chain order: services that build on their own earlier entries (meter counters, a slot's
+        settle) continue from these instead of signing a second entry for the same thing."""
+        return [entry for account in sorted(self._in_doubt) for _, entry in sorted(self._in_doubt[account].items())]
+
     async def wait_for_height(self, height: int) -> None:
         """Block until at least ``height`` certified entries are applied."""
         async with self._applied:

@@ -25,7 +25,7 @@ from p2pgrid.rpc import errors as codes
 from p2pgrid.rpc.api import CertificateStatus
 from p2pgrid.rpc.client import RpcCallError, calls
 from p2pgrid.settlement_entries import meter_entries_for_slot
-from p2pgrid.settlement_service import MeterService, register_meters
+from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS, MeterService, register_meters
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Source
 from rpc_node_helpers import FUNDS_UC, open_slot, poll, rpc_client, wait_until
@@ -108,7 +108,8 @@ async def test_a_settled_slot_is_read_streamed_and_its_green_certificates_listed
                         await nursery.start(meter.run)
                     clock.jump_to(rules.slot_end_ms(slot) + 10_000)
                     await wait_until(lambda: all(m.submitted == [slot] for m in meters))
-                    clock.jump_to(rules.metering_due_ms(slot) + 1_000)     # the gateway settles it now
+                    # The gateway settles it once W (its certification bound) has passed after the due.
+                    clock.jump_to(rules.metering_due_ms(slot) + DEFAULT_SETTLE_DELAY_MS + 1_000)
                     streamed = await next_event(settlements)
                     nursery.cancel_scope.cancel()
 

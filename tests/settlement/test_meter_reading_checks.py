@@ -19,7 +19,7 @@ RULES = SlotRules()                       # 900 s slots, 300 s grace
 SLOT = 1_800_000_000 - 1_800_000_000 % 900
 SLOT_END_MS = (SLOT + 900) * 1000
 DUE_MS = (SLOT + 900 + 300) * 1000        # metering due: slot end + grace
-NOW_MS = SLOT_END_MS + 60_000             # one minute after the slot ended
+ENTRY_MS = SLOT_END_MS + 60_000           # the entry carrying the reading: a minute after the slot ended
 
 OPERATOR = NodeKey(b"\x10" * 32)
 NODE = NodeKey(b"\x11" * 32)              # the node's trading key = its account
@@ -40,16 +40,16 @@ def reading(**changes) -> MeterReading:
     return replace(base, **changes)
 
 
-def rejected(signed, now_ms=NOW_MS, previous=None) -> RejectReason:
+def rejected(signed, previous=None, entry_time_ms=ENTRY_MS) -> RejectReason:
     with pytest.raises(MeterReadingRejected) as caught:
-        validate_meter_reading(signed, REGISTRY, RULES, now_ms, previous)
+        validate_meter_reading(signed, REGISTRY, RULES, previous, entry_time_ms=entry_time_ms)
     return caught.value.reason
 
 
 def test_a_reading_signed_by_the_registered_meter_key_is_accepted_and_round_trips_the_wire():
     signed = sign(reading(), METER)
     decoded = decode_meter_reading(signed.encoded)
-    assert validate_meter_reading(decoded, REGISTRY, RULES, NOW_MS) == reading()
+    assert validate_meter_reading(decoded, REGISTRY, RULES) == reading()
     entry = to_meter_entry(decoded)
     assert (entry.account, entry.import_wh, entry.export_wh, entry.green_wh) == (NODE.public_key, 400, 1_000, 1_200)
     assert entry.entry_hash == signed.message_id and spec_of(MeterReading).domain == "p2pgrid/meter/v1"
@@ -89,32 +89,37 @@ def test_invalid_reading_claiming_another_zone_than_its_registration():
     assert rejected(sign(reading(zone="south"), METER)) == RejectReason.WRONG_ZONE
 
 
-def test_invalid_reading_for_a_future_slot():
-    future = SLOT + 900
-    assert rejected(sign(reading(slot=future, created_ms=NOW_MS), METER)) == RejectReason.FUTURE_SLOT
-    # The current slot, still running, is "future" too: nobody has metered all of it yet.
-    assert rejected(sign(reading(), METER), now_ms=SLOT_END_MS - 1) == RejectReason.FUTURE_SLOT
-
-
-def test_invalid_reading_created_in_the_future_or_before_its_slot_ended():
-    assert rejected(sign(reading(created_ms=NOW_MS + 1), METER)) == RejectReason.CREATED_IN_FUTURE
+def test_invalid_reading_for_a_slot_not_ended_when_the_meter_read_it():
+    # The current slot, still running, cannot have been metered whole: judged on the meter's own
+    # signed time, not on anyone's clock.
     assert rejected(sign(reading(created_ms=SLOT_END_MS - 1), METER)) == RejectReason.PREMATURE
+    future = SLOT + 900
+    assert rejected(sign(reading(slot=future, created_ms=ENTRY_MS), METER)) == RejectReason.PREMATURE
     assert rejected(sign(reading(slot=SLOT + 1), METER)) == RejectReason.UNALIGNED_SLOT
 
 
-def test_invalid_reading_arriving_at_or_after_the_metering_deadline_is_late():
-    signed = sign(reading(), METER)
-    assert validate_meter_reading(signed, REGISTRY, RULES, DUE_MS - 1)   # one ms before: still in time
-    assert rejected(signed, now_ms=DUE_MS) == RejectReason.LATE
+def test_invalid_reading_created_after_the_entry_that_carries_it():
+    assert rejected(sign(reading(created_ms=ENTRY_MS + 1), METER)) == RejectReason.CREATED_IN_FUTURE
+    assert validate_meter_reading(sign(reading(created_ms=ENTRY_MS), METER), REGISTRY, RULES,
+                                  entry_time_ms=ENTRY_MS)
+
+
+def test_a_reading_created_before_the_due_is_valid_however_late_it_is_carried():
+    signed = sign(reading(created_ms=DUE_MS - 1), METER)          # one ms before: in time
+    assert validate_meter_reading(signed, REGISTRY, RULES, entry_time_ms=DUE_MS + 86_400_000)
+
+
+def test_invalid_reading_created_at_or_after_the_metering_deadline_is_late():
+    assert rejected(sign(reading(created_ms=DUE_MS), METER), entry_time_ms=DUE_MS) == RejectReason.LATE
     with pytest.raises(MeterReadingRejected, match="late.*due by"):
-        validate_meter_reading(signed, REGISTRY, RULES, DUE_MS + 3_600_000)
+        validate_meter_reading(sign(reading(created_ms=DUE_MS + 3_600_000), METER), REGISTRY, RULES)
 
 
 def test_next_slot_counter_must_continue_where_the_previous_reading_ended():
     previous = reading(slot=SLOT - 900, import_total_wh=10_000, export_total_wh=50_000,
                        created_ms=SLOT_END_MS - 900_000)
     # This slot starts at 10_400 − 400 = 10_000 and 51_000 − 1_000 = 50_000: continuous, accepted.
-    assert validate_meter_reading(sign(reading(), METER), REGISTRY, RULES, NOW_MS, previous)
+    assert validate_meter_reading(sign(reading(), METER), REGISTRY, RULES, previous)
 
 
 def test_invalid_reading_contradicting_the_accounts_earlier_counter():
@@ -126,13 +131,13 @@ def test_invalid_reading_contradicting_the_accounts_earlier_counter():
     # Adjacent slot, export counter jumps by 5 Wh that no slot accounts for.
     jump = sign(reading(export_total_wh=51_005), METER)
     with pytest.raises(MeterReadingRejected, match="export counter"):
-        validate_meter_reading(jump, REGISTRY, RULES, NOW_MS, previous)
+        validate_meter_reading(jump, REGISTRY, RULES, previous)
 
 
 def test_a_gap_of_missing_slots_may_advance_the_counter_but_never_rewind_it():
     long_ago = reading(slot=SLOT - 4 * 900, import_total_wh=9_000, export_total_wh=40_000,
                        created_ms=SLOT_END_MS - 3_600_000)
-    assert validate_meter_reading(sign(reading(), METER), REGISTRY, RULES, NOW_MS, long_ago)
+    assert validate_meter_reading(sign(reading(), METER), REGISTRY, RULES, long_ago)
     ahead = replace(long_ago, import_total_wh=20_000)
     assert rejected(sign(reading(), METER), previous=ahead) == RejectReason.COUNTER_CONTRADICTION
 
@@ -149,7 +154,7 @@ def test_a_replaced_meter_starts_its_own_counters():
     previous = reading(slot=SLOT - 900, import_total_wh=99_000, export_total_wh=99_000,
                        created_ms=SLOT_END_MS - 900_000)
     fresh = sign(reading(meter_key=REPLACED.public_key, import_total_wh=400, export_total_wh=1_000), REPLACED)
-    assert validate_meter_reading(fresh, registry, RULES, NOW_MS, previous)
+    assert validate_meter_reading(fresh, registry, RULES, previous)
 
 
 def test_malformed_readings_cannot_be_built():
@@ -171,9 +176,10 @@ def test_consecutive_readings_chain_and_any_counter_shift_is_a_contradiction(del
         body = reading(slot=slot, import_wh=imp, export_wh=exp, import_total_wh=import_total,
                        export_total_wh=export_total, created_ms=(slot + 900) * 1000)
         now = (slot + 900) * 1000 + 1
-        assert validate_meter_reading(sign(body, METER), REGISTRY, RULES, now, previous) == body
+        assert validate_meter_reading(sign(body, METER), REGISTRY, RULES, previous, entry_time_ms=now) == body
         if previous is not None:
             shift = data.draw(st.integers(imp - import_total, 1_000).filter(lambda s: s != 0))
             shifted = replace(body, import_total_wh=import_total + shift)
-            assert rejected(sign(shifted, METER), now_ms=now, previous=previous) == RejectReason.COUNTER_CONTRADICTION
+            assert rejected(sign(shifted, METER), previous=previous, entry_time_ms=now) == \
+                RejectReason.COUNTER_CONTRADICTION
         previous = body

@@ -65,8 +65,8 @@ class Zone:
             energy_cap_wh=40_000, self_discharge_ppm_per_h=0, conversion_loss_w=0, at_ms=TRADE_MS))
 
     def add(self, key, kind, body, now=TRADE_MS):
-        signed = FIX.entry_on(self.state, key, kind, body)
-        process_entry(self.state, signed, FIX.rules, now)
+        signed = FIX.entry_on(self.state, key, kind, body, now)
+        process_entry(self.state, signed, FIX.rules)
         self.entries.append(signed)
         return signed
 
@@ -236,7 +236,7 @@ def test_invalid_settle_that_leaves_out_a_swap():
     zone.meter(STATION, export_wh=200)
     body, _ = compute_settlement(zone.state, FIX.rules, SLOT)
     without = replace(body, swaps=(), postings=())
-    with pytest.raises(EntryRejected, match=r"differs from the recomputation \(swaps"):
+    with pytest.raises(EntryRejected, match=r"differs from the result over its named inputs \(postings"):
         zone.add(GATEWAY, SETTLE_KIND, without, DUE_MS)
 
 

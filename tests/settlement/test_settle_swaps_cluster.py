@@ -16,7 +16,7 @@ from p2pgrid.settlement import ImbalancePrices, Reason
 from p2pgrid.settlement_entries import (
     certificates_of, compute_settlement, settlement_of, swap_trade_id, swap_trades_for_slot, unsettled_slots,
 )
-from p2pgrid.settlement_service import MeterService, SettlementService, register_meters
+from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS, MeterService, SettlementService, register_meters
 from p2pgrid.trading.pool_entries import compute_pool_id, compute_swap
 from p2pgrid.trading.pool_host import BatteryLimits, PoolHostConfig
 from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster
@@ -90,7 +90,7 @@ async def test_a_pool_buy_settles_on_every_node_with_the_stations_shortfall_pric
             clock.now_ms = rules.slot_end_ms(slot) + 10_000
             with trio.fail_after(30):
                 await wait_until(lambda: all(m.submitted == [slot] for m in meters))
-            clock.now_ms = rules.metering_due_ms(slot)
+            clock.now_ms = rules.metering_due_ms(slot) + DEFAULT_SETTLE_DELAY_MS     # due + W
             with trio.fail_after(30):
                 await wait_until(lambda: all(settlement_of(n.ledger.state, slot) is not None for n in nodes))
             await converge(nodes)

@@ -1,4 +1,5 @@
-"""The ``settle`` ledger kind: a slot's settlement as a certified entry that validators recompute."""
+"""The ``settle`` ledger kind: a slot's settlement as a certified entry in the gateway's chain,
+valid iff it is the exact result over the certified inputs it names."""
 
 import random
 from dataclasses import replace
@@ -16,7 +17,7 @@ from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.metering import MeterReading, MeterRegistration
 from p2pgrid.settlement import ImbalancePrices
 from p2pgrid.settlement_entries import (
-    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, PostingBody, SettlementLedgerRules,
+    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, PostingBody, SettlementLedgerRules, SlotInputs,
     certificate_registry, certificates_of, compute_settlement, settlement_of, slots_to_settle,
 )
 from p2pgrid.units import SlotRules, trade_value
@@ -46,8 +47,9 @@ def _fresh_log():
 
 
 def run(state, key, kind, body, now, rules=None):
-    signed = FIX.entry_on(state, key, kind, body)
-    process_entry(state, signed, rules or FIX.rules, now)
+    """``key``'s entry dated ``now``, judged and applied (no clock: ``now`` is the entry's time)."""
+    signed = FIX.entry_on(state, key, kind, body, now)
+    process_entry(state, signed, rules or FIX.rules)
     LOG.append(signed)
     return signed
 
@@ -128,52 +130,84 @@ def test_settled_state_root_does_not_depend_on_the_order_entries_are_applied_in(
     assert pending == {} and state_root(offline) == state_root(state)
 
 
-def test_invalid_settle_that_differs_from_the_recomputation():
+def test_invalid_settle_that_differs_from_the_result_over_its_named_inputs():
     state = traded_and_metered()
     body, _ = compute_settlement(state, FIX.rules, SLOT)
     richer_seller = [PostingBody(p.account, p.amount_uc + (1 if p.account == SELLER.public_key else 0))
-                      for p in body.postings]
+                     for p in body.postings]
     for bad in (replace(body, postings=tuple(richer_seller)), replace(body, trades=body.trades[:1]),
-                replace(body, meters=body.meters[1:]), replace(body, shortfall_price=RETAIL - 1)):
+                replace(body, meters=body.meters[1:])):
         before = state_root(state)
-        with pytest.raises(EntryRejected, match="differs from the recomputation") as info:
+        with pytest.raises(EntryRejected, match="differs from the result over its named inputs") as info:
             run(state, GATEWAY, SETTLE_KIND, bad, DUE_MS)
-        assert info.value.reason is RejectReason.BAD_BODY
+        assert info.value.reason is RejectReason.BAD_BODY and info.value.is_final
         assert state_root(state) == before
+    with pytest.raises(EntryRejected, match="not the zone's"):
+        run(state, GATEWAY, SETTLE_KIND, replace(body, shortfall_price=RETAIL - 1), DUE_MS)
 
 
-def test_invalid_settle_before_the_metering_deadline():
+def test_a_settle_naming_fewer_inputs_than_certified_is_valid_over_exactly_those():
+    # Validity never compares with "everything I hold": a settle over the seller's trade and meter
+    # only is exact for those, whatever else a validator has certified.
+    state = traded_and_metered()
+    body, settled = compute_settlement(state, FIX.rules, SLOT,
+                                       SlotInputs(trades=frozenset({b"\x01" * 16}),
+                                                  meters=frozenset({SELLER.public_key})))
+    run(state, GATEWAY, SETTLE_KIND, body, DUE_MS)
+    assert settlement_of(state, SLOT) == settled and state.money_total() == 0
+    assert slots_to_settle(state, FIX.rules, DUE_MS) == [SLOT]       # the rest is reconciled later
+
+
+def test_a_settle_is_dated_at_or_after_the_metering_deadline():
     state = traded_and_metered()
     body, _ = compute_settlement(state, FIX.rules, SLOT)
-    with pytest.raises(EntryRejected) as info:
+    with pytest.raises(EntryRejected, match="before slot .* metering deadline") as info:
         run(state, GATEWAY, SETTLE_KIND, body, DUE_MS - 1)
-    assert info.value.reason is RejectReason.DEADLINE_NOT_REACHED
+    assert info.value.is_final                     # the entry's own signed time: it never changes
 
 
-def test_invalid_settle_twice_for_one_slot():
+def test_invalid_settle_of_a_settled_slot_without_new_inputs():
     state = traded_and_metered()
     body, _ = compute_settlement(state, FIX.rules, SLOT)
     first = run(state, GATEWAY, SETTLE_KIND, body, DUE_MS)
-    with pytest.raises(EntryRejected, match="settled already"):
-        run(state, SELLER, SETTLE_KIND, body, DUE_MS)
-    # The same slot from another proposer claims the same object: a validator votes for one of them.
-    other = FIX.entry_on(LedgerState(), SELLER, SETTLE_KIND, body)
-    assert set(conflict_keys(first.body)[1:]) == set(conflict_keys(other.body)[1:])
+    with pytest.raises(EntryRejected, match="settled already over exactly these inputs") as info:
+        run(state, GATEWAY, SETTLE_KIND, body, DUE_MS)
+    assert info.value.is_final
+    # No conflict key beyond the chain's own (account, seq): the gateway's chain orders settles.
+    assert conflict_keys(first.body)[1:] == ()
 
 
-def test_any_account_may_propose_the_exact_settlement():
+def test_invalid_settle_by_an_account_other_than_the_gateway():
     state = traded_and_metered()
-    run(state, BUYER, SETTLE_KIND, compute_settlement(state, FIX.rules, SLOT)[0], DUE_MS)
-    assert settlement_of(state, SLOT) is not None and state.money_total() == 0
+    body, _ = compute_settlement(state, FIX.rules, SLOT)
+    with pytest.raises(EntryRejected) as info:
+        run(state, BUYER, SETTLE_KIND, body, DUE_MS)
+    assert info.value.reason is RejectReason.WRONG_KIND_FOR_ACCOUNT and info.value.is_final
 
 
-def test_late_meter_entry_is_rejected_and_the_slot_settles_as_zero_delivery():
+def test_a_reading_created_at_the_due_is_refused_and_the_slot_settles_without_it():
     state = traded_and_metered()
-    with pytest.raises(EntryRejected, match=r"late.*due by"):
+    with pytest.raises(EntryRejected, match=r"late.*due by") as info:
         run(state, NO_METER, METER_KIND, reading(NO_METER, import_wh=500, created_ms=DUE_MS), DUE_MS)
+    assert info.value.is_final
     body, settled = compute_settlement(state, FIX.rules, SLOT)
     assert NO_METER.public_key not in body.meters
     assert not settled.line(NO_METER.public_key).metered
+
+
+def test_a_settle_naming_an_input_not_certified_here_waits():
+    state = traded_and_metered()
+    late = reading(NO_METER, import_wh=500, created_ms=DUE_MS - 1)
+    elsewhere = state.copy()
+    run(elsewhere, NO_METER, METER_KIND, late, DUE_MS + 5_000)        # certified, not here yet
+    body, _ = compute_settlement(elsewhere, FIX.rules, SLOT)
+    signed = FIX.entry_on(state, GATEWAY, SETTLE_KIND, body, DUE_MS + 30_000)
+    with pytest.raises(EntryRejected) as info:
+        process_entry(state.overlay(), signed, FIX.rules)
+    assert info.value.reason is RejectReason.MISSING_DEPENDENCY and not info.value.is_final
+    run(state, NO_METER, METER_KIND, late, DUE_MS + 5_000)            # it arrives: the same entry is valid
+    process_entry(state, signed, FIX.rules)
+    assert settlement_of(state, SLOT).line(NO_METER.public_key).metered
 
 
 def test_invalid_settle_in_a_zone_without_settlement_terms():

@@ -1,5 +1,6 @@
-"""End to end on 6 nodes: trade, meter (one node's meter entry missing), settle, certify — and every
-node derives the same state root, settlement and certificate entries included."""
+"""End to end on 6 nodes: trade, meter (one node's meter entry missing at the settle), settle,
+certify, reconcile the reading that arrives late — and every node derives the same state root,
+settlement and certificate entries included."""
 
 import pytest
 import trio
@@ -11,7 +12,7 @@ from p2pgrid.ledger.testing import seeded_key
 from p2pgrid.net.testing import wait_until
 from p2pgrid.settlement import ImbalancePrices, Reason
 from p2pgrid.settlement_entries import METER_KIND, certificates_of, settlement_of
-from p2pgrid.settlement_service import MeterService, SettlementService, register_meters
+from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS, MeterService, SettlementService, register_meters
 from p2pgrid.trading.testing import fund, open_trading_cluster
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Source
@@ -86,26 +87,43 @@ async def test_six_nodes_trade_meter_settle_and_agree_on_the_state_root(kind, tm
             await converge(nodes)
 
             clock.now_ms = rules.metering_due_ms(slot)
+            late_meter = MeterService(unmetered_buyer.ledger, meter_keys[unmetered_buyer.account], rules,
+                                      lambda s: (200, 0, 0, Source.NONE), clock)
             with pytest.raises(BatchRejected) as late:
-                late_meter = MeterService(unmetered_buyer.ledger, meter_keys[unmetered_buyer.account], rules,
-                                          lambda s: (200, 0, 0, Source.NONE), clock)
-                body = late_meter.reading_for(slot, rules.slot_end_ms(slot) + 20_000)
+                body = late_meter.reading_for(slot, rules.metering_due_ms(slot))   # read at the due: late
                 await unmetered_buyer.ledger.submit(unmetered_buyer.ledger.next_entry(METER_KIND, body))
             assert any("late" in r.detail for rs in late.value.reasons.values() for r in rs)
 
+            clock.now_ms = rules.metering_due_ms(slot) + DEFAULT_SETTLE_DELAY_MS       # due + W
             with trio.fail_after(30):
                 await wait_until(lambda: all(settlement_of(n.ledger.state, slot) is not None for n in nodes))
             await converge(nodes)
+            first = settlement_of(idle.ledger.state, slot)
+
+            # A reading taken in time (20 s after the slot ended) but certified only now: the
+            # gateway reconciles the slot, and every node replaces the slot's result.
+            in_time = MeterService(unmetered_buyer.ledger, meter_keys[unmetered_buyer.account], rules,
+                                   lambda s: (200, 0, 0, Source.NONE), clock)
+            body = in_time.reading_for(slot, rules.slot_end_ms(slot) + 20_000)
+            await unmetered_buyer.ledger.submit(unmetered_buyer.ledger.next_entry(METER_KIND, body))
+            with trio.fail_after(30):
+                await wait_until(lambda: all(settlement_of(n.ledger.state, slot).line(unmetered_buyer.account).metered
+                                             for n in nodes))
+            await converge(nodes)
             nursery.cancel_scope.cancel()
 
-        state = idle.ledger.state
-        settled = settlement_of(state, slot)
-        assert settler.settled == [slot] and settled.total_uc == 0
+        settled = first
+        assert settler.settled == [slot] and settler.reconciled == [slot] and settled.total_uc == 0
         assert not settled.line(unmetered_buyer.account).metered
         assert settled.line(seller_b.account).shortfall_wh == 100
         assert settled.net(idle.account) == -trade_value(100, RETAIL)
         # Zero delivery: the unmetered buyer consumed nothing, so its purchase went back to the grid.
         assert settled.line(unmetered_buyer.account).paid_for(Reason.UNUSED_PURCHASE) == trade_value(200, FEED_IN)
+        # Reconciled: it imported its 200 Wh after all; the feed-in it was paid is taken back.
+        state = idle.ledger.state
+        reconciled = settlement_of(state, slot)
+        assert reconciled.line(unmetered_buyer.account).paid_for(Reason.UNUSED_PURCHASE) == 0
+        assert state.obligations(unmetered_buyer.account) == trade_value(200, FEED_IN)
         certs = certificates_of(state, slot)
         assert total_wh(certs.issued) == 1300
         assert total_wh(certs.retired_by(buyer.account)) == 1000
