@@ -9,7 +9,8 @@ After every node has stopped, each node's ``ledger.sqlite`` is opened read-throu
                            ``orders.jsonl``; signatures checked); a fill on an order nobody signed fails.
 ``slots_settled``          every delivered slot (certified trades or meter entries) whose metering
                            deadline passed at least ``SETTLE_MARGIN_REAL_S`` real seconds (in market
-                           time) before the run's end is settled in the reference state; the end is
+                           time) before the run's end is settled in the reference state, every
+                           certified input of it named by its settlements (late ones reconciled); the end is
                            the latest market time in the live nodes' final status files, or the
                            community's settlement cutoff (``settle_until_ms``) if earlier.
 ``certificates_unique``    certificates issued = green Wh metered, slot by slot (one batch per meter
@@ -38,11 +39,13 @@ from p2pgrid.certificates import UnitRange, total_wh
 from p2pgrid.charging import charger_counter, sessions, tariffs
 from p2pgrid.charging_plan import BILL_MARGIN_MS
 from p2pgrid.errors import WireError
-from p2pgrid.ledger.chain import LedgerState, LockStatus, state_root
+from p2pgrid.ledger.chain import LedgerRules, LedgerState, LockStatus, state_root
 from p2pgrid.node import read_status
 from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
 from p2pgrid.node_trading import LEDGER_DB
-from p2pgrid.settlement_entries import certificates_of, meter_entries_for_slot, settled_slots, unsettled_slots
+from p2pgrid.settlement_entries import (
+    certificates_of, meter_entries_for_slot, settled_slots, slots_to_reconcile, unsettled_slots,
+)
 from p2pgrid.wire import Order, Side, decode_signed
 
 SETTLE_MARGIN_REAL_S = 5.0   # real time the gateway gets after a deadline to certify the slot's settle
@@ -207,6 +210,14 @@ def check_settled(state: LedgerState, nodes_dir: Path, live: list[str]) -> Check
         names = ", ".join(str((s - start_s) // slot_s) for s in missing[:8])
         return CheckResult("slots_settled", False, f"{len(missing)} of {len(due)} due slots not settled "
                            f"(profile slots {names})")
+    # A reading or trade certified after its slot settled is reconciled by a later settle: a slot
+    # still holding certified inputs its settlements do not name is not settled completely.
+    rules = LedgerRules("", bytes.fromhex(community["gateway"])) if "gateway" in community else None
+    unreconciled = [s for s in slots_to_reconcile(state, rules) if required(s)] if rules else []
+    if unreconciled:
+        names = ", ".join(str((s - start_s) // slot_s) for s in unreconciled[:8])
+        return CheckResult("slots_settled", False, f"{len(unreconciled)} settled slots hold certified inputs "
+                           f"not reconciled (profile slots {names})")
     if not due:
         return CheckResult("slots_settled", True, f"no slot due before the end ({len(settled)} settled)",
                            applicable=False)

@@ -11,7 +11,8 @@ slot before the profile — a series holds its first value before it starts, so 
 through the warm-up and starts the profile at the same state of charge as the profile's. Each
 gets its own meter key (``meter.key``, apart from its node key), and the operator's config lists
 every (account, meter key) under ``[[gateway.meters]]``, so the gateway registers them at start and
-settles every slot after its grace. The grace is the scenario's ``meter_grace_real_s`` (default 10) real seconds of scaled
+settles every slot ``SETTLE_DELAY_REAL_S`` real seconds (W) after its grace, reconciling what is
+certified later. The grace is the scenario's ``meter_grace_real_s`` (default 10) real seconds of scaled
 time (at least 5 minutes): under an accelerated clock a reading needs real time to be sampled,
 signed and certified. Metering and settlement end ``QUIET_REAL_S`` real seconds before the run's
 end (``[devices.meter] until_s``, ``[gateway] settle_until_s``: slots due later are neither
@@ -59,6 +60,7 @@ SITE_FILE = "site.json"
 METER_KEY_FILE = "meter.key"
 CHARGING_MAX_SESSION_WH = 80_000
 QUIET_REAL_S = 3.0
+SETTLE_DELAY_REAL_S = 1.5
 SAMPLE_PERIOD_MS = 250       # real ms between device samples (the meter must see every slot edge)
 
 
@@ -280,7 +282,8 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
         sections["devices.meter"] = {"key_file": METER_KEY_FILE, "until_s": quiet_from_s(s, timeline)}
     if p.operator:
         sections["gateway"] = {"fund_uc": s.credit_uc, "fund_accounts": [q.account for q in others],
-                               "settle_until_s": quiet_from_s(s, timeline)}
+                               "settle_until_s": quiet_from_s(s, timeline),
+                               "settle_delay_ms": settle_delay_ms(s)}
     if p.pv_kwp:
         sections["devices.pv"] = {"kwp": float(p.pv_kwp)}
     if p.battery_wh:
@@ -318,6 +321,13 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
 def grace_s(s: Scenario) -> int:
     """Metering grace of the zone, market seconds (see the module docstring)."""
     return max(300, math.ceil(s.meter_grace_real_s * s.speed))
+
+
+def settle_delay_ms(s: Scenario) -> int:
+    """W, the gateway's wait after a slot's metering deadline before it settles, market ms: a
+    reading taken just before the deadline gets ``SETTLE_DELAY_REAL_S`` real seconds to be
+    certified (one taking longer is reconciled later, never lost)."""
+    return math.ceil(SETTLE_DELAY_REAL_S * s.speed * 1000)
 
 
 def quiet_from_s(s: Scenario, timeline: Timeline) -> int:
