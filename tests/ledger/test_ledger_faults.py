@@ -19,7 +19,14 @@ from p2pgrid.ledger.store import open_store
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.testing import wait_until
-from p2pgrid.units import trade_value
+from p2pgrid.metering import MeterReading, MeterRegistration
+from p2pgrid.settlement import ImbalancePrices
+from p2pgrid.settlement_entries import (
+    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, compute_settlement,
+    meter_record_of, meter_registration_of, settlement_of,
+)
+from p2pgrid.units import SlotRules, trade_value
+from p2pgrid.wire import Source, sign
 
 FX = LedgerFixture()
 CONFIG = LedgerConfig(FX.rules, FX.committee, vote_timeout_s=1.0, sync_interval_s=0.5)
@@ -65,7 +72,7 @@ class Member:
                         self.cluster.network.open_transport(self.key, connect_to=self.cluster.network.addresses))
                     self.transport = transport
                     self.service = await stack.enter_async_context(
-                        open_ledger_service(self.key, CONFIG, store, transport, self.cluster.clock))
+                        open_ledger_service(self.key, self.cluster.config, store, transport, self.cluster.clock))
                     started.set()
                     await trio.sleep_forever()
         finally:
@@ -78,8 +85,8 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, nursery: trio.Nursery) -> None:
-        self.tmp, self.nursery = tmp, nursery
+    def __init__(self, tmp: Path, nursery: trio.Nursery, config: LedgerConfig = CONFIG) -> None:
+        self.tmp, self.nursery, self.config = tmp, nursery, config
         self.network = MemoryNetwork()
         self.clock = Clock()
         self.members: dict[str, Member] = {}
@@ -109,8 +116,8 @@ class Cluster:
         assert all(s.state.money_total() == 0 for s in services)
 
 
-async def open_cluster(tmp: Path, nursery: trio.Nursery) -> Cluster:
-    cluster = Cluster(tmp, nursery)
+async def open_cluster(tmp: Path, nursery: trio.Nursery, config: LedgerConfig = CONFIG) -> Cluster:
+    cluster = Cluster(tmp, nursery, config)
     for i, key in enumerate(FX.validators):
         await cluster.add(f"v{i}", key)
     for name, key in (("gateway", FX.gateway), ("alice", ALICE), ("bob", BOB)):
@@ -301,4 +308,72 @@ async def test_a_partition_across_the_deadline_ends_with_every_chain_moving(tmp_
         await submit(bob, bob.next_entry("burn", Burn(1)))
         await cluster.converge()
         assert alice.balance() == 1_000_000 - trade_value(400, 200_000) - 1
+        nursery.cancel_scope.cancel()
+
+
+# --- metering and settlement across their limits ----------------------------------------------
+
+SLOTS = SlotRules()
+SLOT = (T0 // 1000) - (T0 // 1000) % SLOTS.length_s
+DUE = SLOTS.metering_due_ms(SLOT)
+SETTLING = LedgerConfig(SettlementLedgerRules(FX.zone, FX.gateway.public_key, 0, slots=SLOTS,
+                                              prices=ImbalancePrices(300_000, 80_000)),
+                        FX.committee, vote_timeout_s=1.0, sync_interval_s=0.5)
+ALICE_METER = seeded_key("alice-meter")
+
+
+def alice_reading(created_ms: int) -> MeterEntryBody:
+    return MeterEntryBody(sign(MeterReading(
+        account=ALICE.public_key, meter_key=ALICE_METER.public_key, zone=FX.zone, slot=SLOT, import_wh=500,
+        export_wh=0, green_wh=0, green_source=Source.NONE, import_total_wh=500, export_total_wh=0,
+        created_ms=created_ms), ALICE_METER).encoded)
+
+
+async def test_a_reading_taken_before_its_deadline_is_certified_and_settled_whenever_votes_come(tmp_path):
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery, SETTLING)
+        gateway, alice = cluster["gateway"], cluster["alice"]
+        cluster.clock.now = T0
+        await submit(gateway, gateway.next_entry(METER_REGISTRATION_KIND, MeterRegistration(
+            FX.gateway.public_key, ALICE.public_key, ALICE_METER.public_key, FX.zone, T0)))
+        with trio.fail_after(30):
+            await wait_until(lambda: meter_registration_of(alice.state, ALICE_METER.public_key) is not None)
+        cluster.clock.now = DUE - 1                        # read one ms before the deadline…
+        reading = alice.next_entry(METER_KIND, alice_reading(DUE - 1))
+        cluster.partition("alice", ["v1", "v2"])
+        await submit_in_doubt(alice, reading)
+        cluster.clock.now = DUE + 86_400_000               # …and voted on a day later
+        await cluster.heal()
+        await certified(alice, ALICE.public_key, reading.body.seq)
+        # the gateway settles the slot over the reading (a validator still lacking it waits, pulls, votes)
+        with trio.fail_after(30):
+            await wait_until(lambda: meter_record_of(gateway.state, ALICE.public_key, SLOT) is not None)
+        body, _ = compute_settlement(gateway.state, SETTLING.rules, SLOT)
+        assert body.meters == (ALICE.public_key,)
+        await submit(gateway, gateway.next_entry(SETTLE_KIND, body))
+        with trio.fail_after(30):
+            await wait_until(lambda: settlement_of(alice.state, SLOT) is not None)
+        assert alice.state.obligations(ALICE.public_key) > 0, "the shortfall was charged as an obligation"
+        await submit(alice, alice.next_entry("burn", Burn(1)))   # and alice can still spend what she has
+        await cluster.converge()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reading_taken_after_its_deadline_is_refused_for_good_and_the_chain_moves_on(tmp_path):
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery, SETTLING)
+        gateway, alice = cluster["gateway"], cluster["alice"]
+        await submit(gateway, gateway.next_entry(METER_REGISTRATION_KIND, MeterRegistration(
+            FX.gateway.public_key, ALICE.public_key, ALICE_METER.public_key, FX.zone, T0)))
+        with trio.fail_after(30):
+            await wait_until(lambda: meter_registration_of(alice.state, ALICE_METER.public_key) is not None)
+        cluster.clock.now = DUE
+        late = alice.next_entry(METER_KIND, alice_reading(DUE))
+        with pytest.raises(BatchRejected) as refused:
+            await alice.submit(late)
+        assert "late" in str(refused.value)
+        after = alice.next_entry("burn", Burn(1))
+        assert after.body.seq == late.body.seq
+        await submit(alice, after)
+        await cluster.converge()
         nursery.cancel_scope.cancel()
