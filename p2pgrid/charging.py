@@ -10,42 +10,55 @@ the slot is untouched). Everything lives in ``LedgerState.extra``, so the state 
 
 * ``extra["charge_tariff/<tariff id hex>"] = TariffRecord`` (terms and running totals);
 * ``extra["charge_session/<session id hex>"] = SessionRecord`` (one per ``charge_start``);
-* ``extra["charger_last/<charger key hex>"] = int`` (the connector's energy counter at its last
-  billed session's end).
+* ``extra["charger_last/<station hex>/<charger key hex>"] = int`` (the connector's energy counter at
+  its last session the station billed: kept per station, so no other station's chain can move it).
+
+Time. No rule reads a validator's clock: every limit is judged on the entry's own signed
+``entry.time_ms`` (never decreasing along a chain), and no rule of one chain's entry reads what
+another chain can still change (``chain``: validity is monotone in the certified causal past). A
+tariff not certified at a validator yet makes a driver's start *wait* (``missing_dependency``), as
+a session's escrow not certified yet makes a bill wait (``no_lock``).
 
 The kinds
 ---------
-``charge_tariff`` (station's chain)
+``charge_tariff`` (station's chain; time base ``entry.time_ms``)
     Opens tariff ``tariff_id == next_tariff_id(state, station, zone)`` (numbered by the station's
     earlier tariffs, so ids never repeat): ``zone`` (the ledger's), ``price_uc_per_kwh``,
     ``charger_keys`` (the public keys of the connectors' metering modules: every session's meter
     values must be signed by one of them), ``max_power_w`` (a connector's power: bounds the energy
-    a session can have taken in its time), ``max_session_wh`` and ``until_ms`` (no new session from
-    then on). A new price is a new tariff; sessions keep the tariff they started under.
-``charge_start`` (driver's chain — the driver debits only itself)
+    a session can have taken in its time), ``max_session_wh`` and ``until_ms`` (after the tariff's
+    own ``time_ms``; no session dated from then on). A new price is a new tariff; sessions keep
+    the tariff they started under.
+``charge_start`` (driver's chain — the driver debits only itself; time base ``entry.time_ms``)
     Escrows ``amount_uc == trade_value(max_wh, price)`` for session ``session_id`` (the price of
     the most energy the driver accepts, ``max_wh ≤ max_session_wh``), with ``plugged_in_ms`` and a
-    ``deadline_ms`` after now and at most ``MAX_SESSION_MS`` ahead. Valid while the tariff is open,
-    for its zone and station, never by the station itself, within the driver's credit limit. The
-    escrow is an ordinary chain lock record (``state.locks[session_id]``, seller = station, a
-    nominal 1 Wh at price 0, like the pool shares' escrows), so ``money_total()`` counts it and the
-    driver takes it back with the chain's ``release`` once ``deadline_ms`` has passed unbilled.
-``charge_bill`` (station's chain)
-    Consumes the escrow before its deadline (conflict key ``lock/<session_id>``, the key
-    ``release`` uses, so an escrow is billed or released, never both). It carries the connector's
-    signed ``ChargeReading`` (``p2pgrid/charge-reading/v1``: session, counters at start and stop,
-    start and end times), and validators check:
+    deadline ``time_ms < deadline_ms ≤ time_ms + MAX_SESSION_MS``. Valid if dated while the
+    tariff is open (``time_ms < until_ms``: the terms are fixed, so the answer is too), for its
+    zone and station, never by the station itself, within the driver's credit limit. The escrow is
+    an ordinary chain lock record (``state.locks[session_id]``, seller = station, a nominal 1 Wh at
+    price 0, like the pool shares' escrows), so ``money_total()`` counts it; ``charge_start``
+    declares ``chain.take_key(session_id)``, the key of every kind that creates a lock record.
+``charge_bill`` (station's chain; time base ``entry.time_ms``)
+    Consumes the escrow through ``chain.consumable_lock``: named station, open, and the bill
+    **dated before the escrow's deadline**. No conflict key on the lock: its fate is decided by
+    the station's chain alone, and the driver's ``release`` is valid only once the station's chain
+    is dated at or past the deadline, so a bill and a release can never both be certified. It
+    carries the connector's signed ``ChargeReading`` (``p2pgrid/charge-reading/v1``: session,
+    counters at start and stop, start and end times), and validators check:
 
     * the reading is signed by one of the tariff's ``charger_keys`` and names this session;
     * ``delivered_wh = meter_stop_wh − meter_start_wh ≤ max_wh`` of the session;
-    * the counter does not run backwards across sessions of one connector
-      (``meter_start_wh ≥ charger_last``): no Wh is sold twice;
+    * the counter does not run backwards across the station's sessions of one connector
+      (``meter_start_wh ≥ charger_last``, the station's own record): no Wh is sold twice;
     * the session started no earlier than the driver plugged in, and the connector could have
       delivered that much (``delivered_wh · 3.6e6 ≤ max_power_w · (ended_ms − started_ms)``);
     * ``amount_uc == trade_value(delivered_wh, price)`` (µc/kWh, floored like every trade).
 
     Applying it pays the station ``amount_uc`` and the driver the rest of the escrow. A session the
-    station cannot serve is billed with a zero-energy reading (the whole escrow goes back at once).
+    station cannot serve is billed with a zero-energy reading (the whole escrow goes back at once)
+    or handed back with the chain's ``decline`` (valid at any time, also after the deadline: the
+    station does that for every session it left unbilled, so the driver's credits come back
+    without waiting for the station's chain to pass the deadline).
 
 Trust. A driver accepts the tariff's connector keys by starting under it, as with a calibrated
 charger whose public key is printed on it: the station cannot bill more than the connector signed,
@@ -68,7 +81,7 @@ from typing import Any
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
-    register_kind, validate_debit,
+    consumable_lock, register_kind, take_key, validate_debit,
 )
 from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
 from p2pgrid.units import trade_value
@@ -77,7 +90,7 @@ from p2pgrid.wire import MAX_PRICE, MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, S
 __all__ = [
     "CHARGE_BILL_KIND", "CHARGE_START_KIND", "CHARGE_TARIFF_KIND", "ChargeBill", "ChargeReading", "ChargeRefuseReason",
     "ChargeStart", "ChargeTariff", "MAX_CHARGERS", "MAX_SESSION_MS", "SessionRecord", "TariffRecord", "charger_counter",
-    "compute_session_id", "compute_tariff_id", "decode_charge_reading", "next_tariff_id", "open_tariffs",
+    "charger_counters", "compute_session_id", "compute_tariff_id", "decode_charge_reading", "next_tariff_id", "open_tariffs",
     "plan_charge_bill", "plan_charge_start", "session_of", "sessions", "tariff_of", "tariffs",
 ]
 
@@ -238,8 +251,8 @@ def _session_key(session_id: bytes) -> str:
     return "charge_session/" + session_id.hex()
 
 
-def _charger_key(charger: bytes) -> str:
-    return "charger_last/" + charger.hex()
+def _charger_key(station: bytes, charger: bytes) -> str:
+    return f"charger_last/{station.hex()}/{charger.hex()}"
 
 
 def tariff_of(state: LedgerState, tariff_id: bytes) -> TariffRecord | None:
@@ -274,10 +287,20 @@ def sessions(state: LedgerState, *, station: bytes | None = None, driver: bytes 
     return sorted(chosen, key=lambda s: (s.plugged_in_ms, s.session_id))
 
 
-def charger_counter(state: LedgerState, charger_key: bytes) -> int:
-    """The connector's counter at the end of its last billed session (0 before any)."""
-    value = state.extra.get(_charger_key(charger_key), 0)
-    return value if isinstance(value, int) else 0
+def charger_counter(state: LedgerState, charger_key: bytes, station: bytes | None = None) -> int:
+    """The connector's counter at the end of the last session ``station`` billed with it (0 before
+    any). Without ``station``: the highest over every station that billed with it (reports)."""
+    if station is not None:
+        value = state.extra.get(_charger_key(station, charger_key), 0)
+        return value if isinstance(value, int) else 0
+    return max(charger_counters(state, charger_key).values(), default=0)
+
+
+def charger_counters(state: LedgerState, charger_key: bytes) -> dict[bytes, int]:
+    """Station → the connector's counter at its last session billed by that station."""
+    suffix = "/" + charger_key.hex()
+    return {bytes.fromhex(k.split("/")[1]): v for k, v in state.extra.items()
+            if k.startswith("charger_last/") and k.endswith(suffix) and isinstance(v, int)}
 
 
 # --- building bodies ---------------------------------------------------------------------------
@@ -304,8 +327,7 @@ def plan_charge_bill(state: LedgerState, reading: Signed[ChargeReading]) -> Char
 
 # --- charge_tariff -----------------------------------------------------------------------------
 
-def validate_charge_tariff(state: LedgerState, entry: Entry, body: ChargeTariff, rules: LedgerRules,
-                           now_ms: int) -> None:
+def validate_charge_tariff(state: LedgerState, entry: Entry, body: ChargeTariff, rules: LedgerRules) -> None:
     if body.tariff_id != next_tariff_id(state, entry.account, entry.zone):
         raise _bad(ChargeRefuseReason.BAD_TARIFF_ID, "a tariff's id is next_tariff_id(state, station, zone)")
     if body.zone != entry.zone:
@@ -317,8 +339,8 @@ def validate_charge_tariff(state: LedgerState, entry: Entry, body: ChargeTariff,
         raise _bad(ChargeRefuseReason.BAD_TERMS, "a tariff names 1 to 16 distinct 32-byte connector keys")
     if entry.account in keys:
         raise _bad(ChargeRefuseReason.BAD_TERMS, "a connector's key is not the station's own key")
-    if body.until_ms <= now_ms:
-        raise _bad(ChargeRefuseReason.BAD_TERMS, "the tariff would close before it opens")
+    if body.until_ms <= entry.time_ms:
+        raise _bad(ChargeRefuseReason.BAD_TERMS, "the tariff would close before its own time")
 
 
 def process_charge_tariff(state: LedgerState, entry: Entry, body: ChargeTariff, rules: LedgerRules) -> None:
@@ -335,11 +357,11 @@ def escrow_lock(body: ChargeStart) -> Lock:
                 order_size_wh=1, qty_wh=1, price=0, amount=body.amount_uc, deadline_ms=body.deadline_ms)
 
 
-def validate_charge_start(state: LedgerState, entry: Entry, body: ChargeStart, rules: LedgerRules,
-                          now_ms: int) -> None:
+def validate_charge_start(state: LedgerState, entry: Entry, body: ChargeStart, rules: LedgerRules) -> None:
+    # Reads the tariff's terms (fixed once certified) and the driver's own chain only.
     tariff = tariff_of(state, body.tariff_id)
     if tariff is None:
-        raise _bad(ChargeRefuseReason.UNKNOWN_TARIFF, f"no certified tariff {body.tariff_id.hex()}")
+        raise EntryRejected(RejectReason.MISSING_DEPENDENCY, f"no certified tariff {body.tariff_id.hex()} (yet)")
     terms = tariff.terms
     if body.zone != terms.zone or body.zone != entry.zone:
         raise _bad(ChargeRefuseReason.WRONG_ZONE, f"the tariff sells in {terms.zone}, not {body.zone}")
@@ -347,15 +369,15 @@ def validate_charge_start(state: LedgerState, entry: Entry, body: ChargeStart, r
         raise _bad(ChargeRefuseReason.WRONG_STATION, "the tariff is another station's")
     if entry.account == tariff.station:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "a station does not charge from itself")
-    if not tariff.is_open(now_ms):
-        raise _bad(ChargeRefuseReason.TARIFF_CLOSED, f"the tariff closed at {terms.until_ms}")
+    if not tariff.is_open(entry.time_ms):
+        raise _bad(ChargeRefuseReason.TARIFF_CLOSED, f"the start is dated at or after the tariff's close {terms.until_ms}")
     if body.max_wh > terms.max_session_wh:
         raise _bad(ChargeRefuseReason.TOO_MUCH, f"a session takes at most {terms.max_session_wh} Wh")
     if body.amount_uc != trade_value(body.max_wh, terms.price_uc_per_kwh):
         raise _bad(ChargeRefuseReason.BAD_AMOUNT,
                    f"{body.max_wh} Wh cost {trade_value(body.max_wh, terms.price_uc_per_kwh)} µc")
-    if not now_ms < body.deadline_ms <= now_ms + MAX_SESSION_MS:
-        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the deadline must be after now and within 48 h")
+    if not entry.time_ms < body.deadline_ms <= entry.time_ms + MAX_SESSION_MS:
+        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the deadline must be after the start's own time and within 48 h")
     if body.session_id in state.locks or session_of(state, body.session_id) is not None:
         raise EntryRejected(RejectReason.DUPLICATE_TAKE, f"id {body.session_id.hex()} is taken already")
     validate_debit(state, rules, entry.account, body.amount_uc)
@@ -373,7 +395,9 @@ def process_charge_start(state: LedgerState, entry: Entry, body: ChargeStart, ru
 
 
 def _start_keys(entry: Entry, body: ChargeStart) -> tuple[bytes, ...]:
-    return (b"charge_session/" + body.session_id,)
+    # The key of every kind that creates a lock record: a session id and a take id can never both
+    # be certified, whichever chains race for it.
+    return (take_key(body.session_id),)
 
 
 # --- charge_bill -------------------------------------------------------------------------------
@@ -385,21 +409,18 @@ def _decode(body: ChargeBill) -> Signed[ChargeReading]:
         raise _bad(ChargeRefuseReason.BAD_READING, f"meter values: {exc}") from None
 
 
-def validate_charge_bill(state: LedgerState, entry: Entry, body: ChargeBill, rules: LedgerRules,
-                         now_ms: int) -> None:
+def validate_charge_bill(state: LedgerState, entry: Entry, body: ChargeBill, rules: LedgerRules) -> None:
+    # The escrow first: named station, open, and the bill dated before its deadline; a session
+    # whose escrow is not certified here yet waits (``no_lock``), like a fill.
+    consumable_lock(state, entry, body.session_id)
     session = session_of(state, body.session_id)
-    if session is None:
-        raise _bad(ChargeRefuseReason.UNKNOWN_SESSION, f"no certified session {body.session_id.hex()}")
+    if session is None:      # the lock was created by another kind (take_key): never a session
+        raise _bad(ChargeRefuseReason.UNKNOWN_SESSION, f"lock {body.session_id.hex()} is not a charging session")
     if session.station != entry.account:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "only the session's station bills it")
     tariff = tariff_of(state, session.tariff_id)
-    if tariff is None:
-        raise ChainInconsistent(f"certified session under unknown tariff {session.tariff_id.hex()}")
-    record = state.locks.get(body.session_id)
-    if record is None or record.status is not LockStatus.OPEN:
-        raise EntryRejected(RejectReason.LOCK_CLOSED, f"the escrow of {body.session_id.hex()} is not open")
-    if now_ms >= record.lock.deadline_ms:
-        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the escrow expired; the driver may release it")
+    if tariff is None:       # the station's own tariff: in its chain before any session under it
+        raise _bad(ChargeRefuseReason.UNKNOWN_TARIFF, f"session under unknown tariff {session.tariff_id.hex()}")
     reading = _decode(body).body
     if reading.charger_key not in tariff.terms.charger_keys:
         raise _bad(ChargeRefuseReason.UNKNOWN_CHARGER, "the meter values are not signed by a connector of the tariff")
@@ -409,7 +430,7 @@ def validate_charge_bill(state: LedgerState, entry: Entry, body: ChargeBill, rul
         raise _bad(ChargeRefuseReason.BAD_READING, "counters and times must not run backwards within a session")
     if reading.started_ms < session.plugged_in_ms:
         raise _bad(ChargeRefuseReason.BAD_READING, "the session started before the driver plugged in")
-    last = charger_counter(state, reading.charger_key)
+    last = charger_counter(state, reading.charger_key, entry.account)
     if reading.meter_start_wh < last:
         raise _bad(ChargeRefuseReason.COUNTER_BACKWARDS,
                    f"the connector's counter stood at {last} Wh after its last billed session")
@@ -440,7 +461,7 @@ def process_charge_bill(state: LedgerState, entry: Entry, body: ChargeBill, rule
     state.balances[station] = state.balance(station) + body.amount_uc
     state.balances[session.driver] = state.balance(session.driver) + record.lock.amount - body.amount_uc
     state.locks[body.session_id] = LockRecord(record.buyer, record.lock, LockStatus.FILLED)
-    state.extra[_charger_key(reading.charger_key)] = reading.meter_stop_wh
+    state.extra[_charger_key(station, reading.charger_key)] = reading.meter_stop_wh
     state.extra[_session_key(body.session_id)] = replace(
         session, billed=True, delivered_wh=body.delivered_wh, amount_uc=body.amount_uc,
         charger_key=reading.charger_key, ended_ms=reading.ended_ms)
@@ -449,15 +470,11 @@ def process_charge_bill(state: LedgerState, entry: Entry, body: ChargeBill, rule
         revenue_uc=tariff.revenue_uc + body.amount_uc)
 
 
-def _bill_keys(entry: Entry, body: ChargeBill) -> tuple[bytes, ...]:
-    return (b"lock/" + body.session_id,)
-
-
 def _bill_ready(state: LedgerState, entry: Entry, body: ChargeBill) -> bool:
-    return session_of(state, body.session_id) is not None
+    return session_of(state, body.session_id) is not None and body.session_id in state.locks
 
 
 register_kind(KindRules(CHARGE_TARIFF_KIND, ChargeTariff, validate_charge_tariff, process_charge_tariff))
 register_kind(KindRules(CHARGE_START_KIND, ChargeStart, validate_charge_start, process_charge_start, _start_keys))
-register_kind(KindRules(CHARGE_BILL_KIND, ChargeBill, validate_charge_bill, process_charge_bill, _bill_keys,
-                        _bill_ready))
+register_kind(KindRules(CHARGE_BILL_KIND, ChargeBill, validate_charge_bill, process_charge_bill,
+                        is_ready=_bill_ready))

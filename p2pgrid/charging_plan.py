@@ -14,10 +14,19 @@ to the driver's ``charge_start`` by driver and plug-in time. A session without a
 little late): its escrow goes back. Each bill needs the connector's signature, so the station returns a
 ``ReadingToSign`` and signs it with the connector's key.
 
+A session the station left unbilled until its escrow's deadline (it can no longer bill it: a bill
+must be dated before the deadline) is handed back with the chain's ``decline``, so the driver's
+credits come back at once and the station's chain is dated past the deadline.
+
 A **driver** (``driver_actions``) starts a session when one of its planned charges begins
 (``PlannedCharge``: station, time window, most energy), under the station's open tariff, with an
 escrow deadline ``BILL_MARGIN_MS`` after the planned end, and takes back the escrow of a session
-the station did not bill by its deadline (``release``).
+the station did not bill (``release``) once the station's certified chain is dated at or past the
+deadline (``chain.seller_passed_deadline``: only then can validators accept a release, since the
+station may bill until then).
+
+Times: ``now_ms`` is the node's market time; the entries these actions become are dated by the
+ledger when built (``LedgerService.next_entry``), and the rules judge them on that date.
 
 Matching is deterministic (sessions by plug-in time, each log entry used once), so a station that
 restarts bills the same sessions the same way.
@@ -32,8 +41,8 @@ from p2pgrid.charging import (
     CHARGE_START_KIND, CHARGE_TARIFF_KIND, MAX_SESSION_MS, ChargeTariff, SessionRecord, TariffRecord, charger_counter,
     next_tariff_id, open_tariffs, plan_charge_start, sessions,
 )
-from p2pgrid.ledger.chain import LedgerState, LockStatus
-from p2pgrid.ledger.messages import Release
+from p2pgrid.ledger.chain import LedgerState, LockStatus, seller_passed_deadline
+from p2pgrid.ledger.messages import Decline, Release
 
 __all__ = ["BILL_MARGIN_MS", "Action", "ConnectorSession", "PlannedCharge", "ReadingToSign", "StationTerms",
            "billable_wh", "driver_actions", "match_sessions", "station_actions"]
@@ -153,10 +162,14 @@ def station_actions(state: LedgerState, station: bytes, terms: StationTerms, log
         actions.append(Action(CHARGE_TARIFF_KIND, tariff))
     mine = sessions(state, station=station)
     matched = match_sessions(mine, log)
-    counters = {i: charger_counter(state, key) for i, key in enumerate(terms.connector_keys)}
+    counters = {i: charger_counter(state, key, station) for i, key in enumerate(terms.connector_keys)}
     for session in mine:
         lock = state.locks.get(session.session_id)
-        if session.billed or lock is None or lock.status is not LockStatus.OPEN or now_ms >= session.deadline_ms:
+        if session.billed or lock is None or lock.status is not LockStatus.OPEN:
+            continue
+        if now_ms >= session.deadline_ms:
+            # Too late to bill (validators judge the bill on its own date): hand the escrow back.
+            actions.append(Action("decline", Decline(take_id=session.session_id)))
             continue
         charge = matched[session.session_id]
         if charge is None or charge.connector not in counters:
@@ -180,8 +193,9 @@ def station_actions(state: LedgerState, station: bytes, terms: StationTerms, log
 
 def driver_actions(state: LedgerState, driver: bytes, plans: Sequence[PlannedCharge], now_ms: int) -> list[Action]:
     """What the driver writes next: a ``charge_start`` for each planned charge under way that has no
-    session yet, and a ``release`` for each unbilled escrow past its deadline. A session's id comes
-    from the plan's start (its nonce), so a plan never gets two sessions, even across restarts."""
+    session yet, and a ``release`` for each unbilled escrow once the station's certified chain has
+    passed its deadline (before that validators would not accept it). A session's id comes from
+    the plan's start (its nonce), so a plan never gets two sessions, even across restarts."""
     actions: list[Action] = []
     mine = sessions(state, driver=driver)
     starting: set[bytes] = set()          # stations this call starts a session at (one per plug-in)
@@ -201,7 +215,7 @@ def driver_actions(state: LedgerState, driver: bytes, plans: Sequence[PlannedCha
         starting.add(plan.station)
     for session in mine:
         lock = state.locks.get(session.session_id)
-        if lock is not None and lock.status is LockStatus.OPEN and now_ms >= session.deadline_ms:
+        if lock is not None and lock.status is LockStatus.OPEN and seller_passed_deadline(state, lock):
             actions.append(Action("release", Release(take_id=session.session_id)))
     return actions
 

@@ -40,8 +40,9 @@ share_capital               pool share principal, a capital movement, not revenu
 escrow                      credits A moved into its own open locks (``lock`` and ``share_buy``
                             −amount, and ``charge_start``; the matching ``fill``/``swap``/
                             ``share_issue``/``charge_bill`` gives the amount back, then books the
-                            trade, the share capital or the charging; ``release`` and the host's
-                            ``swap_decline`` give it back)
+                            trade, the share capital or the charging; the buyer's ``release``
+                            and the seller's ``decline`` / ``swap_decline`` give it back — the
+                            first of them certified, the other is a no-op)
 other                       the rest of the measured change (0 for every kind above)
 ==========================  ===========================================================================
 
@@ -49,7 +50,7 @@ Operating net = revenue + costs; the balance change = operating net + financing 
 withdrawals, share capital) + escrow + other.
 
 Time. Entries carry no clock. An entry's *market time* (Unix s) is the delivery slot it concerns:
-``lock.slot`` (fills and releases: their lock's slot), ``settle.slot``, the pool's slot for
+``lock.slot`` (fills, releases and declines: their lock's slot), ``settle.slot``, the pool's slot for
 ``pool_open`` / ``pool_update`` / ``swap``, the plug-in time of a ``charge_start`` and the end of
 the metered session of a ``charge_bill``. Entries without one (``transfer``, ``mint``, ``burn``,
 ``meter``, the ``share_*`` kinds, unknown kinds) take the market time of the last timed entry
@@ -88,7 +89,7 @@ from typing import Any
 
 from p2pgrid.charging import CHARGE_BILL_KIND, CHARGE_START_KIND, decode_charge_reading
 from p2pgrid.errors import P2PGridError
-from p2pgrid.ledger.chain import LedgerRules, LedgerState, apply_entry, decode_body, derive_state, is_ready
+from p2pgrid.ledger.chain import LedgerRules, LedgerState, LockStatus, apply_entry, decode_body, derive_state, is_ready
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.trading.pool_shares import (
     SHARE_BUY_KIND, SHARE_ISSUE_KIND, SHARE_PAYOUT_KIND, SHARE_REDEEM_KIND, ProgrammeRecord, SharePosition,
@@ -178,7 +179,7 @@ def _time_of(entry: Entry, body: Any, state: LedgerState) -> int | None:
     kind = entry.kind
     if kind == "lock":
         return int(body.slot)
-    if kind in ("fill", "release"):
+    if kind in ("fill", "release", "decline"):
         record = state.locks.get(body.take_id)
         return int(record.lock.slot) if record is not None else None
     if kind == "settle":
@@ -222,12 +223,12 @@ def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rule
         return [("deposits", body.amount, 0)] if account == rules.gateway else []
     if kind == "lock":
         return [("escrow", -body.amount, 0)] if author == account else []
-    if kind == "release":
-        record = before.locks.get(body.take_id)
-        return [("escrow", record.lock.amount, 0)] if record is not None and record.buyer == account else []
-    if kind == "swap_decline":
-        record = before.locks.get(body.swap_id)
-        return [("escrow", record.lock.amount, 0)] if record is not None and record.buyer == account else []
+    if kind in ("release", "decline", "swap_decline"):
+        # The buyer's release and the seller's decline may both be certified; only the first
+        # returns the lock (the second is a no-op), so only an open lock counts.
+        record = before.locks.get(body.swap_id if kind == "swap_decline" else body.take_id)
+        returned = record is not None and record.buyer == account and record.status is LockStatus.OPEN
+        return [("escrow", record.lock.amount, 0)] if returned else []
     if kind == "fill":
         record = before.locks.get(body.take_id)
         if record is None:

@@ -10,7 +10,9 @@ with a ledger when
   its tariffs from the connectors' session log, each reading signed by its connector's own key
   (``<data_dir>/chargers/<n>.key``, made 0600 on first start); or
 * the node has planned charges (a **driver**): it starts a session when a charge begins and
-  takes back escrows the station did not bill by their deadline.
+  takes back an escrow the station did not bill once the station's certified chain has passed its
+  deadline (a station declines the sessions it left unbilled at their deadline, which usually
+  returns the escrow first).
 
 Where sessions come from. A station's session log and a driver's planned charges are read from
 ``[charging] sessions_file`` (JSON, written by simnet from the community's EV profiles; times are

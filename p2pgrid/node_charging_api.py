@@ -19,11 +19,13 @@ the entry kinds and their rules are in ``p2pgrid.charging``, the station's side 
   ``ChargingService``, which uses the planned start as nonce) never collide.
 * ``sessions`` lists this node's sessions as driver or as station, in plug-in order.
 * ``release`` takes back the escrow of this node's unbilled session once its deadline has passed
-  (the chain's ``release``). Before the deadline, or once billed or released, it refuses with an
+  and the station's certified chain is dated at or past it (the chain's ``release``: until then the
+  station may still bill). Before that, or once billed or released (a station usually declines an
+  unbilled session at its deadline, which returns the escrow by itself), it refuses with an
   ``EntryRejected`` saying so (``deadline_not_reached``, ``lock_closed``) before signing anything.
 
 A session's ``status``: ``billed`` (``charge_bill`` certified), ``released`` (the driver took the
-escrow back), ``expired`` (unbilled and past its deadline: releasable) or ``charging``.
+escrow back, or the station declined the session), ``expired`` (unbilled and past its deadline: releasable) or ``charging``.
 
 Errors::
 
@@ -125,7 +127,7 @@ class ChargingApi:
         body = plan_charge_start(tariff, ledger.me, max_wh, nonce, now, now + hours * MS_PER_HOUR)
         # The committee's own rule, on our certified state: a clear refusal before anything is signed.
         validate_charge_start(ledger.state, build_entry(ledger.rules, ledger.me, ledger.head(), CHARGE_START_KIND,
-                                                        body), body, ledger.rules, now)
+                                                        body, now), body, ledger.rules)
         await ledger.submit(ledger.next_entry(CHARGE_START_KIND, body))
         with trio.move_on_after(wait_s):
             while self._view(ledger, body.session_id).status is ChargeSessionStatus.CHARGING:
@@ -153,7 +155,9 @@ class ChargingApi:
                                 f"the station may bill session {session_id.hex()} until {view.deadline_ms} "
                                 f"(in {(view.deadline_ms - now + 999) // 1000} s); release it from then on")
         body = Release(take_id=session_id)
-        validate_release(ledger.state, build_entry(ledger.rules, ledger.me, ledger.head(), "release", body), body,
-                         ledger.rules, now)
+        # Refused (``deadline_not_reached``) until the station's certified chain is dated at or past
+        # the deadline: until then the station may still bill the session.
+        validate_release(ledger.state, build_entry(ledger.rules, ledger.me, ledger.head(), "release", body, now),
+                         body, ledger.rules)
         await ledger.submit(ledger.next_entry("release", body))
         return self._view(ledger, session_id)

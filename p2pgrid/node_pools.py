@@ -18,8 +18,9 @@ Once seen in simnet at 480× speed: buy legs routed to a pool refused by the hos
 (cost ~15 % above the quote) and the buyer's lock holding its credits until its deadline. The
 cause was the buyer quoting on its replica of the pool, one swap behind the host; buyers now check
 with the host before they lock, the host fills a buy in part when other buyers made the pool
-dearer meanwhile, and hands back at once the lock of a buy it still refuses
-(``trading.pool_client``, ``trading.pool_entries``, ``tests/test_pool_slippage.py``).
+dearer meanwhile, and hands back at once the lock of a buy it still refuses — and, at its
+deadline, any lock of its pools still open (``trading.pool_client``, ``trading.pool_entries``,
+``tests/test_pool_slippage.py``).
 """
 
 from __future__ import annotations

@@ -3,15 +3,18 @@
 * ``programmes`` lists every certified programme (``pool_shares.programmes``) with its terms and
   the shares left: ``cap − outstanding`` while the sale is open, 0 after.
 * ``buy`` checks the purchase against this node's certified state with the ledger's own rule
-  (``validate_share_buy``: a refusal is the ``EntryRejected`` the committee would give, with its
-  detail), certifies a ``share_buy`` from this node's account escrowing ``shares × price`` until
+  (``validate_share_buy``, on an entry dated now: a refusal is the ``EntryRejected`` the committee
+  would give, with its detail) and against the shares left under the cap and the holder limit as
+  this node's state shows them (the host enforces those when it issues, so the committee's rule
+  does not: a clear refusal here instead of an escrow the host would hand back), certifies a ``share_buy`` from this node's account escrowing ``shares × price`` until
   ``now + BUY_DEADLINE_S`` (market time, or the sale's end if sooner), then waits up to ``wait_s``
   real seconds for the host's answer: ``issued`` (its ``share_issue`` certified), ``returned``
   (declined with ``swap_decline``, or released) or still ``escrowed``. The host's service
-  (``p2pgrid.node_shares``) issues on its next round; an escrow it never answers is the buyer's
-  again at its deadline (the chain's ``release``).
-* ``exit`` certifies a ``share_exit`` (checked first with ``validate_share_exit``): the host
-  redeems the shares at par once the lock-up is over.
+  (``p2pgrid.node_shares``) issues on its next round, or declines; an escrow it never answers is
+  the buyer's again once the host's chain has passed its deadline (the chain's ``release``).
+* ``exit`` certifies a ``share_exit`` (checked first with ``validate_share_exit``, and against the
+  shares this node holds and has not asked back yet): the host redeems the shares at par once the
+  lock-up is over.
 * ``positions`` is ``pool_shares.lp_positions`` of this node's account, with its pending exits.
 
 Errors: ``UnknownProgramme`` (a ``TradingError``) for a programme this node's ledger does not
@@ -27,11 +30,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pgrid.errors import TradingError
-from p2pgrid.ledger.chain import LockStatus, build_entry
+from p2pgrid.ledger.chain import EntryRejected, LockStatus, RejectReason, build_entry
 from p2pgrid.rpc.api import ShareBuyStatus, ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView
 from p2pgrid.rpc.errors import NotAvailable
 from p2pgrid.trading.pool_shares import (
-    SHARE_BUY_KIND, SHARE_EXIT_KIND, ProgrammeRecord, ShareBuy, buy_of, compute_buy_id, exit_of, lockup_ends_ms,
+    MAX_HOLDERS, SHARE_BUY_KIND, SHARE_EXIT_KIND, ProgrammeRecord, ShareBuy, ShareRefuseReason, buy_of, compute_buy_id, exit_of, lockup_ends_ms,
     lp_positions, pending_exit, plan_share_exit, programme_of, programmes, validate_share_buy, validate_share_exit,
 )
 
@@ -102,8 +105,15 @@ class ShareApi:
                         host=programme.host, zone=terms.zone, shares=shares, amount_uc=shares * terms.price_uc,
                         deadline_ms=deadline)
         # The committee's own rule, on our certified state: a clear refusal before anything is signed.
-        validate_share_buy(ledger.state, build_entry(ledger.rules, ledger.me, ledger.head(), SHARE_BUY_KIND, body),
-                           body, ledger.rules, now)
+        validate_share_buy(ledger.state, build_entry(ledger.rules, ledger.me, ledger.head(), SHARE_BUY_KIND, body, now),
+                           body, ledger.rules)
+        # What only the host checks (at issue): refuse here what it would hand back.
+        left = terms.cap_shares - programme.outstanding
+        if shares > left:
+            raise EntryRejected(RejectReason.BAD_BODY, f"{ShareRefuseReason.CAP_EXCEEDED.value}: {left} shares are left")
+        if programme.is_new_holder(ledger.me) and programme.holders >= MAX_HOLDERS:
+            raise EntryRejected(RejectReason.BAD_BODY,
+                                f"{ShareRefuseReason.TOO_MANY_HOLDERS.value}: the programme has {MAX_HOLDERS} LPs already")
         await ledger.submit(ledger.next_entry(SHARE_BUY_KIND, body))
         with trio.move_on_after(wait_s):
             while buy_status(ledger, body) is ShareBuyStatus.ESCROWED:
@@ -116,8 +126,14 @@ class ShareApi:
         programme = self._programme(ledger, programme_id)
         body = plan_share_exit(programme, shares)
         now = self.node.clock.now_ms()
-        validate_share_exit(ledger.state, build_entry(ledger.rules, ledger.me, ledger.head(), SHARE_EXIT_KIND, body),
-                            body, ledger.rules, now)
+        validate_share_exit(ledger.state, build_entry(ledger.rules, ledger.me, ledger.head(), SHARE_EXIT_KIND, body, now),
+                            body, ledger.rules)
+        held = programme.holding(ledger.me)
+        owned = held.shares if held is not None else 0
+        already = pending_exit(ledger.state, programme, ledger.me)
+        if already + shares > owned:     # the rule leaves holdings to the host (they are its chain's)
+            raise EntryRejected(RejectReason.BAD_BODY, f"{ShareRefuseReason.NOT_HELD.value}: this node holds {owned} "
+                                                       f"shares, {already} of them asked to redeem already")
         await ledger.submit(ledger.next_entry(SHARE_EXIT_KIND, body))
         return self.exit_view(ledger, programme_id)
 

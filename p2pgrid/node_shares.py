@@ -8,7 +8,8 @@ invest (see ``p2pgrid.node`` for the service protocol).
   (lock-up and sale end counted from ``node.clock``; the lock-up rounded up to a slot start);
 * then, every ``POLL_S`` real seconds, it asks ``share_planning.plan_host_actions`` what to write
   next on the certified state and writes it: issues bought shares (or hands an escrow back with
-  ``swap_decline`` when the cap or the holder limit is reached), pays the LPs their part of the
+  ``swap_decline`` when the cap or the holder limit is reached, or its deadline is too near or
+  past: an issue must be dated before it, a decline is valid at any time), pays the LPs their part of the
   pool fees every ``[shares] payout_every_s`` market seconds, and redeems the LPs' ``share_exit``
   requests once the lock-up is over. The decision is the pure function; this is only the shell.
 
@@ -16,8 +17,8 @@ invest (see ``p2pgrid.node`` for the service protocol).
 invest_shares = N`` (N > 0): the LP's side, without anybody at the RPC. Every round it asks
 ``share_planning.plan_investor_actions`` and writes what it returns: buys shares of the first open
 programme of the zone (of ``invest_host`` only, if set) until it holds N, from the balance above
-``invest_reserve_uc``; takes back (``release``) an escrow the host left unissued past its
-deadline; and with ``exit_after_lockup = true`` asks for every share back once a programme's
+``invest_reserve_uc``; takes back (``release``) an escrow the host left unissued once the host's
+certified chain has passed its deadline (the host usually declines it first); and with ``exit_after_lockup = true`` asks for every share back once a programme's
 lock-up slot is reached (the host's service redeems it at par).
 
 Both write one entry at a time: after each certified entry they plan again on the new state, so

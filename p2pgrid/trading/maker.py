@@ -75,6 +75,10 @@ class MakerDesk:
     def reserved(self, order_id: bytes) -> int:
         return self._by_order.get(order_id, 0)
 
+    def is_reserved(self, take_id: bytes) -> bool:
+        """Is take ``take_id`` being certified now (its lock must not be declined meanwhile)?"""
+        return take_id in self._by_take
+
     def reserve(self, take_id: bytes, order_id: bytes, qty_wh: int) -> None:
         if take_id in self._by_take:
             raise ValueError(f"take {take_id.hex()} is already reserved")

@@ -22,8 +22,9 @@
   The lock carries the pool's delivery ``slot`` (as a book take's lock does); settlement reads the
   swap itself from the certified swap record, never from the lock.
   A buy still refused after its lock (another trader's swap came first) has its lock handed back
-  by the host's certified ``swap_decline``; if that failed, the trading service's housekeeping
-  releases it after the deadline. ``swap_leg(leg, limit_price)`` executes a router ``PoolLeg``,
+  by the host's certified ``swap_decline``; if that failed, the host declines it at its deadline
+  (a decline is valid at any time), and otherwise the trading service's housekeeping releases it
+  once the host's certified chain has passed the deadline (``chain.seller_passed_deadline``). ``swap_leg(leg, limit_price)`` executes a router ``PoolLeg``,
   allowing ``slippage_bps`` for the pool moving between quote and swap, never beyond the limit price.
 
 Time: ``clock()`` returns Unix ms (market time).
@@ -295,9 +296,8 @@ class PoolClient:
                 await self.ledger.wait_for_height(self.ledger.state.height + 1)
 
     async def _see_lock_closed(self, request_id: bytes, host: bytes) -> None:
-        """Wait (bounded) until the host's certified decline of our lock is in our ledger: a replica
-        that missed it would still see the lock open at its deadline, and our release of it then
-        would be refused — taking down whatever else was batched with it."""
+        """Wait (bounded) until the host's certified decline of our lock is in our ledger, so the
+        caller sees the credits back (and our housekeeping does not try a release of it)."""
         def still_open() -> bool:
             record = self.ledger.state.locks.get(request_id)
             return record is not None and record.status is LockStatus.OPEN

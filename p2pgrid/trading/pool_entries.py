@@ -1,44 +1,50 @@
-"""Ledger entry kinds of AMM pools: ``pool_open``, ``pool_update`` and ``swap`` (pure).
+"""Ledger entry kinds of AMM pools: ``pool_open``, ``pool_update``, ``swap`` and ``swap_decline`` (pure).
 
-Importing this module registers the three kinds with ``p2pgrid.ledger.chain.register_kind``. All
-three live in the **host's** chain, so the host's chain sequences its pools: a pool's state is a
-pure function of the host's certified entries, applied in chain order, and every node derives the
+Importing this module registers the four kinds with ``p2pgrid.ledger.chain.register_kind``. All
+live in the **host's** chain, so the host's chain sequences its pools: a pool's state is a pure
+function of the host's certified entries, applied in chain order, and every node derives the
 same reserves. ``LedgerState.pools[pool_id]`` holds a ``PoolRecord`` (the ``amm.Pool`` plus a
 version and totals); each swap leaves a ``SwapRecord`` in ``LedgerState.extra["swap/<id hex>"]``.
 
-Time. Each body carries ``at_ms``, the host's market time of the operation. The pool is decayed to
-``at_ms`` (``amm.accrue``) before the operation, so applying an entry never depends on when it is
-applied. A validator votes only if
+Time. No rule reads a validator's clock (``chain``: validity is a deterministic, monotone function
+of the entry and its certified causal past). Two signed times are used:
 
-* ``at_ms ≤ now_ms + MAX_CLOCK_SKEW_MS`` — no dating in the future;
-* ``at_ms ≥`` the pool's last update — a pool's entries are dated in chain order;
-* ``now_ms < gate closure + MAX_CLOCK_SKEW_MS`` — nothing dated before gate closure is certified
-  after it: a frozen pool stays frozen, however the host dates its entries;
-* for a swap, ``now_ms < request.expires_ms + MAX_CLOCK_SKEW_MS`` — a trader's request is not used
-  after its expiry.
+* ``entry.time_ms`` — the host's signed entry time (never decreasing along its chain; a validator
+  waits for an entry dated too far ahead of its own clock, ``committee.decide_vote``). Every
+  *limit* is judged on it: gate closure, the trader's request expiry, the buyer's lock deadline.
+* ``body.at_ms`` — the market time the pool is decayed to (``amm.accrue``) before the operation,
+  so applying an entry never depends on when it is applied. It must satisfy
+  ``pool.updated_ms ≤ at_ms ≤ entry.time_ms``: a pool's entries are dated in chain order, and
+  never after the entry that carries them (so a limit met by ``entry.time_ms`` is met by
+  ``at_ms`` too).
 
-There is deliberately no bound on how *old* ``at_ms`` may be besides these: the time between the
-host dating an entry and a validator voting on it is certification latency, which a scaled clock
-multiplies (at 480× a one-second vote is eight market minutes: an earlier "within 30 s of now" rule
-refused every pool entry of a loaded simnet). Back-dating within them only gives the host less
-decay — energy its own liquidity providers would have lost — and never an older pool state.
+There is deliberately no bound on how *old* ``at_ms`` may be besides these: back-dating only
+gives the host less decay — energy its own liquidity providers would have lost — and never an
+older pool state; and certification latency (multiplied by a scaled clock) never matters, since
+nothing is judged on when a validator looks.
+
+Rules, each with its time base:
 
 ``pool_open`` (host only)
     Opens pool ``pool_id == compute_pool_id(host, zone, slot)`` — one pool per (host, zone, slot),
     ever — with seed reserves, fee, energy cap, losses, and gate closure from the zone's slot
-    calendar. The credits reserve is a commitment backed by the host's balance, not an escrow: the
-    host's balance must cover it when the pool opens (its sale proceeds go to that balance, and it
-    pays sellers from it), so ``money_total()`` stays 0 without a pool account.
+    calendar. ``at_ms ≤ entry.time_ms < gate closure``. The credits reserve is a commitment backed
+    by the host's balance, not an escrow: the host's balance must cover it when the pool opens
+    (its sale proceeds go to that balance, and it pays sellers from it), so ``money_total()``
+    stays 0 without a pool account.
 ``pool_update`` (host only)
     Sets the energy cap to what the host's battery can now deliver in the slot (``amm.set_energy_cap``
     trims the reserve to it) and optionally deposits ``add_energy_wh`` more energy (within the cap).
+    ``updated_ms ≤ at_ms ≤ entry.time_ms < gate closure``: a frozen pool stays frozen, however
+    the host dates its entries.
 ``swap`` (host's chain, one trader's signed ``SwapRequest`` inside)
     Validators decode and verify the request, check it names this host, pool, zone, slot, side,
-    amount and id, that ``at_ms`` is before its ``expires_ms``, and **recompute** the swap with
-    ``amm`` from the certified pool decayed to ``at_ms``: BUY exact-out (``swap_exact_out``), SELL
-    exact-in (``swap_exact_in``). ``credits_uc`` must equal the recomputed amount and respect the
-    request's limit; pools freeze at gate closure (``amm.PoolFrozen``), and a sale may not lift
-    energy beyond the cap (``amm.CapacityExceeded``).
+    amount and id, that ``updated_ms ≤ at_ms ≤ entry.time_ms``, ``entry.time_ms <`` gate closure
+    and ``entry.time_ms < request.expires_ms`` (a trader's request is not used after its
+    expiry), and **recompute** the swap with ``amm`` from the certified pool decayed to
+    ``at_ms``: BUY exact-out (``swap_exact_out``), SELL exact-in (``swap_exact_in``).
+    ``credits_uc`` must equal the recomputed amount and respect the request's limit; a sale may
+    not lift energy beyond the cap (``amm.CapacityExceeded``).
 
     A BUY whose whole ``energy_wh`` has become dearer than ``limit_uc`` (other buyers swapped
     first) is **filled in part**: the body buys the largest amount whose cost is within the limit
@@ -46,28 +52,43 @@ decay — energy its own liquidity providers would have lost — and never an ol
     not even 1 Wh is, the swap is refused for slippage. The body's ``energy_wh`` is then below the
     request's; validators recompute that amount too.
 
-    * BUY consumes the trader's certified open lock ``take_id == swap_id`` (``seller == host``,
-      ``order_id == pool_id``, ``qty_wh ==`` the request's ``energy_wh``, deadline not passed, ``amount ≥
-      credits_uc``): the host receives ``credits_uc``, the buyer the rest of the lock. The conflict
-      key ``lock/<swap_id>`` is the one fills and releases use, so a lock is consumed at most once.
+    * BUY consumes the trader's certified open lock ``take_id == swap_id`` through
+      ``chain.consumable_lock`` (``seller == host``, open, ``entry.time_ms <`` its deadline) with
+      ``order_id == pool_id``, buyer ``trader``, ``qty_wh ==`` the request's ``energy_wh`` and
+      ``amount ≥ credits_uc``: the host receives ``credits_uc``, the buyer the rest of the lock.
+      The lock's fate is decided by the host's chain alone (``chain``: one writer per lock), so
+      the buyer's ``release`` — valid only once the host's chain is dated at or past the
+      deadline — can never meet this swap. A lock not yet certified here *waits* (``no_lock``).
     * SELL pays the trader ``credits_uc`` from the host's balance (the host's debit, in its own
-      chain, within the credit limit).
+      chain, within the credit limit; ``overdraft`` waits for credits).
 
     Every swap also claims the conflict key ``swap/<swap_id>``, and a swap id already recorded is
-    rejected, so one request is swapped at most once.
+    rejected, so one request is swapped at most once. (The record key is zone-wide, so a trader
+    that signs requests with one id to two hosts can make those two hosts' swaps split the
+    validators' votes; honest clients draw random ids. Binding a request id to its host would
+    close that, and needs settlement to look swap records up by host too.)
 ``swap_decline`` (host's chain)
-    The host refuses a BUY whose lock is certified: it hands the buyer's open lock ``swap_id``
-    (``seller == host``, ``order_id == pool_id``, buyer ``trader``) back in full, at once, instead of
-    letting it sit until its deadline. Like a fill it consumes the lock (conflict key
-    ``lock/<swap_id>``, so a lock is swapped, declined or released — once) and only before the
-    lock's deadline, so the host's decline and the buyer's own release (only at or after it) never
-    race; unlike a fill it moves no money to the host and leaves the pool untouched. Only the
-    lock's buyer gains, so no account's balance is debited by another's chain.
+    The host hands the buyer's lock ``swap_id`` (``seller == host``, ``order_id == pool_id``,
+    buyer ``trader``) back in full (``chain.return_lock``) instead of letting it sit: a BUY it
+    refused, or any lock of its pools it will not consume, expired ones included. Valid at **any
+    time** — there is no deadline to straddle — and refused only once the lock is filled; a
+    no-op if the lock was returned already (the buyer's release and a decline may both be
+    certified, in either order). It moves no money to the host and leaves the pool untouched;
+    only the lock's buyer gains, so no account is debited by another's chain. The share
+    programmes of ``pool_shares`` decline escrows with it too (the programme as the pool).
+
+What waits and what is final. A lock not yet certified at a validator *waits* (``no_lock``): it
+is the trader's chain's. A pool does not: only its host writes a pool's entries, and the host's
+pools are created in its own chain, so a validator judging the host's entry at ``seq`` holds every
+pool that entry may name; an unknown pool id is final (``unknown_pool``), as is another host's.
+Everything else a rule reads is the host's own chain (pool, swap records, its balance — which
+other chains only ever credit) or fixed at the lock's creation.
 
 Rejections are ``EntryRejected``; AMM and request problems are ``BAD_BODY`` whose detail starts
-with a ``SwapRefuseReason`` value (``pool_frozen: …``, ``amm_mismatch: …``), the lock problems use
-the lock reasons of ``chain.py`` (``no_lock``, ``lock_closed``, ``lock_mismatch``,
-``lock_too_small``, ``deadline_passed``), and a host that cannot pay is an ``overdraft``.
+with a ``SwapRefuseReason`` value (``pool_frozen: …``, ``amm_mismatch: …``, ``bad_time: …``), the
+lock problems use the lock reasons of ``chain.py`` (``no_lock``, ``lock_closed``,
+``lock_mismatch``, ``lock_too_small``, ``deadline_passed``), and a host that cannot pay is an
+``overdraft``.
 """
 
 from __future__ import annotations
@@ -79,7 +100,7 @@ from typing import Any
 from p2pgrid.errors import TradingError, WireError
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
-    register_kind, validate_debit,
+    consumable_lock, known_lock, register_kind, return_lock, validate_debit,
 )
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.market.amm import (
@@ -91,7 +112,7 @@ from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, Signed, decode_signed, struct
 
 __all__ = [
-    "MAX_CLOCK_SKEW_MS", "POOL_OPEN_KIND", "POOL_UPDATE_KIND", "PoolOpen", "PoolRecord", "PoolUpdate",
+    "POOL_OPEN_KIND", "POOL_UPDATE_KIND", "PoolOpen", "PoolRecord", "PoolUpdate",
     "SWAP_DECLINE_KIND", "SWAP_KIND", "Swap", "SwapDecline", "SwapRecord", "SwapRejected", "affordable_buy",
     "compute_pool_id",
     "compute_swap", "deliverable_energy_wh", "plan_swap", "pools_of_slot", "swap_record", "validate_pool_open",
@@ -102,7 +123,6 @@ POOL_OPEN_KIND = "pool_open"
 POOL_UPDATE_KIND = "pool_update"
 SWAP_KIND = "swap"
 SWAP_DECLINE_KIND = "swap_decline"
-MAX_CLOCK_SKEW_MS = 30_000
 MAX_REQUEST_BYTES = 1024
 
 
@@ -232,12 +252,14 @@ def _bad(reason: SwapRefuseReason | str, detail: str) -> EntryRejected:
     return EntryRejected(RejectReason.BAD_BODY, f"{value}: {detail}")
 
 
-def _check_time(at_ms: int, now_ms: int, gate_closure_ms: int, pool: Pool | None = None) -> None:
-    """The time rules of the module docstring (all but the request's expiry)."""
-    if at_ms > now_ms + MAX_CLOCK_SKEW_MS:
-        raise _bad("bad_time", f"at_ms {at_ms} is more than {MAX_CLOCK_SKEW_MS} ms after now {now_ms}")
-    if now_ms >= gate_closure_ms + MAX_CLOCK_SKEW_MS:
-        raise _bad("bad_time", f"voted at {now_ms}, after the pool's gate closure {gate_closure_ms}")
+def _check_time(entry: Entry, at_ms: int, gate_closure_ms: int, pool: Pool | None = None) -> None:
+    """The time rules of the module docstring (all but the request's expiry), on the entry's own
+    signed time: every validator gets the same answer whenever it looks."""
+    if at_ms > entry.time_ms:
+        raise _bad("bad_time", f"at_ms {at_ms} is after the entry's own time {entry.time_ms}")
+    if entry.time_ms >= gate_closure_ms:
+        raise _bad(SwapRefuseReason.POOL_FROZEN,
+                   f"the entry is dated {entry.time_ms}, at or after the pool's gate closure {gate_closure_ms}")
     if pool is not None and at_ms < pool.updated_ms:
         raise _bad("bad_time", f"at_ms {at_ms} is before the pool's last update {pool.updated_ms}")
 
@@ -267,14 +289,14 @@ def _opened(entry: Entry, body: PoolOpen, rules: LedgerRules) -> Pool:
                      now_ms=body.at_ms, losses=HostLosses(body.self_discharge_ppm_per_h, body.conversion_loss_w))
 
 
-def validate_pool_open(state: LedgerState, entry: Entry, body: PoolOpen, rules: LedgerRules, now_ms: int) -> None:
+def validate_pool_open(state: LedgerState, entry: Entry, body: PoolOpen, rules: LedgerRules) -> None:
     if body.pool_id != compute_pool_id(entry.account, entry.zone, body.slot):
         raise _bad("bad_pool_id", "a pool's id is compute_pool_id(host, zone, slot)")
     if body.pool_id in state.pools:
         raise _bad("pool_exists", f"pool {body.pool_id.hex()} is open already")
     if not _slot_rules(rules).is_aligned(body.slot):
         raise _bad(SwapRefuseReason.WRONG_SLOT, f"{body.slot} is not a slot start")
-    _check_time(body.at_ms, now_ms, _slot_rules(rules).gate_closure_ms(body.slot))
+    _check_time(entry, body.at_ms, _slot_rules(rules).gate_closure_ms(body.slot))
     try:
         _opened(entry, body, rules)
     except PoolFrozen as exc:
@@ -299,9 +321,9 @@ def _updated(pool: Pool, body: PoolUpdate) -> Pool:
     return pool
 
 
-def validate_pool_update(state: LedgerState, entry: Entry, body: PoolUpdate, rules: LedgerRules, now_ms: int) -> None:
+def validate_pool_update(state: LedgerState, entry: Entry, body: PoolUpdate, rules: LedgerRules) -> None:
     record = _host_record(state, entry, body.pool_id)
-    _check_time(body.at_ms, now_ms, record.pool.gate_closure_ms, record.pool)
+    _check_time(entry, body.at_ms, record.pool.gate_closure_ms, record.pool)
     try:
         _updated(record.pool, body)
     except PoolFrozen as exc:
@@ -392,22 +414,19 @@ def with_request(body: Swap, signed: Signed[SwapRequest]) -> Swap:
     return replace(body, request=signed.encoded)
 
 
-def _buy_lock(state: LedgerState, host: bytes, body: Swap, request: SwapRequest) -> LockRecord:
-    record = state.locks.get(body.swap_id)
-    if record is None:
-        raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for swap {body.swap_id.hex()}")
-    if record.status is not LockStatus.OPEN:
-        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.swap_id.hex()} is {record.status.value}")
+def _buy_lock(state: LedgerState, entry: Entry, body: Swap, request: SwapRequest) -> LockRecord:
+    """The buyer's lock this BUY consumes: ``consumable_lock`` (named host, open, the swap dated
+    before its deadline) plus the swap's own terms, all fixed when the lock was certified."""
+    record = consumable_lock(state, entry, body.swap_id)
     lock = record.lock
-    if record.buyer != body.trader or lock.seller != host or lock.order_id != body.pool_id \
-            or lock.qty_wh != request.energy_wh:
+    if record.buyer != body.trader or lock.order_id != body.pool_id or lock.qty_wh != request.energy_wh:
         raise EntryRejected(RejectReason.LOCK_MISMATCH, "the lock names another buyer, host, pool or quantity")
     if lock.amount < body.credits_uc:
         raise EntryRejected(RejectReason.LOCK_TOO_SMALL, f"{lock.amount} µc locked < {body.credits_uc} µc due")
     return record
 
 
-def validate_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRules, now_ms: int) -> None:
+def validate_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRules) -> None:
     record = _host_record(state, entry, body.pool_id)
     try:
         signed = decode_signed(body.request, SwapRequest)
@@ -422,9 +441,10 @@ def validate_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRul
         raise _bad(SwapRefuseReason.MALFORMED, "a host does not swap with its own pool")
     if swap_key(body.swap_id) in state.extra:
         raise EntryRejected(RejectReason.DUPLICATE_TAKE, f"swap {body.swap_id.hex()} happened already")
-    _check_time(body.at_ms, now_ms, record.pool.gate_closure_ms, record.pool)
-    if now_ms >= request.expires_ms + MAX_CLOCK_SKEW_MS:
-        raise _bad(SwapRefuseReason.EXPIRED, f"the trader's request expired at {request.expires_ms}")
+    _check_time(entry, body.at_ms, record.pool.gate_closure_ms, record.pool)
+    if entry.time_ms >= request.expires_ms:
+        raise _bad(SwapRefuseReason.EXPIRED,
+                   f"the swap is dated {entry.time_ms}, at or after the request's expiry {request.expires_ms}")
     try:
         planned = plan_swap(record, request, entry.account, entry.zone, body.at_ms)
     except SwapRejected as exc:
@@ -433,9 +453,7 @@ def validate_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRul
         raise _bad("amm_mismatch", f"the pool's math gives {planned.energy_wh} Wh for {planned.credits_uc} µc, "
                                    f"the entry says {body.energy_wh} Wh for {body.credits_uc} µc")
     if body.side is Side.BUY:
-        lock = _buy_lock(state, entry.account, body, request)
-        if now_ms >= lock.lock.deadline_ms:
-            raise EntryRejected(RejectReason.DEADLINE_PASSED, "the buyer's lock expired")
+        _buy_lock(state, entry, body, request)
     else:
         validate_debit(state, rules, entry.account, body.credits_uc)
 
@@ -467,8 +485,9 @@ def process_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRule
 
 
 def _swap_keys(entry: Entry, body: Swap) -> tuple[bytes, ...]:
-    keys = (b"swap/" + body.swap_id,)
-    return keys + (b"lock/" + body.swap_id,) if body.side is Side.BUY else keys
+    # No key on the lock: a lock's fate is decided by its seller's chain alone (chain.py), and a
+    # second key on it would let the buyer's release and this swap split the votes for ever.
+    return (b"swap/" + body.swap_id,)
 
 
 def _swap_ready(state: LedgerState, entry: Entry, body: Swap) -> bool:
@@ -477,29 +496,20 @@ def _swap_ready(state: LedgerState, entry: Entry, body: Swap) -> bool:
 
 # --- swap_decline --------------------------------------------------------------------------------
 
-def validate_swap_decline(state: LedgerState, entry: Entry, body: SwapDecline, rules: LedgerRules,
-                          now_ms: int) -> None:
-    record = state.locks.get(body.swap_id)
-    if record is None:
-        raise EntryRejected(RejectReason.NO_LOCK, f"no certified lock for swap {body.swap_id.hex()}")
-    if record.status is not LockStatus.OPEN:
-        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.swap_id.hex()} is {record.status.value}")
+def validate_swap_decline(state: LedgerState, entry: Entry, body: SwapDecline, rules: LedgerRules) -> None:
+    # No time rule: handing a lock back is safe at any time (it can only return the buyer's own
+    # credits), so there is no deadline for validators to straddle; only a filled lock is final.
+    record = known_lock(state, body.swap_id)
     if record.lock.seller != entry.account or record.lock.order_id != body.pool_id or record.buyer != body.trader:
         raise EntryRejected(RejectReason.LOCK_MISMATCH, "only the pool host named in the lock declines it")
-    if now_ms >= record.lock.deadline_ms:
-        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the lock expired; the buyer releases it")
+    if record.status is LockStatus.FILLED:
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.swap_id.hex()} is filled")
 
 
 def process_swap_decline(state: LedgerState, entry: Entry, body: SwapDecline, rules: LedgerRules) -> None:
-    record = state.locks.get(body.swap_id)
-    if record is None or record.status is not LockStatus.OPEN:
-        raise ChainInconsistent(f"certified decline of lock {body.swap_id.hex()} which is not open")
-    state.balances[record.buyer] = state.balance(record.buyer) + record.lock.amount
-    state.locks[body.swap_id] = LockRecord(record.buyer, record.lock, LockStatus.RELEASED)
-
-
-def _decline_keys(entry: Entry, body: SwapDecline) -> tuple[bytes, ...]:
-    return (b"lock/" + body.swap_id,)
+    if body.swap_id not in state.locks:
+        raise ChainInconsistent(f"certified decline of lock {body.swap_id.hex()} which is unknown")
+    return_lock(state, body.swap_id)       # a no-op if the buyer's release came first
 
 
 def _decline_ready(state: LedgerState, entry: Entry, body: SwapDecline) -> bool:
@@ -509,5 +519,5 @@ def _decline_ready(state: LedgerState, entry: Entry, body: SwapDecline) -> bool:
 register_kind(KindRules(POOL_OPEN_KIND, PoolOpen, validate_pool_open, process_pool_open))
 register_kind(KindRules(POOL_UPDATE_KIND, PoolUpdate, validate_pool_update, process_pool_update))
 register_kind(KindRules(SWAP_KIND, Swap, validate_swap, process_swap, _swap_keys, _swap_ready))
-register_kind(KindRules(SWAP_DECLINE_KIND, SwapDecline, validate_swap_decline, process_swap_decline, _decline_keys,
-                        _decline_ready))
+register_kind(KindRules(SWAP_DECLINE_KIND, SwapDecline, validate_swap_decline, process_swap_decline,
+                        is_ready=_decline_ready))

@@ -21,20 +21,24 @@
   (``pool_frozen``).
 * **Declines.** A refused BUY whose certified lock names this host and pool has that lock handed
   back at once by a certified ``swap_decline`` (in the same sequence as swaps), so a refusal never
-  holds the buyer's credits until the lock's deadline. Validators take a decline only before the
-  deadline, so the host does not try one when the deadline is nearer than twice its recent
-  certification time (measured, in market ms: a scaled clock makes it long). If no decline is
-  certified (lock consumed, deadline near, no quorum), the buyer's own release at the deadline
-  remains the fallback.
+  holds the buyer's credits until the lock's deadline. A decline is valid at any time (only a
+  filled lock refuses it), so each tick the host also declines every lock of its pools still open
+  at its deadline (a buyer that locked and never asked, or whose request failed): the buyer's
+  credits come back at once, and the host's chain is dated past the deadline, which is what the
+  buyer's own ``release`` waits for (``chain.seller_passed_deadline``).
 * **Queries.** A ``PoolQuery`` is answered with the pool's certified state; so is every swap
   answer. Takers quote on replicas that lag this host; these answers let them catch up before they
   lock credits (see ``pool_messages``).
 
-Time: ``clock()`` returns Unix ms (market time); real waiting is bounded by trio timeouts.
+Time: ``clock()`` returns Unix ms (market time); real waiting is bounded by trio timeouts. The
+ledger dates each entry with the same clock when it is built (``LedgerService.next_entry``), after
+the body's ``at_ms`` was read, so ``at_ms ≤ entry.time_ms`` as ``pool_entries`` requires; the
+validators judge every limit on that signed date, never on when they vote.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -45,7 +49,7 @@ import trio
 
 from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
-from p2pgrid.ledger.chain import EntryRejected, RejectReason, build_entry, kind_rules
+from p2pgrid.ledger.chain import EntryRejected, LockStatus, RejectReason, build_entry, kind_rules
 from p2pgrid.ledger.messages import Certificate, Entry
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.amm import NO_LOSSES, HostLosses, accrue
@@ -107,6 +111,7 @@ class PoolHostStats:
     swaps: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     declined: int = 0           # refused buys whose lock the host handed back at once
+    expired_declined: int = 0   # locks of its pools the host handed back at their deadline
     queries: int = 0
     opened: int = 0
     updates: int = 0
@@ -129,7 +134,8 @@ class PoolHost:
         self._sequencer = trio.Lock()
         self._in_flight: set[bytes] = set()
         self._dirty = True
-        self._certify_ms = 0.0          # recent certification latency, market ms (moving average)
+        self._pool_locks: dict[bytes, None] = {}    # open locks naming this host on one of its pools
+        self._lock_scan: tuple[object, int] = (None, 0)
 
     @property
     def me(self) -> bytes:
@@ -194,24 +200,31 @@ class PoolHost:
             self.stats.updates += 1
 
     async def _submit(self, entry: Signed[Entry]) -> Certificate:
-        """Certify one of our entries, keeping track of how long certification takes (market ms)."""
-        started = self.clock()
-        certificate = await self.ledger.submit(entry)
-        self._certify_ms = 0.7 * self._certify_ms + 0.3 * max(0, self.clock() - started)
-        return certificate
+        """Certify one of our entries (its limits are judged on its own date, so how long
+        certification takes no longer matters to any rule)."""
+        return await self.ledger.submit(entry)
 
     async def _certify_pool_entry(self, kind: str, body: PoolOpen | PoolUpdate) -> bool:
         """Certify a pool entry if our own certified state says validators will accept it. Judging
         first matters: a doomed entry that a few validators vote for anyway (their state ahead of
         the others') would hold those votes at this seq and could stall the chain."""
-        state = self.ledger.state
-        entry = build_entry(self.ledger.rules, self.me, state.head(self.me), kind, body)
+        if not self._judge(kind, body):
+            return False
         try:
-            kind_rules(kind).validate(state, entry, body, self.ledger.rules, self.clock())
             await self._submit(self.ledger.next_entry(kind, body))
         except LedgerError:
             return False   # e.g. the balance does not back it yet, or gate closure came: next tick decides
         self._dirty = True
+        return True
+
+    def _judge(self, kind: str, body: object) -> bool:
+        """Would validators take ``body`` as our next entry, dated now, on our certified state?"""
+        state = self.ledger.state
+        entry = build_entry(self.ledger.rules, self.me, state.head(self.me), kind, body, self.clock())
+        try:
+            kind_rules(kind).validate(state, entry, body, self.ledger.rules)
+        except EntryRejected:
+            return False
         return True
 
     def announcement(self) -> Signed[PoolAnnouncement]:
@@ -304,9 +317,9 @@ class PoolHost:
     def _dry_run(self, body: Swap, now_ms: int) -> None:
         """Judge the swap with the validators' rule on our certified state, without signing it."""
         state = self.ledger.state
-        entry = build_entry(self.ledger.rules, self.me, state.head(self.me), SWAP_KIND, body)
+        entry = build_entry(self.ledger.rules, self.me, state.head(self.me), SWAP_KIND, body, now_ms)
         try:
-            validate_swap(state, entry, body, self.ledger.rules, now_ms)
+            validate_swap(state, entry, body, self.ledger.rules)
         except EntryRejected as exc:
             raise SwapRejected(_refuse_reason(exc), exc.detail or exc.reason.value) from None
 
@@ -325,20 +338,59 @@ class PoolHost:
         body = SwapDecline(swap_id=request.request_id, pool_id=request.pool_id, trader=request.trader,
                            reason=reason.value)
         async with self._sequencer:
-            lock = self.ledger.state.locks.get(request.request_id)
-            if lock is None or self.clock() + 2 * self._certify_ms >= lock.lock.deadline_ms:
-                # Nothing to hand back; or the deadline comes before a decline would be certified
-                # (validators refuse it from then on), and the buyer's own release takes over.
-                return False
-            state = self.ledger.state
-            entry = build_entry(self.ledger.rules, self.me, state.head(self.me), SWAP_DECLINE_KIND, body)
-            try:
-                kind_rules(SWAP_DECLINE_KIND).validate(state, entry, body, self.ledger.rules, self.clock())
-                await self._submit(self.ledger.next_entry(SWAP_DECLINE_KIND, body))
-            except LedgerError:
-                return False    # e.g. the lock was consumed meanwhile; the deadline release remains
+            if request.request_id not in self.ledger.state.locks:
+                return False        # nothing to hand back
+            if not await self._certify_decline(body):
+                return False        # e.g. the lock was consumed meanwhile
         self.stats.declined += 1
         return True
+
+    async def _certify_decline(self, body: SwapDecline) -> bool:
+        """Certify a ``swap_decline`` if our certified state says validators take it (any time
+        before the lock is filled; a no-op once the buyer released it)."""
+        if not self._judge(SWAP_DECLINE_KIND, body):
+            return False
+        try:
+            await self._submit(self.ledger.next_entry(SWAP_DECLINE_KIND, body))
+        except LedgerError:
+            return False
+        return True
+
+    def _note_pool_locks(self) -> None:
+        """Add the locks certified since the last call that name this host on one of its pools
+        (lock records are only ever added or replaced in place, and a dict keeps insertion
+        order: the records past the count already read are new)."""
+        locks = self.ledger.state.locks
+        seen_in, read = self._lock_scan
+        if seen_in is not locks or read > len(locks):    # another state object: read it whole
+            read = 0
+        for take_id, record in itertools.islice(locks.items(), read, None):
+            if record.lock.seller == self.me and record.status is LockStatus.OPEN \
+                    and self.record(record.lock.order_id) is not None:
+                self._pool_locks[take_id] = None
+        self._lock_scan = (locks, len(locks))
+
+    async def decline_expired(self) -> int:
+        """Hand back every lock of our pools still open at its deadline (we can no longer swap
+        it: a swap must be dated before the deadline). Returns how many were declined."""
+        self._note_pool_locks()
+        now = self.clock()
+        declined = 0
+        for take_id in list(self._pool_locks):
+            record = self.ledger.state.locks.get(take_id)
+            if record is None or record.status is not LockStatus.OPEN:
+                del self._pool_locks[take_id]
+                continue
+            if now < record.lock.deadline_ms or take_id in self._in_flight:
+                continue
+            body = SwapDecline(swap_id=take_id, pool_id=record.lock.order_id, trader=record.buyer,
+                               reason=SwapRefuseReason.EXPIRED.value)
+            async with self._sequencer:
+                if await self._certify_decline(body):
+                    declined += 1
+                    del self._pool_locks[take_id]
+        self.stats.expired_declined += declined
+        return declined
 
     async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
         if take_id in self.ledger.state.locks:
@@ -367,6 +419,7 @@ class PoolHost:
         since_announce = 0.0
         while True:
             await self.maintain_pools()
+            await self.decline_expired()
             if self._dirty or since_announce >= self.config.announce_interval_s:
                 await self.announce()
                 since_announce = 0.0

@@ -15,33 +15,46 @@ is lives in ``LedgerState.extra``, so the state root covers it:
 
 The kinds
 ---------
-``share_offer`` (host's chain)
+Time. No rule reads a validator's clock: every limit is judged on the entry's own signed
+``entry.time_ms`` (never decreasing along a chain), so a validator that votes for an entry and one
+that judges it later agree. And no rule of one chain's entry reads what *another* chain can still
+change (``chain``: validity is monotone in the certified causal past): an LP's entries read the
+programme's terms (fixed by the offer), meter registrations (never changed once certified) and the
+LP's own chain; the host's entries read the host's own chain and records fixed at creation. What
+another chain has not brought yet *waits* (``missing_dependency``, ``no_lock``), never refuses.
+
+``share_offer`` (host's chain; time base ``entry.time_ms``)
     Opens programme ``programme_id == next_programme_id(state, host, zone)`` (numbered by the
     host's earlier offers, so ids never repeat) with terms: ``zone`` (the ledger's zone: a
     programme of one zone sells only there), ``price_uc`` per share, ``fee_share_bps`` (the part of the host's pool fees
     that goes to LPs), ``lockup_until_slot`` (a slot start, Unix s: no redemption before it),
-    ``cap_shares`` (most shares outstanding at once), ``sale_until_ms`` (no purchase from then
-    on) and ``residents_only`` (only accounts with a certified meter registration in the zone may
-    buy: local ownership). The fee shares of the host's *active* programmes (sale still open, or
-    shares outstanding) add up to at most 100 %.
-``share_buy`` (LP's chain — the LP debits only itself)
-    Escrows ``amount_uc == shares × price_uc`` for purchase ``buy_id``: valid only while the
-    programme is open (``now_ms < sale_until_ms``), for the programme's zone and host, with
-    ``shares ≥ 1`` within the cap (as far as the validator's state shows), a ``deadline_ms``
-    after now and not after the sale closes, never by the host itself, and within the LP's credit
-    limit. The escrow is an ordinary chain lock record (``state.locks[buy_id]``, seller = host,
-    order = programme, a nominal 1 Wh at price 0), so ``money_total()`` counts it, and the LP
-    takes it back with the chain's ``release`` once ``deadline_ms`` has passed unissued. A host
-    that will not issue may hand it back at once with ``swap_decline`` (naming the programme as the
-    pool); an energy ``fill`` of it could only move 0 µc, i.e. also give the escrow back.
-``share_issue`` (host's chain)
-    Consumes that escrow before its deadline (conflict key ``lock/<buy_id>``, the key ``release``
-    and ``fill`` use, so an escrow is issued or released, never both): the host receives the
-    amount, the LP ``shares`` more shares. The host's chain sequences every issue of a programme,
-    so the cap holds **exactly** even when many LPs buy at once (two LP chains certified by
-    different quorums cannot oversell it, as the buys alone could). A programme has at most
-    ``MAX_HOLDERS`` LPs, so one payout entry carries every payment.
-``share_payout`` (host's chain)
+    ``cap_shares`` (most shares outstanding at once), ``sale_until_ms`` (after the offer's own
+    ``time_ms``; no purchase dated from then on) and ``residents_only`` (only accounts with a
+    certified meter registration in the zone may buy: local ownership). The fee shares of the
+    host's programmes *active* at ``entry.time_ms`` (sale still open, or shares outstanding) add
+    up to at most 100 %.
+``share_buy`` (LP's chain — the LP debits only itself; time base ``entry.time_ms``)
+    Escrows ``amount_uc == shares × price_uc`` for purchase ``buy_id``: valid only if dated while
+    the programme sells (``time_ms < sale_until_ms``), with ``time_ms < deadline_ms ≤
+    sale_until_ms``, for the programme's zone and host, ``1 ≤ shares ≤ cap_shares`` (the terms'
+    cap: the shares left under it are the host's chain's, and the host enforces them at issue),
+    never by the host itself, within the LP's credit limit. A programme not certified here yet,
+    or (``residents_only``) an LP whose registration is not, waits (``missing_dependency``). The
+    escrow is an ordinary chain lock record (``state.locks[buy_id]``, seller = host, order =
+    programme, a nominal 1 Wh at price 0), so ``money_total()`` counts it; ``share_buy`` declares
+    ``chain.take_key(buy_id)``, the key of every kind that creates a lock record. The host hands
+    an escrow it will not issue back at once with ``swap_decline`` (naming the programme as the
+    pool) — beyond the cap, beyond ``MAX_HOLDERS``, or expired; otherwise the LP takes it back
+    with the chain's ``release`` once the host's chain has passed ``deadline_ms``.
+``share_issue`` (host's chain; time base ``entry.time_ms``)
+    Consumes that escrow through ``chain.consumable_lock`` (named host, open, the issue dated
+    before ``deadline_ms``; no conflict key on the lock: its fate is the host's chain's alone, so
+    the LP's release can never meet an issue): the host receives the amount, the LP ``shares`` more
+    shares. The host's chain sequences every issue of a programme, so the cap holds **exactly**
+    even when many LPs buy at once (two LP chains certified by different quorums cannot oversell
+    it, as the buys alone could). A programme has at most ``MAX_HOLDERS`` LPs, so one payout entry
+    carries every payment.
+``share_payout`` (host's chain; no time limit)
     Pays the LPs their part of the pool fees of one **period**: the host's chain between the
     previous payout (or the offer) and this one. Pool fees are the fee part of the host's BUY
     swaps, ``credits_uc × fee_bps // 10000`` each (``swap_fee_uc``: the fee on the credits paid
@@ -62,20 +75,23 @@ The kinds
     host pays from its own balance (its debit, within its credit limit). Shares issued during a
     period start earning at the next payout (the payout turns every held share into an earning
     one), so nobody can buy in just before a payout and take the fees of a period it did not fund.
-``share_exit`` (LP's chain — moves no money)
-    The LP asks the host to redeem ``shares`` of programme ``programme_id`` (hosted by ``host``).
-    Valid only if the LP's requests still pending plus these are at most the shares it holds (as
-    the validator's state shows), never by the host itself. It records the request in
+``share_exit`` (LP's chain — moves no money; no time limit)
+    The LP asks the host to redeem ``shares`` of programme ``programme_id`` (hosted by ``host``),
+    never by the host itself. It is *not* checked against the LP's holdings: those are written by
+    the host's chain (issues add, redemptions take away), so the check could flip either way
+    between validators; the host redeems at most what is held (``pending_exit`` caps the pending
+    request by the holding). It records the request in
     ``extra["share_exit/<programme id hex>/<LP hex>"] = ExitRecord``: ``requested`` counts every
     share the LP's exits asked for, ``answered`` every share the host's redemptions answered, and
     ``pending_exit`` is ``min(requested − answered, shares held)``. A request may be made during
     the lock-up; it is redeemed from the lock-up's end on.
-``share_redeem`` (host's chain, at or after the lock-up)
+``share_redeem`` (host's chain; time base ``entry.time_ms``, at or after the lock-up)
     Pays ``amount_uc == shares × price_uc`` (par) back to the LP and cancels those shares (not yet
     earning ones first). The host's chain debits only the host; it redeems on the LP's request
     (``exit_shares`` of the shares answer the LP's pending ``share_exit`` requests: at most
-    ``shares`` and at most what is pending in the validator's state) or as a buy-back
-    (``exit_shares == 0``), either way only from ``lockup_until_slot`` on.
+    ``shares``, and — waiting, not refusing, since the LP's requests only grow — at most what is
+    pending in the validator's state) or as a buy-back (``exit_shares == 0``), either way only if
+    dated from ``lockup_until_slot`` on (``locked_up`` otherwise: final, the date is signed).
 
     Why two counters and not one "pending" number: the request is in the LP's chain and the answer
     in the host's, and nodes apply the two chains in different orders. ``requested`` is written
@@ -95,10 +111,11 @@ Cost: recomputing a payout sums the fees over every certified swap record of the
 rare; a running fee total per pool kept by ``pool_entries`` would make it O(pools).
 
 Rejections are ``EntryRejected``: ``BAD_BODY`` with a detail starting with a ``ShareRefuseReason``
-value (``sale_closed: …``, ``payout_mismatch: …``, ``not_held: …`` for an exit beyond the LP's
-shares, ``no_exit_pending: …`` for a redemption answering more than was asked), ``WRONG_KIND_FOR_ACCOUNT`` for an entry by
-the wrong account, ``DEADLINE_NOT_REACHED`` for a redemption inside the lock-up, the lock
-reasons of ``chain.py`` for escrows, ``OVERDRAFT`` when the payer cannot pay.
+value (``sale_closed: …``, ``payout_mismatch: …``, ``not_held: …`` for a redemption beyond the LP's
+shares, ``locked_up: …`` for a redemption dated inside the lock-up), ``WRONG_KIND_FOR_ACCOUNT``
+for an entry by the wrong account, ``MISSING_DEPENDENCY`` (waiting) for a programme, registration
+or exit request not certified here yet, the lock reasons of ``chain.py`` for escrows,
+``OVERDRAFT`` (waiting) when the payer cannot pay yet.
 """
 
 from __future__ import annotations
@@ -111,7 +128,7 @@ from typing import Any
 
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
-    register_kind, validate_debit,
+    consumable_lock, register_kind, take_key, validate_debit,
 )
 from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
 from p2pgrid.units import MS_PER_S, SlotRules
@@ -155,6 +172,7 @@ class ShareRefuseReason(str, enum.Enum):
     NOT_HELD = "not_held"
     PAYOUT_MISMATCH = "payout_mismatch"
     NO_EXIT_PENDING = "no_exit_pending"      # a redemption answers more exit requests than are pending
+    LOCKED_UP = "locked_up"                  # a redemption dated inside the lock-up
 
 
 def _bad(reason: ShareRefuseReason, detail: str) -> EntryRejected:
@@ -521,18 +539,19 @@ def _store(state: LedgerState, programme: ProgrammeRecord) -> None:
 
 # --- share_offer -------------------------------------------------------------------------------
 
-def validate_share_offer(state: LedgerState, entry: Entry, body: ShareOffer, rules: LedgerRules, now_ms: int) -> None:
+def validate_share_offer(state: LedgerState, entry: Entry, body: ShareOffer, rules: LedgerRules) -> None:
     if body.programme_id != next_programme_id(state, entry.account, entry.zone):
         raise _bad(ShareRefuseReason.BAD_PROGRAMME_ID, "a programme's id is next_programme_id(state, host, zone)")
     if body.zone != entry.zone:
         raise _bad(ShareRefuseReason.WRONG_ZONE, f"a programme of {entry.zone} cannot sell in {body.zone}")
     if not slot_rules_of(rules).is_aligned(body.lockup_until_slot):
         raise _bad(ShareRefuseReason.BAD_TERMS, f"lock-up {body.lockup_until_slot} is not a slot start")
-    if body.sale_until_ms <= now_ms:
-        raise _bad(ShareRefuseReason.BAD_TERMS, "the sale would close before it opens")
+    if body.sale_until_ms <= entry.time_ms:
+        raise _bad(ShareRefuseReason.BAD_TERMS, "the sale would close before the offer's own time")
     if entry.account == rules.gateway:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "the zone gateway hosts no pools")
-    active = sum(p.terms.fee_share_bps for p in programmes(state, entry.account) if p.is_active(now_ms))
+    # The host's own programmes and their outstanding shares (issued and redeemed in its chain).
+    active = sum(p.terms.fee_share_bps for p in programmes(state, entry.account) if p.is_active(entry.time_ms))
     if active + body.fee_share_bps > BPS:
         raise _bad(ShareRefuseReason.FEE_SHARE_EXCEEDED,
                    f"active programmes give LPs {active} bps already; {body.fee_share_bps} more exceeds {BPS}")
@@ -552,11 +571,15 @@ def is_resident(state: LedgerState, account: bytes, zone: str) -> bool:
                and getattr(reg, "zone", None) == zone for key, reg in state.extra.items())
 
 
-def validate_share_buy(state: LedgerState, entry: Entry, body: ShareBuy, rules: LedgerRules, now_ms: int) -> None:
+def validate_share_buy(state: LedgerState, entry: Entry, body: ShareBuy, rules: LedgerRules) -> None:
+    # Only what cannot change once certified is read here: the programme's terms (fixed by its
+    # offer), meter registrations (added, never changed or removed) and the LP's own chain. The
+    # shares outstanding and the holders are the host's chain's: a buy judged on them could be
+    # voted by a validator that has not seen the host's latest issue and refused by one that has.
     lp = entry.account
     programme = programme_of(state, body.programme_id)
     if programme is None:
-        raise _bad(ShareRefuseReason.UNKNOWN_PROGRAMME, f"no certified programme {body.programme_id.hex()}")
+        raise EntryRejected(RejectReason.MISSING_DEPENDENCY, f"no certified programme {body.programme_id.hex()} (yet)")
     terms = programme.terms
     if body.zone != terms.zone:
         raise _bad(ShareRefuseReason.WRONG_ZONE, f"the programme sells in {terms.zone}, not {body.zone}")
@@ -564,18 +587,19 @@ def validate_share_buy(state: LedgerState, entry: Entry, body: ShareBuy, rules: 
         raise _bad(ShareRefuseReason.WRONG_HOST, "the programme has another host")
     if lp == programme.host:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "a host holds no shares of its own programme")
-    if now_ms >= terms.sale_until_ms:
-        raise _bad(ShareRefuseReason.SALE_CLOSED, f"the sale closed at {terms.sale_until_ms}")
-    if not now_ms < body.deadline_ms <= terms.sale_until_ms:
-        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the deadline must be after now and by the sale's close")
+    if entry.time_ms >= terms.sale_until_ms:
+        raise _bad(ShareRefuseReason.SALE_CLOSED, f"the buy is dated at or after the sale's close {terms.sale_until_ms}")
+    if not entry.time_ms < body.deadline_ms <= terms.sale_until_ms:
+        raise EntryRejected(RejectReason.DEADLINE_PASSED,
+                            "the deadline must be after the buy's own time and by the sale's close")
     if body.amount_uc != body.shares * terms.price_uc:
         raise _bad(ShareRefuseReason.BAD_AMOUNT, f"{body.shares} shares cost {body.shares * terms.price_uc} µc")
-    if programme.outstanding + body.shares > terms.cap_shares:
-        raise _bad(ShareRefuseReason.CAP_EXCEEDED, f"{terms.cap_shares - programme.outstanding} shares are left")
-    if programme.is_new_holder(lp) and programme.holders >= MAX_HOLDERS:
-        raise _bad(ShareRefuseReason.TOO_MANY_HOLDERS, f"the programme has {MAX_HOLDERS} LPs already")
+    if body.shares > terms.cap_shares:
+        raise _bad(ShareRefuseReason.CAP_EXCEEDED, f"the programme has {terms.cap_shares} shares in all")
     if terms.residents_only and not is_resident(state, lp, terms.zone):
-        raise _bad(ShareRefuseReason.NOT_RESIDENT, f"only accounts metered in {terms.zone} may buy")
+        # Waiting, not final: the LP's meter registration may not have reached this validator.
+        raise EntryRejected(RejectReason.MISSING_DEPENDENCY, f"only accounts metered in {terms.zone} may buy: "
+                                                             f"no certified registration of this LP (yet)")
     if body.buy_id in state.locks or _buy_of(state, body.buy_id) is not None:
         raise EntryRejected(RejectReason.DUPLICATE_TAKE, f"id {body.buy_id.hex()} is taken already")
     validate_debit(state, rules, lp, body.amount_uc)
@@ -597,23 +621,26 @@ def process_share_buy(state: LedgerState, entry: Entry, body: ShareBuy, rules: L
 
 
 def _buy_keys(entry: Entry, body: ShareBuy) -> tuple[bytes, ...]:
-    return (b"share_buy/" + body.buy_id,)
+    # The key of every kind that creates a lock record: a buy id and a take id can never both
+    # be certified, whichever chains race for it.
+    return (take_key(body.buy_id),)
 
 
 # --- share_issue -------------------------------------------------------------------------------
 
-def validate_share_issue(state: LedgerState, entry: Entry, body: ShareIssue, rules: LedgerRules, now_ms: int) -> None:
+def validate_share_issue(state: LedgerState, entry: Entry, body: ShareIssue, rules: LedgerRules) -> None:
     programme = _host_programme(state, entry, body.programme_id)
+    # The escrow: named host, open, and the issue dated before its deadline (``consumable_lock``),
+    # so the LP's release — valid only once the host's chain has passed the deadline — and this
+    # issue can never both be certified. An escrow not yet certified here waits (``no_lock``).
+    record = consumable_lock(state, entry, body.buy_id)
     buy = _buy_of(state, body.buy_id)
-    if buy is None:
-        raise _bad(ShareRefuseReason.UNKNOWN_BUY, f"no certified purchase {body.buy_id.hex()}")
-    if (buy.programme_id, buy.lp, buy.shares) != (body.programme_id, body.lp, body.shares):
+    if buy is None:        # the lock was created by another kind (take_key): it never will be a purchase
+        raise _bad(ShareRefuseReason.UNKNOWN_BUY, f"lock {body.buy_id.hex()} is not a purchase")
+    if (buy.programme_id, buy.lp, buy.shares) != (body.programme_id, body.lp, body.shares) \
+            or record.lock.order_id != body.programme_id:
         raise EntryRejected(RejectReason.LOCK_MISMATCH, "the purchase is for another programme, LP or quantity")
-    record = state.locks.get(body.buy_id)
-    if record is None or record.status is not LockStatus.OPEN:
-        raise EntryRejected(RejectReason.LOCK_CLOSED, f"the escrow of {body.buy_id.hex()} is not open")
-    if now_ms >= record.lock.deadline_ms:
-        raise EntryRejected(RejectReason.DEADLINE_PASSED, "the escrow expired; the LP may release it")
+    # The cap and the holder limit are exact here: the host's chain sequences every issue.
     if programme.outstanding + body.shares > programme.terms.cap_shares:
         left = programme.terms.cap_shares - programme.outstanding
         raise _bad(ShareRefuseReason.CAP_EXCEEDED, f"{left} shares are left")
@@ -636,17 +663,13 @@ def process_share_issue(state: LedgerState, entry: Entry, body: ShareIssue, rule
     _store(state, replace(programme.with_holding(held), sold_shares=programme.sold_shares + body.shares))
 
 
-def _issue_keys(entry: Entry, body: ShareIssue) -> tuple[bytes, ...]:
-    return (b"lock/" + body.buy_id,)
-
-
 def _issue_ready(state: LedgerState, entry: Entry, body: ShareIssue) -> bool:
-    return _buy_of(state, body.buy_id) is not None
+    return _buy_of(state, body.buy_id) is not None and body.buy_id in state.locks
 
 
 # --- share_payout ------------------------------------------------------------------------------
 
-def validate_share_payout(state: LedgerState, entry: Entry, body: SharePayout, rules: LedgerRules, now_ms: int) -> None:
+def validate_share_payout(state: LedgerState, entry: Entry, body: SharePayout, rules: LedgerRules) -> None:
     programme = _host_programme(state, entry, body.programme_id)
     expected = compute_payout(state, programme)
     if body != expected:
@@ -681,7 +704,7 @@ def lockup_ends_ms(terms: ShareOffer) -> int:
     return terms.lockup_until_slot * MS_PER_S
 
 
-def validate_share_redeem(state: LedgerState, entry: Entry, body: ShareRedeem, rules: LedgerRules, now_ms: int) -> None:
+def validate_share_redeem(state: LedgerState, entry: Entry, body: ShareRedeem, rules: LedgerRules) -> None:
     programme = _host_programme(state, entry, body.programme_id)
     held = programme.holding(body.lp)
     if held is None or held.shares < body.shares:
@@ -689,15 +712,22 @@ def validate_share_redeem(state: LedgerState, entry: Entry, body: ShareRedeem, r
     if body.amount_uc != body.shares * programme.terms.price_uc:
         par = body.shares * programme.terms.price_uc
         raise _bad(ShareRefuseReason.BAD_AMOUNT, f"{body.shares} shares redeem at {par} µc")
-    if now_ms < lockup_ends_ms(programme.terms):
-        raise EntryRejected(RejectReason.DEADLINE_NOT_REACHED,
-                            f"shares are locked up until slot {programme.terms.lockup_until_slot}")
+    if entry.time_ms < lockup_ends_ms(programme.terms):
+        # Final: the entry's own time is fixed, so it can never leave the lock-up.
+        raise _bad(ShareRefuseReason.LOCKED_UP, f"the redemption is dated inside the lock-up, which ends at slot "
+                                                f"{programme.terms.lockup_until_slot}")
     if body.exit_shares:
+        if body.exit_shares > body.shares:
+            raise _bad(ShareRefuseReason.NO_EXIT_PENDING,
+                       f"{body.exit_shares} shares answer exits, but only {body.shares} are redeemed")
         record = exit_of(state, body.programme_id, body.lp)
         asked = record.requested - record.answered if record is not None else 0
-        if body.exit_shares > min(asked, body.shares):
-            raise _bad(ShareRefuseReason.NO_EXIT_PENDING,
-                       f"{body.exit_shares} shares answer exits, but {asked} are pending and {body.shares} redeemed")
+        if body.exit_shares > asked:
+            # Waiting: the LP's chain may have more exit requests this validator has not seen yet
+            # (``requested`` only grows; ``answered`` is this host's own chain).
+            raise EntryRejected(RejectReason.MISSING_DEPENDENCY,
+                                f"{ShareRefuseReason.NO_EXIT_PENDING.value}: {body.exit_shares} shares answer exits, "
+                                f"but {asked} are pending here")
     validate_debit(state, rules, entry.account, body.amount_uc)
 
 
@@ -730,20 +760,17 @@ def _redeem_ready(state: LedgerState, entry: Entry, body: ShareRedeem) -> bool:
 
 # --- share_exit --------------------------------------------------------------------------------
 
-def validate_share_exit(state: LedgerState, entry: Entry, body: ShareExit, rules: LedgerRules, now_ms: int) -> None:
+def validate_share_exit(state: LedgerState, entry: Entry, body: ShareExit, rules: LedgerRules) -> None:
+    # Not checked against the LP's holdings: they are written by the host's chain (issues add,
+    # redemptions take away), so such a check could flip either way between validators. A
+    # request moves no money; the host redeems at most what is held (``pending_exit`` caps it).
     programme = programme_of(state, body.programme_id)
     if programme is None:
-        raise _bad(ShareRefuseReason.UNKNOWN_PROGRAMME, f"no certified programme {body.programme_id.hex()}")
+        raise EntryRejected(RejectReason.MISSING_DEPENDENCY, f"no certified programme {body.programme_id.hex()} (yet)")
     if body.host != programme.host:
         raise _bad(ShareRefuseReason.WRONG_HOST, "the programme has another host")
     if entry.account == programme.host:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "a host holds no shares of its own programme")
-    held = programme.holding(entry.account)
-    shares = held.shares if held is not None else 0
-    already = pending_exit(state, programme, entry.account)
-    if already + body.shares > shares:
-        raise _bad(ShareRefuseReason.NOT_HELD,
-                   f"the LP holds {shares} shares, {already} of them asked to redeem already")
 
 
 def process_share_exit(state: LedgerState, entry: Entry, body: ShareExit, rules: LedgerRules) -> None:
@@ -753,8 +780,8 @@ def process_share_exit(state: LedgerState, entry: Entry, body: ShareExit, rules:
 
 register_kind(KindRules(SHARE_OFFER_KIND, ShareOffer, validate_share_offer, process_share_offer))
 register_kind(KindRules(SHARE_BUY_KIND, ShareBuy, validate_share_buy, process_share_buy, _buy_keys))
-register_kind(KindRules(SHARE_ISSUE_KIND, ShareIssue, validate_share_issue, process_share_issue, _issue_keys,
-                        _issue_ready))
+register_kind(KindRules(SHARE_ISSUE_KIND, ShareIssue, validate_share_issue, process_share_issue,
+                        is_ready=_issue_ready))
 register_kind(KindRules(SHARE_PAYOUT_KIND, SharePayout, validate_share_payout, process_share_payout))
 register_kind(KindRules(SHARE_REDEEM_KIND, ShareRedeem, validate_share_redeem, process_share_redeem,
                         is_ready=_redeem_ready))

@@ -15,9 +15,17 @@
   certified + in-flight never exceeds an order, even when several takers race.
 * **Taker.** ``execute(side, qty, slot, limit)`` quotes with the router over the local book, runs
   every leg's take concurrently, and re-routes what was refused, a bounded number of rounds.
-* **Housekeeping.** Locks this node holds that nobody consumed are released after their deadline,
-  so credits of a failed take come back (from an index of this node's own open locks, not a scan
-  of every lock in the zone).
+* **One writer per lock.** A lock's fate is decided by its seller's chain: a fill must be dated
+  before the deadline, a ``decline`` hands it back at any time, and the buyer's ``release`` is
+  valid only once the seller's certified chain is dated at or past the deadline
+  (``chain.seller_passed_deadline``). So a maker that refuses a take it was sent a lock for, or a
+  seller-taker whose fill did not happen, **declines** the lock (queued, written by the
+  housekeeping tick), and every lock naming this node as seller still open at its deadline is
+  declined too: the buyer's credits come back at once, and this chain is dated past the deadline.
+* **Housekeeping.** Locks this node holds that nobody consumed are released once the seller's
+  chain (in this node's certified state) has passed their deadline — usually the seller has
+  declined them first — so credits of a failed take come back (from an index of this node's own
+  open locks, not a scan of every lock in the zone).
 * **Neighbour zones** (``market.locality``, ``TradingConfig.grid_fees``). The books also hold the
   orders of the zones this node has a grid fee for, fed by their order gossip (read-only: this
   node publishes only on its home topic). Quotes compare effective prices (``ask + fee`` for a
@@ -46,8 +54,8 @@ import trio
 
 from p2pgrid.errors import LedgerError, NetError, TradingError, WireError
 from p2pgrid.identity import NodeKey
-from p2pgrid.ledger.chain import LockStatus, RejectReason, decode_body
-from p2pgrid.ledger.messages import Certificate, Entry, Fill, Lock, Release, entry_hash
+from p2pgrid.ledger.chain import LockRecord, LockStatus, RejectReason, decode_body, seller_passed_deadline
+from p2pgrid.ledger.messages import Certificate, Decline, Entry, Fill, Lock, Release, entry_hash
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.book import Depth
 from p2pgrid.market.locality import Locality, ZoneNotTraded, fee_inclusive_depth, route_zones, taker_price
@@ -69,6 +77,7 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], int]
 BOOK_CHANGES_BUFFER = 4096
+DECLINE_WAIT_TICKS = 20                  # housekeeping ticks a refused take's lock is looked for
 TRADE_ZONES_KEPT_MS = 24 * 3600 * 1000   # after a slot's metering deadline: it has settled by then
 
 
@@ -139,6 +148,7 @@ class TradingStats:
     takes_refused: dict[str, int] = field(default_factory=dict)
     executions: int = 0
     releases: int = 0
+    declines: int = 0
     quorum_retries: int = 0
     book_changes_dropped: int = 0
 
@@ -173,6 +183,8 @@ class TradingService:
         # This node's locks that may still need a release (see ``_release_expired_locks``).
         self._lock_scan: tuple[object, int] = (None, 0)        # (locks mapping, how many entries read)
         self._own_open_locks: dict[bytes, None] = {}           # take id → (ordered set)
+        self._sold_open_locks: dict[bytes, None] = {}          # open locks naming this node as seller
+        self._to_decline: dict[bytes, int] = {}                # takes refused or failed → ticks left to see the lock
         self._requests = RequestStreams(transport, TAKE_PROTOCOL, MAX_TAKE_BYTES)
         self._server = StreamServer(self._answer_frame)
         # Book changes for whoever follows them (RPC subscriptions); bounded, and dropped rather
@@ -309,11 +321,17 @@ class TradingService:
                 if answer.status is not AnswerStatus.LOCKED:
                     raise TakeFailed(f"maker answered {answer.status.value} to a sell take")
                 await self._wait_for_lock(take.take_id, order.owner)
-                await self._certify(self.ledger.next_entry("fill", Fill(
-                    take_id=take.take_id, buyer=order.owner, order_id=order_id, qty_wh=qty_wh, price=price)))
+                try:
+                    await self._certify(self.ledger.next_entry("fill", Fill(
+                        take_id=take.take_id, buyer=order.owner, order_id=order_id, qty_wh=qty_wh, price=price)))
+                except LedgerError:
+                    self._to_decline[take.take_id] = DECLINE_WAIT_TICKS     # hand the maker's lock back at once
+                    raise
             elif answer.status is not AnswerStatus.FILLED:
                 raise TakeFailed(f"maker answered {answer.status.value} to a buy take")
         if scope.cancelled_caught:
+            if side is Side.SELL:
+                self._to_decline[take.take_id] = DECLINE_WAIT_TICKS         # a lock the maker made for us, if any
             raise TakeFailed(f"take of {order_id.hex()[:8]} timed out after {self.config.take_timeout_s} s")
         self._record_take(order_id, take.take_id, qty_wh)
         self._remember_zones(take.take_id, order.slot, (order.zone, self.config.zone) if side is Side.BUY
@@ -364,6 +382,8 @@ class TradingService:
         verdict = decide_take(take, order, committed, self.desk.reserved(take.order_id),
                               self.config.slot_rules, self.clock(), grid_fee)
         if not isinstance(verdict, Accept) or order is None:
+            if take.side is Side.BUY:
+                self._to_decline[take.take_id] = DECLINE_WAIT_TICKS         # the taker locked before asking
             return self._refusal(take.take_id, verdict.reason, verdict.detail, verdict.available_wh)
         self.desk.reserve(take.take_id, take.order_id, take.qty_wh)
         self.stats.takes_served += 1
@@ -376,6 +396,7 @@ class TradingService:
                         or lock.lock.price != order.limit_price \
                         or (lock.lock.seller_zone or order.zone) != order.zone \
                         or (lock.lock.buyer_zone or order.zone) != taker_zone:
+                    self._to_decline[take.take_id] = DECLINE_WAIT_TICKS     # hand back a lock we will not fill
                     return self._refusal(take.take_id, RefuseReason.BAD_LOCK, "no matching certified lock")
                 certificate = await self._certify(self.ledger.next_entry("fill", Fill(
                     take_id=take.take_id, buyer=take.taker, order_id=take.order_id, qty_wh=take.qty_wh,
@@ -390,6 +411,8 @@ class TradingService:
                     seller_zone=taker_zone, buyer_zone=order.zone)))
                 status = AnswerStatus.LOCKED
         except (LedgerError, TakeFailed) as exc:
+            if order.side is Side.SELL:
+                self._to_decline[take.take_id] = DECLINE_WAIT_TICKS         # the fill did not happen: hand the lock back
             return self._refusal(take.take_id, RefuseReason.NOT_CERTIFIED, str(exc)[:150])
         finally:
             self.desk.finish(take.take_id)
@@ -475,34 +498,84 @@ class TradingService:
                 await self.ledger.wait_for_height(self.ledger.state.height + 1)
 
     def _note_new_locks(self) -> None:
-        """Add this node's open locks certified since the last call to ``_own_open_locks``.
-        Lock records are only ever added to the state or replaced in place (filled, released),
-        and a dict keeps insertion order: the records past the count already read are new."""
+        """Add the locks certified since the last call that this node holds (``_own_open_locks``)
+        or is the seller of (``_sold_open_locks``). Lock records are only ever added to the state
+        or replaced in place (filled, released), and a dict keeps insertion order: the records
+        past the count already read are new."""
         locks = self.ledger.state.locks
         seen_in, read = self._lock_scan
         if seen_in is not locks or read > len(locks):    # another state object: read it whole
             read = 0
         if read < len(locks):
             for take_id, record in itertools.islice(locks.items(), read, None):
-                if record.buyer == self.me and record.status is LockStatus.OPEN:
+                if record.status is not LockStatus.OPEN:
+                    continue
+                if record.buyer == self.me:
                     self._own_open_locks[take_id] = None
+                elif record.lock.seller == self.me and self._is_book_lock(record):
+                    self._sold_open_locks[take_id] = None
         self._lock_scan = (locks, len(locks))
 
+    def _is_book_lock(self, record: LockRecord) -> bool:
+        """A lock on an order book trade, not a pool's or an escrow of a share purchase or a
+        charging session (their own services hand those back). Only saves duplicate work:
+        declining any lock at or past its deadline is harmless, as nothing can consume it."""
+        lock = record.lock
+        nominal_escrow = (lock.price, lock.qty_wh, lock.order_size_wh) == (0, 1, 1)
+        return lock.order_id not in self.ledger.state.pools and not nominal_escrow
+
     async def _release_expired_locks(self) -> None:
-        """Release this node's locks nobody consumed by their deadline. Only this node's own
-        open locks are looked at (``_own_open_locks``), not every lock of the zone."""
+        """Release this node's locks nobody consumed, once the seller's chain in our certified
+        state has passed the deadline (validators accept a release only then: the seller may
+        fill until then). Only this node's own open locks are looked at (``_own_open_locks``),
+        not every lock of the zone."""
         self._note_new_locks()
-        now = self.clock()
+        state = self.ledger.state
         for take_id in list(self._own_open_locks):
-            record = self.ledger.state.locks.get(take_id)
+            record = state.locks.get(take_id)
             if record is None or record.status is not LockStatus.OPEN:
-                del self._own_open_locks[take_id]     # filled or released: nothing left to do
-            elif record.lock.deadline_ms <= now:
+                del self._own_open_locks[take_id]     # filled, released or declined: nothing left to do
+            elif seller_passed_deadline(state, record):
                 try:
                     await self.ledger.submit(self.ledger.next_entry("release", Release(take_id=take_id)))
                     self.stats.releases += 1
                 except LedgerError:
-                    continue   # a fill may have consumed it meanwhile; the state tells next tick
+                    continue   # the state tells next tick (a decline may have returned it meanwhile)
+
+    async def _decline_locks(self) -> None:
+        """Hand back the locks naming this node as seller that it will not fill: those of takes it
+        refused or whose fill failed (``_to_decline``), and every one still open at its deadline
+        (no fill can be dated before it any more). A decline is valid at any time; it returns the
+        buyer's credits at once and dates this chain past the deadline, which the buyer's release
+        would otherwise wait for."""
+        self._note_new_locks()
+        state = self.ledger.state
+        now = self.clock()
+        expired = [t for t in self._sold_open_locks
+                   if (r := state.locks.get(t)) is not None and r.lock.deadline_ms <= now]
+        for take_id in list(dict.fromkeys([*self._to_decline, *expired])):
+            record = state.locks.get(take_id)
+            if record is None:
+                # Not certified here yet (the taker's lock may still be on its way): look again
+                # for a few ticks; a lock that turns up later is declined at its deadline anyway.
+                left = self._to_decline.pop(take_id, 0) - 1
+                if left > 0:
+                    self._to_decline[take_id] = left
+                continue
+            self._to_decline.pop(take_id, None)
+            if record.status is not LockStatus.OPEN or record.lock.seller != self.me:
+                self._sold_open_locks.pop(take_id, None)
+                continue      # consumed or returned, or not ours: nothing to hand back
+            if self.desk.is_reserved(take_id):
+                continue      # a fill of it is being certified right now
+            entry = self.ledger.next_entry("decline", Decline(take_id=take_id))
+            try:
+                await self.ledger.submit(entry)
+                self.stats.declines += 1
+                self._sold_open_locks.pop(take_id, None)
+            except LedgerError:
+                if not self.ledger.is_in_doubt(entry):     # (one in doubt the ledger offers again itself)
+                    self._to_decline[take_id] = DECLINE_WAIT_TICKS   # try again; the state tells if filled
 
     # --- books --------------------------------------------------------------------------------
 
@@ -610,6 +683,7 @@ class TradingService:
                 self.journal.compact(self.own_orders)
             self._sync_books_with_ledger()
             self._forget_settled_zones(now)
+            await self._decline_locks()
             await self._release_expired_locks()
 
     async def run(self, *, consume_gossip: bool = True,

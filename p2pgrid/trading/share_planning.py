@@ -8,8 +8,12 @@ planning again on the certified state after each): a ``share_offer`` on ``policy
 asked to and no programme of the host is active; a ``share_issue`` for every open escrow of its
 programmes in buy-id order while the cap and ``MAX_HOLDERS`` allow (counting the issues planned
 before it), else a ``swap_decline`` handing the escrow back (reason ``cap_exceeded`` or
-``too_many_holders``); escrows with less than ``policy.min_time_left_ms`` before their deadline
-are left to the LP's ``release``. A ``share_payout`` (exactly ``compute_payout``) once
+``too_many_holders``). The host enforces the cap and the holder limit here, at issue: the LP's
+``share_buy`` cannot (what is outstanding is the host's chain's, and validity must not depend on
+how much of it a validator has seen). An escrow with less than ``policy.min_time_left_ms`` before
+its deadline (an issue must be *dated* before it, and the entry is dated when it is built, a little
+after planning) is declined too (reason ``expired``): a decline is valid at any time, so the LP's
+credits come back at once instead of waiting for its ``release``. A ``share_payout`` (exactly ``compute_payout``) once
 ``policy.payout_every_ms`` passed since ``last_payout_ms[programme]`` (at once when the host has
 not paid it out yet) and the payout pays something or turns newly issued shares into earning
 ones, if the host can pay it. A ``share_redeem`` of every pending exit once the lock-up is over,
@@ -20,15 +24,20 @@ What an investor writes next
 ``plan_investor_actions(state, lp, now_ms, rules, policy)`` is an LP's standing instruction
 (``InvestorPolicy``: hold ``target_shares``; ``[shares] invest_*`` of a node), run by
 ``p2pgrid.node_shares`` the same way: a ``release`` (the chain's kind) of every escrow of the LP's
-purchases still open at its deadline (the host can no longer issue it); with
+purchases still open once the host's certified chain is dated at or past its deadline
+(``chain.seller_passed_deadline``: the host can no longer issue it, and only then do validators
+accept the release — the host usually declines it first); with
 ``exit_after_lockup``, a ``share_exit`` of the shares not yet asked back in every programme whose
 lock-up is over; and, while none of its purchases is escrowed (never two purchases in flight), one
 ``share_buy`` of what is missing to the target in the first programme by id that would accept it
 as the LP's state shows (sale open long enough for the host to issue, cap, ``MAX_HOLDERS``,
 residents, not the LP's own, not one it asked to leave), at most what its balance above
-``policy.reserve_uc`` pays for. The cap check is the validators' (shares outstanding, not other
-LPs' escrows): a purchase beyond what the host can issue comes back by ``swap_decline`` and the
-next round buys what is left.
+``policy.reserve_uc`` pays for. The shares left under the cap are judged on the LP's state (the
+validators check only the terms' cap): a purchase beyond what the host can issue comes back by
+``swap_decline`` and the next round buys what is left.
+
+Times: ``now_ms`` is the node's market time; the entries these actions become are dated by the
+ledger when built (``LedgerService.next_entry``), and the rules judge them on that date.
 
 The entry kinds and their rules are in ``p2pgrid.trading.pool_shares``; ``p2pgrid.node_shares`` runs
 these planners on a node and only submits what they return.
@@ -40,9 +49,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from p2pgrid.ledger.chain import LedgerRules, LedgerState, LockRecord, LockStatus
+from p2pgrid.ledger.chain import LedgerRules, LedgerState, LockRecord, LockStatus, seller_passed_deadline
 from p2pgrid.ledger.messages import Release
 from p2pgrid.trading.pool_entries import SWAP_DECLINE_KIND, SwapDecline
+from p2pgrid.trading.pool_messages import SwapRefuseReason
 from p2pgrid.trading.pool_shares import (
     BPS, MAX_HOLDERS, SHARE_BUY_KIND, SHARE_EXIT_KIND, SHARE_ISSUE_KIND, SHARE_OFFER_KIND, SHARE_PAYOUT_KIND,
     SHARE_REDEEM_KIND, BuyRecord, ProgrammeRecord, ShareIssue, ShareOffer, ShareRefuseReason, compute_payout, exit_of,
@@ -70,7 +80,7 @@ class HostPolicy:
     sale_s: int
     payout_every_ms: int
     residents_only: bool = False
-    min_time_left_ms: int = 2_000     # an escrow closer to its deadline is left to the LP's release
+    min_time_left_ms: int = 2_000     # an escrow closer to its deadline is declined, not issued
 
 
 @dataclass(frozen=True)
@@ -128,17 +138,19 @@ def plan_host_actions(state: LedgerState, host: bytes, now_ms: int, rules: Ledge
     holders = {p.programme_id: {h.lp for h in p.holdings if h.shares > 0} for p in hosted}
     for buy_id, buy, escrow in open_escrows(state, host):
         programme = by_id.get(buy.programme_id)
-        if programme is None or now_ms >= escrow.lock.deadline_ms - policy.min_time_left_ms:
+        if programme is None:
             continue
         pid = programme.programme_id
-        refusal = None
-        if outstanding[pid] + buy.shares > programme.terms.cap_shares:
-            refusal = ShareRefuseReason.CAP_EXCEEDED
+        refusal: str | None = None
+        if now_ms >= escrow.lock.deadline_ms - policy.min_time_left_ms:
+            refusal = SwapRefuseReason.EXPIRED.value
+        elif outstanding[pid] + buy.shares > programme.terms.cap_shares:
+            refusal = ShareRefuseReason.CAP_EXCEEDED.value
         elif buy.lp not in holders[pid] and len(holders[pid]) >= MAX_HOLDERS:
-            refusal = ShareRefuseReason.TOO_MANY_HOLDERS
+            refusal = ShareRefuseReason.TOO_MANY_HOLDERS.value
         if refusal is not None:
             actions.append(HostAction(SWAP_DECLINE_KIND, SwapDecline(swap_id=buy_id, pool_id=pid, trader=buy.lp,
-                                                                     reason=refusal.value)))
+                                                                     reason=refusal)))
             continue
         actions.append(HostAction(SHARE_ISSUE_KIND, ShareIssue(buy_id=buy_id, programme_id=pid, lp=buy.lp,
                                                                shares=buy.shares)))
@@ -224,7 +236,8 @@ def plan_investor_actions(state: LedgerState, lp: bytes, now_ms: int, rules: Led
     """What investor ``lp`` should write next, in order; each valid at ``now_ms`` against
     ``state`` with the ones before it applied:
 
-    1. a ``release`` of every escrow of its purchases the host left unissued past the deadline;
+    1. a ``release`` of every escrow of its purchases the host left unissued, once the host's
+       certified chain has passed the deadline (``seller_passed_deadline``);
     2. with ``exit_after_lockup``, a ``share_exit`` of every share it holds and has not asked back
        yet in each programme whose lock-up is over;
     3. while no escrow of its purchases is pending (one purchase at a time: an escrow in flight is
@@ -240,7 +253,7 @@ def plan_investor_actions(state: LedgerState, lp: bytes, now_ms: int, rules: Led
     released_uc = 0
     escrowed_shares = 0
     for buy_id, buy, escrow in lp_escrows(state, lp):
-        if now_ms >= escrow.lock.deadline_ms:
+        if seller_passed_deadline(state, escrow):
             actions.append(ShareAction(RELEASE_KIND, Release(take_id=buy_id)))
             released_uc += escrow.lock.amount
         else:

@@ -31,8 +31,8 @@ class PoolZone:
         self.next_id = 0
 
     def add(self, key, kind, body, now=NOW):
-        signed = self.fx.entry_on(self.state, key, kind, body)
-        process_entry(self.state, signed, self.fx.rules, now)
+        signed = self.fx.entry_on(self.state, key, kind, body, now)
+        process_entry(self.state, signed, self.fx.rules)
         self.entries.append(signed)
 
     def request(self, trader, side, energy_wh, limit_uc):

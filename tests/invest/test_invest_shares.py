@@ -10,7 +10,7 @@ from p2pgrid.invest import share_statement, statement_for
 from p2pgrid.ledger.chain import LedgerState, process_entry
 from p2pgrid.ledger.messages import Lock, Mint, Release
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.trading.pool_entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
 from p2pgrid.trading.pool_messages import SwapRequest
 from p2pgrid.trading.pool_shares import (
     ShareBuy, ShareIssue, ShareOffer, ShareRedeem, compute_buy_id, compute_payout, next_programme_id, programme_of,
@@ -43,8 +43,8 @@ class Zone:
         self.swaps = 0
 
     def add(self, key, kind, body, now=NOW):
-        signed = self.fx.entry_on(self.state, key, kind, body)
-        process_entry(self.state, signed, self.fx.rules, now)
+        signed = self.fx.entry_on(self.state, key, kind, body, now)
+        process_entry(self.state, signed, self.fx.rules)
         self.entries.append(signed)
 
     def buy(self, lp, shares, issue=True):
@@ -128,7 +128,9 @@ def test_a_released_purchase_is_escrow_that_came_back():
     body = zone.buy(LP1, 2, issue=False)
     held = statement_for(zone.entries, zone.fx.rules, LP1.public_key)
     assert held.streams["escrow"] == -2 * PRICE and held.streams["share_capital"] == 0
-    zone.add(LP1, "release", Release(take_id=body.buy_id), now=body.deadline_ms)
+    zone.add(HOST, "swap_decline", SwapDecline(swap_id=body.buy_id, pool_id=zone.programme_id,
+                                               trader=LP1.public_key, reason="expired"), now=body.deadline_ms)
+    zone.add(LP1, "release", Release(take_id=body.buy_id), now=body.deadline_ms)     # a no-op after the decline
     back = statement_for(zone.entries, zone.fx.rules, LP1.public_key)
     assert back.streams["escrow"] == 0 and back.net_uc == 100_000_000
     assert share_statement(zone.entries, zone.fx.rules, LP1.public_key).positions == ()

@@ -13,9 +13,9 @@ from p2pgrid.invest import STREAM_KEYS, account_flows, share_statement, statemen
 from p2pgrid.ledger.chain import (
     KINDS, EntryRejected, KindRules, LedgerState, derive_state, process_entry, register_kind,
 )
-from p2pgrid.ledger.messages import Burn, Fill, Lock, Mint, Release, Transfer
+from p2pgrid.ledger.messages import Burn, Decline, Fill, Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.trading.pool_entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
 from p2pgrid.trading.pool_messages import SwapRequest
 from p2pgrid.trading.pool_shares import (
     ShareBuy, ShareIssue, ShareOffer, ShareRedeem, compute_buy_id, compute_payout, next_programme_id, programme_of,
@@ -58,8 +58,8 @@ class Ledger:
         self.entries = []
 
     def add(self, key, kind, body, now=NOW):
-        signed = FX.entry_on(self.state, key, kind, body)
-        process_entry(self.state, signed, FX.rules, now)
+        signed = FX.entry_on(self.state, key, kind, body, now)
+        process_entry(self.state, signed, FX.rules)
         self.entries.append(signed)
         return signed
 
@@ -108,16 +108,19 @@ def test_a_sale_to_the_gateway_is_feed_in_and_a_purchase_from_it_is_grid_energy(
     assert s.closing_uc == ledger.state.balance(a.public_key)
 
 
-def test_an_open_lock_is_escrow_and_a_released_lock_comes_back():
+def test_an_open_lock_is_escrow_and_a_returned_lock_comes_back_once():
+    # The seller's decline returns it; the buyer's release after it is a no-op and counts nothing.
     ledger = Ledger()
     a, b = PEOPLE[0], PEOPLE[1]
     ledger.add(GATEWAY, "mint", Mint(to=b.public_key, amount=10_000_000))
     trade(ledger, b, a, 1_000, 100_000, 1, 0)
     held = statement_for(ledger.entries, FX.rules, b.public_key)
     assert held.streams["escrow"] == -(trade_value(1_000, 100_000) + 7)
+    ledger.add(a, "decline", Decline(take_id=take(1)), now=NOW + 60_000)
     ledger.add(b, "release", Release(take_id=take(1)), now=NOW + 60_000)
     back = statement_for(ledger.entries, FX.rules, b.public_key)
     assert back.streams["escrow"] == 0 and back.net_uc == 10_000_000
+    assert back.closing_uc == ledger.state.balance(b.public_key) == 10_000_000
 
 
 def test_transfers_and_burns_are_financing_not_earnings():
@@ -311,9 +314,16 @@ def build_random_ledger(ops) -> Ledger:
                     open_takes.append((src, n))
             elif op == "release" and open_takes:
                 buyer, take_no = open_takes.pop(0)
+                # The seller hands it back, then the buyer's release (valid now that the seller's
+                # chain is dated at the deadline) is a no-op: the escrow comes back once.
+                seller = next(k for k in KEYS if k.public_key == ledger.state.locks[take(take_no)].lock.seller)
+                ledger.add(seller, "decline", Decline(take_id=take(take_no)), now=NOW + 60_000)
                 ledger.add(buyer, "release", Release(take_id=take(take_no)), now=NOW + 60_000)
             elif op == "release" and pool.escrows:
                 lp, body = pool.escrows.pop(0)                 # an escrow the host never issued
+                ledger.add(pool.host, "swap_decline", SwapDecline(swap_id=body.buy_id, pool_id=pool.programme_id,
+                                                                  trader=lp.public_key, reason="expired"),
+                           now=body.deadline_ms)
                 ledger.add(lp, "release", Release(take_id=body.buy_id), now=body.deadline_ms)
             elif op == "swap" and src != pool.host:
                 pool.swap(src, qty)
@@ -334,6 +344,7 @@ def build_random_ledger(ops) -> Ledger:
             elif op == "release" and charger.open:
                 session = charger.open.pop(0)
                 driver = next(p for p in PEOPLE if p.public_key == session_of(ledger.state, session.session_id).driver)
+                ledger.add(charger.station, "decline", Decline(take_id=session.session_id), now=session.deadline_ms)
                 ledger.add(driver, "release", Release(take_id=session.session_id), now=session.deadline_ms)
         except EntryRejected:
             pass            # an overdraft etc.: the op just does not happen

@@ -1,4 +1,5 @@
-"""Public EV charging as ledger objects: tariff, start (driver's escrow), bill (pure rules)."""
+"""Public EV charging as ledger objects: tariff, start (driver's escrow), bill (pure rules). Entries
+are dated by the test (``now``); every time limit is judged on that date, never on a clock."""
 
 import random
 from dataclasses import replace
@@ -12,7 +13,7 @@ from p2pgrid.charging import (
     open_tariffs, plan_charge_bill, plan_charge_start, session_of, sessions, tariff_of,
 )
 from p2pgrid.ledger.chain import EntryRejected, LedgerState, RejectReason, derive_state, process_entry, state_root
-from p2pgrid.ledger.messages import Fill, Mint, Release
+from p2pgrid.ledger.messages import Decline, Fill, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.units import trade_value
 from p2pgrid.wire import sign
@@ -29,7 +30,7 @@ OUTSIDER = seeded_key("charging-outsider")
 
 class ChargingZone:
     """One zone on one node: a station with a tariff and two connectors, drivers; entries are
-    validated and applied as a validator does, at the zone's ``now``."""
+    validated and applied as a validator does, dated the zone's ``now``."""
 
     def __init__(self, max_power_w=11_000, max_session_wh=60_000):
         self.fx = LedgerFixture()
@@ -48,8 +49,9 @@ class ChargingZone:
         return ChargeTariff(**{**fields, **changes})
 
     def add(self, key, kind, body, now=None):
-        signed = self.fx.entry_on(self.state, key, kind, body)
-        process_entry(self.state, signed, self.fx.rules, self.now if now is None else now)
+        """``key``'s next entry, dated ``now`` (default: the zone's ``now``), validated and applied."""
+        signed = self.fx.entry_on(self.state, key, kind, body, self.now if now is None else now)
+        process_entry(self.state, signed, self.fx.rules)
         self.entries.append(signed)
         return signed
 
@@ -88,6 +90,11 @@ def balance(zone, key):
     return zone.state.balance(key.public_key)
 
 
+def transfers(zone):
+    """µc the station gave away in the transfers that moved its chain's date on."""
+    return sum(1 for e in zone.entries if e.body.kind == "transfer" and e.body.account == STATION.public_key)
+
+
 # --- worked examples -------------------------------------------------------------------------------
 
 def test_a_session_pays_the_station_the_metered_energy_and_hands_the_rest_back():
@@ -113,23 +120,118 @@ def test_a_zero_energy_bill_hands_the_whole_escrow_back():
     assert balance(zone, DRIVERS[0]) == FUNDS and balance(zone, STATION) == FUNDS
 
 
-def test_an_unbilled_escrow_is_released_by_the_driver_after_its_deadline_only():
+def test_an_unbilled_escrow_is_released_once_the_stations_chain_has_passed_its_deadline():
     zone = ChargingZone()
     session = zone.start(DRIVERS[0], 10_000, deadline_ms=NOW + HOUR)
-    with rejected(RejectReason.DEADLINE_NOT_REACHED):
-        zone.add(DRIVERS[0], "release", Release(take_id=session.session_id))
-    zone.add(DRIVERS[0], "release", Release(take_id=session.session_id), now=NOW + HOUR)
+    with rejected(RejectReason.DEADLINE_NOT_REACHED) as info:      # the driver's own date is no help:
+        zone.add(DRIVERS[0], "release", Release(take_id=session.session_id), now=NOW + 2 * HOUR)
+    assert not info.value.is_final                                  # the station may still bill (it waits)
+    zone.add(STATION, "transfer", Transfer(to=zone.fx.gateway.public_key, amount=1), now=NOW + HOUR)
+    zone.add(DRIVERS[0], "release", Release(take_id=session.session_id), now=NOW + 2 * HOUR)
     assert balance(zone, DRIVERS[0]) == FUNDS
     with rejected(RejectReason.LOCK_CLOSED):
         zone.bill(session.session_id, 1_000)
 
 
-def test_a_bill_after_the_escrow_deadline_is_refused():
+def test_a_station_hands_back_a_session_it_will_not_bill_with_decline_at_any_time():
     zone = ChargingZone()
     session = zone.start(DRIVERS[0], 10_000, deadline_ms=NOW + HOUR)
-    reading = zone.reading(session.session_id, 1_000)
-    with rejected(RejectReason.DEADLINE_PASSED):
+    zone.add(STATION, "decline", Decline(take_id=session.session_id), now=NOW + 5 * HOUR)   # long after the deadline
+    assert balance(zone, DRIVERS[0]) == FUNDS and zone.state.money_total() == 0
+    zone.add(DRIVERS[0], "release", Release(take_id=session.session_id), now=NOW + 5 * HOUR)  # a no-op now
+    assert balance(zone, DRIVERS[0]) == FUNDS and zone.state.money_total() == 0
+
+
+def test_a_billed_session_cannot_be_declined_and_only_its_station_declines():
+    zone = ChargingZone()
+    session = zone.start(DRIVERS[0], 10_000)
+    with rejected(RejectReason.LOCK_MISMATCH):
+        zone.add(DRIVERS[1], "decline", Decline(take_id=session.session_id))
+    zone.bill(session.session_id, 1_000)
+    with rejected(RejectReason.LOCK_CLOSED):
+        zone.add(STATION, "decline", Decline(take_id=session.session_id))
+
+
+def test_a_bill_dated_at_the_escrow_deadline_is_refused_and_one_ms_before_is_valid():
+    zone = ChargingZone()
+    session = zone.start(DRIVERS[0], 10_000, deadline_ms=NOW + HOUR)
+    reading = zone.reading(session.session_id, 1_000, minutes=30)
+    with rejected(RejectReason.DEADLINE_PASSED) as info:
         zone.add(STATION, "charge_bill", plan_charge_bill(zone.state, reading), now=NOW + HOUR)
+    assert info.value.is_final
+    zone.add(STATION, "charge_bill", plan_charge_bill(zone.state, reading), now=NOW + HOUR - 1)
+
+
+def test_a_start_dated_at_the_tariffs_close_is_refused_for_good_and_one_ms_before_is_valid():
+    zone = ChargingZone()
+    until = zone.tariff.terms.until_ms
+    body = plan_charge_start(zone.tariff, DRIVERS[0].public_key, 1_000, 1, until - 1, until + HOUR)
+    with rejected(RejectReason.BAD_BODY, "tariff_closed") as info:
+        zone.add(DRIVERS[0], "charge_start", body, now=until)
+    assert info.value.is_final
+    zone.add(DRIVERS[0], "charge_start", body, now=until - 1)
+
+
+def test_a_start_deadline_is_judged_on_the_starts_own_date():
+    zone = ChargingZone()
+    body = plan_charge_start(zone.tariff, DRIVERS[0].public_key, 1_000, 1, NOW, NOW + HOUR)
+    with rejected(RejectReason.DEADLINE_PASSED):
+        zone.add(DRIVERS[0], "charge_start", body, now=NOW + HOUR)
+    zone.add(DRIVERS[0], "charge_start", body, now=NOW + HOUR - 1)
+
+
+def test_a_start_under_a_tariff_not_certified_here_yet_waits():
+    zone = ChargingZone()
+    body = replace(plan_charge_start(zone.tariff, DRIVERS[0].public_key, 1_000, 1, NOW, NOW + HOUR),
+                   tariff_id=bytes(16))
+    with rejected(RejectReason.MISSING_DEPENDENCY) as info:
+        zone.add(DRIVERS[0], "charge_start", body)
+    assert not info.value.is_final
+
+
+def test_a_start_claims_the_take_key_of_its_session_and_a_bill_no_key_on_the_escrow():
+    from p2pgrid.ledger.chain import conflict_keys, take_key
+    zone = ChargingZone()
+    body = plan_charge_start(zone.tariff, DRIVERS[0].public_key, 1_000, 1, NOW, NOW + HOUR)
+    start = zone.fx.entry_on(zone.state, DRIVERS[0], "charge_start", body, NOW)
+    assert take_key(body.session_id) in conflict_keys(start.body)
+    zone.add(DRIVERS[0], "charge_start", body)
+    bill = plan_charge_bill(zone.state, zone.reading(body.session_id, 100))
+    signed = zone.fx.entry_on(zone.state, STATION, "charge_bill", bill, NOW)
+    assert not any(k.startswith((b"lock/", b"take/")) for k in conflict_keys(signed.body))
+
+
+def test_a_bill_of_a_session_not_certified_here_yet_waits():
+    zone = ChargingZone()
+    other = ChargingZone()
+    session = other.start(DRIVERS[0], 1_000)
+    bill = plan_charge_bill(other.state, other.reading(session.session_id, 100))
+    with rejected(RejectReason.NO_LOCK) as info:
+        zone.add(STATION, "charge_bill", bill)
+    assert not info.value.is_final
+
+
+def test_connector_counters_are_kept_per_station_so_no_other_chain_moves_them():
+    # Another station naming the same connector key in its own tariff cannot turn this station's
+    # bill from valid to invalid: each station's counter is its own chain's.
+    other_station = seeded_key("charging-other-station")
+    zone = ChargingZone()
+    zone.add(zone.fx.gateway, "mint", Mint(to=other_station.public_key, amount=FUNDS))
+    other_tariff = replace(zone.terms(), tariff_id=next_tariff_id(zone.state, other_station.public_key, zone.fx.zone))
+    zone.add(other_station, "charge_tariff", other_tariff)
+    mine = zone.start(DRIVERS[0], 10_000)
+    theirs = plan_charge_start(tariff_of(zone.state, other_tariff.tariff_id), DRIVERS[1].public_key, 10_000, 7,
+                               NOW, NOW + HOUR)
+    zone.add(DRIVERS[1], "charge_start", theirs)
+    key = CONNECTORS[0]
+    their_reading = sign(ChargeReading(charger_key=key.public_key, station=other_station.public_key,
+                                       session_id=theirs.session_id, meter_start_wh=0, meter_stop_wh=5_000,
+                                       started_ms=NOW, ended_ms=NOW + HOUR), key)
+    zone.add(other_station, "charge_bill", plan_charge_bill(zone.state, their_reading))
+    assert charger_counter(zone.state, key.public_key, STATION.public_key) == 0
+    zone.bill(mine.session_id, 1_000, start_wh=0)          # this station's counter is still at 0
+    assert charger_counter(zone.state, key.public_key, STATION.public_key) == 1_000
+    assert charger_counter(zone.state, key.public_key) == 5_000
 
 
 def test_a_session_is_billed_once():
@@ -199,8 +301,9 @@ def test_only_the_sessions_station_bills_it():
     zone = ChargingZone()
     session = zone.start(DRIVERS[0], 10_000)
     reading = zone.reading(session.session_id, 1_000)
-    with rejected(RejectReason.WRONG_KIND_FOR_ACCOUNT):
+    with rejected(RejectReason.LOCK_MISMATCH) as info:       # the escrow names the station as its seller
         zone.add(DRIVERS[1], "charge_bill", plan_charge_bill(zone.state, reading))
+    assert info.value.is_final
 
 
 def test_starts_that_break_the_tariff_are_refused():
@@ -304,9 +407,15 @@ def test_random_charging_ledgers_conserve_money_and_keep_every_charging_rule(ops
                     zone.bill(billed[-1].session_id, 0, connector=connector)
             elif op == "release" and open_sessions:
                 session = open_sessions.pop(0)
-                zone.add(DRIVERS[[d.public_key for d in DRIVERS].index(session_of(zone.state, session.session_id)
-                                                                        .driver)], "release",
-                         Release(take_id=session.session_id), now=max(zone.now, session.deadline_ms))
+                if who == 0:                      # the station hands it back (valid at any time)
+                    zone.add(STATION, "decline", Decline(take_id=session.session_id))
+                else:                             # the driver takes it back once the station's chain passed
+                    zone.add(STATION, "transfer", Transfer(to=zone.fx.gateway.public_key, amount=1),
+                             now=max(zone.now, session.deadline_ms))
+                    driver_key = session_of(zone.state, session.session_id).driver
+                    zone.add(DRIVERS[[d.public_key for d in DRIVERS].index(driver_key)], "release",
+                             Release(take_id=session.session_id), now=max(zone.now, session.deadline_ms))
+                    zone.now = max(zone.now, session.deadline_ms)
             elif op == "wait":
                 zone.now += minutes * 60_000
         except EntryRejected:
@@ -315,7 +424,7 @@ def test_random_charging_ledgers_conserve_money_and_keep_every_charging_rule(ops
         done = [s for s in sessions(zone.state) if s.billed]
         assert all(s.amount_uc == trade_value(s.delivered_wh, PRICE) <= s.escrow_uc for s in done)
         assert zone.tariff.revenue_uc == sum(s.amount_uc for s in done)
-        assert balance(zone, STATION) == FUNDS + zone.tariff.revenue_uc
+        assert balance(zone, STATION) == FUNDS + zone.tariff.revenue_uc - transfers(zone)
         for key in CONNECTORS:                     # a connector sells each Wh of its counter at most once
             sold = sum(s.delivered_wh for s in done if s.charger_key == key.public_key)
             assert sold <= charger_counter(zone.state, key.public_key)

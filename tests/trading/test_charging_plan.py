@@ -41,7 +41,7 @@ class World:
                                          meter_stop_wh=body.meter_stop_wh, started_ms=body.started_ms,
                                          ended_ms=body.ended_ms), connector)
             body = plan_charge_bill(self.state, reading)
-        process_entry(self.state, self.fx.entry_on(self.state, key, kind, body), self.fx.rules, now)
+        process_entry(self.state, self.fx.entry_on(self.state, key, kind, body, now), self.fx.rules)
 
     def step(self, log, plans, now):
         """Every node writes what its planner says (each action must be valid)."""
@@ -83,17 +83,40 @@ def test_a_planned_charge_is_started_billed_from_the_log_and_never_started_twice
     assert session.billed and session.delivered_wh == billed and session.amount_uc == trade_value(billed, PRICE)
 
 
-def test_an_unbilled_escrow_goes_back_to_the_driver_after_its_deadline():
+def _started(driver, plan):
     world = World()
     world.step([], [], NOW)
-    driver = DRIVERS[1]
-    plan = PlannedCharge(STATION.public_key, NOW, NOW + 60 * MIN, 5_000)
     for action in driver_actions(world.state, driver.public_key, [plan], NOW + MIN):
         world.write(driver, action.kind, action.body, NOW + MIN)
+    return world
+
+
+def test_the_station_declines_a_session_it_left_unbilled_at_its_deadline():
+    driver = DRIVERS[1]
+    plan = PlannedCharge(STATION.public_key, NOW, NOW + 60 * MIN, 5_000)
+    world = _started(driver, plan)
+    (session,) = sessions(world.state)
+    late = session.deadline_ms
+    kinds = [a.kind for a in station_actions(world.state, STATION.public_key, world.terms, [], late - 1)]
+    assert "decline" not in kinds                             # it may still bill (here: zero, no car)
+    actions = [a for a in station_actions(world.state, STATION.public_key, world.terms, [], late) if a.kind == "decline"]
+    assert len(actions) == 1
+    world.write(STATION, "decline", actions[0].body, late)
+    assert world.state.balance(driver.public_key) == 100_000_000
+    assert driver_actions(world.state, driver.public_key, [plan], late) == []       # nothing left to release
+
+
+def test_the_driver_releases_only_once_the_stations_chain_has_passed_the_deadline():
+    from p2pgrid.ledger.messages import Transfer
+    driver = DRIVERS[1]
+    plan = PlannedCharge(STATION.public_key, NOW, NOW + 60 * MIN, 5_000)
+    world = _started(driver, plan)
     late = NOW + 60 * MIN + BILL_MARGIN_MS
-    assert [a.kind for a in driver_actions(world.state, driver.public_key, [plan], late)] == ["release"]
-    for action in driver_actions(world.state, driver.public_key, [plan], late):
-        world.write(driver, action.kind, action.body, late)
+    assert driver_actions(world.state, driver.public_key, [plan], late + 3_600_000) == []   # the station may bill
+    world.write(STATION, "transfer", Transfer(to=world.fx.gateway.public_key, amount=1), late)
+    actions = driver_actions(world.state, driver.public_key, [plan], late)
+    assert [a.kind for a in actions] == ["release"]
+    world.write(driver, "release", actions[0].body, late)
     assert world.state.balance(driver.public_key) == 100_000_000
 
 
@@ -160,7 +183,7 @@ def test_planned_community_charging_is_always_valid_and_settles_every_session(ch
             assert session.delivered_wh == expected <= session.max_wh
             if charge and session.plugged_in_ms == charge.start_ms:
                 assert expected == min(charge.energy_wh, session.max_wh)
-        else:                                                    # released: the station missed it
+        else:                                                    # declined: the station missed it
             assert state.locks[session.session_id].status.value != "open"
     assert state.balance(STATION.public_key) == 100_000_000 + sum(s.amount_uc for s in sessions(state))
     counters = {}
@@ -170,4 +193,4 @@ def test_planned_community_charging_is_always_valid_and_settles_every_session(ch
     assert all(replace(s) == s for s in sessions(state))
     for key, sold in counters.items():
         from p2pgrid.charging import charger_counter
-        assert charger_counter(state, key) == sold
+        assert charger_counter(state, key, STATION.public_key) == charger_counter(state, key) == sold

@@ -1,4 +1,6 @@
-"""The pool entry kinds ``pool_open``, ``pool_update`` and ``swap``: worked examples and invariants."""
+"""The pool entry kinds ``pool_open``, ``pool_update``, ``swap`` and ``swap_decline``: worked examples
+and invariants. Every time limit is judged on the entry's own signed ``time_ms`` (``now`` below is
+the date the test gives an entry), never on a validator's clock."""
 
 import dataclasses
 import os
@@ -8,12 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.ledger.chain import EntryRejected, LedgerState, LockStatus, RejectReason, derive_state, process_entry, state_root
-from p2pgrid.ledger.messages import Lock, Mint, Release
+from p2pgrid.ledger.chain import (
+    EntryRejected, LedgerState, LockStatus, RejectReason, conflict_keys, derive_state, process_entry, state_root,
+)
+from p2pgrid.ledger.messages import Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.market.amm import accrue, swap_exact_in, swap_exact_out
 from p2pgrid.trading.pool_entries import (
-    MAX_CLOCK_SKEW_MS, PoolOpen, PoolUpdate, SwapRejected, compute_pool_id, compute_swap, deliverable_energy_wh,
+    PoolOpen, PoolUpdate, SwapDecline, SwapRejected, compute_pool_id, compute_swap, deliverable_energy_wh,
     plan_swap, swap_record, with_request,
 )
 from p2pgrid.trading.pool_messages import SwapRefuseReason, SwapRequest
@@ -51,21 +55,32 @@ class Zone:
     def pool(self):
         return self.record.pool
 
-    def entry(self, key, kind, body):
-        return self.fx.entry_on(self.state, key, kind, body)
+    def entry(self, key, kind, body, now=NOW):
+        """``key``'s next entry, dated ``now`` (or its predecessor's date, if later)."""
+        return self.fx.entry_on(self.state, key, kind, body, now)
 
     def apply(self, key, kind, body, now=NOW):
-        signed = self.entry(key, kind, body)
-        process_entry(self.state, signed, self.fx.rules, now)
+        signed = self.entry(key, kind, body, now)
+        process_entry(self.state, signed, self.fx.rules)
         self.entries.append(signed)
         return signed
 
     def rejection(self, key, kind, body, now=NOW) -> EntryRejected:
         before = state_root(self.state)
         with pytest.raises(EntryRejected) as info:
-            process_entry(self.state.overlay(), self.entry(key, kind, body), self.fx.rules, now)
+            process_entry(self.state.overlay(), self.entry(key, kind, body, now), self.fx.rules)
         assert state_root(self.state) == before
         return info.value
+
+    def decline(self, request, reason="slippage"):
+        body = request.body
+        return SwapDecline(swap_id=body.request_id, pool_id=self.pool_id, trader=body.trader, reason=reason)
+
+    def tick(self, key, now):
+        """An entry of ``key``'s chain dated ``now`` (its chain time moves on)."""
+        return self.apply(key, "mint" if key is self.fx.gateway else "transfer",
+                          Mint(to=HOST.public_key, amount=1) if key is self.fx.gateway
+                          else Transfer(to=self.fx.gateway.public_key, amount=1), now)
 
     def request(self, trader, side, energy_wh, limit_uc, expires_ms=GATE, **changes):
         return sign(dataclasses.replace(SwapRequest(
@@ -155,12 +170,143 @@ def test_swap_after_gate_closure_is_rejected():
     assert rejected.reason is RejectReason.BAD_BODY and rejected.detail.startswith("pool_frozen")
 
 
-def test_a_backdated_swap_is_rejected():
+def test_a_swap_dated_at_gate_closure_is_refused_even_with_an_earlier_at_ms():
     zone = Zone()
     request = zone.request(SELLER, Side.SELL, 100, 1, expires_ms=GATE + 600_000)
     body = zone.swap_body(request, at=GATE - 1)
-    rejected = zone.rejection(HOST, "swap", body, now=GATE - 1 + MAX_CLOCK_SKEW_MS + 1)
-    assert rejected.detail.startswith("bad_time")
+    assert zone.rejection(HOST, "swap", body, now=GATE).detail.startswith("pool_frozen")
+    zone.apply(HOST, "swap", body, now=GATE - 1)          # the same body dated just before it is fine
+
+
+def test_a_swap_whose_at_ms_is_after_its_own_entry_time_is_rejected():
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 1)
+    body = zone.swap_body(request, at=NOW + 5_000)
+    rejected = zone.rejection(HOST, "swap", body, now=NOW + 4_999)
+    assert rejected.reason is RejectReason.BAD_BODY and rejected.detail.startswith("bad_time")
+    assert rejected.is_final
+
+
+def test_an_old_at_ms_is_fine_however_late_the_entry_is_judged():
+    # Certification latency no longer matters: the entry's date decides, not when anybody votes.
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 1, expires_ms=GATE)
+    zone.apply(HOST, "swap", zone.swap_body(request, at=NOW), now=GATE - 1)
+
+
+def test_a_swap_dated_at_or_after_the_requests_expiry_is_refused():
+    zone = Zone()
+    request = zone.request(SELLER, Side.SELL, 100, 1, expires_ms=NOW + 10_000)
+    body = zone.swap_body(request, at=NOW)
+    rejected = zone.rejection(HOST, "swap", body, now=NOW + 10_000)
+    assert rejected.detail.startswith("expired") and rejected.is_final
+    zone.apply(HOST, "swap", body, now=NOW + 9_999)
+
+
+def test_a_buy_swap_dated_at_the_locks_deadline_is_refused_and_one_ms_before_is_valid():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request, deadline_ms=NOW + 1_000)
+    body = zone.swap_body(request)
+    rejected = zone.rejection(HOST, "swap", body, now=NOW + 1_000)
+    assert rejected.reason is RejectReason.DEADLINE_PASSED and rejected.is_final
+    zone.apply(HOST, "swap", body, now=NOW + 999)
+    assert zone.state.locks[request.body.request_id].status is LockStatus.FILLED
+
+
+def test_a_buy_swap_claims_no_conflict_key_on_the_lock():
+    # One writer per lock: only the host's chain decides it, so no key the buyer's release shares.
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request)
+    swap = zone.entry(HOST, "swap", zone.swap_body(request))
+    decline = zone.entry(HOST, "swap_decline", zone.decline(request))
+    release = zone.entry(BUYER, "release", Release(take_id=request.body.request_id))
+    assert not any(key.startswith(b"lock/") for e in (swap, decline, release) for key in conflict_keys(e.body))
+    assert set(conflict_keys(swap.body)) & set(conflict_keys(release.body)) == set()
+
+
+def test_the_buyers_release_waits_until_the_hosts_chain_has_passed_the_deadline():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request, deadline_ms=NOW + 1_000)
+    release = Release(take_id=request.body.request_id)
+    waiting = zone.rejection(BUYER, "release", release, now=NOW + 50_000)      # the buyer's own date is no help
+    assert waiting.reason is RejectReason.DEADLINE_NOT_REACHED and not waiting.is_final
+    zone.tick(HOST, NOW + 1_000)                      # the host's chain is now dated at the deadline
+    zone.apply(BUYER, "release", release, now=NOW + 50_000)
+    assert zone.state.locks[request.body.request_id].status is LockStatus.RELEASED
+    assert zone.state.balance(BUYER.public_key) == CREDITS
+    assert zone.state.money_total() == 0
+
+
+def test_a_missing_lock_makes_a_buy_swap_wait_not_fail():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    rejected = zone.rejection(HOST, "swap", zone.swap_body(request))
+    assert rejected.reason is RejectReason.NO_LOCK and not rejected.is_final
+    assert not zone.rejection(HOST, "swap_decline", zone.decline(request)).is_final
+
+
+# --- swap_decline ----------------------------------------------------------------------------------
+
+def test_a_swap_decline_returns_the_whole_lock_at_once():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request)
+    zone.apply(HOST, "swap_decline", zone.decline(request))
+    assert zone.state.locks[request.body.request_id].status is LockStatus.RELEASED
+    assert zone.state.balance(BUYER.public_key) == CREDITS and zone.state.money_total() == 0
+
+
+def test_a_swap_decline_is_valid_after_the_locks_deadline():
+    # No deadline to straddle: the host may hand a lock back whenever it is still unfilled.
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request, deadline_ms=NOW + 1_000)
+    zone.apply(HOST, "swap_decline", zone.decline(request, "expired"), now=NOW + 3_600_000)
+    assert zone.state.balance(BUYER.public_key) == CREDITS
+
+
+def test_a_swap_decline_after_the_buyers_release_is_a_no_op():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request, deadline_ms=NOW + 1_000)
+    zone.tick(HOST, NOW + 1_000)
+    zone.apply(BUYER, "release", Release(take_id=request.body.request_id), now=NOW + 1_000)
+    zone.apply(HOST, "swap_decline", zone.decline(request), now=NOW + 2_000)
+    assert zone.state.balance(BUYER.public_key) == CREDITS          # returned once, not twice
+    assert zone.state.money_total() == 0
+
+
+def test_release_and_decline_give_one_state_in_either_order():
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request, deadline_ms=NOW + 1_000)
+    zone.tick(HOST, NOW + 1_000)
+    zone.apply(BUYER, "release", Release(take_id=request.body.request_id), now=NOW + 1_000)
+    zone.apply(HOST, "swap_decline", zone.decline(request), now=NOW + 2_000)
+    for seed in range(5):
+        shuffled = list(zone.entries)
+        random.Random(seed).shuffle(shuffled)
+        derived, waiting = derive_state(shuffled, zone.fx.rules)
+        assert waiting == {} and state_root(derived) == state_root(zone.state)
+
+
+def test_a_swap_decline_of_a_swapped_lock_is_refused():
+    zone = Zone()
+    request, _ = zone.buy(100)
+    rejected = zone.rejection(HOST, "swap_decline", zone.decline(request))
+    assert rejected.reason is RejectReason.LOCK_CLOSED and rejected.is_final
+
+
+@pytest.mark.parametrize("change", ["pool_id", "trader"])
+def test_a_swap_decline_naming_other_terms_is_refused(change):
+    zone = Zone()
+    request = zone.request(BUYER, Side.BUY, 100, 100_000)
+    zone.lock_for(request)
+    body = dataclasses.replace(zone.decline(request), **{change: bytes(16) if change == "pool_id" else SELLER.public_key})
+    assert zone.rejection(HOST, "swap_decline", body).reason is RejectReason.LOCK_MISMATCH
 
 
 @pytest.mark.parametrize("delta", [-1, 1])
@@ -170,12 +316,6 @@ def test_a_swap_that_does_not_match_the_amm_math_is_rejected(delta):
     body = zone.swap_body(request)
     rejected = zone.rejection(HOST, "swap", dataclasses.replace(body, credits_uc=body.credits_uc + delta))
     assert rejected.reason is RejectReason.BAD_BODY and rejected.detail.startswith("amm_mismatch")
-
-
-def test_a_buy_swap_without_a_lock_is_rejected():
-    zone = Zone()
-    request = zone.request(BUYER, Side.BUY, 100, 100_000)
-    assert zone.rejection(HOST, "swap", zone.swap_body(request)).reason is RejectReason.NO_LOCK
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -202,11 +342,13 @@ def test_a_released_lock_cannot_be_swapped_and_a_swapped_lock_cannot_be_released
     zone = Zone()
     request = zone.request(BUYER, Side.BUY, 100, 100_000)
     zone.lock_for(request, deadline_ms=NOW + 1_000)
-    body = zone.swap_body(request)
+    zone.tick(HOST, NOW + 1_000)
     zone.apply(BUYER, "release", Release(take_id=request.body.request_id), now=NOW + 1_000)
-    assert zone.rejection(HOST, "swap", body).reason is RejectReason.LOCK_CLOSED
+    body = zone.swap_body(request, at=NOW + 1_000)
+    assert zone.rejection(HOST, "swap", body, now=NOW + 1_000).is_final
     zone2 = Zone()
     request, _ = zone2.buy(100)
+    zone2.tick(HOST, GATE)
     rejected = zone2.rejection(BUYER, "release", Release(take_id=request.body.request_id), now=GATE)
     assert rejected.reason is RejectReason.LOCK_CLOSED
 

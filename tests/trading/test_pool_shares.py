@@ -1,4 +1,5 @@
-"""LP shares in a station's pools as ledger objects: offer, buy, issue, payout, redeem (pure rules)."""
+"""LP shares in a station's pools as ledger objects: offer, buy, issue, payout, redeem (pure rules).
+Entries are dated by the test (``now``); every time limit is judged on that date."""
 
 import random
 from dataclasses import replace
@@ -8,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pgrid.ledger.chain import EntryRejected, LedgerState, RejectReason, derive_state, process_entry, state_root
-from p2pgrid.ledger.messages import Lock, Mint, Release
+from p2pgrid.ledger.chain import conflict_keys, take_key
+from p2pgrid.ledger.messages import Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.trading.pool_entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
 from p2pgrid.trading.pool_messages import SwapRequest
 from p2pgrid.trading.pool_shares import (
     MAX_HOLDERS, Payment, ShareBuy, ShareIssue, ShareOffer, ShareRedeem, compute_buy_id, compute_payout,
@@ -33,7 +35,7 @@ LPS = [seeded_key(f"shares-lp-{i}") for i in range(3)]
 
 class ShareZone:
     """One zone on one node: a host with a pool and a share programme, LPs, a buyer; entries are
-    validated and applied as a validator does, at the zone's ``now``."""
+    validated and applied as a validator does, dated the zone's ``now``."""
 
     def __init__(self, fee_share_bps=5_000, cap_shares=100, fee_bps=100, residents_only=False):
         self.fx = LedgerFixture()
@@ -57,8 +59,9 @@ class ShareZone:
         return ShareOffer(**{**terms, **changes})
 
     def add(self, key, kind, body, now=None):
-        signed = self.fx.entry_on(self.state, key, kind, body)
-        process_entry(self.state, signed, self.fx.rules, self.now if now is None else now)
+        """``key``'s next entry, dated ``now`` (default: the zone's ``now``), validated and applied."""
+        signed = self.fx.entry_on(self.state, key, kind, body, self.now if now is None else now)
+        process_entry(self.state, signed, self.fx.rules)
         self.entries.append(signed)
         return signed
 
@@ -175,11 +178,14 @@ def test_a_redemption_pays_par_back_after_the_lockup_and_cancels_the_shares():
     assert position.lockup_until_slot == LOCKUP and not position.is_locked(LOCKUP * 1000)
 
 
-def test_a_redemption_before_the_lockup_is_refused():
+def test_a_redemption_dated_inside_the_lockup_is_refused_for_good():
+    # The redemption's own date decides, so the refusal is final: it can never leave the lock-up.
     zone = ShareZone()
     zone.buy(LPS[0], 3)
-    with rejected(RejectReason.DEADLINE_NOT_REACHED):
+    with rejected(RejectReason.BAD_BODY, "locked_up") as info:
         zone.redeem(LPS[0], 1, now=LOCKUP * 1000 - 1)
+    assert info.value.is_final
+    zone.redeem(LPS[0], 1, now=LOCKUP * 1000)
 
 
 def test_a_redemption_of_shares_not_held_is_refused():
@@ -211,6 +217,97 @@ def test_a_buy_after_the_sale_closed_is_refused():
         zone.add(LPS[0], "share_buy", zone.buy_body(LPS[0], 1))
 
 
+def test_a_buy_dated_at_the_sales_close_is_refused_for_good_and_one_ms_before_is_valid():
+    zone = ShareZone()
+    body = zone.buy_body(LPS[0], 1, deadline_ms=SALE_UNTIL)
+    with rejected(RejectReason.BAD_BODY, "sale_closed") as info:
+        zone.add(LPS[0], "share_buy", body, now=SALE_UNTIL)
+    assert info.value.is_final
+    zone.add(LPS[0], "share_buy", body, now=SALE_UNTIL - 1)
+
+
+def test_a_buy_deadline_is_judged_on_the_buys_own_date():
+    zone = ShareZone()
+    with rejected(RejectReason.DEADLINE_PASSED):
+        zone.add(LPS[0], "share_buy", zone.buy_body(LPS[0], 1, deadline_ms=NOW + 5_000), now=NOW + 5_000)
+    with rejected(RejectReason.DEADLINE_PASSED):          # not after the sale's close either
+        zone.add(LPS[0], "share_buy", zone.buy_body(LPS[0], 1, deadline_ms=SALE_UNTIL + 1))
+    zone.add(LPS[0], "share_buy", zone.buy_body(LPS[0], 1, deadline_ms=NOW + 5_000), now=NOW + 4_999)
+
+
+def test_a_buy_is_judged_on_the_programmes_terms_not_on_the_shares_issued_so_far():
+    # The shares outstanding are the host's chain's: a validator that has seen the host's last
+    # issue and one that has not must agree on the buy, so only the terms' cap is checked here.
+    zone = ShareZone(cap_shares=5)
+    zone.buy(LPS[0], 4)
+    zone.add(LPS[1], "share_buy", zone.buy_body(LPS[1], 3))             # more than the 1 left: still valid
+    with rejected(RejectReason.BAD_BODY, "cap_exceeded") as info:        # more than the whole cap: never
+        zone.add(LPS[2], "share_buy", zone.buy_body(LPS[2], 6))
+    assert info.value.is_final
+
+
+def test_a_buy_of_a_programme_not_certified_here_yet_waits():
+    zone = ShareZone()
+    with rejected(RejectReason.MISSING_DEPENDENCY) as info:
+        zone.add(LPS[0], "share_buy", zone.buy_body(LPS[0], 1, programme_id=bytes(16)))
+    assert not info.value.is_final
+
+
+def test_a_buy_claims_the_take_key_of_its_id_and_an_issue_claims_no_key_on_the_escrow():
+    zone = ShareZone()
+    body = zone.buy_body(LPS[0], 1)
+    buy = zone.fx.entry_on(zone.state, LPS[0], "share_buy", body, NOW)
+    assert take_key(body.buy_id) in conflict_keys(buy.body)
+    lock = Lock(take_id=body.buy_id, seller=HOST.public_key, order_id=bytes(16), order_owner=HOST.public_key,
+                order_size_wh=1, qty_wh=1, price=0, amount=1, deadline_ms=NOW + 1_000)
+    other = zone.fx.entry_on(zone.state, LPS[1], "lock", lock, NOW)
+    assert set(conflict_keys(buy.body)) & set(conflict_keys(other.body)) == {take_key(body.buy_id)}
+    zone.add(LPS[0], "share_buy", body)
+    issue = zone.fx.entry_on(zone.state, HOST, "share_issue", ShareIssue(
+        buy_id=body.buy_id, programme_id=zone.programme_id, lp=LPS[0].public_key, shares=1), NOW)
+    assert not any(k.startswith((b"lock/", b"take/")) for k in conflict_keys(issue.body))
+
+
+def test_an_issue_dated_at_the_escrow_deadline_is_refused_and_one_ms_before_is_valid():
+    zone = ShareZone()
+    body = zone.buy(LPS[0], 1, issue=False)
+    issue = ShareIssue(buy_id=body.buy_id, programme_id=zone.programme_id, lp=LPS[0].public_key, shares=1)
+    with rejected(RejectReason.DEADLINE_PASSED) as info:
+        zone.add(HOST, "share_issue", issue, now=body.deadline_ms)
+    assert info.value.is_final
+    zone.add(HOST, "share_issue", issue, now=body.deadline_ms - 1)
+    assert zone.programme.outstanding == 1
+
+
+def test_an_issue_of_an_escrow_not_certified_here_yet_waits():
+    zone = ShareZone()
+    issue = ShareIssue(buy_id=bytes(16), programme_id=zone.programme_id, lp=LPS[0].public_key, shares=1)
+    with rejected(RejectReason.NO_LOCK) as info:
+        zone.add(HOST, "share_issue", issue)
+    assert not info.value.is_final
+
+
+def test_the_lps_release_waits_until_the_hosts_chain_has_passed_the_deadline():
+    zone = ShareZone()
+    body = zone.buy(LPS[0], 1, issue=False)
+    with rejected(RejectReason.DEADLINE_NOT_REACHED) as info:          # however late the LP dates it
+        zone.add(LPS[0], "release", Release(take_id=body.buy_id), now=body.deadline_ms + 600_000)
+    assert not info.value.is_final
+    zone.add(HOST, "transfer", Transfer(to=zone.fx.gateway.public_key, amount=1), now=body.deadline_ms)
+    zone.add(LPS[0], "release", Release(take_id=body.buy_id), now=body.deadline_ms)
+    assert zone.state.balance(LPS[0].public_key) == 500_000_000
+
+
+def test_an_offer_whose_sale_closes_at_or_before_its_own_date_is_refused():
+    zone = ShareZone(fee_share_bps=1_000)
+    pid = next_programme_id(zone.state, HOST.public_key, zone.fx.zone)
+    with rejected(RejectReason.BAD_BODY, "bad_terms"):
+        zone.add(HOST, "share_offer", zone.offer(programme_id=pid, fee_share_bps=1_000, sale_until_ms=NOW + 10),
+                 now=NOW + 10)
+    zone.add(HOST, "share_offer", zone.offer(programme_id=pid, fee_share_bps=1_000, sale_until_ms=NOW + 10),
+             now=NOW + 9)
+
+
 def test_a_buy_at_another_price_is_refused():
     zone = ShareZone()
     with rejected(RejectReason.BAD_BODY, "bad_amount"):
@@ -224,7 +321,8 @@ def test_issues_never_exceed_the_cap_even_when_buys_together_do():
     zone.issue(first, LPS[0])
     with rejected(RejectReason.BAD_BODY, "cap_exceeded"):
         zone.issue(second, LPS[1])
-    zone.add(LPS[1], "release", Release(take_id=second.buy_id), now=second.deadline_ms)
+    zone.add(HOST, "swap_decline", SwapDecline(swap_id=second.buy_id, pool_id=zone.programme_id,
+                                               trader=LPS[1].public_key, reason="cap_exceeded"))
     assert zone.programme.outstanding == 3 and zone.state.money_total() == 0
     assert zone.state.balance(LPS[1].public_key) == 500_000_000
 
@@ -277,8 +375,9 @@ def test_a_residents_only_programme_sells_only_to_accounts_metered_in_the_zone()
     import p2pgrid.settlement_entries  # noqa: F401  (registers meter_registration)
     from p2pgrid.metering import MeterRegistration
     zone = ShareZone(residents_only=True)
-    with rejected(RejectReason.BAD_BODY, "not_resident"):
+    with rejected(RejectReason.MISSING_DEPENDENCY) as info:      # waits: the registration may be on its way
         zone.add(LPS[0], "share_buy", zone.buy_body(LPS[0], 1))
+    assert not info.value.is_final
     zone.add(zone.fx.gateway, "meter_registration", MeterRegistration(
         operator=zone.fx.gateway.public_key, account=LPS[0].public_key, meter_key=seeded_key("lp0-meter").public_key,
         zone=zone.fx.zone, created_ms=NOW))
@@ -331,15 +430,17 @@ def test_the_holders_of_a_programme_are_bounded_so_one_payout_pays_them_all():
         zone.add(zone.fx.gateway, "mint", Mint(to=lp.public_key, amount=10 * PRICE))
     for lp in lps[:-1]:
         zone.buy(lp, 1)
+    # The buy itself is valid (the holders are the host's chain's); the host refuses to issue it.
+    late = zone.buy(lps[-1], 1, issue=False)
     with rejected(RejectReason.BAD_BODY, "too_many_holders"):
-        zone.add(lps[-1], "share_buy", zone.buy_body(lps[-1], 1))
+        zone.issue(late, lps[-1])
+    zone.add(HOST, "swap_decline", SwapDecline(swap_id=late.buy_id, pool_id=zone.programme_id,
+                                               trader=lps[-1].public_key, reason="too_many_holders"))
+    assert zone.state.balance(lps[-1].public_key) == 10 * PRICE
     zone.payout()
     zone.swap_buy(3_000)
     body = zone.payout()
     assert len(body.payments) == MAX_HOLDERS          # fits one entry
-    zone.redeem(lps[0], 1, now=LOCKUP * 1000)          # a place frees up
-    zone.now = NOW + 1_000
-    zone.buy(lps[-1], 1)
 
 
 # --- properties ------------------------------------------------------------------------------------
@@ -384,7 +485,13 @@ def test_random_share_ledgers_conserve_money_and_keep_every_share_rule(ops, fee_
                 zone.issue(*escrowed.pop(0))
             elif op == "release" and escrowed:
                 body, owner = escrowed.pop(0)
-                zone.add(owner, "release", Release(take_id=body.buy_id), now=max(zone.now, body.deadline_ms))
+                if who == 0:               # the host hands it back (valid at any time)
+                    zone.add(HOST, "swap_decline", SwapDecline(swap_id=body.buy_id, pool_id=zone.programme_id,
+                                                               trader=owner.public_key, reason="expired"))
+                else:                      # the LP takes it back once the host's chain passed the deadline
+                    late = max(zone.now, body.deadline_ms)
+                    zone.add(HOST, "transfer", Transfer(to=zone.fx.gateway.public_key, amount=1), now=late)
+                    zone.add(owner, "release", Release(take_id=body.buy_id), now=late)
             elif op == "swap":
                 zone.swap_buy(energy)
             elif op == "payout":

@@ -1,6 +1,6 @@
 """An LP's standing instruction to invest (``plan_investor_actions``), pure: the investor's and
 the host's planners take turns on one ledger, and everything they plan is applied as a validator
-would, at the zone's ``now`` (an invalid planned entry raises)."""
+would, dated the zone's ``now`` (an invalid planned entry raises)."""
 
 import random
 
@@ -44,8 +44,9 @@ class InvestZone:
             self.add(self.fx.gateway, "mint", Mint(to=key.public_key, amount=amount))
 
     def add(self, key, kind, body):
-        signed = self.fx.entry_on(self.state, key, kind, body)
-        process_entry(self.state, signed, self.fx.rules, self.now)
+        """``key``'s next entry dated the zone's ``now``, validated and applied."""
+        signed = self.fx.entry_on(self.state, key, kind, body, self.now)
+        process_entry(self.state, signed, self.fx.rules)
         self.entries.append(signed)
         return signed
 
@@ -140,12 +141,14 @@ def test_the_balance_above_the_reserve_and_the_cap_limit_the_purchase():
     assert zone.programme().outstanding == 10 and zone.plan() == []
 
 
-def test_an_escrow_the_host_leaves_unissued_is_released_at_its_deadline_and_bought_again():
+def test_an_escrow_the_host_leaves_unissued_is_released_once_the_hosts_chain_passed_its_deadline_and_bought_again():
     zone = opened(InvestorPolicy(target_shares=3))
     [first] = zone.invest_round()
     zone.now = first.body.deadline_ms - 1
     assert zone.plan() == []                              # the host may still issue: no second purchase
     zone.now = first.body.deadline_ms
+    assert zone.plan() == []            # the host's chain has not passed the deadline: it may still issue
+    zone.add(HOST, "transfer", Transfer(to=OTHER_HOST.public_key, amount=1))   # now it has (dated the deadline)
     release, again = zone.invest_round()
     assert (release.kind, release.body.take_id) == ("release", first.body.buy_id)
     assert again.kind == "share_buy" and again.body.shares == 3 and again.body.buy_id != first.body.buy_id

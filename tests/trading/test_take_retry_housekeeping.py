@@ -2,7 +2,9 @@
 
 * the books follow certified trades — of orders already in the books when the ledger moves, and
   of an order whose trades were certified before its gossip arrived (applied on arrival);
-* each node releases its own expired locks (from an index of its own open locks), and only those;
+* expired locks come back, and only those: the seller declines each lock naming it that is still
+  open at its deadline (a decline is valid at any time), and a buyer releases its own (from an
+  index of its own open locks) only once the seller's certified chain has passed the deadline;
 * ``LocalBooks`` builds a book only for a new (zone, slot), and ``book()`` returns the stored
   book even when it is empty.
 """
@@ -85,7 +87,7 @@ async def test_books_follow_certified_trades_including_an_order_whose_trade_came
                              and observer.trading.books.remaining(late.order_id) == 600)
 
 
-async def test_each_node_releases_its_own_expired_locks_and_only_those(tmp_path):
+async def test_expired_locks_come_back_by_the_sellers_decline_or_the_buyers_release_and_only_those(tmp_path):
     clock = SteppedClock()
     async with open_trading_cluster("memory", 6, tmp_path, clock=clock) as nodes:
         await fund(nodes, CREDITS)
@@ -112,6 +114,9 @@ async def test_each_node_releases_its_own_expired_locks_and_only_those(tmp_path)
         # re-proposal is released without being counted: at most one each).
         assert [n.trading.stats.releases for n in nodes if n not in buyers] == [0, 0, 0, 0]
         assert all(b.trading.stats.releases <= 1 for b in buyers)
+        # Only the seller declines (its chain decides its locks), at most once each.
+        assert [n.trading.stats.declines for n in nodes if n is not maker] == [0] * 5
+        assert maker.trading.stats.declines <= 2
         assert all(n.ledger.state.locks[late_lock.take_id].status is LockStatus.OPEN for n in nodes)
         assert all(n.ledger.balance(b.account) == CREDITS - trade_value(100, PRICE) for n in nodes for b in buyers[:1])
 
