@@ -329,28 +329,34 @@ def _swap_fee_uc(before: LedgerState, body: Any) -> int:
     return max(0, min(int(quote.fee), body.credits_uc))
 
 
-def _classify_settle(body: Any, after: LedgerState, account: bytes) -> _Split:
-    """A ``settle`` entry's postings for ``account``, split by reason: read from the
-    ``SlotSettlement`` that applying the entry stored (so this runs after it is applied)."""
+def _settlement_before(state: LedgerState, slot: int) -> Any:
+    from p2pgrid.settlement_entries import settlement_of
+    return settlement_of(state, slot)
+
+
+def _classify_settle(body: Any, previous: Any, after: LedgerState, account: bytes) -> _Split:
+    """A ``settle`` entry's postings for ``account``, split by reason: what the ``SlotSettlement``
+    that applying it stored charges, less what the slot's earlier settlement (``previous``) did —
+    a reconciliation posts only the difference (so this runs after the entry is applied)."""
     try:
-        from p2pgrid.settlement import Reason
-        from p2pgrid.settlement_entries import settlement_of
+        from p2pgrid.settlement_entries import posted_by_reason, settlement_of
     except ImportError:
         return []
     settlement = settlement_of(after, body.slot)
-    if settlement is None or (account != settlement.gateway and
-                              not any(p.account == account for p in body.postings)):
+    if settlement is None:
         return []
-    split: _Split = []
-    for t in settlement.transfers:
-        if t.reason is Reason.TRADE:
-            continue
-        stream = _SETTLEMENT_STREAMS.get(t.reason.value, "other")
-        if t.payee == account and t.payer != account:
-            split.append((stream, t.amount_uc, 0))
-        elif t.payer == account and t.payee != account:
-            split.append((stream, -t.amount_uc, 0))
-    return split
+    if account == settlement.gateway:
+        # The gateway is the other side of every posting: its split is the sum of the others'.
+        split: _Split = []
+        for line in settlement.lines:
+            if line.account != account:
+                for reason, amount in posted_by_reason(previous, settlement, line.account).items():
+                    split.append((_SETTLEMENT_STREAMS.get(reason.value, "other"), -amount, 0))
+        return split
+    if not any(p.account == account for p in body.postings):
+        return []
+    return [(_SETTLEMENT_STREAMS.get(reason.value, "other"), amount, 0)
+            for reason, amount in posted_by_reason(previous, settlement, account).items()]
 
 
 # --- flows from entries ------------------------------------------------------------------------
@@ -384,9 +390,10 @@ def _apply_one(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, ac
     clock = timed if timed is not None else clock
     before_balance = state.balance(account)
     split = _classify(entry, body, state, account, rules)
+    previous = _settlement_before(state, body.slot) if entry.kind == "settle" else None
     apply_entry(state, signed, rules, body)
     if entry.kind == "settle":
-        split = _classify_settle(body, state, account)
+        split = _classify_settle(body, previous, state, account)
     change = state.balance(account) - before_balance
     if not split and not change and entry.account != account:
         return clock

@@ -91,7 +91,8 @@ Mapping settlement and certificates onto the ledger
   A posting that pays the gateway (< 0) is an **obligation** (``chain.add_obligation``): it lowers
   the balance but not what the account may spend, so a settlement certified between two
   validators' votes on one of that account's own debits cannot flip their verdicts (chain rule 3);
-  a posting the gateway pays (> 0) is a plain credit. Money stays conserved exactly: each posting
+  a posting the gateway pays (> 0) first pays back such obligations (``chain.settle_obligation``),
+  so what the account may spend grows only by the rest (never decreases). Money stays conserved exactly: each posting
   moves µc between an account and the gateway, and over a slot's settlements the postings sum to
   those of the one-shot settlement of the union.
 
@@ -144,7 +145,7 @@ from p2pgrid.certificates import CertificateRegistry, SlotCertificates, certify_
 from p2pgrid.errors import ConfigError, SettlementError, WireError
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
-    add_obligation, decode_body, register_kind,
+    add_obligation, decode_body, register_kind, settle_obligation,
 )
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.metering import (
@@ -831,6 +832,8 @@ def process_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: Le
         if posting.amount_uc < 0:
             # Owed to the gateway: lowers the balance, not what the account may spend (chain rule 3).
             add_obligation(state, posting.account, -posting.amount_uc)
+        else:
+            settle_obligation(state, posting.account, posting.amount_uc)
     state.extra[settle_key(slot)] = union
     state.certificates[certificates_key(slot)] = certify_slot(union)
 

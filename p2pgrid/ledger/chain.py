@@ -245,6 +245,19 @@ def add_obligation(state: LedgerState, account: bytes, amount_uc: int) -> None:
     state.extra[obligation_key(account)] = state.obligations(account) + amount_uc
 
 
+def settle_obligation(state: LedgerState, account: bytes, amount_uc: int) -> None:
+    """A settlement credited ``account`` ``amount_uc`` (> 0): it first pays back what earlier
+    settlements charged (a reconciliation reversing a charge), so spendable grows only by the
+    rest — never by a refund of money it was allowed to keep spending."""
+    owed = state.obligations(account)
+    if owed:
+        left = owed - min(owed, amount_uc)
+        if left:
+            state.extra[obligation_key(account)] = left
+        else:
+            del state.extra[obligation_key(account)]
+
+
 _STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")
 
 

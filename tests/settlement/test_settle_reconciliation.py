@@ -122,6 +122,8 @@ def test_a_late_reading_is_reconciled_and_the_seller_gets_back_its_shortfall_cha
     assert second.meters == tuple(sorted((A.public_key, B.public_key))) and second.trades == (b"\x01" * 16,)
     assert second.postings == (PostingBody(A.public_key, 300_000),)
     assert {key: zone.balance(key) - before[key] for key in (A, B)} == {A: 0, B: 0}
+    assert zone.state.obligations(A.public_key) == 0, "the refund paid the charge back"
+    assert zone.state.spendable(A.public_key) == before[A], "spending power never rises with a refund"
     assert zone.state.money_total() == 0
     certs = certificates_of(zone.state, SLOT)
     assert total_wh(certs.issued) == 1_000 and total_wh(certs.retired_by(B.public_key)) == 1_000
@@ -376,3 +378,24 @@ def test_validity_of_meter_and_settle_does_not_depend_on_extra_entries_of_other_
         before, after = _verdict(small, candidate), _verdict(large, candidate)
         if before != "wait":
             assert after == before, (candidate.body.kind, before, after)
+
+
+def test_an_investment_statement_counts_a_reconciled_slot_once_and_explains_every_uc():
+    """The reconciliation posts only the difference: statements read it as such (no stream counted
+    twice, nothing left unexplained), for the account and for the gateway."""
+    from p2pgrid.invest import account_flows
+
+    zone = Zone()
+    zone.trade(b"\x01" * 16, A, B, 1_000)
+    zone.meter(B, import_wh=1_000)
+    zone.settle()
+    zone.meter(A, export_wh=1_000, green_wh=1_000, time_ms=LATE_MS, created_ms=DUE_MS - 1)
+    zone.settle(time_ms=LATE_MS + 1)
+    for key in (A, GATEWAY):
+        flows = account_flows(zone.entries, FIX.rules, key.public_key)
+        settles = [f for f in flows.flows if f.kind == SETTLE_KIND]
+        assert all(f.stream != "other" for f in settles), settles
+        assert sum(f.amount_uc for f in flows.flows) == flows.balance_uc == zone.balance(key)
+    a_settles = [f.amount_uc for f in account_flows(zone.entries, FIX.rules, A.public_key).flows
+                 if f.kind == SETTLE_KIND]
+    assert a_settles == [-300_000, 300_000]      # charged, then given back: once each
