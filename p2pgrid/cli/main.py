@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import NoReturn
 
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         # user or the environment broke something) is still one line. Anything else is a bug.
         matched, rest = group.split(P2PGridError)
         if matched is None or rest is not None:
+            # Python prints nested groups only ten deep: name every real error, whole, first.
+            for leaf in _leaves(group):
+                traceback.print_exception(leaf, file=sys.stderr)
             raise
         return _report(_first_leaf(matched))
     except KeyboardInterrupt:
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 def _report(exc: BaseException) -> int:
     print(f"p2pgrid: error: {_one_line(str(exc))}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    return [leaf for exc in group.exceptions
+            for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])]
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]

@@ -251,11 +251,8 @@ def settle_obligation(state: LedgerState, account: bytes, amount_uc: int) -> Non
     rest — never by a refund of money it was allowed to keep spending."""
     owed = state.obligations(account)
     if owed:
-        left = owed - min(owed, amount_uc)
-        if left:
-            state.extra[obligation_key(account)] = left
-        else:
-            del state.extra[obligation_key(account)]
+        # Kept at 0 rather than deleted: a scratch overlay cannot delete what its base holds.
+        state.extra[obligation_key(account)] = owed - min(owed, amount_uc)
 
 
 _STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")

@@ -426,3 +426,13 @@ def test_entry_hash_covers_the_signature():
     state = funded((ALICE, 100))
     signed = FX.entry_on(state, ALICE, "transfer", Transfer(BOB.public_key, 1))
     assert len(entry_hash(signed)) == 32 and entry_hash(signed) != entry_hash(FX.entry_on(state, ALICE, "burn", Burn(1)))
+
+
+def test_a_refund_pays_obligations_back_on_a_scratch_overlay_as_on_the_state():
+    from p2pgrid.ledger.chain import add_obligation, settle_obligation
+    state = funded((ALICE, 100))
+    add_obligation(state, ALICE.public_key, 300)
+    scratch = state.overlay()            # what a validator judges a batch on
+    settle_obligation(scratch, ALICE.public_key, 500)
+    settle_obligation(state, ALICE.public_key, 500)
+    assert scratch.obligations(ALICE.public_key) == state.obligations(ALICE.public_key) == 0

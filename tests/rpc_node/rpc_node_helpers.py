@@ -96,7 +96,7 @@ async def exercise_every_method(maker_call, taker_call, nodes) -> None:
     assert (balance.balance_uc, balance.locked_uc) == (FUNDS_UC + trade.value_uc, 0)
     entry = await maker_call(calls.ledger_entry(maker.key.public_key, 0))
     assert (entry.kind, entry.certified, entry.seq) == ("fill", True, 0)
-    fill = decode_body(Entry(zone, maker.key.public_key, 0, entry.prev_hash, entry.kind, entry.body))
+    fill = decode_body(Entry(zone, maker.key.public_key, 0, entry.prev_hash, entry.time_ms, entry.kind, entry.body))
     assert isinstance(fill, Fill) and (fill.take_id, fill.qty_wh) == (trade.trade_id, 600)
 
     cancelled = await maker_call(calls.order_cancel(order.order_id))
