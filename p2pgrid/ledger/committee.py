@@ -153,6 +153,11 @@ def decide_vote(state: LedgerState, voted: Mapping[bytes, bytes], entries: Seque
             # Re-applying an entry voted before failed on this state: it waits for what it needs.
             return _stop(hashes, records, decoded, index, h,
                          EntryRejected(RejectReason.MISSING_DEPENDENCY, str(exc)))
+        except Exception as exc:  # noqa: BLE001 — a kind's rule that breaks on some body must
+            # not take the validator down with it (one bad entry would stop a whole committee):
+            # the entry is refused, naming the failure, and the validator keeps serving.
+            return _stop(hashes, records, decoded, index, h, EntryRejected(
+                RejectReason.MALFORMED, f"a rule failed on this entry: {type(exc).__name__}: {exc}"))
         hashes.append(h)
         decoded.append(signed)
     return VoteDecision(tuple(hashes), tuple(records), (), tuple(decoded))

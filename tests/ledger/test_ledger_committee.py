@@ -213,3 +213,14 @@ def test_a_subset_of_a_batch_verifies_against_its_leaves():
     leaves = tuple(entry_hash(e) for e in entries)
     subset = CertifiedEntries(batch.certificate, leaves, (entries[1].encoded,))
     assert [s.body.seq for s in verify_certified_entries(FX.committee, subset)] == [2]
+
+
+def test_a_rule_that_breaks_on_an_entry_refuses_it_instead_of_stopping_the_validator(monkeypatch):
+    from p2pgrid.ledger import chain
+    state = funded_state()
+    entry = FX.entry_on(state, ALICE, "transfer", Transfer(BOB.public_key, 5))
+    broken = chain.KindRules("transfer", Transfer, lambda *a: {}["boom"], chain.process_transfer)
+    monkeypatch.setitem(chain.KINDS, "transfer", broken)
+    decision = decide_vote(state, {}, [entry.encoded], FX.rules, NOW)
+    assert not decision.accepted
+    assert decision.rejections[0].reason == RejectReason.MALFORMED.value and "KeyError" in decision.rejections[0].detail
