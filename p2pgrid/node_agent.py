@@ -300,6 +300,8 @@ class ProfileTrader:
             self.counters.spent_uc += e.value_uc
             self.counters.last_price = e.price
         self.counters.problems += len(report.problems)
+        for problem in report.problems:
+            log.info("buy for slot %s: %s", slot, problem)
 
     def _write_status(self, node: Node) -> None:
         try:
