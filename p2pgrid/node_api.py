@@ -480,7 +480,7 @@ class LiveNodeApi:
             raise UnknownEntry(f"no certified entry {seq} in the chain of {account.hex()}")
         entry = signed.body
         return LedgerEntryView(entry.account, entry.seq, entry.prev_hash, entry_hash(signed), entry.kind,
-                               entry.body, True)
+                               entry.body, True, entry.time_ms)
 
     def _settlement_rules(self) -> SettlementLedgerRules:
         rules = self._ledger().rules

@@ -225,6 +225,7 @@ class LedgerEntryView:
     kind: str                 # fill, swap, lock, meter, transfer, mint, cert_issue, …
     body: bytes               # canonical msgpack of the entry body
     certified: bool
+    time_ms: int = 0          # the owner's signed date of the entry (market Unix ms)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,9 @@ async def test_six_nodes_trade_meter_settle_and_agree_on_the_state_root(kind, tm
             with trio.fail_after(30):
                 await wait_until(lambda: all(settlement_of(n.ledger.state, slot).line(unmetered_buyer.account).metered
                                              for n in nodes))
+                # (certified in the background when one round did not decide it: the settler
+                # records it at its next poll)
+                await wait_until(lambda: settler.reconciled == [slot])
             await converge(nodes)
             nursery.cancel_scope.cancel()
 
