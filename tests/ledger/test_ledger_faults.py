@@ -5,19 +5,17 @@ Each ends with every honest chain's head advancing, equal state roots and money 
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 import trio
 
-from p2pgrid.ledger.chain import LockStatus, state_root
+from p2pgrid.ledger.chain import LockStatus
 from p2pgrid.ledger.committee import seq_key
 from p2pgrid.ledger.messages import Burn, Decline, Fill, Lock, Mint, Release, entry_hash
-from p2pgrid.ledger.service import BatchRejected, EntryInDoubt, LedgerConfig, LedgerService, open_ledger_service
-from p2pgrid.ledger.store import open_store
+from p2pgrid.ledger.service import BatchRejected, LedgerConfig, LedgerService
+from p2pgrid.ledger.cluster_testing import T0, Cluster, certified, open_fault_cluster, submit, submit_in_doubt
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.testing import wait_until
 from p2pgrid.metering import MeterReading, MeterRegistration
 from p2pgrid.settlement import ImbalancePrices
@@ -31,97 +29,14 @@ from p2pgrid.wire import Source, sign
 FX = LedgerFixture()
 CONFIG = LedgerConfig(FX.rules, FX.committee, vote_timeout_s=1.0, sync_interval_s=0.5)
 ALICE, BOB = seeded_key("alice"), seeded_key("bob")
-T0 = 1_700_000_000_000
 DEADLINE = T0 + 60_000
 TAKE = b"t" * 16
 ORDER = b"o" * 16
 
 
-class Clock:
-    """Market time stepped by hand, shared by every node of a test."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
-
-
-class Member:
-    """One node: its own store file and transport, which the test can kill and start again."""
-
-    def __init__(self, cluster: Cluster, key, name: str) -> None:
-        self.cluster, self.key, self.path = cluster, key, cluster.tmp / f"{name}.db"
-        self.service: LedgerService | None = None
-        self._scope: trio.CancelScope | None = None
-        self._stopped = trio.Event()
-
-    async def start(self) -> LedgerService:
-        started = trio.Event()
-        self._stopped = trio.Event()
-        self.cluster.nursery.start_soon(self._run, started)
-        await started.wait()
-        return self.service
-
-    async def _run(self, started: trio.Event) -> None:
-        try:
-            with trio.CancelScope() as self._scope:
-                async with AsyncExitStack() as stack:
-                    store = await stack.enter_async_context(open_store(self.path))
-                    transport = await stack.enter_async_context(
-                        self.cluster.network.open_transport(self.key, connect_to=self.cluster.network.addresses))
-                    self.transport = transport
-                    self.service = await stack.enter_async_context(
-                        open_ledger_service(self.key, self.cluster.config, store, transport, self.cluster.clock))
-                    started.set()
-                    await trio.sleep_forever()
-        finally:
-            self._stopped.set()
-
-    async def kill(self) -> None:
-        """Stop at once (the store keeps only what was committed, as after a process kill)."""
-        self._scope.cancel()
-        await self._stopped.wait()
-
-
-class Cluster:
-    def __init__(self, tmp: Path, nursery: trio.Nursery, config: LedgerConfig = CONFIG) -> None:
-        self.tmp, self.nursery, self.config = tmp, nursery, config
-        self.network = MemoryNetwork()
-        self.clock = Clock()
-        self.members: dict[str, Member] = {}
-
-    async def add(self, name: str, key) -> LedgerService:
-        self.members[name] = Member(self, key, name)
-        return await self.members[name].start()
-
-    def __getitem__(self, name: str) -> LedgerService:
-        return self.members[name].service
-
-    def partition(self, name: str, others: list[str]) -> None:
-        for other in others:
-            self.members[name].transport.disconnect(self.members[other].key.public_key)
-
-    async def heal(self) -> None:
-        for member in self.members.values():
-            for addr in self.network.addresses:
-                if addr not in member.transport.listen_addrs:
-                    await member.transport.connect(addr)
-
-    async def converge(self) -> None:
-        """Every node ends with one state root, money conserved."""
-        services = [m.service for m in self.members.values()]
-        with trio.fail_after(60):
-            await wait_until(lambda: len({state_root(s.state) for s in services}) == 1)
-        assert all(s.state.money_total() == 0 for s in services)
-
-
 async def open_cluster(tmp: Path, nursery: trio.Nursery, config: LedgerConfig = CONFIG) -> Cluster:
-    cluster = Cluster(tmp, nursery, config)
-    for i, key in enumerate(FX.validators):
-        await cluster.add(f"v{i}", key)
-    for name, key in (("gateway", FX.gateway), ("alice", ALICE), ("bob", BOB)):
-        await cluster.add(name, key)
+    """Four validators, the gateway, alice and bob, with a million µc each."""
+    cluster = await open_fault_cluster(tmp, nursery, FX, config, {"alice": ALICE, "bob": BOB})
     gateway = cluster["gateway"]
     for who in (ALICE, BOB):
         await submit(gateway, gateway.next_entry("mint", Mint(who.public_key, 1_000_000)))
@@ -132,27 +47,6 @@ async def open_cluster(tmp: Path, nursery: trio.Nursery, config: LedgerConfig = 
 
 def lock_body(take=TAKE, deadline=DEADLINE) -> Lock:
     return Lock(take, BOB.public_key, ORDER, BOB.public_key, 1000, 1000, 200_000, trade_value(1000, 200_000), deadline)
-
-
-async def submit(service: LedgerService, entry) -> None:
-    """Submit and wait until certified: on a loaded machine a round may end undecided (the entry
-    then stays in doubt and is offered again by the ledger itself)."""
-    try:
-        await service.submit(entry)
-    except EntryInDoubt:
-        await certified(service, entry.body.account, entry.body.seq)
-
-
-async def submit_in_doubt(service: LedgerService, entry) -> None:
-    """Submit an entry that cannot be decided now; it must stay in doubt, not be refused."""
-    with pytest.raises(EntryInDoubt):
-        await service.submit(entry)
-    assert service.is_in_doubt(entry)
-
-
-async def certified(service: LedgerService, account: bytes, seq: int) -> None:
-    with trio.fail_after(60):
-        await wait_until(lambda: service.state.head(account).next_seq > seq)
 
 
 async def test_a_fill_voted_by_validators_held_across_the_deadline_is_certified(tmp_path):
