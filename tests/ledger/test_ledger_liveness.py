@@ -122,8 +122,8 @@ def test_no_vote_time_rule_can_flip_a_verdict(ops, candidate_op, seed):
         at_view = verdict(decide_vote(view, {}, [candidate.encoded], FX.rules, candidate.body.time_ms))
         if at_view == "vote":
             assert at_full[0] == "vote", f"voted with less certified history, {at_full[0]} with more"
-        if at_view.startswith("refuse"):
-            assert at_full[0] == at_view, f"refused for good with less history, {at_full[0]} with more"
+        if at_view.startswith("refuse"):   # (the reason may differ: more history, more to object to)
+            assert at_full[0].startswith("refuse"), f"refused for good with less history, {at_full[0]} with more"
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
