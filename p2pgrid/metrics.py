@@ -156,9 +156,9 @@ async def serve_metrics(metrics: NodeMetrics, *, host: str = "127.0.0.1", port: 
                 request = await http11.next_event(conn, stream)
             if not isinstance(request, h11.Request):
                 return     # closed, or nothing came in time
-            with trio.move_on_after(limits.head_timeout_s):
+            with trio.move_on_after(limits.head_timeout_s) as body_wait:
                 await http11.read_body(conn, stream, 0)
-            if conn.their_state is not h11.DONE:
+            if body_wait.cancelled_caught:
                 return     # a body that never ends
             if not gate.admit(ticket):
                 response = http11.Response(503, b"too many scrapers\n", b"text/plain", close=True)

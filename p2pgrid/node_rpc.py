@@ -40,7 +40,7 @@ import trio
 
 from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import RpcError
-from p2pgrid.metrics import MetricsLimits, NodeMetrics, serve_metrics
+from p2pgrid.metrics import MetricsLimits, MetricsServer, NodeMetrics, serve_metrics
 from p2pgrid.net.orders import OrderDelivery
 from p2pgrid.node_api import LiveNodeApi
 from p2pgrid.rpc.api import TradeView
@@ -198,6 +198,7 @@ class MetricsService:
         self.limits = limits
         self.metrics = NodeMetrics()
         self.url: str | None = None
+        self.server: MetricsServer | None = None
         self._rejects_counted: Counter[str] = Counter()
 
     def on_delivery(self, delivery: OrderDelivery) -> None:
@@ -229,7 +230,7 @@ class MetricsService:
         node.order_listeners.append(self.on_delivery)
         try:
             async with serve_metrics(self.metrics, port=node.config.metrics.port, limits=self.limits) as server:
-                self.url = server.url
+                self.url, self.server = server.url, server
                 written = {"url": server.url, "port": server.port, "pid": os.getpid()}
                 write_endpoint(data_dir, METRICS_ENDPOINT, written)
                 try:

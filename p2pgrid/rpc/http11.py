@@ -125,6 +125,7 @@ async def contain(server: str, serving: Awaitable[None], stream: trio.abc.Stream
     node behind it."""
     try:
         await serving
+        await linger(stream)
     except (trio.BrokenResourceError, trio.ClosedResourceError, *quiet):
         pass      # the client went away or broke the protocol; nothing to answer
     except Exception as exc:   # noqa: BLE001 — the boundary between one client and the node
@@ -133,6 +134,27 @@ async def contain(server: str, serving: Awaitable[None], stream: trio.abc.Stream
         log.debug("%s: connection failure in full", server, exc_info=True)
     finally:
         await stream.aclose()
+
+
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """End our side, then read (and drop) what the client still sends, for a bounded time.
+
+    Closing a socket that holds unread bytes (the body of a request refused with 401 or 413) makes
+    the kernel send a reset, which can destroy the answer before the client has read it."""
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    await stream.send_eof()
+    drained = 0
+    with trio.move_on_after(LINGER_S):
+        while drained < LINGER_BYTES:
+            data = await stream.receive_some(READ_CHUNK)
+            if not data:
+                return
+            drained += len(data)
 
 
 def first_leaf(exc: BaseException) -> BaseException:
