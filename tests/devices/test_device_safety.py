@@ -212,3 +212,21 @@ def test_a_repeated_fault_is_one_warning_per_interval_naming_what_was_held_back(
                      ("WARNING", "unit a unreachable (29 more like it in the last 60 s)"),
                      ("WARNING", "unit a unreachable (29 more like it in the last 60 s)"),
                      ("INFO", "unit a answers again")]
+
+
+async def test_an_unreachable_unit_is_a_warning_once_then_quiet_then_back(tmp_path, sunspec_server, caplog):
+    """It used to be an INFO line every 2 s that never warned."""
+    with caplog.at_level(logging.DEBUG, logger="p2pgrid.node_devices"):
+        async with sampled_units(sunspec_server, tmp_path) as units:
+            await wait_fresh(units.service, units.clock)
+            await units.meter_unit.stop()
+            with trio.fail_after(BOUND_S):          # many BAD samples, one warning
+                await wait_until(lambda: sum("device meter:" in r.getMessage() for r in caplog.records) >= 5, 0.01)
+            await units.meter_unit.start()
+            with trio.fail_after(BOUND_S):
+                await wait_until(lambda: any("device meter answers again" in r.getMessage()
+                                             for r in caplog.records), 0.01)
+    meter_lines = [(r.levelname, r.getMessage()) for r in caplog.records
+                   if r.getMessage().startswith("device meter") and r.levelno >= logging.INFO]
+    assert meter_lines[0][0] == "WARNING" and "Unreachable" in meter_lines[0][1]
+    assert meter_lines[1:] == [("INFO", "device meter answers again")]
