@@ -25,6 +25,11 @@ misbehaving peer cannot blow up the number of series.
 
 ``serve_metrics(metrics, port=0)`` serves ``GET /metrics`` on 127.0.0.1 with a trio + h11 server
 (the library's own ``start_http_server`` defaults to 0.0.0.0 and runs a thread; we need neither).
+Anyone on the machine can reach it without a token, so it is bounded (``MetricsLimits``): a head
+timeout, a keep-alive idle timeout, a cap on scrapers (then 503) and on connections that have not
+sent a request yet (the oldest is dropped); one connection's failure ends only that connection.
+Port 0 (the default) picks a free port: every fixed port in 9100–9999 belongs to some Prometheus
+exporter (9100: node_exporter).
 """
 
 from __future__ import annotations

@@ -12,8 +12,7 @@ When the broker goes away the site marks itself disconnected and reconnects ever
 out-of-range values → ``DeviceValueError``, old values → a STALE reading. ``apply`` publishes
 ``{"value": x}`` to the device's setpoint topic after clipping to the device's limits;
 ``apply(BatterySetpoint(None))`` publishes the map's declared hand-back instead. A device the node
-still controls when the session ends (the node stops, the broker drops it) is handed back before
-the connection closes.
+still controls when the node stops is handed back before the connection closes.
 """
 
 from __future__ import annotations
@@ -121,10 +120,14 @@ class MqttSite:
                     self._on_message(str(message.topic),
                                      payload if isinstance(payload, bytes)
                                      else str(payload).encode())
+            except asyncio.CancelledError:
+                # The node stops while the connection is up. (When the broker dropped us there is
+                # no connection left to say it on; the node's revert guard covers that case.)
+                await self._hand_back_all(client)
+                raise
             finally:
                 if keepalive is not None:
                     keepalive.cancel()
-                await self._hand_back_all(client)
                 self._client = None
 
     async def _hand_back_all(self, client: aiomqtt.Client) -> None:

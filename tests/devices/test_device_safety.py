@@ -94,9 +94,9 @@ async def test_a_pv_reading_beyond_the_nameplate_is_bad_and_never_metered(tmp_pa
             meter_unit.set_models(meter_models(minute))
             clock.set(START_MS + minute * 60_000)
             await wait_fresh(service, clock, ("meter", "battery"))
-            with trio.fail_after(BOUND_S):
-                await wait_until(lambda: "pv" in service.last and service.last["pv"].t_ms == clock.now_ms(), 0.005)
-            assert service.last["pv"].quality is Quality.BAD and "rating" in service.last["pv"].error
+            with trio.fail_after(BOUND_S):        # (a busy machine may also time a read out: also BAD)
+                await wait_until(lambda: "pv" in service.last and service.last["pv"].t_ms == clock.now_ms()
+                                 and "rating" in service.last["pv"].error, 0.005)
         slot = {s.slot: s for s in service.completed_slots()}[START_MS // 1000]
         assert slot.pv_wh == 0
         load = service.last["load"]
@@ -215,18 +215,19 @@ def test_a_repeated_fault_is_one_warning_per_interval_naming_what_was_held_back(
 
 
 async def test_an_unreachable_unit_is_a_warning_once_then_quiet_then_back(tmp_path, sunspec_server, caplog):
-    """It used to be an INFO line every 2 s that never warned."""
+    """It used to be an INFO line every 2 s that never warned. (Sampled every 0.5 s, so that no read
+    of a unit that is there times out on a busy machine: the outage is the only fault.)"""
+    def meter_lines(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == level and r.getMessage().startswith("device meter")]
+
     with caplog.at_level(logging.DEBUG, logger="p2pgrid.node_devices"):
-        async with sampled_units(sunspec_server, tmp_path) as units:
+        async with sampled_units(sunspec_server, tmp_path, period_s=0.5) as units:
             await wait_fresh(units.service, units.clock)
             await units.meter_unit.stop()
-            with trio.fail_after(BOUND_S):          # many BAD samples, one warning
-                await wait_until(lambda: sum("device meter:" in r.getMessage() for r in caplog.records) >= 5, 0.01)
+            with trio.fail_after(BOUND_S):          # the repeats while the unit is away
+                await wait_until(lambda: len(meter_lines(logging.DEBUG)) >= 6, 0.01)
             await units.meter_unit.start()
             with trio.fail_after(BOUND_S):
-                await wait_until(lambda: any("device meter answers again" in r.getMessage()
-                                             for r in caplog.records), 0.01)
-    meter_lines = [(r.levelname, r.getMessage()) for r in caplog.records
-                   if r.getMessage().startswith("device meter") and r.levelno >= logging.INFO]
-    assert meter_lines[0][0] == "WARNING" and "Unreachable" in meter_lines[0][1]
-    assert meter_lines[1:] == [("INFO", "device meter answers again")]
+                await wait_until(lambda: "device meter answers again" in meter_lines(logging.INFO), 0.01)
+    (warning,) = meter_lines(logging.WARNING)      # refused or silent: either way one line, with why
+    assert "DeviceUnreachable" in warning or "no answer within" in warning

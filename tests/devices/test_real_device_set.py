@@ -255,13 +255,13 @@ class SampledUnits:
 
 
 @asynccontextmanager
-async def sampled_units(sunspec_server, tmp_path: Path) -> AsyncIterator[SampledUnits]:
+async def sampled_units(sunspec_server, tmp_path: Path, period_s: float = PERIOD_S) -> AsyncIterator[SampledUnits]:
     """Two SunSpec units (PV + battery, meter) sampled by a ``DeviceService`` for the block."""
     inverter_unit, meter_unit = await start_units(sunspec_server)
     clock = ManualClock(START_MS)
     config = sunspec_config(tmp_path, inverter_unit.port, meter_unit.port)
     device_set = real_device_set(config, clock.now_ms)
-    service = DeviceService(device_set, period_s=PERIOD_S)
+    service = DeviceService(device_set, period_s=period_s)
     async with open_device_links(device_set), trio.open_nursery() as nursery:
         await nursery.start(service.run, Host(config, clock))
         yield SampledUnits(inverter_unit, meter_unit, clock, device_set, service)
