@@ -284,6 +284,10 @@ class AdapterSection:
     pv_rated_w: int = field(default=0, metadata=doc(
         "PV inverter rating in W when the device does not tell (no SunSpec nameplate, MQTT); 0 = [devices.pv] kwp.",
         min=0))
+    revert_s: float = field(default=60.0, metadata=doc(
+        "A battery returns to its own control this long after the node's last setpoint: written to the "
+        "device with every setpoint (SunSpec model 124 InOutWRte_RvrtTms) and enforced by the node too "
+        "(MQTT has no such register). The node repeats a standing setpoint well within it.", min=1.0, max=3600.0))
     topic_map: str = field(default="generic", metadata=doc(
         "MQTT topic preset: generic (<topic_prefix>/<device>/<field>) or victron (Venus OS dbus-mqtt).",
         choices=("generic", "victron")))
@@ -640,6 +644,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def _resolve(base_dir: Path, value: Path) -> Path:

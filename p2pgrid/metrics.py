@@ -25,6 +25,11 @@ misbehaving peer cannot blow up the number of series.
 
 ``serve_metrics(metrics, port=0)`` serves ``GET /metrics`` on 127.0.0.1 with a trio + h11 server
 (the library's own ``start_http_server`` defaults to 0.0.0.0 and runs a thread; we need neither).
+Anyone on the machine can reach it without a token, so it is bounded (``MetricsLimits``): a head
+timeout, a keep-alive idle timeout, a cap on scrapers (then 503) and on connections that have not
+sent a request yet (the oldest is dropped); one connection's failure ends only that connection.
+Port 0 (the default) picks a free port: every fixed port in 9100–9999 belongs to some Prometheus
+exporter (9100: node_exporter).
 """
 
 from __future__ import annotations
@@ -122,46 +127,67 @@ class NodeMetrics:
 class MetricsServer:
     host: str
     port: int
+    gate: http11.ConnectionGate
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/metrics"
 
 
+@dataclass(frozen=True)
+class MetricsLimits:
+    """Bounds of the metrics endpoint, which anyone on the machine can reach without a token."""
+
+    max_connections: int = 8           # scrapers that sent a valid request (Prometheus keeps one)
+    max_pending: int = 32              # connections yet to send one; the oldest is dropped
+    head_timeout_s: float = 5.0        # to receive a request head
+    idle_timeout_s: float = 60.0       # keep-alive between scrapes (Prometheus' default interval: 15 s)
+
+
 @asynccontextmanager
 async def serve_metrics(metrics: NodeMetrics, *, host: str = "127.0.0.1", port: int = 0,
-                        allow_non_loopback: bool = False) -> AsyncIterator[MetricsServer]:
+                        allow_non_loopback: bool = False,
+                        limits: MetricsLimits = MetricsLimits()) -> AsyncIterator[MetricsServer]:
     """Serve ``GET /metrics`` while the block runs; ``server.port`` is the bound port."""
     listeners, bound = await http11.open_listeners(host, port, allow_non_loopback)
+    gate = http11.ConnectionGate(limits.max_connections, limits.max_pending)
+
+    async def serve_requests(stream: trio.SocketStream, ticket: http11.Ticket) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        timeout = limits.head_timeout_s
+        while True:
+            request: object = None
+            with trio.move_on_after(timeout):
+                request = await http11.next_event(conn, stream)
+            if not isinstance(request, h11.Request):
+                return     # closed, or nothing came in time
+            with trio.move_on_after(limits.head_timeout_s) as body_wait:
+                await http11.read_body(conn, stream, 0)
+            if body_wait.cancelled_caught:
+                return     # a body that never ends
+            if not gate.admit(ticket):
+                response = http11.Response(503, b"too many scrapers\n", b"text/plain", close=True)
+            elif request.method != b"GET" or request.target.split(b"?")[0] != b"/metrics":
+                response = http11.Response(404, b"GET /metrics\n", b"text/plain")
+            else:
+                body, content_type = metrics.render(
+                    (http11.header(request, b"accept") or b"").decode("latin-1"))
+                response = http11.Response(200, body, content_type.encode())
+            await http11.send_response(conn, stream, response)
+            if response.close or conn.our_state is h11.MUST_CLOSE:
+                return
+            conn.start_next_cycle()
+            timeout = limits.idle_timeout_s
 
     async def serve_connection(stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
-        try:
-            while True:
-                with trio.move_on_after(30):
-                    request = await http11.next_event(conn, stream)
-                if not isinstance(request, h11.Request):
-                    return
-                await http11.read_body(conn, stream, 0)
-                if request.method != b"GET" or request.target.split(b"?")[0] != b"/metrics":
-                    response = http11.Response(404, b"GET /metrics\n", b"text/plain")
-                else:
-                    body, content_type = metrics.render(
-                        (http11.header(request, b"accept") or b"").decode("latin-1"))
-                    response = http11.Response(200, body, content_type.encode())
-                await http11.send_response(conn, stream, response)
-                if conn.our_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
-        except (h11.RemoteProtocolError, http11.BodyTooLarge, trio.BrokenResourceError,
-                trio.ClosedResourceError):
-            return    # a broken scraper: drop the connection
-        finally:
-            await stream.aclose()
+        with gate.enter() as ticket:
+            # A scraper that breaks HTTP is dropped without a log line: nothing to learn from it.
+            await http11.contain("metrics", serve_requests(stream, ticket), stream,
+                                 quiet=(h11.RemoteProtocolError, http11.BodyTooLarge))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, serve_connection, listeners)
         try:
-            yield MetricsServer(host, bound)
+            yield MetricsServer(host, bound, gate)
         finally:
             nursery.cancel_scope.cancel()

@@ -32,6 +32,9 @@ node down (a bug is loud); ``P2PGridError``s from peers are handled inside the s
 **Time.** Market time comes only from ``node.clock`` (see ``p2pgrid.clock``); pacing sleeps
 (publish interval, status period, agent tick) are in real trio time.
 
+**Data dir.** ``Node.run`` holds the data dir's exclusive lock (``p2pgrid.data_dir``) while it runs:
+a second node on the same dir stops at start with ``DataDirInUse``, before it touches any file.
+
 **Status file.** ``<data_dir>/status.json`` is replaced atomically; it holds ``NodeStatus``
 (``state`` is ``running`` while the node runs and ``stopped`` after a clean shutdown). The CLI
 ``status`` command and the simnet launcher read it; nothing else is needed to watch a node.
@@ -59,6 +62,7 @@ import trio
 
 from p2pgrid.clock import Clock
 from p2pgrid.config import NodeConfig
+from p2pgrid.data_dir import check_data_dir_free, hold_data_dir
 from p2pgrid.errors import NetError, P2PGridError
 from p2pgrid.identity import NodeKey
 from p2pgrid.net.orders import OrderDelivery, OrderGossip, open_order_gossip
@@ -174,16 +178,6 @@ def write_status(data_dir: Path, status: NodeStatus) -> None:
     os.replace(tmp, path)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # --- the node -------------------------------------------------------------------------------
 
 class Node:
@@ -226,17 +220,18 @@ class Node:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start every service in order, report started, run until cancelled."""
-        try:
-            async with trio.open_nursery() as nursery:
-                for service in self.services:
-                    await nursery.start(service.run, self)
-                    log.debug("service %s started", service.name)
-                self._state = "running"
-                self._started.set()
-                task_status.started(self)
-        finally:
-            self._state = "stopped"
-            self._write_final_status()
+        with hold_data_dir(self.config.node.data_dir):
+            try:
+                async with trio.open_nursery() as nursery:
+                    for service in self.services:
+                        await nursery.start(service.run, self)
+                        log.debug("service %s started", service.name)
+                    self._state = "running"
+                    self._started.set()
+                    task_status.started(self)
+            finally:
+                self._state = "stopped"
+                self._write_final_status()
 
     async def wait_started(self) -> None:
         await self._started.wait()
@@ -494,6 +489,7 @@ async def run_libp2p_node(config: NodeConfig, key: NodeKey, clock: Clock, *,
     # bootstrap peer that starts a moment later must not stop this node from starting.
     # The asyncio bridge (ledger store) is opened first, so that the tasks py-libp2p spawns for
     # incoming streams (votes, sync) inherit it: a bridge opened later is invisible to them.
+    check_data_dir_free(config.node.data_dir)    # before opening ports another node may hold
     async with trio_asyncio.open_loop():
         async with open_libp2p_transport(key, config.network.listen, (), mdns=config.network.mdns) as transport:
             if config.network.listen and not transport.listen_addrs:

@@ -370,7 +370,7 @@ class LiveNodeApi:
             levels = trading.neighbour_depths(slot, depth)[zone]
         else:
             self._check_zone(zone)
-            levels = trading.books.depth(slot, depth)
+            levels = trading.books.depth(slot, depth, now_ms=trading.clock())
         return BookSnapshot(zone, slot, self._book_seq,
                             tuple(BookLevel(lv.price, lv.qty_wh, lv.orders) for lv in levels.bids),
                             tuple(BookLevel(lv.price, lv.qty_wh, lv.orders) for lv in levels.asks))
@@ -643,7 +643,7 @@ class LiveNodeApi:
             if found is None:
                 return
             meta = found
-        depth = trading.books.depth(meta.slot)
+        depth = trading.books.depth(meta.slot, now_ms=trading.clock())
         levels = depth.bids if meta.side is Side.BUY else depth.asks
         level = next((lv for lv in levels if lv.price == meta.price), None)
         self._book_seq += 1

@@ -34,6 +34,9 @@ a restart keeps the history):
   store fill in the time before the restart.
 
 ``apply(kind, setpoint)`` sends a setpoint to the device of that kind and returns ``Applied``.
+
+A device whose samples are BAD is reported as a WARNING at once and then at most once a minute
+while it stays so (``p2pgrid.logs.RateLimitedWarning``), and with one INFO line when it is back.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from p2pgrid.devices.sampler import Sample, SampledDevice, open_sampler
 from p2pgrid.devices.series import Series
 from p2pgrid.devices.simulated import SimulatedSite, SiteInputs, SiteSpec, step_site
 from p2pgrid.errors import ConfigError
+from p2pgrid.logs import RateLimitedWarning
 from p2pgrid.telemetry import Bucket, CounterPoint, MeterCounters, SlotEnergy, bridge_resets, downsample, slot_energy
 from p2pgrid.telemetry_store import TELEMETRY_DB, SlotTelemetry, TelemetryStore, open_telemetry_store, regroup
 
@@ -72,6 +76,7 @@ SLOTS_KEPT = 4 * 96
 METER_POINTS_KEPT = 20_000
 BASE_MISSED_PERIODS = 3
 FLUSH_S = 2.0                # real seconds between writes of the telemetry history
+FAULT_WARNING_INTERVAL_S = 60.0   # a device that keeps failing: one WARNING a minute at most
 
 
 @dataclass
@@ -158,6 +163,7 @@ class DeviceService:
 
     def __init__(self, device_set: DeviceSet | None = None, *, period_s: float | None = None,
                  persist: bool = True) -> None:
+        self._faults: dict[str, RateLimitedWarning] = {}
         self.device_set = device_set
         self.period_s = period_s
         self.persist = persist
@@ -210,6 +216,16 @@ class DeviceService:
             task_status.started()
             async for sample in samples:
                 self.record(sample)
+                self._report(sample)
+
+    def _report(self, sample: Sample) -> None:
+        """A device that keeps failing is a WARNING, at most one a minute per device (and one
+        line when it answers again); a healthy sample says nothing."""
+        faults = self._faults.setdefault(sample.device, RateLimitedWarning(log, FAULT_WARNING_INTERVAL_S))
+        if sample.quality is Quality.BAD:
+            faults.warn(trio.current_time(), "device %s: %s", sample.device, sample.error or "bad reading")
+        elif sample.quality is Quality.GOOD:
+            faults.cleared("device %s answers again", sample.device)
 
     # --- persistence ----------------------------------------------------------------------------
 

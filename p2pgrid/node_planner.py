@@ -18,7 +18,10 @@
    expected_p2p_price`` (0 = midway), and what is already **committed** per slot (bought by this
    node's executions, + ; sold on its offers as certified in the ledger, −).
 4. **applies the battery setpoint** of the current slot (the plan's W, + charging, becomes
-   ``BatterySetpoint(-W)`` in the device's bus convention, + discharging) when it changed.
+   ``BatterySetpoint(-W)`` in the device's bus convention, + discharging) when it changed, and
+   repeats a standing one every third of ``devices.adapter.revert_s`` on real hardware: the
+   battery returns to its own control when the setpoints stop (a stale or stopped node).
+   Failures are WARNING lines, at most one a minute while they repeat.
 5. **keeps its offers in line with the plan.** For the ``agent.offer_lead_slots`` nearest tradable
    slots after the first (an order for the first may reach gate closure in flight), the sell
    intents (green from PV, grey from the battery) are held as resting orders: an order whose
@@ -54,6 +57,7 @@ from p2pgrid.devices.base import BatterySetpoint, DeviceKind
 from p2pgrid.errors import DeviceError, P2PGridError
 from p2pgrid.forecast import Forecast, GateConfig, GateState, SeriesContext, new_gate, step
 from p2pgrid.forecast.experts import LOAD_EXPERTS
+from p2pgrid.logs import RateLimitedWarning
 from p2pgrid.node_agent import AGENT_STATUS, TRADES_LOG, append_jsonl, log_order, write_json
 from p2pgrid.wire import Order, Side, Source, sign
 
@@ -67,6 +71,7 @@ log = logging.getLogger(__name__)
 PV_GATE_EXPERTS = ("persistence", "yesterday", "smoothing")   # clear-sky experts need a PvSite
 HISTORY_DAYS = 28            # the weekly expert looks four weeks back
 GROW_TOLERANCE = 10          # an offer smaller than its intent by < 1/10 (and < min_qty_wh) stays
+SETPOINT_WARNING_INTERVAL_S = 60.0   # a failing battery setpoint: one WARNING a minute at most
 
 
 @dataclass
@@ -169,6 +174,8 @@ class AgentTrader:
         self.setpoint_w: int | None = None           # plan setpoint applied (+ charging), None = device's own mode
         self.slot_s = 900                            # the zone's slot length, set when the trader runs
         self.stale_since_ms: int | None = None       # set by simnet's stale_device fault command
+        self._setpoint_at_s = -math.inf              # trio time the standing setpoint was last applied
+        self._setpoint_faults = RateLimitedWarning(log, SETPOINT_WARNING_INTERVAL_S)
 
     async def run(self, node: Node, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         if node.trading is None:
@@ -298,7 +305,10 @@ class AgentTrader:
     # --- device -----------------------------------------------------------------------------------
 
     async def _apply_setpoint(self, node: Node, plan_w: int | None) -> None:
-        if plan_w == self.setpoint_w and self.counters.setpoints:
+        adapter = node.config.devices.adapter
+        refresh_s = adapter.revert_s / 3 if adapter is not None and node.config.devices.mode == "real" else math.inf
+        if plan_w == self.setpoint_w and self.counters.setpoints and (
+                plan_w is None or trio.current_time() - self._setpoint_at_s < refresh_s):
             return
         telemetry: DeviceService = node.telemetry   # type: ignore[attr-defined]
         if node.config.devices.battery is None:
@@ -308,10 +318,13 @@ class AgentTrader:
             with trio.move_on_after(max(1.0, node.config.devices.sample_period_ms / 1000)):
                 await telemetry.apply(DeviceKind.BATTERY, BatterySetpoint(power))
                 self.setpoint_w = plan_w
+                self._setpoint_at_s = trio.current_time()
                 self.counters.setpoints += 1
         except DeviceError as exc:
-            log.info("battery setpoint not applied: %s", exc)
+            self._setpoint_faults.warn(trio.current_time(), "battery setpoint not applied: %s", exc)
             self.counters.problems += 1
+        else:
+            self._setpoint_faults.cleared("battery setpoints applied again")
 
     # --- offers -----------------------------------------------------------------------------------
 

@@ -13,8 +13,10 @@
 
 **Endpoint files.** ``rpc.json`` = ``{"url", "ws_url", "port", "pid", "token_file"}``,
 ``metrics.json`` = ``{"url", "port", "pid"}``; replaced atomically once the port is bound and
-removed on a clean stop, so a present file names a listening (or crashed: check ``pid``) node.
-``read_endpoint(data_dir, name)`` reads one back (CLI, bots, benchmarks, simnet).
+removed on a clean stop by the node that wrote it (and only while the file still holds what it
+wrote), so a present file names a listening node or a crashed one. ``read_endpoint(data_dir,
+name)`` reads one back (CLI, bots, benchmarks, simnet); ``live_endpoint`` also refuses a file
+whose ``pid`` is gone (``StaleEndpoint``: the node was killed and could not remove it).
 
 **Metrics sources.** Orders seen and gossip latency: every delivery of the node's order gossip
 (a ``node.order_listeners`` callback). Rejected orders, by reason: the order gossip's counters of
@@ -36,7 +38,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from p2pgrid.metrics import NodeMetrics, serve_metrics
+from p2pgrid.data_dir import pid_alive
+from p2pgrid.errors import RpcError
+from p2pgrid.metrics import MetricsLimits, MetricsServer, NodeMetrics, serve_metrics
 from p2pgrid.net.orders import OrderDelivery
 from p2pgrid.node_api import LiveNodeApi
 from p2pgrid.rpc.api import TradeView
@@ -49,8 +53,8 @@ if TYPE_CHECKING:
     from p2pgrid.config import NodeConfig
     from p2pgrid.node import Node
 
-__all__ = ["MetricsService", "NodeApiService", "RpcService", "api_services", "find_service",
-           "open_node_cluster", "read_endpoint", "reject_label"]
+__all__ = ["MetricsService", "NodeApiService", "RpcService", "StaleEndpoint", "api_services", "find_service",
+           "live_endpoint", "open_node_cluster", "read_endpoint", "reject_label"]
 
 RPC_ENDPOINT = "rpc"
 METRICS_ENDPOINT = "metrics"
@@ -114,6 +118,28 @@ def read_endpoint(data_dir: Path | str, name: str = RPC_ENDPOINT) -> dict[str, A
     return data if isinstance(data, dict) else None
 
 
+def remove_endpoint(data_dir: Path, name: str, written: dict[str, Any]) -> None:
+    """Remove endpoint file ``name`` if it still holds what this node ``written`` there."""
+    if read_endpoint(data_dir, name) == written:
+        endpoint_path(data_dir, name).unlink(missing_ok=True)
+
+
+class StaleEndpoint(RpcError):
+    """An endpoint file left behind by a node that no longer runs."""
+
+
+def live_endpoint(data_dir: Path | str, name: str = RPC_ENDPOINT) -> dict[str, Any] | None:
+    """``read_endpoint``, raising ``StaleEndpoint`` when the process it names is gone."""
+    info = read_endpoint(data_dir, name)
+    if info is None:
+        return None
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        raise StaleEndpoint(f"{endpoint_path(Path(data_dir), name)} names pid {pid}, which is not running "
+                            "(the node was killed); start the node again")
+    return info
+
+
 # --- services ------------------------------------------------------------------------------------
 
 class NodeApiService:
@@ -151,14 +177,14 @@ class RpcService:
         async with serve_rpc(self._api.require_api(), token=token, port=node.config.rpc.port,
                              limits=self.limits) as server:
             self.server = server
-            write_endpoint(data_dir, RPC_ENDPOINT, {
-                "url": server.url, "ws_url": server.ws_url, "port": server.port, "pid": os.getpid(),
-                "token_file": str(token_path(data_dir))})
+            written = {"url": server.url, "ws_url": server.ws_url, "port": server.port, "pid": os.getpid(),
+                       "token_file": str(token_path(data_dir))}
+            write_endpoint(data_dir, RPC_ENDPOINT, written)
             try:
                 task_status.started()
                 await trio.sleep_forever()
             finally:
-                endpoint_path(data_dir, RPC_ENDPOINT).unlink(missing_ok=True)
+                remove_endpoint(data_dir, RPC_ENDPOINT, written)
                 self.server = None
 
 
@@ -167,10 +193,12 @@ class MetricsService:
 
     name = "metrics"
 
-    def __init__(self, api: NodeApiService) -> None:
+    def __init__(self, api: NodeApiService, limits: MetricsLimits = MetricsLimits()) -> None:
         self._api = api
+        self.limits = limits
         self.metrics = NodeMetrics()
         self.url: str | None = None
+        self.server: MetricsServer | None = None
         self._rejects_counted: Counter[str] = Counter()
 
     def on_delivery(self, delivery: OrderDelivery) -> None:
@@ -201,10 +229,10 @@ class MetricsService:
         data_dir = node.config.node.data_dir
         node.order_listeners.append(self.on_delivery)
         try:
-            async with serve_metrics(self.metrics, port=node.config.metrics.port) as server:
-                self.url = server.url
-                write_endpoint(data_dir, METRICS_ENDPOINT, {"url": server.url, "port": server.port,
-                                                           "pid": os.getpid()})
+            async with serve_metrics(self.metrics, port=node.config.metrics.port, limits=self.limits) as server:
+                self.url, self.server = server.url, server
+                written = {"url": server.url, "port": server.port, "pid": os.getpid()}
+                write_endpoint(data_dir, METRICS_ENDPOINT, written)
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._count_trades, self._api.require_api().fill_events())
@@ -214,7 +242,7 @@ class MetricsService:
                             await trio.sleep(METRICS_PERIOD_S)
                             self.update(node)
                 finally:
-                    endpoint_path(data_dir, METRICS_ENDPOINT).unlink(missing_ok=True)
+                    remove_endpoint(data_dir, METRICS_ENDPOINT, written)
         finally:
             node.order_listeners.remove(self.on_delivery)
 
@@ -228,6 +256,7 @@ CLUSTER_ZONE = "rpczone"
 async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory", n_validators: int = 4,
                                    rpc_nodes: Sequence[int] = (), metrics_nodes: Sequence[int] = (),
                                    funds_uc: int = 0, seed: int = 7, rpc_limits: RpcLimits | None = None,
+                                   metrics_limits: MetricsLimits | None = None,
                                    overrides: Mapping[str, Any] | None = None,
                                    node_overrides: Mapping[int, Mapping[str, Any]] | None = None,
                                    clock: Clock | None = None) -> AsyncIterator[list[Node]]:
@@ -237,7 +266,7 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
 
     Node 0's key is the zone gateway and the first ``n_validators`` nodes are the committee. Nodes
     in ``rpc_nodes`` / ``metrics_nodes`` serve RPC / metrics on 127.0.0.1 (ports 0; ``rpc_limits``
-    replaces the RPC's default limits). With ``funds_uc`` the gateway mints that much to every
+    replaces the RPC's default limits, ``metrics_limits`` the metrics endpoint's). With ``funds_uc`` the gateway mints that much to every
     other node before the block starts. ``overrides`` (dotted config keys) apply to every node,
     then ``node_overrides[i]`` to node ``i`` (e.g. ``{"agent.strategy": "agent"}``). For tests,
     benchmarks and demos, not production."""
@@ -276,6 +305,8 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
             node = Node(config, key, clock or SystemClock(), transport)
             if rpc_limits is not None and config.rpc.enabled:
                 find_service(node, RpcService).limits = rpc_limits
+            if metrics_limits is not None and config.metrics.enabled:
+                find_service(node, MetricsService).limits = metrics_limits
             nodes.append(await nursery.start(node.run))
         with trio.fail_after(60):
             await wait_for_mesh(transports, orders_topic(CLUSTER_ZONE))

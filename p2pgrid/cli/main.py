@@ -29,11 +29,43 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+class _MissingRequired(Exception):
+    """argparse found a required option missing; raised only to look for unknown ones first."""
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (and exit code 2)."""
+    """argparse, but a usage error is one line on stderr (and exit code 2), and an unknown option
+    is named even when a required one is missing too (argparse checks required options first, so
+    ``run --bogus`` would otherwise say ``--config is required``)."""
 
     def error(self, message: str) -> NoReturn:
+        if "required" in message:
+            raise _MissingRequired(message)
+        self._usage_error(message)
+
+    def _usage_error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        try:
+            return super().parse_known_args(args, namespace)
+        except _MissingRequired as missing:
+            unknown = self._unknown_options(sys.argv[1:] if args is None else list(args))
+            self._usage_error(f"unrecognized arguments: {' '.join(unknown)}" if unknown else str(missing))
+
+    def _unknown_options(self, args: list[str]) -> list[str]:
+        """The options in ``args`` this parser does not know, parsed with nothing required."""
+        relaxed = [(item, item.required) for item in (*self._actions, *self._mutually_exclusive_groups)]
+        for item, _ in relaxed:
+            item.required = False
+        try:
+            _, extras = super().parse_known_args(args, argparse.Namespace())
+        except _MissingRequired:
+            extras = []     # a sub-command's own required option: it names its own problem
+        finally:
+            for item, required in relaxed:
+                item.required = required
+        return [text for text in extras if text.startswith("-")]
 
 
 def build_parser() -> argparse.ArgumentParser:

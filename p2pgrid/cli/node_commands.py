@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 import uuid
@@ -26,7 +27,8 @@ from p2pgrid.config import ROLES, NodeConfig, load_config, parse_override
 from p2pgrid.units import SlotRules
 from p2pgrid.errors import ConfigError, KeystoreError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
-from p2pgrid.node import OrderRequest, inbox_dir, pid_alive, read_status
+from p2pgrid.data_dir import pid_alive
+from p2pgrid.node import OrderRequest, inbox_dir, read_status
 from p2pgrid.wire import ZONE_PATTERN
 
 CONFIG_FILE = "config.toml"
@@ -45,13 +47,20 @@ class NoReply(RpcError):
 # --- helpers shared by commands -------------------------------------------------------------
 
 def read_passphrase(path: Path | None) -> bytes | None:
-    """The first line of ``path`` (without its newline), or None when no file is given."""
+    """The first line of ``path`` (without its newline), or None when no file is given. The file
+    must be private to its owner (no group or other permission bits)."""
     if path is None:
         return None
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
         first_line = Path(path).read_bytes().splitlines()[:1]
     except OSError as exc:
         raise KeystoreError(f"cannot read passphrase file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        # The passphrase guards the keystore; readable by others it guards nothing (ssh refuses
+        # such key files for the same reason).
+        raise KeystoreError(f"passphrase file {path} is readable by other users (mode {mode:04o}); "
+                            f"run: chmod 600 {path}")
     if not first_line or not first_line[0]:
         raise KeystoreError(f"passphrase file {path} is empty")
     return first_line[0]

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from p2pgrid.cli.node_commands import parse_slot
 from p2pgrid.errors import P2PGridError
-from p2pgrid.node_rpc import read_endpoint
+from p2pgrid.node_rpc import live_endpoint
 from p2pgrid.rpc.api import BookSnapshot, Execution, NodeInfo, RouteQuote, TradeView
 from p2pgrid.rpc.client import RpcClient, calls
 from p2pgrid.units import SlotRules, format_price
@@ -29,7 +29,7 @@ class NodeUnreachable(P2PGridError):
 
 
 def open_client(data_dir: Path) -> RpcClient:
-    endpoint = read_endpoint(data_dir, "rpc")
+    endpoint = live_endpoint(data_dir, "rpc")
     if endpoint is None:
         raise NodeUnreachable(f"no RPC endpoint in {data_dir}: is the node running with [rpc] enabled = true?")
     return RpcClient(endpoint["url"], token_file=endpoint["token_file"])

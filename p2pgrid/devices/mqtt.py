@@ -10,12 +10,15 @@ When the broker goes away the site marks itself disconnected and reconnects ever
 ``site.devices[name].read()`` builds the reading from the cached values
 (``p2pgrid.devices.mqtt_map.build_reading``): garbage on a topic → ``DeviceProtocolError``,
 out-of-range values → ``DeviceValueError``, old values → a STALE reading. ``apply`` publishes
-``{"value": x}`` to the device's setpoint topic after clipping to the device's limits.
+``{"value": x}`` to the device's setpoint topic after clipping to the device's limits;
+``apply(BatterySetpoint(None))`` publishes the map's declared hand-back instead. A device the node
+still controls when the node stops is handed back before the connection closes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -35,8 +38,14 @@ from p2pgrid.devices.base import (
     SetpointRejected,
     Setpoint,
 )
-from p2pgrid.devices.mqtt_map import MqttDeviceMap, TopicValue, build_reading, decode_message
+from p2pgrid.devices.mqtt_map import HandBack, MqttDeviceMap, TopicValue, build_reading, decode_message
 from p2pgrid.devices.readings import BatteryReading, EvReading, PvReading, Reading
+
+
+log = logging.getLogger(__name__)
+
+#: Seconds a hand-back publish may take when the session ends.
+HAND_BACK_TIMEOUT_S = 2.0
 
 
 def wall_clock_ms() -> int:
@@ -70,6 +79,8 @@ class MqttSite:
         self.connected = False
         self.connections = 0
         self._client: aiomqtt.Client | None = None
+        #: device name → how to hand it back, while the node controls it
+        self.hand_backs: dict[str, HandBack] = {}
         self._changed = trio.Event()
         self.devices = {name: MqttDevice(self, name, dmap)
                         for name, dmap in config.devices.items()}
@@ -109,10 +120,28 @@ class MqttSite:
                     self._on_message(str(message.topic),
                                      payload if isinstance(payload, bytes)
                                      else str(payload).encode())
+            except asyncio.CancelledError:
+                # The node stops while the connection is up. (When the broker dropped us there is
+                # no connection left to say it on; the node's revert guard covers that case.)
+                await self._hand_back_all(client)
+                raise
             finally:
                 if keepalive is not None:
                     keepalive.cancel()
                 self._client = None
+
+    async def _hand_back_all(self, client: aiomqtt.Client) -> None:
+        """The session ends (the node stops, or the broker went away): give back every device the
+        node controls, while the connection may still carry it."""
+        import asyncio
+
+        for name, hand_back in list(self.hand_backs.items()):
+            try:
+                await asyncio.wait_for(client.publish(hand_back.topic, json.dumps({"value": hand_back.value})),
+                                       HAND_BACK_TIMEOUT_S)
+                del self.hand_backs[name]
+            except (aiomqtt.MqttError, asyncio.TimeoutError) as exc:
+                log.warning("MQTT %s: could not hand control back on %s: %s", name, hand_back.topic, exc)
 
     async def _keepalive(self, client: aiomqtt.Client) -> None:
         import asyncio
@@ -135,7 +164,7 @@ class MqttSite:
             self._notify()
             await trio.sleep(self.config.reconnect_interval_s)
 
-    async def publish(self, topic: str, value: float) -> None:
+    async def publish(self, topic: str, value: float | str) -> None:
         client = self._client
         if client is None or not self.connected:
             raise DeviceUnreachable(f"MQTT broker {self.config.host}:{self.config.port} "
@@ -163,16 +192,23 @@ class MqttDevice:
         binding = self.map.setpoint
         if binding is None:
             raise SetpointRejected(f"MQTT device {self.name} has no setpoint topic")
+        hand_back = self.map.hand_back
+        if isinstance(setpoint, BatterySetpoint) and setpoint.power_w is None and hand_back is not None:
+            await self.site.publish(hand_back.topic, hand_back.value)
+            self.site.hand_backs.pop(self.name, None)
+            return Applied(setpoint, setpoint)
         reading = await self.read()
         applied, reason, value = _clip(setpoint, reading)
         await self.site.publish(binding.topic, value * binding.scale)
+        if hand_back is not None:
+            self.site.hand_backs[self.name] = hand_back     # published when the session ends
         return Applied(setpoint, applied, reason)
 
 
 def _clip(setpoint: Setpoint, reading: Reading) -> tuple[Setpoint, str, float]:
     if isinstance(setpoint, BatterySetpoint) and isinstance(reading, BatteryReading):
         if setpoint.power_w is None:
-            raise SetpointRejected("MQTT battery has no automatic mode to return to")
+            raise SetpointRejected("MQTT battery map declares no hand-back (devices.adapter.topics.battery.hand_back)")
         p = setpoint.power_w
         if p > reading.max_discharge_w:
             return BatterySetpoint(reading.max_discharge_w), "max discharge power", \

@@ -65,12 +65,23 @@ class TopicBinding:
 
 
 @dataclass(frozen=True)
+class HandBack:
+    """How a device is returned to its own control: publish ``{"value": value}`` to ``topic``."""
+
+    topic: str
+    value: float | str
+
+
+@dataclass(frozen=True)
 class MqttDeviceMap:
     kind: DeviceKind
     fields: Mapping[str, TopicBinding]
     constants: Mapping[str, float | int | str] = field(default_factory=dict)
     #: where ``apply`` publishes ``{"value": x}`` (x = setpoint × scale); None: not writable
     setpoint: TopicBinding | None = None
+    #: how ``apply(BatterySetpoint(None))`` hands the battery back; a map with a setpoint topic
+    #: must declare one, since a node that can take control must be able to give it back
+    hand_back: HandBack | None = None
 
     def __post_init__(self) -> None:
         required, optional = _FIELDS[self.kind]
@@ -81,6 +92,9 @@ class MqttDeviceMap:
         if missing := set(required) - given:
             raise ConfigError(f"mqtt {self.kind.value} map: no topic or constant for "
                               f"{sorted(missing)}")
+        if self.setpoint is not None and self.hand_back is None:
+            raise ConfigError(f"mqtt {self.kind.value} map: a setpoint topic needs a hand-back "
+                              "(how the device returns to its own control)")
 
 
 @dataclass(frozen=True)
@@ -236,7 +250,9 @@ def victron_maps(portal_id: str, *, grid_instance: int = 30, pv_instance: int = 
                       "max_charge_w": battery_max_charge_w,
                       "max_discharge_w": battery_max_discharge_w},
             setpoint=TopicBinding(f"W/{portal_id}/vebus/{vebus_instance}/Hub4/L1/AcPowerSetpoint",
-                                  scale=-1.0)),
+                                  scale=-1.0),
+            # ESS mode 1 ("optimised"): the GX's own control, instead of 3 (external control).
+            hand_back=HandBack(f"W/{portal_id}/settings/0/Settings/CGwacs/Hub4Mode", 1)),
     }
 
 

@@ -119,6 +119,33 @@ def _is_pct(value: float) -> bool:
     return math.isfinite(value) and 0.0 <= value <= 100.0
 
 
+#: How far a reading may exceed its device's rating before it is not believed: inverters and
+#: batteries briefly run a little over nameplate, never by a tenth.
+NAMEPLATE_MARGIN = 1.1
+
+
+def check_nameplate(reading: Reading, configured_w: float | None = None) -> Reading:
+    """Return ``reading`` if its power is within what the device is rated for (PV: its
+    ``rated_w`` from SunSpec model 120/121, and ``configured_w``, the configured kWp; battery: its
+    charge and discharge limits), else raise ``DeviceValueError``. A reading outside the nameplate
+    is a wrong scale factor, a swapped register or a lying device, and must never become metered
+    (green) energy."""
+    if isinstance(reading, PvReading):
+        rated = min(r for r in (reading.rated_w, configured_w or math.inf) if r > 0) \
+            if reading.rated_w > 0 or configured_w else 0.0
+        if rated > 0:
+            _check(reading.power_w <= rated * NAMEPLATE_MARGIN, reading, "power_w",
+                   f"within the rating of {rated:g} W")
+    elif isinstance(reading, BatteryReading):
+        if reading.max_discharge_w > 0:
+            _check(reading.power_w <= reading.max_discharge_w * NAMEPLATE_MARGIN, reading, "power_w",
+                   f"discharging within {reading.max_discharge_w:g} W")
+        if reading.max_charge_w > 0:
+            _check(-reading.power_w <= reading.max_charge_w * NAMEPLATE_MARGIN, reading, "power_w",
+                   f"charging within {reading.max_charge_w:g} W")
+    return reading
+
+
 def validate_reading(reading: Reading) -> Reading:
     """Return ``reading`` unchanged if every value is physically possible, else raise
     ``DeviceValueError`` naming the first offending field."""

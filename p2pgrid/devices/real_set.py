@@ -33,6 +33,22 @@ MQTT reconnects every ``poll_interval_ms`` by itself.
 controls (model 124), an MQTT battery with a setpoint topic — and otherwise raises
 ``SetpointRejected`` saying why (no model 124, no topic, ``battery_control = false``, a kind
 that takes no setpoints).
+
+**Giving control back.** A battery under the node's control returns to its own control
+(``BatterySetpoint(None)``: SunSpec ``StorCtl_Mod = 0``, MQTT the map's declared hand-back, e.g.
+``<prefix>/battery/mode`` ← ``"auto"`` or Victron ESS mode 1):
+
+* when the links close (the node stops, also on Ctrl-C: shielded and bounded);
+* when no setpoint came for ``devices.adapter.revert_s`` (a stale controller), by the node;
+* by the device itself after the same time: every SunSpec setpoint carries the revert timeout
+  (model 124 ``InOutWRte_RvrtTms``), so a node that hangs or is killed cannot leave it behind.
+
+The planner repeats a standing setpoint every third of ``revert_s``. Failures to hand back are
+WARNING lines, at most one a minute (``p2pgrid.logs.RateLimitedWarning``).
+
+**Nameplate.** A reading beyond what the device is rated for (PV: SunSpec model 120 ``WRtg``,
+model 121 ``WMax``, the configured kWp; battery: its charge and discharge limits; 10 % margin) is
+a ``DeviceValueError``: a BAD sample, never metered, never part of the derived load.
 """
 
 from __future__ import annotations
@@ -50,6 +66,7 @@ import trio_asyncio  # type: ignore[import-untyped]
 from p2pgrid.devices.aio import open_device_loop
 from p2pgrid.devices.base import (
     Applied,
+    BatterySetpoint,
     Device,
     DeviceError,
     DeviceKind,
@@ -60,9 +77,10 @@ from p2pgrid.devices.base import (
     SetpointRejected,
 )
 from p2pgrid.devices.mqtt import MqttConfig, MqttSite
-from p2pgrid.devices.mqtt_map import MqttDeviceMap, TopicBinding, victron_keepalive_topic, victron_maps
+from p2pgrid.devices.mqtt_map import HandBack, MqttDeviceMap, TopicBinding, victron_keepalive_topic, victron_maps
 from p2pgrid.devices.readings import (
     LoadReading,
+    check_nameplate,
     PvReading,
     Reading,
     validate_reading,
@@ -76,6 +94,7 @@ from p2pgrid.devices.sunspec import (
 )
 from p2pgrid.devices.sunspec_readings import INVERTER_MODELS, METER_MODELS
 from p2pgrid.errors import ConfigError
+from p2pgrid.logs import RateLimitedWarning
 from p2pgrid.node_devices import DeviceSet
 
 if TYPE_CHECKING:
@@ -98,6 +117,11 @@ GENERIC_MEASURED = {
     DeviceKind.BATTERY: ("power_w", "soc_pct"),
 }
 SETPOINT_FIELD = "setpoint"
+#: The generic preset hands a battery back by publishing "auto" to ``<prefix>/battery/mode``;
+#: ``topics["battery.hand_back"]`` names another topic.
+MODE_FIELD = "mode"
+AUTO_MODE = "auto"
+HAND_BACK_FIELD = "hand_back"
 NO_BATTERY_CONTROL = "battery control is off (devices.adapter.battery_control = false)"
 
 
@@ -135,13 +159,16 @@ class RealDevice:
     last reading kept for the derived load, setpoints only where they are allowed."""
 
     def __init__(self, device: Device, *, link: ModbusLink | None = None, control: bool = True,
-                 no_control_reason: str = "") -> None:
+                 no_control_reason: str = "", configured_w: float | None = None) -> None:
         self.device = device
+        self.configured_w = configured_w       # PV: the configured rating (kWp) this device is held to
         self.kind: DeviceKind = device.kind
         self.link = link
         self.control = control
         self.no_control_reason = no_control_reason
         self.last: Reading | None = None
+        self.controlling = False                 # a battery setpoint of ours is in force
+        self.last_command_s = -math.inf          # trio time of the last battery setpoint applied
 
     async def read(self) -> Reading:
         try:
@@ -151,6 +178,7 @@ class RealDevice:
             # report a failed request, or the answer may have arrived first. Either way a cancelled
             # read must end as Cancelled, not as a sample (the sampler's channel is closed by then).
             await trio.lowlevel.checkpoint_if_cancelled()
+        check_nameplate(reading, self.configured_w)   # before it is kept: the derived load must not use it
         self.last = reading
         return reading
 
@@ -161,8 +189,17 @@ class RealDevice:
         if apply is None:
             raise SetpointRejected(f"{self.kind.value} takes no setpoints")
         if self.link is None:
-            return await apply(setpoint)  # type: ignore[no-any-return]
-        return await self.link.call(lambda: apply(setpoint))
+            applied: Applied = await apply(setpoint)
+        else:
+            applied = await self.link.call(lambda: apply(setpoint))
+        if isinstance(setpoint, BatterySetpoint):
+            self.controlling = setpoint.power_w is not None
+            self.last_command_s = trio.current_time()
+        return applied
+
+    async def hand_back(self) -> None:
+        """Return the battery to its own control (the setpoint that is no setpoint)."""
+        await self.apply(BatterySetpoint(None))
 
 
 class SummedPv:
@@ -171,8 +208,9 @@ class SummedPv:
 
     kind = DeviceKind.PV
 
-    def __init__(self, inverters: Sequence[RealDevice]) -> None:
+    def __init__(self, inverters: Sequence[RealDevice], configured_w: float | None = None) -> None:
         self.inverters = list(inverters)
+        self.configured_w = configured_w       # the configured rating (kWp) of all of them
 
     async def read(self) -> PvReading:
         parts = [await inverter.read() for inverter in self.inverters]
@@ -189,7 +227,7 @@ class SummedPv:
             quality=_worst(r.quality for r in readings),
         )
         validate_reading(reading)
-        return reading
+        return check_nameplate(reading, self.configured_w)
 
     async def apply(self, setpoint: Setpoint) -> Applied:
         raise SetpointRejected("curtailing several PV inverters at once is not supported")
@@ -232,6 +270,8 @@ class RealDeviceSet(DeviceSet):
     #: Unit name → the kinds its SunSpec models make it, once the unit answered (links open).
     discovered: dict[str, frozenset[DeviceKind]] = field(default_factory=dict)
     links_open: bool = False
+    #: seconds after the last battery setpoint that the node hands the battery back itself
+    revert_s: float = math.inf
 
     def open_links(self) -> AbstractAsyncContextManager[None]:
         return open_device_links(self)
@@ -285,19 +325,21 @@ def _sunspec_set(config: NodeConfig, adapter: AdapterSection, clock_ms: Callable
             inverters.append(RealDevice(SunSpecInverter(client, rated_w=rated_w, clock=clock_ms), link=link))
         if "battery" in roles:
             batteries.append(RealDevice(
-                SunSpecBattery(client, discharge_positive=adapter.battery_discharge_positive, clock=clock_ms),
+                SunSpecBattery(client, discharge_positive=adapter.battery_discharge_positive,
+                               revert_s=adapter.revert_s, clock=clock_ms),
                 link=link, control=adapter.battery_control,
                 no_control_reason=NO_BATTERY_CONTROL))
     devices: dict[str, RealDevice | SummedPv] = {}
     if meters:
         devices[DeviceKind.METER.value] = meters[0]
     if len(inverters) == 1:
+        inverters[0].configured_w = rated_w
         devices[DeviceKind.PV.value] = inverters[0]
     elif inverters:
-        devices[DeviceKind.PV.value] = SummedPv(inverters)
+        devices[DeviceKind.PV.value] = SummedPv(inverters, configured_w=rated_w)
     if batteries:
         devices[DeviceKind.BATTERY.value] = batteries[0]
-    return RealDeviceSet(_with_load(devices), links=tuple(links))
+    return RealDeviceSet(_with_load(devices), links=tuple(links), revert_s=adapter.revert_s)
 
 
 def _mqtt_maps(config: NodeConfig, adapter: AdapterSection) -> dict[str, MqttDeviceMap]:
@@ -317,7 +359,8 @@ def _mqtt_maps(config: NodeConfig, adapter: AdapterSection) -> dict[str, MqttDev
             "max_discharge_w": float(battery.max_discharge_w), "min_soc_pct": battery.soc_min * 100,
             "max_soc_pct": battery.soc_max * 100},
     }
-    presets: dict[str, tuple[dict[str, TopicBinding], dict[str, float | int | str], TopicBinding | None]] = {}
+    presets: dict[str, tuple[dict[str, TopicBinding], dict[str, float | int | str], TopicBinding | None,
+                             HandBack | None]] = {}
     if adapter.topic_map == "victron":
         instances = {f"{service}_instance": n for service, n in adapter.victron_instances.items()}
         maps = victron_maps(adapter.portal_id, **instances,
@@ -328,22 +371,27 @@ def _mqtt_maps(config: NodeConfig, adapter: AdapterSection) -> dict[str, MqttDev
         victron_names = {"meter": "grid", "pv": "pv", "battery": "battery"}
         for role in adapter.devices:
             dmap = maps[victron_names[role]]
-            presets[role] = (dict(dmap.fields), {**ratings[dmap.kind], **dmap.constants}, dmap.setpoint)
+            presets[role] = (dict(dmap.fields), {**ratings[dmap.kind], **dmap.constants}, dmap.setpoint,
+                             dmap.hand_back)
     else:
         prefix = adapter.topic_prefix.rstrip("/")
         for role in adapter.devices:
             kind = DeviceKind(role)
             fields = {name: TopicBinding(f"{prefix}/{role}/{name}") for name in GENERIC_MEASURED[kind]}
             setpoint = TopicBinding(f"{prefix}/{role}/{SETPOINT_FIELD}") if kind is DeviceKind.BATTERY else None
-            presets[role] = (fields, dict(ratings[kind]), setpoint)
+            hand_back = HandBack(f"{prefix}/{role}/{MODE_FIELD}", AUTO_MODE) if setpoint is not None else None
+            presets[role] = (fields, dict(ratings[kind]), setpoint, hand_back)
     return {role: _overridden(role, *presets[role], adapter) for role in adapter.devices}
 
 
 def _overridden(role: str, fields: dict[str, TopicBinding], constants: dict[str, float | int | str],
-                setpoint: TopicBinding | None, adapter: AdapterSection) -> MqttDeviceMap:
+                setpoint: TopicBinding | None, hand_back: HandBack | None, adapter: AdapterSection) -> MqttDeviceMap:
     for key in sorted(set(adapter.topics) | set(adapter.scales)):
         device, _, name = key.partition(".")
         if device != role:
+            continue
+        if name == HAND_BACK_FIELD:
+            hand_back = HandBack(adapter.topics[key], hand_back.value if hand_back else AUTO_MODE)
             continue
         current = setpoint if name == SETPOINT_FIELD else fields.get(name)
         topic = adapter.topics.get(key) or (current.topic if current else None)
@@ -357,9 +405,9 @@ def _overridden(role: str, fields: dict[str, TopicBinding], constants: dict[str,
             fields[name] = binding
             constants.pop(name, None)
     if not adapter.battery_control:
-        setpoint = None
+        setpoint = hand_back = None
     try:
-        return MqttDeviceMap(DeviceKind(role), fields, constants, setpoint)
+        return MqttDeviceMap(DeviceKind(role), fields, constants, setpoint, hand_back)
     except ConfigError as exc:
         raise ConfigError(f"devices.adapter ({adapter.topic_map} topics): {exc}") from None
 
@@ -377,7 +425,7 @@ def _mqtt_set(config: NodeConfig, adapter: AdapterSection, clock_ms: Callable[[]
         role: RealDevice(device, control=adapter.battery_control or device.kind is not DeviceKind.BATTERY,
                          no_control_reason=NO_BATTERY_CONTROL)
         for role, device in site.devices.items()}
-    return RealDeviceSet(_with_load(devices), mqtt_site=site)
+    return RealDeviceSet(_with_load(devices), mqtt_site=site, revert_s=adapter.revert_s)
 
 
 # --- running the links ---------------------------------------------------------------------------
@@ -416,6 +464,49 @@ def _expected_kinds(device_set: RealDeviceSet) -> dict[ModbusLink, frozenset[Dev
     return {link: frozenset(kinds) for link, kinds in expected.items()}
 
 
+HAND_BACK_TIMEOUT_S = 5.0
+FAULT_WARNING_INTERVAL_S = 60.0
+
+
+def _controllable_batteries(device_set: RealDeviceSet) -> list[RealDevice]:
+    return [d for d in device_set.devices.values()
+            if isinstance(d, RealDevice) and d.kind is DeviceKind.BATTERY and d.control]
+
+
+async def _enforce_revert(battery: RealDevice, revert_s: float) -> None:
+    """Hand the battery back once the node's setpoints stopped for ``revert_s``: the controller is
+    stale (its planner stopped, or hands no fresh setpoint), so its last rate must not stand.
+    A SunSpec battery also reverts by itself (model 124 ``InOutWRte_RvrtTms``); MQTT has no such
+    register, so this is its only guard while the node runs."""
+    warnings = RateLimitedWarning(log, FAULT_WARNING_INTERVAL_S)
+    while True:
+        if not battery.controlling:
+            await trio.sleep(revert_s / 4)      # how late a hand-back may come: a quarter of revert_s
+            continue
+        silent_s = trio.current_time() - battery.last_command_s
+        if silent_s < revert_s:
+            await trio.sleep(revert_s - silent_s)
+            continue
+        try:
+            await battery.hand_back()
+            log.warning("battery: no setpoint for %.0f s; control handed back to the battery", silent_s)
+        except DeviceError as exc:
+            warnings.warn(trio.current_time(), "battery: could not hand control back: %s", exc)
+            await trio.sleep(revert_s / 4)
+
+
+async def _hand_back_modbus_batteries(device_set: RealDeviceSet) -> None:
+    """At close, give back every SunSpec battery the node still controls (MQTT batteries are given
+    back by their session as it ends, ``MqttSite``)."""
+    for battery in _controllable_batteries(device_set):
+        if battery.controlling and battery.link is not None:
+            try:
+                await battery.hand_back()
+                log.info("battery: control handed back at stop")
+            except DeviceError as exc:
+                log.warning("battery: could not hand control back at stop: %s", exc)
+
+
 @asynccontextmanager
 async def open_device_links(device_set: DeviceSet | None) -> AsyncIterator[None]:
     """Run ``device_set``'s connections for the block (see the module docstring)."""
@@ -432,9 +523,15 @@ async def open_device_links(device_set: DeviceSet | None) -> AsyncIterator[None]
                 await nursery.start(device_set.mqtt_site.run)
             for link, kinds in _expected_kinds(device_set).items():
                 nursery.start_soon(_discover, device_set, link, kinds)
+            for battery in _controllable_batteries(device_set):
+                nursery.start_soon(_enforce_revert, battery, device_set.revert_s)
             try:
                 yield
             finally:
+                # Shielded and bounded: the node is stopping (often cancelled), and a battery left
+                # in remote mode at its last rate is the one thing that must not outlive it.
+                with trio.CancelScope(shield=True), trio.move_on_after(HAND_BACK_TIMEOUT_S):
+                    await _hand_back_modbus_batteries(device_set)
                 nursery.cancel_scope.cancel()
                 # Shielded: an unshielded await in a cancelled scope would raise Cancelled and
                 # swallow whatever exception the block is leaving with.

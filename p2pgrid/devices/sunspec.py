@@ -282,7 +282,8 @@ class SunSpecInverter:
         inverter = await self.client.read_model(await self.client.first_model(INVERTER_MODELS))
         reading = pv_reading(inverter, self.clock(),
                              nameplate=await self._optional_model(120),
-                             controls=await self._optional_model(123), rated_w=self.rated_w)
+                             controls=await self._optional_model(123), rated_w=self.rated_w,
+                             settings=await self._optional_model(121))
         validate_reading(reading)
         return reading
 
@@ -301,9 +302,10 @@ class SunSpecBattery:
 
     kind = DeviceKind.BATTERY
 
-    def __init__(self, client: SunSpecClient, *, discharge_positive: bool = True,
+    def __init__(self, client: SunSpecClient, *, discharge_positive: bool = True, revert_s: float = 0.0,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         self.client, self.discharge_positive, self.clock = client, discharge_positive, clock
+        self.revert_s = revert_s
 
     async def read(self) -> BatteryReading:
         battery = await self.client.read_model(802)
@@ -324,6 +326,6 @@ class SunSpecBattery:
         wcha_max = storage.get("WChaMax")
         if not isinstance(wcha_max, (int, float)):
             raise DeviceProtocolError("SunSpec storage WChaMax not implemented")
-        points, applied = storage_control(setpoint, float(wcha_max), reading.max_discharge_w)
+        points, applied = storage_control(setpoint, float(wcha_max), reading.max_discharge_w, self.revert_s)
         await self.client.write_points(124, points)
         return applied

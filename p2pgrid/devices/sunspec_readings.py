@@ -61,8 +61,12 @@ def meter_reading(values: Mapping[str, Value], t_ms: int,
 def pv_reading(inverter: Mapping[str, Value], t_ms: int, *,
                nameplate: Mapping[str, Value] | None = None,
                controls: Mapping[str, Value] | None = None,
-               rated_w: float | None = None) -> PvReading:
-    rated = _optional(nameplate, "WRtg") or rated_w
+               rated_w: float | None = None,
+               settings: Mapping[str, Value] | None = None) -> PvReading:
+    """The inverter's rating is the smaller of what the device says: nameplate ``WRtg`` (model
+    120) and its configured maximum ``WMax`` (model 121); ``rated_w`` when it says neither."""
+    ratings = [r for r in (_optional(nameplate, "WRtg"), _optional(settings, "WMax")) if r]
+    rated = min(ratings) if ratings else rated_w
     if rated is None:
         raise DeviceProtocolError("SunSpec inverter has no nameplate (120) and no rated_w set")
     limit = None
@@ -110,10 +114,12 @@ def battery_reading(battery: Mapping[str, Value], t_ms: int, *,
     )
 
 
-def storage_control(setpoint: BatterySetpoint, wcha_max: float,
-                    max_discharge_w: float) -> tuple[dict[str, float], Applied]:
+def storage_control(setpoint: BatterySetpoint, wcha_max: float, max_discharge_w: float,
+                    revert_s: float = 0.0) -> tuple[dict[str, float], Applied]:
     """Model-124 points to write for ``setpoint``, and what will be applied (clipped to the
-    device's charge/discharge limits, reported)."""
+    device's charge/discharge limits, reported). With ``revert_s`` the rates carry a revert
+    timeout (``InOutWRte_RvrtTms``, written before the mode that enables them): a device whose
+    controller falls silent returns to its own control by itself."""
     p = setpoint.power_w
     if p is None:
         return {"StorCtl_Mod": 0}, Applied(setpoint, setpoint)
@@ -125,12 +131,13 @@ def storage_control(setpoint: BatterySetpoint, wcha_max: float,
     elif p > min(max_discharge_w, wcha_max):
         applied, reason = min(max_discharge_w, wcha_max), "max discharge power"
     pct = abs(applied) / wcha_max * 100.0
+    revert = {"InOutWRte_RvrtTms": math.ceil(revert_s)} if revert_s > 0 else {}
     if applied < 0:
-        points = {"InWRte": pct, "OutWRte": 0.0, "StorCtl_Mod": STORCTL_CHARGE}
+        points = {"InWRte": pct, "OutWRte": 0.0, **revert, "StorCtl_Mod": STORCTL_CHARGE}
     elif applied > 0:
-        points = {"InWRte": 0.0, "OutWRte": pct, "StorCtl_Mod": STORCTL_DISCHARGE}
+        points = {"InWRte": 0.0, "OutWRte": pct, **revert, "StorCtl_Mod": STORCTL_DISCHARGE}
     else:
-        points = {"InWRte": 0.0, "OutWRte": 0.0,
+        points = {"InWRte": 0.0, "OutWRte": 0.0, **revert,
                   "StorCtl_Mod": STORCTL_CHARGE | STORCTL_DISCHARGE}
     return points, Applied(setpoint, BatterySetpoint(applied), reason)
 

@@ -53,15 +53,27 @@ Liquidity
 ---------
 The host seeds the pool (``open_pool``) with both assets and receives ``isqrt(E·M)`` shares. Anyone
 may deposit credits; only the host may deposit energy (it must be backed by the host's battery).
-A one-sided deposit ``d`` mints shares by the growth of ``√k`` (liquidity), charging the swap fee on
-half the deposit (as if half were swapped, cf. Balancer's single-asset join)::
+A one-sided deposit ``d`` is priced as what it is, a swap followed by a balanced join (a "zap"):
+part ``x`` of it is swapped at the pool's own swap arithmetic (fee included, rounded for the pool),
+giving ``y`` of the other asset; then ``d − x`` and ``y`` join the post-swap reserves ``(R_in + x,
+R_out − y)`` and mint::
 
-    d_eff  = d − ceil(d·fee_bps / 20000)
-    S'     = isqrt(S² · k' // k),  k' = k with d_eff added to its reserve;  minted = S' − S  (floor)
+    minted = min(S·(d − x) // (R_in + x),  S·y // (R_out − y))
 
-while the full ``d`` enters the reserve. Burning ``s`` of ``S`` shares pays ``floor(s·E/S)`` Wh and
+with ``x`` the balancing amount (Uniswap's zap formula, integer square root). The full ``d`` enters
+the reserve. A deposit that would mint 0 shares is refused (``DepositTooSmall``) rather than
+given to the other providers. Burning ``s`` of ``S`` shares pays ``floor(s·E/S)`` Wh and
 ``floor(s·M/S)`` µc (the last holder gets everything). Withdrawn energy is a claim on the host's
 delivery in the slot, like energy bought in a swap.
+
+**A deposit and withdrawal never beat a swap.** The shares minted are worth at most ``d − x`` and
+``y`` (both divisions floor), so withdrawing them at once returns at most ``y`` of the other asset
+for at least ``x`` spent: no more than a swap of what was spent would pay
+(``test_a_deposit_and_withdrawal_never_beat_a_swap``).
+
+**Caps after gate closure.** A frozen pool takes no swaps or deposits, but its host may still
+*lower* its energy cap (a failed battery cannot deliver what the pool promised); raising it stays
+refused.
 """
 
 from __future__ import annotations
@@ -70,7 +82,8 @@ from dataclasses import dataclass, replace
 from math import isqrt
 
 from p2pgrid.market.errors import (
-    CapacityExceeded, InsufficientLiquidity, NotPoolHost, PoolError, PoolFrozen, SlippageExceeded,
+    CapacityExceeded, DepositTooSmall, InsufficientLiquidity, NotPoolHost, PoolError, PoolFrozen,
+    SlippageExceeded,
 )
 from p2pgrid.market.orders import Side
 
@@ -185,13 +198,20 @@ def mid_price(energy_wh: int, credits_uc: int) -> int:
 
 
 def buy_marginal_price(pool: Pool) -> int:
-    """What the next Wh costs a buyer, fee included, µc/kWh (ceil)."""
+    """What the next Wh costs a buyer, fee included, µc/kWh (ceil). An empty pool has no price."""
+    _require_reserves(pool)
     return -(-pool.credits_uc * WH_PER_KWH * BPS // (pool.energy_wh * (BPS - pool.fee_bps)))
 
 
 def sell_marginal_price(pool: Pool) -> int:
-    """What the next Wh earns a seller, fee included, µc/kWh (floor)."""
+    """What the next Wh earns a seller, fee included, µc/kWh (floor). An empty pool has no price."""
+    _require_reserves(pool)
     return pool.credits_uc * WH_PER_KWH * (BPS - pool.fee_bps) // (pool.energy_wh * BPS)
+
+
+def _require_reserves(pool: Pool) -> None:
+    if pool.energy_wh <= 0 or pool.credits_uc <= 0:
+        raise InsufficientLiquidity(f"pool {pool.pool_id.hex()} is empty: it has no price")
 
 
 def _reserves(pool: Pool, side: Side) -> tuple[int, int]:
@@ -332,25 +352,35 @@ def _with_shares(pool: Pool, provider: bytes, delta: int) -> tuple[tuple[bytes, 
     return tuple(sorted(holdings.items()))
 
 
-def _minted(pool: Pool, k_after: int) -> int:
-    k_before = pool.k
-    if k_before <= 0 or pool.total_shares <= 0:
+def _zap_minted(pool: Pool, amount: int, reserve_in: int, reserve_out: int) -> int:
+    """Shares for depositing ``amount`` of the asset held as ``reserve_in``: swap the balancing
+    part, join with the rest (module docstring). Raises when the pool is empty or nothing is minted."""
+    if reserve_in <= 0 or reserve_out <= 0 or pool.total_shares <= 0:
         raise InsufficientLiquidity(f"pool {pool.pool_id.hex()} is empty; its host must open it anew")
-    total = pool.total_shares
-    return isqrt(total * total * k_after // k_before) - total
-
-
-def _effective(pool: Pool, amount: int) -> int:
-    return amount - -(-amount * pool.fee_bps // (2 * BPS))
+    gamma = BPS - pool.fee_bps
+    # Uniswap's zap: x = (√(R²(1+γ)² + 4γ·R·d) − R(1+γ)) / 2γ, in basis points.
+    balanced = (isqrt(reserve_in * reserve_in * (BPS + gamma) ** 2 + 4 * gamma * BPS * reserve_in * amount)
+                - reserve_in * (BPS + gamma)) // (2 * gamma)
+    best = 0
+    for swapped in {max(0, min(amount, balanced + step)) for step in (-1, 0, 1)}:
+        received = amount_out_for_in(swapped, reserve_in, reserve_out, pool.fee_bps)
+        if received <= 0 or received >= reserve_out:
+            continue
+        minted = min(pool.total_shares * (amount - swapped) // (reserve_in + swapped),
+                     pool.total_shares * received // (reserve_out - received))
+        best = max(best, minted)
+    if best <= 0:
+        raise DepositTooSmall(f"a deposit of {amount} into pool {pool.pool_id.hex()} mints no share")
+    return best
 
 
 def deposit_credits(pool: Pool, provider: bytes, amount_uc: int, now_ms: int) -> tuple[Pool, int]:
     """Add ``amount_uc`` µc for shares (anyone). Returns the new pool and the shares minted."""
     _check_amount("amount_uc", amount_uc)
     pool = _live(pool, now_ms, "deposit")
-    minted = _minted(pool, pool.energy_wh * (pool.credits_uc + _effective(pool, amount_uc)))
+    minted = _zap_minted(pool, amount_uc, pool.credits_uc, pool.energy_wh)
     return replace(pool, credits_uc=pool.credits_uc + amount_uc, total_shares=pool.total_shares + minted,
-                   shares=_with_shares(pool, provider, minted) if minted else pool.shares), minted
+                   shares=_with_shares(pool, provider, minted)), minted
 
 
 def deposit_energy(pool: Pool, provider: bytes, amount_wh: int, now_ms: int) -> tuple[Pool, int]:
@@ -362,9 +392,9 @@ def deposit_energy(pool: Pool, provider: bytes, amount_wh: int, now_ms: int) -> 
     if pool.energy_wh + amount_wh > pool.energy_cap_wh:
         raise CapacityExceeded(f"pool {pool.pool_id.hex()} can hold {pool.energy_cap_wh} Wh; "
                                f"it has {pool.energy_wh} Wh")
-    minted = _minted(pool, (pool.energy_wh + _effective(pool, amount_wh)) * pool.credits_uc)
+    minted = _zap_minted(pool, amount_wh, pool.energy_wh, pool.credits_uc)
     return replace(pool, energy_wh=pool.energy_wh + amount_wh, total_shares=pool.total_shares + minted,
-                   shares=_with_shares(pool, provider, minted) if minted else pool.shares), minted
+                   shares=_with_shares(pool, provider, minted)), minted
 
 
 def withdraw(pool: Pool, provider: bytes, shares: int, now_ms: int) -> tuple[Pool, Withdrawal]:
@@ -385,6 +415,7 @@ def set_energy_cap(pool: Pool, energy_cap_wh: int, now_ms: int) -> tuple[Pool, i
     """The host's deliverable energy changed: new cap, reserve trimmed to it. Returns Wh trimmed."""
     if not (type(energy_cap_wh) is int and energy_cap_wh >= 0):
         raise PoolError(f"energy_cap_wh must be a non-negative int, got {energy_cap_wh!r}")
-    pool = _live(pool, now_ms, "change its cap")
+    # Lowering is allowed after gate closure: a host whose battery failed must be able to say so.
+    pool = accrue(pool, now_ms) if energy_cap_wh <= pool.energy_cap_wh else _live(pool, now_ms, "raise its cap")
     trimmed = max(0, pool.energy_wh - energy_cap_wh)
     return replace(pool, energy_cap_wh=energy_cap_wh, energy_wh=pool.energy_wh - trimmed), trimmed

@@ -19,7 +19,8 @@ Rules
   only computes the fills; ``take`` computes and applies them. No order is ever filled beyond what
   remains of it.
 * **Cancel** removes exactly that order. **Expire** (``expire(now_ms)``) removes exactly the
-  orders with ``expiry_ms <= now_ms``.
+  orders with ``expiry_ms <= now_ms``. Reads given ``now_ms`` (``best_bid``, ``best_ask``,
+  ``depth``) never show an order expired by then, swept or not.
 * **Events.** Every change is an event (``OrderAdded``, ``OrderCancelled``, ``OrderExpired``,
   ``Fill``); ``apply(event)`` performs it, and ``OrderBook.replay(zone, slot, events)`` rebuilds an
   identical book (``state()`` compares equal). ``apply(fill)`` is also how a certified fill learned
@@ -187,11 +188,27 @@ class OrderBook:
             raise UnknownOrder(f"no live order {order_id.hex()} in book {self.zone}/{self.slot}")
         return entry.remaining
 
-    def best_bid(self) -> int | None:
-        return -self._bids.peekitem(0)[0] if self._bids else None
+    def best_bid(self, now_ms: int | None = None) -> int | None:
+        """The best live bid; with ``now_ms``, orders expired by then (not yet swept) are skipped."""
+        return self._best(Side.BUY, now_ms)
 
-    def best_ask(self) -> int | None:
-        return self._asks.peekitem(0)[0] if self._asks else None
+    def best_ask(self, now_ms: int | None = None) -> int | None:
+        """The best live ask; with ``now_ms``, orders expired by then (not yet swept) are skipped."""
+        return self._best(Side.SELL, now_ms)
+
+    def _best(self, side: Side, now_ms: int | None) -> int | None:
+        levels = self._bids if side is Side.BUY else self._asks
+        if self._none_expired(now_ms):
+            return (-1 if side is Side.BUY else 1) * levels.peekitem(0)[0] if levels else None
+        return next((order.price for order, _ in self._unexpired(side, now_ms)), None)
+
+    def _none_expired(self, now_ms: int | None) -> bool:
+        next_expiry = self.next_expiry_ms()
+        return now_ms is None or next_expiry is None or next_expiry > now_ms
+
+    def _unexpired(self, side: Side, now_ms: int | None) -> Iterator[tuple[BookOrder, int]]:
+        return ((order, left) for order, left in self.orders(side)
+                if now_ms is None or order.expiry_ms > now_ms)
 
     def next_expiry_ms(self) -> int | None:
         """The earliest expiry among live orders (the book's next deadline), if any."""
@@ -204,11 +221,28 @@ class OrderBook:
             heapq.heappop(heap)
         return None
 
-    def depth(self, max_levels: int | None = None) -> Depth:
+    def depth(self, max_levels: int | None = None, now_ms: int | None = None) -> Depth:
+        """Aggregated levels; with ``now_ms``, orders expired by then (not yet swept) are left out."""
+        if not self._none_expired(now_ms):
+            return Depth(bids=self._levels(Side.BUY, max_levels, now_ms),
+                         asks=self._levels(Side.SELL, max_levels, now_ms))
+
         def side(levels: SortedDict, sign: int) -> tuple[DepthLevel, ...]:
             keys = levels.keys() if max_levels is None else levels.islice(0, max_levels)
             return tuple(DepthLevel(sign * k, levels[k].qty, levels[k].count) for k in keys)
         return Depth(bids=side(self._bids, -1), asks=side(self._asks, 1))
+
+    def _levels(self, side: Side, max_levels: int | None, now_ms: int | None) -> tuple[DepthLevel, ...]:
+        levels: list[DepthLevel] = []
+        for order, left in self._unexpired(side, now_ms):
+            if levels and levels[-1].price == order.price:
+                last = levels[-1]
+                levels[-1] = DepthLevel(last.price, last.qty_wh + left, last.orders + 1)
+            elif max_levels is not None and len(levels) == max_levels:
+                break
+            else:
+                levels.append(DepthLevel(order.price, left, 1))
+        return tuple(levels)
 
     def orders(self, side: Side) -> Iterator[tuple[BookOrder, int]]:
         """Live orders of ``side`` with what remains of each, in priority order."""

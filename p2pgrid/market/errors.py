@@ -11,7 +11,8 @@
         ├── InsufficientLiquidity    a swap the reserves cannot serve, or an empty pool
         ├── CapacityExceeded         energy above what the host can deliver in the slot
         ├── SlippageExceeded         a swap worse than the caller's bound (min out / max in)
-        └── NotPoolHost              an energy deposit by someone other than the host
+        ├── NotPoolHost              an energy deposit by someone other than the host
+        └── DepositTooSmall          a deposit that would mint no share
 
 All of them mean the *caller or a peer* broke a rule: reject the request, keep running.
 """
@@ -50,6 +51,10 @@ class PoolFrozen(PoolError):
 
 
 class InsufficientLiquidity(PoolError):
+    pass
+
+
+class DepositTooSmall(PoolError):
     pass
 
 

@@ -26,8 +26,14 @@ Integers: book legs cost ``units.trade_value`` (floor); buy legs are exact-out s
 (``amm.amount_in_for_out``, rounded up), sell legs exact-in swaps (``amm.amount_out_for_in``,
 rounded down) — so a plan costs at most one µc per leg more than the rational optimum.
 
-Limit price: no book leg beyond it, no pool leg whose marginal increment or average price is beyond
-it. Frozen pools (``now_ms`` at or after gate closure) are skipped; the others are decayed to
+Limit price: no book leg beyond it, no pool leg whose *average* price (after the pool's rounding)
+is beyond it — the price the taker actually pays or gets on that leg, as a swap's min-out / max-in
+bounds it. Each pool is capped at its largest leg within the limit (a closed form for the unrounded
+average, then a short walk down past rounding: under floor/ceiling rounding the average is not
+monotone, so it is never bisected), the book is cut at the limit, and the threshold search runs
+over those capped venues; so the plan fills the most the venues allow within the limit, at equal
+marginal price below the caps. A leg that rounding trims leaves its Wh to the book levels and
+pools still within the limit (``_fill_up``). Frozen pools (``now_ms`` at or after gate closure) are skipped; the others are decayed to
 ``now_ms`` first (``amm.accrue``), so the plan matches what the host will compute. A SELL leg never
 pushes a pool's energy above its cap.
 """
@@ -144,6 +150,7 @@ class _Venues:
     book: Sequence[RestingOrder]
     pools: list[Pool]
     rooms: list[int]             # SELL: Wh each pool can still take
+    caps: list[int | None]       # with a limit: the largest leg within it, per pool
 
     def book_qty(self, price: int) -> int:
         """Wh of book orders at ``price`` or better."""
@@ -153,8 +160,15 @@ class _Venues:
     def pool_qty(self, i: int, price: int) -> int:
         pool = self.pools[i]
         if self.side is Side.BUY:
-            return _pool_buy_qty(pool.energy_wh, pool.credits_uc, pool.fee_bps, price)
-        return _pool_sell_qty(pool.energy_wh, pool.credits_uc, pool.fee_bps, price, self.rooms[i])
+            qty = _pool_buy_qty(pool.energy_wh, pool.credits_uc, pool.fee_bps, price)
+        else:
+            qty = _pool_sell_qty(pool.energy_wh, pool.credits_uc, pool.fee_bps, price, self.rooms[i])
+        cap = self.caps[i]
+        return qty if cap is None else min(qty, cap)
+
+    def total_within_limit(self) -> int:
+        """All the venues offer within the limit (meaningful only with caps)."""
+        return (self.cumulative[-1] if self.cumulative else 0) + sum(cap or 0 for cap in self.caps)
 
     def total(self, price: int) -> int:
         return self.book_qty(price) + sum(self.pool_qty(i, price) for i in range(len(self.pools)))
@@ -164,7 +178,10 @@ def _usable(pool: Pool, side: Side, now_ms: int) -> Pool | None:
     if pool.is_frozen(now_ms):
         return None
     pool = accrue(pool, now_ms)
-    if pool.energy_wh < 2 or pool.credits_uc < 1:
+    # A buyer can never take a pool's last Wh (an exact-out swap needs out < reserve), so a pool
+    # of 1 Wh has nothing to sell; it can still buy from a seller.
+    least_energy = 2 if side is Side.BUY else 1
+    if pool.energy_wh < least_energy or pool.credits_uc < 1:
         return None
     if side is Side.SELL and pool.energy_wh >= pool.energy_cap_wh:
         return None
@@ -194,10 +211,15 @@ def route(side: Side, qty_wh: int, book: Sequence[RestingOrder], pools: Sequence
         raise InvalidOrder(f"limit price must be a non-negative int, got {limit_price!r}")
     live = [p for p in (_usable(p, side, now_ms) for p in pools) if p is not None]
     orders, keys, cumulative = _book_prefix(side, qty_wh, book, limit_price)
+    caps = [None if limit_price is None else _largest_qty(p, side, limit_price) for p in live]
     venues = _Venues(side=side, prices=[o.price for o in orders], keys=keys, cumulative=cumulative, book=orders,
-                     pools=live, rooms=[p.energy_cap_wh - p.energy_wh for p in live])
-    threshold = _threshold(venues, qty_wh, limit_price)
-    return _plan(venues, qty_wh, threshold, limit_price)
+                     pools=live, rooms=[p.energy_cap_wh - p.energy_wh for p in live], caps=caps)
+    # The limit is already in the venues (book prefix, pool caps): the search runs unbounded.
+    threshold = _threshold(venues, qty_wh, None)
+    plan = _plan(venues, qty_wh, threshold, limit_price)
+    if limit_price is None or plan.filled_wh >= min(qty_wh, venues.total_within_limit()):
+        return plan
+    return _fill_up(venues, plan, limit_price)
 
 
 def _book_prefix(side: Side, qty: int, book: Sequence[RestingOrder],
@@ -311,26 +333,111 @@ def _plan(venues: _Venues, qty: int, threshold: int, limit: int | None) -> Route
 def _pool_leg(pool: Pool, side: Side, energy: int, limit: int | None) -> PoolLeg | None:
     """The swap for ``energy`` Wh; if rounding pushes its average beyond the limit, the largest
     smaller swap that respects it."""
-    def leg(energy: int) -> PoolLeg | None:
-        if energy <= 0:
-            return None
-        if side is Side.BUY:
-            money = amount_in_for_out(energy, pool.credits_uc, pool.energy_wh, pool.fee_bps)
-            within = limit is None or money * WH_PER_KWH <= limit * energy
-            return PoolLeg(pool.pool_id, side, "out", money, energy, energy, money) if within else None
-        money = amount_out_for_in(energy, pool.energy_wh, pool.credits_uc, pool.fee_bps)
-        within = money > 0 and (limit is None or money * WH_PER_KWH >= limit * energy)
-        return PoolLeg(pool.pool_id, side, "in", energy, money, energy, money) if within else None
-
-    found = leg(energy)
-    if found is not None or energy <= 1:
+    found = _leg_within(pool, side, energy, limit)
+    if found is not None or limit is None:
         return found
-    # Rounding cost at most one µc; bisect for the largest amount whose average is within the limit.
-    low, high = 0, energy - 1
-    while low < high:
-        mid = (low + high + 1) // 2
-        if leg(mid) is not None:
-            low = mid
-        else:
-            high = mid - 1
-    return leg(low)
+    return _largest_leg(pool, side, min(energy - 1, _most_within(pool, side, limit)), 0, limit)
+
+
+def _leg_within(pool: Pool, side: Side, energy: int, limit: int | None) -> PoolLeg | None:
+    """The swap of ``energy`` Wh with ``pool``, or None when its average price (after the pool's
+    rounding) is beyond ``limit`` or it pays nothing."""
+    if energy <= 0:
+        return None
+    if side is Side.BUY:
+        if energy >= pool.energy_wh:
+            return None
+        money = amount_in_for_out(energy, pool.credits_uc, pool.energy_wh, pool.fee_bps)
+        within = limit is None or money * WH_PER_KWH <= limit * energy
+        return PoolLeg(pool.pool_id, side, "out", money, energy, energy, money) if within else None
+    money = amount_out_for_in(energy, pool.energy_wh, pool.credits_uc, pool.fee_bps)
+    within = money > 0 and (limit is None or money * WH_PER_KWH >= limit * energy)
+    return PoolLeg(pool.pool_id, side, "in", energy, money, energy, money) if within else None
+
+
+def _most_within(pool: Pool, side: Side, limit: int) -> int:
+    """The most Wh whose *unrounded* average price is within ``limit`` (and within the pool's
+    reserve or room). A rounded swap is within the limit only if the unrounded one is, so no
+    feasible leg is larger; the average is monotone, so this one has a closed form."""
+    gamma = BPS - pool.fee_bps
+    if side is Side.BUY:
+        # average = M·10000 / ((E − e)·γ) per Wh  <=  limit / 1000
+        if limit <= 0:
+            return 0
+        keep = -(-WH_PER_KWH * pool.credits_uc * BPS // (limit * gamma))
+        return max(0, min(pool.energy_wh - 1, pool.energy_wh - keep))
+    room = pool.energy_cap_wh - pool.energy_wh
+    if limit <= 0:
+        return room
+    # average = γ·M / (E·10000 + e·γ) per Wh  >=  limit / 1000
+    return max(0, min(room, (WH_PER_KWH * gamma * pool.credits_uc - limit * pool.energy_wh * BPS) // (limit * gamma)))
+
+
+def _largest_qty(pool: Pool, side: Side, limit: int) -> int:
+    """The largest leg's Wh within ``limit`` (0: none)."""
+    leg = _largest_leg(pool, side, _most_within(pool, side, limit), 0, limit)
+    return 0 if leg is None else leg.energy_wh
+
+
+ROUNDING_SCAN = 4096     # Wh: how far below the unrounded bound a rounded leg is looked for
+
+
+def _largest_leg(pool: Pool, side: Side, upper: int, lower: int, limit: int) -> PoolLeg | None:
+    """The largest leg of ``lower < e <= upper`` Wh within the limit. Rounding (up to one µc per
+    leg) can make a smaller leg infeasible while a larger one is fine — the average price under
+    floor/ceiling rounding is not monotone — so this walks down instead of bisecting; a feasible
+    leg is a few Wh below the unrounded bound unless prices are tiny."""
+    for energy in range(upper, max(lower, upper - ROUNDING_SCAN), -1):
+        leg = _leg_within(pool, side, energy, limit)
+        if leg is not None:
+            return leg
+    return None
+
+
+def _smallest_leg(pool: Pool, side: Side, lower: int, upper: int, limit: int) -> PoolLeg | None:
+    """The smallest leg of ``lower <= e <= upper`` Wh within the limit (see ``_largest_leg``)."""
+    for energy in range(lower, min(upper, lower + ROUNDING_SCAN) + 1):
+        leg = _leg_within(pool, side, energy, limit)
+        if leg is not None:
+            return leg
+    return None
+
+
+# --- filling up to the limit ------------------------------------------------------------------
+
+def _fill_up(venues: _Venues, plan: RoutePlan, limit: int) -> RoutePlan:
+    """A plan that fills more of the request than ``plan`` does, if the venues allow it within the
+    limit: a pool leg trimmed by rounding leaves Wh that a book order within the limit, or another
+    pool up to its cap, can take. The book within the limit takes what it can (best first); each
+    pool adds only what the book cannot, up to its largest leg within the limit and never past
+    the request."""
+    qty = plan.requested_wh
+    energies = {leg.pool_id: leg.energy_wh for leg in plan.legs if isinstance(leg, PoolLeg)}
+    in_pools = sum(energies.values())
+    book_room = venues.cumulative[-1] if venues.cumulative else 0
+    pool_legs: list[PoolLeg] = []
+    for pool in venues.pools:
+        have = energies.get(pool.pool_id, 0)
+        upper = min(have + qty - in_pools, _most_within(pool, venues.side, limit))
+        short = qty - book_room - in_pools
+        leg = _leg_within(pool, venues.side, have, limit)
+        if short > 0 and upper > have:
+            leg = (_smallest_leg(pool, venues.side, have + short, upper, limit) if have + short <= upper
+                   else None) or _largest_leg(pool, venues.side, upper, have, limit) or leg
+        if leg is not None:
+            in_pools += leg.energy_wh - have
+            pool_legs.append(leg)
+    legs: list[Leg] = []
+    need = min(book_room, qty - in_pools)
+    for order in venues.book:
+        if need == 0:
+            break
+        take = min(need, order.qty_wh)
+        legs.append(BookLeg(order.order_id, take, order.price, trade_value(take, order.price)))
+        need -= take
+    legs += pool_legs
+    filled = sum(leg.qty_wh if isinstance(leg, BookLeg) else leg.energy_wh for leg in legs)
+    if filled <= plan.filled_wh:
+        return plan
+    total = sum(leg.value_uc if isinstance(leg, BookLeg) else leg.credits_uc for leg in legs)
+    return RoutePlan(venues.side, qty, filled, total, plan.threshold_price, tuple(legs))

@@ -12,6 +12,10 @@ scorer skips the penalty for it. This relies on py-libp2p calling ``on_invalid_m
 synchronously right after a *synchronous* validator returns (``Pubsub.push_msg``), which is why
 validators must be synchronous.
 
+Containment. pubsub and gossipsub run under ``p2pgrid.net.libp2p_containment``: a failing task
+of one peer or one message (and a failing pubsub stream reader) is logged once with its cause and
+ends only itself, where py-libp2p would stop the service and, with it, the node.
+
 Subscriptions. Each subscription has a pump task that moves messages from py-libp2p's bounded
 channel (which drops when full) into an unbounded one, so a slow consumer never loses messages.
 """
@@ -41,10 +45,11 @@ from libp2p.pubsub.pubsub import Pubsub, ValidationCache
 from libp2p.pubsub.score import PeerScorer
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.tools.anyio_service import background_trio_service
 
 from p2pgrid.identity import NodeKey
 from p2pgrid.net import gossip_config
+from p2pgrid.net.libp2p_containment import (ContainedPubsub, contained_service, inject_reader_failure,
+                                            inject_task_failures)
 from p2pgrid.net.streams import ByteFramedStream
 from p2pgrid.net.transport import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -195,6 +200,12 @@ class Libp2pTransport:
     def host(self) -> IHost:
         """The py-libp2p host itself: for ``p2pgrid.net`` tests and benchmarks only."""
         return self._host
+
+    def inject_failures(self) -> None:
+        """Tests only: fail a task in each pubsub service and the next subscription read
+        (``p2pgrid.net.libp2p_containment``), as py-libp2p's own tasks have failed."""
+        inject_task_failures(self._pubsub, self._router)
+        inject_reader_failure(self._pubsub)
 
     async def connect(self, addr: str) -> bytes:
         try:
@@ -352,11 +363,12 @@ async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFA
     router = gossip_config.build_raw_gossipsub() if raw_router else gossip_config.build_gossipsub(config)
     scorer = _IgnoreAwareScorer(router.scorer.params)
     router.scorer = scorer
-    pubsub = Pubsub(host, router, strict_signing=True, seen_ttl=gossip_config.SEEN_TTL_S)
+    pubsub = ContainedPubsub(host, router, strict_signing=True, seen_ttl=gossip_config.SEEN_TTL_S)
     pubsub.validation_cache = _IgnoreAwareValidationCache(scorer, pubsub.validation_cache.ttl,
                                                           pubsub.validation_cache.max_size)
     async with host.run([multiaddr.Multiaddr(a) for a in listen_addrs]):
-        async with background_trio_service(pubsub), background_trio_service(router):
+        # One peer's failing task stays with that task (p2pgrid.net.libp2p_containment).
+        async with contained_service(pubsub), contained_service(router):
             await pubsub.wait_until_ready()
             async with trio.open_nursery() as nursery:
                 transport = Libp2pTransport(key, host, pubsub, router, scorer, nursery)

@@ -14,7 +14,8 @@ async clients share one list and every result is decoded into its ``p2pgrid.rpc.
             async with ws.subscribe("book", zone="z1") as updates:
                 async for update in updates: ...               # -> BookUpdate
 
-A JSON-RPC error answer raises ``RpcCallError`` (``.code``, ``.message``, ``.data``); a
+A JSON-RPC error answer raises ``RpcCallError`` (``.code``, ``.message``, ``.data``); a node that
+cannot be reached over HTTP (refused, reset, timed out) raises ``RpcUnreachable``; a
 subscription the server dropped for being slow ends its iterator with ``SubscriptionDropped``.
 """
 
@@ -42,7 +43,16 @@ from p2pgrid.wire import Side, Source
 
 T = TypeVar("T")
 
-__all__ = ["AsyncRpcClient", "Call", "RpcCallError", "RpcClient", "SubscriptionDropped", "WsRpc", "calls"]
+__all__ = ["AsyncRpcClient", "Call", "RpcCallError", "RpcClient", "RpcUnreachable", "SubscriptionDropped",
+           "WsRpc", "calls"]
+
+
+class RpcUnreachable(RpcError):
+    """The HTTP exchange with the node failed: nothing listens there, or it did not answer."""
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> RpcUnreachable:
+    return RpcUnreachable(f"cannot reach the node's RPC at {url}: {exc or type(exc).__name__}")
 
 
 @dataclass(frozen=True)
@@ -195,15 +205,20 @@ class RpcClient:
     def close(self) -> None:
         self._http.close()
 
+    def _post(self, message: Any) -> httpx.Response:
+        try:
+            return self._http.post("", content=json.dumps(message))
+        except httpx.TransportError as exc:
+            raise _unreachable(str(self._http.base_url), exc) from None
+
     def call(self, call: Call[T]) -> T:
-        answer = _http_answer(self._http.post("", content=json.dumps(call.request(next(self._ids)))))
-        return _unwrap(answer, call)
+        return _unwrap(_http_answer(self._post(call.request(next(self._ids)))), call)
 
     def batch(self, batch: Iterable[Call[Any]]) -> list[Any]:
         """Results in call order; a failed call's slot holds its ``RpcCallError``."""
         batch = list(batch)
         ids = [next(self._ids) for _ in batch]
-        response = self._http.post("", content=json.dumps([c.request(i) for c, i in zip(batch, ids)]))
+        response = self._post([c.request(i) for c, i in zip(batch, ids)])
         return _batch_results(batch, ids, _http_answer(response))
 
     def request(self, method: str, params: Any = None) -> Any:
@@ -212,7 +227,7 @@ class RpcClient:
 
     def notify(self, method: str, params: Any = None) -> None:
         message = {"jsonrpc": "2.0", "method": method, "params": params if params is not None else {}}
-        response = self._http.post("", content=json.dumps(message))
+        response = self._post(message)
         if response.status_code not in (200, 204):
             raise _error_of(_http_answer(response))
 
@@ -248,14 +263,19 @@ class AsyncRpcClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._http.aclose()
 
+    async def _post(self, message: Any) -> httpx.Response:
+        try:
+            return await self._http.post("", content=json.dumps(message))
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from None
+
     async def call(self, call: Call[T]) -> T:
-        response = await self._http.post("", content=json.dumps(call.request(next(self._ids))))
-        return _unwrap(_http_answer(response), call)
+        return _unwrap(_http_answer(await self._post(call.request(next(self._ids)))), call)
 
     async def batch(self, batch: Iterable[Call[Any]]) -> list[Any]:
         batch = list(batch)
         ids = [next(self._ids) for _ in batch]
-        response = await self._http.post("", content=json.dumps([c.request(i) for c, i in zip(batch, ids)]))
+        response = await self._post([c.request(i) for c, i in zip(batch, ids)])
         return _batch_results(batch, ids, _http_answer(response))
 
     def open_websocket(self, *, buffer: int = 1024) -> Any:

@@ -10,9 +10,11 @@
     │   ├── InvalidParams            -32602 a param is missing, unknown or of the wrong type
     │   ├── RateLimited              -32005 this connection exceeded its request rate
     │   ├── NeedsWebSocket           -32004 subscriptions exist only on a WebSocket
-    │   └── UnknownSubscription      -32006 unsubscribe of an id this connection does not hold
+    │   ├── UnknownSubscription      -32006 unsubscribe of an id this connection does not hold
+    │   └── TooManySubscriptions     -32008 the connection already holds its cap of subscriptions
     ├── TokenFileError               the token file is unreadable or readable by others
     ├── NotLoopbackError             refusing to bind the RPC to a non-loopback address
+    ├── CannotListen                 the RPC or metrics port is taken or cannot be bound
     └── RpcCallError                 (client side) the server answered with an error object
 
     P2PGridError
@@ -44,6 +46,7 @@ NEEDS_WEBSOCKET = -32004
 RATE_LIMITED = -32005
 UNKNOWN_SUBSCRIPTION = -32006
 NOT_AVAILABLE = -32007
+TOO_MANY_SUBSCRIPTIONS = -32008
 CONFIG_ERROR = -32010
 WIRE_ERROR = -32020
 MARKET_ERROR = -32030
@@ -123,11 +126,19 @@ class UnknownSubscription(JsonRpcError):
     code = UNKNOWN_SUBSCRIPTION
 
 
+class TooManySubscriptions(JsonRpcError):
+    code = TOO_MANY_SUBSCRIPTIONS
+
+
 class TokenFileError(base.RpcError):
     pass
 
 
 class NotLoopbackError(base.RpcError):
+    pass
+
+
+class CannotListen(base.RpcError):
     pass
 
 

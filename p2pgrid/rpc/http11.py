@@ -8,14 +8,20 @@ timeouts so an idle or half-sent request cannot hold a connection forever.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
-from dataclasses import dataclass
+import logging
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import h11
 import trio
 
-from p2pgrid.rpc.errors import NotLoopbackError
+from p2pgrid.rpc.errors import NotLoopbackError, CannotListen
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 65536
 
@@ -37,12 +43,125 @@ async def open_listeners(host: str, port: int,
                          allow_non_loopback: bool = False) -> tuple[list[trio.SocketListener], int]:
     """Listening sockets on ``host:port`` (port 0: ephemeral) and the port actually bound."""
     check_bind_host(host, allow_non_loopback)
-    listeners = list(await trio.open_tcp_listeners(port, host=host))
+    try:
+        listeners = list(await trio.open_tcp_listeners(port, host=host))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(f"cannot listen on {host}:{port}: the port is in use by another program "
+                            "(choose another port in the config)") from None
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return listeners, int(listeners[0].socket.getsockname()[1])
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+# --- one connection's failure stays with that connection ------------------------------------------
+
+@dataclass(eq=False)
+class Ticket:
+    """One TCP connection's place in a ``ConnectionGate``."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    admitted: bool = False
+
+
+class ConnectionGate:
+    """Who may hold a connection to a server.
+
+    A new connection is *pending* until it has sent a request the server accepts (for the RPC: one
+    with the right bearer token). At most ``max_pending`` connections wait like that; when one more
+    arrives the oldest pending one is dropped, so a flood of half-open connections (which cost
+    the attacker nothing) can never keep a real client from being heard. *Admitted* connections
+    count against ``max_admitted``, which only clients that proved themselves can fill.
+    """
+
+    def __init__(self, max_admitted: int, max_pending: int) -> None:
+        self.max_admitted = max_admitted
+        self.max_pending = max_pending
+        self.admitted = 0
+        self.evicted = 0
+        self._pending: dict[Ticket, None] = {}    # insertion order = oldest first
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @contextmanager
+    def enter(self) -> Iterator[Ticket]:
+        """Hold a place while the block runs; the block is cancelled if the place is evicted."""
+        ticket = Ticket()
+        self._pending[ticket] = None
+        if len(self._pending) > self.max_pending:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            oldest.scope.cancel()
+            self.evicted += 1
+        try:
+            with ticket.scope:
+                yield ticket
+        finally:
+            self._pending.pop(ticket, None)
+            if ticket.admitted:
+                self.admitted -= 1
+
+    def admit(self, ticket: Ticket) -> bool:
+        """Move a pending connection to the admitted ones; False when they are all taken."""
+        if ticket.admitted:
+            return True
+        if self.admitted >= self.max_admitted:
+            return False
+        self._pending.pop(ticket, None)
+        ticket.admitted = True
+        self.admitted += 1
+        return True
+
+
+async def contain(server: str, serving: Awaitable[None], stream: trio.abc.Stream,
+                  quiet: tuple[type[Exception], ...] = ()) -> None:
+    """Run one connection's ``serving`` and close its stream; whatever goes wrong in it ends that
+    connection only (logged in one line unless it is one of ``quiet``), never the server or the
+    node behind it."""
+    try:
+        await serving
+        await linger(stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, *quiet):
+        pass      # the client went away or broke the protocol; nothing to answer
+    except Exception as exc:   # noqa: BLE001 — the boundary between one client and the node
+        leaf = first_leaf(exc)
+        log.error("%s: dropped a connection after %s: %s", server, type(leaf).__name__, leaf)
+        log.debug("%s: connection failure in full", server, exc_info=True)
+    finally:
+        await stream.aclose()
+
+
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """End our side, then read (and drop) what the client still sends, for a bounded time.
+
+    Closing a socket that holds unread bytes (the body of a request refused with 401 or 413) makes
+    the kernel send a reset, which can destroy the answer before the client has read it."""
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    await stream.send_eof()
+    drained = 0
+    with trio.move_on_after(LINGER_S):
+        while drained < LINGER_BYTES:
+            data = await stream.receive_some(READ_CHUNK)
+            if not data:
+                return
+            drained += len(data)
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) exception groups: what a log line names."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def next_event(conn: h11.Connection, stream: trio.abc.Stream, raw: bytearray | None = None) -> object:

@@ -50,7 +50,14 @@ _NO_ID = object()
 
 
 def encode(message: Any) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    """JSON text that always encodes as UTF-8: a lone surrogate (``"\\ud800"`` in a request's
+    method or id, echoed back) cannot be written as UTF-8, so such a message is ``\\u``-escaped."""
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=True)
+    return text
 
 
 def error_response(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -63,6 +70,10 @@ async def handle_payload(text: str | bytes, methods: Mapping[str, Method], node:
         payload = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         return encode(error_response(None, PARSE_ERROR, f"parse error: {exc}"))
+    except RecursionError:
+        # json's decoder recurses per nesting level: a payload nested deeper than the
+        # interpreter's limit is not a request anyone means to send.
+        return encode(error_response(None, PARSE_ERROR, "parse error: JSON nested too deeply"))
     if isinstance(payload, list):
         if not payload:
             return encode(error_response(None, INVALID_REQUEST, "empty batch"))

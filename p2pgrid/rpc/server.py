@@ -30,6 +30,8 @@ from typing import AsyncIterator
 import h11
 import trio
 import trio_websocket
+import wsproto
+import wsproto.events
 
 from p2pgrid.rpc import http11
 from p2pgrid.rpc.api import NodeApi
@@ -53,9 +55,12 @@ class RpcLimits:
     max_batch: int = 100
     rate_per_s: float = 500.0               # calls per second per connection, sustained
     burst: int = 1000
-    max_connections: int = 64
+    max_connections: int = 64               # authenticated connections
+    max_pending: int = 256                  # connections yet to show a token; the oldest is dropped
+    head_timeout_s: float = 3.0             # a new connection's first request head
     idle_timeout_s: float = 60.0            # keep-alive connection with no request
-    request_timeout_s: float = 10.0         # to receive one request's head and body
+    request_timeout_s: float = 10.0         # to receive one request's body
+    max_subscriptions: int = 64             # per WebSocket connection
     subscriber_buffer: int = 1024           # undelivered events per WebSocket connection
     send_timeout_s: float = 30.0            # a WebSocket write blocked this long closes the connection
 
@@ -71,8 +76,11 @@ class RpcServer:
     port: int = 0
     hub: SubscriptionHub = field(default_factory=SubscriptionHub)
     methods: dict[str, Method] = field(default_factory=lambda: dict(METHODS))
-    open_connections: int = 0
     refused_unauthorized: int = 0
+    gate: http11.ConnectionGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = http11.ConnectionGate(self.limits.max_connections, self.limits.max_pending)
 
     @property
     def url(self) -> str:
@@ -84,25 +92,23 @@ class RpcServer:
 
     # --- one TCP connection -------------------------------------------------------------------
 
-    async def serve_connection(self, stream: trio.SocketStream) -> None:
-        if self.open_connections >= self.limits.max_connections:
-            await stream.aclose()
-            return
-        self.open_connections += 1
-        try:
-            await self._serve_http(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass     # the client went away; nothing to answer
-        finally:
-            self.open_connections -= 1
-            await stream.aclose()
+    @property
+    def open_connections(self) -> int:
+        """Authenticated connections being served."""
+        return self.gate.admitted
 
-    async def _serve_http(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.SocketStream) -> None:
+        with self.gate.enter() as ticket:
+            await http11.contain("rpc", self._serve_http(stream, ticket), stream)
+
+    async def _serve_http(self, stream: trio.SocketStream, ticket: http11.Ticket) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         bucket = TokenBucket(self.limits.rate_per_s, self.limits.burst)
         raw: bytearray | None = bytearray()    # bytes of the first request, for a WebSocket hand-off
         while True:
-            timeout = self.limits.request_timeout_s if raw is not None else self.limits.idle_timeout_s
+            # Until a connection has shown its token it gets a short head timeout: a client that
+            # means to call sends its request as soon as it has connected.
+            timeout = self.limits.head_timeout_s if raw is not None else self.limits.idle_timeout_s
             event: object = None
             with trio.move_on_after(timeout):
                 try:
@@ -115,6 +121,10 @@ class RpcServer:
             if http11.head_size(event) > self.limits.max_header_bytes:
                 # h11 only bounds heads that arrive in pieces; one that came whole is measured here.
                 await self._refuse(conn, stream, 431, f"request head over {self.limits.max_header_bytes} bytes")
+                return
+            if (is_authorized(http11.header(event, b"authorization"), self.token)
+                    and not self.gate.admit(ticket)):
+                await self._refuse(conn, stream, 503, f"all {self.limits.max_connections} connections are in use")
                 return
             if _is_websocket_upgrade(event):
                 if raw is None:
@@ -146,6 +156,9 @@ class RpcServer:
                 body = await http11.read_body(conn, stream, self.limits.max_body_bytes)
         except http11.BodyTooLarge:
             return _json_error(413, INVALID_REQUEST, f"body over {self.limits.max_body_bytes} bytes", close=True)
+        except h11.RemoteProtocolError as exc:
+            # A malformed chunk, or a client gone before its body was complete.
+            return _json_error(400, INVALID_REQUEST, f"bad HTTP request body: {exc}", close=True)
         except trio.TooSlowError:
             return _json_error(408, INVALID_REQUEST, "request body too slow", close=True)
         refused = False
@@ -168,8 +181,7 @@ class RpcServer:
 
     async def _serve_websocket(self, stream: trio.abc.Stream) -> None:
         async with trio.open_nursery() as nursery:
-            request = await trio_websocket.wrap_server_stream(
-                nursery, stream, message_queue_size=4, max_message_size=self.limits.max_body_bytes)
+            request = await _wrap_server_stream(nursery, stream, self.limits.max_body_bytes)
             if not is_authorized(_ws_header(request, b"authorization"), self.token):
                 self.refused_unauthorized += 1
                 await request.reject(401, extra_headers=[(b"content-type", b"application/json")],
@@ -181,7 +193,7 @@ class RpcServer:
                 nursery.cancel_scope.cancel()
                 return
             ws = await request.accept()
-            outbox = Outbox(self.limits.subscriber_buffer)
+            outbox = Outbox(self.limits.subscriber_buffer, max_subscriptions=self.limits.max_subscriptions)
             session = Session(self.hub, outbox)
             bucket = TokenBucket(self.limits.rate_per_s, self.limits.burst)
             nursery.start_soon(self._write_websocket, ws, outbox, nursery.cancel_scope)
@@ -248,6 +260,27 @@ async def run_rpc(node: NodeApi, *, token: str, host: str = "127.0.0.1", port: i
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+class _WebSocket(trio_websocket.WebSocketConnection):
+    """trio-websocket's connection, but a frame wsproto cannot accept (a text message that is not
+    UTF-8: 1007, a protocol violation: 1002) is answered with its close code before the TCP
+    connection closes. wsproto reports such a frame as a close event while the connection is
+    still open, and trio-websocket 0.12 then closes the stream without a word."""
+
+    async def _handle_close_connection_event(self, event: wsproto.events.CloseConnection) -> None:
+        if self._wsproto.state is wsproto.ConnectionState.OPEN:
+            await self._send(wsproto.events.CloseConnection(code=event.code, reason=event.reason))
+        await super()._handle_close_connection_event(event)
+
+
+async def _wrap_server_stream(nursery: trio.Nursery, stream: trio.abc.Stream,
+                              max_message_size: int) -> trio_websocket.WebSocketRequest:
+    """``trio_websocket.wrap_server_stream`` with ``_WebSocket`` connections (same steps)."""
+    connection = _WebSocket(stream, wsproto.WSConnection(wsproto.ConnectionType.SERVER),
+                            message_queue_size=4, max_message_size=max_message_size)
+    nursery.start_soon(connection._reader_task)
+    return await connection._get_request()
+
 
 def _is_websocket_upgrade(request: h11.Request) -> bool:
     upgrade = http11.header(request, b"upgrade")

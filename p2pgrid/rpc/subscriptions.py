@@ -43,7 +43,7 @@ from typing import Any, AsyncIterator
 import trio
 
 from p2pgrid.rpc.codec import to_json
-from p2pgrid.rpc.errors import NeedsWebSocket, UnknownSubscription
+from p2pgrid.rpc.errors import NeedsWebSocket, TooManySubscriptions, UnknownSubscription
 from p2pgrid.rpc.jsonrpc import encode
 
 
@@ -57,8 +57,9 @@ class Topic(str, enum.Enum):
 class Outbox:
     """Messages waiting to be written to one WebSocket connection."""
 
-    def __init__(self, event_capacity: int, response_capacity: int = 32) -> None:
+    def __init__(self, event_capacity: int, response_capacity: int = 32, max_subscriptions: int = 64) -> None:
         self.event_capacity = event_capacity
+        self.max_subscriptions = max_subscriptions
         self._events: deque[str] = deque()
         self._responses: deque[str] = deque()
         self._response_slots = trio.Semaphore(response_capacity)
@@ -135,6 +136,11 @@ class SubscriptionHub:
 
     def subscribe(self, topic: Topic, outbox: Outbox, zone: str | None = None,
                   slot: int | None = None) -> Subscription:
+        if len(outbox.subscriptions) >= outbox.max_subscriptions:
+            # Each subscription costs a filter test per published event: one connection must not
+            # slow the fan-out for everyone.
+            raise TooManySubscriptions(f"this connection already holds {outbox.max_subscriptions} "
+                                       "subscriptions; unsubscribe first")
         sub = Subscription(f"{self._salt}{next(self._ids):08x}", topic, outbox, zone, slot)
         self._by_topic[topic][sub.sub_id] = sub
         outbox.subscriptions.add(sub.sub_id)

@@ -65,8 +65,10 @@ class LocalBooks:
         book = self._books.get((zone, slot))
         return OrderBook(zone, slot) if book is None else book   # an empty book is still a book
 
-    def depth(self, slot: int, max_levels: int | None = None, zone: str | None = None) -> Depth:
-        return self.book(slot, zone).depth(max_levels)
+    def depth(self, slot: int, max_levels: int | None = None, zone: str | None = None,
+              now_ms: int | None = None) -> Depth:
+        """Levels of one book; with ``now_ms``, without orders expired by then and not yet swept."""
+        return self.book(slot, zone).depth(max_levels, now_ms)
 
     def signed_order(self, order_id: bytes) -> Signed[Order] | None:
         return self._signed.get(order_id)

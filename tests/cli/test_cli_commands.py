@@ -39,6 +39,7 @@ def test_init_writes_a_0600_keystore_and_a_config_that_loads(tmp_path, capsys):
 def test_init_with_passphrase_seals_the_keystore_and_status_shows_the_account(tmp_path, capsys):
     secret = tmp_path / "pass.txt"
     secret.write_text("correct horse\n")
+    secret.chmod(0o600)
     code, out, _ = run_cli(capsys, "init", "--data-dir", tmp_path / "home", "--passphrase-file", secret)
     assert code == 0
     keystore = tmp_path / "home" / "node.key"
@@ -54,6 +55,8 @@ def test_wrong_passphrase_is_one_clear_line_and_exit_1(tmp_path, capsys):
     right, wrong = tmp_path / "right", tmp_path / "wrong"
     right.write_text("correct horse\n")
     wrong.write_text("battery staple\n")
+    right.chmod(0o600)
+    wrong.chmod(0o600)
     assert run_cli(capsys, "init", "--data-dir", tmp_path / "home", "--passphrase-file", right)[0] == 0
     code, out, err = run_cli(capsys, "status", "--data-dir", tmp_path / "home", "--passphrase-file", wrong)
     assert code == 1

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -241,14 +245,32 @@ async def test_sunspec_units_are_sampled_with_signs_scale_factors_and_slot_energ
         nursery.cancel_scope.cancel()
 
 
-async def test_a_unit_that_goes_away_turns_bad_then_stale_and_comes_back(tmp_path, sunspec_server):
+@dataclass
+class SampledUnits:
+    inverter_unit: Any
+    meter_unit: Any
+    clock: ManualClock
+    device_set: RealDeviceSet
+    service: DeviceService
+
+
+@asynccontextmanager
+async def sampled_units(sunspec_server, tmp_path: Path, period_s: float = PERIOD_S) -> AsyncIterator[SampledUnits]:
+    """Two SunSpec units (PV + battery, meter) sampled by a ``DeviceService`` for the block."""
     inverter_unit, meter_unit = await start_units(sunspec_server)
     clock = ManualClock(START_MS)
     config = sunspec_config(tmp_path, inverter_unit.port, meter_unit.port)
     device_set = real_device_set(config, clock.now_ms)
-    service = DeviceService(device_set, period_s=PERIOD_S)
+    service = DeviceService(device_set, period_s=period_s)
     async with open_device_links(device_set), trio.open_nursery() as nursery:
         await nursery.start(service.run, Host(config, clock))
+        yield SampledUnits(inverter_unit, meter_unit, clock, device_set, service)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_unit_that_goes_away_turns_bad_then_stale_and_comes_back(tmp_path, sunspec_server):
+    async with sampled_units(sunspec_server, tmp_path) as units:
+        meter_unit, clock, service = units.meter_unit, units.clock, units.service
         await wait_fresh(service, clock)
         await meter_unit.stop()
         with trio.fail_after(15):
@@ -260,7 +282,6 @@ async def test_a_unit_that_goes_away_turns_bad_then_stale_and_comes_back(tmp_pat
         await meter_unit.start()                       # same port: the device is back
         await wait_fresh(service, clock)
         assert service.stale_devices() == set()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_battery_setpoint_reaches_the_storage_control_registers(tmp_path, sunspec_server):

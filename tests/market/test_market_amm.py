@@ -8,7 +8,8 @@ from hypothesis import assume, given, settings, strategies as st
 from p2pgrid.market import amm
 from p2pgrid.market.amm import HostLosses
 from p2pgrid.market.errors import (
-    CapacityExceeded, InsufficientLiquidity, NotPoolHost, PoolError, PoolFrozen, SlippageExceeded,
+    CapacityExceeded, DepositTooSmall, InsufficientLiquidity, NotPoolHost, PoolError, PoolFrozen,
+    SlippageExceeded,
 )
 from p2pgrid.market.orders import Side
 
@@ -270,8 +271,9 @@ def test_fees_accrue_to_liquidity_providers():
 @given(reserves, reserves, fees, st.integers(1, 10**12))
 def test_deposit_then_withdraw_never_returns_more_than_was_put_in(energy, credits, fee, deposit):
     pool = make_pool(energy, credits, fee_bps=fee, cap=10**13)
-    joined, minted = amm.deposit_credits(pool, LP, deposit, now_ms=1)
-    if minted == 0:
+    try:
+        joined, minted = amm.deposit_credits(pool, LP, deposit, now_ms=1)
+    except DepositTooSmall:
         return
     left, paid = amm.withdraw(joined, LP, minted, now_ms=1)
     value = paid.credits_uc
@@ -307,7 +309,7 @@ def test_liquidity_accounting_is_exact(ops, fee):
                 pool, q = amm.swap_exact_in(pool, Side.BUY, amount, now_ms=1)
                 credits_in += q.credits_uc
                 energy_in -= q.energy_wh
-        except (NotPoolHost, CapacityExceeded, InsufficientLiquidity):
+        except (NotPoolHost, CapacityExceeded, InsufficientLiquidity, DepositTooSmall):
             continue
         assert pool.credits_uc == credits_in and pool.energy_wh == energy_in
         assert pool.total_shares == sum(s for _, s in pool.shares)
@@ -334,3 +336,63 @@ def test_bad_parameters_are_refused():
         HostLosses(self_discharge_ppm_per_h=-1)
     with pytest.raises(PoolError):
         amm.quote_exact_in(make_pool(), Side.BUY, 0)
+
+
+# --- edge cases: empty pools, tiny deposits, round trips, caps after gate closure ------------------
+
+@settings(max_examples=300, deadline=None)
+@given(reserves, reserves, fees, st.integers(1, 10**12), st.sampled_from(["credits", "energy"]))
+def test_a_deposit_and_withdrawal_never_beat_a_swap(energy, credits, fee, deposit, asset):
+    """Deposit one asset, withdraw the shares at once: what came back of the other asset is no
+    more than a swap of what was spent would have paid, from the same pool."""
+    pool = make_pool(energy, credits, fee_bps=fee, cap=10**13)
+    depositing_credits = asset == "credits"
+    join, who = (amm.deposit_credits, LP) if depositing_credits else (amm.deposit_energy, HOST)
+    try:
+        joined, minted = join(pool, who, deposit, now_ms=1)
+    except DepositTooSmall:
+        return
+    _, paid = amm.withdraw(joined, who, minted, now_ms=1)
+    spent = deposit - (paid.credits_uc if depositing_credits else paid.energy_wh)
+    gained = paid.energy_wh if depositing_credits else paid.credits_uc
+    assert spent >= 0
+    if gained == 0:
+        return
+    side = Side.BUY if depositing_credits else Side.SELL
+    reserve_in, reserve_out = (credits, energy) if depositing_credits else (energy, credits)
+    assert gained <= amm.amount_out_for_in(spent, reserve_in, reserve_out, fee)
+
+
+def test_the_issue_round_trip_now_costs_at_least_the_swap():
+    """Fee on half the deposit, returned pro rata, used to make deposit + withdraw cheaper."""
+    pool = make_pool(100_000, 30_000_000, fee_bps=1000, cap=10**9)
+    joined, minted = amm.deposit_credits(pool, LP, 30_000_000, now_ms=1)
+    _, paid = amm.withdraw(joined, LP, minted, now_ms=1)
+    spent = 30_000_000 - paid.credits_uc
+    assert paid.energy_wh <= amm.amount_out_for_in(spent, 30_000_000, 100_000, 1000)
+
+
+def test_a_deposit_that_would_mint_no_share_is_refused_and_keeps_nothing():
+    pool = make_pool(10**9, 10**12)
+    with pytest.raises(DepositTooSmall):
+        amm.deposit_credits(pool, LP, 1, now_ms=1)
+    with pytest.raises(DepositTooSmall):
+        amm.deposit_energy(pool, HOST, 1, now_ms=1)
+
+
+def test_marginal_prices_of_an_empty_pool_are_refused_not_divided_by_zero():
+    pool = make_pool()
+    pool, _ = amm.withdraw(pool, HOST, pool.total_shares, now_ms=1)
+    assert (pool.energy_wh, pool.credits_uc) == (0, 0)
+    for price in (amm.buy_marginal_price, amm.sell_marginal_price):
+        with pytest.raises(InsufficientLiquidity):
+            price(pool)
+    assert amm.mid_price(0, 0) == 0
+
+
+def test_the_host_can_lower_but_not_raise_the_cap_after_gate_closure():
+    pool = make_pool(10_000, 3_000_000, cap=20_000)
+    trimmed_pool, trimmed = amm.set_energy_cap(pool, 4_000, now_ms=GATE + 1)
+    assert (trimmed_pool.energy_cap_wh, trimmed_pool.energy_wh, trimmed) == (4_000, 4_000, 6_000)
+    with pytest.raises(PoolFrozen):
+        amm.set_energy_cap(trimmed_pool, 5_000, now_ms=GATE + 2)

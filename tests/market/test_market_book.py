@@ -114,6 +114,23 @@ def test_expiry_removes_exactly_the_expired_and_match_ignores_them_before_the_sw
     assert len(book) == 0 and book.best_ask() is None and book.next_expiry_ms() is None
 
 
+def test_an_expired_order_not_yet_swept_is_never_the_best_price_or_in_the_depth():
+    book = OrderBook("z", 0)
+    book.add(order(1, Side.SELL, 10, 100, expiry=50), 0)
+    book.add(order(2, Side.SELL, 5, 110, expiry=FAR), 0)
+    book.add(order(3, Side.SELL, 7, 110, expiry=FAR), 0)
+    book.add(order(4, Side.BUY, 10, 90, expiry=50), 0)
+    book.add(order(5, Side.BUY, 10, 80, expiry=FAR), 0)
+    assert (book.best_ask(49), book.best_bid(49)) == (100, 90)
+    assert (book.best_ask(50), book.best_bid(50)) == (110, 80)          # expired at 50, not swept
+    depth = book.depth(now_ms=50)
+    assert [(lv.price, lv.qty_wh, lv.orders) for lv in depth.asks] == [(110, 12, 2)]
+    assert [(lv.price, lv.qty_wh, lv.orders) for lv in depth.bids] == [(80, 10, 1)]
+    assert book.depth(max_levels=1, now_ms=49).asks[0].price == 100
+    book.expire(50)
+    assert book.depth() == depth                                           # the sweep agrees
+
+
 def test_cancelled_order_does_not_expire_later():
     book = OrderBook("z", 0)
     book.add(order(1, Side.SELL, 10, 100, expiry=50), 0)

@@ -1,12 +1,16 @@
 """The RPC of real nodes on real py-libp2p hosts (127.0.0.1): the whole method table over HTTP,
-a trade between two nodes included."""
+a trade between two nodes included; trading goes on after failures inside py-libp2p's tasks."""
 
 from __future__ import annotations
 
 import pytest
+import trio
 
+from p2pgrid.net.libp2p_containment import FAILURES
 from p2pgrid.node_rpc import open_node_cluster
-from rpc_node_helpers import FUNDS_UC, exercise_every_method, rpc_client
+from p2pgrid.rpc.client import calls
+from p2pgrid.wire import Side
+from rpc_node_helpers import FUNDS_UC, exercise_every_method, open_slot, poll, rpc_client
 
 
 @pytest.mark.slow
@@ -14,3 +18,24 @@ async def test_every_method_over_http_on_libp2p_nodes(tmp_path):
     async with open_node_cluster(tmp_path, 4, kind="libp2p", rpc_nodes=(1, 2), funds_uc=FUNDS_UC) as nodes:
         async with rpc_client(nodes[1]) as maker, rpc_client(nodes[2]) as taker:
             await exercise_every_method(maker.call, taker.call, nodes)
+
+
+@pytest.mark.slow
+async def test_a_node_keeps_trading_after_failures_inside_its_libp2p_tasks(tmp_path):
+    """Failures injected where py-libp2p's own tasks failed in a 31-node demo (a pubsub task, a
+    gossipsub task, the pubsub stream reader): the node answers and trades, certified."""
+    before = FAILURES.total
+    async with open_node_cluster(tmp_path, 4, kind="libp2p", rpc_nodes=(1, 2), funds_uc=FUNDS_UC) as nodes:
+        maker, taker = nodes[2], nodes[1]
+        taker.transport.inject_failures()
+        await maker.transport.subscribe("p2pgrid/test/announce")   # its announcement trips the reader
+        with trio.fail_after(60):
+            while FAILURES.total < before + 3:
+                await trio.sleep(0.01)
+        slot = open_slot(maker)
+        async with rpc_client(maker) as sell, rpc_client(taker) as buy:
+            assert (await buy.call(calls.node_info())).account == taker.key.public_key
+            await sell.call(calls.order_place(maker.zone, slot, Side.SELL, 700, 200_000))
+            await poll(lambda: buy.call(calls.book_get(maker.zone, slot)), lambda b: b.asks, timeout_s=60)
+            execution = await buy.call(calls.trade_execute(maker.zone, slot, Side.BUY, 700, 250_000))
+        assert execution.filled_wh == 700 and all(t.certified for t in execution.trades)
