@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -111,6 +112,8 @@ class MemoryTransport:
         self._public_key = public_key
         self._nursery = nursery
         self._links: set[bytes] = set()
+        # peer → our ends of the streams open to it (weak: a stream dropped after use goes by itself)
+        self._streams: dict[bytes, weakref.WeakSet[trio.abc.HalfCloseableStream]] = {}
         self._subscriptions: dict[str, MemorySubscription] = {}
         self._validators: dict[str, Validator] = {}
         self._handlers: dict[str, tuple[StreamHandler, int]] = {}
@@ -141,11 +144,18 @@ class MemoryTransport:
         return remote.local_peer
 
     def disconnect(self, peer: bytes) -> None:
-        """Drop the link to ``peer`` (both directions): for partition tests."""
+        """Drop the link to ``peer`` (both directions) and every stream open over it, as a real
+        disconnect does: for partition tests."""
         self._links.discard(peer)
+        self._close_streams(peer)
         remote = self._network._transports.get(peer)
         if remote is not None:
             remote._links.discard(self._public_key)
+            remote._close_streams(self._public_key)
+
+    def _close_streams(self, peer: bytes) -> None:
+        for stream in list(self._streams.pop(peer, ())):
+            self._nursery.start_soon(stream.aclose)
 
     def peers(self) -> frozenset[bytes]:
         return frozenset(self._links)
@@ -235,6 +245,8 @@ class MemoryTransport:
             raise ProtocolNotSupported(f"peer {peer.hex()[:16]} does not serve {protocol}")
         handler, remote_max = served
         local_end, remote_end = trio.testing.memory_stream_pair()
+        self._streams.setdefault(peer, weakref.WeakSet()).add(local_end)
+        remote._streams.setdefault(self._public_key, weakref.WeakSet()).add(remote_end)
         ours = _framed(local_end, peer, protocol, max_frame_bytes)
         theirs = _framed(remote_end, self._public_key, protocol, remote_max)
         remote._nursery.start_soon(_serve, handler, theirs)
