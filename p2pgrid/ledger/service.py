@@ -382,17 +382,21 @@ class LedgerService:
 
     async def _batcher(self) -> None:
         """Certify queued entries batch by batch; entries in doubt are offered again (first, since
-        everything after them extends them) with a growing pause while they stay undecided."""
+        everything after them extends them) with a growing pause while they stay undecided. The
+        pause runs on its own deadline: a node that keeps submitting must not starve its entries in
+        doubt (whatever it submits meanwhile extends them and waits for them)."""
         waiting: list[_Pending] = []
         retry_in = _RETRY_FIRST_S
+        retry_at = trio.current_time() + retry_in
         while True:
-            with trio.move_on_after(retry_in if self._in_doubt else math.inf) as pause:
+            with trio.move_on_at(retry_at if self._in_doubt else math.inf):
                 if not waiting or not self._has_ready(waiting):
                     waiting.append(await self._queue_receive.receive())
                 await trio.sleep(self.config.batch_linger_s)   # let concurrent submitters join the batch
-            if pause.cancelled_caught:
+            if self._in_doubt and trio.current_time() >= retry_at:
                 self._repropose_in_doubt()
                 retry_in = min(retry_in * 2, _RETRY_MAX_S)
+                retry_at = trio.current_time() + retry_in
             while True:
                 try:
                     waiting.append(self._queue_receive.receive_nowait())
@@ -400,8 +404,11 @@ class LedgerService:
                     break
             batch, waiting = self._take_batch(waiting)
             if batch:
+                had_doubt = bool(self._in_doubt)
                 if await self._certify_batch(batch):
                     retry_in = _RETRY_FIRST_S      # something was decided: the rest may follow soon
+                if self._in_doubt and (not had_doubt or retry_at > trio.current_time() + retry_in):
+                    retry_at = trio.current_time() + retry_in
 
     def _has_ready(self, waiting: list[_Pending]) -> bool:
         """Whether some waiting entry extends its chain's certified head (can be batched now)."""

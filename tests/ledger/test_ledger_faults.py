@@ -271,3 +271,31 @@ async def test_a_reading_taken_after_its_deadline_is_refused_for_good_and_the_ch
         await submit(alice, after)
         await cluster.converge()
         nursery.cancel_scope.cancel()
+
+
+async def test_an_entry_in_doubt_is_offered_again_while_its_owner_keeps_submitting(tmp_path):
+    """Entries submitted meanwhile extend the one in doubt and wait for it: a steady stream of them
+    must not starve its re-proposal (seen: chains stuck for days in a week-long study)."""
+    async with trio.open_nursery() as nursery:
+        cluster = await open_cluster(tmp_path, nursery)
+        alice = cluster["alice"]
+        cluster.partition("alice", ["v2", "v3"])
+        first = alice.next_entry("burn", Burn(1))
+        await submit_in_doubt(alice, first)
+        await cluster.heal()
+        later = []
+
+        async def keep_submitting() -> None:
+            while True:
+                entry = alice.next_entry("burn", Burn(1))
+                later.append(entry)
+                nursery.start_soon(_submit_ignoring_the_kill, alice, entry)
+                await trio.sleep(0.02)          # faster than the ledger's first re-proposal pause
+
+        async with trio.open_nursery() as stream:
+            stream.start_soon(keep_submitting)
+            await certified(alice, ALICE.public_key, first.body.seq)
+            stream.cancel_scope.cancel()
+        await certified(alice, ALICE.public_key, later[-1].body.seq)
+        await cluster.converge()
+        nursery.cancel_scope.cancel()
