@@ -239,7 +239,8 @@ class TradingService:
 
     def neighbour_depths(self, slot: int, max_levels: int | None = None) -> dict[str, Depth]:
         """Each neighbour zone's depth for ``slot`` at fee-inclusive prices (for ``book_get``)."""
-        return {zone: fee_inclusive_depth(self.books.depth(slot, max_levels, zone), fee)
+        now = self.clock()
+        return {zone: fee_inclusive_depth(self.books.depth(slot, max_levels, zone, now), fee)
                 for zone, fee in self.locality.grid_fees.items()}
 
     # --- taking -------------------------------------------------------------------------------
