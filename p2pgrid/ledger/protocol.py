@@ -85,6 +85,7 @@ class RoundResult:
     rejections: Mapping[bytes, tuple[Rejection, ...]]
     adopt: tuple[bytes, ...] = ()
     behind: tuple[bytes, ...] = ()        # validators that hold a certified entry at a seq we offer
+    voted_sizes: tuple[int, ...] = ()     # the prefix each validator that answered voted for (0: none)
 
 
 class VoteCollector:
@@ -188,7 +189,8 @@ class VoteCollector:
             certificate, certified = self.outcome.certificate, self.outcome.size
         refused = sorted(i for i, by in self._refusals.items() if len(by) >= self.committee.quorum and i >= certified)
         return RoundResult(certificate, certified, refused[0] if refused else None, dict(self._rejections),
-                           tuple(self._adopt), tuple(sorted(self._behind)))
+                           tuple(self._adopt), tuple(sorted(self._behind)),
+                           tuple(self.voted_size(v) for v in sorted(self._answered)))
 
     def refusals(self, index: int) -> tuple[Signed[Refusal], ...]:
         return tuple(self._refusals.get(index, {}).values())

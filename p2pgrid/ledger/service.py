@@ -49,6 +49,7 @@ they are cancelled when the service stops, before its store closes.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -79,6 +80,8 @@ from p2pgrid.ledger.protocol import (
 from p2pgrid.ledger.store import LedgerStore
 from p2pgrid.net.transport import FramedStream, StreamClosed, Transport, ValidationResult
 from p2pgrid.wire import Signed, decode_signed, sign
+
+log = logging.getLogger(__name__)
 
 VOTE_PROTOCOL = "/p2pgrid/vote/1"
 SYNC_PROTOCOL = "/p2pgrid/sync/1"
@@ -197,6 +200,50 @@ class _ValidatorLink:
         await self.stream.aclose()
 
 
+class _VoteJournal:
+    """Group commit of a validator's vote records: ``persist`` returns once the records are
+    durable; records handed in while a commit runs go to disk together in the next one."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+        self._records: list[tuple[bytes, bytes]] = []
+        self._entries: dict[bytes, Signed[Entry]] = {}
+        self._written = trio.Event()
+        self._error: BaseException | None = None
+        self._writing = False
+
+    async def persist(self, records: Sequence[tuple[bytes, bytes]], entries: dict[bytes, Signed[Entry]]) -> None:
+        self._records.extend(records)
+        self._entries.update(entries)
+        written, mine = self._written, None
+        if self._writing:
+            await written.wait()
+        else:
+            self._writing = True
+            try:
+                while self._records:
+                    batch, batch_entries, done = self._records, self._entries, self._written
+                    self._records, self._entries, self._written = [], {}, trio.Event()
+                    try:
+                        # Shielded: waiters are told "durable" when this ends, so it must end
+                        # with the commit done (or failed), never cut off halfway by a cancel.
+                        with trio.CancelScope(shield=True):
+                            await self._store.record_votes(batch, batch_entries)
+                    except BaseException as exc:
+                        self._error = exc
+                        raise
+                    finally:
+                        done.set()
+                    if done is written:
+                        mine = done
+            finally:
+                self._writing = False
+            if mine is None:
+                await written.wait()
+        if self._error is not None:
+            raise LedgerError(f"vote records could not be written: {self._error}")
+
+
 @dataclass
 class _Pending:
     entry: Signed[Entry]
@@ -228,9 +275,11 @@ class LedgerService:
         self._voted: dict[bytes, bytes] = {}                       # conflict key → entry hash voted for
         self._voted_at: dict[bytes, tuple[bytes, int]] = {}        # conflict key → (account, seq) voted
         self._vote_lock = trio.Lock()
+        self._votes_journal = _VoteJournal(store)
         self._fetching: set[bytes] = set()                         # peers being pulled from right now
         self._in_doubt: dict[bytes, dict[int, Signed[Entry]]] = {}   # account → seq → entry proposed, undecided
         self._dropped: set[bytes] = set()            # entries a quorum refused (and entries extending them)
+        self._doubt_rounds: dict[bytes, int] = {}    # entry hash → rounds it stayed undecided (for the log)
         self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
@@ -479,6 +528,11 @@ class LedgerService:
                 decided = True
             else:
                 self._in_doubt.setdefault(account, {})[p.entry.body.seq] = p.entry
+                rounds = self._doubt_rounds[entry_hash(p.entry)] = self._doubt_rounds.get(entry_hash(p.entry), 0) + 1
+                if index == 0 and rounds in (5, 20, 100):
+                    log.warning("entry %s#%d (%s) still undecided after %d rounds: %s; votes by prefix %s",
+                                account.hex()[:8], p.entry.body.seq, p.entry.body.kind, rounds,
+                                _describe_waiting(result.rejections), result.voted_sizes)
                 p.error = EntryInDoubt("no quorum of votes yet (" + _describe_waiting(result.rejections)
                                        + "); it will be proposed again", dict(result.rejections))
             self._tips[account] = self._settled_tip(account) if refused_from is not None else (
@@ -530,6 +584,7 @@ class LedgerService:
         return first
 
     def _forget_in_doubt(self, entry: Signed[Entry]) -> None:
+        self._doubt_rounds.pop(entry_hash(entry), None)
         held = self._in_doubt.get(entry.body.account)
         if held is not None and entry.body.seq in held and entry_hash(held[entry.body.seq]) == entry_hash(entry):
             del held[entry.body.seq]
@@ -634,25 +689,31 @@ class LedgerService:
 
     async def handle_vote_request(self, request: VoteRequest, peer: bytes | None = None) -> VoteReply:
         """The validator's answer: a signed vote over the longest prefix it accepts, persisted
-        before it is returned, and why the next entry got none (signed, when that is final)."""
+        before it is returned, and why the next entry got none (signed, when that is final).
+
+        Requests are judged one at a time against the records of every vote decided so far (so two
+        conflicting requests can never both pass the never-vote-twice check), but the records are
+        made durable by **group commit**: every request decided while a commit is running joins
+        the next one, and each reply waits for the commit that holds its records. One slow disk
+        write no longer queues every proposer of the zone behind it."""
         if not self.is_validator:
             return VoteReply(request.request_id, b"", ())
-        async with self._vote_lock:
+        async with self._vote_lock:     # no await inside: decisions and records stay in step
             decision = decide_vote(self.state, self._voted, request.entries, self.rules, self.clock())
-            if decision.new_records:
-                by_hash = {entry_hash(e): e for e in decision.entries}
-                await self.store.record_votes(decision.new_records, by_hash)
-                for key, h in decision.new_records:
-                    self._voted[key] = h
-                    voted = by_hash[h].body
-                    self._voted_at[key] = (voted.account, voted.seq)
-            self._remember(decision.entries)
-            vote = make_vote(self.committee, self._signer, decision.entry_hashes).encoded if decision.accepted else b""
-            final = decision.final_rejection
-            refusal = (make_refusal(self.committee, self._signer, decision.refused_hash, final.reason).encoded
-                       if final is not None and decision.refused_hash else b"")
-            voted_entry = (await self.store.voted_entry(decision.already_voted_key) or b""
-                           if decision.already_voted_key else b"")
+            by_hash = {entry_hash(e): e for e in decision.entries}
+            for key, h in decision.new_records:
+                self._voted[key] = h
+                voted = by_hash[h].body
+                self._voted_at[key] = (voted.account, voted.seq)
+        if decision.new_records:
+            await self._votes_journal.persist(decision.new_records, by_hash)
+        self._remember(decision.entries)
+        vote = make_vote(self.committee, self._signer, decision.entry_hashes).encoded if decision.accepted else b""
+        final = decision.final_rejection
+        refusal = (make_refusal(self.committee, self._signer, decision.refused_hash, final.reason).encoded
+                   if final is not None and decision.refused_hash else b"")
+        voted_entry = (await self.store.voted_entry(decision.already_voted_key) or b""
+                       if decision.already_voted_key else b"")
         if peer is not None and peer != self.me and any(
                 not r.final and r.reason in _DEPENDENCY_REASONS for r in decision.rejections):
             self._fetch_from(peer)   # the proposer holds what this validator waits for

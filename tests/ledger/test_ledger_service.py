@@ -119,3 +119,31 @@ async def test_anti_entropy_catches_a_restarted_node_up_without_being_asked(tmp_
         async with open_ledger_node(network, seeded_key("late"), tmp_path / "late.db", config) as late:
             await wait_all([late], 5)
             assert late.state_root() == gateway.state_root()
+
+
+async def test_vote_records_are_group_committed_and_each_reply_waits_for_its_own_commit():
+    """Votes decided while a commit runs go to disk together in the next one (a slow disk no longer
+    queues every proposer behind every other), and nobody is answered before its records are durable."""
+    from p2pgrid.ledger.service import _VoteJournal
+
+    class SlowStore:
+        def __init__(self):
+            self.commits, self.durable = [], set()
+
+        async def record_votes(self, records, entries):
+            await trio.sleep(0.05)                  # an fsync
+            self.commits.append(len(records))
+            self.durable.update(key for key, _ in records)
+
+    store = SlowStore()
+    journal = _VoteJournal(store)
+
+    async def vote(i):
+        key = b"seq/" + bytes([i])
+        await journal.persist([(key, b"h" * 32)], {})
+        assert key in store.durable, "answered before its record was durable"
+
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(vote, i)
+    assert sum(store.commits) == 40 and len(store.commits) <= 3, store.commits
