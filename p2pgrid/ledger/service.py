@@ -280,6 +280,8 @@ class LedgerService:
         self._in_doubt: dict[bytes, dict[int, Signed[Entry]]] = {}   # account → seq → entry proposed, undecided
         self._dropped: set[bytes] = set()            # entries a quorum refused (and entries extending them)
         self._doubt_rounds: dict[bytes, int] = {}    # entry hash → rounds it stayed undecided (for the log)
+        # account → (certified height, seq, overlay with own entries before seq, their (seq, hash))
+        self._views: dict[bytes, tuple[int, int, LedgerState, list[tuple[int, bytes]]]] = {}
         self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
@@ -397,21 +399,32 @@ class LedgerService:
 
     def _own_view(self, account: bytes, seq: int) -> LedgerState | None:
         """The certified state with this node's undecided entries of ``account`` before ``seq``
-        applied on top (a scratch overlay), or None if one of them is not at hand."""
+        applied on top (a scratch overlay), or None if one of them is not at hand. The overlay of
+        the last call is kept and extended while nothing certified changes, so entries submitted
+        in a row cost one apply each, not one per entry queued before them."""
         head = self.state.head(account).next_seq
         if seq <= head:
             return self.state
         queued = {p.entry.body.seq: p.entry for p in self._queued.values() if p.entry.body.account == account}
         queued.update(self._in_doubt.get(account, {}))
-        view = self.state.overlay()
-        for at in range(head, seq):
+        cached = self._views.get(account)
+        if cached is not None and cached[0] == self.state.height and cached[1] <= seq \
+                and all(queued.get(at) is not None and entry_hash(queued[at]) == h
+                        for at, h in cached[3][-1:]):
+            _, upto, view, applied = cached
+        else:
+            upto, view, applied = head, self.state.overlay(), []
+        for at in range(upto, seq):
             before = queued.get(at)
             if before is None:
                 return None
             try:
                 apply_entry(view, before, self.rules)
             except (LedgerError, KeyError):
+                self._views.pop(account, None)
                 return None
+            applied.append((at, entry_hash(before)))
+        self._views[account] = (self.state.height, seq, view, applied)
         return view
 
     def _enqueue(self, entry: Signed[Entry]) -> _Pending:
