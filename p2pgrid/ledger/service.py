@@ -202,46 +202,46 @@ class _ValidatorLink:
 
 class _VoteJournal:
     """Group commit of a validator's vote records: ``persist`` returns once the records are
-    durable; records handed in while a commit runs go to disk together in the next one."""
+    durable; records handed in while a commit runs go to disk together in the next one. Commits
+    run in a task of their own (``run``), never in a request's task: a proposer that is also a
+    validator must not end up writing every other proposer's records instead of certifying."""
 
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
         self._records: list[tuple[bytes, bytes]] = []
         self._entries: dict[bytes, Signed[Entry]] = {}
         self._written = trio.Event()
+        self._wanted = trio.Event()
         self._error: BaseException | None = None
-        self._writing = False
 
     async def persist(self, records: Sequence[tuple[bytes, bytes]], entries: dict[bytes, Signed[Entry]]) -> None:
-        self._records.extend(records)
-        self._entries.update(entries)
-        written, mine = self._written, None
-        if self._writing:
-            await written.wait()
-        else:
-            self._writing = True
-            try:
-                while self._records:
-                    batch, batch_entries, done = self._records, self._entries, self._written
-                    self._records, self._entries, self._written = [], {}, trio.Event()
-                    try:
-                        # Shielded: waiters are told "durable" when this ends, so it must end
-                        # with the commit done (or failed), never cut off halfway by a cancel.
-                        with trio.CancelScope(shield=True):
-                            await self._store.record_votes(batch, batch_entries)
-                    except BaseException as exc:
-                        self._error = exc
-                        raise
-                    finally:
-                        done.set()
-                    if done is written:
-                        mine = done
-            finally:
-                self._writing = False
-            if mine is None:
-                await written.wait()
         if self._error is not None:
             raise LedgerError(f"vote records could not be written: {self._error}")
+        self._records.extend(records)
+        self._entries.update(entries)
+        written = self._written
+        self._wanted.set()
+        await written.wait()
+        if self._error is not None:
+            raise LedgerError(f"vote records could not be written: {self._error}")
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted = trio.Event()
+            if not self._records:
+                continue
+            batch, batch_entries, done = self._records, self._entries, self._written
+            self._records, self._entries, self._written = [], {}, trio.Event()
+            try:
+                # Shielded: waiters are told "durable" when this ends, so it must end with the
+                # commit done (or failed), never cut off halfway by the service stopping.
+                with trio.CancelScope(shield=True):
+                    await self._store.record_votes(batch, batch_entries)
+            except LedgerError as exc:
+                self._error = exc
+            finally:
+                done.set()
 
 
 @dataclass
@@ -960,6 +960,7 @@ class LedgerService:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._batcher)
+                nursery.start_soon(self._votes_journal.run)
                 self._repropose_in_doubt()
                 nursery.start_soon(self._consume_gossip, subscription)
                 nursery.start_soon(self._store_gossip)

@@ -143,7 +143,10 @@ async def test_vote_records_are_group_committed_and_each_reply_waits_for_its_own
         await journal.persist([(key, b"h" * 32)], {})
         assert key in store.durable, "answered before its record was durable"
 
-    async with trio.open_nursery() as nursery:
-        for i in range(40):
-            nursery.start_soon(vote, i)
+    async with trio.open_nursery() as writer:
+        writer.start_soon(journal.run)
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(vote, i)
+        writer.cancel_scope.cancel()
     assert sum(store.commits) == 40 and len(store.commits) <= 3, store.commits
