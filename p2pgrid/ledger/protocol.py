@@ -61,13 +61,6 @@ class Certified:
 
 
 @dataclass(frozen=True)
-class QuorumImpossible:
-    """Kept for callers that describe refusals: ``rejections`` by validator."""
-
-    rejections: Mapping[bytes, tuple[Rejection, ...]]
-
-
-@dataclass(frozen=True)
 class RoundResult:
     """What one round of votes on a request decided, per entry of it:
 
@@ -103,12 +96,7 @@ class VoteCollector:
         self._adopt: dict[bytes, None] = {}
         self._behind: set[bytes] = set()
         self._answered: set[bytes] = set()
-        self._sent: set[bytes] = set()
         self.outcome: Certified | None = None
-
-    def mark_sent(self, validator: bytes) -> None:
-        """The request is on its way to ``validator``: from now on it may vote, heard or not."""
-        self._sent.add(validator)
 
     def voted_size(self, validator: bytes) -> int:
         vote = self._votes.get(validator)
@@ -191,13 +179,6 @@ class VoteCollector:
         return RoundResult(certificate, certified, refused[0] if refused else None, dict(self._rejections),
                            tuple(self._adopt), tuple(sorted(self._behind)),
                            tuple(self.voted_size(v) for v in sorted(self._answered)))
-
-    def refusals(self, index: int) -> tuple[Signed[Refusal], ...]:
-        return tuple(self._refusals.get(index, {}).values())
-
-    @property
-    def votes_received(self) -> int:
-        return len(self._votes)
 
     def certified_entries(self) -> CertifiedEntries:
         if self.outcome is None:

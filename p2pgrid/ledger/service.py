@@ -280,8 +280,8 @@ class LedgerService:
         self._in_doubt: dict[bytes, dict[int, Signed[Entry]]] = {}   # account → seq → entry proposed, undecided
         self._dropped: set[bytes] = set()            # entries a quorum refused (and entries extending them)
         self._doubt_rounds: dict[bytes, int] = {}    # entry hash → rounds it stayed undecided (for the log)
-        # account → (certified height, seq, overlay with own entries before seq, their (seq, hash))
-        self._views: dict[bytes, tuple[int, int, LedgerState, list[tuple[int, bytes]]]] = {}
+        # account → (certified height, seq, overlay with own entries before seq, last one's (seq, hash))
+        self._views: dict[bytes, tuple[int, int, LedgerState, tuple[int, bytes] | None]] = {}
         self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
@@ -408,12 +408,12 @@ class LedgerService:
         queued = {p.entry.body.seq: p.entry for p in self._queued.values() if p.entry.body.account == account}
         queued.update(self._in_doubt.get(account, {}))
         cached = self._views.get(account)
-        if cached is not None and cached[0] == self.state.height and cached[1] <= seq \
-                and all(queued.get(at) is not None and entry_hash(queued[at]) == h
-                        for at, h in cached[3][-1:]):
-            _, upto, view, applied = cached
+        if cached is not None and cached[0] == self.state.height and cached[1] <= seq and (
+                cached[3] is None or (queued.get(cached[3][0]) is not None
+                                      and entry_hash(queued[cached[3][0]]) == cached[3][1])):
+            _, upto, view, last = cached
         else:
-            upto, view, applied = head, self.state.overlay(), []
+            upto, view, last = head, self.state.overlay(), None
         for at in range(upto, seq):
             before = queued.get(at)
             if before is None:
@@ -423,8 +423,8 @@ class LedgerService:
             except (LedgerError, KeyError):
                 self._views.pop(account, None)
                 return None
-            applied.append((at, entry_hash(before)))
-        self._views[account] = (self.state.height, seq, view, applied)
+            last = (at, entry_hash(before))
+        self._views[account] = (self.state.height, seq, view, last)
         return view
 
     def _enqueue(self, entry: Signed[Entry]) -> _Pending:
@@ -656,11 +656,9 @@ class LedgerService:
     async def _ask_vote(self, validator: bytes, collector: VoteCollector, scope: trio.CancelScope) -> None:
         try:
             if validator == self.me:
-                collector.mark_sent(validator)
                 reply = await self.handle_vote_request(collector.request, self.me)
             else:
                 link = await self._link(validator)
-                collector.mark_sent(validator)
                 reply = await link.request_vote(collector.request)
             collector.receive_reply(validator, reply)
             if collector.decided():
