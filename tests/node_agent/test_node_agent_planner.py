@@ -89,12 +89,15 @@ class Freezable:
 
 
 async def fresh_samples(host: AgentHost) -> None:
-    """Wait until every answering device was sampled at the current market time."""
+    """Wait until every answering device gave a good reading at the current market time.
+
+    A read can miss its (real-time) timeout on a busy machine; that BAD sample is dated now too,
+    so only a GOOD one proves the device was heard."""
     now = host.clock.now_ms()
     telemetry = host.telemetry
     with trio.fail_after(10):
         await wait_until(lambda: all(
-            s.t_ms >= now for name, s in telemetry.last.items()
+            s.t_ms >= now and s.quality is Quality.GOOD for name, s in telemetry.last.items()
             if not getattr(telemetry.device_set.devices[name], "frozen", False))
             and len(telemetry.last) == len(telemetry.device_set.devices), 0.01)
 
