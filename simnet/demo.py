@@ -25,7 +25,6 @@ no ledger; every node must see every order.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import shutil
 import signal
@@ -43,7 +42,7 @@ from p2pgrid.cli.dashboard import format_market_time, render_cluster
 from p2pgrid.node import NodeStatus
 from simnet.launcher import Cluster, ClusterError, ClusterSettings, default_specs
 from simnet.report import write_report
-from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario
+from simnet.scenario import ScenarioError, check_scenario, load_scenario, resize
 from simnet.simulate import simulate
 from simnet.study import do_study, register as register_study
 
@@ -151,28 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def resize(s: Scenario, nodes: int) -> Scenario:
-    """The scenario with ``nodes`` nodes in total (operator included), keeping its mix."""
-    people = nodes - 1
-    if people < 2:
-        raise ScenarioError("--nodes must be at least 3 (the operator and two participants)")
-    total = s.participants
-    stations = max(1 if s.stations else 0, round(people * s.stations / total))
-    consumers = max(1 if s.consumers else 0, round(people * s.consumers / total))
-    households = max(0, people - stations - consumers)
-    committee = min(s.committee_size, 1 + stations + households)
-    faults = tuple(f for f in s.faults if all(_exists(n, stations, households, consumers)
-                                             for n in ([f.node] if f.node else []) + [x for g in f.groups for x in g]))
-    return dataclasses.replace(s, households=households, consumers=consumers, stations=stations,
-                               committee_size=committee, faults=faults)
-
-
-def _exists(name: str, stations: int, households: int, consumers: int) -> bool:
-    kind, _, index = name.partition("-")
-    limits = {"operator": 1, "station": stations, "household": households, "consumer": consumers}
-    return kind == "operator" or (kind in limits and index.isdigit() and int(index) < limits[kind])
 
 
 def run_scenario_command(args: argparse.Namespace, argv: list[str]) -> int:

@@ -247,3 +247,25 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
+
+
+def resize(s: Scenario, nodes: int) -> Scenario:
+    """The scenario with ``nodes`` nodes in total (operator included), keeping its mix."""
+    people = nodes - 1
+    if people < 2:
+        raise ScenarioError("--nodes must be at least 3 (the operator and two participants)")
+    total = s.participants
+    stations = max(1 if s.stations else 0, round(people * s.stations / total))
+    consumers = max(1 if s.consumers else 0, round(people * s.consumers / total))
+    households = max(0, people - stations - consumers)
+    committee = min(s.committee_size, 1 + stations + households)
+    faults = tuple(f for f in s.faults if all(_exists(n, stations, households, consumers)
+                                             for n in ([f.node] if f.node else []) + [x for g in f.groups for x in g]))
+    return dataclasses.replace(s, households=households, consumers=consumers, stations=stations,
+                               committee_size=committee, faults=faults)
+
+
+def _exists(name: str, stations: int, households: int, consumers: int) -> bool:
+    kind, _, index = name.partition("-")
+    limits = {"operator": 1, "station": stations, "household": households, "consumer": consumers}
+    return kind == "operator" or (kind in limits and index.isdigit() and int(index) < limits[kind])

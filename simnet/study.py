@@ -45,7 +45,7 @@ from p2pgrid.errors import P2PGridError
 from p2pgrid.invest import STREAMS
 from p2pgrid.invest_report import InvestReport, build_report, read_run, stream_reasons, write_report
 from simnet.profiles import profile_slot_utc_s
-from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario
+from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario, resize
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "station"
@@ -246,7 +246,6 @@ def do_study(args: argparse.Namespace) -> int:
         scenario_path = resolve_scenario(args.scenario)
         base = load_scenario(scenario_path)
         if args.nodes is not None:
-            from simnet.demo import resize
             base = resize(base, args.nodes)
         base = base.with_overrides(speed=args.speed, transport=args.transport)
         scenarios = {season: season_scenario(base, season, hours) for season in seasons}

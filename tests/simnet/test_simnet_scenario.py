@@ -8,8 +8,8 @@ import pytest
 from p2pgrid.config import load_config
 from p2pgrid.node_agent import TradingProfile, load_profile
 from simnet.community import build_participants, prepare_community, self_consumption
-from simnet.demo import main, resize
-from simnet.scenario import FAULT_KINDS, ScenarioError, build_scenario, load_scenario
+from simnet.demo import main
+from simnet.scenario import FAULT_KINDS, ScenarioError, build_scenario, load_scenario, resize
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "simnet" / "scenarios"
 
