@@ -52,8 +52,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from p2pgrid.devices.base import Applied, Device, DeviceKind, Quality, Setpoint, SetpointRejected
+from p2pgrid.devices.base import Applied, DeviceKind, Quality, Setpoint, SetpointRejected
 from p2pgrid.devices.battery import BatterySpec
+from p2pgrid.devices.device import Device
 from p2pgrid.devices.pv import PvArraySpec
 from p2pgrid.devices.readings import BatteryReading, MeterReading, Reading
 from p2pgrid.devices.sampler import Sample, SampledDevice, open_sampler

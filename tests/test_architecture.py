@@ -19,7 +19,7 @@ PURE = ["p2pgrid/units.py", "p2pgrid/wire.py", "p2pgrid/errors.py", "p2pgrid/mar
         "p2pgrid/metering.py", "p2pgrid/settlement_entries.py", "p2pgrid/trading/local_books.py",
         "p2pgrid/trading/maker.py", "p2pgrid/trading/messages.py", "p2pgrid/trading/pool_entries.py",
         "p2pgrid/trading/pool_messages.py", "p2pgrid/trading/pool_shares.py", "p2pgrid/entry_kinds.py", "p2pgrid/charging.py", "p2pgrid/charging_plan.py", "p2pgrid/trading/share_planning.py",
-        "p2pgrid/market/locality.py", "p2pgrid/devices/base.py", "p2pgrid/devices/readings.py",
+        "p2pgrid/market/locality.py", "p2pgrid/devices/base.py", "p2pgrid/devices/device.py", "p2pgrid/devices/readings.py",
         "p2pgrid/devices/battery.py", "p2pgrid/devices/pv.py", "p2pgrid/devices/ev.py",
         "p2pgrid/devices/meter.py", "p2pgrid/devices/series.py", "p2pgrid/devices/mqtt_map.py",
         "p2pgrid/devices/sunspec_readings.py"]

@@ -2,7 +2,8 @@
 
 Modules, one responsibility each (pure ones marked):
 
-* ``base`` *pure* — ``Device`` protocol, setpoints, ``Quality``, the device error hierarchy
+* ``base`` *pure* — device kinds, setpoints, ``Quality``, the device error hierarchy (imports no other module here)
+* ``device`` *pure* — the ``Device`` protocol: readings in, setpoints out
 * ``readings`` *pure* — frozen readings per device kind, range validation
 * ``battery``, ``pv``, ``ev``, ``meter``, ``series`` *pure* — physics step functions
 * ``simulated`` — a whole simulated site behind the ``Device`` protocol

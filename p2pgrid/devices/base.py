@@ -1,15 +1,9 @@
-"""What every device looks like to the rest of the node: readings in, setpoints out.
+"""The words every device module shares: device kinds, reading quality, setpoints, errors.
 
 A device is anything that measures or moves power at a site: the grid meter, a PV inverter, a
-battery, an EV charger, the household load. Real ones speak SunSpec Modbus TCP or MQTT
-(``p2pgrid.devices.sunspec``, ``p2pgrid.devices.mqtt``); simulated ones step physics
-(``p2pgrid.devices.simulated``). All of them satisfy ``Device``:
-
-* ``await device.read()`` returns one frozen reading (``p2pgrid.devices.readings``) stamped with
-  the instant it describes (``t_ms``, Unix ms UTC) and a ``Quality``;
-* controllable devices also have ``await device.apply(setpoint)``, which returns ``Applied``:
-  what was asked, what the device will actually do, and why they differ (clipping is reported,
-  never silent).
+battery, an EV charger, the household load. What one looks like to the rest of the node (the
+``Device`` protocol: readings in, setpoints out) is ``p2pgrid.devices.device``; its readings are
+``p2pgrid.devices.readings``. This module imports neither: both build on it.
 
 Sign convention (as evcc and OpenEMS): powers are seen from the house bus. What feeds the bus is
 positive — grid import, PV generation, battery discharge — and what the grid meter sees leaving
@@ -32,12 +26,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from p2pgrid.errors import DeviceError
-
-if TYPE_CHECKING:
-    from p2pgrid.devices.readings import Reading
 
 
 class DeviceUnreachable(DeviceError):
@@ -117,18 +107,3 @@ class Applied:
     def clipped(self) -> bool:
         return self.applied != self.requested
 
-
-@runtime_checkable
-class Device(Protocol):
-    """Anything that can be read. ``kind`` tells which reading type ``read`` returns."""
-
-    kind: DeviceKind
-
-    async def read(self) -> Reading: ...
-
-
-@runtime_checkable
-class ControllableDevice(Device, Protocol):
-    """A device that also obeys setpoints."""
-
-    async def apply(self, setpoint: Setpoint) -> Applied: ...

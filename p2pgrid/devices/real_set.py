@@ -67,7 +67,6 @@ from p2pgrid.devices.aio import open_device_loop
 from p2pgrid.devices.base import (
     Applied,
     BatterySetpoint,
-    Device,
     DeviceError,
     DeviceKind,
     DeviceProtocolError,
@@ -76,6 +75,7 @@ from p2pgrid.devices.base import (
     Setpoint,
     SetpointRejected,
 )
+from p2pgrid.devices.device import Device
 from p2pgrid.devices.mqtt import MqttConfig, MqttSite
 from p2pgrid.devices.mqtt_map import HandBack, MqttDeviceMap, TopicBinding, victron_keepalive_topic, victron_maps
 from p2pgrid.devices.readings import (

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import trio
 
-from p2pgrid.devices.base import Device, DeviceKind, Quality
+from p2pgrid.devices.base import DeviceKind, Quality
+from p2pgrid.devices.device import Device
 from p2pgrid.devices.readings import Reading
 from p2pgrid.errors import ConfigError, DeviceError
 from p2pgrid.telemetry import DEFAULT_MISSED_PERIODS, is_stale

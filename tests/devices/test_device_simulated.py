@@ -10,14 +10,13 @@ from hypothesis import strategies as st
 
 from p2pgrid.devices.base import (
     BatterySetpoint,
-    ControllableDevice,
-    Device,
     DeviceKind,
     EvCurrentLimit,
     PvLimit,
     SetpointRejected,
 )
 from p2pgrid.devices.battery import BatterySpec
+from p2pgrid.devices.device import ControllableDevice, Device
 from p2pgrid.devices.ev import EvChargerSpec, EvSession
 from p2pgrid.devices.pv import PvArraySpec
 from p2pgrid.devices.readings import BatteryMode, EvStatus, validate_reading
