@@ -25,6 +25,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from p2pgrid.cli.common import open_client
 from p2pgrid.errors import P2PGridError
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionStatus, ChargeSessionView, ChargeTariffView
 from p2pgrid.rpc.client import Call
@@ -138,7 +139,6 @@ def render_sessions(sessions: list[ChargeSessionView], role: ChargeRole) -> Tabl
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from p2pgrid.cli.trade import open_client
     return open_client(args.data_dir)
 
 

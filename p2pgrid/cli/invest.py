@@ -23,6 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from p2pgrid.cli import shares
+from p2pgrid.cli.common import parse_time
 from p2pgrid.config import InvestSection, load_config
 from p2pgrid.errors import ConfigError
 from p2pgrid.invest import SEASON_DAYS, STREAMS, InvestTerms, Statement, account_flows, statement
@@ -51,21 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     stmt.add_argument("--ledger-of", dest="ledger_of", metavar="NODE")
     stmt.set_defaults(func=do_statement)
 
-    from p2pgrid.cli import shares  # imports parse_time from here
-    shares.add_parser(commands)
-
-
-def parse_time(text: str) -> int:
-    """Unix seconds, or an ISO date/time taken as UTC."""
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither Unix seconds nor an ISO date") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return int(moment.timestamp())
+    shares.add_parser(commands)    # ``invest shares``: the offline side of the shares commands
 
 
 def parse_run(text: str) -> tuple[str, Path]:

@@ -2,23 +2,23 @@
 
 Contract for command modules: ``register(subparsers)`` adds sub-commands whose parsers
 ``set_defaults(func=do_something)``; ``do_something(args) -> int`` is the exit code. Node commands
-live in ``node_commands``, trading through the running node in ``trade``, and ``ledger``,
-``settlement`` and ``invest`` read the node's ledger.
+live in ``node_commands``, trading through the running node in ``trade``, pool shares in
+``shares``, EV charging in ``charging``, and ``ledger``, ``settlement`` and ``invest`` read the
+node's ledger. What they share is in ``common``; no command module imports another.
 
 Errors: a ``P2PGridError`` prints one line ``p2pgrid: error: ...`` on stderr and exits 1; a usage
 error prints one line and exits 2; Ctrl-C exits 130 without a traceback.
 
-Logging is configured here and only here, *after* importing libp2p: py-libp2p sets
-``propagate = False`` on its logger when imported, which we undo so its records reach our handler.
+Logging is configured in one place, ``common.configure_logging``, *after* importing libp2p: py-libp2p
+sets ``propagate = False`` on its logger when imported, which we undo so its records reach our
+handler.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
-from pathlib import Path
 from typing import NoReturn
 
 from p2pgrid import __version__
@@ -77,27 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (node_commands, trade, ledger, settlement, invest, shares, charging):
         module.register(subparsers)
     return parser
-
-
-def configure_logging(level: str = "info", *, log_file: Path | None = None) -> None:
-    """Root logging for a command; call after libp2p is imported (it resets its own logger)."""
-    try:
-        import libp2p  # noqa: F401  (imported for its side effect on logging, which we then undo)
-    except ImportError:
-        pass
-    logging.getLogger("libp2p").propagate = True
-    handler: logging.Handler = (logging.FileHandler(log_file) if log_file is not None
-                                else logging.StreamHandler(sys.stderr))
-    if level != "debug":
-        # py-libp2p sets INFO on some of its own loggers and is chatty there: keep its warnings only.
-        handler.addFilter(lambda record: record.levelno >= logging.WARNING
-                          or not record.name.startswith("libp2p"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
 
 
 def main(argv: list[str] | None = None) -> int:

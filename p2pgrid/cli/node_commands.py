@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 import time
 import uuid
@@ -22,65 +21,22 @@ from pathlib import Path
 
 from rich.console import Console
 
+from p2pgrid.cli.common import (CONFIG_FILE, NodeNotRunning, add_config_args, config_from_args, configure_logging,
+                                load_node_key, parse_slot, read_passphrase, running_status)
 from p2pgrid.clock import clock_from_config
-from p2pgrid.config import ROLES, NodeConfig, load_config, parse_override
-from p2pgrid.units import SlotRules
+from p2pgrid.config import ROLES, NodeConfig, load_config
+from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import ConfigError, KeystoreError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
-from p2pgrid.data_dir import pid_alive
 from p2pgrid.node import OrderRequest, inbox_dir, read_status
 from p2pgrid.wire import ZONE_PATTERN
 
-CONFIG_FILE = "config.toml"
 REPLY_TIMEOUT_S = 10.0
 REPLY_POLL_S = 0.05
 
 
-class NodeNotRunning(RpcError):
-    """The command needs a running node and there is none for this data dir."""
-
-
 class NoReply(RpcError):
     """The running node did not answer a control request in time."""
-
-
-# --- helpers shared by commands -------------------------------------------------------------
-
-def read_passphrase(path: Path | None) -> bytes | None:
-    """The first line of ``path`` (without its newline), or None when no file is given. The file
-    must be private to its owner (no group or other permission bits)."""
-    if path is None:
-        return None
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        first_line = Path(path).read_bytes().splitlines()[:1]
-    except OSError as exc:
-        raise KeystoreError(f"cannot read passphrase file {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        # The passphrase guards the keystore; readable by others it guards nothing (ssh refuses
-        # such key files for the same reason).
-        raise KeystoreError(f"passphrase file {path} is readable by other users (mode {mode:04o}); "
-                            f"run: chmod 600 {path}")
-    if not first_line or not first_line[0]:
-        raise KeystoreError(f"passphrase file {path} is empty")
-    return first_line[0]
-
-
-def config_from_args(args: argparse.Namespace) -> NodeConfig:
-    """The config named by ``--config``, or ``<--data-dir>/config.toml``, with ``--set`` overrides."""
-    overrides = dict(parse_override(text) for text in getattr(args, "set", None) or [])
-    path = getattr(args, "config", None)
-    if path is None:
-        data_dir = getattr(args, "data_dir", None)
-        if data_dir is None:
-            raise ConfigError("give --config FILE or --data-dir DIR")
-        path = Path(data_dir) / CONFIG_FILE
-    return load_config(Path(path), overrides)
-
-
-def load_node_key(config: NodeConfig, passphrase_file: Path | None = None) -> NodeKey:
-    passphrase = read_passphrase(passphrase_file or config.node.passphrase_file)
-    return load_keystore(config.node.keystore_path, passphrase)
 
 
 def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None) -> str:
@@ -155,8 +111,6 @@ def do_run(args: argparse.Namespace) -> int:
     dashboard = not args.no_dashboard and sys.stdout.isatty()
     config.node.data_dir.mkdir(parents=True, exist_ok=True)
     log_file = config.node.data_dir / "node.log" if dashboard else None
-    from p2pgrid.cli.main import configure_logging
-
     configure_logging(config.node.log_level, log_file=log_file)
     also = [_live_dashboard] if dashboard else []
     trio.run(lambda: run_libp2p_node(config, key, clock, also=also))
@@ -207,34 +161,6 @@ def _keystore_is_plain(config: NodeConfig) -> bool:
     return True
 
 
-def running_status(config: NodeConfig):  # type: ignore[no-untyped-def]
-    status = read_status(config.node.data_dir)
-    if status is None or status.state != "running" or not pid_alive(status.pid):
-        raise NodeNotRunning(f"no running node for {config.node.data_dir} (start it with `p2pgrid run`)")
-    return status
-
-
-def parse_slot(text: str, rules: SlotRules, market_now_ms: int) -> int:
-    """``next`` (first tradable slot), ``+N`` (N slots after that) or a slot start in Unix seconds."""
-    tradable = rules.tradable_slots(market_now_ms)
-    if text == "next" or text.startswith("+"):
-        offset = 0 if text == "next" else _int_arg("--slot", text[1:])
-        if offset >= len(tradable):
-            raise ConfigError(f"--slot: only {len(tradable)} slots are open for trading")
-        return int(tradable[offset])
-    slot = _int_arg("--slot", text)
-    if not rules.is_tradable(slot, market_now_ms):
-        raise ConfigError(f"--slot: {slot} is not open for trading now (try `next`)")
-    return slot
-
-
-def _int_arg(name: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not an integer") from None
-
-
 def do_order_place(args: argparse.Namespace) -> int:
     """Ask the running node to sign and gossip an order; print its id."""
     config = config_from_args(args)
@@ -272,16 +198,6 @@ def send_control_request(data_dir: Path, payload: str, *, timeout_s: float = REP
 
 
 # --- parser ---------------------------------------------------------------------------------
-
-def add_config_args(parser: argparse.ArgumentParser, *, config_required: bool = False) -> None:
-    where = parser.add_mutually_exclusive_group(required=config_required)
-    where.add_argument("--config", type=Path, help="node config file (TOML)")
-    if not config_required:
-        where.add_argument("--data-dir", type=Path, help="node data dir (uses its config.toml)")
-    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                        help="override a config value (TOML syntax), repeatable")
-    parser.add_argument("--passphrase-file", type=Path, help="file holding the keystore passphrase")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     init = subparsers.add_parser("init", help="create keys and a config file in a data dir")

@@ -37,7 +37,7 @@ from rich.table import Table
 from pathlib import Path
 from typing import Any
 
-from p2pgrid.cli.invest import parse_time
+from p2pgrid.cli.common import open_client, parse_time
 from p2pgrid.errors import P2PGridError
 from p2pgrid.invest import ShareStatement, share_statement
 from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView
@@ -190,7 +190,6 @@ def render_positions(positions: list[SharePositionView]) -> Table:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from p2pgrid.cli.trade import open_client
     return open_client(args.data_dir)
 
 

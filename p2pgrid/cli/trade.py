@@ -2,8 +2,7 @@
 running node.
 
 These commands are clients of the node's local JSON-RPC API (``[rpc] enabled = true`` in its
-config): the address comes from ``<data_dir>/rpc.json`` and the bearer token from the 0600 file it
-names, as trading bots do. ``trade`` quotes first, prints the route, then executes it and prints
+config; ``common.open_client``). ``trade`` quotes first, prints the route, then executes it and prints
 the certified fills. Rendering functions return rich renderables.
 """
 
@@ -15,24 +14,12 @@ from pathlib import Path
 from rich.console import Console, Group
 from rich.table import Table
 
-from p2pgrid.cli.node_commands import parse_slot
+from p2pgrid.cli.common import open_client, parse_slot
 from p2pgrid.errors import P2PGridError
-from p2pgrid.node_rpc import live_endpoint
 from p2pgrid.rpc.api import BookSnapshot, Execution, NodeInfo, RouteQuote, TradeView
-from p2pgrid.rpc.client import RpcClient, calls
+from p2pgrid.rpc.client import calls
 from p2pgrid.units import SlotRules, format_price
 from p2pgrid.wire import Side
-
-
-class NodeUnreachable(P2PGridError):
-    """No running node with a local RPC endpoint at the given data dir."""
-
-
-def open_client(data_dir: Path) -> RpcClient:
-    endpoint = live_endpoint(data_dir, "rpc")
-    if endpoint is None:
-        raise NodeUnreachable(f"no RPC endpoint in {data_dir}: is the node running with [rpc] enabled = true?")
-    return RpcClient(endpoint["url"], token_file=endpoint["token_file"])
 
 
 def _slot(args: argparse.Namespace, info: NodeInfo) -> int:

@@ -111,7 +111,7 @@ def test_the_console_script_entry_point_reports_errors_the_same_way(tmp_path):
 
 
 def test_order_place_needs_a_tradable_slot(tmp_path, capsys):
-    from p2pgrid.cli.node_commands import parse_slot
+    from p2pgrid.cli.common import parse_slot
     from p2pgrid.errors import ConfigError
 
     (tmp_path / "c.toml").write_text("[node]\ndata_dir = \".\"\n")
