@@ -344,7 +344,7 @@ class DevicesSection:
     meter: MeterSection = field(default_factory=MeterSection, metadata=doc("The grid meter."))
     adapter: AdapterSection | None = field(default=None, metadata=doc("Real hardware adapter (mode = real)."))
     sample_period_ms: int = field(default=1000, metadata=doc(
-        "Agent strategy: how often each device is read, in real ms (p2pgrid.node_devices).", min=10))
+        "Agent strategy: how often each device is read, in real ms (p2pgrid.devices.service).", min=10))
     series_file: str = field(default="", metadata=doc(
         "Simulated devices: JSON file in data_dir with load and PV energy per zone slot "
         "({\"load\": [Wh], \"pv\": [Wh]}, as simnet's energy.json); empty = constant base_load_w, no PV."))
@@ -368,7 +368,7 @@ class PoolSection:
 @dataclass(frozen=True)
 class SharesSection:
     """A pool host's programme of liquidity providers' shares, and an LP's standing instruction to
-    invest in one (``p2pgrid.node_shares``)."""
+    invest in one (``p2pgrid.shares.service``)."""
 
     offer: bool = field(default=False, metadata=doc(
         "Pool host: open a share programme on its pools' fees at start (if none is active) and run "
@@ -406,7 +406,7 @@ class SharesSection:
 
 @dataclass(frozen=True)
 class ChargingSection:
-    """Public EV charging sold under a certified tariff (``p2pgrid.node_charging``)."""
+    """Public EV charging sold under a certified tariff (``p2pgrid.charging.service``)."""
 
     enabled: bool = field(default=False, metadata=doc(
         "Station: sell charging at its chargers to accounts of the zone under a certified tariff."))
@@ -433,7 +433,7 @@ class AgentSection:
     strategy: str = field(default="none", metadata=doc(
         "none: place no orders by itself. random: seeded random orders (demo/simnet). "
         "profile: trade the expected surplus/need of the slots from profile_file (simnet). "
-        "agent: trade from the node's own devices through forecasts and the battery plan (p2pgrid.node_planner).",
+        "agent: trade from the node's own devices through forecasts and the battery plan (p2pgrid.agent.agent_trader).",
         choices=("none", "random", "profile", "agent")))
     seed: int = field(default=0, metadata=doc("Seed of the agent's randomness.", min=0))
     tick_ms: int = field(default=2000, metadata=doc("How often the agent decides, in real ms.", min=10))
@@ -447,7 +447,7 @@ class AgentSection:
         "Random strategy: stop after placing this many orders in total; 0 = never stop.", min=0))
     profile_file: str = field(default="profile.json", metadata=doc(
         "Profile strategy: JSON file in data_dir with the node's expected net energy and prices per slot "
-        "(written by simnet; see p2pgrid.node_agent)."))
+        "(written by simnet; see p2pgrid.agent.profile_trader)."))
     horizon_slots: int = field(default=48, metadata=doc(
         "Agent strategy: slots planned ahead (forecast horizon of the battery plan).", min=2, max=672))
     offer_lead_slots: int = field(default=4, metadata=doc(
@@ -498,7 +498,7 @@ class GatewaySection:
     settle_delay_ms: int = field(default=30_000, metadata=doc(
         "Zone gateway node only: market ms after a slot's metering deadline before the gateway settles it "
         "(W, the certification bound: a reading taken just before the deadline is certified by then; one "
-        "certified later is reconciled, never lost). See p2pgrid.settlement_service.", min=0))
+        "certified later is reconciled, never lost). See p2pgrid.settlement.service.", min=0))
 
     def __post_init__(self) -> None:
         for account in self.fund_accounts:

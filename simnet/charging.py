@@ -7,7 +7,7 @@ given to a **driver**, a household or consumer of the community drawn with a see
 (public charging by people without a charger of their own is the use case; the draw does not
 look at who has one).
 
-What the nodes get (``[charging] sessions_file``, read by ``p2pgrid.node_charging``):
+What the nodes get (``[charging] sessions_file``, read by ``p2pgrid.charging.service``):
 
 * the station: its connectors' session **log** (connector, driver, start, end, energy Wh) — what
   a real charge controller would report;

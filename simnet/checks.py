@@ -35,15 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pgrid.certificates import UnitRange, total_wh
-from p2pgrid.charging import charger_counter, sessions, tariffs
-from p2pgrid.charging_plan import BILL_MARGIN_MS
+from p2pgrid.agent.runlog import ORDERS_LOG, TRADES_LOG, read_jsonl
+from p2pgrid.charging.plan import BILL_MARGIN_MS
+from p2pgrid.charging.rules import charger_counter, sessions, tariffs
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import LedgerRules, LedgerState, LockStatus, state_root
-from p2pgrid.node import read_status
-from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
-from p2pgrid.node_trading import LEDGER_DB
-from p2pgrid.settlement_entries import (
+from p2pgrid.node.ledger import LEDGER_DB
+from p2pgrid.node.status import read_status
+from p2pgrid.settlement.certificates import UnitRange, total_wh
+from p2pgrid.settlement.entries import (
     certificates_of, meter_entries_for_slot, settled_slots, slots_to_reconcile, unsettled_slots,
 )
 from p2pgrid.wire import Order, Side, decode_signed

@@ -46,9 +46,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p2pgrid.agent.profile_trader import TradingProfile
 from p2pgrid.identity import NodeKey, save_keystore
 from p2pgrid.net.libp2p_host import peer_id_of
-from p2pgrid.node_agent import TradingProfile
 from simnet import charging, profiles
 from simnet.scenario import Scenario
 

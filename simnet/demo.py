@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.live import Live
 
 from p2pgrid.cli.dashboard import format_market_time, render_cluster
-from p2pgrid.node import NodeStatus
+from p2pgrid.node.status import NodeStatus
 from simnet.launcher import Cluster, ClusterError, ClusterSettings, default_specs
 from simnet.report import write_report
 from simnet.scenario import ScenarioError, check_scenario, load_scenario, resize

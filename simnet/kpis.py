@@ -46,17 +46,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from p2pgrid.certificates import total_wh
-from p2pgrid.charging import sessions, tariffs
+from p2pgrid.agent.runlog import ORDERS_LOG, TRADES_LOG, read_jsonl
+from p2pgrid.charging.rules import sessions, tariffs
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import LedgerState, LockStatus
 from p2pgrid.market.auction import clear
 from p2pgrid.market.orders import BookOrder
-from p2pgrid.node import read_status
-from p2pgrid.node_agent import ORDERS_LOG, TRADES_LOG, read_jsonl
-from p2pgrid.settlement import Reason
-from p2pgrid.settlement_entries import certificates_of, meter_entries_for_slot, settled_slots, settlement_of
-from p2pgrid.trading.pool_entries import PoolRecord
+from p2pgrid.node.status import read_status
+from p2pgrid.pools.entries import PoolRecord
+from p2pgrid.settlement.certificates import total_wh
+from p2pgrid.settlement.entries import certificates_of, meter_entries_for_slot, settled_slots, settlement_of
+from p2pgrid.settlement.rules import Reason
 from p2pgrid.wire import Order, decode_signed
 from simnet.community import ENERGY_FILE, Energy
 from simnet.scenario import Scenario
@@ -290,7 +290,7 @@ IMBALANCE_KINDS = ("shortfall_wh", "extra_import_wh", "surplus_export_wh", "unus
 
 
 def imbalance_per_slot(state: LedgerState | None, start_s: int, slot_s: int) -> list[dict[str, int]]:
-    """Per settled slot, the participants' Wh settled as imbalance (``p2pgrid.settlement.AccountLine``)
+    """Per settled slot, the participants' Wh settled as imbalance (``p2pgrid.settlement.rules.AccountLine``)
     and what the gateway paid them for it, net (µc; negative: they paid the gateway)."""
     if state is None:
         return []

@@ -16,8 +16,8 @@ from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from p2pgrid.node import NodeStatus, read_status
-from p2pgrid.node_agent import AGENT_STATUS
+from p2pgrid.agent.runlog import AGENT_STATUS
+from p2pgrid.node.status import NodeStatus, read_status
 
 
 def read_agent(data_dir: Path) -> dict[str, object]:

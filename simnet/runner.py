@@ -8,7 +8,7 @@ Two drivers behind one ``run_scenario``:
   direct streams). Faults reach a node as JSON files in ``<data_dir>/control/``; ``kill`` is
   SIGKILL to the group (a crash), ``restart`` starts the same data dir again.
 * **memory** — the same ``Node`` code, all in this process over one ``MemoryNetwork``; faults are
-  applied by calling ``p2pgrid.node_agent.apply_fault``; ``kill`` cancels the node's scope.
+  applied by calling ``p2pgrid.agent.profile_trader.apply_fault``; ``kill`` cancels the node's scope.
 
 Both use the one shared scaled clock written in every config, so a fault scheduled at a market
 time happens at the same market time in either. The run ends when the last profile slot has
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2pgrid.node import read_status
+from p2pgrid.node.status import read_status
 from simnet.community import Community, Participant
 from simnet.launcher import ClusterError, ClusterNode, NodeSpec
 from simnet.monitor import Snapshot, take_snapshot
@@ -271,7 +271,7 @@ async def _memory_main(community: Community, log: RunLog, show: Show) -> None:
 async def _memory_loop(community: Community, log: RunLog, show: Show, handles: dict[str, _MemoryNode]) -> None:
     import trio
 
-    from p2pgrid.node_agent import apply_fault
+    from p2pgrid.testing.faults import apply_fault
 
     dirs = {p.name: community.nodes_dir / p.name for p in community.people}
     timeline = community.timeline
@@ -366,7 +366,7 @@ class _MemoryNode:
         from p2pgrid.clock import ScaledClock
         from p2pgrid.config import load_config
         from p2pgrid.identity import load_keystore
-        from p2pgrid.node import Node, close_ledger_store
+        from p2pgrid.node.app import Node, close_ledger_store
 
         data_dir = self.community.nodes_dir / self.participant.name
         config = load_config(data_dir / "config.toml")

@@ -6,7 +6,7 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
                 speed (simulated s per real s), slot_s, transport (libp2p | memory),
                 tick_ms (agent decision interval, real ms), settle_s (real s to converge at the end),
                 strategy (profile: trade the precomputed net energy | agent: own simulated devices,
-                forecasts and the battery plan, p2pgrid.node_planner), meter_grace_real_s (metering
+                forecasts and the battery plan, p2pgrid.agent.agent_trader), meter_grace_real_s (metering
                 grace in real seconds, default 10)
     [zone]      retail_price, feed_in_price (µc/kWh), credit_uc (minted to every participant)
     [committee] size (validators: the operator, then stations, then households)
@@ -15,10 +15,10 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
     [consumer]  annual_kwh = [lo, hi], bid = [lo, hi]
     [station]   pv_kwp, battery_wh, evs (public charging sessions from synPRO EV profiles), ask = [lo, hi],
                 pools (host an AMM pool per slot backed by the battery; default false: see
-                the note in p2pgrid/node_pools.py on swaps refused for slippage in fast simnet runs),
+                the note in p2pgrid/pools/node_service.py on swaps refused for slippage in fast simnet runs),
                 charging (sell the EV charging to community drivers on the ledger: simnet/charging.py;
                 default false), charging_price (µc/kWh), shares (sell LP shares in the pools' fee
-                income: p2pgrid/node_shares.py), share_price (µc)
+                income: p2pgrid/shares/service.py), share_price (µc)
     [household] ... investor_share (share of households that buy the station's LP shares), invest_shares
     [[faults]]  at_h (simulated hours after the profile start), kind, node / nodes / groups, ...
 
@@ -108,7 +108,7 @@ class Scenario:
     station_pools: bool = False     # the station hosts an AMM pool per slot, backed by its battery
     station_charging: bool = False  # the station sells its EV charging to community drivers (ledger)
     station_charging_price: int = 450_000   # µc per kWh charged
-    station_shares: bool = False    # the station sells LP shares in its pools' fees (p2pgrid.node_shares)
+    station_shares: bool = False    # the station sells LP shares in its pools' fees (p2pgrid.shares.service)
     station_share_price: int = 10_000_000   # µc per share
     station_ask: Range = Range(0.15, 0.3)
     faults: tuple[Fault, ...] = field(default=())

@@ -11,9 +11,9 @@ season's representative day
 (``SEASON_START_DAYS``: the Monday nearest the middle of each meteorological season, so a week
 holds five weekdays and a weekend) for ``--days`` days. Each run is a full simnet run with its
 end checks (``simnet.simulate``), written to ``DIR/<season>/``. The account's certified ledger
-entries from the four runs are then annualised by ``p2pgrid.invest.annualise`` (each season's
+entries from the four runs are then annualised by ``p2pgrid.invest.statement.annualise`` (each season's
 totals × the days it stands for / the days its run covered) and turned into the investment
-figures (``p2pgrid.invest_report``) with the terms of ``--config``'s ``[invest]`` section (default
+figures (``p2pgrid.invest.report``) with the terms of ``--config``'s ``[invest]`` section (default
 ``InvestSection()``: the standard station). Output: ``DIR/invest/report.html`` and
 ``DIR/invest/figures.json`` (+ ``plots/``), ``DIR/study.json`` (what ran, how long it took), and
 the headline figures on the terminal.
@@ -42,8 +42,8 @@ from rich.table import Table
 
 from p2pgrid.config import InvestSection, load_config
 from p2pgrid.errors import P2PGridError
-from p2pgrid.invest import STREAMS
-from p2pgrid.invest_report import InvestReport, build_report, read_run, stream_reasons, write_report
+from p2pgrid.invest.report import InvestReport, build_report, read_run, stream_reasons, write_report
+from p2pgrid.invest.statement import STREAMS
 from simnet.profiles import profile_slot_utc_s
 from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario, resize
 
@@ -51,7 +51,7 @@ SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "station"
 DEFAULT_ACCOUNT = "station-0"
 # Profile day (0 = 1 January, CET) each season's run starts on: the Monday nearest the middle of the
-# meteorological season (DJF, MAM, JJA, SON — the seasons ``p2pgrid.invest.SEASON_DAYS`` weighs).
+# meteorological season (DJF, MAM, JJA, SON — the seasons ``p2pgrid.invest.statement.SEASON_DAYS`` weighs).
 # In 2018: 15 January, 16 April, 16 July, 15 October.
 SEASON_START_DAYS = {"winter": 14, "spring": 105, "summer": 196, "autumn": 287}
 DEFAULT_DAYS = 2.0

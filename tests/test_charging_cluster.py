@@ -12,16 +12,16 @@ from pathlib import Path
 import trio
 import trio_asyncio
 
-from p2pgrid.charging import charger_counter, sessions, tariffs
-from p2pgrid.charging_plan import billable_wh, driver_actions
+from p2pgrid.charging.plan import billable_wh, driver_actions
+from p2pgrid.charging.rules import charger_counter, sessions, tariffs
+from p2pgrid.charging.service import ChargingService, connector_keys, read_sessions_file
 from p2pgrid.clock import SystemClock
 from p2pgrid.config import build_config
-from p2pgrid.invest import statement_for
+from p2pgrid.invest.statement import statement_for
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.testing import cluster_keys, wait_until
-from p2pgrid.node import Node, close_ledger_store
-from p2pgrid.node_charging import ChargingService, connector_keys, read_sessions_file
+from p2pgrid.node.app import Node, close_ledger_store
 from p2pgrid.units import trade_value
 
 NAMES = ("gateway", "station", "driver-a", "driver-b")

@@ -13,9 +13,9 @@ from p2pgrid.ledger.chain import LockStatus, state_root
 from p2pgrid.market.locality import label_trades, settlement_grid_fees
 from p2pgrid.net.orders import orders_topic
 from p2pgrid.net.testing import wait_until
-from p2pgrid.node_api import LiveNodeApi, WrongZone
-from p2pgrid.settlement import MeterEntry, Reason, ZoneTariffs, settle_slot
-from p2pgrid.settlement_entries import trades_for_slot
+from p2pgrid.node.api import LiveNodeApi, WrongZone
+from p2pgrid.settlement.entries import trades_for_slot
+from p2pgrid.settlement.rules import MeterEntry, Reason, ZoneTariffs, settle_slot
 from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer
 from p2pgrid.trading.testing import fund, open_zoned_cluster
 from p2pgrid.units import trade_value

@@ -13,7 +13,7 @@ from p2pgrid.market.locality import (
 )
 from p2pgrid.market.orders import RestingOrder
 from p2pgrid.market.router import BookLeg
-from p2pgrid.settlement import Reason, TradeRecord, ZoneTariffs, settle_slot, MeterEntry
+from p2pgrid.settlement.rules import Reason, TradeRecord, ZoneTariffs, settle_slot, MeterEntry
 from p2pgrid.trading.maker import Accept, Refuse, decide_take
 from p2pgrid.trading.messages import RefuseReason, Take
 from p2pgrid.units import SlotRules, trade_value

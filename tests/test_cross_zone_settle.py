@@ -7,9 +7,9 @@ from p2pgrid.ledger.chain import EntryRejected, LedgerState, derive_state, proce
 from p2pgrid.ledger.messages import Fill, Lock, Mint
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.market.locality import Locality, settlement_grid_fees
-from p2pgrid.metering import MeterReading, MeterRegistration
-from p2pgrid.settlement import ImbalancePrices, Reason
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration
+from p2pgrid.settlement.rules import ImbalancePrices, Reason
+from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, compute_settlement,
     settlement_of,
 )

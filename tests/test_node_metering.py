@@ -16,22 +16,22 @@ import pytest
 import trio
 import trio_asyncio
 
-from p2pgrid.certificates import total_wh
 from p2pgrid.clock import SystemClock
 from p2pgrid.config import build_config
+from p2pgrid.devices.service import has_devices
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.testing import cluster_keys, wait_until
-from p2pgrid.node import Node, close_ledger_store
-from p2pgrid.node_devices import has_devices
-from p2pgrid.node_gateway import GatewayMeterRegistrar
-from p2pgrid.node_metering import MeterNodeService, metered_of
-from p2pgrid.settlement_entries import (
+from p2pgrid.node.app import Node, close_ledger_store
+from p2pgrid.settlement.certificates import total_wh
+from p2pgrid.settlement.gateway import GatewayMeterRegistrar
+from p2pgrid.settlement.node_service import MeterNodeService, metered_of
+from p2pgrid.settlement.entries import (
     certificates_of, meter_entries_for_slot, meter_registration_of, settled_slots, settlement_of,
 )
-from p2pgrid.metering import decode_meter_reading
-from p2pgrid.settlement_service import load_or_create_meter_key
-from p2pgrid.telemetry_store import SlotTelemetry
+from p2pgrid.devices.telemetry_store import SlotTelemetry
+from p2pgrid.settlement.metering import decode_meter_reading
+from p2pgrid.settlement.service import load_or_create_meter_key
 from p2pgrid.wire import Side, Source
 
 SLOT_S, GATE_S, GRACE_S = 2, 1, 3
@@ -259,7 +259,7 @@ def test_gateway_meter_registrations_are_checked_in_the_config(tmp_path):
 
 def test_the_gateways_settle_delay_w_is_a_config_field_in_market_ms(tmp_path):
     from p2pgrid.errors import ConfigError
-    from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS
+    from p2pgrid.settlement.service import DEFAULT_SETTLE_DELAY_MS
 
     base = {"node": {"data_dir": str(tmp_path)}}
     assert build_config(base, base_dir=tmp_path).gateway.settle_delay_ms == DEFAULT_SETTLE_DELAY_MS == 30_000
@@ -292,7 +292,7 @@ class RecordingLedger:
 
 async def test_meter_service_waits_for_the_slot_to_close_and_its_turn_and_reads_until_the_due():
     from p2pgrid.identity import NodeKey
-    from p2pgrid.settlement_service import MeterService
+    from p2pgrid.settlement.service import MeterService
     from p2pgrid.units import SlotRules
 
     rules = SlotRules(length_s=900, horizon_s=86400, gate_s=300, grace_s=300)
@@ -326,7 +326,7 @@ async def test_meter_service_waits_for_the_slot_to_close_and_its_turn_and_reads_
 
 
 def test_the_gateway_registers_meters_only_after_its_funding(tmp_path):
-    from p2pgrid.node_gateway import GatewayFunder, gateway_services
+    from p2pgrid.settlement.gateway import GatewayFunder, gateway_services
 
     keys = cluster_keys(3, seed=5)
     raw = {"node": {"data_dir": str(tmp_path)}, "zone": {"gateway_account": keys[0].public_key.hex()},
@@ -339,10 +339,10 @@ def test_the_gateway_registers_meters_only_after_its_funding(tmp_path):
 
 
 async def test_a_settlement_too_large_for_one_entry_is_left_unsettled_and_the_gateway_carries_on(monkeypatch):
-    from p2pgrid import settlement_service
     from p2pgrid.errors import DecodeError
-    from p2pgrid.settlement import ImbalancePrices
-    from p2pgrid.settlement_entries import SettlementLedgerRules, SlotInputs
+    from p2pgrid.settlement import service as settlement_service
+    from p2pgrid.settlement.entries import SettlementLedgerRules, SlotInputs
+    from p2pgrid.settlement.rules import ImbalancePrices
 
     class OversizeLedger(RecordingLedger):
         def next_entry(self, kind, body):
@@ -362,7 +362,7 @@ async def test_a_settlement_too_large_for_one_entry_is_left_unsettled_and_the_ga
 
 def test_a_refused_mint_is_retried_as_the_same_entry_until_another_entry_takes_its_seq():
     from p2pgrid.ledger.messages import entry_hash
-    from p2pgrid.node_gateway import _superseded
+    from p2pgrid.settlement.gateway import _superseded
 
     mint = type("Signed", (), {})()
     mint.body = type("Entry", (), {"seq": 3})()

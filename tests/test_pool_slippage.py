@@ -31,13 +31,13 @@ from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.market.amm import HostLosses, accrue, open_pool
 from p2pgrid.market.router import PoolLeg, route
 from p2pgrid.net.testing import wait_until
-from p2pgrid.trading.pool_client import PoolClientConfig, SwapRefused
-from p2pgrid.trading.pool_entries import (
+from p2pgrid.pools.client import PoolClientConfig, SwapRefused
+from p2pgrid.pools.entries import (
     SWAP_DECLINE_KIND, SWAP_KIND, PoolOpen, PoolUpdate, SwapDecline, SwapRejected, affordable_buy,
     compute_pool_id, compute_swap, plan_swap, with_request,
 )
-from p2pgrid.trading.pool_host import BatteryLimits, PoolHostConfig
-from p2pgrid.trading.pool_messages import (
+from p2pgrid.pools.host import BatteryLimits, PoolHostConfig
+from p2pgrid.pools.messages import (
     MAX_SWAP_BYTES, SWAP_PROTOCOL, SwapAnswer, SwapRefuseReason, SwapRequest, SwapStatus,
 )
 from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster

@@ -8,10 +8,10 @@ import json
 import trio
 
 from p2pgrid.config import build_config
+from p2pgrid.devices.service import HISTORY_BUCKET_MS, DeviceService, simulated_device_set
+from p2pgrid.devices.telemetry import Bucket
+from p2pgrid.devices.telemetry_store import TELEMETRY_DB, SlotTelemetry, open_telemetry_store, regroup
 from p2pgrid.net.testing import wait_until
-from p2pgrid.node_devices import HISTORY_BUCKET_MS, DeviceService, simulated_device_set
-from p2pgrid.telemetry import Bucket
-from p2pgrid.telemetry_store import TELEMETRY_DB, SlotTelemetry, open_telemetry_store, regroup
 
 START_MS = 1_700_000_100_000 // 900_000 * 900_000      # a slot start
 

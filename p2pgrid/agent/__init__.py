@@ -1,6 +1,8 @@
-"""The trading agent (pure): battery schedule, order intents and setpoints per slot.
+"""The trading agent: what a node trades, decided by a strategy, and the node services that run it.
 
-Flow, once per decision tick (``tick.decide`` composes the first three)::
+The decision core is pure (``battery``, ``plan``, ``pricing``, ``orders``, ``control``, ``tick``):
+nothing there reads a clock or does I/O; time is the explicit ``now_ms`` argument. Flow, once per
+decision tick (``tick.decide`` composes the first three)::
 
     forecasts (load, PV) + SlotMarket per slot
         └─ expected_prices(market, fill_probability)      pricing.py
@@ -10,20 +12,14 @@ Flow, once per decision tick (``tick.decide`` composes the first three)::
             ├─ setpoints_w(plan)                           orders.py   (W per slot)
             └─ decide_slot(plan, ..., actual load/PV)       control.py  (real-time revision of slot 0)
 
-Nothing here reads a clock or does I/O: time is the explicit ``now_ms`` argument.
+The strategies, one node service each (``[agent] strategy``; trio, I/O):
+
+* ``agent_trader`` — ``"agent"``: the node's own devices, forecasts (``p2pgrid.forecast``) and the
+  battery plan above;
+* ``profile_trader`` — ``"profile"``: a precomputed energy profile (simnet);
+* ``random_trader`` — ``"random"``: seeded random orders (demo, gossip clusters).
+
+``runlog`` holds the run logs both trading strategies write (orders, trades, counters).
+
+This package's ``__init__`` imports nothing: import the module you need.
 """
-
-from p2pgrid.agent.battery import BatteryLimits, BatteryLimitsError, setpoint_w
-from p2pgrid.agent.control import decide_change, decide_slot, stored_change_bounds
-from p2pgrid.agent.orders import OrderIntent, orders_for_plan, setpoints_w
-from p2pgrid.agent.plan import (BatteryPlan, PlanInputError, PlannedSlot, SlotPrices, default_soc_step,
-                                plan_battery, schedule_cost, slot_cost)
-from p2pgrid.agent.pricing import RepricingRule, SlotMarket, expected_prices, limit_price
-from p2pgrid.agent.tick import AgentDecision, AgentSettings, decide
-
-__all__ = [
-    "AgentDecision", "AgentSettings", "decide", "BatteryLimits", "BatteryLimitsError", "BatteryPlan", "OrderIntent", "PlanInputError", "PlannedSlot",
-    "RepricingRule", "SlotMarket", "SlotPrices", "decide_change", "decide_slot", "default_soc_step",
-    "expected_prices", "limit_price", "orders_for_plan", "plan_battery", "schedule_cost", "setpoint_w",
-    "setpoints_w", "slot_cost", "stored_change_bounds",
-]

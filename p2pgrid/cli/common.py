@@ -24,8 +24,8 @@ from p2pgrid.config import NodeConfig, load_config, parse_override
 from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import ConfigError, KeystoreError, P2PGridError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore
-from p2pgrid.node import read_status
-from p2pgrid.node_rpc import live_endpoint
+from p2pgrid.node.rpc import live_endpoint
+from p2pgrid.node.status import read_status
 from p2pgrid.rpc.client import RpcClient
 from p2pgrid.units import SlotRules
 

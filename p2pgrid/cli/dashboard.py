@@ -1,7 +1,7 @@
 """Rendering for people: node and cluster dashboards as rich renderables.
 
 Every function here takes plain status data (``NodeStatus``, and the RPC's ``Telemetry`` /
-``SlotSettlement`` values, e.g. from ``p2pgrid.node_api.dashboard_readings``) and returns a
+``SlotSettlement`` values, e.g. from ``p2pgrid.node.api.dashboard_readings``) and returns a
 renderable; nothing here reads files, clocks or the network, so each is tested by rendering into
 ``Console(file=io.StringIO(), width=80, color_system=None)``.
 """
@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from p2pgrid.node import NodeStatus
+from p2pgrid.node.status import NodeStatus
 from p2pgrid.rpc.api import SlotSettlement, Telemetry
 from p2pgrid.units import format_credits
 

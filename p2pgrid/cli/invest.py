@@ -9,7 +9,7 @@
 
 Each ``--from`` is a simnet output dir, optionally labelled with the season it stands for
 (``winter``, ``spring``, ``summer``, ``autumn``; unlabelled means ``spring``); several runs are
-annualised by season (see ``p2pgrid.invest.annualise``). The investment terms come from the
+annualised by season (see ``p2pgrid.invest.statement.annualise``). The investment terms come from the
 ``[invest]`` section of ``--config`` (defaults: a 300 kWp / 200 kWh station). Writes
 ``report.html``, ``figures.json`` and ``plots/`` into ``--out`` (default ``<first run>/invest``).
 """
@@ -27,8 +27,8 @@ from p2pgrid.cli import shares
 from p2pgrid.cli.common import parse_time
 from p2pgrid.config import InvestSection, load_config
 from p2pgrid.errors import ConfigError
-from p2pgrid.invest import SEASON_DAYS, STREAMS, InvestTerms, Statement, account_flows, statement
-from p2pgrid.invest_report import InvestReport, build_report, read_run, write_report
+from p2pgrid.invest.report import InvestReport, build_report, read_run, write_report
+from p2pgrid.invest.statement import SEASON_DAYS, STREAMS, InvestTerms, Statement, account_flows, statement
 from p2pgrid.units import format_credits
 
 

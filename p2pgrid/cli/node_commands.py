@@ -4,7 +4,7 @@ Each takes the parsed ``argparse.Namespace`` and returns an exit code; each rais
 ``P2PGridError`` (one line, printed by ``main``) for anything the user or environment got wrong.
 
 How ``order place`` reaches the running node: through the node's **control inbox** (see
-``p2pgrid.node``): the command writes an unsigned order request into ``<data_dir>/inbox/`` and
+``p2pgrid.node.app``): the command writes an unsigned order request into ``<data_dir>/inbox/`` and
 waits for the node's reply file; the node signs the order with its key and gossips it in its next
 batch. The command fails with one line if the node is not running or does not answer in time.
 """
@@ -28,7 +28,8 @@ from p2pgrid.config import ROLES, NodeConfig, load_config
 from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import ConfigError, KeystoreError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
-from p2pgrid.node import OrderRequest, inbox_dir, read_status
+from p2pgrid.node.inbox import OrderRequest, inbox_dir
+from p2pgrid.node.status import read_status
 from p2pgrid.wire import ZONE_PATTERN
 
 REPLY_TIMEOUT_S = 10.0
@@ -102,7 +103,7 @@ def do_run(args: argparse.Namespace) -> int:
     """Run a node until SIGINT/SIGTERM, with a live dashboard unless ``--no-dashboard``."""
     import trio
 
-    from p2pgrid.node import run_libp2p_node
+    from p2pgrid.node.app import run_libp2p_node
 
     config = config_from_args(args)
     key = load_node_key(config, args.passphrase_file)
@@ -122,7 +123,7 @@ async def _live_dashboard(node) -> None:  # type: ignore[no-untyped-def]
     from rich.live import Live
 
     from p2pgrid.cli.dashboard import render_node_dashboard
-    from p2pgrid.node_api import dashboard_readings
+    from p2pgrid.node.api import dashboard_readings
 
     def view():  # type: ignore[no-untyped-def]
         return render_node_dashboard(node.status(), *dashboard_readings(node))

@@ -19,12 +19,12 @@ from collections import defaultdict
 from rich.console import Console, Group
 from rich.table import Table
 
-from p2pgrid.certificates import CertificateRegistry, total_wh
 from p2pgrid.cli.ledger import _add_db_args, _load_state, _run, db_path, resolve_account
 from p2pgrid.errors import SettlementError
 from p2pgrid.ledger.chain import LedgerState
-from p2pgrid.settlement import Reason, SlotSettlement
-from p2pgrid.settlement_entries import certificate_registry, certificates_of, settled_slots, settlement_of
+from p2pgrid.settlement.certificates import CertificateRegistry, total_wh
+from p2pgrid.settlement.entries import certificate_registry, certificates_of, settled_slots, settlement_of
+from p2pgrid.settlement.rules import Reason, SlotSettlement
 from p2pgrid.units import format_credits
 
 DAY_S = 86_400

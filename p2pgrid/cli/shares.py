@@ -19,7 +19,7 @@ As a liquidity provider: per programme its host, shares (and how many earn this 
 lock-up and whether it is over at ``--at`` (ISO UTC or Unix s; default: the end of the run),
 principal paid in and back, fee income received and what one share earned. As a host: the
 programmes it runs and what it paid its LPs. The money lines are the account's ``share_income``,
-``share_payouts`` and ``share_capital`` streams (``p2pgrid.invest``); "reconciled" says the
+``share_payouts`` and ``share_capital`` streams (``p2pgrid.invest.statement``); "reconciled" says the
 positions and the streams agree to the µc.
 
 Register it under ``p2pgrid invest`` with ``shares.add_parser(commands)``, where ``commands`` is
@@ -39,7 +39,7 @@ from typing import Any
 
 from p2pgrid.cli.common import open_client, parse_time
 from p2pgrid.errors import P2PGridError
-from p2pgrid.invest import ShareStatement, share_statement
+from p2pgrid.invest.statement import ShareStatement, share_statement
 from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView
 from p2pgrid.rpc.client import Call
 from p2pgrid.units import MS_PER_S, format_credits
@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def do_shares(args: argparse.Namespace) -> int:
-    from p2pgrid.invest_report import read_run
+    from p2pgrid.invest.report import read_run
 
     run = read_run(args.run, args.account, node=args.ledger_of)
     at_ms = args.at * MS_PER_S if args.at is not None else run.end_ms

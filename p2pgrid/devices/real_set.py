@@ -92,10 +92,10 @@ from p2pgrid.devices.sunspec import (
     SunSpecInverter,
     SunSpecMeter,
 )
+from p2pgrid.devices.device_set import DeviceSet
 from p2pgrid.devices.sunspec_readings import INVERTER_MODELS, METER_MODELS
 from p2pgrid.errors import ConfigError
 from p2pgrid.logs import RateLimitedWarning
-from p2pgrid.node_devices import DeviceSet
 
 if TYPE_CHECKING:
     from p2pgrid.config import AdapterSection, NodeConfig

@@ -13,7 +13,7 @@ data here; the meter's counters make up for lost samples when slot energy is com
 
 ``health(now_ms)`` tells, per device, GOOD (last sample good and recent), BAD (last attempt
 failed but a good reading is recent) or STALE (no good reading for more than
-``missed_periods`` periods, ``p2pgrid.telemetry.is_stale``).
+``missed_periods`` periods, ``p2pgrid.devices.telemetry.is_stale``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import trio
 from p2pgrid.devices.base import DeviceKind, Quality
 from p2pgrid.devices.device import Device
 from p2pgrid.devices.readings import Reading
+from p2pgrid.devices.telemetry import DEFAULT_MISSED_PERIODS, is_stale
 from p2pgrid.errors import ConfigError, DeviceError
-from p2pgrid.telemetry import DEFAULT_MISSED_PERIODS, is_stale
 
 DEFAULT_BUFFER = 256
 

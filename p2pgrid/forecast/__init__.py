@@ -9,16 +9,6 @@
 A gradient-boosted expert is deliberately absent: it would need a heavy dependency in a pure
 package, and on household series the seasonal experts plus per-horizon gating leave little for it
 (the benchmark ``python -m simnet.bench agent`` reports the figures).
+
+This package's ``__init__`` imports nothing: import the module you need.
 """
-
-from p2pgrid.forecast.backtest import BacktestResult, backtest
-from p2pgrid.forecast.clearsky import PvSite, clear_sky_ghi, clear_sky_poa, slot_clear_sky, sun_vector
-from p2pgrid.forecast.experts import EXPERTS, LOAD_EXPERTS, PV_EXPERTS, SeriesContext
-from p2pgrid.forecast.gate import (Forecast, GateConfig, GateConfigError, GateState, combine, new_gate, observe,
-                                   step, weights)
-
-__all__ = [
-    "EXPERTS", "LOAD_EXPERTS", "PV_EXPERTS", "BacktestResult", "Forecast", "GateConfig", "GateConfigError",
-    "GateState", "PvSite", "SeriesContext", "backtest", "clear_sky_ghi", "clear_sky_poa", "combine", "new_gate",
-    "observe", "slot_clear_sky", "step", "sun_vector", "weights",
-]

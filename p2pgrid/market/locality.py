@@ -46,7 +46,7 @@ from p2pgrid.market.amm import Pool
 from p2pgrid.market.book import Depth, DepthLevel
 from p2pgrid.market.orders import RestingOrder, Side
 from p2pgrid.market.router import BookLeg, PoolLeg, RoutePlan, route
-from p2pgrid.settlement import GridFee, TradeRecord
+from p2pgrid.settlement.rules import GridFee, TradeRecord
 from p2pgrid.units import trade_value
 
 __all__ = ["Locality", "ZoneNotTraded", "effective_price", "fee_inclusive_depth", "label_trades", "route_zones", "settlement_grid_fees",

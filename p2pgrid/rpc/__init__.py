@@ -7,7 +7,7 @@
 * ``feed``      — ``EventFeed``: non-blocking fan-out of node events to stream readers
 * ``testing``   — ``FakeNode``: an in-memory ``NodeApi`` for tests, bots and benchmarks
 
-The real node's ``NodeApi`` is ``p2pgrid.node_api.LiveNodeApi``; ``p2pgrid.node_rpc`` runs it.
+The real node's ``NodeApi`` is ``p2pgrid.node.api.LiveNodeApi``; ``p2pgrid.node.rpc`` runs it.
 
 Importing this package imports nothing heavy; import the submodule you need.
 """

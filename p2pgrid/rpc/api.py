@@ -24,7 +24,7 @@ Event streams: each ``*_events()`` method returns an async iterator that the ser
 **one** task for the node's whole lifetime, fanning events out to subscribers without ever
 waiting on a client. The node should feed it from a bounded channel with ``send_nowait`` (so a
 stuck RPC server can't block the node either) — ``p2pgrid.rpc.feed.EventFeed`` does exactly
-that (``p2pgrid.node_api`` uses it).
+that (``p2pgrid.node.api`` uses it).
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ class Certificate:
     meter_entry: bytes        # message id of the signed meter reading that issued it
 
 
-# --- pool shares (p2pgrid.trading.pool_shares) ----------------------------------------------------
+# --- pool shares (p2pgrid.shares.rules) ----------------------------------------------------
 
 @dataclass(frozen=True)
 class ShareProgrammeView:
@@ -357,7 +357,7 @@ class SharePositionView:
     pending_exit_shares: int
 
 
-# --- public EV charging (p2pgrid.charging) -------------------------------------------------------
+# --- public EV charging (p2pgrid.charging.rules) -------------------------------------------------------
 
 @dataclass(frozen=True)
 class ChargeTariffView:

@@ -143,7 +143,7 @@ share_count = c.Param("shares", c.integer(1, MAX_SHARES), doc="number of shares"
 
 CHARGE_ID_SIZE = 16
 MAX_CHARGE_WAIT_S = 60
-MAX_CHARGE_HOURS = 48          # p2pgrid.charging.MAX_SESSION_MS
+MAX_CHARGE_HOURS = 48          # p2pgrid.charging.rules.MAX_SESSION_MS
 
 
 async def charging_tariffs(node: Charging, p: P, s: Session) -> list[ChargeTariffView]:

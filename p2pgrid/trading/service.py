@@ -73,7 +73,7 @@ from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Cancel, Order, Side, Signed, Source, decode_signed, encode, sign
 
 if TYPE_CHECKING:
-    from p2pgrid.trading.pool_client import PoolClient
+    from p2pgrid.pools.client import PoolClient
 
 Clock = Callable[[], int]
 BOOK_CHANGES_BUFFER = 4096

@@ -30,11 +30,11 @@ from p2pgrid.net.orders import OrderGossip, open_neighbour_gossip, open_order_go
 from p2pgrid.net.testing import has_mesh, open_cluster, wait_for_mesh, wait_until
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
-from p2pgrid.settlement import ImbalancePrices
-from p2pgrid.settlement_entries import SettlementLedgerRules
+from p2pgrid.pools.client import PoolClient, PoolClientConfig, open_pool_client
+from p2pgrid.pools.host import PoolHost, PoolHostConfig, open_pool_host
+from p2pgrid.settlement.entries import SettlementLedgerRules
+from p2pgrid.settlement.rules import ImbalancePrices
 from p2pgrid.trading.own_orders import OwnOrderJournal
-from p2pgrid.trading.pool_client import PoolClient, PoolClientConfig, open_pool_client
-from p2pgrid.trading.pool_host import PoolHost, PoolHostConfig, open_pool_host
 from p2pgrid.trading.service import TradingConfig, TradingService, open_trading_service
 from p2pgrid.units import SlotRules
 

@@ -30,10 +30,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from p2pgrid.agent import (BatteryLimits, SlotMarket, SlotPrices, decide_change, decide_slot, expected_prices,
-                           plan_battery, slot_cost)
+from p2pgrid.agent.battery import BatteryLimits
+from p2pgrid.agent.control import decide_change, decide_slot
+from p2pgrid.agent.plan import SlotPrices, plan_battery, slot_cost
 from p2pgrid.agent.plan import transition_cost
-from p2pgrid.forecast import LOAD_EXPERTS, PV_EXPERTS, GateConfig, PvSite, SeriesContext, new_gate, step
+from p2pgrid.agent.pricing import SlotMarket, expected_prices
+from p2pgrid.forecast.clearsky import PvSite
+from p2pgrid.forecast.experts import LOAD_EXPERTS, PV_EXPERTS, SeriesContext
+from p2pgrid.forecast.gate import GateConfig, new_gate, step
 from simnet import profiles
 
 SLOT_S = 900

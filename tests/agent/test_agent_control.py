@@ -5,8 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.agent import BatteryLimits, SlotPrices, decide_slot, plan_battery, stored_change_bounds
+from p2pgrid.agent.battery import BatteryLimits
+from p2pgrid.agent.control import decide_slot, stored_change_bounds
 from p2pgrid.agent.control import interpolate_value
+from p2pgrid.agent.plan import SlotPrices, plan_battery
 from p2pgrid.agent.plan import transition_cost
 
 SLOT_S = 900

@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.agent import (BatteryLimits, OrderIntent, RepricingRule, SlotMarket, SlotPrices, expected_prices,
-                           limit_price, orders_for_plan, plan_battery, setpoints_w)
+from p2pgrid.agent.battery import BatteryLimits
+from p2pgrid.agent.orders import OrderIntent, orders_for_plan, setpoints_w
+from p2pgrid.agent.plan import SlotPrices, plan_battery
+from p2pgrid.agent.pricing import RepricingRule, SlotMarket, expected_prices, limit_price
 from p2pgrid.errors import ConfigError
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, Source
@@ -113,7 +115,7 @@ def test_export_beyond_pv_is_offered_as_battery_energy():
 
 
 def test_one_tick_plans_orders_and_setpoints_together():
-    from p2pgrid.agent import AgentSettings, decide
+    from p2pgrid.agent.tick import AgentSettings, decide
 
     markets = [SlotMarket(slot=SLOT + i * 900, retail=300_000, feed_in=80_000, expected_p2p=190_000)
                for i in range(4)]

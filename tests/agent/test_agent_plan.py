@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.agent import (BatteryLimits, BatteryLimitsError, PlanInputError, SlotPrices, default_soc_step,
-                           plan_battery, schedule_cost, slot_cost)
+from p2pgrid.agent.battery import BatteryLimits, BatteryLimitsError
+from p2pgrid.agent.plan import PlanInputError, SlotPrices, default_soc_step, plan_battery, schedule_cost, slot_cost
 from p2pgrid.agent.plan import soc_levels
 
 SLOT_S = 900

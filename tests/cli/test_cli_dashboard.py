@@ -5,7 +5,7 @@ import io
 from rich.console import Console
 
 from p2pgrid.cli.dashboard import render_cluster, render_config_summary, render_node_dashboard
-from p2pgrid.node import NodeStatus
+from p2pgrid.node.status import NodeStatus
 
 SLOT = 1_800_000_900   # 2027-01-15 08:15 UTC
 

@@ -3,7 +3,7 @@
 import trio
 
 from p2pgrid.cli.main import main
-from p2pgrid.node_rpc import open_node_cluster
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.wire import Side
 
 

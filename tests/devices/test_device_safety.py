@@ -220,7 +220,7 @@ async def test_an_unreachable_unit_is_a_warning_once_then_quiet_then_back(tmp_pa
     def meter_lines(level: int) -> list[str]:
         return [r.getMessage() for r in caplog.records if r.levelno == level and r.getMessage().startswith("device meter")]
 
-    with caplog.at_level(logging.DEBUG, logger="p2pgrid.node_devices"):
+    with caplog.at_level(logging.DEBUG, logger="p2pgrid.devices.service"):
         async with sampled_units(sunspec_server, tmp_path, period_s=0.5) as units:
             await wait_fresh(units.service, units.clock)
             await units.meter_unit.stop()

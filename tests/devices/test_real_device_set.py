@@ -24,13 +24,13 @@ from p2pgrid.devices.aio import call_aio
 from p2pgrid.devices.base import BatterySetpoint, DeviceKind, DeviceUnreachable, PvLimit, Quality, SetpointRejected
 from p2pgrid.devices.readings import BatteryMode, BatteryReading, MeterReading, PvReading
 from p2pgrid.devices.real_set import DerivedLoad, RealDeviceSet, open_device_links, real_device_set
+from p2pgrid.devices.service import DeviceService
 from p2pgrid.devices.sunspec_registers import SunSpecModelError, model_addresses, model_def
 from p2pgrid.errors import ConfigError
 from p2pgrid.identity import NodeKey
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.testing import wait_until
-from p2pgrid.node import Node
-from p2pgrid.node_devices import DeviceService
+from p2pgrid.node.app import Node
 
 LOOPBACK = "127.0.0.1"
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2pgrid.devices.base import Quality
 from p2pgrid.devices.readings import MeterReading
-from p2pgrid.telemetry import (
+from p2pgrid.devices.telemetry import (
     ACC32_WRAP,
     CounterPoint,
     bridge_resets,

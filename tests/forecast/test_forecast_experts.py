@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from p2pgrid.forecast import EXPERTS, PvSite, SeriesContext, clear_sky_ghi, slot_clear_sky, sun_vector
+from p2pgrid.forecast.clearsky import PvSite, clear_sky_ghi, slot_clear_sky, sun_vector
+from p2pgrid.forecast.experts import EXPERTS, SeriesContext
 from p2pgrid.forecast.experts import (clearsky_daily, clearsky_recent, persistence, smoothing, weekly,
                                       yesterday)
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.invest import (
+from p2pgrid.invest.statement import (
     IRR_LOW, InvestError, InvestTerms, SeasonSample, annualise, figures, irr, lcos_uc_per_kwh, npv, payback_years,
     project_cashflows, sensitivity,
 )

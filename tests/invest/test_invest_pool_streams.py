@@ -1,12 +1,12 @@
 """Pool swaps in a statement: the host's sales split into energy and fee, traders' sides, reconciled."""
 
 
-from p2pgrid.invest import statement_for
+from p2pgrid.invest.statement import statement_for
 from p2pgrid.ledger.chain import LedgerState, derive_state, process_entry
 from p2pgrid.ledger.messages import Lock, Mint
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
-from p2pgrid.trading.pool_messages import SwapRequest
+from p2pgrid.pools.entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.pools.messages import SwapRequest
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, sign
 
@@ -91,7 +91,7 @@ def test_a_sell_swap_is_a_pool_purchase_for_the_host_and_a_pool_sale_for_the_tra
 
 
 def test_the_pool_fees_lps_are_paid_from_are_the_hosts_certified_pool_fees_stream():
-    from p2pgrid.trading.pool_shares import host_pool_fees_uc
+    from p2pgrid.shares.rules import host_pool_fees_uc
     zone = PoolZone()
     zone.buy(200)
     zone.sell(300)                                  # a SELL pays its fee in energy: no µc fee
@@ -101,7 +101,7 @@ def test_the_pool_fees_lps_are_paid_from_are_the_hosts_certified_pool_fees_strea
 
 
 def test_a_declined_pool_buy_gives_the_escrow_back_and_explains_every_uc():
-    from p2pgrid.trading.pool_entries import SwapDecline
+    from p2pgrid.pools.entries import SwapDecline
     zone = PoolZone()
     zone.add(BUYER, "lock", Lock(take_id=b"d" * 16, seller=HOST.public_key, order_id=zone.pool_id,
                                  order_owner=HOST.public_key, order_size_wh=100, qty_wh=100, price=200_000,

@@ -10,8 +10,8 @@ from rich.console import Console
 from p2pgrid.cli.invest import render_summary, terms_of
 from p2pgrid.cli.main import main
 from p2pgrid.config import InvestSection
-from p2pgrid.invest import STREAMS, STREAM_KEYS, account_flows, statement
-from p2pgrid.invest_report import build_report, read_run
+from p2pgrid.invest.report import build_report, read_run
+from p2pgrid.invest.statement import STREAMS, STREAM_KEYS, account_flows, statement
 from simnet.scenario import load_scenario
 from simnet.simulate import simulate
 

@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from p2pgrid.invest import share_statement, statement_for
+from p2pgrid.invest.statement import share_statement, statement_for
 from p2pgrid.ledger.chain import LedgerState, process_entry
 from p2pgrid.ledger.messages import Lock, Mint, Release
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
-from p2pgrid.trading.pool_messages import SwapRequest
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.pools.entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.pools.messages import SwapRequest
+from p2pgrid.shares.rules import (
     ShareBuy, ShareIssue, ShareOffer, ShareRedeem, compute_buy_id, compute_payout, next_programme_id, programme_of,
 )
 from p2pgrid.units import SlotRules
@@ -161,7 +161,7 @@ def test_the_shares_command_reads_the_run_and_prints_one_statement(monkeypatch, 
     zone = Zone()
     zone.buy(LP2, 2)
     run = SimpleNamespace(entries=tuple(zone.entries), rules=zone.fx.rules, account=LP2.public_key, end_ms=NOW)
-    monkeypatch.setattr("p2pgrid.invest_report.read_run", lambda path, account, node=None: run)
+    monkeypatch.setattr("p2pgrid.invest.report.read_run", lambda path, account, node=None: run)
     parser = argparse.ArgumentParser()
     shares.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["shares", "--account", "lp2", "--from", "out"])

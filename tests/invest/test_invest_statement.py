@@ -6,18 +6,18 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.charging import (
+from p2pgrid.charging.rules import (
     ChargeReading, ChargeTariff, charger_counter, next_tariff_id, plan_charge_bill, plan_charge_start, session_of, tariff_of,
 )
-from p2pgrid.invest import STREAM_KEYS, account_flows, share_statement, statement, statement_for
+from p2pgrid.invest.statement import STREAM_KEYS, account_flows, share_statement, statement, statement_for
 from p2pgrid.ledger.chain import (
     KINDS, EntryRejected, KindRules, LedgerState, derive_state, process_entry, register_kind,
 )
 from p2pgrid.ledger.messages import Burn, Decline, Fill, Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
-from p2pgrid.trading.pool_messages import SwapRequest
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.pools.entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.pools.messages import SwapRequest
+from p2pgrid.shares.rules import (
     ShareBuy, ShareIssue, ShareOffer, ShareRedeem, compute_buy_id, compute_payout, next_programme_id, programme_of,
 )
 from p2pgrid.units import SlotRules, trade_value

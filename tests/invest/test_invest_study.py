@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from p2pgrid.invest import SEASON_DAYS, STREAM_KEYS
+from p2pgrid.invest.statement import SEASON_DAYS, STREAM_KEYS
 from simnet.demo import main as simnet_main
 from simnet.scenario import load_scenario
 from simnet.study import (
@@ -128,7 +128,7 @@ def test_reuse_keeps_finished_seasons_and_gives_the_same_figures(study_dir):
 def test_the_headline_and_sensitivity_render_in_plain_text(study_dir):
     from p2pgrid.cli.invest import terms_of
     from p2pgrid.config import InvestSection
-    from p2pgrid.invest_report import build_report, read_run
+    from p2pgrid.invest.report import build_report, read_run
 
     out, _ = study_dir
     runs = [read_run(out / season, "station-0", season) for season in ("winter", "summer")]
@@ -143,7 +143,7 @@ def test_the_headline_and_sensitivity_render_in_plain_text(study_dir):
 
 
 def test_a_zero_settlement_stream_says_whether_any_slot_was_settled():
-    from p2pgrid.invest_report import zero_reason
+    from p2pgrid.invest.report import zero_reason
 
     assert "no settle entries and no meter entries" in zero_reason("feed_in", {"fill": 3})
     assert zero_reason("extra_import", {"meter": 5}).endswith("the ledger holds no settle entries")
@@ -152,7 +152,7 @@ def test_a_zero_settlement_stream_says_whether_any_slot_was_settled():
 
 
 def test_a_zero_pool_or_share_stream_says_how_far_the_pools_got():
-    from p2pgrid.invest_report import zero_reason
+    from p2pgrid.invest.report import zero_reason
 
     assert zero_reason("pool_fees", {}).startswith("no pool was opened")
     assert zero_reason("pool_fees", {"pool_open": 2}) == "pools were opened but no swap was certified"

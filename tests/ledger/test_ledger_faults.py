@@ -11,15 +11,15 @@ import pytest
 import trio
 
 from p2pgrid.ledger.chain import LockStatus
+from p2pgrid.ledger.cluster_testing import T0, Cluster, certified, open_fault_cluster, submit, submit_in_doubt
 from p2pgrid.ledger.committee import seq_key
 from p2pgrid.ledger.messages import Burn, Decline, Fill, Lock, Mint, Release, entry_hash
 from p2pgrid.ledger.service import BatchRejected, LedgerConfig, LedgerService
-from p2pgrid.ledger.cluster_testing import T0, Cluster, certified, open_fault_cluster, submit, submit_in_doubt
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.net.testing import wait_until
-from p2pgrid.metering import MeterReading, MeterRegistration
-from p2pgrid.settlement import ImbalancePrices
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration
+from p2pgrid.settlement.rules import ImbalancePrices
+from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, compute_settlement,
     meter_record_of, meter_registration_of, settlement_of,
 )

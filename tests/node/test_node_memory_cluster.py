@@ -14,7 +14,9 @@ from p2pgrid.config import build_config
 from p2pgrid.identity import NodeKey
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.orders import orders_topic
-from p2pgrid.node import Node, OrderRequest, inbox_dir, read_status, run_until_signal
+from p2pgrid.node.app import Node, run_until_signal
+from p2pgrid.node.inbox import OrderRequest, inbox_dir
+from p2pgrid.node.status import read_status
 from p2pgrid.wire import OrderBatch, Side, Source, encode
 
 EPOCH_MS = 1_800_000_000_000   # a fixed market time; slot arithmetic only needs it to be UTC ms

@@ -14,16 +14,17 @@ from typing import Any
 import pytest
 import trio
 
-from p2pgrid.agent import limit_price
+from p2pgrid.agent.agent_trader import AgentTrader, expected_p2p
+from p2pgrid.agent.pricing import limit_price
 from p2pgrid.agent.pricing import RepricingRule, SlotMarket
 from p2pgrid.clock import ManualClock
 from p2pgrid.config import build_config
 from p2pgrid.devices.base import DeviceKind, Quality
+from p2pgrid.devices.device_set import DeviceSet
+from p2pgrid.devices.service import DeviceService, simulated_device_set
 from p2pgrid.identity import NodeKey
 from p2pgrid.net.testing import wait_until
-from p2pgrid.node import NodeStats
-from p2pgrid.node_devices import DeviceService, DeviceSet, simulated_device_set
-from p2pgrid.node_planner import AgentTrader, expected_p2p
+from p2pgrid.node.status import NodeStats
 from p2pgrid.trading.service import TradingService
 from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster
 from p2pgrid.units import SlotRules

@@ -6,16 +6,16 @@ import json
 import pytest
 import trio
 
+from p2pgrid.agent.agent_trader import AgentTrader, battery_limits
 from p2pgrid.clock import ManualClock
 from p2pgrid.config import build_config
 from p2pgrid.devices.base import BatterySetpoint, DeviceKind
+from p2pgrid.devices.service import DeviceService, simulated_device_set
 from p2pgrid.errors import ConfigError
 from p2pgrid.identity import NodeKey
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.testing import wait_until
-from p2pgrid.node import Node
-from p2pgrid.node_devices import DeviceService, simulated_device_set
-from p2pgrid.node_planner import AgentTrader, battery_limits
+from p2pgrid.node.app import Node
 from simnet.scenario import ScenarioError, build_scenario
 
 SLOT_MS = 900_000

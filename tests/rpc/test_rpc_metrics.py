@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from p2pgrid.metrics import NodeMetrics, serve_metrics
+from p2pgrid.node.metrics import NodeMetrics, serve_metrics
 from p2pgrid.rpc.errors import NotLoopbackError
 
 

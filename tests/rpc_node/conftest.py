@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pgrid.node_rpc import open_node_cluster
+from p2pgrid.node.testing import open_node_cluster
 from rpc_node_helpers import FUNDS_UC
 
 

@@ -9,8 +9,8 @@ import trio
 
 from p2pgrid.ledger.chain import decode_body
 from p2pgrid.ledger.messages import Entry, Fill
-from p2pgrid.node_api import peer_id_base58
-from p2pgrid.node_rpc import read_endpoint
+from p2pgrid.node.api import peer_id_base58
+from p2pgrid.node.rpc import read_endpoint
 from p2pgrid.rpc import errors as codes
 from p2pgrid.rpc.api import BookLevel, OrderStatus, Venue
 from p2pgrid.rpc.client import AsyncRpcClient, RpcCallError, calls

@@ -12,15 +12,16 @@ import json
 import pytest
 import trio
 
-from p2pgrid.charging import tariffs
-from p2pgrid.clock import ManualClock
+from p2pgrid.charging.rules import tariffs
+from p2pgrid.charging.service import ChargingService
 from p2pgrid.cli.charging import charge_calls
 from p2pgrid.cli.main import main
+from p2pgrid.clock import ManualClock
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.testing import cluster_keys
-from p2pgrid.node_api import LiveNodeApi
-from p2pgrid.node_charging import ChargingService
-from p2pgrid.node_rpc import find_service, open_node_cluster
+from p2pgrid.node.api import LiveNodeApi
+from p2pgrid.node.app import find_service
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc import errors as codes
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionStatus
 from p2pgrid.units import trade_value

@@ -19,13 +19,13 @@ import pytest
 import trio
 
 from p2pgrid.ledger.testing import seeded_key
-from p2pgrid.node_api import dashboard_readings
-from p2pgrid.node_rpc import open_node_cluster
+from p2pgrid.node.api import dashboard_readings
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc import errors as codes
 from p2pgrid.rpc.api import CertificateStatus
 from p2pgrid.rpc.client import RpcCallError, calls
-from p2pgrid.settlement_entries import meter_entries_for_slot
-from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS, MeterService, register_meters
+from p2pgrid.settlement.entries import meter_entries_for_slot
+from p2pgrid.settlement.service import DEFAULT_SETTLE_DELAY_MS, MeterService, register_meters
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Source
 from rpc_node_helpers import FUNDS_UC, open_slot, poll, rpc_client, wait_until

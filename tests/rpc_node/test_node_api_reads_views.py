@@ -14,21 +14,22 @@ from rich.console import Console
 
 from p2pgrid.cli.dashboard import render_node_dashboard
 
-from p2pgrid.certificates import certify_slot
 from p2pgrid.clock import ManualClock
 from p2pgrid.config import build_config
+from p2pgrid.devices.api import NoReadingYet, telemetry_view
 from p2pgrid.devices.base import DeviceKind
 from p2pgrid.devices.readings import BatteryReading, LoadReading, MeterReading, PvReading
+from p2pgrid.devices.service import DeviceService, SlotTelemetry
 from p2pgrid.identity import NodeKey
-from p2pgrid.node import NodeStatus
 from p2pgrid.ledger.chain import LedgerState
-from p2pgrid.node_api import (LiveNodeApi, NoReadingYet, NotASlot, TelemetryForecasts, certificate_id,
-                              certificate_views, settlement_view, telemetry_view)
-from p2pgrid.node_devices import DeviceService, SlotTelemetry
+from p2pgrid.node.api import LiveNodeApi, TelemetryForecasts
+from p2pgrid.node.status import NodeStatus
 from p2pgrid.rpc.api import CertificateStatus, SlotSettlement, Telemetry
 from p2pgrid.rpc.errors import NotAvailable
-from p2pgrid.settlement import MeterEntry, TradeRecord, ZoneTariffs, settle_slot
-from p2pgrid.settlement_entries import certificates_key
+from p2pgrid.settlement.api import NotASlot, certificate_id, certificate_views, settlement_view
+from p2pgrid.settlement.certificates import certify_slot
+from p2pgrid.settlement.entries import certificates_key
+from p2pgrid.settlement.rules import MeterEntry, TradeRecord, ZoneTariffs, settle_slot
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Source
 
@@ -216,7 +217,7 @@ def test_telemetry_forecasts_ignore_slots_already_seen():
 
 
 async def test_settlement_of_an_instant_that_starts_no_slot_is_refused(tmp_path):
-    from p2pgrid.node_trading import ledger_config
+    from p2pgrid.node.ledger import ledger_config
 
     config = build_config({"node": {"data_dir": str(tmp_path)},
                            "zone": {"gateway_account": GATEWAY.hex(), "validators": [{"public_key": SELLER.hex()}]}},

@@ -9,7 +9,9 @@ import pytest
 import trio
 import trio_websocket
 
-from p2pgrid.node_rpc import NodeApiService, RpcService, find_service, open_node_cluster
+from p2pgrid.node.app import find_service
+from p2pgrid.node.rpc import NodeApiService, RpcService
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc.client import calls
 from p2pgrid.rpc.server import RpcLimits
 from p2pgrid.rpc.subscriptions import Topic

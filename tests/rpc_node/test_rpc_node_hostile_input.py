@@ -19,8 +19,10 @@ import pytest
 import trio
 import trio_websocket
 
-from p2pgrid.metrics import MetricsLimits
-from p2pgrid.node_rpc import MetricsService, RpcService, find_service, open_node_cluster, read_endpoint
+from p2pgrid.node.app import find_service
+from p2pgrid.node.metrics import MetricsLimits
+from p2pgrid.node.rpc import MetricsService, RpcService, read_endpoint
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc.auth import read_token
 from p2pgrid.rpc.client import calls
 from p2pgrid.rpc.server import RpcLimits

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from p2pgrid.net.libp2p_containment import FAILURES
-from p2pgrid.node_rpc import open_node_cluster
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc.client import calls
 from p2pgrid.wire import Side
 from rpc_node_helpers import FUNDS_UC, exercise_every_method, open_slot, poll, rpc_client

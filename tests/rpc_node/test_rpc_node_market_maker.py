@@ -7,7 +7,8 @@ import pytest
 import trio
 
 from p2pgrid.ledger.chain import state_root
-from p2pgrid.node_rpc import NodeApiService, find_service, read_endpoint
+from p2pgrid.node.app import find_service
+from p2pgrid.node.rpc import NodeApiService, read_endpoint
 from p2pgrid.rpc.api import OrderStatus
 from p2pgrid.rpc.client import RpcClient
 from p2pgrid.units import trade_value

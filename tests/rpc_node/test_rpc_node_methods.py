@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from p2pgrid.node_api import LiveNodeApi
-from p2pgrid.node_rpc import NodeApiService, find_service
+from p2pgrid.node.api import LiveNodeApi
+from p2pgrid.node.app import find_service
+from p2pgrid.node.rpc import NodeApiService
 from p2pgrid.rpc.api import node_api_mismatches
 from rpc_node_helpers import exercise_every_method, rpc_client
 

@@ -13,13 +13,14 @@ import trio
 from p2pgrid.clock import SystemClock
 from p2pgrid.config import build_config
 from p2pgrid.identity import NodeKey
-from p2pgrid.metrics import REJECT_REASONS
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.transport import ValidationResult
 from p2pgrid.net.validation import Reason
-from p2pgrid.node import Node
-from p2pgrid.node_rpc import (MetricsService, RpcService, find_service, open_node_cluster,
-                              read_endpoint, reject_label)
+from p2pgrid.node.app import Node
+from p2pgrid.node.app import find_service
+from p2pgrid.node.metrics import REJECT_REASONS
+from p2pgrid.node.rpc import MetricsService, RpcService, read_endpoint, reject_label
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc import errors as codes
 from p2pgrid.rpc.client import AsyncRpcClient, RpcCallError, calls
 from p2pgrid.units import trade_value

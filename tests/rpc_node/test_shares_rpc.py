@@ -8,16 +8,17 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2pgrid.clock import ManualClock
 from p2pgrid.cli.shares import share_calls
+from p2pgrid.clock import ManualClock
 from p2pgrid.ledger.chain import state_root
-from p2pgrid.node_api import LiveNodeApi
-from p2pgrid.node_rpc import find_service, open_node_cluster
-from p2pgrid.node_shares import ShareHostService
+from p2pgrid.node.api import LiveNodeApi
+from p2pgrid.node.app import find_service
+from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc import errors as codes
 from p2pgrid.rpc.api import ShareBuyStatus
 from p2pgrid.rpc.client import RpcCallError
-from p2pgrid.trading.pool_shares import host_pool_fees_uc, lockup_ends_ms, pending_exit, programmes
+from p2pgrid.shares.rules import host_pool_fees_uc, lockup_ends_ms, pending_exit, programmes
+from p2pgrid.shares.service import ShareHostService
 from p2pgrid.wire import Side
 from rpc_node_helpers import rpc_client, wait_until
 

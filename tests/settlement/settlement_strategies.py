@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from p2pgrid.settlement import GridFee, MeterEntry, TradeRecord, ZoneTariffs
-from p2pgrid.settlement_entries import trade_of_swap
-from p2pgrid.trading.pool_entries import SwapRecord
+from p2pgrid.pools.entries import SwapRecord
+from p2pgrid.settlement.entries import trade_of_swap
+from p2pgrid.settlement.rules import GridFee, MeterEntry, TradeRecord, ZoneTariffs
 from p2pgrid.wire import Side, Source
 
 SLOT = 1_800_000_000 - 1_800_000_000 % 900      # a slot start in 2027
@@ -40,7 +40,7 @@ def meter(account: bytes, import_wh: int = 0, export_wh: int = 0, green_wh: int 
 
 def swap(swap_id: int, host: bytes, trader: bytes, side: Side, energy_wh: int, credits_uc: int, *,
          slot: int = SLOT) -> TradeRecord:
-    """A certified pool swap as settlement sees it (``settlement_entries.trade_of_swap``)."""
+    """A certified pool swap as settlement sees it (``settlement.entries.trade_of_swap``)."""
     record = SwapRecord(pool_id=b"p" * 16, host=host, trader=trader, side=side, slot=slot, energy_wh=energy_wh,
                         credits_uc=credits_uc)
     return trade_of_swap(swap_id.to_bytes(16, "big"), record, ZONE_OF.get(host, "north"))

@@ -2,10 +2,10 @@
 
 import pytest
 
-from p2pgrid.certificates import (
+from p2pgrid.settlement.certificates import (
     CertificateBatch, CertificateRegistry, DoubleIssue, UnitRange, certify_slot, normalize,
 )
-from p2pgrid.settlement import settle_slot
+from p2pgrid.settlement.rules import settle_slot
 from p2pgrid.wire import Source
 
 from settlement_strategies import SLOT, meter, tariffs, trade

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from p2pgrid.errors import DecodeError, SignatureError
 from p2pgrid.identity import NodeKey
-from p2pgrid.metering import (
+from p2pgrid.settlement.metering import (
     MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistry, RejectReason, decode_meter_reading,
     to_meter_entry, validate_meter_reading,
 )

@@ -1,4 +1,4 @@
-"""A pool host's battery delivers what its pools sold (``p2pgrid.node_pool_delivery``)."""
+"""A pool host's battery delivers what its pools sold (``p2pgrid.pools.delivery``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from p2pgrid.devices.battery import BatterySpec
 from p2pgrid.devices.readings import BatteryMode
 from p2pgrid.devices.series import Series
 from p2pgrid.devices.simulated import SimulatedSite, SiteInputs, SiteSpec, initial_site_state, step_site
-from p2pgrid.node_pool_delivery import (PoolDeliveryService, battery_setpoint_w, export_target_w,
+from p2pgrid.pools.delivery import (PoolDeliveryService, battery_setpoint_w, export_target_w,
                                         pool_net_sold_wh)
 from p2pgrid.wire import Side
 

@@ -1,5 +1,5 @@
 """Settling a slot over the certified inputs a ``settle`` names, and reconciling it when inputs are
-certified later (``p2pgrid.settlement_entries``): worked examples, then properties — money is
+certified later (``p2pgrid.settlement.entries``): worked examples, then properties — money is
 conserved and every green Wh certified once in whatever order entries arrive, and whether a
 ``meter`` or ``settle`` entry is valid never depends on extra certified entries of other chains."""
 
@@ -12,15 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.certificates import total_wh
+from p2pgrid.settlement.certificates import total_wh
 from p2pgrid.ledger.chain import (
     EntryRejected, LedgerState, RejectReason, derive_state, process_entry, state_root, validate_entry,
 )
 from p2pgrid.ledger.messages import Fill, Lock, Mint, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.metering import MeterReading, MeterRegistration
-from p2pgrid.settlement import ImbalancePrices, Reason
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration
+from p2pgrid.settlement.rules import ImbalancePrices, Reason
+from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, Posting, PostingBody, SettlementLedgerRules,
     SlotInputs, certificate_registry, certificates_of, compute_settlement, imbalance_postings, posted_by_reason,
     reconciliation_postings, settlement_of, slots_to_settle,
@@ -383,7 +383,7 @@ def test_validity_of_meter_and_settle_does_not_depend_on_extra_entries_of_other_
 def test_an_investment_statement_counts_a_reconciled_slot_once_and_explains_every_uc():
     """The reconciliation posts only the difference: statements read it as such (no stream counted
     twice, nothing left unexplained), for the account and for the gateway."""
-    from p2pgrid.invest import account_flows
+    from p2pgrid.invest.statement import account_flows
 
     zone = Zone()
     zone.trade(b"\x01" * 16, A, B, 1_000)

@@ -12,19 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.certificates import total_wh
-from p2pgrid.invest import account_flows, statement
+from p2pgrid.invest.statement import account_flows, statement
 from p2pgrid.ledger.chain import EntryRejected, LedgerState, LockStatus, derive_state, process_entry, state_root
 from p2pgrid.ledger.messages import Fill, Lock, Mint
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.metering import MeterReading, MeterRegistration
-from p2pgrid.settlement import ImbalancePrices, Reason, settle_slot
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.certificates import total_wh
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration
+from p2pgrid.settlement.rules import ImbalancePrices, Reason, settle_slot
+from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, certificates_of,
     compute_settlement, settlement_of, swap_trade_id, trades_for_slot, unsettled_slots,
 )
-from p2pgrid.trading.pool_entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
-from p2pgrid.trading.pool_messages import SwapRequest
+from p2pgrid.pools.entries import PoolOpen, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.pools.messages import SwapRequest
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Side, Source, sign
 

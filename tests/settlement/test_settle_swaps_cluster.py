@@ -8,17 +8,17 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2pgrid.certificates import total_wh
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.ledger.testing import seeded_key
 from p2pgrid.net.testing import wait_until
-from p2pgrid.settlement import ImbalancePrices, Reason
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.certificates import total_wh
+from p2pgrid.settlement.rules import ImbalancePrices, Reason
+from p2pgrid.settlement.entries import (
     certificates_of, compute_settlement, settlement_of, swap_trade_id, swap_trades_for_slot, unsettled_slots,
 )
-from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS, MeterService, SettlementService, register_meters
-from p2pgrid.trading.pool_entries import compute_pool_id, compute_swap
-from p2pgrid.trading.pool_host import BatteryLimits, PoolHostConfig
+from p2pgrid.pools.entries import compute_pool_id, compute_swap
+from p2pgrid.pools.host import BatteryLimits, PoolHostConfig
+from p2pgrid.settlement.service import DEFAULT_SETTLE_DELAY_MS, MeterService, SettlementService, register_meters
 from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Source

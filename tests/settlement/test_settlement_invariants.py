@@ -5,8 +5,8 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.certificates import certify_slot, normalize, total_wh
-from p2pgrid.settlement import allocate_delivery, settle_slot
+from p2pgrid.settlement.certificates import certify_slot, normalize, total_wh
+from p2pgrid.settlement.rules import allocate_delivery, settle_slot
 
 from settlement_strategies import GATEWAY, SLOT, meter_sets, tariffs, trade_sets
 

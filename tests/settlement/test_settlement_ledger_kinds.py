@@ -1,13 +1,13 @@
-"""Meter registrations and meter readings as certified ledger entries (p2pgrid.settlement_entries)."""
+"""Meter registrations and meter readings as certified ledger entries (p2pgrid.settlement.entries)."""
 
 import pytest
 
-from p2pgrid import settlement_entries  # noqa: F401  (registers the kinds)
+from p2pgrid.settlement import entries  # noqa: F401  (registers the kinds)
 from p2pgrid.ledger.chain import EntryRejected, LedgerState, RejectReason, derive_state, process_entry, state_root
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.metering import MeterReading, MeterRegistration
-from p2pgrid.settlement import Reason, ZoneTariffs, settle_slot
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration
+from p2pgrid.settlement.rules import Reason, ZoneTariffs, settle_slot
+from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, MeterEntryBody, Posting, imbalance_postings, meter_entries_for_slot,
 )
 from p2pgrid.wire import Source, sign

@@ -8,7 +8,7 @@ grid fee north<->south 0.02 = 20_000 µc/kWh. One trade: seller S sells 1000 Wh 
 import pytest
 
 from p2pgrid.errors import ConfigError
-from p2pgrid.settlement import (
+from p2pgrid.settlement.rules import (
     ConflictingRecords, GridFee, ImbalancePrices, InvalidSettlementInput, Reason, SlotPrices, Transfer,
     UnknownGridFee, ZoneTariffs, allocate_delivery, settle_slot,
 )

@@ -11,11 +11,11 @@ import pytest
 from p2pgrid.ledger.chain import ChainHead, LedgerState, process_entry
 from p2pgrid.ledger.messages import Mint, entry_hash
 from p2pgrid.ledger.service import EntryInDoubt
-from p2pgrid.metering import MeterRegistration
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.metering import MeterRegistration
+from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, compute_settlement, meter_entries_for_slot, settlement_of,
 )
-from p2pgrid.settlement_service import MeterService, SettlementService, load_or_create_meter_key
+from p2pgrid.settlement.service import MeterService, SettlementService, load_or_create_meter_key
 from p2pgrid.wire import Source
 
 from test_settle_entries_ledger import BUYER, FIX, GATEWAY, METERS, SELLER, SLOT, SLOTS, TRADE_MS

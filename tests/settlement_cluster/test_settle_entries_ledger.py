@@ -8,15 +8,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.certificates import total_wh
+from p2pgrid.settlement.certificates import total_wh
 from p2pgrid.ledger.chain import (
     EntryRejected, LedgerState, RejectReason, conflict_keys, derive_state, process_entry, state_root,
 )
 from p2pgrid.ledger.messages import Fill, Lock, Mint
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.metering import MeterReading, MeterRegistration
-from p2pgrid.settlement import ImbalancePrices
-from p2pgrid.settlement_entries import (
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration
+from p2pgrid.settlement.rules import ImbalancePrices
+from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, PostingBody, SettlementLedgerRules, SlotInputs,
     certificate_registry, certificates_of, compute_settlement, settlement_of, slots_to_settle,
 )

@@ -12,7 +12,7 @@ from p2pgrid.cli.settlement import (
 )
 from p2pgrid.ledger.messages import entry_hash
 from p2pgrid.ledger.store import open_store
-from p2pgrid.settlement_entries import SETTLE_KIND, certificate_registry, compute_settlement
+from p2pgrid.settlement.entries import SETTLE_KIND, certificate_registry, compute_settlement
 
 from test_settle_entries_ledger import BUYER, DUE_MS, FIX, GATEWAY, LOG, NO_METER, SELLER, SLOT, run, traded_and_metered
 

@@ -5,14 +5,14 @@ settlement and certificate entries included."""
 import pytest
 import trio
 
-from p2pgrid.certificates import total_wh
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.ledger.service import BatchRejected
 from p2pgrid.ledger.testing import seeded_key
 from p2pgrid.net.testing import wait_until
-from p2pgrid.settlement import ImbalancePrices, Reason
-from p2pgrid.settlement_entries import METER_KIND, certificates_of, settlement_of
-from p2pgrid.settlement_service import DEFAULT_SETTLE_DELAY_MS, MeterService, SettlementService, register_meters
+from p2pgrid.settlement.certificates import total_wh
+from p2pgrid.settlement.entries import METER_KIND, certificates_of, settlement_of
+from p2pgrid.settlement.rules import ImbalancePrices, Reason
+from p2pgrid.settlement.service import DEFAULT_SETTLE_DELAY_MS, MeterService, SettlementService, register_meters
 from p2pgrid.trading.testing import fund, open_trading_cluster
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Source

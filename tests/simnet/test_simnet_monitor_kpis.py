@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from p2pgrid.node import NodeStatus, write_status
+from p2pgrid.node.status import NodeStatus, write_status
 from simnet.community import SOC_MAX, SOC_MIN, self_consumption
 from simnet.kpis import Trade, latency, welfare
 from simnet.monitor import render_live, take_snapshot

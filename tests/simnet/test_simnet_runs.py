@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from p2pgrid.node import read_status
-from p2pgrid.node_agent import FAULTS_LOG, read_jsonl
+from p2pgrid.agent.runlog import FAULTS_LOG, read_jsonl
+from p2pgrid.node.status import read_status
 from simnet.kpis import KPI_KEYS
 from simnet.scenario import load_scenario
 from simnet.simulate import simulate

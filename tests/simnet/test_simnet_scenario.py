@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from p2pgrid.agent.profile_trader import TradingProfile, load_profile
 from p2pgrid.config import load_config
-from p2pgrid.node_agent import TradingProfile, load_profile
 from simnet.community import build_participants, prepare_community, self_consumption
 from simnet.demo import main
 from simnet.scenario import FAULT_KINDS, ScenarioError, build_scenario, load_scenario, resize

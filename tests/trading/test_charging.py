@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.charging import (
+from p2pgrid.charging.rules import (
     ChargeBill, ChargeReading, ChargeStart, ChargeTariff, charger_counter, compute_session_id, next_tariff_id,
     open_tariffs, plan_charge_bill, plan_charge_start, session_of, sessions, tariff_of,
 )

@@ -6,8 +6,8 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.charging import ChargeReading, plan_charge_bill, session_of, sessions, tariffs
-from p2pgrid.charging_plan import (
+from p2pgrid.charging.rules import ChargeReading, plan_charge_bill, session_of, sessions, tariffs
+from p2pgrid.charging.plan import (
     BILL_MARGIN_MS, ConnectorSession, billable_wh, PlannedCharge, ReadingToSign, StationTerms, driver_actions, match_sessions,
     station_actions,
 )
@@ -140,7 +140,7 @@ def test_sessions_match_log_entries_by_driver_and_time_each_entry_once():
     a, b = DRIVERS[0].public_key, DRIVERS[1].public_key
     log = [ConnectorSession(0, a, NOW, NOW + 60 * MIN, 1_000), ConnectorSession(1, a, NOW, NOW + 60 * MIN, 2_000)]
     tariff = tariffs(world.state)[0]
-    from p2pgrid.charging import plan_charge_start
+    from p2pgrid.charging.rules import plan_charge_start
     for key, nonce in ((DRIVERS[0], 1), (DRIVERS[0], 2), (DRIVERS[1], 3), (DRIVERS[0], 4)):
         world.write(key, "charge_start", plan_charge_start(tariff, key.public_key, 5_000, nonce, NOW + nonce * MIN,
                                                           NOW + 5 * 3600_000), NOW + nonce * MIN)
@@ -192,5 +192,5 @@ def test_planned_community_charging_is_always_valid_and_settles_every_session(ch
             counters[session.charger_key] = counters.get(session.charger_key, 0) + session.delivered_wh
     assert all(replace(s) == s for s in sessions(state))
     for key, sold in counters.items():
-        from p2pgrid.charging import charger_counter
+        from p2pgrid.charging.rules import charger_counter
         assert charger_counter(state, key, STATION.public_key) == charger_counter(state, key) == sold

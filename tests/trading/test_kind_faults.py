@@ -19,8 +19,8 @@ import pytest
 import trio
 import trio.testing
 
-import p2pgrid.entry_kinds  # noqa: F401  every node validates every kind
-from p2pgrid.charging import (
+import p2pgrid.node.entry_kinds  # noqa: F401  every node validates every kind
+from p2pgrid.charging.rules import (
     CHARGE_BILL_KIND, CHARGE_START_KIND, CHARGE_TARIFF_KIND, ChargeReading, ChargeStart, ChargeTariff,
     next_tariff_id, plan_charge_bill, plan_charge_start, session_of, tariff_of,
 )
@@ -31,13 +31,13 @@ from p2pgrid.ledger.messages import Burn, Entry, Lock, Mint, Release, entry_hash
 from p2pgrid.ledger.service import BatchRejected, LedgerConfig, LedgerService
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.net.testing import wait_until
-from p2pgrid.settlement_entries import SettlementLedgerRules
-from p2pgrid.trading.pool_entries import (
+from p2pgrid.settlement.entries import SettlementLedgerRules
+from p2pgrid.pools.entries import (
     POOL_OPEN_KIND, SWAP_DECLINE_KIND, SWAP_KIND, PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap,
     swap_record, with_request,
 )
-from p2pgrid.trading.pool_messages import SwapRefuseReason, SwapRequest
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.pools.messages import SwapRefuseReason, SwapRequest
+from p2pgrid.shares.rules import (
     SHARE_BUY_KIND, SHARE_ISSUE_KIND, SHARE_OFFER_KIND, SHARE_REDEEM_KIND, ShareBuy, ShareOffer, buy_of,
     next_programme_id, plan_share_buy, plan_share_issue, plan_share_redeem, programme_of,
 )

@@ -16,8 +16,8 @@ import trio
 from p2pgrid.ledger.chain import LockStatus, state_root
 from p2pgrid.ledger.messages import Lock
 from p2pgrid.net.testing import wait_until
-from p2pgrid.trading.pool_entries import compute_pool_id
-from p2pgrid.trading.pool_host import BatteryLimits, PoolHostConfig
+from p2pgrid.pools.entries import compute_pool_id
+from p2pgrid.pools.host import BatteryLimits, PoolHostConfig
 from p2pgrid.trading.service import TakeRefused
 from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster
 from p2pgrid.units import trade_value

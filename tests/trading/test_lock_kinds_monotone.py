@@ -25,8 +25,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import p2pgrid.entry_kinds  # noqa: F401  every kind registered
-from p2pgrid.charging import (
+import p2pgrid.node.entry_kinds  # noqa: F401  every kind registered
+from p2pgrid.charging.rules import (
     ChargeBill, ChargeReading, ChargeTariff, charger_counter, next_tariff_id, plan_charge_start, session_of, tariff_of,
 )
 from p2pgrid.ledger.chain import (
@@ -34,11 +34,11 @@ from p2pgrid.ledger.chain import (
 )
 from p2pgrid.ledger.messages import Decline, Entry, Fill, Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import (
+from p2pgrid.pools.entries import (
     PoolOpen, SwapDecline, SwapRejected, compute_pool_id, plan_swap, with_request,
 )
-from p2pgrid.trading.pool_messages import SwapRequest
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.pools.messages import SwapRequest
+from p2pgrid.shares.rules import (
     ShareIssue, ShareOffer, compute_buy_id, next_programme_id, plan_share_buy, programme_of,
 )
 from p2pgrid.units import SlotRules, trade_value

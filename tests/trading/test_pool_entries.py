@@ -16,11 +16,11 @@ from p2pgrid.ledger.chain import (
 from p2pgrid.ledger.messages import Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.market.amm import accrue, swap_exact_in, swap_exact_out
-from p2pgrid.trading.pool_entries import (
+from p2pgrid.pools.entries import (
     PoolOpen, PoolUpdate, SwapDecline, SwapRejected, compute_pool_id, compute_swap, deliverable_energy_wh,
     plan_swap, swap_record, with_request,
 )
-from p2pgrid.trading.pool_messages import SwapRefuseReason, SwapRequest
+from p2pgrid.pools.messages import SwapRefuseReason, SwapRequest
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, sign
 
@@ -472,6 +472,6 @@ def test_recomputed_swap_matches_the_amm_reference(energy):
 
 
 def test_battery_limits_keep_the_floor_and_the_pool_reserve_and_share():
-    from p2pgrid.trading.pool_host import BatteryLimits, battery_limits
+    from p2pgrid.pools.host import BatteryLimits, battery_limits
     assert battery_limits(10_000.0, 1_000.0, 5_000.0, max_share=0.5, min_reserve_wh=2_000) == BatteryLimits(4_000, 5_000)
     assert battery_limits(500.0, 1_000.0, 5_000.0) == BatteryLimits(0, 5_000)

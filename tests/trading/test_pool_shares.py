@@ -12,9 +12,9 @@ from p2pgrid.ledger.chain import EntryRejected, LedgerState, RejectReason, deriv
 from p2pgrid.ledger.chain import conflict_keys, take_key
 from p2pgrid.ledger.messages import Lock, Mint, Release, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
-from p2pgrid.trading.pool_messages import SwapRequest
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.pools.entries import PoolOpen, SwapDecline, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.pools.messages import SwapRequest
+from p2pgrid.shares.rules import (
     MAX_HOLDERS, Payment, ShareBuy, ShareIssue, ShareOffer, ShareRedeem, compute_buy_id, compute_payout,
     compute_programme_id, host_pool_fees_uc, lp_positions, next_programme_id, plan_share_redeem, programme_of,
     split_pro_rata,
@@ -372,8 +372,8 @@ def test_active_programmes_of_a_host_give_lps_at_most_all_of_the_fees():
 
 
 def test_a_residents_only_programme_sells_only_to_accounts_metered_in_the_zone():
-    import p2pgrid.settlement_entries  # noqa: F401  (registers meter_registration)
-    from p2pgrid.metering import MeterRegistration
+    import p2pgrid.settlement.entries  # noqa: F401  (registers meter_registration)
+    from p2pgrid.settlement.metering import MeterRegistration
     zone = ShareZone(residents_only=True)
     with rejected(RejectReason.MISSING_DEPENDENCY) as info:      # waits: the registration may be on its way
         zone.add(LPS[0], "share_buy", zone.buy_body(LPS[0], 1))
@@ -540,7 +540,7 @@ def test_random_share_ledgers_conserve_money_and_keep_every_share_rule(ops, fee_
 
 def test_a_host_that_will_not_issue_can_only_hand_the_escrow_back():
     from p2pgrid.ledger.messages import Fill
-    from p2pgrid.trading.pool_entries import SwapDecline
+    from p2pgrid.pools.entries import SwapDecline
     zone = ShareZone()
     declined = zone.buy(LPS[0], 2, issue=False)
     zone.add(HOST, "swap_decline", SwapDecline(swap_id=declined.buy_id, pool_id=zone.programme_id,

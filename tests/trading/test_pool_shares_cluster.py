@@ -4,12 +4,12 @@ the LP part out, and every node derives the same state."""
 import pytest
 import trio
 
-from p2pgrid.invest import share_statement
+from p2pgrid.invest.statement import share_statement
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.testing import wait_until
-from p2pgrid.trading.pool_entries import compute_pool_id
-from p2pgrid.trading.pool_host import BatteryLimits, PoolHostConfig
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.pools.entries import compute_pool_id
+from p2pgrid.pools.host import BatteryLimits, PoolHostConfig
+from p2pgrid.shares.rules import (
     ShareOffer, compute_payout, host_pool_fees_uc, lp_positions, next_programme_id, plan_share_buy, plan_share_issue,
     programme_of,
 )

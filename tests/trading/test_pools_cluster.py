@@ -11,9 +11,9 @@ from p2pgrid.ledger.chain import state_root
 from p2pgrid.market.router import BookLeg, PoolLeg
 from p2pgrid.net.testing import wait_until
 from p2pgrid.net.transport import NetError, ValidationResult
-from p2pgrid.trading.pool_entries import PoolRecord, compute_pool_id
-from p2pgrid.trading.pool_host import BatteryLimits, PoolHostConfig
-from p2pgrid.trading.pool_messages import (
+from p2pgrid.pools.entries import PoolRecord, compute_pool_id
+from p2pgrid.pools.host import BatteryLimits, PoolHostConfig
+from p2pgrid.pools.messages import (
     MAX_SWAP_BYTES, SWAP_PROTOCOL, SwapAnswer, SwapRefuseReason, SwapRequest, SwapStatus,
 )
 from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster

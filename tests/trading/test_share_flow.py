@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from p2pgrid.ledger.chain import EntryRejected, LedgerState, RejectReason, derive_state, process_entry, state_root
 from p2pgrid.ledger.messages import Lock, Mint
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_entries import PoolOpen, SwapRejected, compute_pool_id, compute_swap, plan_swap, with_request
-from p2pgrid.trading.pool_messages import SwapRequest
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.pools.entries import PoolOpen, SwapRejected, compute_pool_id, compute_swap, plan_swap, with_request
+from p2pgrid.pools.messages import SwapRequest
+from p2pgrid.shares.rules import (
     MAX_HOLDERS, ShareExit, compute_buy_id, compute_programme_id, compute_payout, exit_of, lockup_ends_ms,
     pending_exit, plan_share_buy, plan_share_exit, plan_share_redeem, programme_of, programmes,
 )
-from p2pgrid.trading.share_planning import HostPolicy, plan_share_offer, open_escrows, plan_host_actions
+from p2pgrid.shares.planning import HostPolicy, plan_share_offer, open_escrows, plan_host_actions
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side, sign
 
@@ -65,7 +65,7 @@ class FlowZone:
         return programme_of(self.state, compute_programme_id(HOST.public_key, self.fx.zone, 0))
 
     def host_round(self, may_offer=None):
-        """As ``node_shares`` runs it: an offer only until the first one is certified."""
+        """As ``shares.service`` runs it: an offer only until the first one is certified."""
         may_offer = self.may_offer if may_offer is None else may_offer
         actions = plan_host_actions(self.state, HOST.public_key, self.now, self.fx.rules, self.policy,
                                     self.last_payout, may_offer=may_offer)

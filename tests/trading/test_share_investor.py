@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from p2pgrid.ledger.chain import EntryRejected, LedgerState, derive_state, process_entry, state_root
 from p2pgrid.ledger.messages import Mint, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
-from p2pgrid.trading.pool_shares import (
+from p2pgrid.shares.rules import (
     compute_buy_id, compute_programme_id, exit_of, lockup_ends_ms, pending_exit, plan_share_buy, plan_share_exit,
     programme_of, programmes,
 )
-from p2pgrid.trading.share_planning import (
+from p2pgrid.shares.planning import (
     HostPolicy, InvestorPolicy, lp_escrows, plan_host_actions, plan_investor_actions,
 )
 

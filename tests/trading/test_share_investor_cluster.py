@@ -12,10 +12,11 @@ import trio
 from p2pgrid.clock import ManualClock
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.testing import wait_until
-from p2pgrid.node_rpc import find_service, open_node_cluster
-from p2pgrid.node_shares import ShareHostService, ShareInvestorService
-from p2pgrid.trading.pool_shares import exit_of, host_pool_fees_uc, lockup_ends_ms, programmes
-from p2pgrid.trading.share_planning import lp_escrows
+from p2pgrid.node.app import find_service
+from p2pgrid.node.testing import open_node_cluster
+from p2pgrid.shares.planning import lp_escrows
+from p2pgrid.shares.rules import exit_of, host_pool_fees_uc, lockup_ends_ms, programmes
+from p2pgrid.shares.service import ShareHostService, ShareInvestorService
 from p2pgrid.wire import Side
 
 pytestmark = pytest.mark.slow     # a cluster of real nodes
