@@ -60,8 +60,7 @@ from p2pgrid.agent.tick import AgentDecision, AgentSettings, decide
 from p2pgrid.devices.base import BatterySetpoint, DeviceKind
 from p2pgrid.devices.service import DeviceService, WithDevices
 from p2pgrid.errors import DeviceError, P2PGridError
-from p2pgrid.forecast.experts import SeriesContext
-from p2pgrid.forecast.experts import LOAD_EXPERTS
+from p2pgrid.forecast.experts import SeriesContext, LOAD_EXPERTS
 from p2pgrid.forecast.gate import Forecast, GateConfig, GateState, new_gate, step
 from p2pgrid.logs import RateLimitedWarning
 from p2pgrid.wire import Order, Side, Source, sign

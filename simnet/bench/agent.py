@@ -32,8 +32,7 @@ from dataclasses import dataclass
 
 from p2pgrid.agent.battery import BatteryLimits
 from p2pgrid.agent.control import decide_change, decide_slot
-from p2pgrid.agent.plan import SlotPrices, plan_battery, slot_cost
-from p2pgrid.agent.plan import transition_cost
+from p2pgrid.agent.plan import SlotPrices, plan_battery, slot_cost, transition_cost
 from p2pgrid.agent.pricing import SlotMarket, expected_prices
 from p2pgrid.forecast.clearsky import PvSite
 from p2pgrid.forecast.experts import LOAD_EXPERTS, PV_EXPERTS, SeriesContext

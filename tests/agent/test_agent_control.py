@@ -6,10 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pgrid.agent.battery import BatteryLimits
-from p2pgrid.agent.control import decide_slot, stored_change_bounds
-from p2pgrid.agent.control import interpolate_value
-from p2pgrid.agent.plan import SlotPrices, plan_battery
-from p2pgrid.agent.plan import transition_cost
+from p2pgrid.agent.control import decide_slot, stored_change_bounds, interpolate_value
+from p2pgrid.agent.plan import SlotPrices, plan_battery, transition_cost
 
 SLOT_S = 900
 LIMITS = BatteryLimits(capacity_wh=5000, max_charge_w=4000, max_discharge_w=4000, min_soc_wh=500,

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from p2pgrid.forecast.backtest import backtest
 from p2pgrid.forecast.experts import SeriesContext
-from p2pgrid.forecast.gate import GateConfig, GateConfigError, new_gate, observe, step, weights
-from p2pgrid.forecast.gate import combine, issue
+from p2pgrid.forecast.gate import GateConfig, GateConfigError, new_gate, observe, step, weights, combine, issue
 
 CONTEXT = SeriesContext(slot_s=3600)   # 24 slots per day keeps tests fast
 

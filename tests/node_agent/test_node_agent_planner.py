@@ -15,8 +15,7 @@ import pytest
 import trio
 
 from p2pgrid.agent.agent_trader import AgentTrader, expected_p2p
-from p2pgrid.agent.pricing import limit_price
-from p2pgrid.agent.pricing import RepricingRule, SlotMarket
+from p2pgrid.agent.pricing import limit_price, RepricingRule, SlotMarket
 from p2pgrid.clock import ManualClock
 from p2pgrid.config import build_config
 from p2pgrid.devices.base import DeviceKind, Quality
