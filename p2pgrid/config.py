@@ -69,7 +69,7 @@ def doc(text: str, **meta: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class NodeSection:
-    data_dir: Path = field(metadata=doc("Directory for keystore, status file, control inbox and databases."))
+    data_dir: Path = field(metadata=doc("Directory for keystore, status file, RPC endpoint and token, and databases."))
     name: str = field(default="node", metadata=doc("Human name shown in dashboards and logs.",
                                                    pattern=r"[A-Za-z0-9_.-]{1,32}"))
     role: str = field(default="household", metadata=doc("What this node is.", choices=ROLES))

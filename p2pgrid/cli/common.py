@@ -26,10 +26,12 @@ from p2pgrid.errors import ConfigError, KeystoreError, P2PGridError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore
 from p2pgrid.node.rpc import live_endpoint
 from p2pgrid.node.status import read_status
+from p2pgrid.rpc.api import NodeInfo
 from p2pgrid.rpc.client import RpcClient
 from p2pgrid.units import SlotRules
 
 CONFIG_FILE = "config.toml"
+RPC_TIMEOUT_S = 10.0
 
 
 class NodeNotRunning(RpcError):
@@ -40,11 +42,18 @@ class NodeUnreachable(P2PGridError):
     """No running node with a local RPC endpoint at the given data dir."""
 
 
-def open_client(data_dir: Path) -> RpcClient:
+def open_client(data_dir: Path, *, timeout_s: float = RPC_TIMEOUT_S) -> RpcClient:
+    """A client of the local RPC of the node running in ``data_dir`` (see the module docstring)."""
     endpoint = live_endpoint(data_dir, "rpc")
     if endpoint is None:
         raise NodeUnreachable(f"no RPC endpoint in {data_dir}: is the node running with [rpc] enabled = true?")
-    return RpcClient(endpoint["url"], token_file=endpoint["token_file"])
+    return RpcClient(endpoint["url"], token_file=endpoint["token_file"], timeout_s=timeout_s)
+
+
+def node_slot(text: str, info: NodeInfo) -> int:
+    """The slot ``--slot`` names (``parse_slot``), on the running node's own calendar and clock."""
+    rules = SlotRules(length_s=info.slot_length_s, horizon_s=info.horizon_s, gate_s=info.gate_s)
+    return parse_slot(text, rules, info.now_ms)
 
 
 def read_passphrase(path: Path | None) -> bytes | None:

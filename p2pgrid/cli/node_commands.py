@@ -3,41 +3,35 @@
 Each takes the parsed ``argparse.Namespace`` and returns an exit code; each raises a
 ``P2PGridError`` (one line, printed by ``main``) for anything the user or environment got wrong.
 
-How ``order place`` reaches the running node: through the node's **control inbox** (see
-``p2pgrid.node.app``): the command writes an unsigned order request into ``<data_dir>/inbox/`` and
-waits for the node's reply file; the node signs the order with its key and gossips it in its next
-batch. The command fails with one line if the node is not running or does not answer in time.
+How ``order place`` reaches the running node: through its local JSON-RPC API, like every command
+that talks to a running node (``common.open_client``; ``[rpc] enabled = true``, which ``init``
+writes): ``order_place`` asks the node to sign the order with its key and gossip it in its next
+batch. The order is the one the node's own strategies would make: a sell without ``--source`` is
+``mixed``, a buy ``none``, and it expires ``[agent] order_ttl_s`` after now. The command fails with
+one line if the node is not running, serves no RPC, refuses the order or does not answer in time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-import uuid
 from pathlib import Path
 
 from rich.console import Console
 
-from p2pgrid.cli.common import (CONFIG_FILE, NodeNotRunning, add_config_args, config_from_args, configure_logging,
-                                load_node_key, parse_slot, read_passphrase, running_status)
+from p2pgrid.cli.common import (CONFIG_FILE, RPC_TIMEOUT_S, add_config_args, config_from_args, configure_logging, load_node_key,
+                                node_slot, open_client, read_passphrase, running_status)
 from p2pgrid.clock import clock_from_config
 from p2pgrid.config import ROLES, NodeConfig, load_config
 from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import ConfigError, KeystoreError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
-from p2pgrid.node.inbox import OrderRequest, inbox_dir
 from p2pgrid.node.status import read_status
-from p2pgrid.wire import ZONE_PATTERN
+from p2pgrid.rpc.client import calls
+from p2pgrid.rpc.errors import RpcCallError
+from p2pgrid.wire import ZONE_PATTERN, Side, Source
 
-REPLY_TIMEOUT_S = 10.0
-REPLY_POLL_S = 0.05
-
-
-class NoReply(RpcError):
-    """The running node did not answer a control request in time."""
 
 
 def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None) -> str:
@@ -60,6 +54,9 @@ def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path
         "[network]",
         'listen = ["/ip4/127.0.0.1/tcp/0"]   # 127.0.0.1 only unless you mean to expose the node',
         "bootstrap = []",
+        "",
+        "[rpc]",
+        "enabled = true             # how `p2pgrid order place`, `book`, `trade`, … reach the running node",
         "",
     ]
     return "\n".join(lines)
@@ -163,39 +160,22 @@ def _keystore_is_plain(config: NodeConfig) -> bool:
 
 
 def do_order_place(args: argparse.Namespace) -> int:
-    """Ask the running node to sign and gossip an order; print its id."""
+    """Ask the running node, over its local RPC, to sign and gossip an order; print its id."""
     config = config_from_args(args)
-    status = running_status(config)
-    slot = parse_slot(args.slot, config.zone.slot_rules, status.market_now_ms)
-    request = OrderRequest(side=args.side, qty_wh=args.qty, price=args.price, slot=slot,
-                           green=args.green, source=args.source or "")
-    reply = send_control_request(config.node.data_dir, request.to_json(), timeout_s=args.timeout)
-    if not reply.get("ok"):
-        raise RpcError(f"node refused the order: {reply.get('error', 'no reason given')}")
-    print(f"order {reply['order_id']} {args.side} {args.qty} Wh at {args.price} µc/kWh for slot {slot}")
+    running_status(config)
+    side = Side(args.side)
+    source = Source(args.source) if args.source else Source.NONE if side is Side.BUY else Source.MIXED
+    with open_client(config.node.data_dir, timeout_s=args.timeout) as client:
+        info = client.call(calls.node_info())
+        slot = node_slot(args.slot, info)
+        try:
+            order = client.call(calls.order_place(info.zone, slot, side, args.qty, args.price, green=args.green,
+                                                  source=source,
+                                                  expiry_ms=info.now_ms + config.agent.order_ttl_s * 1000))
+        except RpcCallError as exc:
+            raise RpcError(f"node refused the order: {exc.message}") from None
+    print(f"order {order.order_id.hex()} {args.side} {args.qty} Wh at {args.price} µc/kWh for slot {slot}")
     return 0
-
-
-def send_control_request(data_dir: Path, payload: str, *, timeout_s: float = REPLY_TIMEOUT_S) -> dict:  # type: ignore[type-arg]
-    """Drop ``payload`` in the node's inbox and wait (bounded) for the node's reply."""
-    inbox = inbox_dir(data_dir)
-    if not inbox.is_dir():
-        raise NodeNotRunning(f"node at {data_dir} has no control inbox (is it running?)")
-    request_id = uuid.uuid4().hex
-    request_path = inbox / f"{request_id}.request.json"
-    reply_path = inbox / f"{request_id}.reply.json"
-    tmp = inbox / f"{request_id}.tmp"
-    tmp.write_text(payload)
-    os.replace(tmp, request_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if reply_path.exists():
-            reply = json.loads(reply_path.read_text())
-            reply_path.unlink(missing_ok=True)
-            return reply
-        time.sleep(REPLY_POLL_S)
-    request_path.unlink(missing_ok=True)
-    raise NoReply(f"node at {data_dir} did not answer within {timeout_s:g} s")
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -230,7 +210,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     place.add_argument("--slot", default="next", help="next, +N, or a slot start in Unix seconds")
     place.add_argument("--green", action="store_true", help="offer green energy (needs a green source)")
     place.add_argument("--source", choices=("pv", "wind", "battery", "grid", "mixed", "none"))
-    place.add_argument("--timeout", type=float, default=REPLY_TIMEOUT_S, help="seconds to wait for the node")
+    place.add_argument("--timeout", type=float, default=RPC_TIMEOUT_S, help="seconds to wait for the node")
     place.set_defaults(func=do_order_place)
 
 

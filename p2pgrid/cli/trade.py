@@ -14,18 +14,12 @@ from pathlib import Path
 from rich.console import Console, Group
 from rich.table import Table
 
-from p2pgrid.cli.common import open_client, parse_slot
+from p2pgrid.cli.common import node_slot, open_client
 from p2pgrid.errors import P2PGridError
-from p2pgrid.rpc.api import BookSnapshot, Execution, NodeInfo, RouteQuote, TradeView
+from p2pgrid.rpc.api import BookSnapshot, Execution, RouteQuote, TradeView
 from p2pgrid.rpc.client import calls
-from p2pgrid.units import SlotRules, format_price
+from p2pgrid.units import format_price
 from p2pgrid.wire import Side
-
-
-def _slot(args: argparse.Namespace, info: NodeInfo) -> int:
-    """The slot ``--slot`` names, on the running node's own calendar and clock."""
-    rules = SlotRules(length_s=info.slot_length_s, horizon_s=info.horizon_s, gate_s=info.gate_s)
-    return parse_slot(args.slot, rules, info.now_ms)
 
 
 def render_book(book: BookSnapshot) -> Table:
@@ -72,7 +66,7 @@ def render_execution(execution: Execution) -> Group:
 def do_book(args: argparse.Namespace) -> int:
     with open_client(args.data_dir) as client:
         info = client.call(calls.node_info())
-        book = client.call(calls.book_get(info.zone, _slot(args, info), args.depth))
+        book = client.call(calls.book_get(info.zone, node_slot(args.slot, info), args.depth))
     Console().print(render_book(book))
     return 0
 
@@ -81,7 +75,7 @@ def do_trade(args: argparse.Namespace) -> int:
     side = Side(args.side)
     with open_client(args.data_dir) as client:
         info = client.call(calls.node_info())
-        slot = _slot(args, info)
+        slot = node_slot(args.slot, info)
         quote = client.call(calls.route_quote(info.zone, slot, side, args.qty, args.limit))
         console = Console()
         console.print(render_quote(quote))

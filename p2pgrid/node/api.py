@@ -6,9 +6,11 @@ Every method reads the node's live services; nothing is cached that the node alr
   ``TradingService.quote`` (the router over the local book). The node hosts and knows no AMM pools
   yet, so ``pools`` is an empty list and quotes have book legs only.
 * **Orders** — ``place_order`` / ``cancel_order`` go through ``TradingService`` (signed with the
-  node key, gossiped with the next batch). ``list_orders`` lists this node's orders: those placed
-  here and those its trading service holds (agent, CLI inbox), with ``filled_wh`` from the
-  certified ledger. Status: ``cancelled`` when cancelled here; ``filled`` when the ledger has
+  node key, gossiped with the next batch); on a node without a ledger ``place_order`` signs and
+  gossips the order all the same (``Node.place_order``: nobody can take it there), and the other
+  order methods answer ``NotAvailable``. ``place_order`` is how ``p2pgrid order place`` reaches
+  the node. ``list_orders`` lists this node's orders: those placed here and those its trading
+  service holds (its strategies'), with ``filled_wh`` from the certified ledger. Status: ``cancelled`` when cancelled here; ``filled`` when the ledger has
   filled it whole; ``expired`` at its expiry or its slot's gate closure; else ``open``.
 * **Trades** — a trade is a certified ``fill`` entry in which this node is the buyer or the seller
   (``trade_id`` = the take id). The *ledger follower* reads every chain's new certified entries
@@ -33,7 +35,7 @@ Every method reads the node's live services; nothing is cached that the node alr
   ``made_ms`` is the end of the last measured slot. Beyond the gate's horizon its last value is
   held. ``NotAvailable`` without a device service.
 * Market and ledger methods on a node without a ledger (no trading service) raise
-  ``NotAvailable`` (JSON-RPC ``-32007``).
+  ``NotAvailable`` (JSON-RPC ``-32007``), ``place_order`` excepted.
 * **Shares** — ``share_programmes`` / ``share_buy`` / ``share_exit`` / ``share_positions`` are
   ``p2pgrid.shares.api.ShareApi`` (see there).
 * **Charging** — ``charge_tariffs`` / ``charge_start`` / ``charge_sessions`` / ``charge_release``
@@ -308,7 +310,7 @@ class LiveNodeApi:
 
     async def place_order(self, request: OrderRequest) -> OrderView:
         self._check_zone(request.zone)
-        trading = self._trading()
+        trading = self.node.trading
         now = self._now()
         rules = self.node.config.zone.slot_rules
         if not rules.is_tradable(request.slot, now):
@@ -318,12 +320,18 @@ class LiveNodeApi:
         expiry = request.expiry_ms if request.expiry_ms is not None else rules.gate_closure_ms(request.slot)
         if expiry <= now:
             raise InvalidOrder(f"expiry {expiry} ms is not after now ({now} ms)")
-        try:
-            signed = trading.place_order(request.side, request.qty_wh, request.limit_price, request.slot,
-                                         green=request.green, source=request.source, expiry_ms=expiry)
-        except TradingError as exc:
-            raise InvalidOrder(str(exc)) from exc
-        self.node.stats.orders_published += 1
+        if trading is None:
+            # No ledger, no trading service: the node signs and gossips the order (every book of
+            # the zone shows it), as its own strategies' orders; nobody can take it.
+            signed = self.node.place_order(request.side, request.qty_wh, request.limit_price, request.slot,
+                                           green=request.green, source=request.source, ttl_ms=expiry - now)
+        else:
+            try:
+                signed = trading.place_order(request.side, request.qty_wh, request.limit_price, request.slot,
+                                             green=request.green, source=request.source, expiry_ms=expiry)
+            except TradingError as exc:
+                raise InvalidOrder(str(exc)) from exc
+            self.node.stats.orders_published += 1
         self._remember_own(signed.body)
         return self._order_view(signed.body, now)
 

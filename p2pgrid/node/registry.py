@@ -19,7 +19,6 @@ from p2pgrid.agent.profile_trader import profile_services
 from p2pgrid.agent.random_trader import random_services
 from p2pgrid.charging.service import charging_services
 from p2pgrid.devices.service import device_services
-from p2pgrid.node.inbox import inbox_services
 from p2pgrid.node.ledger import has_ledger, ledger_services
 from p2pgrid.node.network import network_services
 from p2pgrid.node.rpc import api_services
@@ -51,7 +50,6 @@ REGISTRY: tuple[Row, ...] = (
     Row(settlement_services, True, "the gateway's settle entries"),
     Row(api_services, False, "[rpc] JSON-RPC and [metrics] Prometheus, with the node API behind them"),
     Row(status_services, False, "<data_dir>/status.json"),
-    Row(inbox_services, False, "order requests from the CLI's control inbox"),
     Row(random_services, False, 'agent.strategy = "random"'),
     Row(gateway_services, True, "the gateway's initial credits and meter registrations"),
     Row(profile_services, True, 'agent.strategy = "profile" (node.agent)'),

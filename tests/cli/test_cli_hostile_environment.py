@@ -40,9 +40,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], *words: str, code:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     data_dir = tmp_path / "home"
-    assert cli("init", "--data-dir", data_dir).returncode == 0
-    with (data_dir / "config.toml").open("a") as config:
-        config.write('\n[rpc]\nenabled = true\n')
+    assert cli("init", "--data-dir", data_dir).returncode == 0     # its config enables the local RPC
     return data_dir
 
 

@@ -3,8 +3,9 @@
 import trio
 
 from p2pgrid.cli.main import main
+from p2pgrid.node.status import read_status
 from p2pgrid.node.testing import open_node_cluster
-from p2pgrid.wire import Side
+from p2pgrid.wire import Side, Source
 
 
 def run_cli(argv, capsys):
@@ -37,6 +38,39 @@ async def test_book_trade_and_trades_through_the_running_node(tmp_path, capsys):
         code, out = await trio.to_thread.run_sync(
             run_cli, ["trade", "buy", "500", "--limit", "100000", "--data-dir", data_dir, "--slot", str(slot)], capsys)
         assert code == 1 and out.err.count("\n") == 1 and "nothing to trade" in out.err
+
+
+async def test_order_place_signs_and_gossips_through_the_running_nodes_rpc(tmp_path, capsys):
+    async with open_node_cluster(tmp_path, 5, rpc_nodes=(4,)) as nodes:
+        me, other = nodes[4], nodes[3]
+        data_dir = me.config.node.data_dir
+        (data_dir / "config.toml").write_text('[node]\ndata_dir = "."\n[agent]\norder_ttl_s = 600\n')
+        place = ["order", "place", "--data-dir", str(data_dir), "--side", "sell", "--qty", "700", "--price", "90000",
+                 "--slot", "+1"]
+        with trio.fail_after(10):
+            while getattr(read_status(data_dir), "state", None) != "running":    # what the command checks first
+                await trio.sleep(0.05)
+
+        code, out = await trio.to_thread.run_sync(run_cli, [*place, "--source", "pv", "--green"], capsys)
+        assert code == 0, out.err
+        order_id = bytes.fromhex(out.out.split()[1])
+        slot = int(out.out.split()[-1])
+        assert out.out == f"order {order_id.hex()} sell 700 Wh at 90000 µc/kWh for slot {slot}\n"
+        order = me.trading.own_orders[order_id].body
+        assert (order.slot, order.qty_wh, order.limit_price, order.green, order.source) == (slot, 700, 90_000, True,
+                                                                                           Source.PV)
+        assert order.expiry_ms - order.created_ms in range(599_000, 600_001)     # [agent] order_ttl_s
+        with trio.fail_after(30):
+            while other.trading.books.remaining(order_id) != 700:
+                await trio.sleep(0.02)
+
+        code, out = await trio.to_thread.run_sync(run_cli, place, capsys)       # a sell names no source: mixed
+        assert code == 0, out.err
+        assert me.trading.own_orders[bytes.fromhex(out.out.split()[1])].body.source is Source.MIXED
+
+        code, out = await trio.to_thread.run_sync(run_cli, [*place, "--source", "grid", "--green"], capsys)
+        assert code == 1 and out.err.count("\n") == 1 and "node refused the order" in out.err
+        assert "green source" in out.err
 
 
 def test_without_a_running_node_the_error_is_one_line(tmp_path, capsys):

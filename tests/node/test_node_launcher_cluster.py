@@ -1,5 +1,6 @@
 """Real node processes on 127.0.0.1: orders gossip everywhere, and no process outlives the cluster."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -23,7 +24,9 @@ def test_four_real_nodes_see_every_order_and_stop_cleanly(tmp_path):
     per_node = 6
     settings = ClusterSettings(speed=60.0, tick_ms=300, orders_per_tick=2, max_orders=per_node,
                                publish_interval_ms=200)
-    with Cluster(tmp_path, default_specs(4), settings) as cluster:
+    specs = default_specs(4)
+    specs[1] = dataclasses.replace(specs[1], extra={"rpc.enabled": True})    # `order place` goes through the RPC
+    with Cluster(tmp_path, specs, settings) as cluster:
         cluster.start(timeout_s=120)
         pids = cluster.pids()
         assert len(pids) == 4

@@ -1,6 +1,5 @@
 """Nodes on the in-memory transport with market time driven by trio's MockClock."""
 
-import json
 import os
 import signal
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,9 +13,12 @@ from p2pgrid.config import build_config
 from p2pgrid.identity import NodeKey
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.orders import orders_topic
+from p2pgrid.market.errors import InvalidOrder
+from p2pgrid.node.api import LiveNodeApi
 from p2pgrid.node.app import Node, run_until_signal
-from p2pgrid.node.inbox import OrderRequest, inbox_dir
 from p2pgrid.node.status import read_status
+from p2pgrid.rpc.api import OrderRequest, OrderStatus
+from p2pgrid.rpc.errors import NotAvailable
 from p2pgrid.wire import OrderBatch, Side, Source, encode
 
 EPOCH_MS = 1_800_000_000_000   # a fixed market time; slot arithmetic only needs it to be UTC ms
@@ -116,22 +118,29 @@ async def test_random_trader_places_seeded_orders_and_stops_at_max_orders(tmp_pa
         assert all(n.stats.orders_seen == 10 for n in nodes)
 
 
-async def test_control_inbox_request_is_signed_published_and_answered(tmp_path, autojump_clock):
+async def test_an_order_placed_through_the_node_api_of_a_node_without_a_ledger_is_signed_and_gossiped(
+        tmp_path, autojump_clock):
+    """``order_place`` (how ``p2pgrid order place`` reaches a node) works without a ledger too: the
+    node signs and gossips the order, as its own strategies' orders; refusals are typed errors."""
     network = MemoryNetwork()
     clock = TrioClock(EPOCH_MS)
-    async with running_nodes(network, tmp_path, 1, clock) as (node,):
+    async with running_nodes(network, tmp_path, 2, clock) as nodes:
+        node, other = nodes
+        api = LiveNodeApi(node)
         slot = node.config.zone.slot_rules.tradable_slots(clock.now_ms())[2]
-        inbox = inbox_dir(node.config.node.data_dir)
-        assert inbox.stat().st_mode & 0o077 == 0
-        (inbox / "r1.request.json").write_text(OrderRequest("sell", 700, 90_000, slot, True, "pv").to_json())
-        (inbox / "r2.request.json").write_text(json.dumps({"side": "hold", "qty_wh": 1, "price": 1, "slot": slot}))
-        await wait_until(lambda: (inbox / "r1.reply.json").exists() and (inbox / "r2.reply.json").exists())
-        good = json.loads((inbox / "r1.reply.json").read_text())
-        bad = json.loads((inbox / "r2.reply.json").read_text())
-        assert good["ok"] and len(bytes.fromhex(good["order_id"])) == 16
-        assert not bad["ok"] and "hold" in bad["error"]
-        await wait_until(lambda: node.stats.orders_seen == 1)
-        assert not list(inbox.glob("*.request.json"))
+        view = await api.place_order(OrderRequest("local", slot, Side.SELL, 700, 90_000, True, Source.PV,
+                                                  expiry_ms=clock.now_ms() + 3_600_000))
+        assert (view.owner, view.slot, view.qty_wh, view.status) == (node.key.public_key, slot, 700, OrderStatus.OPEN)
+        assert view.expiry_ms == clock.now_ms() + 3_600_000
+        await wait_until(lambda: other.stats.orders_by_slot.get(slot) == {view.order_id})
+        assert node.stats.orders_published == 1
+        with pytest.raises(InvalidOrder, match="green source"):
+            await api.place_order(OrderRequest("local", slot, Side.SELL, 700, 90_000, True, Source.GRID))
+        with pytest.raises(InvalidOrder, match="not open"):
+            await api.place_order(OrderRequest("local", slot - 86_400, Side.BUY, 1, 1))
+        with pytest.raises(NotAvailable):
+            await api.list_orders(open_only=True)
+        assert node.stats.orders_published == 1
 
 
 class RecordingService:

@@ -16,12 +16,12 @@ from p2pgrid.identity import NodeKey
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.transport import ValidationResult
 from p2pgrid.net.validation import Reason
-from p2pgrid.node.app import Node
-from p2pgrid.node.app import find_service
+from p2pgrid.node.app import Node, find_service
 from p2pgrid.node.metrics import REJECT_REASONS
 from p2pgrid.node.rpc import MetricsService, RpcService, read_endpoint, reject_label
 from p2pgrid.node.testing import open_node_cluster
 from p2pgrid.rpc import errors as codes
+from p2pgrid.rpc.api import OrderStatus
 from p2pgrid.rpc.client import AsyncRpcClient, RpcCallError, calls
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side
@@ -95,7 +95,7 @@ async def test_endpoint_files_name_the_ports_and_go_away_on_a_clean_stop(tmp_pat
 
 
 @pytest.mark.slow
-async def test_a_node_without_a_ledger_answers_info_and_refuses_market_calls(tmp_path):
+async def test_a_node_without_a_ledger_answers_info_gossips_orders_and_refuses_market_calls(tmp_path):
     key = NodeKey.generate()
     config = build_config({"node": {"data_dir": str(tmp_path / "solo"), "name": "solo"}, "rpc": {"enabled": True}},
                           base_dir=tmp_path)
@@ -106,8 +106,11 @@ async def test_a_node_without_a_ledger_answers_info_and_refuses_market_calls(tmp
             assert (info.account, info.ledger_height) == (key.public_key, 0)
             assert await client.call(calls.peers_list()) == []
             slot = open_slot(node)
-            for call in (calls.book_get(node.zone, slot), calls.order_place(node.zone, slot, Side.BUY, 1, 1),
-                         calls.ledger_balance(key.public_key)):
+            # Orders are only signed and gossiped there (`p2pgrid order place` on a gossip-only node).
+            placed = await client.call(calls.order_place(node.zone, slot, Side.BUY, 1, 1))
+            assert (placed.owner, placed.status) == (key.public_key, OrderStatus.OPEN)
+            assert node.stats.orders_published == 1
+            for call in (calls.book_get(node.zone, slot), calls.order_list(), calls.ledger_balance(key.public_key)):
                 with pytest.raises(RpcCallError) as refused:
                     await client.call(call)
                 assert refused.value.code == codes.NOT_AVAILABLE
