@@ -20,7 +20,7 @@ cause was the buyer quoting on its replica of the pool, one swap behind the host
 with the host before they lock, the host fills a buy in part when other buyers made the pool
 dearer meanwhile, and hands back at once the lock of a buy it still refuses — and, at its
 deadline, any lock of its pools still open (``pools.client``, ``pools.entries``,
-``tests/test_pool_slippage.py``).
+``tests/pools/test_pool_slippage.py``).
 """
 
 from __future__ import annotations
