@@ -6,7 +6,7 @@ Each node gets its own data dir under ``out_dir`` (keystore, ``config.toml``, ``
 address, the others start bootstrapped to it. Every node runs the same scaled clock
 (``clock.mode = "scaled"`` with one shared wall-clock anchor), so they agree on market time.
 
-Watching is by status files only (``p2pgrid.node.app.read_status``): no extra protocol.
+Watching is by status files only (``p2pgrid.node.status.read_status``): no extra protocol.
 
 **No orphans, ever.** ``Cluster`` is a context manager; ``stop()`` runs in ``__exit__`` whatever
 happened, sends SIGTERM to every node's process group, waits (bounded) and SIGKILLs any group

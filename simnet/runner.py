@@ -8,7 +8,7 @@ Two drivers behind one ``run_scenario``:
   direct streams). Faults reach a node as JSON files in ``<data_dir>/control/``; ``kill`` is
   SIGKILL to the group (a crash), ``restart`` starts the same data dir again.
 * **memory** — the same ``Node`` code, all in this process over one ``MemoryNetwork``; faults are
-  applied by calling ``p2pgrid.agent.profile_trader.apply_fault``; ``kill`` cancels the node's scope.
+  applied by calling ``p2pgrid.testing.faults.apply_fault``; ``kill`` cancels the node's scope.
 
 Both use the one shared scaled clock written in every config, so a fault scheduled at a market
 time happens at the same market time in either. The run ends when the last profile slot has

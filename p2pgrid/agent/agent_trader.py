@@ -8,10 +8,10 @@
    no new order, starts no buy, and hands the battery back to its own self-consumption mode
    (``BatterySetpoint(None)``). It never trades on stale data.
 2. **updates the forecasts.** Each slot that ended adds its measured load and PV energy to the
-   histories, and ``p2pgrid.forecast.step`` scores the earlier forecasts and issues new ones (one
+   histories, and ``p2pgrid.forecast.gate.step`` scores the earlier forecasts and issues new ones (one
    gate for load, one for PV). Slots missing from the telemetry repeat the previous value. Before
    any slot has ended, the current power readings held constant stand in.
-3. **decides** with ``p2pgrid.agent.decide`` over ``agent.horizon_slots`` slots from the current
+3. **decides** with ``p2pgrid.agent.tick.decide`` over ``agent.horizon_slots`` slots from the current
    one: battery limits from ``[devices.battery]`` (one-way efficiency √round-trip), stored energy
    at the horizon's end valued at the expected sell price, SoC from the
    battery's last reading, tariffs from the zone, the expected local price ``agent.

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from p2pgrid.agent.runlog import AGENT_STATUS, ORDERS_LOG, TRADES_LOG, append_jsonl, log_order, read_jsonl, real_ms, write_json
+from p2pgrid.agent.runlog import (AGENT_STATUS, ORDERS_LOG, TRADES_LOG, append_jsonl, log_order, read_jsonl, real_ms,
+                                  write_json)
 from p2pgrid.errors import P2PGridError, WireError
 from p2pgrid.service import WithAgent, WithStats, WithTrading
 from p2pgrid.wire import Order, Side, Source, decode_signed, sign

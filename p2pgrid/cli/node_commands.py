@@ -20,8 +20,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from p2pgrid.cli.common import (CONFIG_FILE, RPC_TIMEOUT_S, add_config_args, config_from_args, configure_logging, load_node_key,
-                                node_slot, open_client, read_passphrase, running_status)
+from p2pgrid.cli.common import (CONFIG_FILE, RPC_TIMEOUT_S, add_config_args, config_from_args, configure_logging,
+                                load_node_key, node_slot, open_client, read_passphrase, running_status)
 from p2pgrid.clock import clock_from_config
 from p2pgrid.config import ROLES, NodeConfig, load_config
 from p2pgrid.data_dir import pid_alive

@@ -60,7 +60,8 @@ from p2pgrid.devices.readings import BatteryReading, MeterReading, Reading
 from p2pgrid.devices.sampler import Sample, SampledDevice, open_sampler
 from p2pgrid.devices.series import Series
 from p2pgrid.devices.simulated import SimulatedSite, SiteInputs, SiteSpec, step_site
-from p2pgrid.devices.telemetry import Bucket, CounterPoint, MeterCounters, SlotEnergy, bridge_resets, downsample, slot_energy
+from p2pgrid.devices.telemetry import (Bucket, CounterPoint, MeterCounters, SlotEnergy, bridge_resets, downsample,
+                                       slot_energy)
 from p2pgrid.devices.telemetry_store import TELEMETRY_DB, SlotTelemetry, TelemetryStore, open_telemetry_store, regroup
 from p2pgrid.errors import ConfigError
 from p2pgrid.logs import RateLimitedWarning

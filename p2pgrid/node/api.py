@@ -10,8 +10,9 @@ Every method reads the node's live services; nothing is cached that the node alr
   gossips the order all the same (``Node.place_order``: nobody can take it there), and the other
   order methods answer ``NotAvailable``. ``place_order`` is how ``p2pgrid order place`` reaches
   the node. ``list_orders`` lists this node's orders: those placed here and those its trading
-  service holds (its strategies'), with ``filled_wh`` from the certified ledger. Status: ``cancelled`` when cancelled here; ``filled`` when the ledger has
-  filled it whole; ``expired`` at its expiry or its slot's gate closure; else ``open``.
+  service holds (its strategies'), with ``filled_wh`` from the certified ledger. Status:
+  ``cancelled`` when cancelled here; ``filled`` when the ledger has filled it whole; ``expired`` at
+  its expiry or its slot's gate closure; else ``open``.
 * **Trades** — a trade is a certified ``fill`` entry in which this node is the buyer or the seller
   (``trade_id`` = the take id). The *ledger follower* reads every chain's new certified entries
   from the store as the ledger grows, so trades are found whichever side certified them and

@@ -4,7 +4,7 @@ Targets (``--target``):
 
 * ``fake`` (default) — the **fake node** (``p2pgrid.rpc.testing``, seeded book and pool) in a
   child process: the figures are the RPC stack's cost (h11 / trio-websocket / JSON / dispatch).
-* ``cluster`` — a child process runs 4 **real nodes** (``p2pgrid.node.rpc.open_node_cluster``:
+* ``cluster`` — a child process runs 4 **real nodes** (``p2pgrid.node.testing.open_node_cluster``:
   ledger, trading, in-memory transport) with RPC on node 1 and a seeded two-sided book (orders
   from node 3, arrived by gossip): the figures include the real ``LiveNodeApi`` (local books,
   router), with the cluster's own background work (gossip, ledger) sharing the child's core.
