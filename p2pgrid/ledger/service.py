@@ -65,7 +65,7 @@ from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import (
     ChainHead, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, apply_ready,
-    build_entry, state_root, validate_entry,
+    StateRootCache, build_entry, validate_entry,
 )
 from p2pgrid.ledger.committee import (
     CertificateInvalid, Committee, check_certified_inclusion, decide_vote, make_refusal, make_vote,
@@ -265,6 +265,7 @@ class LedgerService:
         self.transport = transport
         self.clock = clock
         self.state = LedgerState()
+        self._root_cache = StateRootCache()
         self._waiting: dict[tuple[bytes, int], Signed[Entry]] = {}   # certified, not yet applicable
         self._trusted_roots: set[bytes] = set()     # certificates whose signatures were checked
         self._complete_roots: set[bytes] = set()    # whole batches already stored and applied
@@ -307,7 +308,7 @@ class LedgerService:
     # --- reading ------------------------------------------------------------------------------
 
     def state_root(self) -> bytes:
-        return state_root(self.state)
+        return self._root_cache.root(self.state)
 
     def balance(self, account: bytes | None = None) -> int:
         return self.state.balance(account or self.me)
