@@ -43,7 +43,7 @@ from p2pgrid.ledger.committee import (  # noqa: E402
     CertificateInvalid, Committee, assemble_certificate, decide_vote, make_refusal, make_vote, seq_key,
 )
 from p2pgrid.ledger.messages import (  # noqa: E402
-    FRAME_TAGS, MAX_FRAME_BYTES, AccountHead, Burn, CertifiedEntries, Confirm, Confirmed, Decline, Fill, Lock,
+    FRAME_TAGS, MAX_BODY_BYTES, MAX_FRAME_BYTES, AccountHead, Burn, CertifiedEntries, Confirm, Confirmed, Decline, Fill, Lock,
     Mint, Release, SyncReply, SyncRequest, Transfer, VoteReply, VoteRequest, decode_certified, encode_certified,
     encode_frame, entry_hash,
 )
@@ -71,7 +71,7 @@ from p2pgrid.trading.pool_shares import (  # noqa: E402
 )
 from p2pgrid.units import SlotRules, trade_value  # noqa: E402
 from p2pgrid.wire import (  # noqa: E402
-    DEFAULT_MAX_BYTES, INT_MAX, INT_MIN, Cancel, Order, OrderBatch, Side, Signed, Source, encode, pack,
+    INT_MAX, INT_MIN, Cancel, Order, OrderBatch, Side, Signed, Source, encode, pack,
     registered_kinds, sign, signing_bytes, to_plain,
 )
 
@@ -176,8 +176,8 @@ def schema() -> dict[str, Any]:
 
 
 def body_limit(cls: type) -> int:
-    """The size limit ``wire.decode`` applies to an entry body of type ``cls`` (see PROTOCOL.md)."""
-    return getattr(getattr(cls, "WIRE", None), "max_bytes", DEFAULT_MAX_BYTES)
+    """The size limit applied to an entry body of type ``cls``: the entry's body field limit."""
+    return MAX_BODY_BYTES
 
 
 def from_json(cls: type, obj: dict[str, Any]) -> Any:

@@ -80,7 +80,7 @@ from sortedcontainers import SortedDict
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureError, UnknownVersionError
 from p2pgrid.ledger import merkle
 from p2pgrid.ledger.messages import (
-    GENESIS_HASH, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
+    GENESIS_HASH, MAX_BODY_BYTES, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
 )
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Signed, decode, decode_signed, pack, to_plain
@@ -318,7 +318,9 @@ def _decode_body(kind: str, body: bytes) -> Any:
     # check and apply of the same entry (a node judges, stores and applies each entry in turn).
     rules = kind_rules(kind)
     try:
-        return decode(rules.body_type, body)
+        # A body is bounded by the entry's own field limit, not by the default limit of a
+        # stand-alone message: a zone's settle of ~90 postings needs more than 4 KiB.
+        return decode(rules.body_type, body, MAX_BODY_BYTES)
     except (DecodeError, OversizeError) as exc:
         raise EntryRejected(RejectReason.BAD_BODY, str(exc)) from None
 
