@@ -1,4 +1,4 @@
-"""The end-of-run checks: the invariants of DESIGN §6, read from what the nodes left on disk.
+"""The end-of-run checks: the invariants of docs/ARCHITECTURE.md §6-§7, read from what the nodes left on disk.
 
 After every node has stopped, each node's ``ledger.sqlite`` is opened read-through with
 ``open_store`` and its state derived with ``load_state``. A check fails the run (non-zero exit):

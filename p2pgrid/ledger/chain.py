@@ -75,10 +75,12 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sortedcontainers import SortedDict
+
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureError, UnknownVersionError
 from p2pgrid.ledger import merkle
 from p2pgrid.ledger.messages import (
-    GENESIS_HASH, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
+    GENESIS_HASH, MAX_BODY_BYTES, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
 )
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Signed, decode, decode_signed, pack, to_plain
@@ -316,7 +318,9 @@ def _decode_body(kind: str, body: bytes) -> Any:
     # check and apply of the same entry (a node judges, stores and applies each entry in turn).
     rules = kind_rules(kind)
     try:
-        return decode(rules.body_type, body)
+        # A body is bounded by the entry's own field limit, not by the default limit of a
+        # stand-alone message: a zone's settle of ~90 postings needs more than 4 KiB.
+        return decode(rules.body_type, body, MAX_BODY_BYTES)
     except (DecodeError, OversizeError) as exc:
         raise EntryRejected(RejectReason.BAD_BODY, str(exc)) from None
 
@@ -434,16 +438,44 @@ def derive_state(entries: Iterable[Signed[Entry]], rules: LedgerRules) -> tuple[
 
 # --- state root ------------------------------------------------------------------------------
 
+def _leaf_head(a: bytes, h: ChainHead) -> bytes:
+    return pack(["head", a, [h.next_seq, h.last_hash, h.last_time_ms]])
+
+
+def _leaf_balance(a: bytes, v: int) -> bytes:
+    return pack(["balance", a, v])
+
+
+def _leaf_lock(t: bytes, r: LockRecord) -> bytes:
+    return pack(["lock", t, [r.buyer, to_plain(r.lock), r.status.value, r.filled_wh]])
+
+
+def _leaf_order(o: tuple[bytes, bytes], p: OrderProgress) -> bytes:
+    return pack(["order", o[0] + o[1], [p.size_wh, p.filled_wh, p.locked_wh]])
+
+
+def _leaf_pool(k: bytes, v: Any) -> bytes:
+    return pack(["pool", k, _canonical(v)])
+
+
+def _leaf_certificate(k: bytes, v: Any) -> bytes:
+    return pack(["certificate", k, _canonical(v)])
+
+
+def _leaf_extra(k: str, v: Any) -> bytes:
+    return pack(["extra", k, _canonical(v)])
+
+
+# One leaf encoding per state field, in ``_STATE_FIELDS`` order.
+_LEAF_OF: tuple[tuple[str, Callable[[Any, Any], bytes]], ...] = (
+    ("heads", _leaf_head), ("balances", _leaf_balance), ("locks", _leaf_lock),
+    ("orders", _leaf_order), ("pools", _leaf_pool), ("certificates", _leaf_certificate),
+    ("extra", _leaf_extra))
+
+
 def state_leaves(state: LedgerState) -> list[bytes]:
     """The derived state as sorted, canonically encoded (category, key, value) leaves."""
-    leaves: list[bytes] = []
-    leaves += [pack(["head", a, [h.next_seq, h.last_hash, h.last_time_ms]]) for a, h in state.heads.items()]
-    leaves += [pack(["balance", a, v]) for a, v in state.balances.items()]
-    leaves += [pack(["lock", t, [r.buyer, to_plain(r.lock), r.status.value, r.filled_wh]]) for t, r in state.locks.items()]
-    leaves += [pack(["order", o[0] + o[1], [p.size_wh, p.filled_wh, p.locked_wh]]) for o, p in state.orders.items()]
-    leaves += [pack(["pool", k, _canonical(v)]) for k, v in state.pools.items()]
-    leaves += [pack(["certificate", k, _canonical(v)]) for k, v in state.certificates.items()]
-    leaves += [pack(["extra", k, _canonical(v)]) for k, v in state.extra.items()]
+    leaves = [leaf(k, v) for name, leaf in _LEAF_OF for k, v in getattr(state, name).items()]
     leaves.sort()
     return leaves
 
@@ -469,6 +501,74 @@ def _canonical(value: Any) -> Any:
 def state_root(state: LedgerState) -> bytes:
     """Merkle root over the sorted derived state: equal roots ⇔ equal states."""
     return merkle.compute_root(state_leaves(state))
+
+
+class StateRootCache:
+    """``state_root`` of a live state, re-encoding only what changed since the last call.
+
+    A node reports its root often (status, RPC) while its state holds thousands of leaves and
+    changes by a few per entry; encoding every leaf each time was most of a busy node's CPU.
+    This keeps each leaf's hash next to the value it encodes and reuses it while the state still
+    holds that very value object. That is sound because state values are never mutated in place
+    — every rule stores a new record (``replace(...)``), which overlays depend on as well. The
+    leaf order is fixed by the leaf's (category, key) prefix alone (both are self-delimiting in
+    msgpack and unique within the state), so hashes are kept sorted by that prefix.
+    Applying an entry always raises ``state.height``: an unchanged (state, height) pair returns
+    the last root without looking at the state at all. Hashing the sorted leaf hashes into the
+    root is still linear in the number of leaves, but costs two short hashes per leaf."""
+
+    def __init__(self) -> None:
+        self._state: LedgerState | None = None
+        self._height = -1
+        self._root = merkle.EMPTY_ROOT
+        self._values: dict[tuple[str, Any], tuple[Any, bytes]] = {}   # (field, key) -> (value, prefix)
+        self._hashes: SortedDict = SortedDict()                       # prefix -> leaf hash
+
+    def root(self, state: LedgerState) -> bytes:
+        height = state.height
+        if state is self._state and height == self._height:
+            return self._root
+        if state is not self._state:
+            self._values.clear()
+            self._hashes.clear()
+        present: set[tuple[str, Any]] = set()
+        for name, leaf in _LEAF_OF:
+            for key, value in getattr(state, name).items():
+                place = (name, key)
+                present.add(place)
+                known = self._values.get(place)
+                if known is not None and known[0] is value:
+                    continue
+                encoded = leaf(key, value)
+                prefix = _leaf_prefix(encoded)
+                self._values[place] = (value, prefix)
+                self._hashes[prefix] = merkle.leaf_hash(encoded)
+        if len(present) != len(self._values):
+            for place in [p for p in self._values if p not in present]:
+                del self._hashes[self._values.pop(place)[1]]
+        self._state, self._height = state, height
+        self._root = merkle.root_of_leaf_hashes(list(self._hashes.values()))
+        return self._root
+
+
+def _leaf_prefix(leaf: bytes) -> bytes:
+    """The array header, category and key of an encoded leaf: what orders it among the others."""
+    category_end = 1 + _packed_length(leaf, 1)
+    return leaf[:category_end + _packed_length(leaf, category_end)]
+
+
+def _packed_length(data: bytes, at: int) -> int:
+    """Length of the msgpack str or bin that starts at ``data[at]`` (the kinds leaf keys use)."""
+    tag = data[at]
+    if 0xA0 <= tag <= 0xBF:                       # fixstr
+        return 1 + (tag & 0x1F)
+    if tag in (0xC4, 0xD9):                       # bin8, str8
+        return 2 + data[at + 1]
+    if tag in (0xC5, 0xDA):                       # bin16, str16
+        return 3 + int.from_bytes(data[at + 1:at + 3], "big")
+    if tag in (0xC6, 0xDB):                       # bin32, str32
+        return 5 + int.from_bytes(data[at + 1:at + 5], "big")
+    raise LedgerError(f"state leaf key of msgpack type 0x{tag:02x}")
 
 
 # --- money kinds -----------------------------------------------------------------------------

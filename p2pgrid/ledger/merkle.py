@@ -42,9 +42,14 @@ def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
 
 def compute_root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle root of ``leaves`` (in the given order)."""
-    if not leaves:
+    return root_of_leaf_hashes([leaf_hash(leaf) for leaf in leaves])
+
+
+def root_of_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """The Merkle root of leaves given by their ``leaf_hash``es (in order)."""
+    if not hashes:
         return EMPTY_ROOT
-    return _root_of_hashes([leaf_hash(leaf) for leaf in leaves])
+    return _root_of_hashes(hashes)
 
 
 def compute_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:

@@ -65,7 +65,7 @@ from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import (
     ChainHead, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, apply_ready,
-    build_entry, state_root, validate_entry,
+    StateRootCache, build_entry, validate_entry,
 )
 from p2pgrid.ledger.committee import (
     CertificateInvalid, Committee, check_certified_inclusion, decide_vote, make_refusal, make_vote,
@@ -265,6 +265,7 @@ class LedgerService:
         self.transport = transport
         self.clock = clock
         self.state = LedgerState()
+        self._root_cache = StateRootCache()
         self._waiting: dict[tuple[bytes, int], Signed[Entry]] = {}   # certified, not yet applicable
         self._trusted_roots: set[bytes] = set()     # certificates whose signatures were checked
         self._complete_roots: set[bytes] = set()    # whole batches already stored and applied
@@ -290,6 +291,7 @@ class LedgerService:
             tuple[VerifiedBatch, bool]](math.inf)
         self._links: dict[bytes, _ValidatorLink] = {}
         self._nursery: trio.Nursery | None = None   # set by run()
+        self._poked = trio.CancelScope()             # cancelled: the batcher looks at its waiting entries again
         self._handler_scopes: set[trio.CancelScope] = set()
         self._stopped = False
         self._request_ids = itertools.count(1)
@@ -307,7 +309,7 @@ class LedgerService:
     # --- reading ------------------------------------------------------------------------------
 
     def state_root(self) -> bytes:
-        return state_root(self.state)
+        return self._root_cache.root(self.state)
 
     def balance(self, account: bytes | None = None) -> int:
         return self.state.balance(account or self.me)
@@ -358,7 +360,14 @@ class LedgerService:
         Raises ``BatchRejected`` if a quorum of validators refused it for good (or an entry it
         extends), and ``EntryInDoubt`` (a ``BatchRejected``) if one round of votes did not decide
         it: the ledger then keeps proposing it, unchanged, until it is certified or refused."""
-        await self._precheck(entry)
+        try:
+            await self._precheck(entry)
+        except trio.Cancelled:
+            # The caller stopped waiting, but the entry is signed and later entries of the chain
+            # may extend it already: finish judging it in the background (proposed, or given up
+            # as any entry not valid here), never leave a hole that every later entry waits on.
+            self._finish_precheck_later(entry)
+            raise
         pending = self._enqueue(entry)
         await pending.done.wait()
         if pending.error is not None:
@@ -394,8 +403,23 @@ class LedgerService:
         assert problem is not None
         self._dropped.add(entry_hash(entry))
         self._tips[account] = self._settled_tip(account)
+        self._poked.cancel()    # entries queued on top of this one are answered now, not at the next submission
         raise BatchRejected(f"not valid on this node's certified state, not proposed: {problem}",
                             {self.me: (Rejection(0, problem.reason.value, problem.detail[:256], True),)})
+
+    def _finish_precheck_later(self, entry: Signed[Entry]) -> None:
+        async def finish() -> None:
+            try:
+                await self._precheck(entry)
+            except BatchRejected:
+                return
+            self._enqueue(entry)
+
+        if self._nursery is not None and entry_hash(entry) not in self._queued and not self.is_in_doubt(entry):
+            try:
+                self._nursery.start_soon(finish)
+            except RuntimeError:
+                pass    # the service is stopping: the chain restarts from its stored proposals
 
     def _own_view(self, account: bytes, seq: int) -> LedgerState | None:
         """The certified state with this node's undecided entries of ``account`` before ``seq``
@@ -453,7 +477,8 @@ class LedgerService:
         while True:
             with trio.move_on_at(retry_at if self._in_doubt else math.inf):
                 if not waiting or not self._has_ready(waiting):
-                    waiting.append(await self._queue_receive.receive())
+                    with trio.CancelScope() as self._poked:
+                        waiting.append(await self._queue_receive.receive())
                 await trio.sleep(self.config.batch_linger_s)   # let concurrent submitters join the batch
             if self._in_doubt and trio.current_time() >= retry_at:
                 self._repropose_in_doubt()
@@ -606,11 +631,15 @@ class LedgerService:
 
     def _settled_tip(self, account: bytes) -> ChainHead:
         """Where the next entry of ``account`` goes: on the certified head, and on top of the
-        entries in doubt that continue it (they are offered again first). Building on the bare
-        head while an entry at that seq is in doubt would make a second entry there."""
+        entries that continue it and are still on their way — in doubt (offered again first),
+        queued or being voted on — never past one given up. Building below one of them would
+        make a second entry at its seq."""
         tip = self.state.head(account)
-        in_doubt = self._in_doubt.get(account, {})
-        while (entry := in_doubt.get(tip.next_seq)) is not None and entry.body.prev_hash == tip.last_hash:
+        on_way = {(e.body.seq, e.body.prev_hash): e for e in self._in_doubt.get(account, {}).values()}
+        for p in self._queued.values():
+            if p.entry.body.account == account and entry_hash(p.entry) not in self._dropped:
+                on_way.setdefault((p.entry.body.seq, p.entry.body.prev_hash), p.entry)
+        while (entry := on_way.get((tip.next_seq, tip.last_hash))) is not None:
             tip = ChainHead(tip.next_seq + 1, entry_hash(entry), entry.body.time_ms)
         return tip
 

@@ -1,6 +1,6 @@
 """Packing a node's signed order changes into gossip batches (pure).
 
-py-libp2p's cost is per gossip message, not per byte (DESIGN.md §3), so a node sends all its order
+py-libp2p's cost is per gossip message, not per byte (docs/ARCHITECTURE.md §8), so a node sends all its order
 changes of one tick as few ``OrderBatch`` messages as possible: greedily, in submission order,
 each at most ``max_bytes`` (16 KiB) and ``MAX_BATCH_ITEMS`` items. Splitting keeps order: item
 i is never published after item j > i.

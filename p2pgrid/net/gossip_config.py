@@ -1,6 +1,6 @@
 """Every gossipsub setting p2pgrid changes from py-libp2p 0.8.1's defaults, in one place.
 
-Why each one (measured on a 2-core machine, see DESIGN.md §3):
+Why each one (measured on a 2-core machine, see docs/ARCHITECTURE.md §8):
 
 Interoperability
     ``PROTOCOLS``: ``/meshsub/1.1.0`` and ``/meshsub/1.0.0`` only. 1.2 (IDONTWANT) was about 2×

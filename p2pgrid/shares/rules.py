@@ -101,7 +101,7 @@ another chain has not brought yet *waits* (``missing_dependency``, ``no_lock``),
 
 What the host and an investor write next (the pure planners) is ``p2pgrid.shares.planning``.
 
-Why the host sequences: only an account's own chain debits it (DESIGN §5). An LP's ``share_buy``
+Why the host sequences: only an account's own chain debits it (docs/ARCHITECTURE.md §5.5). An LP's ``share_buy``
 debits the LP; every credit to an LP (issue of shares, payout, redemption) is the host's debit in
 the host's chain. So a programme's state is a pure function of the host's chain plus the escrows
 it consumes, and ``derive_state`` gives every node the same state root.

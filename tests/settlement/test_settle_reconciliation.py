@@ -14,15 +14,15 @@ from hypothesis import strategies as st
 
 from p2pgrid.settlement.certificates import total_wh
 from p2pgrid.ledger.chain import (
-    EntryRejected, LedgerState, RejectReason, derive_state, process_entry, state_root, validate_entry,
+    EntryRejected, LedgerState, RejectReason, decode_body, derive_state, process_entry, state_root, validate_entry,
 )
-from p2pgrid.ledger.messages import Fill, Lock, Mint, Transfer
+from p2pgrid.ledger.messages import MAX_BODY_BYTES, Fill, Lock, Mint, Transfer
 from p2pgrid.ledger.testing import LedgerFixture, seeded_key
 from p2pgrid.settlement.metering import MeterReading, MeterRegistration
 from p2pgrid.settlement.rules import ImbalancePrices, Reason
 from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, Posting, PostingBody, SettlementLedgerRules,
-    SlotInputs, certificate_registry, certificates_of, compute_settlement, imbalance_postings, posted_by_reason,
+    SettleBody, SlotInputs, certificate_registry, certificates_of, compute_settlement, imbalance_postings, posted_by_reason,
     reconciliation_postings, settlement_of, slots_to_settle,
 )
 from p2pgrid.units import SlotRules, trade_value
@@ -399,3 +399,13 @@ def test_an_investment_statement_counts_a_reconciled_slot_once_and_explains_ever
     a_settles = [f.amount_uc for f in account_flows(zone.entries, FIX.rules, A.public_key).flows
                  if f.kind == SETTLE_KIND]
     assert a_settles == [-300_000, 300_000]      # charged, then given back: once each
+
+
+def test_a_settle_of_80_metered_accounts_fits_its_entry_and_is_not_refused_as_a_bad_body():
+    # An entry body may take MAX_BODY_BYTES; decoding it with a stand-alone message's 4 KiB limit
+    # refused every settle of more than ~50 postings for good.
+    accounts = sorted(seeded_key(f"big-zone-{i}").public_key for i in range(80))
+    body = SettleBody(SLOT, 1, 1, (), tuple(accounts), tuple(PostingBody(a, -1) for a in accounts))
+    signed = FIX.entry_on(LedgerState(), GATEWAY, SETTLE_KIND, body, SETTLE_MS)
+    assert 4096 < len(signed.body.body) <= MAX_BODY_BYTES
+    assert decode_body(signed.body) == body
