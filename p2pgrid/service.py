@@ -21,16 +21,13 @@ real ``Node`` has every member these protocols name).
 * **Slots**, each filled while the node starts by the one service that provides it, ``None``
   until then (a service that needs one starts after its provider, by registry order, and checks):
 
-  =================  =====================================  ============================
-  ``order_gossip``   ``WithOrderGossip`` (+ ``order_listeners``, callbacks per delivery)
-  ``ledger``         ``WithLedger``                         ``p2pgrid.node.ledger``
-  ``trading``        ``WithTrading``                        ``p2pgrid.trading.node_service``
-  ``telemetry``      ``p2pgrid.devices.service.WithDevices``  ``p2pgrid.devices.service``
-  ``agent``          ``WithAgent``: the trading strategy    ``p2pgrid.agent``
-  ``pool_host``      ``WithPoolHost``                       ``p2pgrid.pools.node_service``
-  =================  =====================================  ============================
-
-  (``order_gossip`` is filled by ``p2pgrid.node.network.OrderGossipService``.)
+  - ``order_gossip`` (and ``order_listeners``, callbacks per delivery): ``WithOrderGossip``,
+    filled by ``p2pgrid.node.network.OrderGossipService``;
+  - ``ledger``: ``WithLedger``, by ``p2pgrid.node.ledger.LedgerNodeService``;
+  - ``trading``: ``WithTrading``, by ``p2pgrid.trading.node_service.TradingNodeService``;
+  - ``telemetry``: ``p2pgrid.devices.service.WithDevices``, by the ``DeviceService`` itself;
+  - ``agent``: ``WithAgent``, by the trading strategy (``p2pgrid.agent``);
+  - ``pool_host``: ``WithPoolHost``, by ``p2pgrid.pools.node_service.PoolHostService``.
 * ``WithStats`` — ``stats``: the node's order counters (``OrderCounters``).
 * ``OrderPlacer`` — ``place_order``: sign an order with the node's key and gossip it.
 """
