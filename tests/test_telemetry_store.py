@@ -54,10 +54,15 @@ def host_for(tmp_path, clock, **meter):
 
 async def run_for_slots(service: DeviceService, host, clock: ManualClock, minutes: int) -> None:
     """Advance market time minute by minute, waiting for each minute's samples."""
+    await run_steps(service, host, clock, [1] * minutes)
+
+
+async def run_steps(service: DeviceService, host, clock: ManualClock, steps: list[int]) -> None:
+    """Advance market time by each step (minutes), waiting for that moment's samples."""
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run, host)
-        for _ in range(minutes):
-            clock.t += 60_000
+        for minutes in steps:
+            clock.t += minutes * 60_000
             with trio.fail_after(10):
                 await wait_until(lambda: len(service.last) == 3
                                  and all(s.t_ms == clock.t for s in service.last.values()), 0.005)
@@ -97,15 +102,9 @@ async def test_without_persistence_nothing_is_written(tmp_path):
 
 
 async def run_with_a_gap(service: DeviceService, host, clock: ManualClock, gap_minutes: int) -> None:
-    """Two minutes sampled, then no sample for ``gap_minutes`` (the sampler starved), then on."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run, host)
-        for step in [1, 1, gap_minutes] + [1] * (17 - 2 - gap_minutes):   # past the slot's end
-            clock.t += step * 60_000
-            with trio.fail_after(10):
-                await wait_until(lambda: len(service.last) == 3
-                                 and all(s.t_ms == clock.t for s in service.last.values()), 0.005)
-        nursery.cancel_scope.cancel()
+    """Two minutes sampled, then no sample for ``gap_minutes`` (the sampler starved), then on
+    minute by minute past the first slot's end."""
+    await run_steps(service, host, clock, [1, 1, gap_minutes] + [1] * (17 - 2 - gap_minutes))
 
 
 async def test_a_sampling_gap_longer_than_the_meters_max_gap_leaves_the_slot_unmetered(tmp_path):
