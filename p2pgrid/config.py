@@ -221,6 +221,10 @@ class MeterSection:
     until_s: int = field(default=0, metadata=doc(
         "Send no meter reading for a slot whose metering deadline is after this UTC second; 0 = no end "
         "(simnet: a quiet ledger when the run stops).", min=0))
+    max_gap_s: int = field(default=0, metadata=doc(
+        "A slot is metered only if no two meter readings spanning part of it are further apart than "
+        "this (market seconds; a longer outage makes the slot's split of energy a guess and the node "
+        "sends no reading for it); 0 = max(60 s, a quarter of the slot).", min=0))
 
 
 ADAPTER_ROLES = ("meter", "pv", "battery")

@@ -14,7 +14,9 @@ every (account, meter key) under ``[[gateway.meters]]``, so the gateway register
 settles every slot ``SETTLE_DELAY_REAL_S`` real seconds (W) after its grace, reconciling what is
 certified later. The grace is the scenario's ``meter_grace_real_s`` (default 10) real seconds of scaled
 time (at least 5 minutes): under an accelerated clock a reading needs real time to be sampled,
-signed and certified. Metering and settlement end ``QUIET_REAL_S`` real seconds before the run's
+signed and certified. For the same reason a meter sampling gap of up to half that grace in real
+time (``[devices.meter] max_gap_s``) still leaves a slot metered: on a busy machine the sampler of
+a 720× run can miss a real second, which is a quarter of an hour of market time. Metering and settlement end ``QUIET_REAL_S`` real seconds before the run's
 end (``[devices.meter] until_s``, ``[gateway] settle_until_s``: slots due later are neither
 metered nor settled), so no entry is in flight when the driver compares the nodes' state roots
 and stops them.
@@ -279,7 +281,8 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
         sections["devices"] = {"series_file": SITE_FILE,
                                "series_start_s": timeline.profile_start_ms // 1000 - s.slot_s,
                                "sample_period_ms": SAMPLE_PERIOD_MS}
-        sections["devices.meter"] = {"key_file": METER_KEY_FILE, "until_s": quiet_from_s(s, timeline)}
+        sections["devices.meter"] = {"key_file": METER_KEY_FILE, "until_s": quiet_from_s(s, timeline),
+                                     "max_gap_s": meter_max_gap_s(s)}
     if p.operator:
         sections["gateway"] = {"fund_uc": s.credit_uc, "fund_accounts": [q.account for q in others],
                                "settle_until_s": quiet_from_s(s, timeline),
@@ -321,6 +324,12 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
 def grace_s(s: Scenario) -> int:
     """Metering grace of the zone, market seconds (see the module docstring)."""
     return max(300, math.ceil(s.meter_grace_real_s * s.speed))
+
+
+def meter_max_gap_s(s: Scenario) -> int:
+    """The longest meter sampling gap a slot may contain and still be metered, market seconds:
+    half the grace in real time, never less than the node's own default (a quarter slot)."""
+    return max(s.slot_s // 4, math.ceil(s.meter_grace_real_s / 2 * s.speed))
 
 
 def settle_delay_ms(s: Scenario) -> int:

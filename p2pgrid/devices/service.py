@@ -172,6 +172,7 @@ class DeviceService:
         self._sampler: Any = None
         self._clock_ms: Callable[[], int] = lambda: 0
         self._slot_s = 900
+        self._max_gap_ms = 225_000
         self._rules: Any = None
         self.samples_seen = 0
 
@@ -179,6 +180,7 @@ class DeviceService:
         self._clock_ms = node.clock.now_ms
         self._rules = node.config.zone.slot_rules
         self._slot_s = node.config.zone.slots.length_s
+        self._max_gap_ms = 1000 * (node.config.devices.meter.max_gap_s or max(60, self._slot_s // 4))
         if self.device_set is None:
             self.device_set = device_set_for(node.config, self._clock_ms)
         if not self.persist:
@@ -291,8 +293,7 @@ class DeviceService:
         points = list(self._meter_points)
         counters = MeterCounters(bridge_resets(CounterPoint(r.t_ms, r.import_wh) for r in points),
                                  bridge_resets(CounterPoint(r.t_ms, r.export_wh) for r in points))
-        max_gap_ms = max(60_000, self._slot_s * 1000 // 4)
-        return slot_energy(counters, slot, self._rules, max_gap_ms)
+        return slot_energy(counters, slot, self._rules, self._max_gap_ms)
 
     # --- what the node asks ----------------------------------------------------------------------
 

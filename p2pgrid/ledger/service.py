@@ -284,6 +284,7 @@ class LedgerService:
         # account → (certified height, seq, overlay with own entries before seq, last one's (seq, hash))
         self._views: dict[bytes, tuple[int, int, LedgerState, tuple[int, bytes] | None]] = {}
         self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
+        self._queued_of: dict[bytes, dict[bytes, _Pending]] = {}   # the same, per account
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
         # gossiped batches, checked, waiting to be stored (in groups: ``_store_gossip``)
@@ -429,7 +430,7 @@ class LedgerService:
         head = self.state.head(account).next_seq
         if seq <= head:
             return self.state
-        queued = {p.entry.body.seq: p.entry for p in self._queued.values() if p.entry.body.account == account}
+        queued = {p.entry.body.seq: p.entry for p in self._queued_of.get(account, {}).values()}
         queued.update(self._in_doubt.get(account, {}))
         cached = self._views.get(account)
         if cached is not None and cached[0] == self.state.height and cached[1] <= seq and (
@@ -459,11 +460,17 @@ class LedgerService:
         if pending is None:
             pending = _Pending(entry, trio.Event())
             self._queued[key] = pending
+            self._queued_of.setdefault(entry.body.account, {})[key] = pending
             self._queue_send.send_nowait(pending)
         return pending
 
     def _finish(self, pending: _Pending) -> None:
-        self._queued.pop(entry_hash(pending.entry), None)
+        key, account = entry_hash(pending.entry), pending.entry.body.account
+        if self._queued.pop(key, None) is not None:
+            of_account = self._queued_of[account]
+            del of_account[key]
+            if not of_account:
+                del self._queued_of[account]
         pending.done.set()
 
     async def _batcher(self) -> None:
@@ -636,8 +643,8 @@ class LedgerService:
         make a second entry at its seq."""
         tip = self.state.head(account)
         on_way = {(e.body.seq, e.body.prev_hash): e for e in self._in_doubt.get(account, {}).values()}
-        for p in self._queued.values():
-            if p.entry.body.account == account and entry_hash(p.entry) not in self._dropped:
+        for p in self._queued_of.get(account, {}).values():
+            if entry_hash(p.entry) not in self._dropped:
                 on_way.setdefault((p.entry.body.seq, p.entry.body.prev_hash), p.entry)
         while (entry := on_way.get((tip.next_seq, tip.last_hash))) is not None:
             tip = ChainHead(tip.next_seq + 1, entry_hash(entry), entry.body.time_ms)

@@ -42,22 +42,27 @@ def test_regroup_weights_means_by_sample_count():
     assert regroup(fine, 60_000) == fine
 
 
-def host_for(tmp_path, clock):
+def host_for(tmp_path, clock, **meter):
     data = tmp_path / "n"
     data.mkdir(exist_ok=True)
     (data / "energy.json").write_text(json.dumps({"load": [400, 800, 200], "pv": [0, 1000, 1000]}))
     config = build_config({"node": {"data_dir": str(data)},
                            "devices": {"series_file": "energy.json", "series_start_s": START_MS // 1000,
-                                       "pv": {"kwp": 8.0}}}, base_dir=tmp_path)
+                                       "pv": {"kwp": 8.0}, "meter": meter}}, base_dir=tmp_path)
     return type("Host", (), {"config": config, "clock": clock, "telemetry": None})()
 
 
 async def run_for_slots(service: DeviceService, host, clock: ManualClock, minutes: int) -> None:
     """Advance market time minute by minute, waiting for each minute's samples."""
+    await run_steps(service, host, clock, [1] * minutes)
+
+
+async def run_steps(service: DeviceService, host, clock: ManualClock, steps: list[int]) -> None:
+    """Advance market time by each step (minutes), waiting for that moment's samples."""
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run, host)
-        for _ in range(minutes):
-            clock.t += 60_000
+        for minutes in steps:
+            clock.t += minutes * 60_000
             with trio.fail_after(10):
                 await wait_until(lambda: len(service.last) == 3
                                  and all(s.t_ms == clock.t for s in service.last.values()), 0.005)
@@ -94,3 +99,25 @@ async def test_without_persistence_nothing_is_written(tmp_path):
     service = DeviceService(simulated_device_set(host.config, clock.now_ms), period_s=0.005, persist=False)
     await run_for_slots(service, host, clock, 16)
     assert service.completed_slots() and not (tmp_path / "n" / TELEMETRY_DB).exists()
+
+
+async def run_with_a_gap(service: DeviceService, host, clock: ManualClock, gap_minutes: int) -> None:
+    """Two minutes sampled, then no sample for ``gap_minutes`` (the sampler starved), then on
+    minute by minute past the first slot's end."""
+    await run_steps(service, host, clock, [1, 1, gap_minutes] + [1] * (17 - 2 - gap_minutes))
+
+
+async def test_a_sampling_gap_longer_than_the_meters_max_gap_leaves_the_slot_unmetered(tmp_path):
+    clock = ManualClock(START_MS)
+    service = DeviceService(simulated_device_set((host := host_for(tmp_path, clock)).config, clock.now_ms),
+                            period_s=0.005, persist=False)
+    await run_with_a_gap(service, host, clock, 5)         # default: max(60 s, a quarter of 900 s)
+    assert [s.complete for s in service.completed_slots() if s.slot == START_MS // 1000] == [False]
+
+
+async def test_a_configured_max_gap_keeps_a_slot_with_a_longer_gap_metered(tmp_path):
+    clock = ManualClock(START_MS)
+    host = host_for(tmp_path, clock, max_gap_s=600)
+    service = DeviceService(simulated_device_set(host.config, clock.now_ms), period_s=0.005, persist=False)
+    await run_with_a_gap(service, host, clock, 5)
+    assert [s.complete for s in service.completed_slots() if s.slot == START_MS // 1000] == [True]
