@@ -4,7 +4,7 @@ import time
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 import trio.testing
 
@@ -81,9 +81,6 @@ async def test_trio_clock_follows_mock_clock(autojump_clock):
     await sleep_ms(clock, 5_000)
     assert clock.now_ms() - before >= 5_000
 
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=200, deadline=None)
