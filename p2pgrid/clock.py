@@ -7,6 +7,9 @@ Pure code never reads a clock: it takes ``now_ms``. The shell asks this object, 
   uses this same formula. Separate processes agree without talking because they share an absolute
   **wall-clock anchor** (``anchor_wall_ms``): each process converts it once to its own monotonic
   origin (``ScaledClock.anchored``), then runs on its monotonic clock, immune to wall-clock steps.
+* ``PacedClock``   — simnet, every node in one process: scaled time that slows down when the
+  process falls behind (its pacer task runs late) instead of jumping ahead of its nodes, so a
+  starved run gives the same results, only later.
 * ``ManualClock``  — unit tests: stepped by hand; ``sleep_until`` waiters wake when it is advanced.
 * ``TrioClock``    — async tests: ``epoch_ms + trio.current_time() × 1000 × speed``, so a
   ``trio.testing.MockClock`` (autojump or stepped) drives market time.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -77,6 +81,52 @@ class ScaledClock:
 
     def real_seconds_until(self, t_ms: int) -> float:
         return max(0.0, (t_ms - self.now_ms()) / 1000 / self.speed)
+
+
+class PacedClock:
+    """Market time running ``speed`` times faster than real time, for nodes sharing one process,
+    that never runs ahead of the process: each real interval counts for at most ``max_step_s``.
+
+    ``run`` (a task) folds the real time elapsed since its last tick into market time every
+    ``tick_s``, capped at ``max_step_s``. While the process keeps up, that is the scaled clock;
+    when it is starved — another process holds the cores, or its own work keeps the event loop
+    busy — the pacer runs late and market time advances only ``max_step_s × speed`` per late tick,
+    so no node finds that a quarter hour of market time passed between two of its steps (a meter
+    never read, a deadline missed). Between ticks it reads the same formula, capped the same way,
+    so it never decreases."""
+
+    def __init__(self, start_ms: int, speed: float, *, tick_s: float = 0.05, max_step_s: float = 0.25,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if not speed > 0 or not math.isfinite(speed):
+            raise ConfigError(f"clock speed must be a positive number, got {speed}")
+        self.speed = speed
+        self.tick_s = tick_s
+        self.max_step_s = max_step_s
+        self._monotonic = monotonic
+        self._base_ms = float(start_ms)
+        self._base_real = monotonic()
+        self.lost_real_s = 0.0       # real time not counted as market time (the process was behind)
+
+    def now_ms(self) -> int:
+        return math.floor(self._base_ms + self._counted(self._monotonic()) * self.speed * 1000)
+
+    def _counted(self, real_now: float) -> float:
+        return min(max(real_now - self._base_real, 0.0), self.max_step_s)
+
+    def real_seconds_until(self, t_ms: int) -> float:
+        return max(0.0, (t_ms - self.now_ms()) / 1000 / self.speed)
+
+    def advance(self, real_now: float) -> None:
+        """Fold the real time since the last call into market time (what each tick does)."""
+        counted = self._counted(real_now)
+        self.lost_real_s += max(0.0, real_now - self._base_real - counted)
+        self._base_ms += counted * self.speed * 1000
+        self._base_real = real_now
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.tick_s)
+            self.advance(self._monotonic())
 
 
 @dataclass

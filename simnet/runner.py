@@ -53,6 +53,7 @@ class RunLog:
     settle_real_s: float | None = None     # how long the live nodes took to agree on one state root
     started_wall_s: float = 0.0
     ended_wall_s: float = 0.0
+    lost_real_s: float = 0.0               # memory runs: real time the paced clock did not count (behind)
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class RunLog:
                 "interrupted": self.interrupted, "settled": self.settled,
                 "settle_real_s": self.settle_real_s,
                 "real_seconds": round(self.ended_wall_s - self.started_wall_s, 1), "errors": self.errors,
+                "clock_lost_real_s": self.lost_real_s,
                 "started_wall_s": round(self.started_wall_s, 3)}
 
 
@@ -254,21 +256,30 @@ async def _memory_main(community: Community, log: RunLog, show: Show) -> None:
 
     from p2pgrid.net.memory import MemoryNetwork
 
+    from p2pgrid.clock import PacedClock
+
+    timeline = community.timeline
     async with trio_asyncio.open_loop():
         network = MemoryNetwork()
+        # One clock for every node of the process, paced by it: a starved run slows down
+        # instead of letting market time run ahead of its nodes.
+        clock = PacedClock(timeline.market_ms_at(time.time()), timeline.speed)
         async with trio.open_nursery() as nursery:
-            handles = {p.name: _MemoryNode(p, community, network) for p in community.people}
+            nursery.start_soon(clock.run)
+            handles = {p.name: _MemoryNode(p, community, network, clock) for p in community.people}
             for handle in handles.values():
                 await handle.start(nursery)
             try:
-                await _memory_loop(community, log, show, handles)
+                await _memory_loop(community, log, show, handles, clock)
+                log.lost_real_s = round(clock.lost_real_s, 1)
             finally:
                 for handle in handles.values():
                     await handle.stop()
                 nursery.cancel_scope.cancel()
 
 
-async def _memory_loop(community: Community, log: RunLog, show: Show, handles: dict[str, _MemoryNode]) -> None:
+async def _memory_loop(community: Community, log: RunLog, show: Show, handles: dict[str, _MemoryNode],
+                       clock: Any) -> None:
     import trio
 
     from p2pgrid.testing.faults import apply_fault
@@ -288,7 +299,7 @@ async def _memory_loop(community: Community, log: RunLog, show: Show, handles: d
         return
     done = 0
     while True:
-        market = timeline.market_ms_at(time.time())
+        market = clock.now_ms()
         if market >= timeline.end_ms:
             break
         for fault in due_faults(community.scenario.faults, done, community, market):
@@ -347,10 +358,11 @@ async def pull_from_everyone(nodes: list[Any]) -> None:
 
 
 class _MemoryNode:
-    def __init__(self, participant: Participant, community: Community, network: Any) -> None:
+    def __init__(self, participant: Participant, community: Community, network: Any, clock: Any) -> None:
         self.participant = participant
         self.community = community
         self.network = network
+        self.clock = clock
         self.node: Any = None
         self.scope: Any = None
         self.finished: Any = None
@@ -363,7 +375,6 @@ class _MemoryNode:
     async def _run(self, task_status: Any) -> None:
         import trio
 
-        from p2pgrid.clock import ScaledClock
         from p2pgrid.config import load_config
         from p2pgrid.identity import load_keystore
         from p2pgrid.node.app import Node, close_ledger_store
@@ -371,7 +382,7 @@ class _MemoryNode:
         data_dir = self.community.nodes_dir / self.participant.name
         config = load_config(data_dir / "config.toml")
         key = load_keystore(data_dir / "node.key")
-        clock = ScaledClock.anchored(config.clock.sim_epoch_ms, config.clock.speed, config.clock.anchor_wall_ms)
+        clock = self.clock
         self.finished = trio.Event()
         try:
             with trio.CancelScope() as self.scope:

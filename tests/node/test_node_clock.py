@@ -4,9 +4,11 @@ import time
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import trio.testing
 
-from p2pgrid.clock import ManualClock, ScaledClock, SystemClock, TrioClock, clock_from_config, sleep_ms, sleep_until
+from p2pgrid.clock import ManualClock, PacedClock, ScaledClock, SystemClock, TrioClock, clock_from_config, sleep_ms, sleep_until
 from p2pgrid.errors import ConfigError
 
 
@@ -80,9 +82,6 @@ async def test_trio_clock_follows_mock_clock(autojump_clock):
     assert clock.now_ms() - before >= 5_000
 
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 
 @settings(max_examples=200, deadline=None)
 @given(epoch=st.integers(0, 2**45), speed=st.floats(0.01, 10_000), start=st.floats(0, 1e6),
@@ -92,3 +91,56 @@ def test_scaled_time_never_runs_backwards_and_is_the_same_formula_everywhere(epo
     early, late = min(a, b), max(a, b)
     assert first.sim_ms_at(early) <= first.sim_ms_at(late)
     assert first.sim_ms_at(late) == second.sim_ms_at(late)
+
+
+class FakeMonotonic:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_paced_clock_is_the_scaled_clock_while_the_process_keeps_up():
+    real = FakeMonotonic()
+    clock = PacedClock(1_000_000, 720.0, max_step_s=0.25, monotonic=real)
+    for _ in range(40):                         # ticks 0.05 s apart: 2 s of real time
+        real.t += 0.05
+        clock.advance(real.t)
+    assert clock.now_ms() == pytest.approx(1_000_000 + 2 * 720_000, abs=2)
+    assert clock.lost_real_s == pytest.approx(0.0)
+
+
+def test_paced_clock_lets_a_starved_process_miss_no_market_time():
+    real = FakeMonotonic()
+    clock = PacedClock(0, 720.0, max_step_s=0.25, monotonic=real)
+    real.t += 5.0                               # the process got no CPU for 5 s
+    assert clock.now_ms() == 180_000            # its nodes see 0.25 s × 720, not an hour
+    clock.advance(real.t)
+    assert clock.now_ms() == 180_000 and clock.lost_real_s == pytest.approx(4.75)
+    real.t += 0.05
+    assert clock.now_ms() == pytest.approx(180_000 + 36_000, abs=1)   # and it goes on at speed
+
+
+@given(st.lists(st.floats(0.0, 3.0), max_size=60), st.lists(st.booleans(), max_size=60))
+def test_paced_clock_never_goes_backwards(steps, ticks):
+    real = FakeMonotonic()
+    clock = PacedClock(5_000, 480.0, monotonic=real)
+    last = clock.now_ms()
+    for step, tick in zip(steps, ticks + [False] * len(steps)):
+        real.t += step
+        if tick:
+            clock.advance(real.t)
+        now = clock.now_ms()
+        assert now >= last
+        last = now
+
+
+async def test_paced_clock_task_advances_market_time_in_a_trio_run():
+    clock = PacedClock(0, 100.0, tick_s=0.01)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(clock.run)
+        with trio.fail_after(10):
+            await sleep_until(clock, 2_000)      # 20 ms of real time at 100x
+        nursery.cancel_scope.cancel()
+    assert clock.now_ms() >= 2_000
