@@ -145,14 +145,30 @@ def struct_schema(cls: type) -> list[dict[str, Any]]:
     return [{"name": f.name, **type_schema(hint, f.metadata)} for f, hint in cls.__wire_fields__]  # type: ignore[attr-defined]
 
 
+def _ours(cls: type) -> bool:
+    """Defined by p2pgrid itself (tests register kinds of their own in the same registries)."""
+    return cls.__module__.startswith("p2pgrid.")
+
+
+def protocol_message_kinds() -> dict[tuple[str, int], type]:
+    """The signed message kinds of the protocol: those p2pgrid registers."""
+    return {key: cls for key, cls in registered_kinds().items() if _ours(cls)}
+
+
+def protocol_entry_kinds() -> dict[str, Any]:
+    """The ledger entry kinds of the protocol: those whose body p2pgrid defines."""
+    return {kind: rules for kind, rules in KINDS.items() if _ours(rules.body_type)}
+
+
 def schema() -> dict[str, Any]:
     """Every message kind, entry kind, stream frame and nested structure the code registers."""
     messages = []
-    for (kind, version), cls in sorted(registered_kinds().items()):
+    entry_kinds = protocol_entry_kinds()
+    for (kind, version), cls in sorted(protocol_message_kinds().items()):
         spec = cls.WIRE
         messages.append({"kind": kind, "version": version, "domain": spec.domain, "class": cls.__name__,
                          "max_bytes": spec.max_bytes, "signer_field": spec.signer_field, "fields": struct_schema(cls)})
-    roots = [cls for cls in registered_kinds().values()] + [rules.body_type for rules in KINDS.values()]
+    roots = list(protocol_message_kinds().values()) + [rules.body_type for rules in entry_kinds.values()]
     roots += list(FRAME_TAGS.values()) + [OrderBatch]
     structs: dict[str, list[dict[str, Any]]] = {}
 
@@ -169,8 +185,9 @@ def schema() -> dict[str, Any]:
             structs[cls.__name__] = struct_schema(cls)
         walk(cls)
     return {"messages": messages,
-            "entry_kinds": {kind: {"body": KINDS[kind].body_type.__name__,
-                                   "body_max_bytes": body_limit(KINDS[kind].body_type)} for kind in sorted(KINDS)},
+            "entry_kinds": {kind: {"body": entry_kinds[kind].body_type.__name__,
+                                   "body_max_bytes": body_limit(entry_kinds[kind].body_type)}
+                            for kind in sorted(entry_kinds)},
             "frame_tags": {tag: cls.__name__ for tag, cls in FRAME_TAGS.items()},
             "structs": dict(sorted(structs.items()))}
 
