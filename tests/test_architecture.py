@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PURE = ["p2pgrid/units.py", "p2pgrid/wire.py", "p2pgrid/errors.py", "p2pgrid/market",
         "p2pgrid/ledger/chain.py", "p2pgrid/settlement.py", "p2pgrid/forecast", "p2pgrid/agent",
-        "p2pgrid/telemetry.py", "p2pgrid/net/validation.py", "p2pgrid/invest.py", "p2pgrid/certificates.py",
+        "p2pgrid/telemetry.py", "p2pgrid/net/validation.py", "p2pgrid/net/restarts.py", "p2pgrid/invest.py", "p2pgrid/certificates.py",
         "p2pgrid/metering.py", "p2pgrid/settlement_entries.py", "p2pgrid/trading/local_books.py",
         "p2pgrid/trading/maker.py", "p2pgrid/trading/messages.py", "p2pgrid/trading/pool_entries.py",
         "p2pgrid/trading/pool_messages.py", "p2pgrid/trading/pool_shares.py", "p2pgrid/entry_kinds.py", "p2pgrid/charging.py", "p2pgrid/charging_plan.py", "p2pgrid/trading/share_planning.py",
