@@ -192,20 +192,19 @@ def test_stream_frames(case):
 def test_vectors_and_protocol_page_cover_every_kind_protocol_and_reason():
     """A kind, entry kind, stream protocol, frame tag or reason code added to the code must reach
     the vectors (regenerate them) and docs/PROTOCOL.md (describe it)."""
-    from p2pgrid.ledger.chain import KINDS, RejectReason
+    from p2pgrid.ledger.chain import RejectReason
     from p2pgrid.ledger.messages import FRAME_TAGS
     from p2pgrid.net.validation import Reason
     from p2pgrid.trading.messages import RefuseReason
     from p2pgrid.trading.pool_messages import SwapRefuseReason
-    from p2pgrid.wire import registered_kinds
 
-    kinds = {kind for kind, _ in registered_kinds()}
+    kinds = {kind for kind, _ in GEN.protocol_kinds()}     # test modules may register kinds of their own
     assert {m["kind"] for m in VECTORS["messages"]} | {"p2pgrid/entry"} == kinds
-    assert {e["body_kind"] for e in VECTORS["ledger"]["entries"]} == set(KINDS)
+    assert {e["body_kind"] for e in VECTORS["ledger"]["entries"]} == set(GEN.entry_kinds())
     assert {s["protocol"] for s in VECTORS["streams"]} == {"/p2pgrid/take/1", "/p2pgrid/swap/1", "/p2pgrid/vote/1",
                                                            "/p2pgrid/sync/1"}
     page = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
-    named = kinds | set(KINDS) | set(FRAME_TAGS) | {s["protocol"] for s in VECTORS["streams"]}
+    named = kinds | set(GEN.entry_kinds()) | set(FRAME_TAGS) | {s["protocol"] for s in VECTORS["streams"]}
     named |= {r.value for enum in (Reason, RejectReason, RefuseReason, SwapRefuseReason) for r in enum}
     missing = sorted(n for n in named if f"`{n}`" not in page and f'"{n}"' not in page)
     assert not missing, f"docs/PROTOCOL.md does not describe: {missing}"

@@ -145,14 +145,25 @@ def struct_schema(cls: type) -> list[dict[str, Any]]:
     return [{"name": f.name, **type_schema(hint, f.metadata)} for f, hint in cls.__wire_fields__]  # type: ignore[attr-defined]
 
 
+def protocol_kinds() -> dict[tuple[str, int], type]:
+    """The message kinds p2pgrid registers (not those a test module in the same process adds)."""
+    return {key: cls for key, cls in registered_kinds().items() if cls.__module__.startswith("p2pgrid.")}
+
+
+def entry_kinds() -> dict[str, Any]:
+    """The ledger entry kinds p2pgrid registers (ditto)."""
+    return {kind: rules for kind, rules in KINDS.items() if rules.body_type.__module__.startswith("p2pgrid.")}
+
+
 def schema() -> dict[str, Any]:
     """Every message kind, entry kind, stream frame and nested structure the code registers."""
     messages = []
-    for (kind, version), cls in sorted(registered_kinds().items()):
+    kinds = entry_kinds()
+    for (kind, version), cls in sorted(protocol_kinds().items()):
         spec = cls.WIRE
         messages.append({"kind": kind, "version": version, "domain": spec.domain, "class": cls.__name__,
                          "max_bytes": spec.max_bytes, "signer_field": spec.signer_field, "fields": struct_schema(cls)})
-    roots = [cls for cls in registered_kinds().values()] + [rules.body_type for rules in KINDS.values()]
+    roots = [cls for cls in protocol_kinds().values()] + [rules.body_type for rules in kinds.values()]
     roots += list(FRAME_TAGS.values()) + [OrderBatch]
     structs: dict[str, list[dict[str, Any]]] = {}
 
@@ -169,8 +180,8 @@ def schema() -> dict[str, Any]:
             structs[cls.__name__] = struct_schema(cls)
         walk(cls)
     return {"messages": messages,
-            "entry_kinds": {kind: {"body": KINDS[kind].body_type.__name__,
-                                   "body_max_bytes": body_limit(KINDS[kind].body_type)} for kind in sorted(KINDS)},
+            "entry_kinds": {kind: {"body": kinds[kind].body_type.__name__,
+                                   "body_max_bytes": body_limit(kinds[kind].body_type)} for kind in sorted(kinds)},
             "frame_tags": {tag: cls.__name__ for tag, cls in FRAME_TAGS.items()},
             "structs": dict(sorted(structs.items()))}
 
