@@ -260,8 +260,8 @@ class Libp2pTransport:
         self._serving: dict[str, Callable[[INetStream], Awaitable[None]]] = {}
         self._dialled: dict[ID, list[multiaddr.Multiaddr]] = {}
         self.bootstrap_failures: list[str] = []
-        self.restarts = 0
-        self.last_failure: str | None = None
+        self.restarts = 0                      # hosts built again after a failure
+        self.last_failure: str | None = None   # where and why the last host failed, for status and logs
 
     @property
     def local_peer(self) -> bytes:
