@@ -575,6 +575,7 @@ def invalid_entries(ledger: Ledger) -> tuple[list[dict[str, Any]], tuple[VoteReq
     """Entries judged by a validator on the scenario's final state (``decide_vote``)."""
     state, now = ledger.state, DUE + 60_000
     alice, bob = PUB["alice"], PUB["bob"]
+    pool_id = compute_pool_id(PUB["station"], ZONE, SLOT)
 
     def on_head(who: str, entry_kind: str, body: Any, /, dated: int = now, **changes: Any) -> bytes:
         entry = build_entry(RULES, PUB[who], state.head(PUB[who]), entry_kind, body, dated)
@@ -617,6 +618,12 @@ def invalid_entries(ledger: Ledger) -> tuple[list[dict[str, Any]], tuple[VoteReq
          [on_head("alice", "meter", MeterEntryBody(sign(late, KEYS["alice-meter"]).encoded))], {}),
         ("already-voted", "this validator voted for another entry at bob's next seq",
          [good.encoded], {seq_key(other.body): entry_hash(other)}),
+        ("pool-trim-after-gate-closure", "valid: the station lowers its frozen pool's cap (40 000 Wh certified)",
+         [on_head("station", "pool_update", PoolUpdate(pool_id=pool_id, energy_cap_wh=30_000, add_energy_wh=0,
+                                                       at_ms=now))], {}),
+        ("pool-raise-after-gate-closure", "a higher cap for a frozen pool: only a lower one is taken",
+         [on_head("station", "pool_update", PoolUpdate(pool_id=pool_id, energy_cap_wh=45_000, add_energy_wh=0,
+                                                       at_ms=now))], {}),
     ]
     out = []
     for name, what, entries, voted in cases:

@@ -13,7 +13,10 @@ Here, so that the node's ledger, devices and RPC keep running:
 * ``ContainingTrioManager`` runs a service like py-libp2p's ``TrioManager`` but a failing
   **non-daemon** task (one peer, one message) is logged — once per service and kind of error,
   with its cause; repeats go to DEBUG and are counted — and the service goes on. A failing
-  *daemon* task (the service's own loops) still stops the service: nothing sensible is left.
+  *daemon* task (the service's own loops: pubsub's peer queues, the gossipsub heartbeat) leaves
+  nothing sensible to go on with: given ``on_daemon_failure``, the manager hands it the failure
+  and stops the service quietly (``libp2p_host`` then restarts the whole host); without it, the
+  failure stops the service and is raised, as in py-libp2p.
   A task scheduled while the service stops is dropped, not raised into the caller.
 * ``ContainedPubsub`` reads each peer's pubsub stream like ``Pubsub`` but an unexpected error in
   that loop resets that one stream (the peer's pubsub re-opens it) instead of reaching the swarm.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -50,11 +53,9 @@ class FailureLog:
     def contained(self, where: str, exc: BaseException) -> None:
         key = (where, type(exc).__name__)
         self.counts[key] += 1
-        cause = exc.__cause__ or exc.__context__
-        because = f" (caused by {type(cause).__name__}: {cause})" if cause is not None else ""
         if self.counts[key] == 1:
-            logger.warning("libp2p %s: contained %s: %s%s; the node goes on (repeats are logged at DEBUG)",
-                           where, type(exc).__name__, exc, because)
+            logger.warning("libp2p %s: contained %s; the node goes on (repeats are logged at DEBUG)",
+                           where, describe_failure(exc))
         else:
             logger.debug("libp2p %s: contained %s again (%d times): %s", where, type(exc).__name__,
                          self.counts[key], exc)
@@ -64,15 +65,39 @@ class FailureLog:
         return sum(self.counts.values())
 
 
+def describe_failure(exc: BaseException) -> str:
+    """``Type: message (caused by Type: message)``, for one log line. An exception group (trio
+    nurseries wrap what escapes them) is described by its first leaf."""
+    more = ""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        exc, more = leaves[0], f" (and {len(leaves) - 1} more)" if len(leaves) > 1 else ""
+    cause = exc.__cause__ or exc.__context__
+    because = f" (caused by {type(cause).__name__}: {cause})" if cause is not None else ""
+    return f"{type(exc).__name__}: {exc}{because}{more}"
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    return [leaf for exc in group.exceptions
+            for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])]
+
+
 FAILURES = FailureLog()      # one per process: what the node's libp2p tasks had to contain
 
 
-class ContainingTrioManager(TrioManager):
-    """``TrioManager`` whose non-daemon task failures end only that task (module docstring)."""
+DaemonFailureHandler = Callable[[str, BaseException], None]
+"""``on_daemon_failure(where, exc)``: one of a service's own loops failed (synchronous)."""
 
-    def __init__(self, service: ServiceAPI, failures: FailureLog = FAILURES) -> None:
+
+class ContainingTrioManager(TrioManager):
+    """``TrioManager`` whose non-daemon task failures end only that task, and whose daemon task
+    failures go to ``on_daemon_failure`` when one is given (module docstring)."""
+
+    def __init__(self, service: ServiceAPI, failures: FailureLog = FAILURES,
+                 on_daemon_failure: DaemonFailureHandler | None = None) -> None:
         super().__init__(service)
         self._failures = failures
+        self._on_daemon_failure = on_daemon_failure
 
     def _schedule_task(self, task: Any) -> None:
         nursery = self._task_nursery
@@ -81,6 +106,8 @@ class ContainingTrioManager(TrioManager):
             return
         if not task.daemon:
             task.run = self._contained(task, task.run)
+        elif self._on_daemon_failure is not None:
+            task.run = self._reported(task, task.run, self._on_daemon_failure)
         try:
             super()._schedule_task(task)
         except RuntimeError as exc:        # the nursery closed between the check and the spawn
@@ -99,6 +126,21 @@ class ContainingTrioManager(TrioManager):
 
         return run_contained
 
+    def _reported(self, task: Any, run: Any, on_failure: DaemonFailureHandler) -> Any:
+        where = f"{type(self._service).__name__} loop {_short(task)}"
+
+        async def run_reported() -> None:
+            try:
+                await run()
+            except Exception as exc:       # noqa: BLE001 — DaemonTaskExit too: a loop that ended
+                if self.is_cancelled:
+                    logger.debug("%s ended while %s stops: %r", where, self._service, exc)
+                    return
+                on_failure(where, exc)
+                self.cancel()              # the service stops without raising: the handler decides
+
+        return run_reported
+
 
 def _short(task: Any) -> str:
     """The task's function name without py-libp2p's addresses, so repeats group together."""
@@ -106,10 +148,11 @@ def _short(task: Any) -> str:
 
 
 @asynccontextmanager
-async def contained_service(service: ServiceAPI, failures: FailureLog = FAILURES) -> AsyncIterator[TrioManager]:
+async def contained_service(service: ServiceAPI, failures: FailureLog = FAILURES,
+                            on_daemon_failure: DaemonFailureHandler | None = None) -> AsyncIterator[TrioManager]:
     """``libp2p.tools.anyio_service.background_trio_service`` with a ``ContainingTrioManager``."""
     async with trio.open_nursery() as nursery:
-        manager = ContainingTrioManager(service, failures)
+        manager = ContainingTrioManager(service, failures, on_daemon_failure)
         service._manager = manager          # as background_trio_service does
         nursery.start_soon(manager.run)
         await manager.wait_started()
@@ -138,8 +181,9 @@ class ContainedPubsub(Pubsub):
                     logger.debug("reset of a failed pubsub stream: %s", gone)   # already broken
 
 
-__all__ = ["ContainedPubsub", "ContainingTrioManager", "FAILURES", "FailureLog", "InjectedFailure",
-           "contained_service", "inject_reader_failure", "inject_task_failures"]
+__all__ = ["ContainedPubsub", "ContainingTrioManager", "DaemonFailureHandler", "FAILURES", "FailureLog",
+           "InjectedFailure", "contained_service", "describe_failure", "inject_heartbeat_failure",
+           "inject_reader_failure", "inject_swarm_failure", "inject_task_failures"]
 
 
 # --- test tools: failures injected where py-libp2p's own would arise --------------------------------
@@ -169,3 +213,20 @@ def inject_reader_failure(pubsub: Pubsub) -> None:
         raise InjectedFailure("Nursery is closed to new arrivals")
 
     pubsub.handle_subscription = failing_once      # type: ignore[method-assign]
+
+
+def inject_heartbeat_failure(router: Any) -> None:
+    """Make the next round of gossipsub's heartbeat (a daemon loop of the router) fail once."""
+    original = router.mesh_heartbeat
+
+    def failing_once() -> Any:
+        router.mesh_heartbeat = original
+        raise InjectedFailure("Nursery is closed to new arrivals") from LookupError("mesh state gone")
+
+    router.mesh_heartbeat = failing_once
+
+
+def inject_swarm_failure(host: Any) -> None:
+    """Start a failing daemon task in a host's swarm (run by py-libp2p's own manager, not ours):
+    the error escapes the host, as one of the swarm's loops failing would."""
+    host.get_network().manager.run_daemon_task(_fail_inside_libp2p)

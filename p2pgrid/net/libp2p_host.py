@@ -16,6 +16,22 @@ Containment. pubsub and gossipsub run under ``p2pgrid.net.libp2p_containment``: 
 of one peer or one message (and a failing pubsub stream reader) is logged once with its cause and
 ends only itself, where py-libp2p would stop the service and, with it, the node.
 
+Restarts. What containment cannot confine to one peer — one of the library's own loops failing
+(pubsub's peer queues, the gossipsub heartbeat), or any error escaping the host (the swarm) —
+ends that *generation* of the host instead of the node. The supervisor logs the failure once, at
+WARNING with its cause, tears the host down whole (connections, listeners, pubsub, gossipsub: a
+new swarm brings a new pubsub notifee, so none outlives its pubsub) and, after a pause set by
+``restarts.RestartBudget``, builds a new host with the same key on the addresses the old one had
+bound. What the services gave the transport lives outside the generation and is applied to the
+new host: stream handlers, subscriptions (each ``Libp2pSubscription`` keeps its channel and its
+validator; a new pump feeds it from the new pubsub) and peers (each peer this transport dialled,
+or the old peerstore knew, is dialled again, retried for ``REDIAL_FOR_S``). Services keep their
+``Transport`` object and see a short gap: streams of the old host end with ``StreamClosed``,
+``open_stream`` raises ``PeerUnreachable`` until the peer is connected again, and ``publish`` /
+``connect`` wait for the new host (``TransportDown`` after ``RESTART_WAIT_S``, or if the host goes
+down under them). Peer scores start afresh. One failure more than the policy allows within its
+window ends the transport with ``TransportFailed``: the node stops with that error.
+
 Subscriptions. Each subscription has a pump task that moves messages from py-libp2p's bounded
 channel (which drops when full) into an unbounded one, so a slow consumer never loses messages.
 """
@@ -25,8 +41,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import multiaddr
 import trio
@@ -38,7 +56,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub, ValidationCache
@@ -48,8 +67,10 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from p2pgrid.identity import NodeKey
 from p2pgrid.net import gossip_config
-from p2pgrid.net.libp2p_containment import (ContainedPubsub, contained_service, inject_reader_failure,
+from p2pgrid.net.libp2p_containment import (ContainedPubsub, contained_service, describe_failure,
+                                            inject_heartbeat_failure, inject_reader_failure,
                                             inject_task_failures)
+from p2pgrid.net.restarts import RestartBudget, RestartPolicy
 from p2pgrid.net.streams import ByteFramedStream
 from p2pgrid.net.transport import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -72,6 +93,18 @@ DEFAULT_LISTEN_ADDRS = ("/ip4/127.0.0.1/tcp/0",)
 IGNORED_IDS_REMEMBERED = 4096
 CONNECT_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 5.0
+RESTART_WAIT_S = 30.0          # publish / connect wait this long for a restarting host
+REDIAL_FOR_S = 120.0           # after a restart, the old peers are dialled again for this long
+REDIAL_PAUSES_S = (0.5, 8.0)   # first and longest pause between rounds of re-dialling
+TEARDOWN_TIMEOUT_S = 15.0      # a failed host that takes longer to stop is abandoned
+
+
+class TransportDown(NetError):
+    """The libp2p host is being restarted: it went down under this call or was not back in time."""
+
+
+class TransportFailed(NetError):
+    """The libp2p host failed more often than the restart policy allows; the transport has stopped."""
 
 
 # --- identities -----------------------------------------------------------------------------
@@ -127,24 +160,60 @@ class _IgnoreAwareValidationCache(ValidationCache):
         return super().get(msg_id)
 
 
+# --- one life of the host -------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Generation:
+    """The py-libp2p objects of one life of the host: what a restart replaces."""
+
+    host: IHost
+    pubsub: Pubsub
+    router: GossipSub
+    scorer: _IgnoreAwareScorer
+    nursery: trio.Nursery      # pumps, re-announcing, re-dialling: they end with the generation
+    down: bool = False
+
+
+class _Failure:
+    """The first failure of a generation's own loops (``on_daemon_failure``); wakes its supervisor."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.where = ""
+        self.exc: BaseException | None = None
+        self.host: IHost | None = None     # the generation's, whose peers are dialled again
+
+    def report(self, where: str, exc: BaseException) -> None:
+        if self.exc is None:
+            self.where, self.exc = where, exc
+            self.event.set()
+
+
 # --- subscriptions --------------------------------------------------------------------------
 
 class Libp2pSubscription:
-    def __init__(self, transport: Libp2pTransport, topic: str) -> None:
+    """One topic's messages. It outlives host restarts: each generation gets a pump into it."""
+
+    def __init__(self, transport: Libp2pTransport, topic: str, validator: Validator) -> None:
         self.topic = topic
+        self.validator = validator
         self._transport = transport
         self._send, self._receive = trio.open_memory_channel[GossipMessage](math.inf)
-        self._cancel = trio.CancelScope()
+        self._generation: _Generation | None = None     # the one whose pubsub feeds this
+        self._pump_scope = trio.CancelScope()
 
     async def _pump(self, source, task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
-        with self._cancel:
+        with trio.CancelScope() as scope:
+            self._pump_scope = scope
             task_status.started()
             async for message in source:
                 sender = public_key_of(ID(message.from_id))
                 if sender is None:
                     continue  # our validator already refuses non-Ed25519 publishers
-                self._send.send_nowait(GossipMessage(sender, bytes(message.data)))
-        self._send.close()
+                try:
+                    self._send.send_nowait(GossipMessage(sender, bytes(message.data)))
+                except trio.ClosedResourceError:
+                    return    # closed by aclose() while a message was on its way
 
     def __aiter__(self) -> Libp2pSubscription:
         return self
@@ -162,26 +231,37 @@ class Libp2pSubscription:
             raise StreamClosed(f"subscription to {self.topic} is closed") from None
 
     async def aclose(self) -> None:
-        self._cancel.cancel()
+        self._pump_scope.cancel()
         self._send.close()
-        await self._transport._unsubscribe(self.topic)
+        await self._transport._unsubscribe(self)
 
 
 # --- the transport --------------------------------------------------------------------------
 
 class Libp2pTransport:
-    """A running libp2p host behind the ``Transport`` interface."""
+    """A libp2p host behind the ``Transport`` interface, restarted when the library fails
+    (module docstring). Obtain it from ``open_libp2p_transport``."""
 
-    def __init__(self, key: NodeKey, host: IHost, pubsub: Pubsub, router: GossipSub,
-                 scorer: _IgnoreAwareScorer, nursery: trio.Nursery) -> None:
+    def __init__(self, key: NodeKey, listen_addrs: tuple[str, ...], *, mdns: bool, raw_router: bool,
+                 restart_policy: RestartPolicy) -> None:
+        self._key = key
         self._public_key = key.public_key  # cached: NodeKey derives it from the seed on each call
-        self._host = host
-        self._pubsub = pubsub
-        self._router = router
-        self._scorer = scorer
-        self._nursery = nursery
+        self._listen = listen_addrs
+        self._mdns = mdns
+        self._raw_router = raw_router
+        self._budget = RestartBudget(restart_policy)
+        self._gen: _Generation | None = None
+        self._up = trio.Event()
+        self._bring_up_lock = trio.Lock()
+        self._started = False
+        self._bound: tuple[str, ...] = ()      # transport addresses the last host listened on
+        self._addrs: tuple[str, ...] = ()      # what listen_addrs said last
         self._subscriptions: dict[str, Libp2pSubscription] = {}
+        self._serving: dict[str, Callable[[INetStream], Awaitable[None]]] = {}
+        self._dialled: dict[ID, list[multiaddr.Multiaddr]] = {}
         self.bootstrap_failures: list[str] = []
+        self.restarts = 0                      # hosts built again after a failure
+        self.last_failure: str | None = None   # where and why the last host failed, for status and logs
 
     @property
     def local_peer(self) -> bytes:
@@ -190,22 +270,60 @@ class Libp2pTransport:
     @property
     def peer_id(self) -> str:
         """The libp2p peer ID (base58), for logs and for other libp2p implementations."""
-        return self._host.get_id().to_base58()
+        return peer_id_of(self._public_key).to_base58()
 
     @property
     def listen_addrs(self) -> tuple[str, ...]:
-        return tuple(str(a) for a in self._host.get_addrs())
+        gen = self._gen
+        if gen is not None:
+            self._addrs = tuple(str(a) for a in gen.host.get_addrs())
+        return self._addrs
+
+    @property
+    def is_up(self) -> bool:
+        """False while the host is being restarted."""
+        return self._gen is not None
+
+    def _current(self) -> _Generation:
+        gen = self._gen
+        if gen is None:
+            raise TransportDown("the libp2p host is restarting")
+        return gen
+
+    async def _wait_up(self) -> _Generation:
+        with trio.move_on_after(RESTART_WAIT_S):
+            while (gen := self._gen) is None:
+                await self._up.wait()
+            return gen
+        raise TransportDown(f"the libp2p host is restarting and was not back within {RESTART_WAIT_S:g} s")
+
+    # --- for p2pgrid.net tests and benchmarks ---------------------------------------------
 
     @property
     def host(self) -> IHost:
-        """The py-libp2p host itself: for ``p2pgrid.net`` tests and benchmarks only."""
-        return self._host
+        """The current py-libp2p host itself: for ``p2pgrid.net`` tests and benchmarks only."""
+        return self._current().host
+
+    @property
+    def pubsub(self) -> Pubsub:
+        return self._current().pubsub
+
+    @property
+    def router(self) -> GossipSub:
+        return self._current().router
 
     def inject_failures(self) -> None:
         """Tests only: fail a task in each pubsub service and the next subscription read
         (``p2pgrid.net.libp2p_containment``), as py-libp2p's own tasks have failed."""
-        inject_task_failures(self._pubsub, self._router)
-        inject_reader_failure(self._pubsub)
+        gen = self._current()
+        inject_task_failures(gen.pubsub, gen.router)
+        inject_reader_failure(gen.pubsub)
+
+    def inject_daemon_failure(self) -> None:
+        """Tests only: make the gossipsub heartbeat, one of the library's own loops, fail once."""
+        inject_heartbeat_failure(self._current().router)
+
+    # --- peers ----------------------------------------------------------------------------
 
     async def connect(self, addr: str) -> bytes:
         try:
@@ -215,21 +333,36 @@ class Libp2pTransport:
         public_key = public_key_of(info.peer_id)
         if public_key is None:
             raise PeerUnreachable(f"{addr} is not an Ed25519 peer")
+        gen = await self._wait_up()
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                await self._host.connect(info)
+                await gen.host.connect(info)
         except (trio.TooSlowError, OSError, BaseLibp2pError) as exc:
             raise PeerUnreachable(f"cannot connect to {addr}: {exc}") from exc
+        except Exception as exc:
+            if gen.down:
+                raise TransportDown(f"the libp2p host went down while connecting to {addr}") from exc
+            raise
+        self._dialled[info.peer_id] = list(info.addrs)    # dialled again after a restart
         return public_key
 
     def peers(self) -> frozenset[bytes]:
-        keys = (public_key_of(p) for p in self._host.get_connected_peers())
+        gen = self._gen
+        if gen is None:
+            return frozenset()
+        keys = (public_key_of(p) for p in gen.host.get_connected_peers())
         return frozenset(k for k in keys if k is not None)
 
     # --- gossip ---------------------------------------------------------------------------
 
     async def publish(self, topic: str, data: bytes) -> None:
-        await self._pubsub.publish(topic, data)
+        gen = await self._wait_up()
+        try:
+            await gen.pubsub.publish(topic, data)
+        except Exception as exc:
+            if gen.down:
+                raise TransportDown(f"the libp2p host went down while publishing on {topic}") from exc
+            raise
         # py-libp2p may not yield while publishing; let the subscription pumps drain the
         # library's bounded channels between publishes of a burst.
         await trio.lowlevel.checkpoint()
@@ -237,25 +370,46 @@ class Libp2pTransport:
     async def subscribe(self, topic: str, validator: Validator = accept_all) -> Libp2pSubscription:
         if topic in self._subscriptions:
             raise NetError(f"already subscribed to {topic}")
-        self._pubsub.set_topic_validator(topic, self._wrap(validator), False)
-        source = await self._pubsub.subscribe(topic)
-        subscription = Libp2pSubscription(self, topic)
+        subscription = Libp2pSubscription(self, topic, validator)
         self._subscriptions[topic] = subscription
-        await self._nursery.start(subscription._pump, source)
+        async with self._bring_up_lock:    # a host coming up attaches it itself
+            gen = self._gen
+            if gen is not None:
+                try:
+                    await self._attach(gen, subscription)
+                except Exception:
+                    if not gen.down:
+                        del self._subscriptions[topic]
+                        raise
+                    # the host went down meanwhile: the next one attaches it
         return subscription
 
-    async def _unsubscribe(self, topic: str) -> None:
-        if self._subscriptions.pop(topic, None) is None:
+    async def _attach(self, gen: _Generation, subscription: Libp2pSubscription) -> None:
+        """Feed ``subscription`` from ``gen``'s pubsub, with its validator."""
+        if subscription._generation is gen or self._subscriptions.get(subscription.topic) is not subscription:
             return
-        self._pubsub.remove_topic_validator(topic)
+        subscription._generation = gen
+        gen.pubsub.set_topic_validator(subscription.topic, self._wrap(gen, subscription.validator), False)
+        source = await gen.pubsub.subscribe(subscription.topic)
+        await gen.nursery.start(subscription._pump, source)
+
+    async def _unsubscribe(self, subscription: Libp2pSubscription) -> None:
+        if self._subscriptions.get(subscription.topic) is not subscription:
+            return
+        del self._subscriptions[subscription.topic]
+        gen = subscription._generation
+        if gen is None or gen.down:
+            return
+        gen.pubsub.remove_topic_validator(subscription.topic)
         try:
-            await self._pubsub.unsubscribe(topic)
+            await gen.pubsub.unsubscribe(subscription.topic)
         except BaseLibp2pError:
             pass  # the host is shutting down: there is nobody left to tell
 
-    def _wrap(self, validator: Validator):  # type: ignore[no-untyped-def]
-        scorer = self._scorer
-        msg_id_of = self._pubsub._msg_id_constructor
+    @staticmethod
+    def _wrap(gen: _Generation, validator: Validator):  # type: ignore[no-untyped-def]
+        scorer = gen.scorer
+        msg_id_of = gen.pubsub._msg_id_constructor
 
         def libp2p_validator(forwarder: ID, msg: rpc_pb2.Message) -> bool:
             scorer.skip_next_penalty = False
@@ -268,15 +422,22 @@ class Libp2pTransport:
         return libp2p_validator
 
     def topic_peers(self, topic: str) -> frozenset[bytes]:
-        keys = (public_key_of(p) for p in self._pubsub.peer_topics.get(topic, ()))
+        gen = self._gen
+        if gen is None:
+            return frozenset()
+        keys = (public_key_of(p) for p in gen.pubsub.peer_topics.get(topic, ()))
         return frozenset(k for k in keys if k is not None)
 
     def mesh_peers(self, topic: str) -> frozenset[bytes]:
-        keys = (public_key_of(p) for p in self._router.mesh.get(topic, ()))
+        gen = self._gen
+        if gen is None:
+            return frozenset()
+        keys = (public_key_of(p) for p in gen.router.mesh.get(topic, ()))
         return frozenset(k for k in keys if k is not None)
 
     def peer_score(self, peer: bytes, topic: str) -> float:
-        return self._scorer.score(peer_id_of(peer), [topic])
+        gen = self._gen
+        return 0.0 if gen is None else gen.scorer.score(peer_id_of(peer), [topic])
 
     # --- streams --------------------------------------------------------------------------
 
@@ -295,20 +456,173 @@ class Libp2pTransport:
             finally:
                 await framed.aclose()
 
-        self._host.set_stream_handler(TProtocol(protocol), serve)
+        self._serving[protocol] = serve        # every later host serves it too
+        gen = self._gen
+        if gen is not None:
+            gen.host.set_stream_handler(TProtocol(protocol), serve)
 
     async def open_stream(self, peer: bytes, protocol: str, *,
                           max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> FramedStream:
         peer_id = peer_id_of(peer)
-        if peer_id not in self._host.get_connected_peers():
+        gen = self._gen
+        if gen is None:
+            raise TransportDown(f"cannot open {protocol} to {peer.hex()[:16]}: the libp2p host is restarting")
+        if peer_id not in gen.host.get_connected_peers():
             raise PeerUnreachable(f"not connected to peer {peer.hex()[:16]}")
         try:
-            stream = await self._host.new_stream(peer_id, [TProtocol(protocol)])
+            stream = await gen.host.new_stream(peer_id, [TProtocol(protocol)])
         except BaseLibp2pError as exc:
             if _is_protocol_refusal(exc):
                 raise ProtocolNotSupported(f"peer {peer.hex()[:16]} does not serve {protocol}: {exc}") from exc
             raise PeerUnreachable(f"cannot open {protocol} to {peer.hex()[:16]}: {exc}") from exc
+        except Exception as exc:
+            if gen.down:
+                raise TransportDown(f"the libp2p host went down while opening {protocol}") from exc
+            raise
         return _framed(stream, peer, protocol, max_frame_bytes)
+
+    # --- supervision: one generation of the host after another ----------------------------
+
+    async def _supervise(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the host; restart it after each failure the budget allows (module docstring).
+
+        Errors while the first host starts are the caller's (``open_libp2p_transport`` raises
+        them), as they would be without supervision.
+        """
+        listen, redial = self._listen, {}
+        while True:
+            failure = _Failure()
+            try:
+                await self._run_generation(listen, redial, failure, task_status)
+            except Exception as exc:   # noqa: BLE001 — the boundary between the host and the node
+                if not self._started:
+                    raise
+                if failure.exc is not None:
+                    logger.debug("libp2p host: stopping after %s failed also raised %s", failure.where,
+                                 describe_failure(exc))
+                failure.report("host", exc)
+            task_status = trio.TASK_STATUS_IGNORED
+            await trio.sleep(self._restart_delay(failure))
+            if failure.host is not None:
+                redial = self._redial_targets(failure.host)
+            listen = self._bound or self._listen
+            self.restarts += 1
+
+    def _restart_delay(self, failure: _Failure) -> float:
+        """Log ``failure`` once and say how long to pause; ``TransportFailed`` beyond the budget."""
+        where, exc = ((failure.where, failure.exc) if failure.exc is not None
+                      else ("host", RuntimeError("the libp2p host stopped by itself")))
+        self.last_failure = f"{where}: {describe_failure(exc)}"
+        delay = self._budget.next_delay(trio.current_time())
+        policy, count = self._budget.policy, self._budget.recent_failures
+        if delay is None:
+            raise TransportFailed(f"the libp2p host failed {count} times within {policy.window_s:g} s; "
+                                  f"giving up (last: libp2p {self.last_failure})") from exc
+        logger.warning("libp2p %s failed: %s; restarting the libp2p host in %.1f s (failure %d of at most %d "
+                       "within %g s)", where, describe_failure(exc), delay, count, policy.max_restarts,
+                       policy.window_s)
+        return delay
+
+    async def _run_generation(self, listen: Sequence[str], redial: dict[ID, list[multiaddr.Multiaddr]],
+                              failure: _Failure, task_status: Any) -> None:
+        """Build, run and tear down one host; returns once one of its own loops failed."""
+        host = failure.host = build_host(self._key, mdns=self._mdns)
+        router = gossip_config.build_raw_gossipsub() if self._raw_router else \
+            gossip_config.build_gossipsub(gossip_config.GossipConfig.for_addrs(self._listen))
+        scorer = _IgnoreAwareScorer(router.scorer.params)
+        router.scorer = scorer
+        pubsub = ContainedPubsub(host, router, strict_signing=True, seen_ttl=gossip_config.SEEN_TTL_S)
+        pubsub.validation_cache = _IgnoreAwareValidationCache(scorer, pubsub.validation_cache.ttl,
+                                                              pubsub.validation_cache.max_size)
+        for protocol, serve in self._serving.items():
+            host.set_stream_handler(TProtocol(protocol), serve)
+        with trio.CancelScope() as teardown:
+            async with host.run([multiaddr.Multiaddr(a) for a in listen]):
+                if self._started and listen and not host.get_transport_addrs():
+                    self._bound = ()          # the next attempt listens where it was configured to
+                    raise TransportDown(f"could not listen on {', '.join(listen)}")
+                async with contained_service(pubsub, on_daemon_failure=failure.report), \
+                        contained_service(router, on_daemon_failure=failure.report):
+                    async with trio.open_nursery() as nursery:
+                        gen = _Generation(host, pubsub, router, scorer, nursery)
+                        try:
+                            await _first_of(pubsub.wait_until_ready, failure.event.wait)
+                            if failure.exc is None:
+                                await self._bring_up(gen, redial)
+                                task_status.started()
+                                await failure.event.wait()
+                            teardown.deadline = trio.current_time() + TEARDOWN_TIMEOUT_S
+                        finally:
+                            self._take_down(gen)
+                            nursery.cancel_scope.cancel()
+                            await _close_host(host)
+        if teardown.cancelled_caught:
+            logger.warning("libp2p host: the failed host did not stop within %g s; abandoned", TEARDOWN_TIMEOUT_S)
+
+    async def _bring_up(self, gen: _Generation, redial: dict[ID, list[multiaddr.Multiaddr]]) -> None:
+        """Give ``gen`` everything the services registered, then make it the current host."""
+        async with self._bring_up_lock:
+            for subscription in list(self._subscriptions.values()):
+                await self._attach(gen, subscription)
+            for protocol, serve in self._serving.items():   # those set while subscribing
+                gen.host.set_stream_handler(TProtocol(protocol), serve)
+            self._bound = tuple(str(a) for a in gen.host.get_transport_addrs()) or self._bound
+            self._gen = gen
+            self._up.set()
+        if not self._raw_router:
+            gen.nursery.start_soon(_reannounce_subscriptions, gen.pubsub)
+        if self._started:
+            logger.info("libp2p host restarted on %s; dialling %d known peers again",
+                        ", ".join(self.listen_addrs), len(redial))
+            gen.nursery.start_soon(self._redial, gen, redial)
+        self._started = True
+
+    def _take_down(self, gen: _Generation) -> None:
+        gen.down = True
+        if self._gen is gen:
+            self._gen = None
+            self._up = trio.Event()
+
+    def _redial_targets(self, old_host: IHost) -> dict[ID, list[multiaddr.Multiaddr]]:
+        """Every peer this transport dialled, and every peer the old host knew addresses of."""
+        targets = {peer_id: list(addrs) for peer_id, addrs in self._dialled.items()}
+        store = old_host.get_peerstore()
+        for peer_id in store.peers_with_addrs():
+            try:
+                addrs = store.addrs(peer_id)
+            except PeerStoreError:
+                continue          # expired meanwhile
+            known = targets.setdefault(peer_id, [])
+            known += [a for a in addrs if a not in known]
+        own = old_host.get_id()
+        return {p: a for p, a in targets.items() if a and p != own and public_key_of(p) is not None}
+
+    async def _redial(self, gen: _Generation, targets: dict[ID, list[multiaddr.Multiaddr]]) -> None:
+        pending = dict(targets)
+        pause = REDIAL_PAUSES_S[0]
+        with trio.move_on_after(REDIAL_FOR_S):
+            while pending:
+                async with trio.open_nursery() as nursery:
+                    for peer_id, addrs in list(pending.items()):
+                        nursery.start_soon(self._redial_one, gen, peer_id, addrs, pending)
+                if pending:
+                    await trio.sleep(pause)
+                    pause = min(2 * pause, REDIAL_PAUSES_S[1])
+        if pending:
+            logger.info("libp2p host restarted: %d of %d peers not reachable after %g s; given up",
+                        len(pending), len(targets), REDIAL_FOR_S)
+
+    @staticmethod
+    async def _redial_one(gen: _Generation, peer_id: ID, addrs: list[multiaddr.Multiaddr],
+                          pending: dict[ID, list[multiaddr.Multiaddr]]) -> None:
+        if peer_id not in gen.host.get_connected_peers():     # it may have dialled us first
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    await gen.host.connect(PeerInfo(peer_id, addrs))
+            except (trio.TooSlowError, OSError, BaseLibp2pError) as exc:
+                logger.debug("re-dialling %s after a restart: %s", peer_id, exc)
+                return
+        pending.pop(peer_id, None)
 
 
 def _is_protocol_refusal(exc: BaseException) -> bool:
@@ -346,11 +660,13 @@ def build_host(key: NodeKey, *, mdns: bool = False) -> IHost:
 @asynccontextmanager
 async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFAULT_LISTEN_ADDRS,
                                 bootstrap: Sequence[str] = (), *, mdns: bool = False,
-                                raw_router: bool = False) -> AsyncIterator[Libp2pTransport]:
+                                raw_router: bool = False, restart_policy: RestartPolicy = RestartPolicy(),
+                                ) -> AsyncIterator[Libp2pTransport]:
     """Run a libp2p node for ``key`` listening on ``listen_addrs``, dialled to ``bootstrap``.
 
     Bootstrap peers that cannot be reached do not stop the node: they are listed in
-    ``transport.bootstrap_failures`` (and logged).
+    ``transport.bootstrap_failures`` (and logged). The host is restarted when the library fails,
+    within ``restart_policy`` (module docstring); beyond it, ``TransportFailed`` is raised here.
 
     ``raw_router=True`` uses py-libp2p's default gossipsub settings (benchmark baseline only; it
     still applies the process-wide queue sizes unless the process never called
@@ -358,34 +674,33 @@ async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFA
     """
     if not raw_router:
         gossip_config.apply_library_limits()
-    config = gossip_config.GossipConfig.for_addrs(tuple(listen_addrs))
-    host = build_host(key, mdns=mdns)
-    router = gossip_config.build_raw_gossipsub() if raw_router else gossip_config.build_gossipsub(config)
-    scorer = _IgnoreAwareScorer(router.scorer.params)
-    router.scorer = scorer
-    pubsub = ContainedPubsub(host, router, strict_signing=True, seen_ttl=gossip_config.SEEN_TTL_S)
-    pubsub.validation_cache = _IgnoreAwareValidationCache(scorer, pubsub.validation_cache.ttl,
-                                                          pubsub.validation_cache.max_size)
-    async with host.run([multiaddr.Multiaddr(a) for a in listen_addrs]):
-        # One peer's failing task stays with that task (p2pgrid.net.libp2p_containment).
-        async with contained_service(pubsub), contained_service(router):
-            await pubsub.wait_until_ready()
-            async with trio.open_nursery() as nursery:
-                transport = Libp2pTransport(key, host, pubsub, router, scorer, nursery)
-                if not raw_router:
-                    nursery.start_soon(_reannounce_subscriptions, pubsub)
-                for addr in bootstrap:
-                    try:
-                        await transport.connect(addr)
-                    except PeerUnreachable as exc:
-                        # A node whose bootstrap peers are down still starts: others may dial it.
-                        transport.bootstrap_failures.append(str(exc))
-                        logger.warning("bootstrap peer unreachable: %s", exc)
-                try:
-                    yield transport
-                finally:
-                    nursery.cancel_scope.cancel()
-                    await _disconnect_everyone(host)
+    transport = Libp2pTransport(key, tuple(listen_addrs), mdns=mdns, raw_router=raw_router,
+                                restart_policy=restart_policy)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport._supervise)
+        for addr in bootstrap:
+            try:
+                await transport.connect(addr)
+            except PeerUnreachable as exc:
+                # A node whose bootstrap peers are down still starts: others may dial it.
+                transport.bootstrap_failures.append(str(exc))
+                logger.warning("bootstrap peer unreachable: %s", exc)
+        try:
+            yield transport
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Wait until the first of ``waits`` returns."""
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+            nursery.start_soon(_then_cancel, wait, nursery.cancel_scope)
+
+
+async def _then_cancel(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+    await wait()
+    scope.cancel()
 
 
 async def _reannounce_subscriptions(pubsub: Pubsub) -> None:
@@ -411,12 +726,13 @@ async def _reannounce_subscriptions(pubsub: Pubsub) -> None:
             logger.debug("re-announcing subscriptions failed: %s", exc)
 
 
-async def _disconnect_everyone(host: IHost) -> None:
-    """Close every connection before pubsub stops.
+async def _close_host(host: IHost) -> None:
+    """Close every connection, then the host itself (its listeners: the port is free again).
 
-    Otherwise a message arriving during shutdown makes py-libp2p's pubsub read loop schedule a
-    task on its already-closed nursery ("Nursery is closed to new arrivals"), which escapes as an
-    exception group from the host.
+    Connections are closed before pubsub stops: otherwise a message arriving during shutdown makes
+    py-libp2p's pubsub read loop schedule a task on its already-closed nursery ("Nursery is closed
+    to new arrivals"), which escapes as an exception group from the host. Shielded and bounded:
+    this also runs while the node is being cancelled.
     """
     with trio.move_on_after(SHUTDOWN_TIMEOUT_S, shield=True):
         for peer_id in list(host.get_connected_peers()):
@@ -424,3 +740,7 @@ async def _disconnect_everyone(host: IHost) -> None:
                 await host.disconnect(peer_id)
             except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # already going away: nothing left to close
+        try:
+            await host.close()
+        except Exception as exc:           # noqa: BLE001 — a host that fails to close is gone anyway
+            logger.debug("closing the libp2p host: %s", describe_failure(exc))

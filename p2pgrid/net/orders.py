@@ -11,7 +11,9 @@ packing, the queue is screened with the same rules other nodes apply (``screen_o
 items they would reject or ignore (expired, slot closed, sent twice) stay home and are counted in
 ``stats.refused_own_items``, so a node never gets itself scored down. The transport runs the
 validator on our own batches too; for a batch we just packed it skips decoding and signature
-checks (we signed every item) and only records it in the replay cache.
+checks (we signed every item) and only records it in the replay cache. When the transport
+cannot publish for now (a ``NetError``: a libp2p host being restarted), what was not sent goes
+back to the queue for the next tick.
 
 Receiving. The topic validator is ``validation.OrderBatchValidator`` (ACCEPT / IGNORE / REJECT
 with a reason, replay cache). It runs inside the transport, before relaying; each ACCEPTed batch
@@ -30,6 +32,7 @@ Time comes from ``clock()`` (Unix ms): wall clock in production, the simnet cloc
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pgrid.net.batching import pack_signed_batches
-from p2pgrid.net.transport import Transport, ValidationResult
+from p2pgrid.net.transport import NetError, Transport, ValidationResult
 from p2pgrid.net.validation import (
     BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id, own_batch_verdict, record, screen_own_items,
 )
@@ -52,6 +55,8 @@ DEFAULT_TICK_S = 0.25
 DEFAULT_MIN_PUBLISH_GAP_S = 0.02
 
 Clock = Callable[[], int]
+
+logger = logging.getLogger(__name__)
 
 
 def topic_name(zone: str, kind: str) -> str:
@@ -153,7 +158,7 @@ class OrderGossip:
             items, refused = screen_own_items(queued, self._local_peer, self.rules, now, self.validator.replay)
             for verdict in refused:
                 self.stats.refused_own_items[(verdict.reason or Reason.MALFORMED).value] += 1
-            published = 0
+            published = sent_items = 0
             for data, chunk in pack_signed_batches(self.rules.zone, now, items, self.rules.max_batch_bytes):
                 if published:
                     await trio.sleep(self.min_publish_gap_s)
@@ -162,9 +167,16 @@ class OrderGossip:
                 self._own[batch_id] = own_batch_verdict(data, chunk, self.rules.zone, now)
                 try:
                     await self.transport.publish(self.topic, data)
+                except NetError as exc:
+                    # The transport is down for now (a libp2p host restarting): the rest waits for
+                    # the next tick, screened again then.
+                    self._pending[:0] = items[sent_items:]
+                    logger.info("order gossip: publishing paused (%s); %d items wait", exc, len(items) - sent_items)
+                    return published
                 finally:
                     self._own.pop(batch_id, None)  # validate() has taken it, unless publishing failed
                 published += 1
+                sent_items += len(chunk)
                 self.stats.published_batches += 1
                 self.stats.published_items += len(chunk)
             return published

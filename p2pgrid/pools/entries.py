@@ -35,8 +35,12 @@ Rules, each with its time base:
 ``pool_update`` (host only)
     Sets the energy cap to what the host's battery can now deliver in the slot (``amm.set_energy_cap``
     trims the reserve to it) and optionally deposits ``add_energy_wh`` more energy (within the cap).
-    ``updated_ms ≤ at_ms ≤ entry.time_ms < gate closure``: a frozen pool stays frozen, however
-    the host dates its entries.
+    ``updated_ms ≤ at_ms ≤ entry.time_ms``. Dated before gate closure (``entry.time_ms <`` gate
+    closure) it may raise or lower the cap and deposit. Dated at or after gate closure the pool
+    is frozen and an update may only **trim** it: a cap strictly lower than the certified one and
+    no deposit (``pool_frozen`` otherwise, final). A host whose battery failed after the gate says
+    so on the ledger; nothing it can sign makes a frozen pool offer more, and since the pool's
+    other parameters (fee, losses, reserves but for the trim) are not in the body, none changes.
 ``swap`` (host's chain, one trader's signed ``SwapRequest`` inside)
     Validators decode and verify the request, check it names this host, pool, zone, slot, side,
     amount and id, that ``updated_ms ≤ at_ms ≤ entry.time_ms``, ``entry.time_ms <`` gate closure
@@ -115,8 +119,8 @@ __all__ = [
     "POOL_OPEN_KIND", "POOL_UPDATE_KIND", "PoolOpen", "PoolRecord", "PoolUpdate",
     "SWAP_DECLINE_KIND", "SWAP_KIND", "Swap", "SwapDecline", "SwapRecord", "SwapRejected", "affordable_buy",
     "compute_pool_id",
-    "compute_swap", "deliverable_energy_wh", "plan_swap", "pools_of_slot", "swap_record", "validate_pool_open",
-    "validate_pool_update", "validate_swap", "validate_swap_decline", "with_request",
+    "compute_swap", "deliverable_energy_wh", "is_cap_trim", "plan_swap", "pools_of_slot", "swap_record",
+    "validate_pool_open", "validate_pool_update", "validate_swap", "validate_swap_decline", "with_request",
 ]
 
 POOL_OPEN_KIND = "pool_open"
@@ -252,12 +256,14 @@ def _bad(reason: SwapRefuseReason | str, detail: str) -> EntryRejected:
     return EntryRejected(RejectReason.BAD_BODY, f"{value}: {detail}")
 
 
-def _check_time(entry: Entry, at_ms: int, gate_closure_ms: int, pool: Pool | None = None) -> None:
+def _check_time(entry: Entry, at_ms: int, gate_closure_ms: int, pool: Pool | None = None, *,
+                frozen_ok: bool = False) -> None:
     """The time rules of the module docstring (all but the request's expiry), on the entry's own
-    signed time: every validator gets the same answer whenever it looks."""
+    signed time: every validator gets the same answer whenever it looks. ``frozen_ok``: the
+    entry may be dated at or after gate closure (a cap trim)."""
     if at_ms > entry.time_ms:
         raise _bad("bad_time", f"at_ms {at_ms} is after the entry's own time {entry.time_ms}")
-    if entry.time_ms >= gate_closure_ms:
+    if entry.time_ms >= gate_closure_ms and not frozen_ok:
         raise _bad(SwapRefuseReason.POOL_FROZEN,
                    f"the entry is dated {entry.time_ms}, at or after the pool's gate closure {gate_closure_ms}")
     if pool is not None and at_ms < pool.updated_ms:
@@ -321,9 +327,20 @@ def _updated(pool: Pool, body: PoolUpdate) -> Pool:
     return pool
 
 
+def is_cap_trim(pool: Pool, body: PoolUpdate) -> bool:
+    """Does ``body`` only lower ``pool``'s energy cap (what a frozen pool still takes)?"""
+    return body.energy_cap_wh < pool.energy_cap_wh and body.add_energy_wh == 0
+
+
 def validate_pool_update(state: LedgerState, entry: Entry, body: PoolUpdate, rules: LedgerRules) -> None:
     record = _host_record(state, entry, body.pool_id)
-    _check_time(entry, body.at_ms, record.pool.gate_closure_ms, record.pool)
+    frozen = entry.time_ms >= record.pool.gate_closure_ms
+    if frozen and not is_cap_trim(record.pool, body):
+        raise _bad(SwapRefuseReason.POOL_FROZEN,
+                   f"the entry is dated {entry.time_ms}, at or after the pool's gate closure "
+                   f"{record.pool.gate_closure_ms}: only a lower cap than {record.pool.energy_cap_wh} Wh "
+                   f"and no deposit, not a cap of {body.energy_cap_wh} Wh and {body.add_energy_wh} Wh more")
+    _check_time(entry, body.at_ms, record.pool.gate_closure_ms, record.pool, frozen_ok=frozen)
     try:
         _updated(record.pool, body)
     except PoolFrozen as exc:

@@ -8,6 +8,11 @@
   more than the battery holds. Each tick the cap is recomputed from ``config.battery()``; a lower
   cap (or one higher by at least ``cap_step_wh``) is certified as a ``pool_update``, which trims
   the reserve to it. With ``open_until_ms`` no pool opens for a slot metered after it.
+* **Trims after gate closure.** A pool past its gate closure is frozen, but until its slot ends
+  the host still owes its delivery: when the battery can deliver less than such a pool's cap
+  (``config.battery()`` says so, e.g. no energy at all once the node's battery stopped
+  answering), the host certifies a ``pool_update`` that only lowers the cap — the one update a
+  frozen pool takes (``pool_entries``).
 * **Announcements.** The certified state of every live pool is published on
   ``p2pgrid/v1/<zone>/pools`` at start, after changes (at most once per tick) and every
   ``announce_interval_s``.
@@ -115,6 +120,7 @@ class PoolHostStats:
     queries: int = 0
     opened: int = 0
     updates: int = 0
+    frozen_trims: int = 0       # caps of pools past gate closure lowered (the battery failed)
     announcements: int = 0
 
 
@@ -176,6 +182,7 @@ class PoolHost:
                         await self._open(slot, pool_id, cap)
                 else:
                     await self._update_cap(record, cap)
+        await self._trim_frozen(now, cap)
 
     async def _open(self, slot: int, pool_id: bytes, cap: int) -> None:
         seed = min(self.config.seed_energy_wh, cap)
@@ -198,6 +205,24 @@ class PoolHost:
         body = PoolUpdate(pool_id=record.pool.pool_id, energy_cap_wh=cap, add_energy_wh=0, at_ms=self.clock())
         if await self._certify_pool_entry(POOL_UPDATE_KIND, body):
             self.stats.updates += 1
+
+    def frozen_undelivered(self, now_ms: int) -> list[PoolRecord]:
+        """This host's pools past gate closure whose slot has not ended: those of the slots from
+        the current one to the last whose gate has closed."""
+        rules = self.slot_rules
+        slots = range(rules.slot_of(now_ms), rules.slot_of(now_ms + rules.gate_s * 1000) + 1, rules.length_s)
+        records = (self.record(self.pool_id(slot)) for slot in slots)
+        return [r for r in records if r is not None and r.pool.is_frozen(now_ms)]
+
+    async def _trim_frozen(self, now_ms: int, cap: int) -> None:
+        for record in self.frozen_undelivered(now_ms):
+            if cap >= record.pool.energy_cap_wh:
+                continue
+            body = PoolUpdate(pool_id=record.pool.pool_id, energy_cap_wh=cap, add_energy_wh=0, at_ms=self.clock())
+            async with self._sequencer:
+                if await self._certify_pool_entry(POOL_UPDATE_KIND, body):
+                    self.stats.updates += 1
+                    self.stats.frozen_trims += 1
 
     async def _submit(self, entry: Signed[Entry]) -> Certificate:
         """Certify one of our entries (its limits are judged on its own date, so how long

@@ -8,7 +8,10 @@ by what the battery can deliver (``[pool] max_share`` of its energy above ``min_
 its own floor, at its discharge power limit).
 
 The battery's stored energy comes from the node's device service when one runs
-(``node.battery_stored_wh()``), else from the configured initial state of charge.
+(``node.battery_stored_wh()``), else from the configured initial state of charge. A battery the
+device service has reported stale (it stopped answering) for ``BatteryWatch.hold_s`` real seconds
+offers nothing: the host trims its pools' caps to zero, frozen pools whose slot has not ended
+included (``trading.pool_host``).
 
 Both services keep a small JSON of their counters in the data dir (``pool_host.json``,
 ``pool_client.json``; see ``PoolHostStats`` and ``PoolClientStats``), so a simnet run can tell
@@ -33,6 +36,7 @@ from typing import Any, Protocol
 
 import trio
 
+from p2pgrid.devices.base import DeviceKind
 from p2pgrid.devices.service import has_devices
 from p2pgrid.market.amm import HostLosses
 from p2pgrid.pools.client import PoolClientConfig, open_pool_client
@@ -47,6 +51,8 @@ LOCK_TTL_REAL_S = 30.0
 POOL_SLIPPAGE_BPS = 1_000
 PPM = 1_000_000
 STATS_PERIOD_S = 2.0
+FAILED_HOLD_PERIODS = 3        # a battery stale this many sampling periods (real time) has failed
+MIN_FAILED_HOLD_S = 1.0
 HOST_STATS_FILE = "pool_host.json"
 CLIENT_STATS_FILE = "pool_client.json"
 
@@ -104,7 +110,12 @@ class PoolHostService:
             raise RuntimeError("a pool host needs [devices.battery]")
         pool = node.config.pool
 
+        watch = BatteryWatch(node, hold_s=max(MIN_FAILED_HOLD_S,
+                                              FAILED_HOLD_PERIODS * node.config.devices.sample_period_ms / 1000))
+
         def limits() -> BatteryLimits:
+            if watch.failed():
+                return BatteryLimits(available_wh=0, power_limit_w=0)   # promise nothing it may not deliver
             stored = getattr(node, "battery_stored_wh", None)
             stored_wh = stored() if callable(stored) else battery.capacity_wh * battery.initial_soc
             return battery_limits(stored_wh, battery.capacity_wh * battery.soc_min, battery.max_discharge_w,
@@ -124,6 +135,33 @@ class PoolHostService:
             node.pool_host = host
             task_status.started()
             await keep_stats(Path(node.config.node.data_dir) / HOST_STATS_FILE, host.stats)
+
+
+class BatteryWatch:
+    """Has the node's battery failed? Yes once its device service has reported it stale (it
+    stopped answering) for ``hold_s`` real seconds in a row. The hold keeps a market clock that
+    jumps ahead (a manual clock in tests) from reading as a failure: until its next sample, every
+    device looks stale then. Without a device service nothing reports a failure."""
+
+    def __init__(self, node: Any, hold_s: float) -> None:   # a node view, its telemetry if any
+        self.node = node
+        self.hold_s = hold_s
+        self._stale_since: float | None = None
+
+    def is_stale(self) -> bool:
+        devices = getattr(self.node, "telemetry", None)
+        device_set = getattr(devices, "device_set", None)
+        name = device_set.of_kind(DeviceKind.BATTERY) if device_set is not None else None
+        return name is not None and name in devices.stale_devices()
+
+    def failed(self) -> bool:
+        if not self.is_stale():
+            self._stale_since = None
+            return False
+        now = trio.current_time()
+        if self._stale_since is None:
+            self._stale_since = now
+        return now - self._stale_since >= self.hold_s
 
 
 def pool_services(config: Any) -> list[Any]:

@@ -11,7 +11,7 @@ from p2pgrid.net.orders import OrderGossip, open_order_gossip, orders_topic, top
 from p2pgrid.net.testing import (
     bad_order_batches, cluster_keys, make_order, open_cluster, wait_for_mesh, wait_until,
 )
-from p2pgrid.net.transport import accept_all
+from p2pgrid.net.transport import PeerUnreachable, accept_all
 from p2pgrid.net.validation import OrderRules, Reason
 from p2pgrid.wire import Cancel, sign
 
@@ -205,3 +205,39 @@ async def test_own_items_others_would_reject_are_refused_before_publishing():
         assert sender.stats.refused_own_items["replayed"] == 2
         assert receiver.stats.rejected_total == 0
         assert nodes[1].peer_score(nodes[0].local_peer, TOPIC) == 0
+
+
+class PublishFailsOnce:
+    """A transport whose ``publish`` number ``failing`` raises a ``NetError`` (a host restarting)."""
+
+    def __init__(self, inner, failing: int) -> None:
+        self.inner, self.failing, self.publishes = inner, failing, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        self.publishes += 1
+        if self.publishes == self.failing:
+            raise PeerUnreachable("the transport is restarting")
+        await self.inner.publish(topic, data)
+
+
+async def test_items_a_down_transport_could_not_publish_wait_for_the_next_tick():
+    keys = cluster_keys(2)
+    async with open_cluster("memory", 2) as nodes, AsyncExitStack() as stack:
+        flaky = PublishFailsOnce(nodes[0], failing=2)
+        sender = await stack.enter_async_context(open_order_gossip(flaky, RULES, tick_s=3600))
+        receiver = await stack.enter_async_context(open_order_gossip(nodes[1], RULES, tick_s=3600))
+        now = wall_clock_ms()
+        burst = [sign(make_order(keys[0], RULES, now, i), keys[0]) for i in range(300)]   # several batches
+        with trio.fail_after(BOUND_S):
+            await wait_for_mesh(nodes, TOPIC)
+            for signed in burst:
+                sender.submit(signed)
+            assert await sender.flush() == 1          # the second batch met the failure
+            assert 0 < sender.pending < len(burst)    # the rest waits, in order
+            assert await sender.flush() >= 1 and sender.pending == 0
+            received = await collect(receiver, len(burst))
+        assert [s.encoded for s in received] == [s.encoded for s in burst]
+        assert sum(sender.stats.refused_own_items.values()) == 0

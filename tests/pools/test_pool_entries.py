@@ -475,3 +475,89 @@ def test_battery_limits_keep_the_floor_and_the_pool_reserve_and_share():
     from p2pgrid.pools.host import BatteryLimits, battery_limits
     assert battery_limits(10_000.0, 1_000.0, 5_000.0, max_share=0.5, min_reserve_wh=2_000) == BatteryLimits(4_000, 5_000)
     assert battery_limits(500.0, 1_000.0, 5_000.0) == BatteryLimits(0, 5_000)
+
+
+# --- pool updates after gate closure: a trim, nothing else ---------------------------------------
+
+def trim(zone, cap_wh, at_ms, add_wh=0):
+    return PoolUpdate(pool_id=zone.pool_id, energy_cap_wh=cap_wh, add_energy_wh=add_wh, at_ms=at_ms)
+
+
+def verdict(state, signed, rules):
+    """None if ``signed`` is valid on ``state``, else its rejection's (reason, detail)."""
+    try:
+        process_entry(state.overlay(), signed, rules)
+    except EntryRejected as exc:
+        return exc.reason, exc.detail
+    return None
+
+
+@pytest.mark.parametrize("dated", [GATE, GATE + 60_000, RULES.slot_end_ms(SLOT) + 3_600_000])
+def test_after_gate_closure_the_host_may_lower_its_pools_cap_which_trims_the_reserve(dated):
+    zone = Zone(energy_wh=2_000, cap_wh=5_000)
+    zone.buy(300, at=GATE - 1)
+    reserve = zone.pool.energy_wh
+    zone.apply(HOST, "pool_update", trim(zone, 1_000, dated), dated)
+    assert (zone.pool.energy_cap_wh, zone.pool.energy_wh) == (1_000, 1_000) and reserve > 1_000
+    assert zone.pool.is_frozen(dated) and zone.record.version == 2
+    zone.apply(HOST, "pool_update", trim(zone, 0, dated), dated)       # down to nothing: the battery is gone
+    assert (zone.pool.energy_cap_wh, zone.pool.energy_wh) == (0, 0)
+    assert zone.state.money_total() == 0
+
+
+@pytest.mark.parametrize("case, cap_wh, add_wh", [("raise", 6_000, 0), ("same cap", 5_000, 0),
+                                                   ("deposit", 5_000, 100), ("trim and deposit", 4_000, 100)])
+def test_after_gate_closure_anything_but_a_lower_cap_is_refused_for_good(case, cap_wh, add_wh):
+    zone = Zone(energy_wh=2_000, cap_wh=5_000)
+    rejected = zone.rejection(HOST, "pool_update", trim(zone, cap_wh, GATE, add_wh), now=GATE)
+    assert rejected.reason is RejectReason.BAD_BODY and rejected.detail.startswith("pool_frozen")
+    assert rejected.is_final
+
+
+def test_a_trim_after_gate_closure_keeps_the_time_rules_of_its_at_ms():
+    zone = Zone()
+    zone.buy(100, at=GATE - 1_000)                   # the pool's last update
+    assert zone.rejection(HOST, "pool_update", trim(zone, 1_000, GATE + 1), now=GATE).detail.startswith("bad_time")
+    assert zone.rejection(HOST, "pool_update", trim(zone, 1_000, GATE - 2_000), now=GATE).detail.startswith("bad_time")
+    zone.apply(HOST, "pool_update", trim(zone, 1_000, GATE - 1_000), GATE)
+
+
+def test_before_gate_closure_an_update_still_raises_lowers_and_deposits():
+    zone = Zone(energy_wh=2_000, cap_wh=3_000)
+    zone.apply(HOST, "pool_update", trim(zone, 6_000, GATE - 2, add_wh=500), GATE - 2)
+    assert (zone.pool.energy_cap_wh, zone.pool.energy_wh) == (6_000, 2_500)
+    zone.apply(HOST, "pool_update", trim(zone, 2_000, GATE - 1), GATE - 1)
+    assert (zone.pool.energy_cap_wh, zone.pool.energy_wh) == (2_000, 2_000)
+
+
+other_chains = st.lists(st.sampled_from(["buyer-pays", "seller-pays", "mint", "buyer-locks"]), max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cap_wh=st.integers(0, 8_000), add_wh=st.integers(0, 3_000), dated=st.integers(GATE - 600_000, GATE + 3_600_000),
+       at_back=st.integers(0, 900_000), others=other_chains, seed=st.integers(0, 2**16))
+def test_a_pool_updates_validity_depends_only_on_the_entry_and_the_hosts_certified_chain(
+        cap_wh, add_wh, dated, at_back, others, seed):
+    """The verdict on one signed update is the same on any state holding the same host chain —
+    whatever other chains did meanwhile, in any apply order — and after gate closure it is
+    exactly "a lower cap, no deposit"."""
+    zone = Zone(energy_wh=2_000, cap_wh=5_000)
+    body = trim(zone, cap_wh, max(NOW, dated - at_back), add_wh)
+    signed = zone.entry(HOST, "pool_update", body, dated)
+    first = verdict(zone.state, signed, zone.fx.rules)
+    for op in others:                          # other accounts' chains move on
+        if op == "mint":
+            zone.apply(zone.fx.gateway, "mint", Mint(to=BUYER.public_key, amount=1_000), NOW)
+        elif op == "buyer-locks":
+            zone.lock_for(zone.request(BUYER, Side.BUY, 10, 10_000))
+        else:
+            zone.apply(BUYER if op == "buyer-pays" else SELLER, "transfer", Transfer(to=HOST.public_key, amount=7), NOW)
+    shuffled = list(zone.entries)
+    random.Random(seed).shuffle(shuffled)
+    derived, _ = derive_state(shuffled, zone.fx.rules)
+    assert verdict(zone.state, signed, zone.fx.rules) == first
+    assert verdict(derived, signed, zone.fx.rules) == first
+    if dated >= GATE:
+        assert (first is None) == (cap_wh < 5_000 and add_wh == 0)
+        if first is not None:
+            assert first[0] is RejectReason.BAD_BODY and first[1].startswith("pool_frozen")
