@@ -300,8 +300,18 @@ class MeterService:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._take_readings)
+            while True:
+                await self.meter_due()
+                await trio.sleep(self.poll_s)
+
+    async def _take_readings(self) -> None:
+        """Sign each slot's reading on time, whatever the ledger is doing: a reading is judged on
+        its signed ``created_ms``, so it may be certified much later, but one taken after the due
+        is lost. ``meter_due`` waits for the ledger; readings must not wait for it."""
         while True:
-            await self.meter_due()
+            self._read_ended_slots(self.clock())
             await trio.sleep(self.poll_s)
 
 

@@ -7,10 +7,12 @@ import os
 import stat
 
 import pytest
+import trio
 
 from p2pgrid.ledger.chain import ChainHead, LedgerState, process_entry
 from p2pgrid.ledger.messages import Mint, entry_hash
 from p2pgrid.ledger.service import EntryInDoubt
+from p2pgrid.net.testing import wait_until
 from p2pgrid.settlement.metering import MeterRegistration
 from p2pgrid.settlement.entries import (
     METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, compute_settlement, meter_entries_for_slot, settlement_of,
@@ -284,3 +286,40 @@ def test_meter_key_is_created_private_once_and_reloaded(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "meter.key").st_mode) == 0o600
     assert load_or_create_meter_key(tmp_path).public_key == key.public_key
     assert key.public_key != BUYER.public_key
+
+
+class HeldLedger(ValidatingLedger):
+    """A ledger whose certification is held up (votes slow): submissions wait for ``gate``."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.gate, self.held = trio.Event(), []
+
+    async def submit(self, entry):
+        self.held.append(entry)
+        await self.gate.wait()
+        process_entry(self.state, entry, self.rules)
+
+
+async def test_readings_are_signed_on_time_while_the_ledger_holds_an_earlier_one():
+    # A reading is judged on its signed created_ms, so it can be certified late — but only if it
+    # was taken before its due. A slow ledger must not make the meter miss the next slots.
+    clock = Clock(SLOT * 1000 + 1)
+    ledger = HeldLedger(BUYER, registered_state(), clock)
+    service = MeterService(ledger, METERS[BUYER.public_key], SLOTS, lambda slot: (300, 0, 0, Source.NONE), clock,
+                           poll_s=0.01)
+    clock.now_ms = SLOTS.slot_end_ms(SLOT) + 5_000
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        with trio.fail_after(10):
+            await wait_until(lambda: len(ledger.held) == 1)          # slot SLOT's entry is held
+            clock.now_ms = SLOTS.slot_end_ms(SLOT + 900) + 5_000
+            await wait_until(lambda: len(service._queue) == 2)      # the next slot's reading is signed
+        clock.now_ms = SLOTS.metering_due_ms(SLOT + 900) + 1         # its due passes, still held
+        ledger.gate.set()
+        with trio.fail_after(10):
+            await wait_until(lambda: meter_entries_for_slot(ledger.state, SLOT + 900) != [])
+        nursery.cancel_scope.cancel()
+    assert [m.import_wh for m in meter_entries_for_slot(ledger.state, SLOT)] == [300]
+    assert [m.import_wh for m in meter_entries_for_slot(ledger.state, SLOT + 900)] == [300]
+    assert service.skipped_late == []
