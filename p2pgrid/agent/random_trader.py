@@ -6,15 +6,20 @@ and gossiped by the node (``place_order``), through the trading service when the
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from p2pgrid.service import OrderPlacer
+from p2pgrid.net.orders import orders_topic
+from p2pgrid.service import OrderPlacer, WithTransport
 from p2pgrid.wire import Side, Source
 
 if TYPE_CHECKING:
     from p2pgrid.config import NodeConfig
+
+class RandomTraderHost(OrderPlacer, WithTransport, Protocol):
+    """What the random strategy uses of its node."""
+
 
 class RandomTrader:
     """Seeded random orders for the tradable slots of the near future (demo and simnet load).
@@ -26,12 +31,18 @@ class RandomTrader:
     name = "random-trader"
     NEAR_SLOTS = 4
 
-    async def run(self, node: OrderPlacer, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, node: RandomTraderHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         agent = node.config.agent
         rng = random.Random(agent.seed)
         rules = node.config.zone.slot_rules
         placed = 0
         task_status.started()
+        # A market of one hears nothing: gossipsub drops what is published before any peer joined
+        # the zone's order topic, and nothing sends it again (a node that starts first would lose
+        # its first orders for good). Trade once someone is there to hear it.
+        topic = orders_topic(node.zone)
+        while not node.transport.topic_peers(topic):
+            await trio.sleep(agent.tick_ms / 1000)
         while agent.max_orders == 0 or placed < agent.max_orders:
             await trio.sleep(agent.tick_ms / 1000)
             # Skip the first open slot: it may reach gate closure while the order is in flight.

@@ -118,6 +118,21 @@ async def test_random_trader_places_seeded_orders_and_stops_at_max_orders(tmp_pa
         assert all(n.stats.orders_seen == 10 for n in nodes)
 
 
+async def test_a_random_trader_alone_in_its_zone_waits_for_a_peer_before_placing_orders(tmp_path, autojump_clock):
+    # Gossip published before anyone joined the topic is dropped and never sent again: a node
+    # that starts first used to lose its first orders for good (the launcher test, under load).
+    network = MemoryNetwork()
+    clock = TrioClock(EPOCH_MS)
+    overrides = {"agent.strategy": "random", "agent.max_orders": 3, "agent.tick_ms": 100}
+    async with running_nodes(network, tmp_path, 1, clock, **overrides) as (first,):
+        await trio.sleep(10)                                       # long (mock) time alone: nothing placed
+        assert first.stats.orders_published == 0
+        async with running_nodes(network, tmp_path / "late", 1, clock) as (late,):
+            await late.transport.connect(first.transport.listen_addrs[0])
+            await wait_until(lambda: late.stats.orders_seen == 3)
+        assert first.stats.orders_published == 3
+
+
 async def test_an_order_placed_through_the_node_api_of_a_node_without_a_ledger_is_signed_and_gossiped(
         tmp_path, autojump_clock):
     """``order_place`` (how ``p2pgrid order place`` reaches a node) works without a ledger too: the
