@@ -338,6 +338,20 @@ class LedgerService:
 
     # --- submitting ---------------------------------------------------------------------------
 
+    async def wait_for_lock(self, take_id: bytes, owner: bytes, timeout_s: float) -> bool:
+        """Until the certified lock ``take_id`` is in our state (pulling ``owner``'s chain first,
+        then waiting for what gossip brings), at most ``timeout_s``; returns whether it is."""
+        if take_id in self.state.locks:
+            return True
+        with trio.move_on_after(timeout_s):
+            try:
+                await self.sync_with(owner)
+            except (NetError, LedgerError):
+                pass   # the lock may still arrive by gossip; the wait below decides
+            while take_id not in self.state.locks:
+                await self.wait_for_height(self.state.height + 1)
+        return take_id in self.state.locks
+
     def next_entry(self, kind: str, body: Any) -> Signed[Entry]:
         """Sign this node's next entry, dated by its clock and extending its local tip (certified
         head, then the entries in doubt or queued on it). Submit entries in the order they were built."""

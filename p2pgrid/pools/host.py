@@ -418,16 +418,7 @@ class PoolHost:
         return declined
 
     async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
-        if take_id in self.ledger.state.locks:
-            return
-        with trio.move_on_after(self.config.lock_wait_s):
-            try:
-                await self.ledger.sync_with(owner)
-            except (NetError, LedgerError):
-                pass   # the lock may still arrive by gossip; the wait below decides
-            while take_id not in self.ledger.state.locks:
-                await self.ledger.wait_for_height(self.ledger.state.height + 1)
-        if take_id not in self.ledger.state.locks:
+        if not await self.ledger.wait_for_lock(take_id, owner, self.config.lock_wait_s):
             raise SwapRejected(SwapRefuseReason.BAD_LOCK, "no certified lock for this buy")
 
     def _refusal(self, request_id: bytes, reason: SwapRefuseReason, detail: str, pool_id: bytes | None = None,

@@ -488,15 +488,7 @@ class TradingService:
 
     async def _wait_for_lock(self, take_id: bytes, owner: bytes) -> None:
         """Until the certified lock ``take_id`` is in our state: pull ``owner``'s chain, then wait."""
-        if take_id in self.ledger.state.locks:
-            return
-        with trio.move_on_after(self.config.lock_wait_s):
-            try:
-                await self.ledger.sync_with(owner)
-            except (NetError, LedgerError):
-                pass   # the lock may still arrive by gossip; the wait below decides
-            while take_id not in self.ledger.state.locks:
-                await self.ledger.wait_for_height(self.ledger.state.height + 1)
+        await self.ledger.wait_for_lock(take_id, owner, self.config.lock_wait_s)
 
     def _note_new_locks(self) -> None:
         """Add the locks certified since the last call that this node holds (``_own_open_locks``)
