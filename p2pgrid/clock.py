@@ -8,7 +8,8 @@ Pure code never reads a clock: it takes ``now_ms``. The shell asks this object, 
   **wall-clock anchor** (``anchor_wall_ms``): each process converts it once to its own monotonic
   origin (``ScaledClock.anchored``), then runs on its monotonic clock, immune to wall-clock steps.
 * ``PacedClock``   — simnet, every node in one process: scaled time that slows down when the
-  process falls behind (its pacer task runs late) instead of jumping ahead of its nodes, so a
+  process falls behind (its pacer task runs late) instead of jumping ahead of its nodes, and, given
+  a ``pace``, while the nodes' work piles up (a backlog of ledger entries or settlements), so a
   starved run gives the same results, only later.
 * ``ManualClock``  — unit tests: stepped by hand; ``sleep_until`` waiters wake when it is advanced.
 * ``TrioClock``    — async tests: ``epoch_ms + trio.current_time() × 1000 × speed``, so a
@@ -93,35 +94,53 @@ class PacedClock:
     busy — the pacer runs late and market time advances only ``max_step_s × speed`` per late tick,
     so no node finds that a quarter hour of market time passed between two of its steps (a meter
     never read, a deadline missed). Between ticks it reads the same formula, capped the same way,
-    so it never decreases."""
+    so it never decreases.
+
+    A process can keep its timers and still lack throughput: its nodes' work (entries waiting for
+    votes, slots waiting for settlement) then grows with market time. ``pace`` (called once per
+    tick) returns the share of ``speed`` market time runs at until the next tick, in
+    ``(0, 1]``: the owner of the nodes says how far behind their work is, and market time waits
+    for it — never stops (a pace is clamped to at least ``MIN_PACE``), so nothing that waits for
+    market time can deadlock against it. ``held_real_s`` is the real time not counted that way."""
+
+    MIN_PACE = 0.01
 
     def __init__(self, start_ms: int, speed: float, *, tick_s: float = 0.05, max_step_s: float = 0.25,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 pace: Callable[[], float] | None = None) -> None:
         if not speed > 0 or not math.isfinite(speed):
             raise ConfigError(f"clock speed must be a positive number, got {speed}")
         self.speed = speed
         self.tick_s = tick_s
         self.max_step_s = max_step_s
         self._monotonic = monotonic
+        self._pace = pace
+        self._rate = 1.0             # the pace until the next tick
         self._base_ms = float(start_ms)
         self._base_real = monotonic()
         self.lost_real_s = 0.0       # real time not counted as market time (the process was behind)
+        self.held_real_s = 0.0       # real time not counted because the pace was below 1 (work behind)
 
     def now_ms(self) -> int:
-        return math.floor(self._base_ms + self._counted(self._monotonic()) * self.speed * 1000)
+        return math.floor(self._base_ms + self._counted(self._monotonic()) * self._rate * self.speed * 1000)
 
     def _counted(self, real_now: float) -> float:
         return min(max(real_now - self._base_real, 0.0), self.max_step_s)
 
     def real_seconds_until(self, t_ms: int) -> float:
-        return max(0.0, (t_ms - self.now_ms()) / 1000 / self.speed)
+        return max(0.0, (t_ms - self.now_ms()) / 1000 / (self.speed * self._rate))
 
     def advance(self, real_now: float) -> None:
-        """Fold the real time since the last call into market time (what each tick does)."""
+        """Fold the real time since the last call into market time (what each tick does), then
+        ask the pace for the next interval."""
         counted = self._counted(real_now)
         self.lost_real_s += max(0.0, real_now - self._base_real - counted)
-        self._base_ms += counted * self.speed * 1000
+        self.held_real_s += counted * (1.0 - self._rate)
+        self._base_ms += counted * self._rate * self.speed * 1000
         self._base_real = real_now
+        if self._pace is not None:
+            pace = self._pace()
+            self._rate = min(1.0, max(self.MIN_PACE, pace)) if math.isfinite(pace) else 1.0
 
     async def run(self) -> None:
         while True:

@@ -24,7 +24,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from p2pgrid.node.status import read_status
 from simnet.community import Community, Participant
 from simnet.launcher import ClusterError, ClusterNode, NodeSpec
 from simnet.monitor import Snapshot, take_snapshot
+from simnet.pacing import Backlog, pace_for
 from simnet.scenario import Fault
 
 POLL_S = 0.5
@@ -54,6 +55,8 @@ class RunLog:
     started_wall_s: float = 0.0
     ended_wall_s: float = 0.0
     lost_real_s: float = 0.0               # memory runs: real time the paced clock did not count (behind)
+    held_real_s: float = 0.0               # memory runs: real time market time was slowed (work behind)
+    most_behind: dict[str, int] = field(default_factory=dict)   # memory runs: the largest backlog seen
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -62,7 +65,8 @@ class RunLog:
                 "interrupted": self.interrupted, "settled": self.settled,
                 "settle_real_s": self.settle_real_s,
                 "real_seconds": round(self.ended_wall_s - self.started_wall_s, 1), "errors": self.errors,
-                "clock_lost_real_s": self.lost_real_s,
+                "clock_lost_real_s": self.lost_real_s, "clock_held_real_s": self.held_real_s,
+                "most_behind": self.most_behind,
                 "started_wall_s": round(self.started_wall_s, 3)}
 
 
@@ -261,17 +265,27 @@ async def _memory_main(community: Community, log: RunLog, show: Show) -> None:
     timeline = community.timeline
     async with trio_asyncio.open_loop():
         network = MemoryNetwork()
+        handles: dict[str, _MemoryNode] = {}
+
+        def pace() -> float:
+            backlog = backlog_of(handles.values(), clock.now_ms())
+            log.most_behind = {"queued_entries": max(log.most_behind.get("queued_entries", 0), backlog.queued_entries),
+                               "settle_slots_behind": max(log.most_behind.get("settle_slots_behind", 0),
+                                                          backlog.settle_slots_behind)}
+            return pace_for(backlog)
+
         # One clock for every node of the process, paced by it: a starved run slows down
-        # instead of letting market time run ahead of its nodes.
-        clock = PacedClock(timeline.market_ms_at(time.time()), timeline.speed)
+        # instead of letting market time run ahead of its nodes (simnet.pacing).
+        clock = PacedClock(timeline.market_ms_at(time.time()), timeline.speed, pace=pace)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(clock.run)
-            handles = {p.name: _MemoryNode(p, community, network, clock) for p in community.people}
+            handles.update((p.name, _MemoryNode(p, community, network, clock)) for p in community.people)
             for handle in handles.values():
                 await handle.start(nursery)
             try:
                 await _memory_loop(community, log, show, handles, clock)
                 log.lost_real_s = round(clock.lost_real_s, 1)
+                log.held_real_s = round(clock.held_real_s, 1)
             finally:
                 for handle in handles.values():
                     await handle.stop()
@@ -346,6 +360,18 @@ async def _memory_loop(community: Community, log: RunLog, show: Show, handles: d
                 pulled = time.monotonic()
                 await pull_from_everyone([handles[n].node for n in alive()])
             await trio.sleep(POLL_S)
+
+
+def backlog_of(handles: Iterable[_MemoryNode], now_ms: int) -> Backlog:
+    """What the live nodes of this process have not done yet (their ledgers' queues, the
+    gateway's settlements past due)."""
+    from p2pgrid.settlement.node_service import SettlementNodeService
+
+    nodes = [h.node for h in handles if h.node is not None]
+    queued = sum(n.ledger.queued_entries for n in nodes if n.ledger is not None)
+    behind = max((s.settlement.slots_behind(now_ms) for n in nodes for s in n.services
+                  if isinstance(s, SettlementNodeService) and s.settlement is not None), default=0)
+    return Backlog(nodes=len(nodes), queued_entries=queued, settle_slots_behind=behind)
 
 
 async def pull_from_everyone(nodes: list[Any]) -> None:

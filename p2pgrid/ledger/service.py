@@ -318,6 +318,11 @@ class LedgerService:
     def head(self, account: bytes | None = None) -> ChainHead:
         return self.state.head(account or self.me)
 
+    @property
+    def queued_entries(self) -> int:
+        """Entries submitted here and not decided yet: how far this proposer is behind its committee."""
+        return len(self._queued)
+
     def is_in_doubt(self, entry: Signed[Entry]) -> bool:
         """Whether some validator may have voted for ``entry`` without it being certified: the
         ledger then keeps its tip on top of it and offers exactly this entry again first."""

@@ -150,6 +150,9 @@ class SettlementNodeService:
 
     name = "settlement"
 
+    def __init__(self) -> None:
+        self.settlement: SettlementService | None = None    # the gateway's, once it runs
+
     async def run(self, node: WithLedger, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         if node.ledger is None:
             raise RuntimeError("settlement starts after the ledger service")
@@ -157,9 +160,10 @@ class SettlementNodeService:
             task_status.started()
             await trio.sleep_forever()
         until_s = node.config.gateway.settle_until_s
-        service = SettlementService(node.ledger, node.clock.now_ms, until_ms=until_s * 1000 if until_s else None,
-                                    settle_delay_ms=node.config.gateway.settle_delay_ms)
-        await service.run(task_status=task_status)
+        self.settlement = SettlementService(node.ledger, node.clock.now_ms,
+                                            until_ms=until_s * 1000 if until_s else None,
+                                            settle_delay_ms=node.config.gateway.settle_delay_ms)
+        await self.settlement.run(task_status=task_status)
 
 
 def settlement_services(config: NodeConfig) -> list[Any]:

@@ -394,6 +394,15 @@ class SettlementService:
         """Slots with certified inputs not in their settlement yet (settled or not), ascending."""
         return sorted(self._new)
 
+    def slots_behind(self, now_ms: int) -> int:
+        """Slots whose settlement is due (``due + W`` passed) and that still have certified inputs
+        to settle: how far this gateway is behind the zone (0 or 1 when it keeps up)."""
+        rules = self.ledger.rules
+        if not isinstance(rules, SettlementLedgerRules):
+            return 0
+        return sum(1 for slot in self._new if rules.slots.metering_due_ms(slot) + self.settle_delay_ms <= now_ms
+                   and slot not in self.too_large)
+
     # --- proposing ------------------------------------------------------------------------------
 
     async def settle_due(self) -> list[int]:

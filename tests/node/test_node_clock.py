@@ -144,3 +144,45 @@ async def test_paced_clock_task_advances_market_time_in_a_trio_run():
             await sleep_until(clock, 2_000)      # 20 ms of real time at 100x
         nursery.cancel_scope.cancel()
     assert clock.now_ms() >= 2_000
+
+
+def test_paced_clock_runs_at_its_pace_while_the_work_is_behind():
+    real = FakeMonotonic()
+    paces = iter([0.1] * 20 + [1.0] * 21)
+    clock = PacedClock(0, 720.0, max_step_s=0.25, monotonic=real, pace=lambda: next(paces))
+    real.t += 0.05
+    clock.advance(real.t)                       # the first interval ran at full speed; now behind
+    start = clock.now_ms()
+    for _ in range(20):                         # 1 s of real time at a tenth of the speed
+        real.t += 0.05
+        clock.advance(real.t)
+    assert clock.now_ms() - start == pytest.approx(72_000, abs=2)
+    assert clock.held_real_s == pytest.approx(0.9)
+    for _ in range(20):                         # caught up: full speed again
+        real.t += 0.05
+        clock.advance(real.t)
+    assert clock.now_ms() - start == pytest.approx(72_000 + 720_000, abs=4)
+
+
+def test_a_pace_of_zero_still_lets_market_time_pass():
+    real = FakeMonotonic()
+    clock = PacedClock(0, 720.0, monotonic=real, pace=lambda: 0.0)
+    clock.advance(real.t)
+    real.t += 0.05
+    clock.advance(real.t)
+    assert clock.now_ms() == pytest.approx(0.05 * PacedClock.MIN_PACE * 720_000, abs=1)
+
+
+@given(st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(-1.0, 2.0), st.booleans()), max_size=60))
+def test_paced_clock_with_a_changing_pace_never_goes_backwards(steps):
+    real = FakeMonotonic()
+    paces = iter([p for _, p, _ in steps])
+    clock = PacedClock(5_000, 480.0, monotonic=real, pace=lambda: next(paces, 1.0))
+    last = clock.now_ms()
+    for step, _, tick in steps:
+        real.t += step
+        if tick:
+            clock.advance(real.t)
+        now = clock.now_ms()
+        assert now >= last
+        last = now

@@ -169,6 +169,23 @@ async def test_settlement_service_settles_a_due_slot_once_after_w():
     assert state.money_total() == 0 and settler.settled == [SLOT] and settler.reconciled == []
 
 
+async def test_the_gateway_counts_the_slots_it_is_behind_with():
+    clock = Clock(SLOTS.slot_end_ms(SLOT) + 5_000)
+    state = registered_state()
+    meter = MeterService(ValidatingLedger(BUYER, state, clock), METERS[BUYER.public_key], SLOTS,
+                         lambda slot: (300, 0, 0, Source.NONE), clock)
+    meter.next_slot = SLOT
+    await meter.meter_due()
+    settler = SettlementService(ValidatingLedger(GATEWAY, state, clock), clock, settle_delay_ms=30_000)
+    assert await settler.settle_due() == []                    # not due yet: its inputs are indexed
+    due_and_w = SLOTS.metering_due_ms(SLOT) + 30_000
+    assert settler.slots_behind(due_and_w - 1) == 0
+    assert settler.slots_behind(due_and_w) == 1                # due, not settled: one slot behind
+    clock.now_ms = due_and_w
+    assert await settler.settle_due() == [SLOT]
+    assert settler.slots_behind(due_and_w) == 0
+
+
 async def test_settlement_service_reconciles_a_reading_certified_after_the_slot_settled():
     clock = Clock(SLOTS.slot_end_ms(SLOT) + 5_000)
     state = registered_state()
