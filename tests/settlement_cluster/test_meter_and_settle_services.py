@@ -151,14 +151,20 @@ async def test_a_reading_signed_in_time_is_submitted_however_late_the_same_entry
     assert metered.import_wh == 300 and service.skipped_late == []
 
 
-async def test_settlement_service_settles_a_due_slot_once_after_w():
+async def buyer_metered_and_a_gateway(settle_delay_ms: int) -> tuple[Clock, LedgerState, SettlementService]:
+    """The buyer's reading of SLOT is certified just after the slot's end; the gateway settles."""
     clock = Clock(SLOTS.slot_end_ms(SLOT) + 5_000)
     state = registered_state()
     meter = MeterService(ValidatingLedger(BUYER, state, clock), METERS[BUYER.public_key], SLOTS,
                          lambda slot: (300, 0, 0, Source.NONE), clock)
     meter.next_slot = SLOT
     await meter.meter_due()
-    settler = SettlementService(ValidatingLedger(GATEWAY, state, clock), clock, settle_delay_ms=30_000)
+    return clock, state, SettlementService(ValidatingLedger(GATEWAY, state, clock), clock,
+                                           settle_delay_ms=settle_delay_ms)
+
+
+async def test_settlement_service_settles_a_due_slot_once_after_w():
+    clock, state, settler = await buyer_metered_and_a_gateway(settle_delay_ms=30_000)
     assert await settler.settle_due() == []                    # not due yet
     clock.now_ms = SLOTS.metering_due_ms(SLOT) + 29_999
     assert await settler.settle_due() == []                    # due, but W has not passed
@@ -170,13 +176,7 @@ async def test_settlement_service_settles_a_due_slot_once_after_w():
 
 
 async def test_the_gateway_counts_the_slots_it_is_behind_with():
-    clock = Clock(SLOTS.slot_end_ms(SLOT) + 5_000)
-    state = registered_state()
-    meter = MeterService(ValidatingLedger(BUYER, state, clock), METERS[BUYER.public_key], SLOTS,
-                         lambda slot: (300, 0, 0, Source.NONE), clock)
-    meter.next_slot = SLOT
-    await meter.meter_due()
-    settler = SettlementService(ValidatingLedger(GATEWAY, state, clock), clock, settle_delay_ms=30_000)
+    clock, state, settler = await buyer_metered_and_a_gateway(settle_delay_ms=30_000)
     assert await settler.settle_due() == []                    # not due yet: its inputs are indexed
     due_and_w = SLOTS.metering_due_ms(SLOT) + 30_000
     assert settler.slots_behind(due_and_w - 1) == 0
