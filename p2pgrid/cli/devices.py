@@ -121,9 +121,9 @@ def render_device_checks(checks: list[DeviceCheck], source: str) -> RenderableTy
     table.add_column("reading")
     for check in checks:
         if check.reading is not None:
-            table.add_row(check.name, "ok", describe_reading(check.reading))
-        else:
-            table.add_row(check.name, Text("FAILED", style="bold red"), check.problem)
+            table.add_row(check.name, "ok", Text(describe_reading(check.reading)))
+        else:   # Text, not markup: an error may hold "[...]"
+            table.add_row(check.name, Text("FAILED", style="bold red"), Text(check.problem))
     notes: list[RenderableType] = [table, Text(SIGN_LEGEND)]
     return Group(*notes)
 

@@ -53,9 +53,13 @@ async def test_order_place_signs_and_gossips_through_the_running_nodes_rpc(tmp_p
 
         code, out = await trio.to_thread.run_sync(run_cli, [*place, "--source", "pv", "--green"], capsys)
         assert code == 0, out.err
-        order_id = bytes.fromhex(out.out.split()[1])
-        slot = int(out.out.split()[-1])
-        assert out.out == f"order {order_id.hex()} sell 700 Wh at 90000 µc/kWh for slot {slot}\n"
+        first, *where = out.out.splitlines()
+        order_id = bytes.fromhex(first.split()[1])
+        slot = int(first.split()[-1])
+        assert first == f"order {order_id.hex()} sell 700 Wh at 90000 µc/kWh for slot {slot}"
+        # Where it went, said plainly: this node has a ledger and peers, so nothing more to warn of.
+        assert len(where) == 1 and where[0].startswith("signed and queued for the next gossip batch of zone")
+        assert "peers connected" in where[0] and " 0 peers" not in where[0]
         order = me.trading.own_orders[order_id].body
         assert (order.slot, order.qty_wh, order.limit_price, order.green, order.source) == (slot, 700, 90_000, True,
                                                                                            Source.PV)
