@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2pgrid.cli import shares
-from p2pgrid.cli.common import parse_time
+from p2pgrid.cli.common import parse_time, resolve_account
 from p2pgrid.config import InvestSection, load_config
 from p2pgrid.errors import ConfigError
 from p2pgrid.invest.report import InvestReport, build_report, read_node_ledger, read_run, write_report
@@ -84,7 +84,7 @@ def terms_of(section: InvestSection) -> InvestTerms:
 def do_report(args: argparse.Namespace) -> int:
     section = load_config(args.config).invest if args.config else InvestSection()
     if args.node_dirs:
-        runs = [read_node_ledger(path, args.account, season) for season, path in map(parse_run, args.node_dirs)]
+        runs = [read_node_ledger(path, _chooser(args.account), season) for season, path in map(parse_run, args.node_dirs)]
     else:
         runs = [read_run(path, args.account, season, args.ledger_of) for season, path in map(parse_run, args.runs)]
     report = build_report(runs, terms_of(section))
@@ -96,8 +96,13 @@ def do_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chooser(text: str):  # type: ignore[no-untyped-def]
+    """The account ``text`` names (hex key or unique prefix) among a node ledger's accounts."""
+    return lambda known: resolve_account(text, known)
+
+
 def do_statement(args: argparse.Namespace) -> int:
-    run = (read_node_ledger(args.node_dir, args.account) if args.node_dir is not None
+    run = (read_node_ledger(args.node_dir, _chooser(args.account)) if args.node_dir is not None
            else read_run(args.run, args.account, node=args.ledger_of))
     flows = account_flows(run.entries, run.rules, run.account)
     Console().print(render_statement(statement(flows, args.start, args.end), flows.balance_uc))

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 import p2pgrid.node.entry_kinds  # noqa: F401  (registers every kind, so every body decodes)
+from p2pgrid.cli.common import resolve_account
 from p2pgrid.errors import LedgerError, P2PGridError
 from p2pgrid.ledger.chain import LedgerState, decode_body, state_root
 from p2pgrid.ledger.messages import entry_hash
@@ -145,20 +146,6 @@ async def _load_state(path: Path) -> tuple[LedgerState, dict[Any, Any]]:
     async with open_store(path) as store:
         rules, _ = await _zone(store)
         return await store.load_state(rules)
-
-
-def resolve_account(text: str, known: Sequence[bytes] | Any) -> bytes:
-    """A full hex public key, or the one known account starting with the given hex prefix."""
-    text = text.lower().strip()
-    if len(text) == 64:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise LedgerError(f"not a hex public key: {text!r}") from None
-    matches = [a for a in known if a.hex().startswith(text)]
-    if len(matches) != 1 or not text:
-        raise LedgerError(f"{len(matches)} accounts match {text!r}: give more hex digits")
-    return matches[0]
 
 
 def render_heads(state: LedgerState, pending: int = 0) -> Table:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,12 @@ def read_run(out_dir: Path, account: str, season: str = "spring", node: str | No
                      _optional_json(out_dir / "run.json"), _optional_json(out_dir / "nodes" / own_node / "energy.json"))
 
 
-def read_node_ledger(data_dir: Path, account: str, season: str = "spring") -> RunLedger:
+def read_node_ledger(data_dir: Path, choose_account: Callable[[set[bytes]], bytes],
+                     season: str = "spring") -> RunLedger:
     """A real node's ledger copy (``<data_dir>/ledger.sqlite``) as a run: the time covered is from
-    its first to its last certified entry (at least a minute); ``account`` is a hex public key or a
-    unique prefix of an account with a chain in that ledger. There is no community file: the terms
-    the simnet notes describe (participants, profiles) are absent from the report's method lines."""
+    its first to its last certified entry (at least a minute); ``choose_account`` picks the account
+    among those with a chain in that ledger. There is no community file: the terms the simnet
+    notes describe (participants, profiles) are absent from the report's method lines."""
     import trio
 
     data_dir = Path(data_dir)
@@ -154,7 +156,7 @@ def read_node_ledger(data_dir: Path, account: str, season: str = "spring") -> Ru
     rules, entries = trio.run(_read_entries, path)
     if not entries:
         raise RunUnreadable(f"{path}: no certified entries yet")
-    key = _ledger_account(account, {signed.body.account for signed in entries}, path)
+    key = choose_account({signed.body.account for signed in entries})
     times = [signed.body.time_ms for signed in entries]
     start, end = min(times), max(max(times), min(times) + MIN_COVERED_MS)
     return RunLedger(season, data_dir, data_dir.name, key, rules, tuple(entries), start, end,
@@ -162,19 +164,6 @@ def read_node_ledger(data_dir: Path, account: str, season: str = "spring") -> Ru
 
 
 MIN_COVERED_MS = 60_000
-
-
-def _ledger_account(text: str, accounts: set[bytes], path: Path) -> bytes:
-    text = text.lower().strip()
-    if len(text) == 64:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise RunUnreadable(f"account {text!r} is not a hex public key") from None
-    matches = [a for a in accounts if text and a.hex().startswith(text)]
-    if len(matches) != 1:
-        raise RunUnreadable(f"{path}: account {text!r} matches {len(matches)} chains; give more hex digits")
-    return matches[0]
 
 
 def _optional_json(path: Path) -> dict[str, Any]:
