@@ -3,12 +3,19 @@
 Each takes the parsed ``argparse.Namespace`` and returns an exit code; each raises a
 ``P2PGridError`` (one line, printed by ``main``) for anything the user or environment got wrong.
 
+``init`` writes a config listening on 127.0.0.1 at a port free at init time (``--port``), with RPC
+on, and prints the account, the peer id and the full listen address others bootstrap to.
+``status`` renders the running node's dashboard from its status file (``--dev`` adds the developer
+counters; ``--full`` prints every id and address whole; ``--json`` the status file itself).
+
 How ``order place`` reaches the running node: through its local JSON-RPC API, like every command
 that talks to a running node (``common.open_client``; ``[rpc] enabled = true``, which ``init``
 writes): ``order_place`` asks the node to sign the order with its key and gossip it in its next
 batch. The order is the one the node's own strategies would make: a sell without ``--source`` is
 ``mixed``, a buy ``none``, and it expires ``[agent] order_ttl_s`` after now. The command fails with
-one line if the node is not running, serves no RPC, refuses the order or does not answer in time.
+one line if the node is not running, serves no RPC, refuses the order or does not answer in time;
+otherwise it says where the order went (``order_outcome_lines``: peers connected, and that nobody
+can take it on a node without a ledger).
 """
 
 from __future__ import annotations
