@@ -194,7 +194,7 @@ def people_fields(node: Any) -> dict[str, Any]:
     return {"peer_id": peer_id_base58(node.key.public_key), "ledger": node.ledger is not None,
             "notices": tuple(startup_notices(node.config, node.key.account)),
             "own_orders": _own_orders(node, now), "best_prices": _best_prices(node, now),
-            "recent_trades": _recent_trades(node), "devices": _devices(node, now)}
+            "recent_trades": _recent_trades(node), "devices": device_lines(getattr(node, "telemetry", None), now)}
 
 
 def _own_orders(node: Any, now: int) -> tuple[OwnOrderLine, ...]:
@@ -244,8 +244,8 @@ def _recent_trades(node: Any) -> tuple[TradeLine, ...]:
     return tuple(lines)
 
 
-def _devices(node: Any, now: int) -> tuple[DeviceLine, ...]:
-    devices = getattr(node, "telemetry", None)
+def device_lines(devices: Any, now: int) -> tuple[DeviceLine, ...]:
+    """Each device of a ``DeviceService`` (None: no devices) with its last good reading at ``now``."""
     if devices is None or devices.device_set is None:
         return ()
     stale = devices.stale_devices(now)

@@ -8,15 +8,18 @@ import io
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from rich.console import Console
 from test_real_device_set import (COMMON, LOOPBACK, NAMEPLATE, SITE_VALUES, STORAGE, battery, free_port, inverter,
-                                  meter, publish)
+                                  meter, publish, sampled_units, wait_fresh)
 
 from p2pgrid.cli.devices import check_device_set, render_device_checks, simulated_notes
 from p2pgrid.config import build_config
 from p2pgrid.devices.base import DeviceKind
 from p2pgrid.devices.real_set import real_device_set
+from p2pgrid.net.testing import wait_until
+from p2pgrid.node.status import device_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 3.0
@@ -167,3 +170,22 @@ def test_simulated_pv_without_a_series_is_said_to_produce_nothing(tmp_path):
     series = build_config({"node": {"data_dir": str(tmp_path)},
                            "devices": {"pv": {"kwp": 8}, "series_file": "energy.json"}}, base_dir=tmp_path)
     assert simulated_notes(series) == []
+
+
+async def test_the_status_shows_a_unit_that_went_away_as_stale_with_its_last_value(tmp_path, sunspec_server):
+    async with sampled_units(sunspec_server, tmp_path) as units:
+        await wait_fresh(units.service, units.clock)
+        lines = {line.name: line for line in device_lines(units.service, units.clock.now_ms())}
+        assert (lines["meter"].power_w, lines["meter"].stale) == (-1234, False)
+        assert lines["battery"].soc_pct == pytest.approx(55.5) and lines["battery"].capacity_wh == 10_000
+        await units.meter_unit.stop()
+        with trio.fail_after(15):
+            await wait_until(lambda: "DeviceUnreachable" in units.service.last["meter"].error, 0.005)
+        went_away_ms = units.clock.now_ms()
+        units.clock.advance(5 * 60_000)
+        await wait_fresh(units.service, units.clock, ("pv", "battery"))
+        now = units.clock.now_ms()
+        lines = {line.name: line for line in device_lines(units.service, now)}
+        # The last good value and when it was read, not the failed sample's nothing (shown as 0 W before).
+        assert (lines["meter"].power_w, lines["meter"].stale) == (-1234, True)
+        assert lines["meter"].at_ms <= went_away_ms and not lines["pv"].stale
