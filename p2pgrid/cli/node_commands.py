@@ -148,13 +148,22 @@ async def _live_dashboard(node, *, developer: bool = False) -> None:  # type: ig
     from p2pgrid.cli.dashboard import render_node_dashboard
     from p2pgrid.node.api import dashboard_readings
 
-    def view():  # type: ignore[no-untyped-def]
-        return render_node_dashboard(node.status(), *dashboard_readings(node), developer=developer)
+    console = Console()
 
-    with Live(view(), auto_refresh=False, console=Console()) as live:
+    def view():  # type: ignore[no-untyped-def]
+        return render_node_dashboard(node.status(), *dashboard_readings(node), developer=developer,
+                                     rows=dashboard_rows(console.height))
+
+    with Live(view(), auto_refresh=False, console=console) as live:
         while True:
             live.update(view(), refresh=True)
             await trio.sleep(0.5)
+
+
+def dashboard_rows(height: int) -> int:
+    """Own orders and trades shown each on a terminal ``height`` lines high: what is left after the
+    rest of the dashboard (about 22 lines), shared by the two, 1 to 8 each."""
+    return min(8, max(1, (height - 22) // 2))
 
 
 def do_status(args: argparse.Namespace) -> int:
