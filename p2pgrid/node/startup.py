@@ -7,8 +7,9 @@ trade, meter or settle; an operator could not tell a waiting node from a broken 
 * who the node is: name, role, zone, account, peer id, and each listen address in full (with
   ``/p2p/<peer id>``: what a neighbour puts in its bootstrap list);
 * the services it runs (by name);
-* one WARNING line for each thing it will not do, with the reason and the config key that changes
-  it (``startup_notices``): no ledger (no validators or gateway account in ``[zone]``: orders are
+* one line for each thing it will not do, ``not doing: …``, with the reason and the config key that
+  changes it (``startup_notices``; INFO, as the rest of the report: each can be meant, e.g. RPC off
+  on a validator, and the dashboard shows them too): no ledger (no validators or gateway account in ``[zone]``: orders are
   gossiped but nobody can take them, nothing is metered or settled), RPC off, no devices (nothing
   metered), simulated PV without a series (it produces 0 W), no bootstrap peers.
 
@@ -95,7 +96,7 @@ class StartupReport:
                                    node.transport.listen_addrs, names):
             log.info("%s", line)
         for notice in startup_notices(node.config, node.key.account):
-            log.warning("%s", notice)
+            log.info("not doing: %s", notice)
 
     async def watch_validators(self, node: StartupHost) -> None:
         zone = node.config.zone
