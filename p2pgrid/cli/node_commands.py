@@ -181,7 +181,8 @@ def do_status(args: argparse.Namespace) -> int:
             for line in full_identity_lines(status):
                 print(line)
         else:
-            console.print(render_node_dashboard(status, developer=args.dev))
+            rows = dashboard_rows(console.height) if console.is_terminal else 8
+            console.print(render_node_dashboard(status, developer=args.dev, rows=rows))
         return 0
     account = None
     if args.passphrase_file or config.node.passphrase_file or _keystore_is_plain(config):

@@ -5,7 +5,7 @@ import io
 from rich.console import Console
 
 from p2pgrid.cli.dashboard import render_cluster, render_config_summary, render_node_dashboard
-from p2pgrid.cli.node_commands import full_identity_lines, order_outcome_lines
+from p2pgrid.cli.node_commands import dashboard_rows, full_identity_lines, order_outcome_lines
 from p2pgrid.identity import NodeKey
 from p2pgrid.node.api import peer_id_base58
 from p2pgrid.node.status import DeviceLine, NodeStatus, OwnOrderLine, SlotPrices, TradeLine
@@ -166,3 +166,7 @@ def test_any_person_status_renders_without_cutting_ids(width, trades, stale):
     text = render(render_node_dashboard(shown), width)
     assert all(len(line) <= width for line in text.splitlines())
     assert "…" not in text and KEY.account in text and PEER_ID in text
+
+
+def test_the_live_dashboard_fits_its_lists_to_the_terminal_height():
+    assert dashboard_rows(24) == 1 and dashboard_rows(30) == 4 and dashboard_rows(40) == 8 and dashboard_rows(10) == 1
