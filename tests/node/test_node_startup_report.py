@@ -36,7 +36,8 @@ def test_rpc_off_pv_without_a_series_and_a_missing_gateway_account_are_each_said
     notices = startup_notices(config(tmp_path, devices={"pv": {"kwp": 8}},
                                      zone={"validators": [{"public_key": VALIDATOR.account}]},
                                      network={"bootstrap": ["/ip4/127.0.0.1/tcp/1/p2p/x"]}), KEY.account)
-    assert any(n.startswith("no ledger: [zone] has no gateway_account;") for n in notices)
+    assert any(n.startswith("no ledger: [zone] has no gateway_account;") and "devices are not read" in n
+               for n in notices)
     assert any(n.startswith("RPC off") for n in notices)
     assert any("8 kWp has no devices.series_file: it produces 0 W" in n for n in notices)
     assert not any("not metered" in n or "bootstrap" in n for n in notices)
