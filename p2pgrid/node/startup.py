@@ -48,9 +48,9 @@ def startup_notices(config: NodeConfig, account: str = "") -> list[str]:
     if not (zone.validators and zone.gateway_account):
         missing = " and ".join(name for name, value in (("validators", zone.validators),
                                                          ("gateway_account", zone.gateway_account)) if not value)
-        devices = " devices are not read," if has_devices(config) else ""
+        unread = " devices are not read," if has_devices(config) else ""
         notices.append(f"no ledger: [zone] has no {missing}; orders are gossiped but nobody can take them,"
-                       f"{devices} and nothing is traded, metered or settled (add the zone preset's [zone] section)")
+                       f"{unread} and nothing is traded, metered or settled (add the zone preset's [zone] section)")
     if not config.rpc.enabled:
         notices.append("RPC off ([rpc] enabled = false): `p2pgrid order place`, `book`, `trade` and `trades` "
                        "cannot reach this node")
