@@ -18,11 +18,13 @@ import logging
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from p2pgrid.config import NodeConfig, load_config, parse_override
 from p2pgrid.data_dir import pid_alive
-from p2pgrid.errors import ConfigError, KeystoreError, P2PGridError, RpcError
+from p2pgrid.errors import ConfigError, KeystoreError, LedgerError, P2PGridError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore
 from p2pgrid.node.rpc import live_endpoint
 from p2pgrid.node.status import read_status
@@ -129,6 +131,20 @@ def add_config_args(parser: argparse.ArgumentParser, *, config_required: bool = 
     parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override a config value (TOML syntax), repeatable")
     parser.add_argument("--passphrase-file", type=Path, help="file holding the keystore passphrase")
+
+
+def resolve_account(text: str, known: Sequence[bytes] | Any) -> bytes:
+    """A full hex public key, or the one known account starting with the given hex prefix."""
+    text = text.lower().strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise LedgerError(f"not a hex public key: {text!r}") from None
+    matches = [a for a in known if a.hex().startswith(text)]
+    if len(matches) != 1 or not text:
+        raise LedgerError(f"{len(matches)} accounts match {text!r}: give more hex digits")
+    return matches[0]
 
 
 def parse_time(text: str) -> int:

@@ -1,8 +1,13 @@
-"""``p2pgrid invest …``: what an installation earns, from certified ledger entries of simnet runs.
+"""``p2pgrid invest …``: what an installation earns, from certified ledger entries of simnet runs
+or of a real node.
 
-    p2pgrid invest report    --account NAME|HEX --from [SEASON=]SIMNET_OUT [--from …]
+    p2pgrid invest report    --account NAME|HEX (--from [SEASON=]SIMNET_OUT … | --data-dir [SEASON=]DIR …)
                              [--config NODE.toml] [--ledger-of NODE] [--out DIR]
-    p2pgrid invest statement --account NAME|HEX --from SIMNET_OUT [--start T] [--end T] [--ledger-of NODE]
+    p2pgrid invest statement --account NAME|HEX (--from SIMNET_OUT | --data-dir DIR) [--start T] [--end T]
+
+``--data-dir`` reads a real node's ledger copy (``<DIR>/ledger.sqlite``, ``read_node_ledger``): the
+account is a hex key or a unique prefix of a chain in it, and the time covered is from the first to
+the last certified entry.
 
 ``statement`` prints one account's cash-flow statement for the market-time period ``[start, end)``
 (T is an ISO date/time in UTC or Unix seconds; either end may be left open).
@@ -24,10 +29,10 @@ from rich.console import Console
 from rich.table import Table
 
 from p2pgrid.cli import shares
-from p2pgrid.cli.common import parse_time
+from p2pgrid.cli.common import parse_time, resolve_account
 from p2pgrid.config import InvestSection, load_config
 from p2pgrid.errors import ConfigError
-from p2pgrid.invest.report import InvestReport, build_report, read_run, write_report
+from p2pgrid.invest.report import InvestReport, build_report, read_node_ledger, read_run, write_report
 from p2pgrid.invest.statement import SEASON_DAYS, STREAMS, InvestTerms, Statement, account_flows, statement
 from p2pgrid.units import format_credits
 
@@ -37,17 +42,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     commands = invest.add_subparsers(dest="invest_command", required=True, metavar="COMMAND")
     report = commands.add_parser("report", help="cash-flow statement, NPV/IRR/payback, HTML + JSON report")
     report.add_argument("--account", required=True, help="participant name, public key hex or unique prefix")
-    report.add_argument("--from", dest="runs", action="append", required=True, metavar="[SEASON=]SIMNET_OUT",
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="runs", action="append", metavar="[SEASON=]SIMNET_OUT",
                         help="a simnet output dir; repeat with season labels to annualise over seasons")
+    source.add_argument("--data-dir", dest="node_dirs", action="append", metavar="[SEASON=]DIR",
+                        help="a real node's data dir (its ledger.sqlite); repeatable like --from")
     report.add_argument("--config", type=Path, help="node config whose [invest] section holds the terms")
     report.add_argument("--ledger-of", dest="ledger_of", metavar="NODE",
                         help="read the ledger copy of this node (default: the account's own node)")
-    report.add_argument("--out", type=Path, help="output dir (default: <first run>/invest)")
+    report.add_argument("--out", type=Path, help="output dir (default: <first run or data dir>/invest)")
     report.set_defaults(func=do_report)
 
     stmt = commands.add_parser("statement", help="one account's cash-flow statement by stream for a period")
     stmt.add_argument("--account", required=True, help="participant name, public key hex or unique prefix")
-    stmt.add_argument("--from", dest="run", required=True, type=Path, metavar="SIMNET_OUT")
+    stmt_source = stmt.add_mutually_exclusive_group(required=True)
+    stmt_source.add_argument("--from", dest="run", type=Path, metavar="SIMNET_OUT")
+    stmt_source.add_argument("--data-dir", dest="node_dir", type=Path, metavar="DIR", help="a real node's data dir")
     stmt.add_argument("--start", type=parse_time, help="period start (ISO UTC or Unix s), inclusive")
     stmt.add_argument("--end", type=parse_time, help="period end (ISO UTC or Unix s), exclusive")
     stmt.add_argument("--ledger-of", dest="ledger_of", metavar="NODE")
@@ -73,7 +83,10 @@ def terms_of(section: InvestSection) -> InvestTerms:
 
 def do_report(args: argparse.Namespace) -> int:
     section = load_config(args.config).invest if args.config else InvestSection()
-    runs = [read_run(path, args.account, season, args.ledger_of) for season, path in map(parse_run, args.runs)]
+    if args.node_dirs:
+        runs = [read_node_ledger(path, _chooser(args.account), season) for season, path in map(parse_run, args.node_dirs)]
+    else:
+        runs = [read_run(path, args.account, season, args.ledger_of) for season, path in map(parse_run, args.runs)]
     report = build_report(runs, terms_of(section))
     out = args.out or runs[0].out_dir / "invest"
     html_path, json_path = write_report(report, out)
@@ -83,8 +96,14 @@ def do_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chooser(text: str):  # type: ignore[no-untyped-def]
+    """The account ``text`` names (hex key or unique prefix) among a node ledger's accounts."""
+    return lambda known: resolve_account(text, known)
+
+
 def do_statement(args: argparse.Namespace) -> int:
-    run = read_run(args.run, args.account, node=args.ledger_of)
+    run = (read_node_ledger(args.node_dir, _chooser(args.account)) if args.node_dir is not None
+           else read_run(args.run, args.account, node=args.ledger_of))
     flows = account_flows(run.entries, run.rules, run.account)
     Console().print(render_statement(statement(flows, args.start, args.end), flows.balance_uc))
     return 0

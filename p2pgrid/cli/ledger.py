@@ -8,25 +8,37 @@
 The database is ``<data dir>/ledger.sqlite`` (or ``--db``). The zone rules and committee come from
 the database itself (the node saves them), so these commands need no key and no running node.
 ACCOUNT is a public key in hex, or a unique prefix of one. Each ``do_*`` returns the exit code.
+
+``show`` decodes every entry kind a node validates (``p2pgrid.node.entry_kinds``) into its fields:
+accounts and ids as their first ``SHORT_ID`` hex digits, energies in Wh, money in credits, prices in
+credits/kWh, times and slots as UTC, a signed meter reading carried in a ``meter`` entry decoded too
+(``describe_body``); bytes it cannot read are shown as their length.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from p2pgrid.errors import LedgerError
+import p2pgrid.node.entry_kinds  # noqa: F401  (registers every kind, so every body decodes)
+from p2pgrid.cli.common import resolve_account
+from p2pgrid.errors import LedgerError, P2PGridError
 from p2pgrid.ledger.chain import LedgerState, decode_body, state_root
 from p2pgrid.ledger.messages import entry_hash
 from p2pgrid.ledger.store import LEDGER_DB_FILE, LedgerStore, VerifyReport, open_store
+from p2pgrid.settlement.metering import decode_meter_reading
 from p2pgrid.units import format_credits
-from p2pgrid.wire import Signed, to_plain
+from p2pgrid.wire import Signed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -136,20 +148,6 @@ async def _load_state(path: Path) -> tuple[LedgerState, dict[Any, Any]]:
         return await store.load_state(rules)
 
 
-def resolve_account(text: str, known: Sequence[bytes] | Any) -> bytes:
-    """A full hex public key, or the one known account starting with the given hex prefix."""
-    text = text.lower().strip()
-    if len(text) == 64:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise LedgerError(f"not a hex public key: {text!r}") from None
-    matches = [a for a in known if a.hex().startswith(text)]
-    if len(matches) != 1 or not text:
-        raise LedgerError(f"{len(matches)} accounts match {text!r}: give more hex digits")
-    return matches[0]
-
-
 def render_heads(state: LedgerState, pending: int = 0) -> Table:
     table = Table(title=f"ledger: {state.height} entries, {len(state.heads)} chains, {pending} pending")
     table.add_column("account")
@@ -162,16 +160,16 @@ def render_heads(state: LedgerState, pending: int = 0) -> Table:
 
 
 def render_entries(entries: Sequence[Signed[Any]]) -> Table:
-    table = Table(title=f"{len(entries)} entries" + (f" of {entries[0].body.account.hex()[:16]}" if entries else ""))
+    table = Table(title=f"{len(entries)} entries" + (f" of {entries[0].body.account.hex()}" if entries else ""))
     for name in ("seq", "kind", "body", "hash"):
-        table.add_column(name)
+        table.add_column(name, overflow="fold")
     for signed in entries:
         entry = signed.body
         try:
-            body = _describe_body(decode_body(entry))
+            body = describe_body(decode_body(entry))
         except LedgerError:
-            body = f"<{len(entry.body)} bytes>"
-        table.add_row(str(entry.seq), entry.kind, body, entry_hash(signed).hex()[:16])
+            body = f"<{len(entry.body)} bytes: not a {entry.kind} body this version reads>"
+        table.add_row(str(entry.seq), entry.kind, Text(body), entry_hash(signed).hex()[:SHORT_ID])
     return table
 
 
@@ -185,8 +183,62 @@ def render_balances(state: LedgerState, accounts: Sequence[bytes] | None = None)
     return table
 
 
-def _describe_body(body: Any) -> str:
-    parts = []
-    for name, value in zip((f for f in body.__dataclass_fields__), to_plain(body)):
-        parts.append(f"{name}={value.hex()[:12] if isinstance(value, bytes) else value}")
-    return " ".join(parts)
+SHORT_ID = 8
+MAX_ITEMS = 6
+PRICE_FIELDS = {"price", "limit_price", "shortfall_price", "feed_in_price", "price_uc_per_kwh"}
+#: Byte fields that carry a signed message of their own, and how to read it.
+SIGNED_FIELDS: dict[str, Callable[[bytes], Any]] = {"reading": decode_meter_reading}
+
+
+def describe_body(body: Any) -> str:
+    """A decoded entry body as ``name=value`` pairs in units people read (see the module docstring)."""
+    return " ".join(f"{f.name}={describe_value(f.name, getattr(body, f.name))}" for f in dataclasses.fields(body))
+
+
+def describe_value(name: str, value: Any) -> str:
+    if dataclasses.is_dataclass(value):
+        return "{" + describe_body(value) + "}"
+    if isinstance(value, tuple):
+        items = [describe_value(name, item) for item in value[:MAX_ITEMS]]
+        more = [f"+{len(value) - MAX_ITEMS} more"] if len(value) > MAX_ITEMS else []
+        return "[" + ", ".join(items + more) + "]"
+    if isinstance(value, bytes):
+        return _describe_bytes(name, value)
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return str(value)
+    return _describe_int(name, value)
+
+
+def _describe_bytes(name: str, value: bytes) -> str:
+    decode = SIGNED_FIELDS.get(name)
+    if decode is not None:
+        try:
+            return "{" + describe_body(decode(value).body) + ", signed}"
+        except (P2PGridError, ValueError):
+            pass    # not what it should be: show its size, as any other bytes
+    if len(value) in (16, 32):        # ids and public keys
+        return value.hex()[:SHORT_ID]
+    return f"<{len(value)} bytes>"
+
+
+def _describe_int(name: str, value: int) -> str:
+    if name in PRICE_FIELDS:
+        return f"{format_credits(value)} cr/kWh"
+    if name == "amount" or name.endswith("_uc"):
+        return f"{format_credits(value)} cr"
+    if name.endswith("_wh"):
+        return f"{value:,d} Wh"
+    if name.endswith("_w"):
+        return f"{value:,d} W"
+    if name.endswith("_bps"):
+        return f"{value} bps"
+    try:
+        if name.endswith("_ms") and value > 0:
+            return dt.datetime.fromtimestamp(value / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if (name == "slot" or name.endswith("_slot")) and value > 0:
+            return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (ValueError, OverflowError, OSError):
+        pass    # beyond the calendar: the number itself
+    return str(value)

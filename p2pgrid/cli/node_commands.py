@@ -3,17 +3,25 @@
 Each takes the parsed ``argparse.Namespace`` and returns an exit code; each raises a
 ``P2PGridError`` (one line, printed by ``main``) for anything the user or environment got wrong.
 
+``init`` writes a config listening on 127.0.0.1 at a port free at init time (``--port``), with RPC
+on, and prints the account, the peer id and the full listen address others bootstrap to.
+``status`` renders the running node's dashboard from its status file (``--dev`` adds the developer
+counters; ``--full`` prints every id and address whole; ``--json`` the status file itself).
+
 How ``order place`` reaches the running node: through its local JSON-RPC API, like every command
 that talks to a running node (``common.open_client``; ``[rpc] enabled = true``, which ``init``
 writes): ``order_place`` asks the node to sign the order with its key and gossip it in its next
 batch. The order is the one the node's own strategies would make: a sell without ``--source`` is
 ``mixed``, a buy ``none``, and it expires ``[agent] order_ttl_s`` after now. The command fails with
-one line if the node is not running, serves no RPC, refuses the order or does not answer in time.
+one line if the node is not running, serves no RPC, refuses the order or does not answer in time;
+otherwise it says where the order went (``order_outcome_lines``: peers connected, and that nobody
+can take it on a node without a ledger).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -27,6 +35,7 @@ from p2pgrid.config import ROLES, NodeConfig, load_config
 from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import ConfigError, KeystoreError, RpcError
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
+from p2pgrid.node.api import peer_id_base58
 from p2pgrid.node.status import read_status
 from p2pgrid.rpc.client import calls
 from p2pgrid.rpc.errors import RpcCallError
@@ -34,8 +43,9 @@ from p2pgrid.wire import ZONE_PATTERN, Side, Source
 
 
 
-def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None) -> str:
-    """The config file ``init`` writes next to the keystore (data_dir "." = the file's directory)."""
+def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None, port: int = 0) -> str:
+    """The config file ``init`` writes next to the keystore (data_dir "." = the file's directory):
+    listening on 127.0.0.1 at ``port``, RPC on (it serves 127.0.0.1 only)."""
     lines = [
         "# Written by `p2pgrid init`. Every key is explained in node-configs/*.toml;",
         "# unknown keys are refused at start-up.",
@@ -52,11 +62,12 @@ def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path
         f"id = {json.dumps(zone)}",
         "",
         "[network]",
-        'listen = ["/ip4/127.0.0.1/tcp/0"]   # 127.0.0.1 only unless you mean to expose the node',
+        f'listen = ["/ip4/127.0.0.1/tcp/{port}"]   # 127.0.0.1 only unless you mean to expose the node',
         "bootstrap = []",
         "",
         "[rpc]",
         "enabled = true             # how `p2pgrid order place`, `book`, `trade`, … reach the running node",
+        "port = 0                   # JSON-RPC listens on 127.0.0.1 only; 0 = a free port (see rpc.json)",
         "",
     ]
     return "\n".join(lines)
@@ -82,13 +93,28 @@ def do_init(args: argparse.Namespace) -> int:
     key = NodeKey.generate()
     save_keystore(keystore, key, passphrase)
     name = args.name or data_dir.name or "node"
+    port = args.port if args.port else free_loopback_port()
     config_path.write_text(render_init_config(name=_safe_name(name), role=args.role, zone=args.zone,
-                                              passphrase_file=passphrase_file))
+                                              passphrase_file=passphrase_file, port=port))
     load_config(config_path)   # what we wrote must load
+    peer_id = peer_id_base58(key.public_key)
     print(f"account {key.account}")
+    print(f"peer id {peer_id}")
+    print(f"listen /ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}")
     print(f"keystore {keystore} ({'sealed with passphrase' if passphrase else 'unsealed'}, mode 0600)")
-    print(f"config {config_path}")
+    print(f"config {config_path} (RPC on 127.0.0.1)")
+    print("the listen address is what other nodes put in [network] bootstrap to reach this one")
     return 0
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now: written into the config so the node's address (and the
+    bootstrap line others copy) stays the same across restarts."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _safe_name(name: str) -> str:
@@ -110,36 +136,53 @@ def do_run(args: argparse.Namespace) -> int:
     config.node.data_dir.mkdir(parents=True, exist_ok=True)
     log_file = config.node.data_dir / "node.log" if dashboard else None
     configure_logging(config.node.log_level, log_file=log_file)
-    also = [_live_dashboard] if dashboard else []
+    also = [functools.partial(_live_dashboard, developer=args.dev)] if dashboard else []
     trio.run(lambda: run_libp2p_node(config, key, clock, also=also))
     return 0
 
 
-async def _live_dashboard(node) -> None:  # type: ignore[no-untyped-def]
+async def _live_dashboard(node, *, developer: bool = False) -> None:  # type: ignore[no-untyped-def]
     import trio
     from rich.live import Live
 
     from p2pgrid.cli.dashboard import render_node_dashboard
     from p2pgrid.node.api import dashboard_readings
 
-    def view():  # type: ignore[no-untyped-def]
-        return render_node_dashboard(node.status(), *dashboard_readings(node))
+    console = Console()
 
-    with Live(view(), auto_refresh=False, console=Console()) as live:
+    def view():  # type: ignore[no-untyped-def]
+        return render_node_dashboard(node.status(), *dashboard_readings(node), developer=developer,
+                                     rows=dashboard_rows(console.height))
+
+    with Live(view(), auto_refresh=False, console=console) as live:
         while True:
             live.update(view(), refresh=True)
             await trio.sleep(0.5)
 
 
+def dashboard_rows(height: int) -> int:
+    """Own orders and trades shown each on a terminal ``height`` lines high: what is left after the
+    rest of the dashboard (about 22 lines), shared by the two, 1 to 8 each."""
+    return min(8, max(1, (height - 22) // 2))
+
+
 def do_status(args: argparse.Namespace) -> int:
-    """Show the running node's status, or its identity and config when it is not running."""
+    """Show the running node's dashboard (``--full``: every id and address whole, one per line;
+    ``--json``: the status file), or its identity and config when it is not running."""
     from p2pgrid.cli.dashboard import render_config_summary, render_node_dashboard
 
     config = config_from_args(args)
     console = Console()
     status = read_status(config.node.data_dir)
     if status is not None and status.state == "running" and pid_alive(status.pid):
-        console.print(render_node_dashboard(status))
+        if args.json:
+            print(status.to_json())
+        elif args.full:
+            for line in full_identity_lines(status):
+                print(line)
+        else:
+            rows = dashboard_rows(console.height) if console.is_terminal else 8
+            console.print(render_node_dashboard(status, developer=args.dev, rows=rows))
         return 0
     account = None
     if args.passphrase_file or config.node.passphrase_file or _keystore_is_plain(config):
@@ -147,6 +190,16 @@ def do_status(args: argparse.Namespace) -> int:
     console.print(render_config_summary(config.node.name, config.node.role, config.zone.id,
                                         str(config.node.data_dir), account))
     return 0
+
+
+def full_identity_lines(status) -> list[str]:  # type: ignore[no-untyped-def]
+    """``status --full``: "key value" lines, nothing abbreviated (for copying into configs)."""
+    lines = [f"name {status.name}", f"role {status.role}", f"zone {status.zone}", f"account {status.account}",
+             f"peer_id {status.peer_id}"]
+    lines += [f"listen {addr}" for addr in status.listen_addrs]
+    lines += [f"ledger_height {status.ledger_height}", f"peers {status.peers}"]
+    lines += [f"notice {notice}" for notice in status.notices]
+    return lines
 
 
 def _keystore_is_plain(config: NodeConfig) -> bool:
@@ -160,9 +213,10 @@ def _keystore_is_plain(config: NodeConfig) -> bool:
 
 
 def do_order_place(args: argparse.Namespace) -> int:
-    """Ask the running node, over its local RPC, to sign and gossip an order; print its id."""
+    """Ask the running node, over its local RPC, to sign and gossip an order; print its id and
+    where it went (how many peers it was gossiped to; whether anyone can take it)."""
     config = config_from_args(args)
-    running_status(config)
+    status = running_status(config)
     side = Side(args.side)
     source = Source(args.source) if args.source else Source.NONE if side is Side.BUY else Source.MIXED
     with open_client(config.node.data_dir, timeout_s=args.timeout) as client:
@@ -174,8 +228,24 @@ def do_order_place(args: argparse.Namespace) -> int:
                                                   expiry_ms=info.now_ms + config.agent.order_ttl_s * 1000))
         except RpcCallError as exc:
             raise RpcError(f"node refused the order: {exc.message}") from None
+        peers = len(client.call(calls.peers_list()))
     print(f"order {order.order_id.hex()} {args.side} {args.qty} Wh at {args.price} µc/kWh for slot {slot}")
+    for line in order_outcome_lines(peers=peers, ledger=status.ledger, zone=info.zone):
+        print(line)
     return 0
+
+
+def order_outcome_lines(*, peers: int, ledger: bool, zone: str) -> list[str]:
+    """What became of a placed order, said plainly: signed and queued for the node's next gossip
+    batch, to how many peers, and whether anyone can take it."""
+    lines = [f"signed and queued for the next gossip batch of zone {zone} ({peers} peers connected)"]
+    if peers == 0:
+        lines.append("no peer is connected: nobody sees this order until one connects "
+                     "(check [network] bootstrap; `p2pgrid status`)")
+    if not ledger:
+        lines.append("this node runs no ledger ([zone] has no validators or gateway_account): peers see the "
+                     "order in their books, but nobody can take it and nothing settles")
+    return lines
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -188,15 +258,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init.add_argument("--name", help="node name (default: the data dir's name)")
     init.add_argument("--passphrase-file", help="seal the keystore with the first line of this file")
     init.add_argument("--force", action="store_true", help="replace an existing keystore and config")
+    init.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a port free now)")
     init.set_defaults(func=do_init)
 
     run = subparsers.add_parser("run", help="run a node (live dashboard on a terminal)")
     add_config_args(run, config_required=True)
     run.add_argument("--no-dashboard", action="store_true", help="log to stderr instead of a dashboard")
+    run.add_argument("--dev", action="store_true", help="show developer counters (gossip, rejects) on the dashboard")
     run.set_defaults(func=do_run)
 
     status = subparsers.add_parser("status", help="show a node's status or identity")
     add_config_args(status)
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--full", action="store_true", help="ids and listen addresses whole, one per line")
+    shown.add_argument("--json", action="store_true", help="the node's status file as JSON")
+    shown.add_argument("--dev", action="store_true", help="add the developer counters (gossip, rejects)")
     status.set_defaults(func=do_status)
 
     order = subparsers.add_parser("order", help="orders of the running node")

@@ -161,6 +161,7 @@ class DeviceService:
         self.period_s = period_s
         self.persist = persist
         self.last: dict[str, Sample] = {}
+        self.last_good: dict[str, Reading] = {}            # per device: its last GOOD reading (dashboards)
         self.slots: dict[int, SlotTelemetry] = {}
         self.closed_until_ms: int | None = None
         self._accumulators: dict[int, _SlotAccumulator] = {}
@@ -260,6 +261,7 @@ class DeviceService:
         reading = sample.reading
         if reading is None or sample.quality is not Quality.GOOD:
             return
+        self.last_good[sample.device] = reading
         # A power reading describes the moments just before it (a simulated site reports its last
         # step, a real device an average over its last interval): it counts for that instant's slot.
         slot = self._rules.slot_of(reading.t_ms - 1)

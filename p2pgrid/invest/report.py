@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,32 @@ def read_run(out_dir: Path, account: str, season: str = "spring", node: str | No
     return RunLedger(season, out_dir, node, key, rules, tuple(entries),
                      int(community["profile_start_ms"]), int(community["end_ms"]), community,
                      _optional_json(out_dir / "run.json"), _optional_json(out_dir / "nodes" / own_node / "energy.json"))
+
+
+def read_node_ledger(data_dir: Path, choose_account: Callable[[set[bytes]], bytes],
+                     season: str = "spring") -> RunLedger:
+    """A real node's ledger copy (``<data_dir>/ledger.sqlite``) as a run: the time covered is from
+    its first to its last certified entry (at least a minute); ``choose_account`` picks the account
+    among those with a chain in that ledger. There is no community file: the terms the simnet
+    notes describe (participants, profiles) are absent from the report's method lines."""
+    import trio
+
+    data_dir = Path(data_dir)
+    path = data_dir / "ledger.sqlite"
+    if not path.exists():
+        raise RunUnreadable(f"{path}: no ledger database (is {data_dir} a node's data dir?)")
+    register_entry_kinds()
+    rules, entries = trio.run(_read_entries, path)
+    if not entries:
+        raise RunUnreadable(f"{path}: no certified entries yet")
+    key = choose_account({signed.body.account for signed in entries})
+    times = [signed.body.time_ms for signed in entries]
+    start, end = min(times), max(max(times), min(times) + MIN_COVERED_MS)
+    return RunLedger(season, data_dir, data_dir.name, key, rules, tuple(entries), start, end,
+                     {"zone": rules.zone}, {"transport": "libp2p (a real node)"})
+
+
+MIN_COVERED_MS = 60_000
 
 
 def _optional_json(path: Path) -> dict[str, Any]:

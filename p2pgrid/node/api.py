@@ -381,6 +381,15 @@ class LiveNodeApi:
         """Ids of the trades this node knows, in the order it learnt them."""
         return list(self._trades)
 
+    def recent_trades(self, limit: int) -> list[TradeView]:
+        """This node's last ``limit`` known trades, newest first (for the status file)."""
+        found = []
+        for trade in reversed(self._trades.values()):
+            found.append(trade)
+            if len(found) >= limit:
+                break
+        return sorted(found, key=lambda t: t.at_ms, reverse=True)
+
     async def list_trades(self, since_ms: int, limit: int) -> list[TradeView]:
         found = sorted((t for t in self._trades.values() if t.at_ms >= since_ms), key=lambda t: t.at_ms)
         return found[:limit]

@@ -50,7 +50,7 @@ from p2pgrid.identity import NodeKey
 from p2pgrid.net.orders import OrderDelivery, OrderGossip
 from p2pgrid.net.transport import Transport
 from p2pgrid.node.registry import compose_services
-from p2pgrid.node.status import NodeStats, NodeStatus, write_status
+from p2pgrid.node.status import NodeStats, NodeStatus, people_fields, write_status
 from p2pgrid.testing.faults import gate_transport
 from p2pgrid.wire import Order, Side, Signed, Source, sign
 
@@ -153,7 +153,7 @@ class Node:
             orders_published=stats.orders_published,
             batches_received=gossip.delivered_batches if gossip else 0, market_now_ms=self.clock.now_ms(),
             updated_wall_ms=time.time_ns() // 1_000_000,
-            **self._ledger_status(),
+            **self._ledger_status(), **people_fields(self),
         )
 
     def _ledger_status(self) -> dict[str, Any]:

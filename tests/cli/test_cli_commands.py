@@ -9,6 +9,7 @@ import pytest
 from p2pgrid.cli.main import main
 from p2pgrid.config import load_config
 from p2pgrid.identity import load_keystore
+from p2pgrid.node.api import peer_id_base58
 
 
 def run_cli(capsys, *argv):
@@ -34,6 +35,12 @@ def test_init_writes_a_0600_keystore_and_a_config_that_loads(tmp_path, capsys):
     assert config.node.role == "consumer" and config.zone.id == "north"
     assert config.node.data_dir == (tmp_path / "home").resolve()
     assert load_keystore(keystore).account in out
+    # RPC on (loopback only), and the address neighbours bootstrap to, whole: peer id and port.
+    assert config.rpc.enabled
+    peer_id = peer_id_base58(load_keystore(keystore).public_key)
+    (listen,) = config.network.listen
+    assert listen.startswith("/ip4/127.0.0.1/tcp/") and not listen.endswith("/tcp/0")
+    assert f"peer id {peer_id}\n" in out and f"listen {listen}/p2p/{peer_id}\n" in out
 
 
 def test_init_with_passphrase_seals_the_keystore_and_status_shows_the_account(tmp_path, capsys):
@@ -181,3 +188,16 @@ def test_ledger_commands_are_registered_next_to_the_node_commands(capsys):
     for command in ("init", "run", "status", "order"):
         assert command in text
     assert ("ledger" in text) == (importlib.util.find_spec("p2pgrid.cli.ledger") is not None)
+
+
+def test_meter_show_prints_the_meter_key_before_the_node_ever_ran(tmp_path, capsys):
+    assert run_cli(capsys, "init", "--data-dir", tmp_path / "home")[0] == 0
+    code, out, err = run_cli(capsys, "meter", "show", "--data-dir", tmp_path / "home")
+    assert code == 0, err
+    meter = load_keystore(tmp_path / "home" / "meter.key")
+    account = load_keystore(tmp_path / "home" / "node.key").account
+    assert f"meter key {meter.account}\n" in out and "(created now, mode 0600)" in out
+    assert stat.S_IMODE((tmp_path / "home" / "meter.key").stat().st_mode) == 0o600
+    assert f'[[gateway.meters]]\naccount = "{account}"\nmeter_key = "{meter.account}"\n' in out
+    code, again, _ = run_cli(capsys, "meter", "show", "--data-dir", tmp_path / "home")
+    assert code == 0 and f"meter key {meter.account}\n" in again and "created now" not in again

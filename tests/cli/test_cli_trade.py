@@ -35,6 +35,24 @@ async def test_book_trade_and_trades_through_the_running_node(tmp_path, capsys):
         code, out = await trio.to_thread.run_sync(run_cli, ["trades", "--data-dir", data_dir], capsys)
         assert code == 0 and "500" in out.out and "yes" in out.out
 
+        # What the dashboard shows comes from the node's status: the trade as bought, the best ask
+        # of the slot, and on the maker's side its open order with what was filled of it.
+        mine = me.status()
+        (trade,) = mine.recent_trades
+        assert (trade.side, trade.qty_wh, trade.price, trade.value_uc) == ("bought", 500, 200_000, 100_000)
+        assert trade.counterparty == maker.key.account and mine.ledger and mine.peer_id
+        best = {line.slot: line for line in mine.best_prices}[slot]
+        assert (best.ask, best.ask_wh, best.bid) == (200_000, 300, None)
+        (own,) = maker.status().own_orders
+        assert (own.side, own.qty_wh, own.filled_wh, own.price) == ("sell", 800, 500, 200_000)
+        with trio.fail_after(10):
+            while not getattr(read_status(me.config.node.data_dir), "recent_trades", ()):
+                await trio.sleep(0.05)           # and the status file carries them to `p2pgrid status`
+        (me.config.node.data_dir / "config.toml").write_text('[node]\ndata_dir = "."\n')
+        code, out = await trio.to_thread.run_sync(run_cli, ["status", "--data-dir", data_dir], capsys)
+        assert code == 0, out.err
+        assert "bought 500 Wh at 0.2000 cr/kWh, paid 0.100000 cr" in out.out
+
         code, out = await trio.to_thread.run_sync(
             run_cli, ["trade", "buy", "500", "--limit", "100000", "--data-dir", data_dir, "--slot", str(slot)], capsys)
         assert code == 1 and out.err.count("\n") == 1 and "nothing to trade" in out.err
@@ -53,9 +71,13 @@ async def test_order_place_signs_and_gossips_through_the_running_nodes_rpc(tmp_p
 
         code, out = await trio.to_thread.run_sync(run_cli, [*place, "--source", "pv", "--green"], capsys)
         assert code == 0, out.err
-        order_id = bytes.fromhex(out.out.split()[1])
-        slot = int(out.out.split()[-1])
-        assert out.out == f"order {order_id.hex()} sell 700 Wh at 90000 µc/kWh for slot {slot}\n"
+        first, *where = out.out.splitlines()
+        order_id = bytes.fromhex(first.split()[1])
+        slot = int(first.split()[-1])
+        assert first == f"order {order_id.hex()} sell 700 Wh at 90000 µc/kWh for slot {slot}"
+        # Where it went, said plainly: this node has a ledger and peers, so nothing more to warn of.
+        assert len(where) == 1 and where[0].startswith("signed and queued for the next gossip batch of zone")
+        assert "peers connected" in where[0] and " 0 peers" not in where[0]
         order = me.trading.own_orders[order_id].body
         assert (order.slot, order.qty_wh, order.limit_price, order.green, order.source) == (slot, 700, 90_000, True,
                                                                                            Source.PV)

@@ -92,3 +92,22 @@ def test_a_statement_for_a_later_period_opens_with_the_earlier_balance(run_dir, 
                  "--start", str(middle_s)]) == 0
     out = capsys.readouterr().out
     assert "opening balance" in out and "ledger balance" in out and " ok " in out and "MISMATCH" not in out
+
+
+def test_a_nodes_data_dir_alone_gives_the_same_reconciled_report(run_dir, tmp_path):
+    """``--data-dir``: only the node's own ledger.sqlite, no community.json (as on a real node)."""
+    people = {p["name"]: p["account"] for p in json.loads((run_dir / "community.json").read_text())["participants"]}
+    node_dir = tmp_path / "station-home"
+    node_dir.mkdir()
+    (node_dir / "ledger.sqlite").write_bytes((run_dir / "nodes" / "station-0" / "ledger.sqlite").read_bytes())
+    account = people["station-0"][:12]
+    assert main(["invest", "report", "--account", account, "--data-dir", str(node_dir)]) == 0
+    data = json.loads((node_dir / "invest" / "figures.json").read_text())
+    (run,) = data["runs"]
+    simnet = read_run(run_dir, "station-0")
+    whole = statement(account_flows(simnet.entries, simnet.rules, simnet.account))
+    assert run["reconciled"] and run["closing_uc"] == whole.closing_uc == run["ledger_balance_uc"]
+    assert run["streams_uc"] == dict(whole.streams)
+    assert main(["invest", "statement", "--account", account, "--data-dir", str(node_dir)]) == 0
+    assert main(["invest", "report", "--account", "ffff", "--data-dir", str(node_dir)]) == 1
+    assert main(["invest", "report", "--account", account, "--data-dir", str(tmp_path / "none")]) == 1

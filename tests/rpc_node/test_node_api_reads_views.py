@@ -250,8 +250,9 @@ def test_the_dashboard_shows_soc_powers_and_the_last_settlement_when_given():
     settled = SlotSettlement(SLOT, b"\x01" * 32, -600, -500, 100, -120_000, 30_000, True)
     text = rendered(render_node_dashboard(node_status(), telemetry, settled))
     assert all(len(line) <= 80 for line in text.splitlines())
-    assert "SoC 4.7/10.0 kWh (46 %)" in text and "battery -338 W" in text and "grid -262 W" in text
-    assert "stale: pv" in text
-    assert "contracted -600 Wh" in text and "trades -0.120000" in text and "imbalance 0.030000" in text
+    assert "SoC 4.7/10.0 kWh (46 %)" in text and "battery 338 W discharging" in text
+    assert "grid 262 W exporting" in text and "stale: pv" in text
+    assert "contracted sold 600 Wh" in text and "metered exported 500 Wh" in text
+    assert "trades received 0.120000 cr" in text and "imbalance paid 0.030000 cr" in text
     plain = rendered(render_node_dashboard(node_status()))
     assert "SoC" not in plain and "settled" not in plain
