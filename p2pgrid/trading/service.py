@@ -346,7 +346,7 @@ class TradingService:
                     zone=order.zone, slot=order.slot, qty_wh=qty_wh, price=price, sent_ms=self.clock(),
                     taker_zone=self.config.zone, ledger=self.ledger.rules.zone)
         value = trade_value(qty_wh, price)
-        deadline = self.real_clock() + self.config.take_timeout_s
+        deadline = trio.current_time() + self.config.take_timeout_s
         with trio.move_on_after(self.config.take_timeout_s) as scope:
             if side is Side.BUY:
                 await self._buy(take, order, value, deadline)
@@ -374,7 +374,7 @@ class TradingService:
 
     async def _buy(self, take: Take, order: Order, value: int, deadline: float) -> None:
         """A buy take, maker first: reserve (nothing locked yet), certify our lock, confirm."""
-        reserve_by = min(deadline, self.real_clock() + self.config.reserve_timeout_s)
+        reserve_by = min(deadline, trio.current_time() + self.config.reserve_timeout_s)
         answer = await self._ask(order.owner, take.take_id, sign(take, self.key), reserve_by)
         self._raise_if_refused(answer)
         if answer.status is not AnswerStatus.RESERVED or answer.qty_wh != take.qty_wh:
@@ -399,11 +399,11 @@ class TradingService:
 
     async def _ask(self, maker: bytes, take_id: bytes, request: Signed[Take] | Signed[TakeConfirm],
                    deadline: float) -> TakeAnswer:
-        """One round trip to ``maker``, answered by ``deadline`` (``real_clock`` seconds). No
+        """One round trip to ``maker``, answered by ``deadline`` (trio's clock, seconds). No
         answer — unreachable, no handler, silent, or an answer that is not the maker's signed
         answer to this take — is a silence (``standing``): the router skips the maker a while."""
         problem = ""
-        asked_at = self.real_clock()
+        asked_at = trio.current_time()
         with trio.move_on_at(deadline) as scope:
             try:
                 reply = await self._requests.request(maker, request.encoded)
