@@ -22,6 +22,8 @@ import trio
 
 from p2pgrid.net.transport import FramedStream, NetError, Transport
 
+CLOSE_TIMEOUT_S = 2.0      # a cancelled request's stream is closed within this, shielded from the cancel
+
 Answer = Callable[[bytes, bytes], Awaitable[bytes]]
 """``answer(frame, peer) -> reply frame`` for one request."""
 
@@ -56,7 +58,7 @@ class RequestStreams:
                     # Cancelled (the caller's timeout) between the request and its answer: that
                     # answer could still arrive and be read as the next request's. The stream is spent.
                     self._forget(peer, stream)
-                    with trio.CancelScope(shield=True):
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT_S):
                         await stream.aclose()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

@@ -351,7 +351,11 @@ class TradingService:
             if side is Side.BUY:
                 await self._buy(take, order, value, deadline)
             else:
-                answer = await self._ask(order.owner, take.take_id, sign(take, self.key), deadline)
+                try:
+                    answer = await self._ask(order.owner, take.take_id, sign(take, self.key), deadline)
+                except TakeFailed:
+                    self._to_decline[take.take_id] = DECLINE_WAIT_TICKS     # it may have locked before falling silent
+                    raise
                 self._raise_if_refused(answer)
                 if answer.status is not AnswerStatus.LOCKED:
                     raise TakeFailed(f"maker answered {answer.status.value} to a sell take")
@@ -403,12 +407,19 @@ class TradingService:
         answer — unreachable, no handler, silent, or an answer that is not the maker's signed
         answer to this take — is a silence (``standing``): the router skips the maker a while."""
         problem = ""
+        skipped_for: float | None = None        # the back-off, once this silence is noted
         asked_at = trio.current_time()
         with trio.move_on_at(deadline) as scope:
             try:
                 reply = await self._requests.request(maker, request.encoded)
             except NetError as exc:
                 problem = f"unreachable: {exc}"
+            except trio.Cancelled:
+                if trio.current_time() >= deadline:
+                    # Our deadline passed: noted here, since the take's own timeout (the same instant)
+                    # may be the scope that catches this.
+                    skipped_for = self._silent(maker)
+                raise
         if scope.cancelled_caught:
             problem = f"did not answer within {deadline - asked_at:.1f} s"
         answer = None
@@ -420,10 +431,15 @@ class TradingService:
         if answer is not None and (answer.take_id != take_id or answer.maker != maker):
             problem = "sent an answer that does not match the take"
         if answer is None or problem:
-            backoff = self.standing.on_silence(maker, self.real_clock())
-            self.stats.maker_silences += 1
-            raise TakeFailed(f"maker {maker.hex()[:8]} {problem} (skipped for {backoff:.0f} s)")
+            if skipped_for is None:
+                skipped_for = self._silent(maker)
+            raise TakeFailed(f"maker {maker.hex()[:8]} {problem} (skipped for {skipped_for:.0f} s)")
         return answer
+
+    def _silent(self, maker: bytes) -> float:
+        """Note that ``maker`` did not answer; returns how long its orders are skipped (s)."""
+        self.stats.maker_silences += 1
+        return self.standing.on_silence(maker, self.real_clock())
 
     # --- making -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from p2pgrid.identity import NodeKey
+from p2pgrid.ledger.chain import LockStatus
 from p2pgrid.net.testing import wait_until
 from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer
 from p2pgrid.trading.service import TakeFailed, TakeRefused
@@ -32,7 +33,12 @@ def open_slot(node: TradingNode) -> int:
 
 
 def locks_of(node: TradingNode, buyer: TradingNode) -> list:
+    """The locks ``buyer`` holds, as ``node``'s replica has them."""
     return [r for r in node.ledger.state.locks.values() if r.buyer == buyer.account]
+
+
+def open_locks_of(buyer: TradingNode) -> list:
+    return [r for r in locks_of(buyer, buyer) if r.status is LockStatus.OPEN]
 
 
 class Unresponsive:
@@ -78,7 +84,8 @@ async def test_a_maker_that_does_not_answer_costs_the_buyer_nothing_and_is_skipp
         assert trio.current_time() - started < REPLY_TIMEOUT_S + 10
         assert not [r for r in locks_of(buyer, buyer) if r.lock.seller == maker.account]   # never locked for it
         assert buyer.ledger.balance() == CREDITS - trade_value(500, DEAR)
-        assert buyer.ledger.state.locked_total() == 0
+        with trio.fail_after(30):           # the honest maker's fill reaches the buyer's replica
+            await wait_until(lambda: open_locks_of(buyer) == [])
         assert buyer.trading.maker_scores()[maker.account] == pytest.approx(-1.0, abs=0.01)
         assert buyer.trading.stats.maker_silences == 1
 
@@ -91,7 +98,7 @@ async def test_a_maker_that_does_not_answer_costs_the_buyer_nothing_and_is_skipp
         with pytest.raises(TakeFailed, match="skipped"):
             await buyer.trading.take(Side.BUY, cheap.order_id, 100)
         assert unresponsive.frames == asked
-        assert buyer.ledger.state.locked_total() == 0
+        assert not [r for r in locks_of(buyer, buyer) if r.lock.seller == maker.account]
 
 
 async def test_an_unreachable_maker_that_was_never_on_the_network_costs_nothing(tmp_path):
@@ -107,7 +114,7 @@ async def test_an_unreachable_maker_that_was_never_on_the_network_costs_nothing(
         buyer.trading.books.on_order(offer, now)
         report = await buyer.trading.execute(Side.BUY, 500, slot)
         assert report.filled_wh == 0 and "unreachable" in report.problems[0], report
-        assert buyer.ledger.balance() == CREDITS and buyer.ledger.state.locked_total() == 0
+        assert buyer.ledger.balance() == CREDITS and locks_of(buyer, buyer) == []
         assert buyer.trading.standing.is_backing_off(stranger.public_key, trio.current_time())
         assert buyer.trading.quote(Side.BUY, 500, slot).legs == ()
 
@@ -135,10 +142,29 @@ async def test_a_buyer_that_reserves_and_never_locks_blocks_the_order_only_until
             assert (refused.reason, refused.available_wh) == (RefuseReason.INSUFFICIENT_REMAINING.value, 200)
         else:
             assert trio.current_time() - held_at >= 1.0, "the take got the whole order while 800 Wh were held"
-        assert buyer.ledger.state.locked_total() == 0
+        assert locks_of(buyer, buyer) == []
         with trio.fail_after(30):
             await wait_until(lambda: maker.trading.desk.reserved(offer.order_id, trio.current_time()) == 0)
         assert trio.current_time() - held_at >= 1.0
         execution = await buyer.trading.take(Side.BUY, offer.order_id, 1000)
         assert execution.qty_wh == 1000
-        assert maker.trading.desk.lapsed == 1 and squatter.ledger.state.locked_total() == 0
+        assert maker.trading.desk.lapsed == 1 and locks_of(maker, squatter) == locks_of(squatter, squatter) == []
+
+
+async def test_a_bidder_that_does_not_answer_a_sell_take_is_skipped_too(tmp_path):
+    async with open_trading_cluster("memory", 5, tmp_path) as nodes:
+        await fund(nodes, CREDITS)
+        bidder, seller = nodes[4], nodes[1]
+        seller.trading.config = dataclasses.replace(seller.trading.config, take_timeout_s=REPLY_TIMEOUT_S)
+        slot = open_slot(seller)
+        bid = bidder.trading.place_order(Side.BUY, 1000, DEAR, slot).body
+        with trio.fail_after(30):
+            await wait_until(lambda: seller.trading.books.remaining(bid.order_id) == 1000)
+        unresponsive = Unresponsive("silent")
+        bidder.transport.set_stream_handler(TAKE_PROTOCOL, unresponsive.serve, max_frame_bytes=MAX_TAKE_BYTES)
+        with trio.fail_after(30):
+            report = await seller.trading.execute(Side.SELL, 500, slot)
+        assert report.filled_wh == 0 and unresponsive.frames == 1
+        assert seller.trading.standing.silences(bidder.account) == 1
+        assert seller.trading.quote(Side.SELL, 500, slot).legs == ()
+        assert not seller.ledger.state.locks and not bidder.ledger.state.locks
