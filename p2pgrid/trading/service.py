@@ -194,7 +194,7 @@ class TradingService:
         self.books = LocalBooks(config.zone, config.slot_rules, self.locality.neighbours)
         self.desk = MakerDesk()
         self.standing = MakerStanding(config.backoff)          # makers that did not answer our takes
-        self.real_clock: Callable[[], float] = trio.current_time   # seconds: holds, timeouts, back-off
+        self.real_clock: Callable[[], float] = trio.current_time   # seconds: holds and back-off
         self.stats = TradingStats()
         self.journal = journal
         self.pool_client: PoolClient | None = None      # set when this node trades with AMM pools
