@@ -96,6 +96,7 @@ class MakerDesk:
     _by_order: dict[bytes, int] = field(default_factory=dict)
     _held: dict[bytes, float] = field(default_factory=dict)       # take id → until_s (holds only)
     lapsed: int = 0                                                # holds that lapsed unclaimed, in all
+    _lapsed_takes: list[Take] = field(default_factory=list)         # lapsed since ``drain_lapsed``
 
     def reserved(self, order_id: bytes, now_s: float) -> int:
         self.expire(now_s)
@@ -143,8 +144,18 @@ class MakerDesk:
         """Drop the holds that lapsed at ``now_s``; returns their take ids."""
         lapsed = [take_id for take_id, until in self._held.items() if until <= now_s]
         for take_id in lapsed:
+            take = self._by_take[take_id].take
+            if take is not None:
+                self._lapsed_takes.append(take)
             self.finish(take_id)
         self.lapsed += len(lapsed)
+        return lapsed
+
+    def drain_lapsed(self, now_s: float) -> list[Take]:
+        """The takes whose holds lapsed unclaimed since the last call (their takers reserved and
+        never confirmed), oldest first."""
+        self.expire(now_s)
+        lapsed, self._lapsed_takes = self._lapsed_takes, []
         return lapsed
 
     def _add(self, take_id: bytes, reservation: _Reservation) -> None:

@@ -68,6 +68,7 @@ class RefuseReason(str, enum.Enum):
     WRONG_LEDGER = "wrong_ledger"          # taker and maker are certified by different committees
     DUPLICATE = "duplicate"                # this take id is already reserved or being filled
     NOT_RESERVED = "not_reserved"          # a confirm for no live reservation of this taker (never made, or lapsed)
+    LAPSED_HOLDS = "lapsed_holds"          # this taker let reservations lapse lately: it is refused for a while
 
 
 @message("p2pgrid/take", 2, max_bytes=MAX_TAKE_BYTES, signer_field="taker")

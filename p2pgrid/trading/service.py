@@ -19,7 +19,9 @@
   ``refused`` for a trade that got certified (``_certify``); if the ledger certified it on its own
   meanwhile, the answer's ``certificate`` is empty. ``decide_take`` and ``MakerDesk`` make sure
   certified + held + being certified never exceeds an order, even when several takers race; a
-  buyer that reserves and never confirms blocks the quantity until its hold lapses.
+  buyer that reserves and never confirms blocks the quantity until its hold lapses, and is then
+  refused (``lapsed_holds``) for a back-off (``squatters``, the same rule as for silent makers),
+  so squatting on an order by reserving again and again does not pay.
 * **Taker.** ``execute(side, qty, slot, limit)`` quotes with the router over the local book, runs
   every leg's take concurrently, and re-routes what was refused, a bounded number of rounds. A buy
   take is reserve (``reserve_timeout_s``) → lock → confirm; a sell take is one round trip. A round
@@ -83,7 +85,7 @@ from p2pgrid.trading.own_orders import OwnOrderJournal
 from p2pgrid.trading.messages import (
     LOCK_RELEASED, MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer, TakeConfirm,
 )
-from p2pgrid.trading.standing import BackoffRule, MakerStanding
+from p2pgrid.trading.standing import BackoffRule, PeerStanding
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Cancel, Order, Side, Signed, Source, decode_signed, encode, sign
 
@@ -193,7 +195,8 @@ class TradingService:
         self.clock = clock
         self.books = LocalBooks(config.zone, config.slot_rules, self.locality.neighbours)
         self.desk = MakerDesk()
-        self.standing = MakerStanding(config.backoff)          # makers that did not answer our takes
+        self.standing = PeerStanding(config.backoff)          # makers that did not answer our takes
+        self.squatters = PeerStanding(config.backoff)         # takers that let our holds lapse
         self.real_clock: Callable[[], float] = trio.current_time   # seconds: holds and back-off
         self.stats = TradingStats()
         self.journal = journal
@@ -469,6 +472,10 @@ class TradingService:
         except ZoneNotTraded as exc:
             return self._refusal(take.take_id, RefuseReason.ZONE_NOT_TRADED, str(exc))
         now_s = self.real_clock()
+        self._note_lapsed_holds(now_s)
+        if self.squatters.is_backing_off(take.taker, now_s):
+            return self._refusal(take.take_id, RefuseReason.LAPSED_HOLDS,
+                                 "reservations of this taker lapsed unconfirmed lately; try later")
         signed_order = self.own_orders.get(take.order_id)
         order = signed_order.body if signed_order else None
         verdict = decide_take(take, order, self._committed(take.order_id, order),
@@ -498,6 +505,13 @@ class TradingService:
         finally:
             self.desk.finish(take.take_id)
         return self._traded(take, order, AnswerStatus.LOCKED, certificate)
+
+    def _note_lapsed_holds(self, now_s: float) -> None:
+        """A taker that reserves and never confirms blocks the quantity for ``hold_s`` each time
+        at no cost to itself: each lapse is a silence of that taker, which is refused
+        (``lapsed_holds``) for the same exponential, bounded back-off a silent maker gets."""
+        for take in self.desk.drain_lapsed(now_s):
+            self.squatters.on_silence(take.taker, now_s)
 
     def _committed(self, order_id: bytes, order: Order | None) -> int:
         """What this maker's certified chain consumed of its order: fills of an offer, locks of a bid."""
@@ -835,8 +849,9 @@ class TradingService:
             now = self.clock()
             self.books.tick(now)
             now_s = self.real_clock()
-            self.desk.expire(now_s)
+            self._note_lapsed_holds(now_s)
             self.standing.forget_recovered(now_s)
+            self.squatters.forget_recovered(now_s)
             closed = [order_id for order_id, signed in self.own_orders.items()
                       if now >= min(signed.body.expiry_ms, self.config.slot_rules.gate_closure_ms(signed.body.slot))]
             for order_id in closed:

@@ -1,4 +1,9 @@
-"""How makers answered this node's takes: back-off and a local reputation score (pure).
+"""Back-off and a local reputation score of peers that waste this node's time (pure).
+
+Used twice by the trading service: for **makers** that do not answer this node's takes (the
+router skips them), and for **takers** that let this node's reservations lapse (their takes are
+refused, ``lapsed_holds``). Both are described here for makers; a taker's lapsed hold is its
+silence.
 
 A maker that does not answer a round trip of a take (unreachable, no handler for the take
 protocol, a stream that never replies within the taker's timeout, an answer that does not decode or
@@ -52,8 +57,8 @@ class _Record:
 
 
 @dataclass
-class MakerStanding:
-    """Per maker: decaying penalty and back-off deadline (module docstring)."""
+class PeerStanding:
+    """Per peer: decaying penalty and back-off deadline (module docstring)."""
 
     rule: BackoffRule = field(default_factory=BackoffRule)
     _records: dict[bytes, _Record] = field(default_factory=dict)

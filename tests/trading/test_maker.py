@@ -91,7 +91,7 @@ def test_a_hold_counts_until_it_lapses_and_a_lapsed_hold_cannot_be_claimed():
                       Refuse)
     assert desk.reserved(ORDER.order_id, 110.0) == 0            # lapsed: the buyer never locked
     assert desk.claim(t.take_id, TAKER.public_key, 110.0) is None
-    assert desk.lapsed == 1
+    assert desk.lapsed == 1 and desk.drain_lapsed(110.0) == [t] and desk.drain_lapsed(110.0) == []
     assert decide_take(take(qty_wh=1000), ORDER, 0, desk.reserved(ORDER.order_id, 110.0), RULES, NOW) == Accept(1000)
 
 

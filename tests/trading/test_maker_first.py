@@ -129,10 +129,15 @@ async def test_a_buyer_that_reserves_and_never_locks_blocks_the_order_only_until
         with trio.fail_after(30):
             await wait_until(lambda: buyer.trading.books.remaining(offer.order_id) == 1000)
         stream = await squatter.transport.open_stream(maker.account, TAKE_PROTOCOL, max_frame_bytes=MAX_TAKE_BYTES)
-        await stream.send_frame(sign(Take(take_id=os.urandom(16), taker=squatter.account, maker=maker.account,
-                                          order_id=offer.order_id, side=Side.BUY, zone=ZONE, slot=slot, qty_wh=800,
-                                          price=CHEAP, sent_ms=maker.trading.clock()), squatter.key).encoded)
-        answer = decode_signed(await stream.receive_frame(), TakeAnswer).body
+
+        async def squat() -> TakeAnswer:
+            await stream.send_frame(sign(Take(take_id=os.urandom(16), taker=squatter.account, maker=maker.account,
+                                              order_id=offer.order_id, side=Side.BUY, zone=ZONE, slot=slot,
+                                              qty_wh=800, price=CHEAP, sent_ms=maker.trading.clock()),
+                                         squatter.key).encoded)
+            return decode_signed(await stream.receive_frame(), TakeAnswer).body
+
+        answer = await squat()
         assert (answer.status, answer.hold_ms) == (AnswerStatus.RESERVED, 1000)
         held_at = trio.current_time()
 
@@ -146,6 +151,9 @@ async def test_a_buyer_that_reserves_and_never_locks_blocks_the_order_only_until
         with trio.fail_after(30):
             await wait_until(lambda: maker.trading.desk.reserved(offer.order_id, trio.current_time()) == 0)
         assert trio.current_time() - held_at >= 1.0
+        # The squatter cannot simply reserve again: a taker whose hold lapsed is refused a while.
+        again = await squat()
+        assert again.status is AnswerStatus.REFUSED and again.reason.startswith(RefuseReason.LAPSED_HOLDS.value)
         execution = await buyer.trading.take(Side.BUY, offer.order_id, 1000)
         assert execution.qty_wh == 1000
         assert maker.trading.desk.lapsed == 1 and locks_of(maker, squatter) == locks_of(squatter, squatter) == []

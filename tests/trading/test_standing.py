@@ -2,14 +2,14 @@
 
 import pytest
 
-from p2pgrid.trading.standing import BackoffRule, MakerStanding
+from p2pgrid.trading.standing import BackoffRule, PeerStanding
 
 SILENT, OTHER = b"s" * 32, b"o" * 32
 RULE = BackoffRule(base_s=5.0, cap_s=300.0, half_life_s=600.0)
 
 
 def test_the_back_off_doubles_with_each_silence_in_quick_succession_up_to_the_cap():
-    standing = MakerStanding(RULE)
+    standing = PeerStanding(RULE)
     backoffs = [standing.on_silence(SILENT, 0.0) for _ in range(9)]
     assert backoffs == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0]
     assert standing.is_backing_off(SILENT, 299.9) and not standing.is_backing_off(SILENT, 300.0)
@@ -18,7 +18,7 @@ def test_the_back_off_doubles_with_each_silence_in_quick_succession_up_to_the_ca
 
 
 def test_each_silence_lowers_the_score_and_only_time_heals_it():
-    standing = MakerStanding(RULE)
+    standing = PeerStanding(RULE)
     assert standing.score(SILENT, 0.0) == 0.0
     standing.on_silence(SILENT, 0.0)
     standing.on_silence(SILENT, 0.0)
@@ -29,7 +29,7 @@ def test_each_silence_lowers_the_score_and_only_time_heals_it():
 
 
 def test_a_silence_long_after_the_last_one_backs_off_briefly_again():
-    standing = MakerStanding(RULE)
+    standing = PeerStanding(RULE)
     for _ in range(4):
         standing.on_silence(SILENT, 0.0)
     later = 6_000.0                                            # ten half-lives: the penalty is ~0.004
@@ -37,7 +37,7 @@ def test_a_silence_long_after_the_last_one_backs_off_briefly_again():
 
 
 def test_a_maker_whose_record_has_faded_is_forgotten():
-    standing = MakerStanding(RULE)
+    standing = PeerStanding(RULE)
     standing.on_silence(SILENT, 0.0)
     standing.forget_recovered(10.0)
     assert standing.score(SILENT, 10.0) < 0                     # still remembered
