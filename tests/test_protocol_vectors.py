@@ -202,7 +202,7 @@ def test_vectors_and_protocol_page_cover_every_kind_protocol_and_reason():
     entry_kinds = set(GEN.protocol_entry_kinds())
     assert {m["kind"] for m in VECTORS["messages"]} | {"p2pgrid/entry"} == kinds
     assert {e["body_kind"] for e in VECTORS["ledger"]["entries"]} == entry_kinds
-    assert {s["protocol"] for s in VECTORS["streams"]} == {"/p2pgrid/take/1", "/p2pgrid/swap/1", "/p2pgrid/vote/1",
+    assert {s["protocol"] for s in VECTORS["streams"]} == {"/p2pgrid/take/2", "/p2pgrid/swap/1", "/p2pgrid/vote/1",
                                                            "/p2pgrid/sync/1"}
     page = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
     named = kinds | entry_kinds | set(FRAME_TAGS) | {s["protocol"] for s in VECTORS["streams"]}

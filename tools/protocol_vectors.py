@@ -58,7 +58,9 @@ from p2pgrid.net.validation import OrderBatchValidator, OrderRules, ReplayCache,
 from p2pgrid.settlement.rules import ImbalancePrices  # noqa: E402
 from p2pgrid.settlement.entries import MeterEntryBody, SettlementLedgerRules, compute_settlement  # noqa: E402
 from p2pgrid.trading.maker import Accept, decide_take  # noqa: E402
-from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, Take, TakeAnswer  # noqa: E402
+from p2pgrid.trading.messages import (  # noqa: E402
+    MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, Take, TakeAnswer, TakeConfirm,
+)
 from p2pgrid.pools.entries import (  # noqa: E402
     PoolOpen, PoolUpdate, SwapDecline, compute_pool_id, plan_swap, with_request,
 )
@@ -301,11 +303,18 @@ def build() -> dict[str, Any]:
                  signed_vector("order-bid", bid, "bob bids for 2 kWh at 0.30 credits/kWh, expiring in 10 min"),
                  signed_vector("cancel", cancel, "bob withdraws what is left of his bid")]
 
-    # The take: bob buys 1000 Wh of alice's offer. He certifies his lock first, then asks.
+    # The take: bob buys 1000 Wh of alice's offer. Alice reserves first; then bob certifies his
+    # lock and confirms; alice fills it.
     take = sign(Take(take_id=ident("take-1"), taker=bob, maker=alice, order_id=ident("offer-1"), side=Side.BUY,
                      zone=ZONE, slot=SLOT, qty_wh=1000, price=250_000, sent_ms=NOW + 1500, taker_zone=ZONE,
                      ledger=ZONE), KEYS["bob"])
-    messages.append(signed_vector("take", take, "bob takes 1000 Wh of alice's offer at its price"))
+    messages.append(signed_vector("take", take, "bob asks alice to reserve 1000 Wh of her offer at its price"))
+    reserved = sign(TakeAnswer(take_id=ident("take-1"), maker=alice, status=AnswerStatus.RESERVED, qty_wh=1000,
+                               available_wh=0, reason="", certificate=b"", hold_ms=10_000), KEYS["alice"])
+    confirm = sign(TakeConfirm(take_id=ident("take-1"), taker=bob, maker=alice, order_id=ident("offer-1"),
+                               sent_ms=NOW + 2500), KEYS["bob"])
+    messages += [signed_vector("take-answer-reserved", reserved, "alice holds 1000 Wh for bob for 10 s"),
+                 signed_vector("take-confirm", confirm, "bob's lock take-1 is certified: alice, fill it")]
     take_decisions = [take_decision("accepted", take.body, offer.body, 0, 0, NOW + 1500),
                       take_decision("too-much-left-after-a-fill", take.body, offer.body, 1000, 0, NOW + 1500),
                       take_decision("after-gate-closure", take.body, offer.body, 0, 0, SLOT_RULES.gate_closure_ms(SLOT)),
@@ -488,7 +497,7 @@ def build() -> dict[str, Any]:
                    "final_state_root_hex": state_root(ledger.state).hex()},
         "ledger_invalid": invalid,
         "ledger_gossip": ledger_gossip_cases(fill_batch, swap_batch),
-        "streams": streams(take, filled, query, state_answer, signed_request, swapped, ledger, fill_batch,
+        "streams": streams(take, reserved, confirm, filled, query, state_answer, signed_request, swapped, ledger, fill_batch,
                            refusal_reply[:2]),
     }
 
@@ -664,8 +673,8 @@ def ledger_gossip_cases(fill_batch: CertifiedEntries, swap_batch: CertifiedEntri
     return out
 
 
-def streams(take: Signed[Any], filled: Signed[Any], query: Signed[Any], state_answer: Signed[Any],
-            request: Signed[Any], swapped: Signed[Any], ledger: Ledger, fill_batch: CertifiedEntries,
+def streams(take: Signed[Any], reserved: Signed[Any], confirm: Signed[Any], filled: Signed[Any], query: Signed[Any],
+            state_answer: Signed[Any], request: Signed[Any], swapped: Signed[Any], ledger: Ledger, fill_batch: CertifiedEntries,
             refused: tuple[VoteRequest, VoteReply]) -> list[dict[str, Any]]:
     """Request and answer frames of each stream protocol, as payloads and as framed stream bytes."""
     decision = decide_vote(LedgerState(), {}, ledger.certified["funding"].entries, RULES, NOW)
@@ -674,7 +683,8 @@ def streams(take: Signed[Any], filled: Signed[Any], query: Signed[Any], state_an
     leaves = tuple(entry_hash(s) for s in verified(sync_batch))
     sync_reply = SyncReply(1, (CertifiedEntries(sync_batch.certificate, leaves, sync_batch.entries[:1]),), False)
     exchanges = [
-        (TAKE_PROTOCOL, MAX_TAKE_BYTES, "take", take.encoded, filled.encoded),
+        (TAKE_PROTOCOL, MAX_TAKE_BYTES, "take", take.encoded, reserved.encoded),
+        (TAKE_PROTOCOL, MAX_TAKE_BYTES, "take-confirm", confirm.encoded, filled.encoded),
         (SWAP_PROTOCOL, MAX_SWAP_BYTES, "pool-query", query.encoded, state_answer.encoded),
         (SWAP_PROTOCOL, MAX_SWAP_BYTES, "swap", request.encoded, swapped.encoded),
         (VOTE_PROTOCOL, MAX_FRAME_BYTES, "vote-request", encode_frame(VoteRequest(1, ledger.certified["funding"].entries)),

@@ -2,7 +2,8 @@
 
 * ``local_books`` — the books a node keeps of its zones' open slots, fed by gossip (pure)
 * ``maker``       — what a maker answers to a take (pure)
-* ``messages``    — the take protocol ``/p2pgrid/take/1`` (pure)
+* ``messages``    — the take protocol ``/p2pgrid/take/2`` (pure)
+* ``standing``    — back-off and score of makers that do not answer takes (pure)
 * ``own_orders``  — the node's own open orders, journalled on disk
 * ``service``     — ``TradingService``: books, maker, takes and routed executions, under trio
 * ``node_service`` — the node's trading service (``node.trading``)

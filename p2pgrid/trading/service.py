@@ -5,23 +5,38 @@
   gate closure, and, when the ledger has grown, brings the remainder of each order whose certified
   consumption changed in line with the ledger (fills are learned from the replicated ledger, so
   every node converges; an order arriving after its trades is brought in line on arrival).
-* **Maker.** Serves ``/p2pgrid/take/1`` on persistent streams. For a take on one of its offers it
-  finds the taker's certified lock (pulling the taker's chain if gossip has not brought it yet),
-  certifies a fill consuming it and answers ``filled``; for a take on one of its bids it certifies
-  a lock for the taker and answers ``locked``. A fill or lock that missed a quorum but may have
-  votes is retried as the *same* entry, so a take is never answered ``refused`` for a trade that
-  got certified (``_certify``); if the ledger certified it on its own meanwhile, the answer's
-  ``certificate`` is empty. ``maker.decide_take`` and ``MakerDesk`` make sure
-  certified + in-flight never exceeds an order, even when several takers race.
+* **Maker.** Serves ``/p2pgrid/take/2`` on persistent streams; the maker acts first, so a taker
+  locks nothing before the maker has answered. A take on one of its offers is checked
+  (``maker.decide_take``) and *held* in the ``MakerDesk`` for ``hold_s`` of real time: the answer is
+  ``reserved``, and nothing is certified. The buyer then certifies its lock and sends a
+  ``TakeConfirm``; the maker claims the hold, finds the buyer's certified lock (pulling the buyer's
+  chain if gossip has not brought it yet), certifies a fill consuming it and answers ``filled``. A
+  confirm it refuses (hold lapsed, order gone, bad lock, fill not certified) has its lock
+  **declined before the answer is sent** (``_refuse_and_decline``, as a pool host does), so the
+  buyer's credits come back at once. A take on one of its bids: it certifies a lock for the taker
+  and answers ``locked`` (one round trip; the maker is the buyer there). A fill or lock that
+  missed a quorum but may have votes is retried as the *same* entry, so a take is never answered
+  ``refused`` for a trade that got certified (``_certify``); if the ledger certified it on its own
+  meanwhile, the answer's ``certificate`` is empty. ``decide_take`` and ``MakerDesk`` make sure
+  certified + held + being certified never exceeds an order, even when several takers race; a
+  buyer that reserves and never confirms blocks the quantity until its hold lapses, and is then
+  refused (``lapsed_holds``) for a back-off (``squatters``, the same rule as for silent makers),
+  so squatting on an order by reserving again and again does not pay.
 * **Taker.** ``execute(side, qty, slot, limit)`` quotes with the router over the local book, runs
-  every leg's take concurrently, and re-routes what was refused, a bounded number of rounds.
+  every leg's take concurrently, and re-routes what was refused, a bounded number of rounds. A buy
+  take is reserve (``reserve_timeout_s``) → lock → confirm; a sell take is one round trip. A round
+  trip the maker does not answer validly in time is a *silence* (``trading.standing``): nothing
+  was locked for it (a silence at the confirm leaves the lock to the deadline rules below), the
+  maker's score drops, and ``quote`` skips its orders for an exponential, bounded back-off (real
+  seconds, not market time); ``take`` refuses a backed-off maker without asking it.
 * **One writer per lock.** A lock's fate is decided by its seller's chain: a fill must be dated
   before the deadline, a ``decline`` hands it back at any time, and the buyer's ``release`` is
   valid only once the seller's certified chain is dated at or past the deadline
-  (``chain.seller_passed_deadline``). So a maker that refuses a take it was sent a lock for, or a
-  seller-taker whose fill did not happen, **declines** the lock (queued, written by the
-  housekeeping tick), and every lock naming this node as seller still open at its deadline is
-  declined too: the buyer's credits come back at once, and this chain is dated past the deadline.
+  (``chain.seller_passed_deadline``). So a maker that refuses a confirmed take **declines** its
+  lock before answering, a seller-taker whose fill did not happen declines the maker's lock
+  (queued, written by the housekeeping tick, as is a maker's decline that failed), and every lock
+  naming this node as seller still open at its deadline is declined too: the buyer's credits
+  come back at once, and this chain is dated past the deadline.
 * **Housekeeping.** Locks this node holds that nobody consumed are released once the seller's
   chain (in this node's certified state) has passed their deadline — usually the seller has
   declined them first — so credits of a failed take come back (from an index of this node's own
@@ -38,7 +53,8 @@
   remembers them for every trade this node took part in.
 
 Time: ``clock()`` returns Unix ms (market time). Real waiting (stream answers, certification) is
-bounded by trio timeouts in seconds.
+bounded by trio timeouts in seconds; holds and back-off are in seconds of ``real_clock`` (trio's
+clock), because market time may run faster than the real time a take needs (simnet).
 """
 
 from __future__ import annotations
@@ -67,8 +83,9 @@ from p2pgrid.trading.local_books import BookChange, LocalBooks
 from p2pgrid.trading.maker import Accept, MakerDesk, decide_take
 from p2pgrid.trading.own_orders import OwnOrderJournal
 from p2pgrid.trading.messages import (
-    MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer,
+    LOCK_RELEASED, MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer, TakeConfirm,
 )
+from p2pgrid.trading.standing import BackoffRule, PeerStanding
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Cancel, Order, Side, Signed, Source, decode_signed, encode, sign
 
@@ -77,6 +94,8 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], int]
 BOOK_CHANGES_BUFFER = 4096
+# Refusals after which the same order may be taken again at once, for what the maker says is left.
+RE_ROUTABLE = frozenset({RefuseReason.INSUFFICIENT_REMAINING.value, RefuseReason.NOT_RESERVED.value})
 DECLINE_WAIT_TICKS = 20                  # housekeeping ticks a refused take's lock is looked for
 TRADE_ZONES_KEPT_MS = 24 * 3600 * 1000   # after a slot's metering deadline: it has settled by then
 
@@ -100,10 +119,13 @@ class TradingConfig:
     slot_rules: SlotRules
     lock_ttl_ms: int = 60_000          # market time a taker's lock waits for the maker's fill
     take_timeout_s: float = 20.0       # real time a take may take end to end
+    reserve_timeout_s: float = 5.0     # real time a buy take's first round trip (the reservation) may take
+    hold_s: float = 10.0               # real time a maker holds a reservation for the buyer's lock and confirm
     lock_wait_s: float = 5.0           # real time a maker waits to see the taker's lock
     tick_s: float = 0.5                # real time between housekeeping ticks
     reroute_rounds: int = 3
     grid_fees: Mapping[str, int] = field(default_factory=dict)   # neighbour zone → µc/kWh (locality)
+    backoff: BackoffRule = field(default_factory=BackoffRule)    # skipping makers that do not answer
 
     @property
     def locality(self) -> Locality:
@@ -145,6 +167,8 @@ class ExecutionReport:
 @dataclass
 class TradingStats:
     takes_served: int = 0
+    takes_reserved: int = 0          # buy takes answered ``reserved``
+    maker_silences: int = 0          # round trips to makers that went unanswered (``standing``)
     takes_refused: dict[str, int] = field(default_factory=dict)
     executions: int = 0
     releases: int = 0
@@ -171,6 +195,9 @@ class TradingService:
         self.clock = clock
         self.books = LocalBooks(config.zone, config.slot_rules, self.locality.neighbours)
         self.desk = MakerDesk()
+        self.standing = PeerStanding(config.backoff)          # makers that did not answer our takes
+        self.squatters = PeerStanding(config.backoff)         # takers that let our holds lapse
+        self.real_clock: Callable[[], float] = trio.current_time   # seconds: holds and back-off
         self.stats = TradingStats()
         self.journal = journal
         self.pool_client: PoolClient | None = None      # set when this node trades with AMM pools
@@ -235,7 +262,19 @@ class TradingService:
         now = self.clock()
         pools = self.pool_client.pools(slot, now) if self.pool_client is not None else []
         books = self.books.resting_by_zone(slot, side, self.me, now)
+        skipped = self.standing.backing_off(self.real_clock())
+        if skipped:      # makers that did not answer lately: their orders are not routed to
+            books = {zone: [r for r in resting if self._owner_of(r.order_id) not in skipped]
+                     for zone, resting in books.items()}
         return route_zones(side, qty_wh, books, pools, now, self.locality, limit_price)
+
+    def _owner_of(self, order_id: bytes) -> bytes | None:
+        signed = self.books.signed_order(order_id)
+        return None if signed is None else signed.body.owner
+
+    def maker_scores(self) -> dict[bytes, float]:
+        """This node's score of each maker that did not answer a take lately (``standing``)."""
+        return self.standing.scores(self.real_clock())
 
     def neighbour_depths(self, slot: int, max_levels: int | None = None) -> dict[str, Depth]:
         """Each neighbour zone's depth for ``slot`` at fee-inclusive prices (for ``book_get``)."""
@@ -284,7 +323,7 @@ class TradingService:
             executions.append(await self.take(side, leg.order_id, leg.qty_wh))
         except TakeRefused as exc:
             problems.append(f"{leg.order_id.hex()[:8]}: {exc}")
-            if exc.reason != RefuseReason.INSUFFICIENT_REMAINING.value or exc.available_wh == 0:
+            if exc.reason not in RE_ROUTABLE or exc.available_wh == 0:
                 avoid.add(leg.order_id)
             self._reduce_to(leg.order_id, exc.available_wh)
         except (TakeFailed, LedgerError) as exc:
@@ -304,21 +343,23 @@ class TradingService:
         price = taker_price(side, order.limit_price, fee)
         if price < 0:
             raise TakeRefused(RefuseReason.PRICE_MISMATCH.value, f"bid {order.limit_price} is below the grid fee {fee}")
+        if self.standing.is_backing_off(order.owner, self.real_clock()):
+            raise TakeFailed(f"maker {order.owner.hex()[:8]} is skipped for a while: it did not answer lately")
         take = Take(take_id=os.urandom(16), taker=self.me, maker=order.owner, order_id=order_id, side=side,
                     zone=order.zone, slot=order.slot, qty_wh=qty_wh, price=price, sent_ms=self.clock(),
                     taker_zone=self.config.zone, ledger=self.ledger.rules.zone)
         value = trade_value(qty_wh, price)
+        deadline = trio.current_time() + self.config.take_timeout_s
         with trio.move_on_after(self.config.take_timeout_s) as scope:
             if side is Side.BUY:
-                await self._certify(self.ledger.next_entry("lock", Lock(
-                    take_id=take.take_id, seller=order.owner, order_id=order_id, order_owner=order.owner,
-                    order_size_wh=order.qty_wh, qty_wh=qty_wh, price=order.limit_price, amount=value,
-                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green,
-                    seller_zone=order.zone, buyer_zone=self.config.zone)))
-            answer = await self._ask(order.owner, take)
-            if answer.status is AnswerStatus.REFUSED:
-                raise TakeRefused(answer.reason.split(":")[0], answer.reason, answer.available_wh)
-            if side is Side.SELL:
+                await self._buy(take, order, value, deadline)
+            else:
+                try:
+                    answer = await self._ask(order.owner, take.take_id, sign(take, self.key), deadline)
+                except TakeFailed:
+                    self._to_decline[take.take_id] = DECLINE_WAIT_TICKS     # it may have locked before falling silent
+                    raise
+                self._raise_if_refused(answer)
                 if answer.status is not AnswerStatus.LOCKED:
                     raise TakeFailed(f"maker answered {answer.status.value} to a sell take")
                 await self._wait_for_lock(take.take_id, order.owner)
@@ -328,8 +369,6 @@ class TradingService:
                 except LedgerError:
                     self._to_decline[take.take_id] = DECLINE_WAIT_TICKS     # hand the maker's lock back at once
                     raise
-            elif answer.status is not AnswerStatus.FILLED:
-                raise TakeFailed(f"maker answered {answer.status.value} to a buy take")
         if scope.cancelled_caught:
             if side is Side.SELL:
                 self._to_decline[take.take_id] = DECLINE_WAIT_TICKS         # a lock the maker made for us, if any
@@ -340,18 +379,70 @@ class TradingService:
         return Execution(take.take_id, order_id, order.owner, side, qty_wh, price, value,
                          zone=order.zone, grid_fee=fee)
 
-    async def _ask(self, maker: bytes, take: Take) -> TakeAnswer:
-        try:
-            reply = await self._requests.request(maker, sign(take, self.key).encoded)
-        except NetError as exc:
-            raise TakeFailed(f"maker {maker.hex()[:8]} unreachable: {exc}") from exc
-        try:
-            answer = decode_signed(reply, TakeAnswer).body
-        except WireError as exc:
-            raise TakeFailed(f"maker {maker.hex()[:8]} sent a bad answer: {exc}") from exc
-        if answer.take_id != take.take_id or answer.maker != maker:
-            raise TakeFailed("answer does not match the take")
+    async def _buy(self, take: Take, order: Order, value: int, deadline: float) -> None:
+        """A buy take, maker first: reserve (nothing locked yet), certify our lock, confirm."""
+        reserve_by = min(deadline, trio.current_time() + self.config.reserve_timeout_s)
+        answer = await self._ask(order.owner, take.take_id, sign(take, self.key), reserve_by)
+        self._raise_if_refused(answer)
+        if answer.status is not AnswerStatus.RESERVED or answer.qty_wh != take.qty_wh:
+            raise TakeFailed(f"maker answered {answer.status.value} ({answer.qty_wh} Wh) to a buy take")
+        # Only now are credits locked. If this fails the maker's hold simply lapses.
+        await self._certify(self.ledger.next_entry("lock", Lock(
+            take_id=take.take_id, seller=order.owner, order_id=order.order_id, order_owner=order.owner,
+            order_size_wh=order.qty_wh, qty_wh=take.qty_wh, price=order.limit_price, amount=value,
+            deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green,
+            seller_zone=order.zone, buyer_zone=self.config.zone)))
+        confirm = TakeConfirm(take_id=take.take_id, taker=self.me, maker=order.owner, order_id=order.order_id,
+                              sent_ms=self.clock())
+        answer = await self._ask(order.owner, take.take_id, sign(confirm, self.key), deadline)
+        self._raise_if_refused(answer)     # a maker that refuses now declines our lock (``LOCK_RELEASED``)
+        if answer.status is not AnswerStatus.FILLED:
+            raise TakeFailed(f"maker answered {answer.status.value} to a take confirm")
+
+    @staticmethod
+    def _raise_if_refused(answer: TakeAnswer) -> None:
+        if answer.status is AnswerStatus.REFUSED:
+            raise TakeRefused(answer.reason.split(":")[0], answer.reason, answer.available_wh)
+
+    async def _ask(self, maker: bytes, take_id: bytes, request: Signed[Take] | Signed[TakeConfirm],
+                   deadline: float) -> TakeAnswer:
+        """One round trip to ``maker``, answered by ``deadline`` (trio's clock, seconds). No
+        answer — unreachable, no handler, silent, or an answer that is not the maker's signed
+        answer to this take — is a silence (``standing``): the router skips the maker a while."""
+        problem = ""
+        skipped_for: float | None = None        # the back-off, once this silence is noted
+        asked_at = trio.current_time()
+        with trio.move_on_at(deadline) as scope:
+            try:
+                reply = await self._requests.request(maker, request.encoded)
+            except NetError as exc:
+                problem = f"unreachable: {exc}"
+            except trio.Cancelled:
+                if trio.current_time() >= deadline:
+                    # Our deadline passed: noted here, since the take's own timeout (the same instant)
+                    # may be the scope that catches this.
+                    skipped_for = self._silent(maker)
+                raise
+        if scope.cancelled_caught:
+            problem = f"did not answer within {deadline - asked_at:.1f} s"
+        answer = None
+        if not problem:
+            try:
+                answer = decode_signed(reply, TakeAnswer).body
+            except WireError as exc:
+                problem = f"sent a bad answer: {exc}"
+        if answer is not None and (answer.take_id != take_id or answer.maker != maker):
+            problem = "sent an answer that does not match the take"
+        if answer is None or problem:
+            if skipped_for is None:
+                skipped_for = self._silent(maker)
+            raise TakeFailed(f"maker {maker.hex()[:8]} {problem} (skipped for {skipped_for:.0f} s)")
         return answer
+
+    def _silent(self, maker: bytes) -> float:
+        """Note that ``maker`` did not answer; returns how long its orders are skipped (s)."""
+        self.stats.maker_silences += 1
+        return self.standing.on_silence(maker, self.real_clock())
 
     # --- making -------------------------------------------------------------------------------
 
@@ -360,9 +451,14 @@ class TradingService:
 
     async def _answer(self, data: bytes, peer: bytes) -> TakeAnswer:
         try:
-            take = decode_signed(data, Take).body
+            signed: Signed[object] = decode_signed(data)
         except WireError as exc:
             return self._refusal(os.urandom(16), RefuseReason.MALFORMED, str(exc))
+        if isinstance(signed.body, TakeConfirm):
+            return await self._answer_confirm(signed.body, peer)
+        if not isinstance(signed.body, Take):
+            return self._refusal(os.urandom(16), RefuseReason.MALFORMED, "neither a take nor a take confirm")
+        take = signed.body
         if take.maker != self.me:
             return self._refusal(take.take_id, RefuseReason.NOT_OWNER, "this node is not the maker")
         if take.taker != peer:
@@ -375,58 +471,142 @@ class TradingService:
             grid_fee = self.locality.fee(taker_zone)
         except ZoneNotTraded as exc:
             return self._refusal(take.take_id, RefuseReason.ZONE_NOT_TRADED, str(exc))
+        now_s = self.real_clock()
+        self._note_lapsed_holds(now_s)
+        if self.squatters.is_backing_off(take.taker, now_s):
+            return self._refusal(take.take_id, RefuseReason.LAPSED_HOLDS,
+                                 "reservations of this taker lapsed unconfirmed lately; try later")
         signed_order = self.own_orders.get(take.order_id)
         order = signed_order.body if signed_order else None
-        progress = self.ledger.state.orders.get((self.me, take.order_id))
-        committed = 0 if progress is None else (progress.filled_wh if order is None or order.side is Side.SELL
-                                                else progress.locked_wh)
-        verdict = decide_take(take, order, committed, self.desk.reserved(take.order_id),
-                              self.config.slot_rules, self.clock(), grid_fee)
+        verdict = decide_take(take, order, self._committed(take.order_id, order),
+                              self.desk.reserved(take.order_id, now_s), self.config.slot_rules, self.clock(), grid_fee)
         if not isinstance(verdict, Accept) or order is None:
-            if take.side is Side.BUY:
-                self._to_decline[take.take_id] = DECLINE_WAIT_TICKS         # the taker locked before asking
             return self._refusal(take.take_id, verdict.reason, verdict.detail, verdict.available_wh)
+        if self.desk.is_reserved(take.take_id, now_s) or take.take_id in self.ledger.state.locks:
+            return self._refusal(take.take_id, RefuseReason.DUPLICATE, "this take id is taken already")
+        if order.side is Side.SELL:
+            # Maker first: hold the quantity; the buyer locks only after this answer.
+            self.desk.hold(take, now_s + self.config.hold_s)
+            self.stats.takes_reserved += 1
+            return TakeAnswer(take_id=take.take_id, maker=self.me, status=AnswerStatus.RESERVED, qty_wh=take.qty_wh,
+                              available_wh=0, reason="", certificate=b"", hold_ms=int(self.config.hold_s * 1000))
+        # A bid: this maker (the buyer) locks its own credits for the taker.
         self.desk.reserve(take.take_id, take.order_id, take.qty_wh)
         self.stats.takes_served += 1
         try:
-            if order.side is Side.SELL:
-                await self._wait_for_lock(take.take_id, take.taker)
-                lock = self.ledger.state.locks.get(take.take_id)
-                if lock is None or lock.buyer != take.taker or lock.lock.seller != self.me \
-                        or lock.lock.order_id != take.order_id or lock.lock.qty_wh < take.qty_wh \
-                        or lock.lock.price != order.limit_price \
-                        or (lock.lock.seller_zone or order.zone) != order.zone \
-                        or (lock.lock.buyer_zone or order.zone) != taker_zone:
-                    self._to_decline[take.take_id] = DECLINE_WAIT_TICKS     # hand back a lock we will not fill
-                    return self._refusal(take.take_id, RefuseReason.BAD_LOCK, "no matching certified lock")
-                certificate = await self._certify(self.ledger.next_entry("fill", Fill(
-                    take_id=take.take_id, buyer=take.taker, order_id=take.order_id, qty_wh=take.qty_wh,
-                    price=order.limit_price)))
-                status = AnswerStatus.FILLED
-            else:
-                certificate = await self._certify(self.ledger.next_entry("lock", Lock(
-                    take_id=take.take_id, seller=take.taker, order_id=take.order_id, order_owner=self.me,
-                    order_size_wh=order.qty_wh, qty_wh=take.qty_wh, price=take.price,
-                    amount=trade_value(take.qty_wh, take.price),
-                    deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green,
-                    seller_zone=taker_zone, buyer_zone=order.zone)))
-                status = AnswerStatus.LOCKED
-        except (LedgerError, TakeFailed) as exc:
-            if order.side is Side.SELL:
-                self._to_decline[take.take_id] = DECLINE_WAIT_TICKS         # the fill did not happen: hand the lock back
+            certificate = await self._certify(self.ledger.next_entry("lock", Lock(
+                take_id=take.take_id, seller=take.taker, order_id=take.order_id, order_owner=self.me,
+                order_size_wh=order.qty_wh, qty_wh=take.qty_wh, price=take.price,
+                amount=trade_value(take.qty_wh, take.price),
+                deadline_ms=self._lock_deadline(order.slot), slot=order.slot, green=order.green,
+                seller_zone=taker_zone, buyer_zone=order.zone)))
+        except LedgerError as exc:
             return self._refusal(take.take_id, RefuseReason.NOT_CERTIFIED, str(exc)[:150])
         finally:
             self.desk.finish(take.take_id)
+        return self._traded(take, order, AnswerStatus.LOCKED, certificate)
+
+    def _note_lapsed_holds(self, now_s: float) -> None:
+        """A taker that reserves and never confirms blocks the quantity for ``hold_s`` each time
+        at no cost to itself: each lapse is a silence of that taker, which is refused
+        (``lapsed_holds``) for the same exponential, bounded back-off a silent maker gets."""
+        for take in self.desk.drain_lapsed(now_s):
+            self.squatters.on_silence(take.taker, now_s)
+
+    def _committed(self, order_id: bytes, order: Order | None) -> int:
+        """What this maker's certified chain consumed of its order: fills of an offer, locks of a bid."""
+        progress = self.ledger.state.orders.get((self.me, order_id))
+        if progress is None:
+            return 0
+        return progress.filled_wh if order is None or order.side is Side.SELL else progress.locked_wh
+
+    async def _answer_confirm(self, confirm: TakeConfirm, peer: bytes) -> TakeAnswer:
+        """The buyer of a held take locked its credits: fill the lock, or refuse and decline it."""
+        if confirm.maker != self.me:
+            return self._refusal(confirm.take_id, RefuseReason.NOT_OWNER, "this node is not the maker")
+        if confirm.taker != peer:
+            return self._refusal(confirm.take_id, RefuseReason.MALFORMED,
+                                 "confirm signed by another peer than the sender")
+        take = self.desk.claim(confirm.take_id, peer, self.real_clock())
+        signed_order = self.own_orders.get(confirm.order_id)
+        order = signed_order.body if signed_order else None
+        if take is None or take.order_id != confirm.order_id or order is None:
+            if take is not None:
+                self.desk.finish(take.take_id)
+            if order is None:
+                return await self._refuse_and_decline(confirm.take_id, peer, RefuseReason.UNKNOWN_ORDER,
+                                                      "the order was cancelled or has closed")
+            available = max(order.qty_wh - self._committed(order.order_id, order)
+                            - self.desk.reserved(order.order_id, self.real_clock()), 0)
+            return await self._refuse_and_decline(confirm.take_id, peer, RefuseReason.NOT_RESERVED,
+                                                  "no live reservation of this take (lapsed, or never made)",
+                                                  available)
+        self.stats.takes_served += 1
+        try:
+            await self._wait_for_lock(take.take_id, take.taker)
+            lock = self.ledger.state.locks.get(take.take_id)
+            taker_zone = take.taker_zone or take.zone
+            if lock is None:
+                return self._refusal(take.take_id, RefuseReason.BAD_LOCK, "no certified lock of this take")
+            if lock.buyer != take.taker or lock.lock.seller != self.me \
+                    or lock.lock.order_id != take.order_id or lock.lock.qty_wh < take.qty_wh \
+                    or lock.lock.price != order.limit_price \
+                    or (lock.lock.seller_zone or order.zone) != order.zone \
+                    or (lock.lock.buyer_zone or order.zone) != taker_zone:
+                return await self._refuse_and_decline(take.take_id, peer, RefuseReason.BAD_LOCK,
+                                                      "no matching certified lock")
+            try:
+                certificate = await self._certify(self.ledger.next_entry("fill", Fill(
+                    take_id=take.take_id, buyer=take.taker, order_id=take.order_id, qty_wh=take.qty_wh,
+                    price=order.limit_price)))
+            except LedgerError as exc:
+                return await self._refuse_and_decline(take.take_id, peer, RefuseReason.NOT_CERTIFIED, str(exc)[:150])
+        finally:
+            self.desk.finish(take.take_id)
+        return self._traded(take, order, AnswerStatus.FILLED, certificate)
+
+    def _traded(self, take: Take, order: Order, status: AnswerStatus, certificate: Certificate | None) -> TakeAnswer:
+        taker_zone = take.taker_zone or take.zone
         self._record_take(take.order_id, take.take_id, take.qty_wh)
         self._remember_zones(take.take_id, order.slot, (order.zone, taker_zone) if order.side is Side.SELL
                              else (taker_zone, order.zone))
         return TakeAnswer(take_id=take.take_id, maker=self.me, status=status, qty_wh=take.qty_wh,
                           available_wh=0, reason="", certificate=b"" if certificate is None else encode(certificate))
 
-    def _refusal(self, take_id: bytes, reason: RefuseReason, detail: str, available_wh: int = 0) -> TakeAnswer:
+    async def _refuse_and_decline(self, take_id: bytes, buyer: bytes, reason: RefuseReason, detail: str,
+                                  available_wh: int = 0) -> TakeAnswer:
+        """Refuse a confirmed take and hand its lock back at once (``decline``), as a pool host
+        does: the buyer's credits do not wait for the lock's deadline. The refusal says whether
+        the decline is certified (``LOCK_RELEASED``); if not, housekeeping tries again."""
+        released = await self._decline_now(take_id, buyer)
+        return self._refusal(take_id, reason, detail, available_wh, note=LOCK_RELEASED if released else "")
+
+    async def _decline_now(self, take_id: bytes, buyer: bytes) -> bool:
+        """Certify a decline of ``buyer``'s open lock ``take_id`` naming this node as seller; True
+        once certified. The buyer certified the lock before confirming, so it is in our state or
+        one pull of the buyer's chain away (waited for, bounded)."""
+        await self.ledger.wait_for_lock(take_id, buyer, self.config.lock_wait_s)
+        record = self.ledger.state.locks.get(take_id)
+        if record is None or record.status is not LockStatus.OPEN or record.lock.seller != self.me \
+                or record.buyer != buyer:
+            return False      # nothing of ours to hand back
+        entry = self.ledger.next_entry("decline", Decline(take_id=take_id))
+        try:
+            await self.ledger.submit(entry)
+        except LedgerError:
+            if not self.ledger.is_in_doubt(entry):        # (one in doubt the ledger offers again itself)
+                self._to_decline[take_id] = DECLINE_WAIT_TICKS
+            return False
+        self.stats.declines += 1
+        self._sold_open_locks.pop(take_id, None)
+        return True
+
+    def _refusal(self, take_id: bytes, reason: RefuseReason, detail: str, available_wh: int = 0,
+                 note: str = "") -> TakeAnswer:
         self.stats.takes_refused[reason.value] = self.stats.takes_refused.get(reason.value, 0) + 1
+        text = f"{reason.value}: {detail}"[:200 - len(note)] + note
         return TakeAnswer(take_id=take_id, maker=self.me, status=AnswerStatus.REFUSED, qty_wh=0,
-                          available_wh=available_wh, reason=f"{reason.value}: {detail}"[:200], certificate=b"")
+                          available_wh=available_wh, reason=text, certificate=b"")
 
     # --- ledger helpers -----------------------------------------------------------------------
 
@@ -559,7 +739,7 @@ class TradingService:
             if record.status is not LockStatus.OPEN or record.lock.seller != self.me:
                 self._sold_open_locks.pop(take_id, None)
                 continue      # consumed or returned, or not ours: nothing to hand back
-            if self.desk.is_reserved(take_id):
+            if self.desk.is_reserved(take_id, self.real_clock()):
                 continue      # a fill of it is being certified right now
             entry = self.ledger.next_entry("decline", Decline(take_id=take_id))
             try:
@@ -668,6 +848,10 @@ class TradingService:
             await trio.sleep(self.config.tick_s)
             now = self.clock()
             self.books.tick(now)
+            now_s = self.real_clock()
+            self._note_lapsed_holds(now_s)
+            self.standing.forget_recovered(now_s)
+            self.squatters.forget_recovered(now_s)
             closed = [order_id for order_id, signed in self.own_orders.items()
                       if now >= min(signed.body.expiry_ms, self.config.slot_rules.gate_closure_ms(signed.body.slot))]
             for order_id in closed:

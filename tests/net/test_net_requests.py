@@ -49,3 +49,22 @@ async def test_an_unreachable_peer_is_a_net_error():
         a.disconnect(b.local_peer)
         with pytest.raises(NetError):
             await RequestStreams(a, PROTOCOL, 1024).request(b.local_peer, b"x")
+
+
+async def test_a_request_cancelled_before_its_answer_never_hands_that_answer_to_the_next_request():
+    async with open_cluster("memory", 2) as (a, b):
+        slow_first = trio.Event()
+
+        async def answer_late_once(data: bytes, peer: bytes) -> bytes:
+            if data == b"first":
+                await slow_first.wait()          # answered only after the client gave up on it
+            return b"re:" + data
+
+        b.set_stream_handler(PROTOCOL, StreamServer(answer_late_once).serve)
+        client = RequestStreams(a, PROTOCOL, 1024)
+        with trio.move_on_after(0.2) as scope:
+            await client.request(b.local_peer, b"first")
+        assert scope.cancelled_caught
+        slow_first.set()
+        with trio.fail_after(10):
+            assert await client.request(b.local_peer, b"second") == b"re:second"

@@ -1,9 +1,10 @@
 """Sellers hand back locks they will not consume (real services, memory transport).
 
 One writer per lock: only the seller's chain decides a lock, and the buyer's ``release`` waits until
-that chain is dated at or past the deadline. So a seller that will not consume a lock declines it —
-at once when it refuses the take, and at the deadline for any lock left open — and the buyer's
-credits come back without waiting for anything else the seller might write.
+that chain is dated at or past the deadline. A maker refuses what it can before the buyer locks
+(maker-first takes); a seller that will not consume a lock declines it — before it answers when it
+refuses a confirmed take, and at the deadline for any lock left open — and the buyer's credits
+come back without waiting for anything else the seller might write.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 import trio
 
 from p2pgrid.ledger.chain import LockStatus, state_root
@@ -18,6 +20,7 @@ from p2pgrid.ledger.messages import Lock
 from p2pgrid.net.testing import wait_until
 from p2pgrid.pools.entries import compute_pool_id
 from p2pgrid.pools.host import BatteryLimits, PoolHostConfig
+from p2pgrid.trading.messages import LOCK_RELEASED, RefuseReason
 from p2pgrid.trading.service import TakeRefused
 from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster
 from p2pgrid.units import trade_value
@@ -45,32 +48,56 @@ async def converge(nodes) -> None:
         await wait_until(lambda: len({state_root(n.ledger.state) for n in nodes}) == 1)
 
 
-async def test_a_maker_declines_the_lock_of_a_take_it_refuses_long_before_the_deadline(tmp_path):
+async def offer_in_the_takers_book(nodes):
+    """Fund the cluster; node 4 offers 1000 Wh; returns (maker, taker, offer) once node 1 sees it."""
+    await fund(nodes, CREDITS)
+    maker, taker = nodes[4], nodes[1]
+    slot = maker.trading.config.slot_rules.tradable_slots(maker.trading.clock())[2]
+    offer = maker.trading.place_order(Side.SELL, 1000, PRICE, slot).body
+    with trio.fail_after(30):
+        await wait_until(lambda: taker.trading.books.remaining(offer.order_id) == 1000)
+    return maker, taker, offer
+
+
+async def test_a_take_the_maker_refuses_before_the_lock_locks_nothing(tmp_path):
     async with open_trading_cluster("memory", 5, tmp_path) as nodes:
-        await fund(nodes, CREDITS)
-        maker, taker = nodes[4], nodes[1]
-        slot = maker.trading.config.slot_rules.tradable_slots(maker.trading.clock())[2]
-        offer = maker.trading.place_order(Side.SELL, 1000, PRICE, slot).body
-        with trio.fail_after(30):
-            await wait_until(lambda: taker.trading.books.remaining(offer.order_id) == 1000)
+        maker, taker, offer = await offer_in_the_takers_book(nodes)
         await taker.trading.take(Side.BUY, offer.order_id, 600)
-        refused = None
-        try:
-            await taker.trading.take(Side.BUY, offer.order_id, 500)     # locked, then refused: 400 left
-        except TakeRefused as exc:
-            refused = exc
-        assert refused is not None and refused.available_wh == 400
-        [lock] = [t for t, r in taker.ledger.state.locks.items()
-                  if r.buyer == taker.account and r.lock.qty_wh == 500]
+        with pytest.raises(TakeRefused) as refused:
+            await taker.trading.take(Side.BUY, offer.order_id, 500)     # refused at the reservation: 400 left
+        assert refused.value.available_wh == 400
+        assert [r.lock.qty_wh for r in taker.ledger.state.locks.values() if r.buyer == taker.account] == [600]
+        assert taker.ledger.balance() == CREDITS - trade_value(600, PRICE)
+        assert maker.trading.stats.declines == 0
+        await converge(nodes)
+
+
+async def test_a_maker_that_refuses_after_the_lock_declines_it_before_it_answers(tmp_path, monkeypatch):
+    async with open_trading_cluster("memory", 5, tmp_path) as nodes:
+        maker, taker, offer = await offer_in_the_takers_book(nodes)
+        # The maker withdraws its offer while the buyer certifies its lock (after ``reserved``).
+        real_certify = taker.trading._certify
+
+        async def certify_then_maker_cancels(entry):
+            certificate = await real_certify(entry)
+            if entry.body.kind == "lock":
+                maker.trading.cancel_order(offer.order_id)
+            return certificate
+
+        monkeypatch.setattr(taker.trading, "_certify", certify_then_maker_cancels)
+        with pytest.raises(TakeRefused) as refused:
+            await taker.trading.take(Side.BUY, offer.order_id, 500)
+        assert refused.value.reason == RefuseReason.UNKNOWN_ORDER.value
+        assert str(refused.value).endswith(LOCK_RELEASED)
+        [lock] = [t for t, r in taker.ledger.state.locks.items() if r.buyer == taker.account]
+        # The decline was certified before the refusal was sent: the maker's replica has it now.
+        assert maker.ledger.state.locks[lock].status is LockStatus.RELEASED
         deadline = taker.ledger.state.locks[lock].lock.deadline_ms
         with trio.fail_after(30):
             await wait_until(lambda: taker.ledger.state.locks[lock].status is LockStatus.RELEASED)
-        # Back long before the deadline: only the maker's decline can do that (the taker's release
-        # waits for the maker's chain to pass the deadline). A decline whose submit timed out but
-        # was certified on re-proposal is not counted: at most one.
-        assert taker.trading.clock() < deadline
-        assert maker.trading.stats.declines <= 1 and taker.trading.stats.releases == 0
-        assert taker.ledger.balance() == CREDITS - trade_value(600, PRICE)
+        assert taker.trading.clock() < deadline and taker.trading.stats.releases == 0
+        assert maker.trading.stats.declines == 1
+        assert taker.ledger.balance() == CREDITS and taker.ledger.state.locked_total() == 0
         await converge(nodes)
 
 

@@ -1,4 +1,4 @@
-"""Bad input on ``/p2pgrid/take/1`` gets a clear answer and changes nothing."""
+"""Bad input on ``/p2pgrid/take/2`` gets a clear answer and changes nothing."""
 
 import dataclasses
 import os
@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from p2pgrid.net.transport import NetError
-from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer
+from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, RefuseReason, Take, TakeAnswer, TakeConfirm
 from p2pgrid.trading.testing import fund, open_trading_cluster
 from p2pgrid.net.testing import wait_until
 from p2pgrid.wire import Side, decode_signed, encode, sign
@@ -37,6 +37,7 @@ async def test_each_bad_take_is_refused_with_its_reason_and_changes_nothing(tmp_
     async with open_trading_cluster("memory", 5, tmp_path, clock=clock) as nodes:
         await fund(nodes, CREDITS)
         maker, attacker, other = nodes[4], nodes[3], nodes[2]
+        maker.trading.config = dataclasses.replace(maker.trading.config, lock_wait_s=0.5)
         rules = maker.trading.config.slot_rules
         slot = rules.tradable_slots(clock())[2]
         offer = maker.trading.place_order(Side.SELL, 1000, 200_000, slot).body
@@ -58,13 +59,33 @@ async def test_each_bad_take_is_refused_with_its_reason_and_changes_nothing(tmp_
              RefuseReason.UNKNOWN_ORDER),
             ("more than the order", sign(dataclasses.replace(good, qty_wh=1001), attacker.key).encoded,
              RefuseReason.INSUFFICIENT_REMAINING),
-            ("buy without a certified lock", sign(good, attacker.key).encoded, RefuseReason.BAD_LOCK),
+        ]
+        held = sign(good, attacker.key).encoded
+        confirm = TakeConfirm(take_id=good.take_id, taker=attacker.account, maker=maker.account,
+                              order_id=offer.order_id, sent_ms=clock())
+        confirm_cases = [
+            ("a second take with the same id", held, RefuseReason.DUPLICATE),
+            ("confirm of a take never reserved", sign(dataclasses.replace(confirm, take_id=os.urandom(16)),
+                                                      attacker.key).encoded, RefuseReason.NOT_RESERVED),
+            ("confirm of another peer's take", sign(dataclasses.replace(confirm, taker=other.account),
+                                                    other.key).encoded, RefuseReason.MALFORMED),
+            ("confirm without a certified lock", sign(confirm, attacker.key).encoded, RefuseReason.BAD_LOCK),
+            ("confirm again", sign(confirm, attacker.key).encoded, RefuseReason.NOT_RESERVED),
         ]
         for case, payload, reason in cases:
             with trio.fail_after(30):
                 answer = await ask(stream, payload)
             assert answer.status is AnswerStatus.REFUSED, case
             assert answer.reason.startswith(reason.value), (case, answer.reason)
+        with trio.fail_after(30):
+            answer = await ask(stream, held)        # a good buy take: held, nothing locked by anyone
+        assert (answer.status, answer.qty_wh, answer.hold_ms) == (AnswerStatus.RESERVED, 100, 10_000), answer
+        for case, payload, reason in confirm_cases:
+            with trio.fail_after(30):
+                answer = await ask(stream, payload)
+            assert answer.status is AnswerStatus.REFUSED, case
+            assert answer.reason.startswith(reason.value), (case, answer.reason)
+            assert not answer.reason.endswith("lock released"), case       # there was no lock to hand back
 
         clock.offset_ms = rules.gate_closure_ms(slot) - clock() + 1
         late = sign(dataclasses.replace(good, take_id=os.urandom(16)), attacker.key).encoded

@@ -21,7 +21,7 @@ from p2pgrid.ledger.messages import Lock, Transfer
 from p2pgrid.ledger.service import BatchRejected
 from p2pgrid.ledger.testing import LedgerFixture
 from p2pgrid.net.testing import wait_until
-from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, Take, TakeAnswer
+from p2pgrid.trading.messages import MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, Take, TakeAnswer, TakeConfirm
 from p2pgrid.trading.testing import ZONE, TradingNode, fund, open_trading_cluster
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, decode_signed, sign
@@ -55,10 +55,10 @@ class LaggingValidators:
             await validator.ledger.receive_certified(batch)
 
 
-async def lock_seen_by_some(nodes: list[TradingNode], taker: TradingNode, maker: TradingNode, offer, now_ms: int):
-    """Certify the taker's lock for a take on ``offer`` with the committee's keys and give it to
-    the taker, the maker and validators 0 and 1 only. Returns (take id, certified batch)."""
-    take_id = os.urandom(16)
+async def lock_seen_by_some(nodes: list[TradingNode], taker: TradingNode, maker: TradingNode, offer, take_id: bytes,
+                            now_ms: int):
+    """Certify the taker's lock for take ``take_id`` on ``offer`` with the committee's keys and give
+    it to the taker, the maker and validators 0 and 1 only. Returns the certified batch."""
     lock = Lock(take_id=take_id, seller=maker.account, order_id=offer.order_id, order_owner=maker.account,
                 order_size_wh=offer.qty_wh, qty_wh=TAKE_WH, price=offer.limit_price,
                 amount=trade_value(TAKE_WH, offer.limit_price), deadline_ms=now_ms + 60_000, slot=offer.slot,
@@ -67,12 +67,11 @@ async def lock_seen_by_some(nodes: list[TradingNode], taker: TradingNode, maker:
     batch = LedgerFixture(zone=ZONE, validators=[n.key for n in nodes[:4]]).certify([entry])
     for node in (taker, maker, nodes[0], nodes[1]):
         await node.ledger.receive_certified(batch)
-    return take_id, batch
+    return batch
 
 
-async def ask_maker(taker: TradingNode, maker: TradingNode, take: Take) -> TakeAnswer:
-    stream = await taker.transport.open_stream(maker.account, TAKE_PROTOCOL, max_frame_bytes=MAX_TAKE_BYTES)
-    await stream.send_frame(sign(take, taker.key).encoded)
+async def ask_maker(stream, taker: TradingNode, message) -> TakeAnswer:
+    await stream.send_frame(sign(message, taker.key).encoded)
     return decode_signed(await stream.receive_frame(), TakeAnswer).body
 
 
@@ -90,7 +89,12 @@ async def run_case(tmp_path, monkeypatch, *, certify_before_retry: bool) -> None
         lagging = LaggingValidators(nodes[2:4], monkeypatch)
         slot = maker.trading.config.slot_rules.tradable_slots(clock())[2]
         offer = maker.trading.place_order(Side.SELL, 1000, 200_000, slot).body
-        take_id, lock_batch = await lock_seen_by_some(nodes, taker, maker, offer, clock())
+        take = take_on(offer, os.urandom(16), taker, clock())
+        stream = await taker.transport.open_stream(maker.account, TAKE_PROTOCOL, max_frame_bytes=MAX_TAKE_BYTES)
+        with trio.fail_after(30):
+            assert (await ask_maker(stream, taker, take)).status is AnswerStatus.RESERVED
+        take_id = take.take_id
+        lock_batch = await lock_seen_by_some(nodes, taker, maker, offer, take_id, clock())
         maker_seq = maker.ledger.state.head(maker.account).next_seq
 
         first_refusals: list[set[str]] = []
@@ -111,7 +115,9 @@ async def run_case(tmp_path, monkeypatch, *, certify_before_retry: bool) -> None
 
         monkeypatch.setattr(maker.ledger, "submit", submit_then_catch_up)
         with trio.fail_after(30):
-            answer = await ask_maker(taker, maker, take_on(offer, take_id, taker, clock()))
+            answer = await ask_maker(stream, taker, TakeConfirm(take_id=take_id, taker=taker.account,
+                                                                maker=maker.account, order_id=offer.order_id,
+                                                                sent_ms=clock()))
 
         assert first_refusals == [{RejectReason.NO_LOCK.value}], "the first fill must miss a quorum on no_lock"
         assert answer.status is AnswerStatus.FILLED, answer.reason

@@ -98,3 +98,6 @@ async def test_five_takers_race_for_one_offer(tmp_path):
         await converge(nodes)
         progress = maker.ledger.state.orders[(maker.account, offer.body.order_id)]
         assert progress.filled_wh == 900
+        # Maker first: the losers were refused before they locked anything.
+        assert len({r.buyer for r in maker.ledger.state.locks.values()}) == 3
+        assert maker.ledger.state.locked_total() == 0
