@@ -101,6 +101,9 @@ class Admission(Protocol):
     def admit_own(self, signed: Signed[Order] | Signed[Cancel], now_ms: int) -> None:
         """``judge`` for this node's own item: raises (a ``P2PGridError``) if not admitted."""
 
+    def count_own(self, signed: Signed[Order], now_ms: int) -> None:
+        """Count one of this node's orders published before (after a restart), unjudged."""
+
 
 @dataclass(frozen=True)
 class OrderRules:

@@ -415,6 +415,12 @@ class AdmissionGate:
         if verdict.refusal is not None:
             raise OrderNotAdmitted(verdict.refusal, verdict.detail)
 
+    def count_own(self, signed: Signed[Order], now_ms: int) -> None:
+        """Count one of this node's orders published before (a restarted node's journal) without
+        judging it again: it is in other nodes' books already, and must not be offered twice."""
+        self.totals.expire(now_ms)
+        self.totals.add(signed.body, self.facts.consumed_wh(signed.body))
+
     def _refresh(self, orders: Iterable[Order]) -> None:
         """Bring the owner's counted orders in line with what the ledger certified of them (only
         the orders of the owner being judged: work proportional to its orders, not the book)."""

@@ -175,6 +175,11 @@ class TradingService:
         self.journal = journal
         self.pool_client: PoolClient | None = None      # set when this node trades with AMM pools
         self.own_orders: dict[bytes, Signed[Order]] = journal.load() if journal is not None else {}
+        admission = getattr(gossip, "admission", None)
+        if admission is not None:
+            # Orders published before a restart still commit this node's export and credits.
+            for signed in self.own_orders.values():
+                admission.count_own(signed, clock())
         self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
         # What the last sync with the ledger saw (see ``_sync_books_with_ledger``).

@@ -350,3 +350,19 @@ def test_incremental_totals_equal_a_recomputation_from_scratch(events):
         assert totals.totals() == totals.recompute()
     totals.expire(now)
     assert totals.totals() == from_scratch(events)
+
+
+def test_orders_published_before_a_restart_count_without_being_judged_again():
+    gate = funded_ledger().gate()
+    gate.count_own(sell(number=1, qty=1000), NOW)
+    assert gate.judge(sell(number=2, qty=1), NOW).refusal is Refusal.OVER_CAPACITY
+
+
+def test_a_cancel_naming_another_slot_does_not_make_the_order_forgotten_at_that_slot_s_closure():
+    totals = OpenOrderTotals(SLOTS)
+    early, late = SLOT_STARTS[0], SLOT_STARTS[2]
+    order = make_order(ALICE, RULES, NOW, 1, slot=late, qty_wh=500, expiry_ms=SLOTS.gate_closure_ms(late))
+    totals.cancel(ALICE.public_key, order.order_id, early)     # a cancel for the id, naming another slot
+    totals.add(order)                                           # not that cancel's order: stays open
+    totals.expire(SLOTS.gate_closure_ms(early))
+    assert totals.sell_wh(ALICE.public_key, late) == 500
