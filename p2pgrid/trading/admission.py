@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pgrid.errors import TradingError
@@ -175,8 +175,7 @@ class OpenOrderTotals:
     def __init__(self, slot_rules: SlotRules) -> None:
         self.slot_rules = slot_rules
         self._orders: dict[bytes, _Tracked] = {}
-        self._by_owner_slot: dict[tuple[bytes, int], set[bytes]] = {}
-        self._open_bids: dict[bytes, set[bytes]] = {}
+        self._by_owner: dict[bytes, set[bytes]] = {}
         self._sell_wh: dict[tuple[bytes, int], int] = {}
         self._bid_uc_slot: dict[tuple[bytes, int], int] = {}
         self._bid_uc: dict[bytes, int] = {}
@@ -209,11 +208,9 @@ class OpenOrderTotals:
         tracked = self._orders.get(order_id)
         return tracked is not None and tracked.open
 
-    def orders_of(self, owner: bytes, slot: int) -> list[Order]:
-        return [self._orders[oid].order for oid in self._by_owner_slot.get((owner, slot), ())]
-
-    def open_bids_of(self, owner: bytes) -> list[Order]:
-        return [self._orders[oid].order for oid in self._open_bids.get(owner, ())]
+    def orders_of(self, owner: bytes) -> list[Order]:
+        """Every tracked order of ``owner`` (open or not)."""
+        return [self._orders[oid].order for oid in self._by_owner.get(owner, ())]
 
     def totals(self) -> tuple[dict[tuple[bytes, int], int], dict[tuple[bytes, int], int], dict[bytes, int]]:
         """(sell Wh per (owner, slot), bid µc per (owner, slot), bid µc per owner), zeros left out."""
@@ -301,32 +298,17 @@ class OpenOrderTotals:
         self._orders[order_id] = new
         self._account(new, +1)
         if old is None:
-            self._by_owner_slot.setdefault((new.order.owner, new.order.slot), set()).add(order_id)
+            self._by_owner.setdefault(new.order.owner, set()).add(order_id)
             self._index_slot(new.order.slot, order_id)
-        bids = self._open_bids.setdefault(new.order.owner, set()) if new.order.side is Side.BUY else None
-        if bids is not None:
-            if new.open:
-                bids.add(order_id)
-            else:
-                bids.discard(order_id)
-                if not bids:
-                    del self._open_bids[new.order.owner]
 
     def _unindex(self, old: _Tracked | None) -> None:
         if old is None:
             return
-        order = old.order
-        key = (order.owner, order.slot)
-        ids = self._by_owner_slot.get(key)
+        ids = self._by_owner.get(old.order.owner)
         if ids is not None:
-            ids.discard(order.order_id)
+            ids.discard(old.order.order_id)
             if not ids:
-                del self._by_owner_slot[key]
-        bids = self._open_bids.get(order.owner)
-        if bids is not None:
-            bids.discard(order.order_id)
-            if not bids:
-                del self._open_bids[order.owner]
+                del self._by_owner[old.order.owner]
 
     def _account(self, tracked: _Tracked, sign: int) -> None:
         key = (tracked.order.owner, tracked.order.slot)
@@ -368,6 +350,11 @@ class LedgerFacts:
             return OwnerFacts(registered=False)
         return OwnerFacts(True, export_w_of(registration), state.spendable(account) + rules.credit_limit_uc)
 
+    def chain_length(self, account: bytes) -> int:
+        """How many certified entries ``account``'s chain has here (its fills and locks are there)."""
+        state = self._state()
+        return state.head(account).next_seq if state is not None else 0
+
     def consumed_wh(self, order: Order) -> int:
         state = self._state()
         progress = state.orders.get((order.owner, order.order_id)) if state is not None else None
@@ -389,6 +376,7 @@ class AdmissionGate:
         self.slot_rules = slot_rules
         self.totals = OpenOrderTotals(slot_rules)
         self.refused: dict[str, int] = {}
+        self._chain_seen: dict[bytes, int] = {}      # owner → its chain length at the last refresh
 
     def judge(self, signed: Signed[Order] | Signed[Cancel], now_ms: int) -> Admitted:
         body = signed.body
@@ -400,8 +388,7 @@ class AdmissionGate:
             return ADMITTED          # seen before (the book ignores a duplicate): nothing to count
         owner = self.facts.owner(body.owner)
         if owner.registered and not owner.exempt:
-            self._refresh(self.totals.orders_of(body.owner, body.slot) if body.side is Side.SELL
-                          else self.totals.open_bids_of(body.owner))
+            self._refresh(body.owner)
         verdict = judge_order(body, owner, self.totals.sell_wh(body.owner, body.slot),
                               self.totals.bid_uc(body.owner), self.slot_rules)
         if verdict.refusal is not None:
@@ -421,8 +408,14 @@ class AdmissionGate:
         self.totals.expire(now_ms)
         self.totals.add(signed.body, self.facts.consumed_wh(signed.body))
 
-    def _refresh(self, orders: Iterable[Order]) -> None:
-        """Bring the owner's counted orders in line with what the ledger certified of them (only
-        the orders of the owner being judged: work proportional to its orders, not the book)."""
-        for order in list(orders):
+    def _refresh(self, owner: bytes) -> None:
+        """Bring ``owner``'s counted orders in line with what the ledger certified of them, if its
+        chain grew since the last look: a sell's fills are entries of the seller's chain, the locks
+        on a bid entries of the bidder's, so nothing else can change them. Work: the orders of
+        owners whose chain changed, never the whole book."""
+        seq = self.facts.chain_length(owner)
+        if self._chain_seen.get(owner) == seq:
+            return
+        self._chain_seen[owner] = seq
+        for order in self.totals.orders_of(owner):
             self.totals.consume(order.order_id, self.facts.consumed_wh(order))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from p2pgrid.identity import NodeKey
-from p2pgrid.ledger.chain import LedgerRules, LedgerState, OrderProgress
+from p2pgrid.ledger.chain import ChainHead, LedgerRules, LedgerState, OrderProgress
 from p2pgrid.net.testing import make_order
 from p2pgrid.net.transport import ValidationResult
 from p2pgrid.net.validation import OrderBatchValidator, OrderRules, Reason
@@ -64,7 +64,10 @@ class Ledger:
         return self
 
     def progress(self, signed, filled=0, locked=0):
-        self.state.orders[(signed.body.owner, signed.body.order_id)] = OrderProgress(signed.body.qty_wh, filled, locked)
+        """A fill (seller's chain) or a lock on a bid (bidder's chain): an entry of the owner's chain."""
+        owner = signed.body.owner
+        self.state.orders[(owner, signed.body.order_id)] = OrderProgress(signed.body.qty_wh, filled, locked)
+        self.state.heads[owner] = ChainHead(self.state.head(owner).next_seq + 1)
 
     def gate(self):
         return AdmissionGate(LedgerFacts(lambda: self.state, lambda: self.rules), SLOTS)
