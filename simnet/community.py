@@ -10,7 +10,8 @@ reads ``site.json``: ``energy.json``'s load and PV with one idle slot (0 Wh) in 
 slot before the profile — a series holds its first value before it starts, so the battery rests
 through the warm-up and starts the profile at the same state of charge as the profile's. Each
 gets its own meter key (``meter.key``, apart from its node key), and the operator's config lists
-every (account, meter key) under ``[[gateway.meters]]``, so the gateway registers them at start and
+every (account, meter key) under ``[[gateway.meters]]``, with the site's export capacity
+(``export_w``: what order admission bounds its offers by), so the gateway registers them at start and
 settles every slot ``SETTLE_DELAY_REAL_S`` real seconds (W) after its grace, reconciling what is
 certified later. The grace is the scenario's ``meter_grace_real_s`` (default 10) real seconds of scaled
 time (at least 5 minutes): under an accelerated clock a reading needs real time to be sampled,
