@@ -45,11 +45,17 @@ stay open (a fill, cancel or expiry of either one lets the other in when it is o
 honest owner never causes this: its own node judges its orders with the same rules at place time
 (``AdmissionGate.admit_own``) against its own book, which always holds all of its own orders, and
 within one gossip batch items are judged in order (a cancel first frees what the next order
-needs), so a replace (cancel A, place B) is admitted everywhere once the cancel is seen.
+needs), so a replace (cancel A, place B) is admitted everywhere once the cancel is seen. If the
+cancel travels in an earlier batch and gossip delivers B's batch first, a node ignores B and keeps
+it out of its book until B is offered to it again — by book reconciliation, which must bring
+fetched orders through the same validator (B was not remembered as seen, so it is then admitted).
 
 ``OpenOrderTotals`` keeps the per-owner, per-slot totals incrementally: each event (admit, cancel,
 certified consumption, expiry, gate closure) changes only the orders it names, in O(log n);
-``recompute`` derives the same totals from scratch (the property tests compare both).
+``recompute`` derives the same totals from scratch (the property tests compare both). The gate
+learns certified consumption (fills of a sell, locks on a bid) when it judges an order of the same
+owner, and only if the owner's chain grew since it last looked: both are entries of the owner's
+own chain, so nothing else can change them.
 """
 
 from __future__ import annotations
