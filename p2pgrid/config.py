@@ -481,6 +481,11 @@ class MeterRegistrationSection:
     account: str = field(metadata=doc("Hex public key of the metered account.", pattern=HEX_KEY_PATTERN))
     meter_key: str = field(metadata=doc("Hex public key of the meter that measures it (its meter.key).",
                                         pattern=HEX_KEY_PATTERN))
+    export_w: int = field(default=-1, metadata=doc(
+        "What the metered connection can feed into the grid, W (inverter nameplate of PV and battery "
+        "together, or the export limit if lower). Order admission lets the account offer at most this "
+        "times the slot length per slot. -1 = not recorded (a v1 registration: the account may buy, "
+        "not sell).", min=-1))
 
     def __post_init__(self) -> None:
         if self.account == self.meter_key:

@@ -10,7 +10,8 @@ reads ``site.json``: ``energy.json``'s load and PV with one idle slot (0 Wh) in 
 slot before the profile — a series holds its first value before it starts, so the battery rests
 through the warm-up and starts the profile at the same state of charge as the profile's. Each
 gets its own meter key (``meter.key``, apart from its node key), and the operator's config lists
-every (account, meter key) under ``[[gateway.meters]]``, so the gateway registers them at start and
+every (account, meter key) under ``[[gateway.meters]]``, with the site's export capacity
+(``export_w``: what order admission bounds its offers by), so the gateway registers them at start and
 settles every slot ``SETTLE_DELAY_REAL_S`` real seconds (W) after its grace, reconciling what is
 certified later. The grace is the scenario's ``meter_grace_real_s`` (default 10) real seconds of scaled
 time (at least 5 minutes): under an accelerated clock a reading needs real time to be sampled,
@@ -313,12 +314,21 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
     if p.operator:
         for q in others:
             lines += ["\n[[gateway.meters]]", f"account = {_toml(q.account)}",
-                      f"meter_key = {_toml(q.meter_key.public_key.hex())}"]
+                      f"meter_key = {_toml(q.meter_key.public_key.hex())}", f"export_w = {export_w(q, s.slot_s)}"]
     for q in people:
         if q.validator:
             lines += ["\n[[zone.validators]]", f"public_key = {_toml(q.account)}",
                       f"address = {_toml('' if memory else q.address())}"]
     return "\n".join(lines) + "\n"
+
+
+def export_w(p: Participant, slot_s: int) -> int:
+    """What the operator registers as the site's export capacity, W (order admission bounds its
+    offers by it): PV nameplate plus the battery's discharge power, or the most the simulated
+    site ever exports in one slot if that is more (a published PV series may exceed nameplate)."""
+    nameplate = math.ceil(p.pv_kwp * 1000) + p.battery_wh // 2
+    exported = max((-wh for wh in p.energy.net), default=0) if p.energy is not None else 0
+    return max(nameplate, math.ceil(exported * 3600 / slot_s))
 
 
 def grace_s(s: Scenario) -> int:

@@ -50,7 +50,7 @@ from p2pgrid.ledger.messages import (  # noqa: E402
 from p2pgrid.ledger.protocol import verify_batch  # noqa: E402
 from p2pgrid.ledger.service import SYNC_PROTOCOL, VOTE_PROTOCOL, ledger_topic  # noqa: E402
 from p2pgrid.ledger.testing import seeded_key  # noqa: E402
-from p2pgrid.settlement.metering import MeterReading, MeterRegistration  # noqa: E402
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration, MeterRegistrationV2  # noqa: E402
 from p2pgrid.net.framing import encode_frame as frame_bytes  # noqa: E402
 from p2pgrid.net.orders import orders_topic, pools_topic  # noqa: E402
 from p2pgrid.net.testing import bad_order_batches  # noqa: E402
@@ -326,10 +326,13 @@ def build() -> dict[str, Any]:
                                ("mint-alice", g("gateway", "mint", Mint(alice, 5_000_000), t)),
                                ("mint-station", g("gateway", "mint", Mint(station, 5_000_000), t))],
                    "three entries of one chain in one batch: one vote per validator covers them all")
-    registrations = [(who, MeterRegistration(PUB["gateway"], PUB[who], PUB[f"{who}-meter"], ZONE, t))
-                     for who in ("alice", "bob")]
-    ledger.certify("meters", [(f"register-{who}-meter", g("gateway", "meter_registration", body, t))
-                              for who, body in registrations])
+    # alice's connection can export 6 kW (order admission: 1500 Wh per 15-minute slot); bob's
+    # registration (v1) records no export: he may buy, not sell.
+    registrations = [("alice", "meter_registration_v2",
+                      MeterRegistrationV2(PUB["gateway"], PUB["alice"], PUB["alice-meter"], ZONE, t, 6000)),
+                     ("bob", "meter_registration", MeterRegistration(PUB["gateway"], PUB["bob"], PUB["bob-meter"], ZONE, t))]
+    ledger.certify("meters", [(f"register-{who}-meter", g("gateway", kind, body, t))
+                              for who, kind, body in registrations])
     lock_1 = Lock(take_id=ident("take-1"), seller=alice, order_id=ident("offer-1"), order_owner=alice,
                   order_size_wh=1500, qty_wh=1000, price=250_000, amount=trade_value(1000, 250_000),
                   deadline_ms=NOW + 61_000, slot=SLOT, green=True, seller_zone=ZONE, buyer_zone=ZONE)
@@ -434,9 +437,11 @@ def build() -> dict[str, Any]:
     signed_readings = {who: sign(r, KEYS[f"{who}-meter"]) for who, r in readings.items()}
     messages.append(signed_vector("meter-reading", signed_readings["alice"],
                                   "signed by alice's meter key, carried in the meter entry of her chain"))
-    messages.append(signed_vector("meter-registration", sign(registrations[0][1], KEYS["gateway"]),
+    messages.append(signed_vector("meter-registration", sign(registrations[1][2], KEYS["gateway"]),
                                   "the kind is registered as signed, but p2pgrid only carries it unsigned as the "
                                   "body of a meter_registration entry"))
+    messages.append(signed_vector("meter-registration-v2", sign(registrations[0][2], KEYS["gateway"]),
+                                  "v1 plus export_w; carried unsigned as the body of a meter_registration_v2 entry"))
     for who, offset in (("alice", 10_000), ("bob", 20_000)):
         ledger.certify(f"meter-{who}", [(f"meter-{who}", g(who, "meter", MeterEntryBody(signed_readings[who].encoded),
                                                            SLOT_END + offset))])

@@ -37,6 +37,7 @@ from p2pgrid.agent.runlog import (AGENT_STATUS, ORDERS_LOG, TRADES_LOG, append_j
                                   write_json)
 from p2pgrid.errors import P2PGridError, WireError
 from p2pgrid.service import WithAgent, WithStats, WithTrading
+from p2pgrid.trading.admission import Refusal
 from p2pgrid.wire import Order, Side, Source, decode_signed, sign
 
 if TYPE_CHECKING:
@@ -198,6 +199,10 @@ class ProfileTrader:
         except P2PGridError as exc:
             log.info("offer for slot %s not placed: %s", slot, exc)
             self.counters.problems += 1
+            if getattr(exc, "reason", None) is Refusal.UNREGISTERED_OWNER:
+                # Our meter's registration has not reached our ledger yet (a node just started):
+                # offer again on a later tick rather than never.
+                self.offered.discard(slot)
             return
         node.stats.orders_published += 1
         log_order(node.config.node.data_dir, signed.encoded, "offer", real_ms())

@@ -5,17 +5,21 @@ and gossiped by the node (``place_order``), through the trading service when the
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from p2pgrid.errors import P2PGridError
 from p2pgrid.net.orders import orders_topic
 from p2pgrid.service import OrderPlacer, WithTransport
 from p2pgrid.wire import Side, Source
 
 if TYPE_CHECKING:
     from p2pgrid.config import NodeConfig
+
+log = logging.getLogger(__name__)
 
 class RandomTraderHost(OrderPlacer, WithTransport, Protocol):
     """What the random strategy uses of its node."""
@@ -30,6 +34,9 @@ class RandomTrader:
 
     name = "random-trader"
     NEAR_SLOTS = 4
+
+    def __init__(self) -> None:
+        self.not_placed = 0      # orders the node refused to place (order admission)
 
     async def run(self, node: RandomTraderHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         agent = node.config.agent
@@ -53,11 +60,16 @@ class RandomTrader:
                 if agent.max_orders and placed >= agent.max_orders:
                     break
                 side, source = self._side_and_source(node, rng)
-                node.place_order(
-                    side, rng.randint(agent.qty_min_wh, agent.qty_max_wh),
-                    rng.randint(agent.price_min, agent.price_max), rng.choice(slots),
-                    green=source.is_green, source=source,
-                )
+                try:
+                    node.place_order(
+                        side, rng.randint(agent.qty_min_wh, agent.qty_max_wh),
+                        rng.randint(agent.price_min, agent.price_max), rng.choice(slots),
+                        green=source.is_green, source=source,
+                    )
+                except P2PGridError as exc:   # not admitted (not registered yet, beyond capacity or budget)
+                    self.not_placed += 1
+                    log.info("random order not placed: %s", exc)
+                    continue
                 placed += 1
         await trio.sleep_forever()
 

@@ -27,6 +27,12 @@ zone, each validating with that zone's ``OrderRules`` (so an item of any other z
 rejected as ``wrong_zone``), and the node never submits to them. A node that does not trade
 with a zone never subscribes to its topic, so that zone's gossip stays away from it.
 
+Admission. On a node with a ledger, ``admission`` is the node's admission gate
+(``p2pgrid.trading.admission.AdmissionGate``; the validator calls it for every received item, and
+``submit`` for each of this node's own, raising its ``OrderNotAdmitted`` so that an order other
+nodes would not admit fails where it is placed instead of vanishing). Without one (a node with no
+ledger, or a low-level test of the gossip alone) nothing is judged on ledger facts.
+
 Time comes from ``clock()`` (Unix ms): wall clock in production, the simnet clock in simulations.
 """
 
@@ -45,7 +51,8 @@ import trio
 from p2pgrid.net.batching import pack_signed_batches
 from p2pgrid.net.transport import NetError, Transport, ValidationResult
 from p2pgrid.net.validation import (
-    BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id, own_batch_verdict, record, screen_own_items,
+    Admission, BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id, own_batch_verdict, record,
+    screen_own_items,
 )
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Cancel, Order, Signed
@@ -53,6 +60,7 @@ from p2pgrid.wire import Cancel, Order, Signed
 TOPIC_KINDS = ("orders", "pools", "ledger")
 DEFAULT_TICK_S = 0.25
 DEFAULT_MIN_PUBLISH_GAP_S = 0.02
+ADMISSION_REASONS = frozenset({Reason.UNREGISTERED_OWNER, Reason.OVER_CAPACITY, Reason.UNFUNDED_BID})
 
 Clock = Callable[[], int]
 
@@ -111,14 +119,15 @@ class OrderGossip:
     """The order gossip service of one zone. Start it with ``open_order_gossip``."""
 
     def __init__(self, transport: Transport, rules: OrderRules, clock: Clock = wall_clock_ms, *,
-                 tick_s: float = DEFAULT_TICK_S, min_publish_gap_s: float = DEFAULT_MIN_PUBLISH_GAP_S) -> None:
+                 tick_s: float = DEFAULT_TICK_S, min_publish_gap_s: float = DEFAULT_MIN_PUBLISH_GAP_S,
+                 admission: Admission | None = None) -> None:
         self.transport = transport
         self.rules = rules
         self.topic = orders_topic(rules.zone)
         self.clock = clock
         self.tick_s = tick_s
         self.min_publish_gap_s = min_publish_gap_s
-        self.validator = OrderBatchValidator(rules)
+        self.validator = OrderBatchValidator(rules, admission=admission)
         self.stats = OrderGossipStats()
         self._local_peer = transport.local_peer
         self._pending: list[Signed[Order] | Signed[Cancel]] = []
@@ -130,7 +139,8 @@ class OrderGossip:
     # --- publishing -----------------------------------------------------------------------
 
     def submit(self, signed: Signed[Order] | Signed[Cancel]) -> None:
-        """Queue one of this node's signed orders or cancels for the next tick."""
+        """Queue one of this node's signed orders or cancels for the next tick (after admission,
+        which raises if other nodes would not admit it)."""
         if not isinstance(signed.body, (Order, Cancel)):
             raise TypeError(f"order gossip carries orders and cancels, not {type(signed.body).__name__}")
         if signed.body.zone != self.rules.zone:
@@ -138,7 +148,18 @@ class OrderGossip:
                              f"{self.rules.zone!r}")
         if self.rules.require_own_items and signed.signer != self._local_peer:
             raise ValueError("only this node's own orders can be gossiped (require_own_items)")
+        if self.admission is not None:
+            self.admission.admit_own(signed, self.clock())   # raises if other nodes would not admit it
         self._pending.append(signed)
+
+    @property
+    def admission(self) -> Admission | None:
+        """The admission gate (None: orders are not judged on ledger facts)."""
+        return self.validator.admission
+
+    @admission.setter
+    def admission(self, gate: Admission | None) -> None:
+        self.validator.admission = gate
 
     @property
     def pending(self) -> int:
@@ -201,6 +222,9 @@ class OrderGossip:
         for item in verdict.items:
             if item.result is ValidationResult.IGNORE and item.reason is not None:
                 self.stats.ignored_items[item.reason.value] += 1
+                if item.reason in ADMISSION_REASONS:
+                    logger.debug("order gossip: item %d of a batch from %s not admitted (%s): %s", item.index,
+                                 sender.hex()[:12], item.reason.value, item.detail)
         if verdict.result is ValidationResult.ACCEPT:
             self._accepted[verdict.batch_id] = verdict
         return verdict.result
@@ -224,10 +248,11 @@ class OrderGossip:
 
 @asynccontextmanager
 async def open_order_gossip(transport: Transport, rules: OrderRules, clock: Clock = wall_clock_ms, *,
-                            tick_s: float = DEFAULT_TICK_S,
-                            min_publish_gap_s: float = DEFAULT_MIN_PUBLISH_GAP_S) -> AsyncIterator[OrderGossip]:
+                            tick_s: float = DEFAULT_TICK_S, min_publish_gap_s: float = DEFAULT_MIN_PUBLISH_GAP_S,
+                            admission: Admission | None = None) -> AsyncIterator[OrderGossip]:
     """Subscribe to the zone's order topic and run the publisher until the block exits."""
-    service = OrderGossip(transport, rules, clock, tick_s=tick_s, min_publish_gap_s=min_publish_gap_s)
+    service = OrderGossip(transport, rules, clock, tick_s=tick_s, min_publish_gap_s=min_publish_gap_s,
+                          admission=admission)
     async with trio.open_nursery() as nursery:
         await nursery.start(service._deliver_accepted)
         nursery.start_soon(service._publish_every_tick)
@@ -239,11 +264,12 @@ async def open_order_gossip(transport: Transport, rules: OrderRules, clock: Cloc
 
 @asynccontextmanager
 async def open_neighbour_gossip(transport: Transport, zones: Iterable[str], slot_rules: SlotRules,
-                                clock: Clock = wall_clock_ms, *,
-                                tick_s: float = DEFAULT_TICK_S) -> AsyncIterator[list[OrderGossip]]:
+                                clock: Clock = wall_clock_ms, *, tick_s: float = DEFAULT_TICK_S,
+                                admission: Admission | None = None) -> AsyncIterator[list[OrderGossip]]:
     """Read-only order gossip of each zone in ``zones`` (a node's neighbour zones, which share
-    its slot calendar): subscribed and validated, never published to."""
+    its slot calendar and ledger domain, hence one ``admission`` gate): subscribed and
+    validated, never published to."""
     async with AsyncExitStack() as stack:
         yield [await stack.enter_async_context(open_order_gossip(transport, OrderRules(zone, slot_rules), clock,
-                                                                 tick_s=tick_s))
+                                                                 tick_s=tick_s, admission=admission))
                for zone in sorted(set(zones))]

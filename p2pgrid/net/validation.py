@@ -29,7 +29,17 @@ slot_closed         REJECT  slot misaligned, past gate closure or beyond the tra
                             by more than the clock disparity
 not_yet_valid       IGNORE  created in the future, or a time rule that fails now but would pass
                             within ``clock_disparity_ms`` (clock skew or transit time: no penalty)
+unregistered_owner  IGNORE  admission (with an ``Admission`` gate only): the owner has no
+over_capacity               certified meter registration, a sell exceeds what its connection can
+unfunded_bid                export in the slot, a bid exceeds what its owner may lock
+                            (``p2pgrid.trading.admission``); judged on replicated ledger state a
+                            validator may not hold yet, hence never REJECT
 ==================  ======  =======================================================================
+
+Admission runs last, only when no item of the batch was rejected, over the items still accepted,
+in batch order (a cancel frees what a later order of the same batch needs); an admitted item is
+counted in the gate's totals at once. Only ACCEPTed items are remembered as seen: an item that was
+ignored (not yet valid, not admitted) is judged afresh if it comes again.
 
 The replay cache is bounded: an entry is kept until the item can no longer pass the time rules on
 its own (an order until its expiry, a cancel until its slot's gate closure, plus the clock
@@ -44,6 +54,7 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from p2pgrid.errors import DecodeError, OversizeError, SignatureError, UnknownVersionError, WireError
 from p2pgrid.net.transport import ValidationResult
@@ -68,6 +79,30 @@ class Reason(str, Enum):
     EXPIRED = "expired"
     SLOT_CLOSED = "slot_closed"
     NOT_YET_VALID = "not_yet_valid"
+    UNREGISTERED_OWNER = "unregistered_owner"
+    OVER_CAPACITY = "over_capacity"
+    UNFUNDED_BID = "unfunded_bid"
+
+
+class AdmissionVerdict(Protocol):
+    @property
+    def refusal(self) -> Enum | None: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+class Admission(Protocol):
+    """Order admission (``p2pgrid.trading.admission.AdmissionGate``): admits and counts an item,
+    or says why not (a refusal whose value is a ``Reason`` value)."""
+
+    def judge(self, signed: Signed[Order] | Signed[Cancel], now_ms: int) -> AdmissionVerdict: ...
+
+    def admit_own(self, signed: Signed[Order] | Signed[Cancel], now_ms: int) -> None:
+        """``judge`` for this node's own item: raises (a ``P2PGridError``) if not admitted."""
+
+    def count_own(self, signed: Signed[Order], now_ms: int) -> None:
+        """Count one of this node's orders published before (after a restart), unjudged."""
 
 
 @dataclass(frozen=True)
@@ -175,8 +210,9 @@ def compute_batch_id(data: bytes) -> bytes:
 
 
 def validate_order_batch(data: bytes, sender: bytes, rules: OrderRules, now_ms: int,
-                         replay: ReplayCache) -> BatchVerdict:
-    """The verdict on one gossip message. Reads ``replay``; does not change it (see ``record``)."""
+                         replay: ReplayCache, admission: Admission | None = None) -> BatchVerdict:
+    """The verdict on one gossip message. Reads ``replay``; does not change it (see ``record``).
+    With ``admission``, the items it admits are counted in its totals."""
     batch_id = compute_batch_id(data)
 
     def whole(reason: Reason, detail: str, batch: OrderBatch | None = None) -> BatchVerdict:
@@ -196,12 +232,15 @@ def validate_order_batch(data: bytes, sender: bytes, rules: OrderRules, now_ms: 
         return whole(Reason.REPLAYED, "this exact batch was seen before", batch)
 
     verdicts = [validate_item(index, item, sender, rules, now_ms) for index, item in enumerate(batch.items)]
-    return conclude(batch_id, batch, verdicts, replay)
+    return conclude(batch_id, batch, verdicts, replay, admission, now_ms)
 
 
-def conclude(batch_id: bytes, batch: OrderBatch, verdicts: list[ItemVerdict], replay: ReplayCache) -> BatchVerdict:
-    """Apply the replay rule to the item verdicts and derive the batch's result."""
+def conclude(batch_id: bytes, batch: OrderBatch, verdicts: list[ItemVerdict], replay: ReplayCache,
+             admission: Admission | None = None, now_ms: int = 0) -> BatchVerdict:
+    """Apply the replay rule (and admission) to the item verdicts and derive the batch's result."""
     items = tuple(with_replay_rule(verdicts, replay))
+    if admission is not None and not any(v.result is REJECT for v in items):
+        items = tuple(with_admission(list(items), admission, now_ms))
     rejected = next((v for v in items if v.result is REJECT), None)
     if rejected is not None:
         return BatchVerdict(REJECT, rejected.reason, f"item {rejected.index}: {rejected.detail}", batch_id, batch, items)
@@ -223,6 +262,19 @@ def with_replay_rule(verdicts: list[ItemVerdict], replay: ReplayCache) -> list[I
                                   verdict.signed)
         if key is not None:
             seen_here.add(key)
+        out.append(verdict)
+    return out
+
+
+def with_admission(verdicts: list[ItemVerdict], admission: Admission, now_ms: int) -> list[ItemVerdict]:
+    """Accepted items the gate does not admit become IGNORE with its reason (in batch order)."""
+    out: list[ItemVerdict] = []
+    for verdict in verdicts:
+        if verdict.result is ACCEPT and verdict.signed is not None:
+            admitted = admission.judge(verdict.signed, now_ms)
+            if admitted.refusal is not None:
+                verdict = ItemVerdict(verdict.index, IGNORE, Reason(admitted.refusal.value), admitted.detail,
+                                      verdict.signed)
         out.append(verdict)
     return out
 
@@ -315,7 +367,7 @@ def record(verdict: BatchVerdict, rules: OrderRules, now_ms: int, replay: Replay
         return
     latest = now_ms
     for item in verdict.items:
-        if item.signed is None or item.replay_key is None:
+        if item.result is not ACCEPT or item.signed is None or item.replay_key is None:
             continue
         expires = replay_expiry_ms(item.signed.body, rules)
         latest = max(latest, expires)
@@ -324,14 +376,18 @@ def record(verdict: BatchVerdict, rules: OrderRules, now_ms: int, replay: Replay
 
 
 class OrderBatchValidator:
-    """The rules plus a replay cache: ``validate`` checks a batch and records it if accepted."""
+    """The rules plus a replay cache (and, on a node with a ledger, the admission gate):
+    ``validate`` checks a batch and records it if accepted. This is the one entry point for every
+    order that reaches a book, whatever path brought it."""
 
-    def __init__(self, rules: OrderRules, replay: ReplayCache | None = None) -> None:
+    def __init__(self, rules: OrderRules, replay: ReplayCache | None = None,
+                 admission: Admission | None = None) -> None:
         self.rules = rules
         self.replay = replay if replay is not None else ReplayCache()
+        self.admission = admission
 
     def validate(self, data: bytes, sender: bytes, now_ms: int) -> BatchVerdict:
-        verdict = validate_order_batch(data, sender, self.rules, now_ms, self.replay)
+        verdict = validate_order_batch(data, sender, self.rules, now_ms, self.replay, self.admission)
         record(verdict, self.rules, now_ms, self.replay)
         return verdict
 

@@ -46,7 +46,8 @@ from prometheus_client.exposition import choose_encoder
 from p2pgrid.rpc import http11
 
 REJECT_REASONS = frozenset({"decode", "oversize", "unknown_version", "signature", "expired",
-                            "replay", "wrong_zone", "invalid", "duplicate", "rate", "other"})
+                            "replay", "wrong_zone", "invalid", "duplicate", "rate", "other",
+                            "unregistered_owner", "over_capacity", "unfunded_bid"})   # last three: admission
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

@@ -3,7 +3,10 @@
 * ``OrderGossipService`` runs ``p2pgrid.net.orders`` on ``p2pgrid/v1/<zone>/orders``: it fills
   ``node.order_gossip``, counts every accepted order per slot (``node.stats``) and hands each
   delivery to the callbacks in ``node.order_listeners`` (the trading service's books, metrics), in
-  arrival order; rejects are counted by reason, our own orders batched per publish interval.
+  arrival order; rejects are counted by reason, our own orders batched per publish interval. On a
+  node of a zone with a ledger, order admission is on from the first order
+  (``p2pgrid.trading.admission``, judged on ``node.ledger``'s state; until the ledger service has
+  started, every owner counts as unregistered, which is IGNORE: those orders can come again).
 * ``Bootstrap`` dials the configured bootstrap peers until each answered once.
 * ``dial_until_connected`` is that loop, also used for the committee's validators
   (``p2pgrid.node.ledger``): votes travel on direct streams.
@@ -22,6 +25,7 @@ from p2pgrid.net.orders import open_order_gossip
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.service import WithOrderGossip, WithStats, WithTransport
+from p2pgrid.trading.admission import AdmissionGate, LedgerFacts
 from p2pgrid.wire import Order
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,8 @@ class OrderGossipService:
     async def run(self, node: GossipHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         rules = OrderRules(zone=node.zone, slot_rules=node.config.zone.slot_rules)
         tick_s = node.config.network.publish_interval_ms / 1000
-        async with open_order_gossip(node.transport, rules, node.clock.now_ms, tick_s=tick_s) as gossip:
+        async with open_order_gossip(node.transport, rules, node.clock.now_ms, tick_s=tick_s,
+                                     admission=admission_gate(node)) as gossip:
             node.order_gossip = gossip
             task_status.started()
             async for delivery in gossip.deliveries:
@@ -54,6 +59,22 @@ class OrderGossipService:
                         node.stats.record_order(signed.body)
                 for listener in node.order_listeners:
                     listener(delivery)
+
+
+def admission_gate(node: Any) -> AdmissionGate | None:
+    """The node's order admission gate, reading ``node.ledger`` as it is at each check; None on a
+    node whose zone has no ledger (no committee or gateway: there are no facts to judge on)."""
+    zone = node.config.zone
+    if not (zone.validators and zone.gateway_account):
+        return None
+
+    def state() -> Any:
+        return node.ledger.state if node.ledger is not None else None
+
+    def rules() -> Any:
+        return node.ledger.rules if node.ledger is not None else None
+
+    return AdmissionGate(LedgerFacts(state, rules), zone.slot_rules)
 
 
 class Bootstrap:

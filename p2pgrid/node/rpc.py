@@ -63,6 +63,7 @@ _REJECT_LABELS = {
     "oversize": "oversize", "malformed": "decode", "unsigned": "signature", "bad_signature": "signature",
     "unknown_version": "unknown_version", "wrong_zone": "wrong_zone", "foreign_item": "invalid",
     "replayed": "replay", "expired": "expired", "slot_closed": "expired", "not_yet_valid": "invalid",
+    "unregistered_owner": "unregistered_owner", "over_capacity": "over_capacity", "unfunded_bid": "unfunded_bid",
 }
 
 

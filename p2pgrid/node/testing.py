@@ -2,11 +2,15 @@
 
 ``open_node_cluster(data_dir, n)`` yields ``n`` real nodes (``Node``) — every service of the registry their
 config calls for — on one in-memory or libp2p network, with a committee, a gateway and, if asked,
-funds, RPC and metrics on 127.0.0.1.
+funds, RPC and metrics on 127.0.0.1. Every node but the gateway has a meter registered for its
+account, with an export capacity of ``export_w`` W, so that order admission
+(``p2pgrid.trading.admission``), which is on in every node with a ledger, admits its orders (bids
+need ``funds_uc`` as well).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -17,6 +21,7 @@ import trio_asyncio
 
 from p2pgrid.clock import Clock, SystemClock
 from p2pgrid.config import build_config
+from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.messages import Mint
 from p2pgrid.ledger.service import ledger_topic
 from p2pgrid.net.orders import orders_topic
@@ -25,10 +30,12 @@ from p2pgrid.node.app import Node, find_service
 from p2pgrid.node.metrics import MetricsLimits
 from p2pgrid.node.rpc import MetricsService, RpcService
 from p2pgrid.rpc.server import RpcLimits
+from p2pgrid.settlement.service import register_meters
 
-__all__ = ["CLUSTER_ZONE", "open_node_cluster"]
+__all__ = ["CLUSTER_ZONE", "meter_key_of", "open_node_cluster"]
 
 CLUSTER_ZONE = "rpczone"
+DEFAULT_EXPORT_W = 1_000_000    # 1 MW: 250 kWh per 15-minute slot, more than any test offers
 
 
 @asynccontextmanager
@@ -38,7 +45,8 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
                             metrics_limits: MetricsLimits | None = None,
                             overrides: Mapping[str, Any] | None = None,
                             node_overrides: Mapping[int, Mapping[str, Any]] | None = None,
-                            clock: Clock | None = None) -> AsyncIterator[list[Node]]:
+                            clock: Clock | None = None,
+                            export_w: int | None = DEFAULT_EXPORT_W) -> AsyncIterator[list[Node]]:
     """``n`` real ``Node``s (ledger, trading, RPC and metrics services) on one network of ``kind``
     (``"memory"``, or ``"libp2p"`` hosts on 127.0.0.1), fully connected, all on ``clock`` (default:
     the system clock).
@@ -46,7 +54,8 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
     Node 0's key is the zone gateway and the first ``n_validators`` nodes are the committee. Nodes
     in ``rpc_nodes`` / ``metrics_nodes`` serve RPC / metrics on 127.0.0.1 (ports 0; ``rpc_limits``
     replaces the RPC's default limits, ``metrics_limits`` the metrics endpoint's). With ``funds_uc`` the gateway mints that much to every
-    other node before the block starts. ``overrides`` (dotted config keys) apply to every node,
+    other node before the block starts, and registers a meter for each of them with ``export_w``
+    (None: no meters; their orders are then not admitted). ``overrides`` (dotted config keys) apply to every node,
     then ``node_overrides[i]`` to node ``i`` (e.g. ``{"agent.strategy": "agent"}``). For tests,
     benchmarks and demos, not production."""
     keys = cluster_keys(n, seed)
@@ -80,17 +89,28 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
         with trio.fail_after(60):
             await wait_for_mesh(transports, orders_topic(CLUSTER_ZONE))
             await wait_for_mesh(transports, ledger_topic(CLUSTER_ZONE))
-        if funds_uc:
+        if funds_uc or export_w is not None:
             gateway = nodes[0].ledger
             if gateway is None:
                 raise RuntimeError("the gateway node runs no ledger")
-            entries = [gateway.next_entry("mint", Mint(to=node.key.public_key, amount=funds_uc)) for node in nodes[1:]]
-            async with trio.open_nursery() as minting:
-                for entry in entries:
-                    minting.start_soon(gateway.submit, entry)
+            if funds_uc:
+                entries = [gateway.next_entry("mint", Mint(to=node.key.public_key, amount=funds_uc))
+                           for node in nodes[1:]]
+                async with trio.open_nursery() as minting:
+                    for entry in entries:
+                        minting.start_soon(gateway.submit, entry)
+            if export_w is not None:
+                meters = {node.key.public_key: meter_key_of(i, seed).public_key for i, node in enumerate(nodes) if i}
+                await register_meters(gateway, meters.items(), nodes[0].clock.now_ms(),
+                                      {meter: export_w for meter in meters.values()})
             with trio.fail_after(30):
                 for node in nodes:
                     if node.ledger is not None:
                         await node.ledger.wait_for_height(gateway.state.height)
         yield nodes
         nursery.cancel_scope.cancel()
+
+
+def meter_key_of(index: int, seed: int = 7) -> NodeKey:
+    """The meter key registered for node ``index`` of a cluster built with ``seed``."""
+    return NodeKey(hashlib.sha256(f"p2pgrid/test-meter/{seed}/{index}".encode()).digest())

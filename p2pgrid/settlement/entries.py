@@ -10,8 +10,14 @@ certified entries of other chains never refuses what one holding fewer voted for
 ``meter_registration`` — in the zone **gateway**'s chain (the zone operator). Body: a
   ``metering.MeterRegistration`` whose ``operator`` is the gateway and whose zone is the ledger's
   zone. A meter key measures one account, ever: the conflict key ``meter_key/<key>`` lets at most
-  one certified registration claim it. State: ``extra["meter_key/<key hex>"] = registration``.
-  No time rule.
+  one certified registration claim it. State: ``extra["meter_key/<key hex>"] = registration``, and
+  ``extra["meter_account/<account hex>"]`` = the account's registration applied last (the gateway's
+  one chain orders them: a replaced meter's new registration supersedes the old one there, so the
+  account's registered export is the latest one). No time rule.
+
+``meter_registration_v2`` — the same, with a ``metering.MeterRegistrationV2`` body: the registration
+  also records the connection's export capacity ``export_w`` (what order admission bounds an
+  account's offers by, ``p2pgrid.trading.admission``). Same rules and conflict key as v1.
 
 ``meter`` — in the metered **account**'s own chain. Body: ``MeterEntryBody(reading)``, the signed
   ``p2pgrid/meter/v1`` reading bytes, signed by the meter key. Rules (``validate_meter``):
@@ -149,8 +155,8 @@ from p2pgrid.ledger.chain import (
 )
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.settlement.metering import (
-    MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistry, check_reading_time, decode_meter_reading,
-    validate_meter_reading,
+    MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistrationV2, MeterRegistry, check_reading_time,
+    decode_meter_reading, validate_meter_reading,
 )
 from p2pgrid.settlement.rules import (
     GridFee, ImbalancePrices, MeterEntry, Reason, SlotSettlement, TradeRecord, ZoneTariffs, settle_slot,
@@ -161,11 +167,11 @@ from p2pgrid.units import WH_PER_KWH, SlotRules
 from p2pgrid.wire import PUBLIC_KEY_SIZE, Side, Signed, struct
 
 __all__ = [
-    "MAX_SETTLE_ITEMS", "METER_KIND", "METER_REGISTRATION_KIND", "SETTLE_KIND", "SWAP_TRADE_SUFFIX", "MeterEntryBody",
+    "MAX_SETTLE_ITEMS", "METER_KIND", "METER_REGISTRATION_KIND", "METER_REGISTRATION_V2_KIND", "SETTLE_KIND", "SWAP_TRADE_SUFFIX", "MeterEntryBody",
     "MeterRecord", "Posting", "PostingBody", "SettleBody", "SettlementLedgerRules", "SlotInputs",
     "book_trades_for_slot", "certificate_registry", "certificates_of", "certified_inputs", "compute_settlement",
     "imbalance_postings", "input_of_entry", "inputs_by_slot", "meter_entries_for_slot", "meter_record_of",
-    "meter_registration_of", "posted_by_reason", "reconciliation_postings", "settle_key", "settled_inputs",
+    "account_registration_of", "meter_registration_of", "posted_by_reason", "reconciliation_postings", "settle_key", "settled_inputs",
     "settled_slots", "settlement_of", "slots_to_reconcile",
     "slots_to_settle", "swap_trade_id", "swap_trades_for_slot", "tariffs_of", "trade_of_swap", "trades_for_slot",
     "unsettled_slots",
@@ -173,6 +179,7 @@ __all__ = [
 
 METER_KIND = "meter"
 METER_REGISTRATION_KIND = "meter_registration"
+METER_REGISTRATION_V2_KIND = "meter_registration_v2"
 MAX_READING_BYTES = 512
 
 
@@ -195,6 +202,10 @@ class MeterRecord:
 
 def _registration_key(meter_key: bytes) -> str:
     return f"meter_key/{meter_key.hex()}"
+
+
+def _account_key(account: bytes) -> str:
+    return f"meter_account/{account.hex()}"
 
 
 def _record_key(account: bytes, slot: int) -> str:
@@ -221,6 +232,12 @@ def meter_registration_of(state: LedgerState, meter_key: bytes) -> MeterRegistra
     return registration if isinstance(registration, MeterRegistration) else None
 
 
+def account_registration_of(state: LedgerState, account: bytes) -> MeterRegistration | None:
+    """The certified meter registration of ``account`` applied last (v1 or v2), or None."""
+    registration = state.extra.get(_account_key(account))
+    return registration if isinstance(registration, MeterRegistration) else None
+
+
 # --- meter_registration ---------------------------------------------------------------------
 
 def validate_meter_registration(state: LedgerState, entry: Entry, body: MeterRegistration,
@@ -239,6 +256,7 @@ def validate_meter_registration(state: LedgerState, entry: Entry, body: MeterReg
 
 def process_meter_registration(state: LedgerState, entry: Entry, body: MeterRegistration, rules: LedgerRules) -> None:
     state.extra[_registration_key(body.meter_key)] = body
+    state.extra[_account_key(body.account)] = body
 
 
 def _registration_conflict(entry: Entry, body: MeterRegistration) -> tuple[bytes, ...]:
@@ -296,6 +314,8 @@ def _meter_ready(state: LedgerState, entry: Entry, body: MeterEntryBody) -> bool
 
 
 register_kind(KindRules(METER_REGISTRATION_KIND, MeterRegistration, validate_meter_registration,
+                        process_meter_registration, _registration_conflict))
+register_kind(KindRules(METER_REGISTRATION_V2_KIND, MeterRegistrationV2, validate_meter_registration,
                         process_meter_registration, _registration_conflict))
 register_kind(KindRules(METER_KIND, MeterEntryBody, validate_meter, process_meter, is_ready=_meter_ready))
 

@@ -152,13 +152,14 @@ class GatewayMeterRegistrar:
         if self.after is not None:
             await self.after.wait()
         wanted = [(bytes.fromhex(m.account), bytes.fromhex(m.meter_key)) for m in node.config.gateway.meters]
+        exports = {bytes.fromhex(m.meter_key): m.export_w for m in node.config.gateway.meters if m.export_w >= 0}
         delay = RETRY_MIN_S
         while True:
             pending = [(a, k) for a, k in wanted if meter_registration_of(ledger.state, k) is None]
             if not pending:
                 break
             try:
-                self.registered += await register_meters(ledger, pending, node.clock.now_ms())
+                self.registered += await register_meters(ledger, pending, node.clock.now_ms(), exports)
             except LedgerError as exc:   # no quorum yet (validators still starting)
                 log.info("meter registrations not certified yet (%s); retrying in %.1f s", exc, delay)
                 await trio.sleep(delay)

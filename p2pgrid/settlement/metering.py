@@ -15,6 +15,11 @@ Wire kinds:
   is the green generation metered behind the connection in the slot, with its ``green_source``.
 * ``p2pgrid/meter-registration`` v1 — ``MeterRegistration``, signed by the zone ``operator``: this
   meter key measures this account in this zone. A meter key can never be the account key itself.
+* ``p2pgrid/meter-registration`` v2 — ``MeterRegistrationV2``: v1 plus ``export_w``, the most the
+  metered connection can feed into the grid (inverter nameplate of PV and battery together, or the
+  connection's export limit, whichever is lower), in W. Order admission bounds what an account may
+  offer per slot by it (``p2pgrid.trading.admission``); a v1 registration records no export, so its
+  account may buy but not sell.
 
 ``validate_meter_reading(signed, registry, rules, previous, entry_time_ms=None)`` accepts a reading
 or raises ``MeterReadingRejected`` whose ``reason`` says why (consensus-specs style REJECT: the
@@ -63,11 +68,13 @@ from p2pgrid.units import SlotRules
 from p2pgrid.wire import MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Signed, Source, decode_signed, message
 
 __all__ = [
-    "MeterReading", "MeterReadingRejected", "MeterRegistration", "MeterRegistry", "RejectReason",
+    "MAX_EXPORT_W", "MeterReading", "MeterReadingRejected", "MeterRegistration", "MeterRegistrationV2",
+    "MeterRegistry", "RejectReason", "export_w_of",
     "check_reading_time", "decode_meter_reading", "to_meter_entry", "validate_meter_reading",
 ]
 
 MAX_COUNTER_WH = 2**62
+MAX_EXPORT_W = 10**9        # 1 GW: a bound on the field, not a plausible connection
 
 
 @message("p2pgrid/meter", 1, max_bytes=512, signer_field="meter_key")
@@ -119,6 +126,19 @@ class MeterRegistration:
     def check(self) -> None:
         if self.meter_key == self.account:
             raise DecodeError("MeterRegistration.meter_key must not be the account's own key")
+
+
+@message("p2pgrid/meter-registration", 2, max_bytes=512, signer_field="operator")
+@dataclass(frozen=True)
+class MeterRegistrationV2(MeterRegistration):
+    """v1, plus what the metered connection can export: ``export_w`` W (0: it cannot sell)."""
+
+    export_w: int = field(metadata={"min": 0, "max": MAX_EXPORT_W})
+
+
+def export_w_of(registration: MeterRegistration) -> int:
+    """The export a registration records, W: a v1 registration records none (0)."""
+    return registration.export_w if isinstance(registration, MeterRegistrationV2) else 0
 
 
 @dataclass(frozen=True)

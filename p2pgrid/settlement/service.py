@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -77,9 +77,9 @@ from p2pgrid.errors import KeystoreError, LedgerError, SettlementError, WireErro
 from p2pgrid.identity import NodeKey, load_keystore, save_keystore
 from p2pgrid.ledger.chain import EntryRejected, LedgerRules, LedgerState, build_entry, decode_body, kind_rules
 from p2pgrid.ledger.service import EntryInDoubt
-from p2pgrid.settlement.metering import MeterReading, MeterRegistration, decode_meter_reading
+from p2pgrid.settlement.metering import MeterReading, MeterRegistration, MeterRegistrationV2, decode_meter_reading
 from p2pgrid.settlement.entries import (
-    METER_KIND, METER_REGISTRATION_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, SlotInputs,
+    METER_KIND, METER_REGISTRATION_KIND, METER_REGISTRATION_V2_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, SlotInputs,
     compute_settlement, has_meters, input_of_entry, inputs_by_slot, meter_record_of, meter_registration_of,
     settlement_of,
 )
@@ -136,11 +136,22 @@ def load_or_create_meter_key(data_dir: Path, key_file: str = METER_KEY_FILE) -> 
     return key
 
 
-async def register_meters(ledger: Ledger, meters: Iterable[tuple[bytes, bytes]], now_ms: int) -> int:
+async def register_meters(ledger: Ledger, meters: Iterable[tuple[bytes, bytes]], now_ms: int,
+                          export_w: Mapping[bytes, int] | None = None) -> int:
     """As the gateway: certify a registration for each ``(account, meter_key)`` not registered yet.
-    Returns how many were submitted."""
-    entries = [ledger.next_entry(METER_REGISTRATION_KIND,
+    A meter key in ``export_w`` is registered with that export capacity (``meter_registration_v2``),
+    one not in it with none (``meter_registration``: its account can buy, not sell). Returns how
+    many were submitted."""
+    exports = export_w or {}
+
+    def entry_of(account: bytes, meter_key: bytes) -> Any:
+        if meter_key in exports:
+            return ledger.next_entry(METER_REGISTRATION_V2_KIND, MeterRegistrationV2(
+                ledger.me, account, meter_key, ledger.rules.zone, now_ms, exports[meter_key]))
+        return ledger.next_entry(METER_REGISTRATION_KIND,
                                  MeterRegistration(ledger.me, account, meter_key, ledger.rules.zone, now_ms))
+
+    entries = [entry_of(account, meter_key)
                for account, meter_key in meters if meter_registration_of(ledger.state, meter_key) is None]
     refused: list[LedgerError] = []
 

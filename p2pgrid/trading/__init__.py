@@ -1,6 +1,7 @@
 """Decentralised trading: local books from gossip, takes, certified fills.
 
 * ``local_books`` — the books a node keeps of its zones' open slots, fed by gossip (pure)
+* ``admission``   — which orders may enter a book: registered, within export capacity and budget (pure)
 * ``maker``       — what a maker answers to a take (pure)
 * ``messages``    — the take protocol ``/p2pgrid/take/2`` (pure)
 * ``standing``    — back-off and score of makers that do not answer takes (pure)

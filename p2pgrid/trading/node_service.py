@@ -45,7 +45,8 @@ class TradingNodeService:
         journal = OwnOrderJournal(node.config.node.data_dir / OWN_ORDERS_FILE)
         # Neighbour zones' order topics, read-only (market.locality): their books, never our orders.
         async with open_neighbour_gossip(node.transport, zone.neighbours, zone.slot_rules, node.clock.now_ms,
-                                         tick_s=node.config.network.publish_interval_ms / 1000) as neighbours:
+                                         tick_s=node.config.network.publish_interval_ms / 1000,
+                                         admission=node.order_gossip.admission) as neighbours:
             trading = TradingService(node.key, config, node.transport, node.ledger, node.order_gossip,
                                      node.clock.now_ms, journal, neighbours)
             node.trading = trading

@@ -202,6 +202,11 @@ class TradingService:
         self.journal = journal
         self.pool_client: PoolClient | None = None      # set when this node trades with AMM pools
         self.own_orders: dict[bytes, Signed[Order]] = journal.load() if journal is not None else {}
+        admission = getattr(gossip, "admission", None)
+        if admission is not None:
+            # Orders published before a restart still commit this node's export and credits.
+            for signed in self.own_orders.values():
+                admission.count_own(signed, clock())
         self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
         # What the last sync with the ledger saw (see ``_sync_books_with_ledger``).
@@ -227,7 +232,9 @@ class TradingService:
 
     def place_order(self, side: Side, qty_wh: int, limit_price: int, slot: int, *, green: bool = False,
                     source: Source | None = None, expiry_ms: int | None = None) -> Signed[Order]:
-        """Sign an order, rest it in the local book and gossip it with the next batch."""
+        """Sign an order, rest it in the local book and gossip it with the next batch. Raises
+        ``admission.OrderNotAdmitted`` (a ``TradingError``) for an order other nodes would not
+        admit (unregistered, beyond the export capacity, beyond the budget)."""
         now = self.clock()
         if not self.config.slot_rules.is_tradable(slot, now):
             raise TradingError(f"slot {slot} is not open for trading now")
@@ -237,11 +244,13 @@ class TradingService:
                       source=source or (Source.NONE if side is Side.BUY else Source.GRID), created_ms=now,
                       expiry_ms=expiry_ms or self.config.slot_rules.gate_closure_ms(slot), nonce=self._nonce)
         signed = sign(order, self.key)
+        # Admission first (raises OrderNotAdmitted if other nodes would not admit it); queued
+        # orders are published only after this call returns, so the journal still comes first.
+        self.gossip.submit(signed)
         if self.journal is not None:
             self.journal.record_order(signed)   # durable before anyone can take it
         self.own_orders[order.order_id] = signed
         self._publish_change(self.books.on_order(signed, now))
-        self.gossip.submit(signed)
         return signed
 
     def cancel_order(self, order_id: bytes) -> Signed[Cancel]:

@@ -6,6 +6,13 @@ service, order gossip and trading service; node 0 is the zone operator, whose ke
 With ``pool_host=i`` (and a ``PoolHostConfig``) node ``i`` hosts AMM pools and every node trades
 with pools through a ``PoolClient`` (``node.pools``, also ``node.trading.pool_client``).
 
+Order admission (``trading.admission``) is **off** here unless ``admission=True``: these clusters
+test the trading protocol itself, and most of their tests neither fund every node nor register
+meters, so an admission gate would have no facts to admit their orders on. Node-level clusters
+(``p2pgrid.node.testing``) and simnet always run with it on. With it on, ``register_meters(nodes,
+{account: export_w})`` registers a meter with that export capacity for each account, and ``fund``
+gives every node credits: what their orders need to be admitted.
+
 ``open_zoned_cluster(kind, homes, grid_fees, data_dir)`` is the same across zones: node ``i``
 lives in zone ``homes[i]``, trades with the zones of ``grid_fees[homes[i]]`` (keeping their books
 from read-only gossip) and every node shares one ledger domain (``LEDGER_DOMAIN``) and committee.
@@ -34,6 +41,8 @@ from p2pgrid.pools.client import PoolClient, PoolClientConfig, open_pool_client
 from p2pgrid.pools.host import PoolHost, PoolHostConfig, open_pool_host
 from p2pgrid.settlement.entries import SettlementLedgerRules
 from p2pgrid.settlement.rules import ImbalancePrices
+from p2pgrid.settlement.service import register_meters as certify_registrations
+from p2pgrid.trading.admission import AdmissionGate, LedgerFacts
 from p2pgrid.trading.own_orders import OwnOrderJournal
 from p2pgrid.trading.service import TradingConfig, TradingService, open_trading_service
 from p2pgrid.units import SlotRules
@@ -73,14 +82,18 @@ class TradingNode:
 
 @asynccontextmanager
 async def open_trading_node(transport: Transport, key: NodeKey, data_dir: Path, ledger_config: LedgerConfig,
-                            trading_config: TradingConfig, clock: Callable[[], int]) -> AsyncIterator[TradingNode]:
+                            trading_config: TradingConfig, clock: Callable[[], int], *,
+                            admission: bool = False) -> AsyncIterator[TradingNode]:
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(data_dir / f"{key.public_key.hex()[:12]}.sqlite"))
         ledger = await stack.enter_async_context(open_ledger_service(key, ledger_config, store, transport, clock))
+        gate = (AdmissionGate(LedgerFacts(lambda: ledger.state, lambda: ledger.rules), trading_config.slot_rules)
+                if admission else None)
         gossip = await stack.enter_async_context(open_order_gossip(
-            transport, OrderRules(trading_config.zone, trading_config.slot_rules), clock, tick_s=0.05))
+            transport, OrderRules(trading_config.zone, trading_config.slot_rules), clock, tick_s=0.05,
+            admission=gate))
         neighbours = await stack.enter_async_context(open_neighbour_gossip(
-            transport, trading_config.grid_fees, trading_config.slot_rules, clock, tick_s=0.05))
+            transport, trading_config.grid_fees, trading_config.slot_rules, clock, tick_s=0.05, admission=gate))
         journal = OwnOrderJournal(data_dir / f"{key.public_key.hex()[:12]}.orders")
         trading = await stack.enter_async_context(open_trading_service(
             key, trading_config, transport, ledger, gossip, clock, journal, neighbours))
@@ -93,9 +106,11 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
                                credit_limit_uc: int = 0, pool_host: int | None = None,
                                pool_config: PoolHostConfig | None = None,
                                pool_client_config: PoolClientConfig | None = None,
-                               settlement_prices: ImbalancePrices | None = None) -> AsyncIterator[list[TradingNode]]:
+                               settlement_prices: ImbalancePrices | None = None,
+                               admission: bool = False) -> AsyncIterator[list[TradingNode]]:
     """With ``settlement_prices`` the zone's rules carry its settlement terms (slot calendar and
-    imbalance prices), so ``settle`` entries can be certified."""
+    imbalance prices), so ``settle`` entries can be certified. ``admission``: see the module
+    docstring."""
     import time
 
     clock = clock or (lambda: time.time_ns() // 1_000_000)
@@ -113,7 +128,7 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
         trading_config = TradingConfig(ZONE, slot_rules, tick_s=0.1)
         async with AsyncExitStack() as stack:
             nodes = [await stack.enter_async_context(
-                open_trading_node(t, k, data_dir, ledger_config, trading_config, clock))
+                open_trading_node(t, k, data_dir, ledger_config, trading_config, clock, admission=admission))
                 for t, k in zip(transports, keys)]
             if pool_host is not None and pool_config is not None:
                 await _start_pools(stack, nodes, pool_host, pool_config, pool_client_config, slot_rules, clock)
@@ -199,6 +214,20 @@ def _key_of(transport: Transport, index: int) -> NodeKey:
     if key.public_key != transport.local_peer:
         raise RuntimeError("cluster keys out of step with open_cluster")
     return key
+
+
+async def register_meters(nodes: list[TradingNode], export_w: Mapping[bytes, int]) -> dict[bytes, NodeKey]:
+    """The operator (node 0, the gateway) registers a new meter key for each account of
+    ``export_w``, with that export capacity (W); returns the meter keys by account."""
+    operator = nodes[0]
+    meters = {account: NodeKey.generate() for account in export_w}
+    await certify_registrations(operator.ledger, [(a, k.public_key) for a, k in meters.items()],
+                                operator.trading.clock(), {meters[a].public_key: w for a, w in export_w.items()})
+    height = operator.ledger.state.height
+    with trio.fail_after(30):
+        for node in nodes:
+            await node.ledger.wait_for_height(height)
+    return meters
 
 
 async def fund(nodes: list[TradingNode], amount_uc: int) -> None:

@@ -11,6 +11,7 @@ from p2pgrid.ledger.chain import decode_body
 from p2pgrid.ledger.messages import Entry, Fill
 from p2pgrid.node.api import peer_id_base58
 from p2pgrid.node.rpc import read_endpoint
+from p2pgrid.node.testing import DEFAULT_EXPORT_W
 from p2pgrid.rpc import errors as codes
 from p2pgrid.rpc.api import BookLevel, OrderStatus, Venue
 from p2pgrid.rpc.client import AsyncRpcClient, RpcCallError, calls
@@ -60,7 +61,8 @@ async def exercise_every_method(maker_call, taker_call, nodes) -> None:
     info = await maker_call(calls.node_info())
     assert (info.account, info.zone, info.role) == (maker.key.public_key, maker.zone, "household")
     assert info.peer_id == peer_id_base58(maker.key.public_key)
-    assert info.ledger_height == maker.ledger.state.height == 3          # the gateway's three mints
+    # The gateway's three mints and three meter registrations.
+    assert info.ledger_height == maker.ledger.state.height == 6
     assert (info.slot_length_s, info.gate_s) == (900, 300)
     peers = await maker_call(calls.peers_list())
     assert {p.peer_id for p in peers} == {peer_id_base58(n.key.public_key) for n in nodes if n is not maker}
@@ -111,6 +113,12 @@ async def exercise_every_method(maker_call, taker_call, nodes) -> None:
     closed_slot = maker.config.zone.slot_rules.slot_of(maker.clock.now_ms()) - 900
     assert (await refused(maker_call, calls.order_place(zone, closed_slot, Side.BUY, 1, 1))).code == codes.INVALID_ORDER
     assert (await refused(maker_call, calls.ledger_entry(maker.key.public_key, 99))).code == codes.LEDGER_ERROR
+    # Order admission: beyond the export capacity registered for the maker's meter, or its budget.
+    capacity_wh = DEFAULT_EXPORT_W * 900 // 3600
+    unbacked = await refused(maker_call, calls.order_place(zone, slot, Side.SELL, capacity_wh + 1, 200_000))
+    assert unbacked.code == codes.INVALID_ORDER and "over_capacity" in unbacked.message
+    unfunded = await refused(maker_call, calls.order_place(zone, slot, Side.BUY, 10**9, 10**9))
+    assert unfunded.code == codes.INVALID_ORDER and "unfunded_bid" in unfunded.message
     assert (await refused(maker_call, calls.settlement_get(slot + 1))).code == codes.SETTLEMENT_ERROR
     for no_devices in (calls.telemetry_get(), calls.forecast_get(4)):
         error = await refused(maker_call, no_devices)

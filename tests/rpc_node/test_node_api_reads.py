@@ -52,6 +52,9 @@ class OffsetClock:
         self.offset_ms += max(0, t_ms - self.now_ms())
 
 
+EXPORT_W = 10_000      # these meters replace the cluster's: the seller's offer needs an export capacity
+
+
 async def next_event(stream, timeout_s: float = 30):
     with trio.fail_after(timeout_s):
         async for event in stream:
@@ -79,7 +82,8 @@ async def test_a_settled_slot_is_read_streamed_and_its_green_certificates_listed
         rules = seller.config.zone.slot_rules
         meter_keys = {n.key.public_key: seeded_key(f"meter-{i}") for i, n in enumerate(nodes) if n in (seller, buyer)}
         with trio.fail_after(30):
-            await register_meters(gateway.ledger, ((a, k.public_key) for a, k in meter_keys.items()), clock.now_ms())
+            await register_meters(gateway.ledger, ((a, k.public_key) for a, k in meter_keys.items()), clock.now_ms(),
+                                  {k.public_key: EXPORT_W for k in meter_keys.values()})
         await wait_until(lambda: all(n.ledger.state.height == gateway.ledger.state.height for n in nodes))
 
         zone, slot = seller.zone, open_slot(seller)

@@ -36,6 +36,7 @@ from p2pgrid.wire import Side, Source
 
 SLOT_S, GATE_S, GRACE_S = 2, 1, 3
 CREDITS = 50_000_000
+EXPORT_W = 10_000_000
 RETAIL, FEED_IN = 300_000, 80_000
 SITES = {                      # Wh per slot: load, pv (kWp big enough not to clip 3000 Wh per 4 s)
     "gateway": (0, 0),
@@ -70,7 +71,8 @@ def node_config(root: Path, name: str, keys, meters: dict[str, str]):
     if i == 0:
         # W = 0.5 s: on a 2 s slot clock the default 30 s would hold every settlement back.
         raw["gateway"] = {"fund_uc": CREDITS, "fund_accounts": [k.public_key.hex() for k in keys[1:]],
-                          "meters": [{"account": a, "meter_key": m} for a, m in meters.items()],
+                          # export_w: the sites' 10 MWp (order admission: 5555 Wh per 2 s slot).
+                          "meters": [{"account": a, "meter_key": m, "export_w": EXPORT_W} for a, m in meters.items()],
                           "settle_delay_ms": 500}
     return build_config(raw, base_dir=root)
 
