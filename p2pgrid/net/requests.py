@@ -4,8 +4,8 @@ One stream per peer and protocol stays open for many round trips (measured here:
 a second on a persistent stream against ~118 with a stream per request). The client side,
 ``RequestStreams``, keeps one stream per peer, lets one request at a time use it (answers come back
 in order) and re-opens it once if it broke. The server side, ``StreamServer``, answers each frame
-of each incoming stream with ``answer(frame, peer)``; a stream ends when the peer closes it or
-sends something that breaks the framing.
+of each incoming stream with ``answer(frame, peer)``; a stream ends when the peer closes it,
+sends something that breaks the framing, or ``answer`` returns None.
 
 Streams are served by the transport's tasks, which outlive the service that registered the handler;
 ``aclose`` on either side ends every stream it holds, so a stopped service is never called again
@@ -20,8 +20,9 @@ import trio
 
 from p2pgrid.net.transport import FramedStream, NetError, Transport
 
-Answer = Callable[[bytes, bytes], Awaitable[bytes]]
-"""``answer(frame, peer) -> reply frame`` for one request."""
+Answer = Callable[[bytes, bytes], Awaitable[bytes | None]]
+"""``answer(frame, peer) -> reply frame`` for one request; None ends the stream (a request so
+bad that the peer is not worth answering)."""
 
 
 class RequestStreams:
@@ -84,6 +85,8 @@ class StreamServer:
                 except NetError:
                     return
                 reply = await self._answer(data, stream.peer)
+                if reply is None:
+                    return
                 try:
                     await stream.send_frame(reply)
                 except NetError:
