@@ -24,9 +24,9 @@ from p2pgrid.net.reconcile_messages import (
     IdsRequest, SlotDigest, decode_books_frame, encode_books_frame,
 )
 from p2pgrid.net.reconcile_service import BookReconciler, ReconcileConfig, open_book_reconciler
-from p2pgrid.net.testing import cluster_keys, make_order, wait_until
+from p2pgrid.net.testing import DropGossip, cluster_keys, make_order, wait_until
 from p2pgrid.errors import NetError, WireError
-from p2pgrid.net.transport import StreamClosed, ValidationResult, accept_all, peers_supporting
+from p2pgrid.net.transport import StreamClosed, peers_supporting
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.trading.local_books import LocalBooks
 from p2pgrid.wire import Cancel, pack, sign, to_plain
@@ -35,25 +35,6 @@ RULES = OrderRules(zone="zone-a")
 BOUND_S = 60
 FAST = ReconcileConfig(interval_s=0.2, poll_s=0.02, session_timeout_s=10.0, backoff_s=3600.0)
 QUIET = dataclasses.replace(FAST, interval_s=3600.0)     # only new peers are pulled from by itself
-
-
-class DropGossip:
-    """A transport whose order-topic validator drops other peers' gossip while ``dropping``
-    (as a node under load that missed messages): the books can only be repaired by pulling."""
-
-    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
-        self.inner = inner
-        self.dropping = False
-
-    def __getattr__(self, name):  # type: ignore[no-untyped-def]
-        return getattr(self.inner, name)
-
-    async def subscribe(self, topic, validator=accept_all):  # type: ignore[no-untyped-def]
-        def gated(sender: bytes, data: bytes) -> ValidationResult:
-            if self.dropping and sender != self.inner.local_peer:
-                return ValidationResult.IGNORE
-            return validator(sender, data)
-        return await self.inner.subscribe(topic, gated)
 
 
 @asynccontextmanager
