@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import trio
 
@@ -78,6 +79,18 @@ def has_mesh(transport: Transport, topic: str) -> bool:
 async def wait_for_mesh(transports: Sequence[Transport], topic: str) -> None:
     """Wait (inside ``trio.fail_after``) until every transport has a mesh on ``topic``."""
     await wait_until(lambda: all(has_mesh(t, topic) for t in transports))
+
+
+async def collect_deliveries(service: Any, count: int) -> tuple[list[Any], set[str]]:
+    """Receive deliveries of an ``OrderGossip`` until ``count`` items came; the items and the
+    paths (``via``) they came by."""
+    items: list[Any] = []
+    vias: set[str] = set()
+    while len(items) < count:
+        delivery = await service.deliveries.receive()
+        items += delivery.items
+        vias.add(delivery.via)
+    return items, vias
 
 
 class DropGossip:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pgrid.net.memory import MemoryNetwork
-from p2pgrid.net.orders import VIA_RECONCILE, OrderGossip, open_order_gossip, wall_clock_ms
+from p2pgrid.net.orders import VIA_RECONCILE, open_order_gossip, wall_clock_ms
 from p2pgrid.net.peer_schedule import PeerSchedule
 from p2pgrid.net.reconcile import (
     CANCEL_KIND, ORDER_KIND, OpenItems, compute_digest, item_key, peek_item_key,
@@ -24,7 +24,7 @@ from p2pgrid.net.reconcile_messages import (
     IdsRequest, SlotDigest, decode_books_frame, encode_books_frame,
 )
 from p2pgrid.net.reconcile_service import BookReconciler, ReconcileConfig, open_book_reconciler
-from p2pgrid.net.testing import DropGossip, cluster_keys, make_order, wait_until
+from p2pgrid.net.testing import DropGossip, cluster_keys, collect_deliveries, make_order, wait_until
 from p2pgrid.errors import NetError, WireError
 from p2pgrid.net.transport import StreamClosed, peers_supporting
 from p2pgrid.net.validation import OrderRules
@@ -47,15 +47,6 @@ async def open_node(network: MemoryNetwork, key, config: ReconcileConfig = FAST,
         gossip = await stack.enter_async_context(open_order_gossip(transport, RULES, tick_s=0.05))
         reconciler = await stack.enter_async_context(open_book_reconciler(transport, [gossip], wall_clock_ms, config))
         yield transport, gossip, reconciler
-
-
-async def collect(service: OrderGossip, count: int) -> list:
-    items, vias = [], set()
-    while len(items) < count:
-        delivery = await service.deliveries.receive()
-        items += delivery.items
-        vias.add(delivery.via)
-    return items, vias
 
 
 def orders(owner, count: int, now: int, first: int = 0):  # type: ignore[no-untyped-def]
@@ -161,7 +152,7 @@ async def test_a_node_that_starts_after_the_orders_were_published_gets_them_all(
         with trio.fail_after(BOUND_S):
             await wait_until(lambda: len(first.items) == 300)
             async with open_node(network, keys[1]) as (_, late, reconciler):
-                items, vias = await collect(late, 300)
+                items, vias = await collect_deliveries(late, 300)
         assert sorted(s.encoded for s in items) == sorted(s.encoded for s in published)
         assert vias == {VIA_RECONCILE} and late.stats.delivered_batches == 0
         assert late.stats.reconciled_items == 300 and reconciler.stats.failures == {}
@@ -180,7 +171,7 @@ async def test_orders_a_node_dropped_from_gossip_are_pulled_later():
             maker.submit(signed)
         with trio.fail_after(BOUND_S):
             await maker.flush()
-            items, vias = await collect(busy, 40)
+            items, vias = await collect_deliveries(busy, 40)
         assert {s.body.order_id for s in items} == {s.body.order_id for s in published}
         assert vias == {VIA_RECONCILE}
         assert busy.stats.ignored_items == {} and busy.stats.delivered_batches == 0   # gossip brought nothing
@@ -200,7 +191,7 @@ async def test_a_cancelled_order_is_not_resurrected_by_a_peer_that_missed_the_ca
             await wait_until(lambda: owner_reconciler.stats.sessions == other_reconciler.stats.sessions == 1)
             owner.submit(order)
             await owner.flush()
-            for item in (await collect(other, 1))[0]:
+            for item in (await collect_deliveries(other, 1))[0]:
                 books.on_order(item, now)
             assert books.remaining(order.body.order_id) == order.body.qty_wh
             transport.dropping = True                  # the cancel goes past ``other``
@@ -214,7 +205,7 @@ async def test_a_cancelled_order_is_not_resurrected_by_a_peer_that_missed_the_ca
             assert item_key(order.body) not in owner.items
             # The peer pulls from the owner: it gets the cancel, and its book drops the order.
             assert await other_reconciler.reconcile_with(keys[0].public_key) == 1, other.stats
-            items, _ = await collect(other, 1)
+            items, _ = await collect_deliveries(other, 1)
         assert [type(s.body) for s in items] == [Cancel]
         books.on_cancel(items[0])
         assert books.remaining(order.body.order_id) == 0

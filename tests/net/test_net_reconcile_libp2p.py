@@ -6,10 +6,10 @@ import pytest
 import trio
 
 from p2pgrid.net.libp2p_host import open_libp2p_transport
-from p2pgrid.net.orders import VIA_RECONCILE, OrderGossip, open_order_gossip, wall_clock_ms
+from p2pgrid.net.orders import VIA_RECONCILE, open_order_gossip, wall_clock_ms
 from p2pgrid.net.reconcile_messages import BOOKS_PROTOCOL
 from p2pgrid.net.reconcile_service import ReconcileConfig, open_book_reconciler
-from p2pgrid.net.testing import LOOPBACK, DropGossip, cluster_keys, make_order, wait_until
+from p2pgrid.net.testing import LOOPBACK, DropGossip, cluster_keys, collect_deliveries, make_order, wait_until
 from p2pgrid.net.transport import peers_supporting
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.wire import sign
@@ -20,15 +20,6 @@ RULES = OrderRules(zone="zone-a")
 BOUND_S = 120       # generous: several hosts in one process on two shared cores, maybe one kept busy
 FAST = ReconcileConfig(interval_s=0.3, poll_s=0.05, session_timeout_s=60.0)
 ORDERS = 500
-
-
-async def collect(service: OrderGossip, count: int) -> tuple[list, set]:
-    items, vias = [], set()
-    while len(items) < count:
-        delivery = await service.deliveries.receive()
-        items += delivery.items
-        vias.add(delivery.via)
-    return items, vias
 
 
 async def test_a_late_node_fills_its_book_by_pulling_and_never_asks_a_peer_without_the_protocol():
@@ -55,7 +46,7 @@ async def test_a_late_node_fills_its_book_by_pulling_and_never_asks_a_peer_witho
                 await late.connect(plain.listen_addrs[0])
                 started = trio.current_time()
                 await late.connect(transport.listen_addrs[0])
-                items, vias = await collect(late_gossip, ORDERS)
+                items, vias = await collect_deliveries(late_gossip, ORDERS)
                 fill_s = trio.current_time() - started
                 await wait_until(lambda: reconciler.stats.sessions >= 4)    # periodic pulls went on
             assert sorted(s.encoded for s in items) == sorted(s.encoded for s in published)
