@@ -50,7 +50,7 @@ Clock = Callable[[], int]
 
 @dataclass(frozen=True)
 class ReconcileConfig:
-    interval_s: float = 5.0            # real seconds between pulls from one more peer, in turn
+    interval_s: float = 2.0            # real seconds between pulls from one more peer, in turn
     poll_s: float = 0.5                # how often newly connected peers are looked for
     session_timeout_s: float = 30.0    # a pull that takes longer is abandoned (tried again later)
     backoff_s: float = 60.0            # a peer whose answer broke the protocol is left alone this long
