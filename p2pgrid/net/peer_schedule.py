@@ -6,7 +6,9 @@ loop wakes up, with
 
 * every peer that is in ``peers`` now but was not at the previous call: a peer just connected,
   reconnected, or just identified as speaking the protocol is pulled from at once — what a node
-  missed while it was away, or before anyone joined its topic, comes back without waiting;
+  missed while it was away, or before anyone joined its topic, comes back without waiting. At
+  most ``burst`` of them per call (the others the next calls): a node that connects to many
+  peers at once does not pull from all of them in one go;
 * once per ``interval_s``, one more peer, taking the peers in turn (sorted by key, so every
   peer gets its turn however the set changes), for what gossip misses while connected.
 
@@ -22,18 +24,20 @@ from collections.abc import Iterable
 class PeerSchedule:
     """Peers to pull from: new ones at once, then one in turn per interval (module docstring)."""
 
-    def __init__(self, interval_s: float) -> None:
-        if interval_s <= 0:
-            raise ValueError("an anti-entropy interval is positive")
+    def __init__(self, interval_s: float, burst: int = 4) -> None:
+        if interval_s <= 0 or burst < 1:
+            raise ValueError("an anti-entropy interval is positive, and at least one new peer is pulled from")
         self.interval_s = interval_s
+        self.burst = burst
         self._known: frozenset[bytes] = frozenset()
         self._next_turn_s: float | None = None
         self._last_turn: bytes | None = None
 
     def due(self, peers: Iterable[bytes], now_s: float) -> list[bytes]:
         current = frozenset(peers)
-        due = sorted(current - self._known)
-        self._known = current
+        new = sorted(current - self._known)
+        due, later = new[:self.burst], new[self.burst:]
+        self._known = current - frozenset(later)
         if self._next_turn_s is None:
             self._next_turn_s = now_s + self.interval_s
         elif now_s >= self._next_turn_s and current:

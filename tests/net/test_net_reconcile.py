@@ -139,6 +139,13 @@ def test_the_schedule_pulls_new_peers_at_once_then_one_in_turn():
     assert schedule.due({a, b, c}, 42.0) == [b], "a peer that comes back is pulled from again"
 
 
+def test_the_schedule_pulls_from_many_new_peers_a_few_at_a_time():
+    schedule = PeerSchedule(10.0, burst=2)
+    peers = {bytes([i]) * 32 for i in range(5)}
+    rounds = [schedule.due(peers, t) for t in (0.0, 0.5, 1.0, 1.5)]
+    assert rounds == [sorted(peers)[:2], sorted(peers)[2:4], sorted(peers)[4:], []]
+
+
 # --- two nodes ------------------------------------------------------------------------------
 
 async def test_a_node_that_starts_after_the_orders_were_published_gets_them_all():
