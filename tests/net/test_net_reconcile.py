@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pgrid.net.memory import MemoryNetwork
-from p2pgrid.net.orders import VIA_RECONCILE, open_order_gossip, wall_clock_ms
+from p2pgrid.net.orders import VIA_RECONCILE, open_neighbour_gossip, open_order_gossip, wall_clock_ms
 from p2pgrid.net.peer_schedule import PeerSchedule
 from p2pgrid.net.reconcile import (
     CANCEL_KIND, ORDER_KIND, OpenItems, compute_digest, item_key, peek_item_key,
@@ -365,3 +365,26 @@ async def test_a_bad_request_ends_its_stream_and_the_server_goes_on():
 def test_reconciler_without_zones_answers_empty():
     reconciler = BookReconciler(None, wall_clock_ms)   # type: ignore[arg-type]
     assert reconciler.answer(DigestRequest(3, ("zone-a",), (SLOT_DIGEST,))) == DigestReply(3, ())
+
+
+async def test_a_neighbour_zone_read_only_converges_too():
+    """A node of zone-b that reads zone-a's orders (``market.locality``) pulls them like its own."""
+    keys = cluster_keys(2)
+    network = MemoryNetwork()
+    async with open_node(network, keys[0]) as (_, home, _):
+        published = orders(keys[0], 20, wall_clock_ms())
+        for signed in published:
+            home.submit(signed)
+        await home.flush()
+        async with AsyncExitStack() as stack:
+            transport = await stack.enter_async_context(network.open_transport(keys[1], connect_to=network.addresses))
+            own = await stack.enter_async_context(open_order_gossip(transport, OrderRules("zone-b"), tick_s=0.05))
+            [neighbour] = await stack.enter_async_context(
+                open_neighbour_gossip(transport, ["zone-a"], RULES.slot_rules, wall_clock_ms, tick_s=0.05))
+            reconciler = await stack.enter_async_context(open_book_reconciler(transport, [own, neighbour],
+                                                                              wall_clock_ms, FAST))
+            with trio.fail_after(BOUND_S):
+                items, vias = await collect_deliveries(neighbour, 20)
+            assert {s.body.order_id for s in items} == {s.body.order_id for s in published}
+            assert vias == {VIA_RECONCILE} and len(own.items) == 0
+            assert reconciler.stats.failures == {}
