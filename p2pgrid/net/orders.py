@@ -51,7 +51,7 @@ import trio
 
 from p2pgrid.errors import WireError
 from p2pgrid.net.batching import pack_signed_batches
-from p2pgrid.net.reconcile import OpenItems, item_key, peek_item_key
+from p2pgrid.net.reconcile import OpenItems, item_key, owner_of_key, peek_item_key
 from p2pgrid.net.transport import NetError, Transport, ValidationResult
 from p2pgrid.net.validation import (
     BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id, own_batch_verdict, record, screen_own_items,
@@ -259,10 +259,9 @@ class OrderGossip:
             with trio.CancelScope(shield=True):
                 await subscription.aclose()
 
-
     # --- reconciliation -------------------------------------------------------------------
 
-    def admit_fetched(self, items: Sequence[bytes], asked: set[bytes], source: bytes) -> FetchedVerdict:
+    def admit_fetched(self, items: Sequence[bytes], asked: Iterable[bytes], source: bytes) -> FetchedVerdict:
         """Judge items fetched from ``source`` for the keys ``asked``, and deliver those accepted.
 
         Each item must be one we asked for, and is then validated by the topic's validator as a
@@ -272,18 +271,19 @@ class OrderGossip:
         accepted: list[Signed[Order] | Signed[Cancel]] = []
         refused: Counter[str] = Counter()
         forged: list[str] = []
+        unanswered = set(asked)
         for data in items:
             try:
                 key = peek_item_key(data)
             except WireError as exc:
                 forged.append(f"{Reason.MALFORMED.value}: {exc}")
                 continue
-            if key not in asked:
-                forged.append("an item that was not asked for")
+            if key not in unanswered:
+                forged.append("an item that was not asked for (or sent twice)")
                 continue
-            asked.discard(key)                      # one answer per key
+            unanswered.discard(key)
             batch = encode(OrderBatch(self.rules.zone, now, (data,)))
-            verdict = self.validator.validate(batch, key[1:33], now)
+            verdict = self.validator.validate(batch, owner_of_key(key), now)
             item = verdict.items[0] if verdict.items else None
             if verdict.result is ValidationResult.ACCEPT and item is not None and item.signed is not None \
                     and item_key(item.signed.body) == key:

@@ -56,6 +56,11 @@ def item_key(body: Order | Cancel) -> bytes:
     return kind + body.owner + body.order_id
 
 
+def owner_of_key(key: bytes) -> bytes:
+    """The owner's public key inside an item key."""
+    return key[1:1 + PUBLIC_KEY_SIZE]
+
+
 def order_key_of(cancel_key: bytes) -> bytes:
     """The key of the order a cancel key names."""
     return ORDER_KIND + cancel_key[1:]

@@ -98,8 +98,8 @@ class BookReconciler:
             for zone in zones:
                 self.zones[zone].items.prune(now)
                 mine += self.zones[zone].items.digests([zone])
-            reply = await self._ask(stream, DigestRequest(next(self._request_ids), tuple(zones), tuple(mine[:MAX_DIGESTS])),
-                                    DigestReply)
+            request = DigestRequest(next(self._request_ids), tuple(zones), tuple(mine[:MAX_DIGESTS]))
+            reply = await self._ask(stream, request, DigestReply)
             check_digest_reply(reply.differing, zones, MAX_DIGESTS)
             added = 0
             for digest in reply.differing:
@@ -109,7 +109,7 @@ class BookReconciler:
                     chunk = missing[start:start + MAX_FETCH_ITEMS]
                     fetched = await self._ask(stream, FetchRequest(next(self._request_ids), digest.zone, tuple(chunk)),
                                               FetchReply)
-                    verdict = gossip.admit_fetched(fetched.items, set(chunk), peer)
+                    verdict = gossip.admit_fetched(fetched.items, chunk, peer)
                     added += len(verdict.accepted)
                     if verdict.forged:
                         raise ReconcileError(f"sent {len(verdict.forged)} bad items, e.g. {verdict.forged[0]}")

@@ -25,7 +25,8 @@ async def test_anti_entropy_catches_up_from_ledger_peers_and_never_asks_a_peer_w
             await gateway.submit(gateway.next_entry("mint", Mint(FX.validators[0].public_key, 1 + i)))
         plain = await stack.enter_async_context(
             network.open_transport(seeded_key("no-ledger"), connect_to=network.addresses))
-        late = await stack.enter_async_context(open_ledger_node(network, seeded_key("late"), tmp_path / "late.db", config))
+        late = await stack.enter_async_context(
+            open_ledger_node(network, seeded_key("late"), tmp_path / "late.db", config))
         asked: list[bytes] = []
         open_stream = late.transport.open_stream
 

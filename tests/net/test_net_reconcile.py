@@ -38,8 +38,8 @@ QUIET = dataclasses.replace(FAST, interval_s=3600.0)     # only new peers are pu
 
 
 @asynccontextmanager
-async def open_node(network: MemoryNetwork, key, config: ReconcileConfig = FAST, *, connect=True,  # type: ignore[no-untyped-def]
-                    drop=False):
+async def open_node(network: MemoryNetwork, key, config: ReconcileConfig = FAST, *,  # type: ignore[no-untyped-def]
+                    connect=True, drop=False):
     async with AsyncExitStack() as stack:
         raw = await stack.enter_async_context(
             network.open_transport(key, connect_to=network.addresses if connect else ()))
