@@ -248,13 +248,15 @@ class OrderGossip:
                 verdict = self._accepted.pop(compute_batch_id(message.data), None)
                 if verdict is None or verdict.batch is None:
                     continue  # cannot happen: the transport delivers only what validate() accepted
-                items = verdict.accepted
-                self.stats.delivered_batches += 1
-                self.stats.delivered_items += len(items)
                 now = self.clock()
+                # Items reconciliation brought first are relayed (accepted) but not delivered again.
+                items = tuple(item for item in verdict.accepted if not self.items.holds(item))
                 for item in items:
                     self.items.add(item, now)
-                self._send.send_nowait(OrderDelivery(message.sender, verdict.batch.sent_ms, now, items))
+                self.stats.delivered_batches += 1
+                self.stats.delivered_items += len(items)
+                if items:
+                    self._send.send_nowait(OrderDelivery(message.sender, verdict.batch.sent_ms, now, items))
         finally:
             with trio.CancelScope(shield=True):
                 await subscription.aclose()
@@ -264,9 +266,12 @@ class OrderGossip:
     def admit_fetched(self, items: Sequence[bytes], asked: Iterable[bytes], source: bytes) -> FetchedVerdict:
         """Judge items fetched from ``source`` for the keys ``asked``, and deliver those accepted.
 
-        Each item must be one we asked for, and is then validated by the topic's validator as a
+        Each item must be one we asked for, and is then judged by the topic's validator as a
         batch of one published by its owner (the same rules, replay cache and admission checks
-        as gossip). Accepted items join ``items`` and go out on ``deliveries``."""
+        as gossip; ``OrderBatchValidator.check``: not recorded as seen, so the gossip copy of an
+        item still on its way is accepted and relayed, not taken for a replay that would score its
+        honest relay down — it is not delivered twice). Accepted items join ``items`` and go out
+        on ``deliveries``."""
         now = self.clock()
         accepted: list[Signed[Order] | Signed[Cancel]] = []
         refused: Counter[str] = Counter()
@@ -283,7 +288,7 @@ class OrderGossip:
                 continue
             unanswered.discard(key)
             batch = encode(OrderBatch(self.rules.zone, now, (data,)))
-            verdict = self.validator.validate(batch, owner_of_key(key), now)
+            verdict = self.validator.check(batch, owner_of_key(key), now)
             item = verdict.items[0] if verdict.items else None
             if verdict.result is ValidationResult.ACCEPT and item is not None and item.signed is not None \
                     and item_key(item.signed.body) == key:

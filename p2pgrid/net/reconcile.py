@@ -172,6 +172,11 @@ class OpenItems:
             return False
         return not (key[:1] == ORDER_KIND and CANCEL_KIND + key[1:] in self._where)
 
+    def holds(self, signed: Signed[Order] | Signed[Cancel]) -> bool:
+        """True if exactly this signed item (same bytes) is held."""
+        held = self.get(item_key(signed.body))
+        return held is not None and held.encoded == signed.encoded
+
     def get(self, key: bytes) -> Signed[Order] | Signed[Cancel] | None:
         place = self._where.get(key)
         return None if place is None else self._slots[place].items[key]

@@ -324,14 +324,21 @@ def record(verdict: BatchVerdict, rules: OrderRules, now_ms: int, replay: Replay
 
 
 class OrderBatchValidator:
-    """The rules plus a replay cache: ``validate`` checks a batch and records it if accepted."""
+    """The rules plus a replay cache: ``validate`` checks a batch and records it if accepted.
+
+    ``check`` is the same verdict without recording anything: for items fetched by book
+    reconciliation (``net.reconcile``), which must pass every rule gossip applies but must not
+    make a gossip copy still on its way look like a replay (its relay would be scored down)."""
 
     def __init__(self, rules: OrderRules, replay: ReplayCache | None = None) -> None:
         self.rules = rules
         self.replay = replay if replay is not None else ReplayCache()
 
+    def check(self, data: bytes, sender: bytes, now_ms: int) -> BatchVerdict:
+        return validate_order_batch(data, sender, self.rules, now_ms, self.replay)
+
     def validate(self, data: bytes, sender: bytes, now_ms: int) -> BatchVerdict:
-        verdict = validate_order_batch(data, sender, self.rules, now_ms, self.replay)
+        verdict = self.check(data, sender, now_ms)
         record(verdict, self.rules, now_ms, self.replay)
         return verdict
 

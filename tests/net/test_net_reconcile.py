@@ -26,10 +26,10 @@ from p2pgrid.net.reconcile_messages import (
 from p2pgrid.net.reconcile_service import BookReconciler, ReconcileConfig, open_book_reconciler
 from p2pgrid.net.testing import DropGossip, cluster_keys, collect_deliveries, make_order, wait_until
 from p2pgrid.errors import NetError, WireError
-from p2pgrid.net.transport import StreamClosed, peers_supporting
+from p2pgrid.net.transport import StreamClosed, ValidationResult, peers_supporting
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.trading.local_books import LocalBooks
-from p2pgrid.wire import Cancel, pack, sign, to_plain
+from p2pgrid.wire import Cancel, OrderBatch, encode, pack, sign, to_plain
 
 RULES = OrderRules(zone="zone-a")
 BOUND_S = 60
@@ -388,3 +388,25 @@ async def test_a_neighbour_zone_read_only_converges_too():
             assert {s.body.order_id for s in items} == {s.body.order_id for s in published}
             assert vias == {VIA_RECONCILE} and len(own.items) == 0
             assert reconciler.stats.failures == {}
+
+
+async def test_the_late_gossip_copy_of_a_fetched_order_is_relayed_not_taken_for_a_replay():
+    """Pulling must not make gossip still on its way look like a replay: the validator would
+    REJECT the batch and score its honest relay down (five such and its messages are dropped)."""
+    keys = cluster_keys(2)
+    network = MemoryNetwork()
+    async with open_node(network, keys[0], QUIET) as (_, maker, _), \
+            open_node(network, keys[1], QUIET, drop=True) as (transport, busy, reconciler):
+        transport.dropping = True
+        [order] = orders(keys[0], 1, wall_clock_ms())
+        with trio.fail_after(BOUND_S):
+            await wait_until(lambda: reconciler.stats.sessions == 1)
+            maker.submit(order)
+            await maker.flush()
+            await wait_until(lambda: len(maker.items) == 1)
+            assert await reconciler.reconcile_with(keys[0].public_key) == 1
+        late_copy = encode(OrderBatch(RULES.zone, wall_clock_ms(), (order.encoded,)))
+        assert busy.validate(keys[0].public_key, late_copy) is ValidationResult.ACCEPT
+        assert busy.items.holds(order)                  # so the copy is relayed, not delivered again
+        replay = encode(OrderBatch(RULES.zone, wall_clock_ms() + 1, (order.encoded,)))
+        assert busy.validate(keys[0].public_key, replay) is ValidationResult.REJECT, "a second gossip copy is one"
