@@ -100,7 +100,7 @@ def render_node_dashboard(status: NodeStatus, telemetry: Telemetry | None = None
     """The live dashboard of ``p2pgrid run``: identity, orders per slot, rejects; with devices their
     powers and SoC, and once a slot of this node settled, that settlement."""
     totals = Text(f"orders seen {status.orders_seen} · published {status.orders_published} · "
-                  f"batches received {status.batches_received}")
+                  f"batches received {status.batches_received} · pulled {status.items_reconciled}")
     side_by_side = Table.grid(padding=(0, 2))
     side_by_side.add_row(render_orders_by_slot(status), render_rejects(status))
     parts: list[RenderableType] = [render_identity(status), totals]

@@ -154,6 +154,7 @@ class Node:
             ignored=dict(gossip.ignored_items) if gossip else {},
             orders_published=stats.orders_published,
             batches_received=gossip.delivered_batches if gossip else 0, market_now_ms=self.clock.now_ms(),
+            items_reconciled=gossip.reconciled_items if gossip else 0,
             updated_wall_ms=time.time_ns() // 1_000_000,
             **self._ledger_status(),
         )

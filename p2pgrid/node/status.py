@@ -68,6 +68,7 @@ class NodeStatus:
     money_total_uc: int = 0
     trades_taken: int = 0
     takes_served: int = 0
+    items_reconciled: int = 0       # orders and cancels gossip missed and book reconciliation pulled
 
     def to_json(self) -> str:
         data = asdict(self)

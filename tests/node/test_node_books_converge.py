@@ -37,6 +37,6 @@ async def test_a_node_started_after_the_orders_were_placed_sees_all_of_them(tmp_
                     await trio.sleep(0.05)
             seen = {order_id for ids in late.stats.orders_by_slot.values() for order_id in ids}
             assert seen == placed
-            assert late.order_gossip.stats.delivered_items == 0 and late.order_gossip.stats.reconciled_items == 30
+            assert late.order_gossip.stats.delivered_items == 0 and late.status().items_reconciled == 30
             assert late.book_reconciler is not None and late.book_reconciler.stats.failures == {}
             nursery.cancel_scope.cancel()
