@@ -111,10 +111,12 @@ class BookReconciler:
                                               FetchReply)
                     verdict = gossip.admit_fetched(fetched.items, chunk, peer)
                     added += len(verdict.accepted)
+                    self.stats.fetched_items += len(verdict.accepted)
                     if verdict.forged:
                         raise ReconcileError(f"sent {len(verdict.forged)} bad items, e.g. {verdict.forged[0]}")
             self.stats.sessions += 1
-            self.stats.fetched_items += added
+            if added:
+                log.debug("pulled %d orders and cancels gossip had not brought from %s", added, peer.hex()[:16])
             return added
         finally:
             with trio.CancelScope(shield=True):
