@@ -21,8 +21,9 @@ real ``Node`` has every member these protocols name).
 * **Slots**, each filled while the node starts by the one service that provides it, ``None``
   until then (a service that needs one starts after its provider, by registry order, and checks):
 
-  - ``order_gossip`` (and ``order_listeners``, callbacks per delivery): ``WithOrderGossip``,
-    filled by ``p2pgrid.node.network.OrderGossipService``;
+  - ``order_gossip`` (and ``order_listeners``, callbacks per delivery) and ``book_reconciler``
+    (``/p2pgrid/books/1``, which other services ``add`` their read-only zones to):
+    ``WithOrderGossip``, filled by ``p2pgrid.node.network.OrderGossipService``;
   - ``ledger``: ``WithLedger``, by ``p2pgrid.node.ledger.LedgerNodeService``;
   - ``trading``: ``WithTrading``, by ``p2pgrid.trading.node_service.TradingNodeService``;
   - ``telemetry``: ``p2pgrid.devices.service.WithDevices``, by the ``DeviceService`` itself;
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from p2pgrid.identity import NodeKey
     from p2pgrid.ledger.service import LedgerService
     from p2pgrid.net.orders import OrderDelivery, OrderGossip
+    from p2pgrid.net.reconcile_service import BookReconciler
     from p2pgrid.net.transport import Transport
     from p2pgrid.trading.service import TradingService
     from p2pgrid.wire import Order, Side, Signed, Source
@@ -85,6 +87,7 @@ class WithTransport(NodeBasics, Protocol):
 class WithOrderGossip(WithTransport, Protocol):
     order_gossip: OrderGossip | None
     order_listeners: list[Callable[[OrderDelivery], None]]
+    book_reconciler: BookReconciler | None
 
 
 class WithLedger(NodeBasics, Protocol):

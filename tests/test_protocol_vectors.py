@@ -21,6 +21,8 @@ from p2pgrid.ledger.messages import Certificate, SyncReply, decode_certified, de
 from p2pgrid.ledger.protocol import SyncSession, verify_batch
 from p2pgrid.ledger.testing import seeded_key
 from p2pgrid.net.framing import FrameDecoder, encode_uvarint
+from p2pgrid.net.reconcile import compute_digest, peek_item_key
+from p2pgrid.net.reconcile_messages import BOOKS_FRAME_TAGS, BOOKS_PROTOCOL, decode_books_frame, encode_books_frame
 from p2pgrid.net.validation import OrderBatchValidator, ReplayCache, validate_order_batch
 from p2pgrid.trading.maker import Accept, decide_take
 from p2pgrid.trading.messages import Take
@@ -180,6 +182,9 @@ def test_stream_frames(case):
         if case["protocol"] in ("/p2pgrid/vote/1", "/p2pgrid/sync/1"):
             frames.append(decode_frame(payload))
             assert encode_frame(frames[-1]) == payload
+        elif case["protocol"] == BOOKS_PROTOCOL:
+            frames.append(decode_books_frame(payload))
+            assert encode_books_frame(frames[-1]) == payload
         else:
             frames.append(decode_signed(payload))
     if case["protocol"] == "/p2pgrid/sync/1":
@@ -187,6 +192,17 @@ def test_stream_frames(case):
         session = SyncSession(GEN.COMMITTEE, {h.account: h.next_seq for h in request.heads}, request.max_entries)
         assert session.next_request() == request and isinstance(reply, SyncReply)
         assert [len(b.entries) for b in session.receive_reply(reply)] == [1]
+    if case["name"] == "books-fetch":
+        request, reply = frames
+        assert [peek_item_key(item) for item in reply.items] == list(request.keys)
+        assert all(decode_signed(item) for item in reply.items)
+
+
+@pytest.mark.parametrize("case", VECTORS["book_digests"], ids=[c["name"] for c in VECTORS["book_digests"]])
+def test_book_digests(case):
+    keys = [bytes.fromhex(k) for k in case["keys_hex"]]
+    digest = compute_digest(case["zone"], case["slot"], reversed(keys))
+    assert (digest.count, digest.digest.hex()) == (case["count"], case["digest_hex"])
 
 
 def test_vectors_and_protocol_page_cover_every_kind_protocol_and_reason():
@@ -203,9 +219,9 @@ def test_vectors_and_protocol_page_cover_every_kind_protocol_and_reason():
     assert {m["kind"] for m in VECTORS["messages"]} | {"p2pgrid/entry"} == kinds
     assert {e["body_kind"] for e in VECTORS["ledger"]["entries"]} == entry_kinds
     assert {s["protocol"] for s in VECTORS["streams"]} == {"/p2pgrid/take/2", "/p2pgrid/swap/1", "/p2pgrid/vote/1",
-                                                           "/p2pgrid/sync/1"}
+                                                           "/p2pgrid/sync/1", BOOKS_PROTOCOL}
     page = (ROOT / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
-    named = kinds | entry_kinds | set(FRAME_TAGS) | {s["protocol"] for s in VECTORS["streams"]}
+    named = kinds | entry_kinds | set(FRAME_TAGS) | set(BOOKS_FRAME_TAGS) | {s["protocol"] for s in VECTORS["streams"]}
     named |= {r.value for enum in (Reason, RejectReason, RefuseReason, SwapRefuseReason) for r in enum}
     missing = sorted(n for n in named if f"`{n}`" not in page and f'"{n}"' not in page)
     assert not missing, f"docs/PROTOCOL.md does not describe: {missing}"

@@ -53,6 +53,11 @@ from p2pgrid.ledger.testing import seeded_key  # noqa: E402
 from p2pgrid.settlement.metering import MeterReading, MeterRegistration, MeterRegistrationV2  # noqa: E402
 from p2pgrid.net.framing import encode_frame as frame_bytes  # noqa: E402
 from p2pgrid.net.orders import orders_topic, pools_topic  # noqa: E402
+from p2pgrid.net.reconcile import OpenItems, compute_digest, differing_slots, item_key  # noqa: E402
+from p2pgrid.net.reconcile_messages import (  # noqa: E402
+    BOOKS_FRAME_TAGS, BOOKS_PROTOCOL, MAX_BOOKS_FRAME_BYTES, MAX_IDS_PER_PAGE, DigestReply, DigestRequest, FetchReply,
+    FetchRequest, IdsReply, IdsRequest, encode_books_frame,
+)
 from p2pgrid.net.testing import bad_order_batches  # noqa: E402
 from p2pgrid.net.validation import OrderBatchValidator, OrderRules, ReplayCache, validate_order_batch  # noqa: E402
 from p2pgrid.settlement.rules import ImbalancePrices  # noqa: E402
@@ -171,7 +176,7 @@ def schema() -> dict[str, Any]:
         messages.append({"kind": kind, "version": version, "domain": spec.domain, "class": cls.__name__,
                          "max_bytes": spec.max_bytes, "signer_field": spec.signer_field, "fields": struct_schema(cls)})
     roots = list(protocol_message_kinds().values()) + [rules.body_type for rules in entry_kinds.values()]
-    roots += list(FRAME_TAGS.values()) + [OrderBatch]
+    roots += list(FRAME_TAGS.values()) + list(BOOKS_FRAME_TAGS.values()) + [OrderBatch]
     structs: dict[str, list[dict[str, Any]]] = {}
 
     def walk(cls: type) -> None:
@@ -191,6 +196,7 @@ def schema() -> dict[str, Any]:
                                    "body_max_bytes": body_limit(entry_kinds[kind].body_type)}
                             for kind in sorted(entry_kinds)},
             "frame_tags": {tag: cls.__name__ for tag, cls in FRAME_TAGS.items()},
+            "books_frame_tags": {tag: cls.__name__ for tag, cls in BOOKS_FRAME_TAGS.items()},
             "structs": dict(sorted(structs.items()))}
 
 
@@ -503,8 +509,56 @@ def build() -> dict[str, Any]:
         "ledger_invalid": invalid,
         "ledger_gossip": ledger_gossip_cases(fill_batch, swap_batch),
         "streams": streams(take, reserved, confirm, filled, query, state_answer, signed_request, swapped, ledger, fill_batch,
-                           refusal_reply[:2]),
+                           refusal_reply[:2]) + books_exchanges(offer, cancel),
+        "book_digests": book_digests(offer, bid, cancel),
     }
+
+
+def book_digests(offer: Signed[Order], bid: Signed[Order], cancel: Signed[Cancel]) -> list[dict[str, Any]]:
+    """Slot digests of ``/p2pgrid/books/1`` (``net.reconcile``): the keys a node holds, and why."""
+    cases = [("empty", [], "a slot holding nothing"),
+             ("offer-and-bid", [offer, bid], "two open orders"),
+             ("offer-and-cancelled-bid", [offer, bid, cancel],
+              "the cancel replaces bob's bid: the same digest whether the bid arrived or not"),
+             ("offer-and-cancel-only", [offer, cancel], "the bid never arrived here")]
+    out = []
+    for name, items, note in cases:
+        held = OpenItems(SLOT_RULES)
+        for signed in items:
+            held.add(signed, NOW)
+        keys, _ = held.keys(ZONE, SLOT, b"", MAX_IDS_PER_PAGE)
+        digest = held.digest(ZONE, SLOT)
+        if digest != compute_digest(ZONE, SLOT, keys):
+            raise RuntimeError(f"book digest {name}: held digest and computed digest differ")
+        out.append({"name": name, "note": note, "zone": ZONE, "slot": SLOT, "keys_hex": [k.hex() for k in keys],
+                    "count": digest.count, "digest_hex": digest.digest.hex()})
+    return out
+
+
+def books_exchanges(offer: Signed[Order], cancel: Signed[Cancel]) -> list[dict[str, Any]]:
+    """One pull on ``/p2pgrid/books/1``: the client holds bob's cancel, the server also alice's offer."""
+    client, server = OpenItems(SLOT_RULES), OpenItems(SLOT_RULES)
+    client.add(cancel, NOW)
+    server.add(offer, NOW)
+    server.add(cancel, NOW)
+    digests = DigestRequest(1, (ZONE,), tuple(client.digests([ZONE])))
+    differing = DigestReply(1, tuple(differing_slots(digests.digests, server.digests([ZONE]), [ZONE])))
+    ids = IdsRequest(2, ZONE, SLOT, b"", MAX_IDS_PER_PAGE)
+    keys, more = server.keys(ZONE, SLOT, ids.after, ids.limit)
+    missing = tuple(k for k in keys if client.lacks(k))
+    if missing != (item_key(offer.body),):
+        raise RuntimeError("the books exchange should fetch alice's offer alone")
+    fetch = FetchRequest(3, ZONE, missing)
+    held = [server.get(k) for k in missing]
+    fetched = FetchReply(3, tuple(s.encoded for s in held if s is not None))
+    return [{"protocol": BOOKS_PROTOCOL, "name": name, "max_frame_bytes": MAX_BOOKS_FRAME_BYTES,
+             "request_hex": encode_books_frame(req).hex(),
+             "request_framed_hex": frame_bytes(encode_books_frame(req), MAX_BOOKS_FRAME_BYTES).hex(),
+             "answer_hex": encode_books_frame(ans).hex(),
+             "answer_framed_hex": frame_bytes(encode_books_frame(ans), MAX_BOOKS_FRAME_BYTES).hex()}
+            for name, req, ans in (("books-digests", digests, differing),
+                                   ("books-ids", ids, IdsReply(2, tuple(keys), more)),
+                                   ("books-fetch", fetch, fetched))]
 
 
 def verified(batch: CertifiedEntries) -> list[Signed[Any]]:

@@ -215,7 +215,8 @@ def render_recent_trades(status: NodeStatus, limit: int) -> Group:
 def render_developer_counters(status: NodeStatus) -> RenderableType:
     """Gossip counters, orders per slot and rejects by reason (``--dev``)."""
     totals = Text(f"orders seen {status.orders_seen} · published {status.orders_published} · "
-                  f"batches received {status.batches_received} · trades taken {status.trades_taken} · "
+                  f"batches received {status.batches_received} · pulled {status.items_reconciled} · "
+                  f"trades taken {status.trades_taken} · "
                   f"takes served {status.takes_served}")
     side_by_side = Table.grid(padding=(0, 2))
     side_by_side.add_row(render_orders_by_slot(status), render_rejects(status))

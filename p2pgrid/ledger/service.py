@@ -29,6 +29,8 @@ What it does, all behind one object:
   batches are checked once (in the topic validator) and stored in groups: whatever arrived while
   the previous group was being written shares one transaction.
   ``sync_with(peer)`` pulls everything missing over ``/p2pgrid/sync/1``; the service serves it.
+  Anti-entropy pulls only from peers that speak that protocol (``transport.peers_supporting``):
+  each one as soon as it is connected, then one in turn per ``sync_interval_s``.
 
 API for other services (trading, settlement, node, RPC)::
 
@@ -78,13 +80,15 @@ from p2pgrid.ledger.protocol import (
     PeerMisbehaved, RoundResult, SyncSession, VerifiedBatch, VoteCollector, verify_batch,
 )
 from p2pgrid.ledger.store import LedgerStore
-from p2pgrid.net.transport import FramedStream, StreamClosed, Transport, ValidationResult
+from p2pgrid.net.peer_schedule import PeerSchedule
+from p2pgrid.net.transport import FramedStream, StreamClosed, Transport, ValidationResult, peers_supporting
 from p2pgrid.wire import Signed, decode_signed, sign
 
 log = logging.getLogger(__name__)
 
 VOTE_PROTOCOL = "/p2pgrid/vote/1"
 SYNC_PROTOCOL = "/p2pgrid/sync/1"
+SYNC_PEERS_POLL_S = 1.0      # how often anti-entropy looks for newly connected peers
 GOSSIP_MAX_BYTES = 60 * 1024
 GOSSIP_STORE_GROUP = 64      # gossiped batches stored in one transaction, at most
 
@@ -139,8 +143,8 @@ class LedgerConfig:
     vote_timeout_s: float = 10.0  # give up on a batch whose quorum does not answer in time
     sync_max_entries: int = 4096  # entries per sync reply
     batch_linger_s: float = 0.002 # how long the first queued entry waits for others to join it
-    sync_interval_s: float = 10.0 # anti-entropy: sync with every peer at start, then one peer per
-                                  # interval (round robin); 0 turns automatic sync off
+    sync_interval_s: float = 10.0 # anti-entropy: sync with each peer speaking /p2pgrid/sync/1 once
+                                  # connected, then one such peer per interval in turn; 0 turns it off
 
 
 class _ValidatorLink:
@@ -963,9 +967,9 @@ class LedgerService:
         return added
 
     async def sync_all(self) -> int:
-        """Sync with every connected peer, one after the other."""
+        """Sync with every connected peer that speaks ``/p2pgrid/sync/1``, one after the other."""
         added = 0
-        for peer in sorted(self.transport.peers()):
+        for peer in sorted(peers_supporting(self.transport, SYNC_PROTOCOL)):
             try:
                 added += await self.sync_with(peer)
             except (NetError, LedgerError):
@@ -1043,19 +1047,22 @@ class LedgerService:
                 self._handler_scopes.discard(scope)
 
     async def _anti_entropy(self) -> None:
-        """Catch up at start, then keep pulling: gossip is best effort, sync makes it complete."""
-        await self.sync_all()
-        turn = 0
+        """Keep pulling: gossip is best effort, sync makes it complete. Each peer that speaks
+        ``/p2pgrid/sync/1`` is pulled from as soon as it is connected (and identified), then one
+        peer in turn per ``sync_interval_s`` (``net.peer_schedule``); other peers are never asked."""
+        interval = self.config.sync_interval_s
+        schedule = PeerSchedule(interval)
+        pruned_at = trio.current_time()
         while True:
-            await trio.sleep(self.config.sync_interval_s)
-            await self._prune_votes()
-            peers = sorted(self.transport.peers())
-            if peers:
-                turn += 1
+            for peer in schedule.due(peers_supporting(self.transport, SYNC_PROTOCOL), trio.current_time()):
                 try:
-                    await self.sync_with(peers[turn % len(peers)])
+                    await self.sync_with(peer)
                 except (NetError, LedgerError):
-                    continue   # that peer is gone or misbehaved; the next interval tries another
+                    continue   # that peer is gone or misbehaved; its next turn tries again
+            if trio.current_time() - pruned_at >= interval:
+                pruned_at = trio.current_time()
+                await self._prune_votes()
+            await trio.sleep(min(SYNC_PEERS_POLL_S, interval))
 
 
 @asynccontextmanager

@@ -54,6 +54,8 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
+from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH
+from libp2p.identity.identify_push.identify_push import push_identify_to_peers
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -97,6 +99,7 @@ RESTART_WAIT_S = 30.0          # publish / connect wait this long for a restarti
 REDIAL_FOR_S = 120.0           # after a restart, the old peers are dialled again for this long
 REDIAL_PAUSES_S = (0.5, 8.0)   # first and longest pause between rounds of re-dialling
 TEARDOWN_TIMEOUT_S = 15.0      # a failed host that takes longer to stop is abandoned
+IDENTIFY_PUSH_DELAY_S = 0.2    # handlers registered within this time share one identify push
 
 
 class TransportDown(NetError):
@@ -172,6 +175,7 @@ class _Generation:
     scorer: _IgnoreAwareScorer
     nursery: trio.Nursery      # pumps, re-announcing, re-dialling: they end with the generation
     down: bool = False
+    identify_push_due: bool = False
 
 
 class _Failure:
@@ -353,6 +357,20 @@ class Libp2pTransport:
         keys = (public_key_of(p) for p in gen.host.get_connected_peers())
         return frozenset(k for k in keys if k is not None)
 
+    def supports(self, peer: bytes, protocol: str) -> bool:
+        """What the peer listed in its last identify message (sent on connecting, pushed again
+        when it registers a protocol: ``set_stream_handler``)."""
+        gen = self._gen
+        if gen is None or len(peer) != 32:
+            return False
+        peer_id = peer_id_of(peer)
+        if peer_id not in gen.host.get_connected_peers():
+            return False
+        try:
+            return bool(gen.host.get_peerstore().supports_protocols(peer_id, [protocol]))
+        except PeerStoreError:
+            return False
+
     # --- gossip ---------------------------------------------------------------------------
 
     async def publish(self, topic: str, data: bytes) -> None:
@@ -460,6 +478,25 @@ class Libp2pTransport:
         gen = self._gen
         if gen is not None:
             gen.host.set_stream_handler(TProtocol(protocol), serve)
+            self._push_protocols(gen)
+
+    def _push_protocols(self, gen: _Generation) -> None:
+        """Tell connected peers our protocol list again (identify push): they identified us when
+        the connection opened, maybe before this handler existed, and ``supports`` reads that."""
+        if gen.identify_push_due or not gen.host.get_connected_peers():
+            return
+        gen.identify_push_due = True
+
+        async def push() -> None:
+            await trio.sleep(IDENTIFY_PUSH_DELAY_S)    # one push for handlers registered together
+            gen.identify_push_due = False
+            # Only to peers that said they take pushes (the library logs an ERROR for the others).
+            store = gen.host.get_peerstore()
+            takers = {p for p in gen.host.get_connected_peers() if store.supports_protocols(p, [IDENTIFY_PUSH])}
+            if takers:
+                await push_identify_to_peers(gen.host, takers)   # best effort: failures are logged by the library
+
+        gen.nursery.start_soon(push)
 
     async def open_stream(self, peer: bytes, protocol: str, *,
                           max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> FramedStream:

@@ -160,6 +160,10 @@ class MemoryTransport:
     def peers(self) -> frozenset[bytes]:
         return frozenset(self._links)
 
+    def supports(self, peer: bytes, protocol: str) -> bool:
+        remote = self._network._transports.get(peer)
+        return peer in self._links and remote is not None and remote._open and protocol in remote._handlers
+
     # --- gossip ---------------------------------------------------------------------------
 
     async def publish(self, topic: str, data: bytes) -> None:

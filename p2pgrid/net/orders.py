@@ -21,6 +21,13 @@ is then delivered as one ``OrderDelivery`` on ``deliveries``, holding only the a
 The node's own batches are delivered too, so the book sees one stream. ``stats`` counts what was
 published, delivered, rejected and ignored (by reason) for the dashboard and metrics.
 
+Reconciliation. Every delivered item (our own included) is also kept in ``items``
+(``reconcile.OpenItems``: the open orders and cancels per slot), which ``/p2pgrid/books/1``
+compares with peers (``reconcile_service``). ``admit_fetched`` judges items fetched that way with
+the topic's validator, as one single-item batch published by each item's owner — the very check
+gossip applies — and delivers the accepted ones on ``deliveries`` like gossip (``via`` says
+which path brought them), so the books and counters see one stream.
+
 Neighbour zones. A node that trades with other zones (``market.locality``) also subscribes to
 their order topics, read-only: ``open_neighbour_gossip`` opens one ``OrderGossip`` per neighbour
 zone, each validating with that zone's ``OrderRules`` (so an item of any other zone is still
@@ -42,20 +49,22 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
+from p2pgrid.errors import WireError
 from p2pgrid.net.batching import pack_signed_batches
+from p2pgrid.net.reconcile import OpenItems, item_key, owner_of_key, peek_item_key
 from p2pgrid.net.transport import NetError, Transport, ValidationResult
 from p2pgrid.net.validation import (
     Admission, BatchVerdict, OrderBatchValidator, OrderRules, Reason, compute_batch_id, own_batch_verdict, record,
     screen_own_items,
 )
 from p2pgrid.units import SlotRules
-from p2pgrid.wire import Cancel, Order, Signed
+from p2pgrid.wire import Cancel, Order, OrderBatch, Signed, encode
 
 TOPIC_KINDS = ("orders", "pools", "ledger")
 DEFAULT_TICK_S = 0.25
@@ -90,14 +99,36 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+VIA_GOSSIP, VIA_RECONCILE = "gossip", "reconcile"
+
+# Verdicts on a fetched item that only a forging or broken peer can earn (the item itself is
+# bad); the others (replayed, expired, slot closed, not yet valid, admission rules) can follow
+# from timing or a state that changed, and cost the answering peer nothing.
+FORGED_ITEM_REASONS = frozenset({Reason.OVERSIZE, Reason.MALFORMED, Reason.UNSIGNED, Reason.UNKNOWN_VERSION,
+                                 Reason.BAD_SIGNATURE, Reason.WRONG_ZONE, Reason.FOREIGN_ITEM})
+
+
 @dataclass(frozen=True)
 class OrderDelivery:
-    """One accepted batch: who published it, when (their clock), when it arrived (ours), its items."""
+    """Accepted items: who sent them, when (their clock), when they arrived (ours), the items.
+
+    ``via`` is ``"gossip"`` (one accepted batch; ``sender`` published it) or ``"reconcile"``
+    (fetched from ``sender`` with ``/p2pgrid/books/1``; ``sent_ms`` is then our receipt time)."""
 
     sender: bytes
     sent_ms: int
     received_ms: int
     items: tuple[Signed[Order] | Signed[Cancel], ...]
+    via: str = VIA_GOSSIP
+
+
+@dataclass(frozen=True)
+class FetchedVerdict:
+    """What ``admit_fetched`` made of one reply: items delivered, refused (by reason), forged."""
+
+    accepted: tuple[Signed[Order] | Signed[Cancel], ...]
+    refused: Counter[str]
+    forged: tuple[str, ...]          # why items the peer should never have sent were refused
 
 
 @dataclass
@@ -109,6 +140,8 @@ class OrderGossipStats:
     rejected_batches: Counter[str] = field(default_factory=Counter)
     ignored_items: Counter[str] = field(default_factory=Counter)
     refused_own_items: Counter[str] = field(default_factory=Counter)
+    reconciled_items: int = 0                                         # fetched and accepted
+    refused_fetched_items: Counter[str] = field(default_factory=Counter)
 
     @property
     def rejected_total(self) -> int:
@@ -129,6 +162,7 @@ class OrderGossip:
         self.min_publish_gap_s = min_publish_gap_s
         self.validator = OrderBatchValidator(rules, admission=admission)
         self.stats = OrderGossipStats()
+        self.items = OpenItems(rules.slot_rules)
         self._local_peer = transport.local_peer
         self._pending: list[Signed[Order] | Signed[Cancel]] = []
         self._accepted: dict[bytes, BatchVerdict] = {}
@@ -206,6 +240,7 @@ class OrderGossip:
         while True:
             await trio.sleep(self.tick_s)
             await self.flush()
+            self.items.prune(self.clock())
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -237,13 +272,64 @@ class OrderGossip:
                 verdict = self._accepted.pop(compute_batch_id(message.data), None)
                 if verdict is None or verdict.batch is None:
                     continue  # cannot happen: the transport delivers only what validate() accepted
-                items = verdict.accepted
+                now = self.clock()
+                # Items reconciliation brought first are relayed (accepted) but not delivered again.
+                items = tuple(item for item in verdict.accepted if not self.items.holds(item))
+                for item in items:
+                    self.items.add(item, now)
                 self.stats.delivered_batches += 1
                 self.stats.delivered_items += len(items)
-                self._send.send_nowait(OrderDelivery(message.sender, verdict.batch.sent_ms, self.clock(), items))
+                if items:
+                    self._send.send_nowait(OrderDelivery(message.sender, verdict.batch.sent_ms, now, items))
         finally:
             with trio.CancelScope(shield=True):
                 await subscription.aclose()
+
+    # --- reconciliation -------------------------------------------------------------------
+
+    def admit_fetched(self, items: Sequence[bytes], asked: Iterable[bytes], source: bytes) -> FetchedVerdict:
+        """Judge items fetched from ``source`` for the keys ``asked``, and deliver those accepted.
+
+        Each item must be one we asked for, and is then judged by the topic's validator as a
+        batch of one published by its owner (the same rules, replay cache and admission checks
+        as gossip; ``OrderBatchValidator.check``: not recorded as seen, so the gossip copy of an
+        item still on its way is accepted and relayed, not taken for a replay that would score its
+        honest relay down — it is not delivered twice). Accepted items join ``items`` and go out
+        on ``deliveries``."""
+        now = self.clock()
+        accepted: list[Signed[Order] | Signed[Cancel]] = []
+        refused: Counter[str] = Counter()
+        forged: list[str] = []
+        unanswered = set(asked)
+        for data in items:
+            try:
+                key = peek_item_key(data)
+            except WireError as exc:
+                forged.append(f"{Reason.MALFORMED.value}: {exc}")
+                continue
+            if key not in unanswered:
+                forged.append("an item that was not asked for (or sent twice)")
+                continue
+            unanswered.discard(key)
+            batch = encode(OrderBatch(self.rules.zone, now, (data,)))
+            verdict = self.validator.check(batch, owner_of_key(key), now)
+            item = verdict.items[0] if verdict.items else None
+            if verdict.result is ValidationResult.ACCEPT and item is not None and item.signed is not None \
+                    and item_key(item.signed.body) == key:
+                accepted.append(item.signed)
+                continue
+            reason = (item.reason if item is not None else None) or verdict.reason or Reason.MALFORMED
+            refused[reason.value] += 1
+            if reason in FORGED_ITEM_REASONS:
+                forged.append(f"{reason.value}: {item.detail if item is not None else verdict.detail}")
+        for reason, count in refused.items():
+            self.stats.refused_fetched_items[reason] += count
+        if accepted:
+            for item in accepted:
+                self.items.add(item, now)
+            self.stats.reconciled_items += len(accepted)
+            self._send.send_nowait(OrderDelivery(source, now, now, tuple(accepted), VIA_RECONCILE))
+        return FetchedVerdict(tuple(accepted), refused, tuple(forged))
 
 
 @asynccontextmanager

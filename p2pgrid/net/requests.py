@@ -6,8 +6,8 @@ a second on a persistent stream against ~118 with a stream per request). The cli
 in order) and re-opens it once if it broke; a request cancelled after it was sent and before its
 answer (the caller's timeout) closes its stream, so a late answer is never read as the next
 request's. The server side, ``StreamServer``, answers each frame of each incoming stream with
-``answer(frame, peer)``; a stream ends when the peer closes it or sends something that breaks the
-framing.
+``answer(frame, peer)``; a stream ends when the peer closes it, sends something that breaks the
+framing, or ``answer`` returns None.
 
 Streams are served by the transport's tasks, which outlive the service that registered the handler;
 ``aclose`` on either side ends every stream it holds, so a stopped service is never called again
@@ -24,8 +24,9 @@ from p2pgrid.net.transport import FramedStream, NetError, Transport
 
 CLOSE_TIMEOUT_S = 2.0      # a cancelled request's stream is closed within this, shielded from the cancel
 
-Answer = Callable[[bytes, bytes], Awaitable[bytes]]
-"""``answer(frame, peer) -> reply frame`` for one request."""
+Answer = Callable[[bytes, bytes], Awaitable[bytes | None]]
+"""``answer(frame, peer) -> reply frame`` for one request; None ends the stream (a request so
+bad that the peer is not worth answering)."""
 
 
 class RequestStreams:
@@ -101,6 +102,8 @@ class StreamServer:
                 except NetError:
                     return
                 reply = await self._answer(data, stream.peer)
+                if reply is None:
+                    return
                 try:
                     await stream.send_frame(reply)
                 except NetError:

@@ -3,7 +3,8 @@
 ``open_cluster(kind, n)`` starts ``n`` connected transports (``"memory"`` or ``"libp2p"`` on
 127.0.0.1) with deterministic keys; ``wait_for_mesh`` waits until every node has all its
 connected peers as gossip peers on a topic; ``make_order`` builds a valid order for the rules;
-``bad_order_batches`` is the table of invalid inputs (one per class) the validator must reject.
+``bad_order_batches`` is the table of invalid inputs (one per class) the validator must reject;
+``DropGossip`` wraps a transport so that it misses other peers' gossip on demand.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import trio
 
 from p2pgrid.identity import NodeKey
 from p2pgrid.net.memory import MemoryNetwork
-from p2pgrid.net.transport import Transport
+from p2pgrid.net.transport import Transport, ValidationResult, Validator, accept_all
 from p2pgrid.net.validation import OrderRules, Reason
 from p2pgrid.wire import Cancel, Order, OrderBatch, Side, Source, encode, pack, sign, signing_bytes, to_plain
 
@@ -77,6 +79,37 @@ def has_mesh(transport: Transport, topic: str) -> bool:
 async def wait_for_mesh(transports: Sequence[Transport], topic: str) -> None:
     """Wait (inside ``trio.fail_after``) until every transport has a mesh on ``topic``."""
     await wait_until(lambda: all(has_mesh(t, topic) for t in transports))
+
+
+async def collect_deliveries(service: Any, count: int) -> tuple[list[Any], set[str]]:
+    """Receive deliveries of an ``OrderGossip`` until ``count`` items came; the items and the
+    paths (``via``) they came by."""
+    items: list[Any] = []
+    vias: set[str] = set()
+    while len(items) < count:
+        delivery = await service.deliveries.receive()
+        items += delivery.items
+        vias.add(delivery.via)
+    return items, vias
+
+
+class DropGossip:
+    """A transport whose topic validators drop other peers' gossip while ``dropping`` is set, as
+    a node under load misses messages: what it lacks then can only come from pulling."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.dropping = False
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    async def subscribe(self, topic: str, validator: Validator = accept_all):  # type: ignore[no-untyped-def]
+        def gated(sender: bytes, data: bytes) -> ValidationResult:
+            if self.dropping and sender != self.inner.local_peer:
+                return ValidationResult.IGNORE
+            return validator(sender, data)
+        return await self.inner.subscribe(topic, gated)
 
 
 def make_order(owner: NodeKey, rules: OrderRules, now_ms: int, number: int, **changes) -> Order:  # type: ignore[no-untyped-def]

@@ -36,6 +36,15 @@ Direct streams
     (measured here: ~820 round trips/s on a persistent stream vs ~118/s with one stream per request).
     ``streams.answer_each_frame`` and ``streams.request_once`` build request/answer on top.
 
+Protocol support
+    ``supports(peer, protocol)`` says whether a connected peer serves a stream protocol, as far as
+    this node knows: on libp2p from the identify protocol (the peer lists its protocols when a
+    connection opens, and pushes the list again when it adds one), in memory from the peer's
+    handlers. A peer not identified yet counts as not supporting anything. Code that talks a
+    p2pgrid protocol to "some peers" (ledger anti-entropy, book reconciliation) asks only
+    ``peers_supporting(transport, protocol)``: another libp2p implementation on the same network,
+    or a node without a ledger, is never dialled for a protocol it does not speak.
+
 Errors (all ``NetError``): ``PeerUnreachable``, ``StreamClosed``, ``FrameTooLarge``,
 ``ProtocolNotSupported``.
 """
@@ -172,6 +181,10 @@ class Transport(Protocol):
         """Public keys of the peers currently connected."""
         ...
 
+    def supports(self, peer: bytes, protocol: str) -> bool:
+        """True if ``peer`` is connected and known to serve the stream ``protocol`` (module docstring)."""
+        ...
+
     async def publish(self, topic: str, data: bytes) -> None: ...
 
     async def subscribe(self, topic: str, validator: Validator = accept_all) -> Subscription:
@@ -198,6 +211,11 @@ class Transport(Protocol):
                            max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         """Serve incoming streams of ``protocol`` with ``handler`` (one task per stream)."""
         ...
+
+
+def peers_supporting(transport: Transport, protocol: str) -> frozenset[bytes]:
+    """The connected peers known to serve the stream ``protocol``."""
+    return frozenset(peer for peer in transport.peers() if transport.supports(peer, protocol))
 
 
 def check_public_key(peer: bytes) -> bytes:

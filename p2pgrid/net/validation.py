@@ -378,7 +378,11 @@ def record(verdict: BatchVerdict, rules: OrderRules, now_ms: int, replay: Replay
 class OrderBatchValidator:
     """The rules plus a replay cache (and, on a node with a ledger, the admission gate):
     ``validate`` checks a batch and records it if accepted. This is the one entry point for every
-    order that reaches a book, whatever path brought it."""
+    order that reaches a book, whatever path brought it.
+
+    ``check`` is the same verdict without recording anything: for items fetched by book
+    reconciliation (``net.reconcile``), which must pass every rule gossip applies but must not
+    make a gossip copy still on its way look like a replay (its relay would be scored down)."""
 
     def __init__(self, rules: OrderRules, replay: ReplayCache | None = None,
                  admission: Admission | None = None) -> None:
@@ -386,8 +390,11 @@ class OrderBatchValidator:
         self.replay = replay if replay is not None else ReplayCache()
         self.admission = admission
 
+    def check(self, data: bytes, sender: bytes, now_ms: int) -> BatchVerdict:
+        return validate_order_batch(data, sender, self.rules, now_ms, self.replay, self.admission)
+
     def validate(self, data: bytes, sender: bytes, now_ms: int) -> BatchVerdict:
-        verdict = validate_order_batch(data, sender, self.rules, now_ms, self.replay, self.admission)
+        verdict = self.check(data, sender, now_ms)
         record(verdict, self.rules, now_ms, self.replay)
         return verdict
 

@@ -4,7 +4,7 @@ Composition (imperative shell; the rules live in pure modules)::
 
     transport (libp2p or memory)          opened by the caller, passed in
       └── Node.run ── nursery: the services of p2pgrid.node.registry, in its order
-            ├── order gossip, bootstrap           p2pgrid.node.network
+            ├── order gossip, book reconciliation, bootstrap    p2pgrid.node.network
             ├── ledger                            p2pgrid.node.ledger          (with a committee and a gateway)
             ├── trading                           p2pgrid.trading.node_service
             ├── pool client / host / delivery     p2pgrid.pools                ([pool] enabled on a battery node)
@@ -57,6 +57,7 @@ from p2pgrid.wire import Order, Side, Signed, Source, sign
 if TYPE_CHECKING:
     from p2pgrid.devices.service import DeviceService
     from p2pgrid.ledger.service import LedgerService
+    from p2pgrid.net.reconcile_service import BookReconciler
     from p2pgrid.pools.host import PoolHost
     from p2pgrid.service import Service
     from p2pgrid.trading.service import TradingService
@@ -78,6 +79,7 @@ class Node:
         self.transport = gate_transport(config, transport)   # a FaultGate only in simnet fault tests
         self.stats = NodeStats()
         self.order_gossip: OrderGossip | None = None          # set once OrderGossipService runs
+        self.book_reconciler: BookReconciler | None = None    # set once OrderGossipService runs
         self.order_listeners: list[Callable[[OrderDelivery], None]] = []
         self.ledger: LedgerService | None = None                # set once the ledger service runs
         self.trading: TradingService | None = None              # set once the trading service runs
@@ -152,6 +154,7 @@ class Node:
             ignored=dict(gossip.ignored_items) if gossip else {},
             orders_published=stats.orders_published,
             batches_received=gossip.delivered_batches if gossip else 0, market_now_ms=self.clock.now_ms(),
+            items_reconciled=gossip.reconciled_items if gossip else 0,
             updated_wall_ms=time.time_ns() // 1_000_000,
             **self._ledger_status(), **people_fields(self),
         )

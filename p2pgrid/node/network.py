@@ -7,6 +7,9 @@
   node of a zone with a ledger, order admission is on from the first order
   (``p2pgrid.trading.admission``, judged on ``node.ledger``'s state; until the ledger service has
   started, every owner counts as unregistered, which is IGNORE: those orders can come again).
+  Beside it runs the zone's book reconciliation (``p2pgrid.net.reconcile_service``,
+  ``node.book_reconciler``): what gossip missed is pulled from peers that speak
+  ``/p2pgrid/books/1``, judged by the same validator (admission included) and delivered the same way.
 * ``Bootstrap`` dials the configured bootstrap peers until each answered once.
 * ``dial_until_connected`` is that loop, also used for the committee's validators
   (``p2pgrid.node.ledger``): votes travel on direct streams.
@@ -22,6 +25,7 @@ import trio
 
 from p2pgrid.errors import P2PGridError
 from p2pgrid.net.orders import open_order_gossip
+from p2pgrid.net.reconcile_service import BookReconciler
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.service import WithOrderGossip, WithStats, WithTransport
@@ -50,8 +54,12 @@ class OrderGossipService:
         rules = OrderRules(zone=node.zone, slot_rules=node.config.zone.slot_rules)
         tick_s = node.config.network.publish_interval_ms / 1000
         async with open_order_gossip(node.transport, rules, node.clock.now_ms, tick_s=tick_s,
-                                     admission=admission_gate(node)) as gossip:
+                                     admission=admission_gate(node)) as gossip, \
+                trio.open_nursery() as nursery:
             node.order_gossip = gossip
+            reconciler = node.book_reconciler = BookReconciler(node.transport, node.clock.now_ms)
+            reconciler.add(gossip)
+            await nursery.start(reconciler.run)
             task_status.started()
             async for delivery in gossip.deliveries:
                 for signed in delivery.items:

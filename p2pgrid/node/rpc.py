@@ -39,7 +39,7 @@ import trio
 
 from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import RpcError
-from p2pgrid.net.orders import OrderDelivery
+from p2pgrid.net.orders import VIA_GOSSIP, OrderDelivery
 from p2pgrid.node.api import LiveNodeApi, NodeApiHost
 from p2pgrid.node.metrics import MetricsLimits, MetricsServer, NodeMetrics, serve_metrics
 from p2pgrid.rpc.api import TradeView
@@ -196,8 +196,10 @@ class MetricsService:
         self._rejects_counted: Counter[str] = Counter()
 
     def on_delivery(self, delivery: OrderDelivery) -> None:
-        """Order gossip listener: count accepted orders and the batch's gossip delay."""
-        self.metrics.gossip_received(delivery.sent_ms, delivery.received_ms)
+        """Order gossip listener: count accepted orders and the batch's gossip delay (items
+        fetched by book reconciliation count as seen, but have no gossip delay)."""
+        if delivery.via == VIA_GOSSIP:
+            self.metrics.gossip_received(delivery.sent_ms, delivery.received_ms)
         for item in delivery.items:
             if isinstance(item.body, Order):
                 self.metrics.order_seen()

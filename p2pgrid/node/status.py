@@ -149,6 +149,7 @@ class NodeStatus:
     best_prices: tuple[SlotPrices, ...] = ()
     recent_trades: tuple[TradeLine, ...] = ()
     devices: tuple[DeviceLine, ...] = ()
+    items_reconciled: int = 0       # orders and cancels gossip missed and book reconciliation pulled
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -91,6 +91,9 @@ class FaultGate:
     def peers(self) -> frozenset[bytes]:
         return self.inner.peers() - self.blocked
 
+    def supports(self, peer: bytes, protocol: str) -> bool:
+        return peer not in self.blocked and self.inner.supports(peer, protocol)
+
     async def publish(self, topic: str, data: bytes) -> None:
         await self.inner.publish(topic, data)
 

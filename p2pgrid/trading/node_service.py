@@ -47,6 +47,9 @@ class TradingNodeService:
         async with open_neighbour_gossip(node.transport, zone.neighbours, zone.slot_rules, node.clock.now_ms,
                                          tick_s=node.config.network.publish_interval_ms / 1000,
                                          admission=node.order_gossip.admission) as neighbours:
+            if node.book_reconciler is not None:       # their books converge like the home zone's
+                for gossip in neighbours:
+                    node.book_reconciler.add(gossip)
             trading = TradingService(node.key, config, node.transport, node.ledger, node.order_gossip,
                                      node.clock.now_ms, journal, neighbours)
             node.trading = trading
