@@ -52,7 +52,8 @@ class LocalBooks:
         self.slot_rules = slot_rules
         self._books: dict[tuple[str, int], OrderBook] = {}
         self._signed: dict[bytes, Signed[Order]] = {}
-        self._tombstones: dict[bytes, int] = {}       # cancelled order id → slot
+        # (cancelled order id, the cancel's signer) → slot: only its owner's cancel hides an order
+        self._tombstones: dict[tuple[bytes, bytes], int] = {}
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class LocalBooks:
             return BookChange(order.slot, order.order_id, "ignored", "other zone")   # not traded with
         if not self.slot_rules.is_tradable(order.slot, now_ms):
             return BookChange(order.slot, order.order_id, "ignored", "slot not open")
-        if self._tombstones.get(order.order_id) == order.slot:
+        if self._tombstones.get((order.order_id, order.owner)) == order.slot:
             return BookChange(order.slot, order.order_id, "ignored", "cancelled before it arrived")
         known = self._signed.get(order.order_id)
         if known is not None:
@@ -131,7 +132,7 @@ class LocalBooks:
         cancel = signed.body
         known = self._signed.get(cancel.order_id)
         if known is None:
-            self._tombstones[cancel.order_id] = cancel.slot
+            self._tombstones[(cancel.order_id, cancel.owner)] = cancel.slot
             return BookChange(cancel.slot, cancel.order_id, "ignored", "unknown order (remembered)")
         if known.body.owner != cancel.owner:
             return BookChange(cancel.slot, cancel.order_id, "ignored", "not the owner")
@@ -167,7 +168,7 @@ class LocalBooks:
         for book in self._books.values():
             for event in book.expire(now_ms):
                 self._signed.pop(event.order_id, None)
-        self._tombstones = {oid: slot for oid, slot in self._tombstones.items()
+        self._tombstones = {key: slot for key, slot in self._tombstones.items()
                             if now_ms < self.slot_rules.gate_closure_ms(slot)}
         return sorted({slot for _, slot in closed})
 

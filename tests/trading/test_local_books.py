@@ -59,6 +59,15 @@ def test_cancel_by_owner_only_and_cancel_before_order():
     assert books.on_order(late, NOW).detail == "cancelled before it arrived"
 
 
+def test_a_cancel_by_someone_else_arriving_first_does_not_hide_the_order():
+    books = LocalBooks("z1", RULES)
+    signed = offer()
+    forged = sign(Cancel(order_id=signed.body.order_id, owner=BOB.public_key, zone="z1", slot=SLOT, created_ms=NOW), BOB)
+    books.on_cancel(forged)
+    assert books.on_order(signed, NOW).change == "added"
+    assert books.remaining(signed.body.order_id) == 1000
+
+
 def test_consumption_reduces_idempotently_and_never_grows_back():
     books = LocalBooks("z1", RULES)
     signed = offer(qty=1000)
