@@ -79,6 +79,7 @@ from sortedcontainers import SortedDict
 
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureError, UnknownVersionError
 from p2pgrid.ledger import merkle
+from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay
 from p2pgrid.ledger.messages import (
     GENESIS_HASH, MAX_BODY_BYTES, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
 )
@@ -203,7 +204,11 @@ class LedgerState:
     orders: MutableMapping[tuple[bytes, bytes], OrderProgress] = field(default_factory=dict)
     pools: MutableMapping[bytes, Any] = field(default_factory=dict)          # placeholder: swap/pool kinds
     certificates: MutableMapping[bytes, Any] = field(default_factory=dict)   # placeholder: green certs
-    extra: MutableMapping[str, Any] = field(default_factory=dict)            # namespaces of added kinds
+    extra: MutableMapping[str, Any] = field(default_factory=ExtraMap)        # namespaces of added kinds (indexed)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.extra, (ExtraMap, ExtraOverlay)):
+            self.extra = ExtraMap(self.extra)
 
     def head(self, account: bytes) -> ChainHead:
         return self.heads.get(account) or ChainHead()
@@ -227,10 +232,12 @@ class LedgerState:
         return sum(self.balances.values()) + self.locked_total()
 
     def overlay(self) -> LedgerState:
-        return LedgerState(*(ChainMap({}, getattr(self, name)) for name in _STATE_FIELDS))  # type: ignore[arg-type]
+        layers = [ChainMap({}, getattr(self, name)) for name in _STATE_FIELDS[:-1]]
+        return LedgerState(*layers, ExtraOverlay(self.extra))  # type: ignore[arg-type]
 
     def copy(self) -> LedgerState:
-        return LedgerState(*(dict(getattr(self, name)) for name in _STATE_FIELDS))  # type: ignore[arg-type]
+        return LedgerState(*(dict(getattr(self, name)) for name in _STATE_FIELDS[:-1]),  # type: ignore[arg-type]
+                           ExtraMap(self.extra))
 
     @property
     def height(self) -> int:
@@ -257,7 +264,7 @@ def settle_obligation(state: LedgerState, account: bytes, amount_uc: int) -> Non
         state.extra[obligation_key(account)] = owed - min(owed, amount_uc)
 
 
-_STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")
+_STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")   # extra last (indexed)
 
 
 # --- kind registry ---------------------------------------------------------------------------
