@@ -125,6 +125,7 @@ class OrderGossip:
         self._accepted: dict[bytes, BatchVerdict] = {}
         self._own: dict[bytes, BatchVerdict] = {}
         self._publish_lock = trio.Lock()
+        self._queued = trio.Event()      # set when something waits for the next tick
         self._send, self.deliveries = trio.open_memory_channel[OrderDelivery](math.inf)
 
     # --- publishing -----------------------------------------------------------------------
@@ -139,6 +140,7 @@ class OrderGossip:
         if self.rules.require_own_items and signed.signer != self._local_peer:
             raise ValueError("only this node's own orders can be gossiped (require_own_items)")
         self._pending.append(signed)
+        self._queued.set()
 
     @property
     def pending(self) -> int:
@@ -182,9 +184,15 @@ class OrderGossip:
             return published
 
     async def _publish_every_tick(self) -> None:
+        """Publish what is queued at the next tick (ticks every ``tick_s`` on the trio clock). A
+        tick with nothing queued is skipped without waking up: an idle node costs nothing here."""
         while True:
-            await trio.sleep(self.tick_s)
+            await self._queued.wait()
+            await trio.sleep_until((math.floor(trio.current_time() / self.tick_s) + 1) * self.tick_s)
+            self._queued = trio.Event()
             await self.flush()
+            if self._pending:               # put back by a failed publish: the next tick tries again
+                self._queued.set()
 
     # --- receiving ------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ bounded by trio timeouts in seconds.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -164,7 +165,8 @@ class TradingService:
         self.locality = config.locality
         self.neighbour_gossip = tuple(neighbour_gossip)
         self.trade_zones: dict[bytes, tuple[str, str]] = {}   # take id → (seller zone, buyer zone)
-        self._trade_slots: dict[bytes, int] = {}               # take id → slot, to forget trade_zones
+        self._takes_by_slot: dict[int, list[bytes]] = {}       # slot → take ids, to forget trade_zones
+        self._slots_to_forget: list[int] = []                  # those slots, a min-heap
         self.transport = transport
         self.ledger = ledger
         self.gossip = gossip
@@ -631,14 +633,19 @@ class TradingService:
 
     def _remember_zones(self, take_id: bytes, slot: int, zones: tuple[str, str]) -> None:
         self.trade_zones[take_id] = zones
-        self._trade_slots[take_id] = slot
+        takes = self._takes_by_slot.get(slot)
+        if takes is None:
+            takes = self._takes_by_slot[slot] = []
+            heapq.heappush(self._slots_to_forget, slot)
+        takes.append(take_id)
 
     def _forget_settled_zones(self, now_ms: int) -> None:
-        rules = self.config.slot_rules
-        old = [t for t, slot in self._trade_slots.items() if now_ms >= rules.metering_due_ms(slot) + TRADE_ZONES_KEPT_MS]
-        for take_id in old:
-            del self._trade_slots[take_id]
-            self.trade_zones.pop(take_id, None)
+        """Forget the zones of trades whose slot settled long ago: only the slots now due are
+        looked at (oldest first), never every trade remembered."""
+        rules, heap = self.config.slot_rules, self._slots_to_forget
+        while heap and now_ms >= rules.metering_due_ms(heap[0]) + TRADE_ZONES_KEPT_MS:
+            for take_id in self._takes_by_slot.pop(heapq.heappop(heap)):
+                self.trade_zones.pop(take_id, None)
 
     def _publish_change(self, change: BookChange) -> None:
         # Subscribers (RPC book feed) follow the home zone's books; neighbour books are read here.
