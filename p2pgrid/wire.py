@@ -275,7 +275,14 @@ def unpack(data: bytes, max_bytes: int) -> Any:
 
 def _has_forbidden(plain: Any) -> bool:
     if isinstance(plain, list):
-        return any(_has_forbidden(v) for v in plain)
+        # Leaves are judged here and only nested arrays recurse: this runs on every gossiped item.
+        for value in plain:
+            if isinstance(value, list):
+                if _has_forbidden(value):
+                    return True
+            elif isinstance(value, (dict, float)) or value is None:
+                return True
+        return False
     return isinstance(plain, (dict, float)) or plain is None
 
 

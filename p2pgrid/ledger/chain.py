@@ -70,7 +70,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from collections import ChainMap
+import itertools
+from collections import ChainMap, deque
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +193,33 @@ class OrderProgress:
     locked_wh: int = 0
 
 
+class WriteLog(dict):  # type: ignore[type-arg]
+    """``LedgerState.orders``: a dict that also remembers the keys written lately, so a reader can
+    follow what changed (``written_since``) instead of comparing every order on every change.
+    Only the last ``KEEP`` writes are kept: a reader further behind is told to read everything."""
+
+    KEEP = 65_536
+    __slots__ = ("_log", "writes")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._log: deque[Any] = deque(maxlen=self.KEEP)   # keys written, oldest first
+        self.writes = 0                                     # writes ever logged
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        self._log.append(key)
+        self.writes += 1
+
+    def written_since(self, writes: int) -> list[Any] | None:
+        """The keys written after write number ``writes`` (repeats possible), or None when they
+        are not all kept any more."""
+        behind = self.writes - writes
+        if behind < 0 or behind > len(self._log):
+            return None
+        return list(itertools.islice(self._log, len(self._log) - behind, None))
+
+
 @dataclass
 class LedgerState:
     """State derived from certified entries. Mutable on purpose (as in the consensus specs):
@@ -201,7 +229,7 @@ class LedgerState:
     heads: MutableMapping[bytes, ChainHead] = field(default_factory=dict)
     balances: MutableMapping[bytes, int] = field(default_factory=dict)
     locks: MutableMapping[bytes, LockRecord] = field(default_factory=dict)
-    orders: MutableMapping[tuple[bytes, bytes], OrderProgress] = field(default_factory=dict)
+    orders: MutableMapping[tuple[bytes, bytes], OrderProgress] = field(default_factory=WriteLog)
     pools: MutableMapping[bytes, Any] = field(default_factory=dict)          # placeholder: swap/pool kinds
     certificates: MutableMapping[bytes, Any] = field(default_factory=dict)   # placeholder: green certs
     extra: MutableMapping[str, Any] = field(default_factory=ExtraMap)        # namespaces of added kinds (indexed)

@@ -1,6 +1,8 @@
-"""The prefix index of ``LedgerState.extra`` always equals a recomputation by a scan, through any
-sequence of writes and deletes on a state and on (nested) overlays of it, and the overlays read
-and iterate exactly like the ``ChainMap({}, base)`` they replace."""
+"""Indexes of the ledger state that follow what changed: the prefix index of ``LedgerState.extra``
+always equals a recomputation by a scan, through any sequence of writes and deletes on a state
+and on (nested) overlays of it, and the overlays read and iterate exactly like the
+``ChainMap({}, base)`` they replace; the write log of ``LedgerState.orders`` gives the keys
+written since any point it still keeps."""
 
 from collections import ChainMap
 
@@ -8,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.ledger.chain import LedgerState
+from p2pgrid.ledger.chain import LedgerState, WriteLog
 from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay, key_prefixes, prefixed_items, prefixed_keys
 
 # Keys as added kinds write them: one or two levels under a namespace, namespaces sharing a
@@ -88,3 +90,31 @@ def test_an_overlay_cannot_delete_what_its_base_holds():
     assert overlay["swap/01"] == 1
     with pytest.raises(KeyError):
         del overlay["swap/01"]
+
+
+class SmallWriteLog(WriteLog):
+    KEEP = 8
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from("abcdef"), max_size=40), st.data())
+def test_a_write_log_gives_the_keys_written_since_any_point_it_still_keeps(keys, data):
+    log = SmallWriteLog()
+    for value, key in enumerate(keys):
+        log[key] = value
+    assert dict(log) == {key: value for value, key in enumerate(keys)}
+    assert log.writes == len(keys)
+    since = data.draw(st.integers(0, len(keys) + 2))
+    written = log.written_since(since)
+    if since > len(keys) or len(keys) - since > SmallWriteLog.KEEP:
+        assert written is None
+    else:
+        assert written == keys[since:]
+
+
+def test_the_ledger_state_logs_writes_of_order_progress():
+    state = LedgerState()
+    assert isinstance(state.orders, WriteLog)
+    state.orders[(b"o", b"1")] = 1
+    assert state.orders.written_since(0) == [(b"o", b"1")]
+    assert isinstance(state.overlay().orders, ChainMap) and not isinstance(state.copy().orders, WriteLog)
