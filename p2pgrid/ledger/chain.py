@@ -193,6 +193,58 @@ class OrderProgress:
     locked_wh: int = 0
 
 
+class Heads(dict):  # type: ignore[type-arg]
+    """``LedgerState.heads``: a dict of chain heads that keeps the sum of their ``next_seq`` (the
+    state's height) as heads are written, so services that poll the height to see whether
+    anything changed pay nothing per account."""
+
+    __slots__ = ("height",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.height: int = sum(head.next_seq for head in self.values())
+
+    def __setitem__(self, account: bytes, head: ChainHead) -> None:
+        old = dict.get(self, account)
+        dict.__setitem__(self, account, head)
+        self.height += head.next_seq - (old.next_seq if old is not None else 0)
+
+    def __delitem__(self, account: bytes) -> None:
+        self.height -= self[account].next_seq
+        dict.__delitem__(self, account)
+
+    # The other ways a dict changes (nothing in the rules uses them) count the heads again.
+    def _recount(self) -> None:
+        self.height = sum(head.next_seq for head in self.values())
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        dict.update(self, *args, **kwargs)
+        self._recount()
+
+    def __ior__(self, other: Any) -> Heads:
+        self.update(other)
+        return self
+
+    def pop(self, *args: Any) -> Any:
+        value = dict.pop(self, *args)
+        self._recount()
+        return value
+
+    def popitem(self) -> Any:
+        item = dict.popitem(self)
+        self._recount()
+        return item
+
+    def setdefault(self, account: bytes, head: Any = None) -> Any:
+        value = dict.setdefault(self, account, head)
+        self._recount()
+        return value
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.height = 0
+
+
 class WriteLog(dict):  # type: ignore[type-arg]
     """``LedgerState.orders``: a dict that also remembers the keys written lately, so a reader can
     follow what changed (``written_since``) instead of comparing every order on every change.
@@ -226,7 +278,7 @@ class LedgerState:
     ``apply_entry`` updates it in place; ``overlay()`` gives a cheap scratch copy whose writes do
     not reach this one (a validator checks a batch on an overlay)."""
 
-    heads: MutableMapping[bytes, ChainHead] = field(default_factory=dict)
+    heads: MutableMapping[bytes, ChainHead] = field(default_factory=Heads)
     balances: MutableMapping[bytes, int] = field(default_factory=dict)
     locks: MutableMapping[bytes, LockRecord] = field(default_factory=dict)
     orders: MutableMapping[tuple[bytes, bytes], OrderProgress] = field(default_factory=WriteLog)
@@ -269,8 +321,11 @@ class LedgerState:
 
     @property
     def height(self) -> int:
-        """Number of certified entries applied."""
-        return sum(h.next_seq for h in self.heads.values())
+        """Number of certified entries applied (kept by ``Heads``; summed for other mappings)."""
+        heads = self.heads
+        if type(heads) is Heads:
+            return heads.height
+        return sum(h.next_seq for h in heads.values())
 
 
 def obligation_key(account: bytes) -> str:

@@ -2,7 +2,7 @@
 always equals a recomputation by a scan, through any sequence of writes and deletes on a state
 and on (nested) overlays of it, and the overlays read and iterate exactly like the
 ``ChainMap({}, base)`` they replace; the write log of ``LedgerState.orders`` gives the keys
-written since any point it still keeps."""
+written since any point it still keeps; the height ``LedgerState.heads`` keeps is their sum."""
 
 from collections import ChainMap
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pgrid.ledger.chain import LedgerState, WriteLog
+from p2pgrid.ledger.chain import ChainHead, Heads, LedgerState, WriteLog
 from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay, key_prefixes, prefixed_items, prefixed_keys
 
 # Keys as added kinds write them: one or two levels under a namespace, namespaces sharing a
@@ -118,3 +118,30 @@ def test_the_ledger_state_logs_writes_of_order_progress():
     state.orders[(b"o", b"1")] = 1
     assert state.orders.written_since(0) == [(b"o", b"1")]
     assert isinstance(state.overlay().orders, ChainMap) and not isinstance(state.copy().orders, WriteLog)
+
+
+head_op = st.tuples(st.sampled_from(["set", "del", "pop", "update", "setdefault", "clear"]),
+                    st.sampled_from([b"a", b"b", b"c"]), st.integers(0, 50))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(head_op, max_size=40))
+def test_the_kept_height_equals_the_sum_of_the_heads_after_any_changes(operations):
+    state = LedgerState()
+    assert isinstance(state.heads, Heads)
+    for op, account, seq in operations:
+        heads = state.heads
+        if op == "set":
+            heads[account] = ChainHead(seq)
+        elif op == "del" and account in heads:
+            del heads[account]
+        elif op == "pop":
+            heads.pop(account, None)
+        elif op == "update":
+            heads.update({account: ChainHead(seq)})
+        elif op == "setdefault":
+            heads.setdefault(account, ChainHead(seq))
+        elif op == "clear":
+            heads.clear()
+        assert state.height == sum(h.next_seq for h in heads.values())
+        assert state.overlay().height == state.height == state.copy().height
