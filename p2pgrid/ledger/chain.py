@@ -71,7 +71,7 @@ import dataclasses
 import enum
 import functools
 import itertools
-from collections import ChainMap, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +80,7 @@ from sortedcontainers import SortedDict
 
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureError, UnknownVersionError
 from p2pgrid.ledger import merkle
-from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay
+from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay, Overlay
 from p2pgrid.ledger.messages import (
     GENESIS_HASH, MAX_BODY_BYTES, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
 )
@@ -312,7 +312,7 @@ class LedgerState:
         return sum(self.balances.values()) + self.locked_total()
 
     def overlay(self) -> LedgerState:
-        layers = [ChainMap({}, getattr(self, name)) for name in _STATE_FIELDS[:-1]]
+        layers = [Overlay(getattr(self, name)) for name in _STATE_FIELDS[:-1]]
         return LedgerState(*layers, ExtraOverlay(self.extra))  # type: ignore[arg-type]
 
     def copy(self) -> LedgerState:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pgrid.ledger.chain import ChainHead, Heads, LedgerState, WriteLog
-from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay, key_prefixes, prefixed_items, prefixed_keys
+from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay, Overlay, key_prefixes, prefixed_items, prefixed_keys
 
 # Keys as added kinds write them: one or two levels under a namespace, namespaces sharing a
 # stem (meter/ and meter_last/), and a key with no namespace at all.
@@ -30,8 +30,8 @@ def scan(mapping, prefix: str) -> set[str]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(operation, max_size=60))
-def test_index_equals_a_scan_after_any_writes_and_deletes(operations):
+@given(st.lists(operation, max_size=60), st.sampled_from(["extra", "balances", "locks"]))
+def test_overlays_read_like_chainmaps_and_the_index_equals_a_scan(operations, field):
     state = LedgerState()
     layers = [state]
     references = [dict()]     # what each layer must read like: a dict, then ChainMaps over it
@@ -39,7 +39,7 @@ def test_index_equals_a_scan_after_any_writes_and_deletes(operations):
         while len(layers) <= layer:
             layers.append(layers[-1].overlay())
             references.append(ChainMap({}, references[-1]))
-        target, reference = layers[layer].extra, references[layer]
+        target, reference = getattr(layers[layer], field), references[layer]
         if value is None:
             try:
                 del reference[key]
@@ -51,14 +51,18 @@ def test_index_equals_a_scan_after_any_writes_and_deletes(operations):
         else:
             target[key] = value
             reference[key] = value
-        for extra, expected in zip((s.extra for s in layers), references):
-            assert dict(extra) == dict(expected)
-            assert len(extra) == len(expected)
-            assert list(extra) == list(expected)        # iteration order as ChainMap's too
+        for mapping, expected in zip((getattr(s, field) for s in layers), references):
+            assert dict(mapping) == dict(expected) and dict(mapping.items()) == dict(expected.items())
+            assert len(mapping) == len(expected)
+            assert list(mapping) == list(expected)        # iteration order as ChainMap's too
+            for key in KEYS:
+                assert (key in mapping) == (key in expected) and mapping.get(key) == expected.get(key)
+            if field != "extra":
+                continue
             for prefix in QUERIED:
-                assert set(prefixed_keys(extra, prefix)) == scan(expected, prefix)
-                assert len(prefixed_keys(extra, prefix)) == len(scan(expected, prefix))
-                assert dict(prefixed_items(extra, prefix)) == {k: expected[k] for k in scan(expected, prefix)}
+                assert set(prefixed_keys(mapping, prefix)) == scan(expected, prefix)
+                assert len(prefixed_keys(mapping, prefix)) == len(scan(expected, prefix))
+                assert dict(prefixed_items(mapping, prefix)) == {k: expected[k] for k in scan(expected, prefix)}
 
 
 def test_copy_keeps_an_index_of_its_own():
@@ -117,7 +121,7 @@ def test_the_ledger_state_logs_writes_of_order_progress():
     assert isinstance(state.orders, WriteLog)
     state.orders[(b"o", b"1")] = 1
     assert state.orders.written_since(0) == [(b"o", b"1")]
-    assert isinstance(state.overlay().orders, ChainMap) and not isinstance(state.copy().orders, WriteLog)
+    assert isinstance(state.overlay().orders, Overlay) and not isinstance(state.copy().orders, WriteLog)
 
 
 head_op = st.tuples(st.sampled_from(["set", "del", "pop", "update", "setdefault", "clear"]),
