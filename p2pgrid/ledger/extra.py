@@ -101,10 +101,11 @@ class Overlay(MutableMapping[Any, Any]):
     its cost — a validator judges every entry on overlays, and ChainMap's lookups run three
     Python frames each."""
 
-    __slots__ = ("_own", "_base")
+    __slots__ = ("_own", "_writes", "_base")
 
     def __init__(self, base: MutableMapping[Any, Any]) -> None:
         self._own: dict[Any, Any] = {}      # what this overlay wrote (read directly, for speed)
+        self._writes: MutableMapping[Any, Any] = self._own   # where writes and deletes go
         self._base = base
 
     def __getitem__(self, key: Any) -> Any:
@@ -123,13 +124,13 @@ class Overlay(MutableMapping[Any, Any]):
         return key in self._own or key in self._base
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._own[key] = value
+        self._writes[key] = value
 
     def __delitem__(self, key: Any) -> None:
         # As ChainMap: only what the overlay itself wrote can be deleted (the base shows again).
         if key not in self._own:
             raise KeyError(f"key not written in this overlay: {key!r}")
-        del self._own[key]
+        del self._writes[key]
 
     def __iter__(self) -> Iterator[Any]:
         base = self._base
@@ -151,17 +152,9 @@ class ExtraOverlay(Overlay):
     __slots__ = ("_index",)
 
     def __init__(self, base: ExtraMap | ExtraOverlay) -> None:
-        self._index = ExtraMap()
+        super().__init__(base)
+        self._index = self._writes = ExtraMap()
         self._own = self._index._data
-        self._base = base
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._index[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self._own:
-            raise KeyError(f"key not written in this overlay: {key!r}")
-        del self._index[key]
 
     def keys_with(self, prefix: str) -> Iterable[str]:
         own = self._index.keys_with(prefix)
