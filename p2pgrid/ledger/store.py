@@ -134,9 +134,6 @@ class LedgerStore:
         # One connection, one transaction at a time: two tasks' statements must never interleave
         # inside one transaction (one's commit would carry the other's half-done writes).
         self._lock = trio.Lock()
-        # This store's own thread slot: a node's other thread users (or, in one process, the
-        # stores of other nodes) never queue its transactions behind theirs.
-        self._thread = trio.CapacityLimiter(1)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(connection)`` — one query or one whole transaction — on a worker thread.
@@ -148,9 +145,11 @@ class LedgerStore:
         many nodes in one process that was tens to hundreds of ms per call, and the ledger's
         certify → store → answer path makes several calls in a row. The call is never abandoned
         on cancellation: the lock stays held until SQLite is done, so the next call cannot use
-        the connection while this one still does, and a commit that started is finished."""
+        the connection while this one still does, and a commit that started is finished. Calls
+        of one store run one at a time (the lock); at most ``SQLITE_THREADS`` stores of the
+        process run at once."""
         async with self._lock:
-            return await trio.to_thread.run_sync(fn, self._conn, limiter=self._thread)
+            return await trio.to_thread.run_sync(fn, self._conn, limiter=_sqlite_threads())
 
     # --- certified entries -----------------------------------------------------------------
 
@@ -453,6 +452,22 @@ class LedgerStore:
             await self._run(lambda conn: conn.close())
 
 
+# Worker threads all stores of this process (one trio run) may use at once: their own pool, so
+# other thread users (the telemetry store, name resolution) never queue ledger writes behind
+# theirs, and bounded, so a process hosting many nodes (simnet) does not start a thread per node.
+SQLITE_THREADS = 16
+_SQLITE_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("p2pgrid_sqlite_threads")
+
+
+def _sqlite_threads() -> trio.CapacityLimiter:
+    try:
+        return _SQLITE_LIMITER.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(SQLITE_THREADS)
+        _SQLITE_LIMITER.set(limiter)
+        return limiter
+
+
 def _advance_heads(conn: sqlite3.Connection, accounts: Sequence[bytes]) -> None:
     """Move each account's head over the contiguous entries stored beyond it."""
     heads: dict[bytes, tuple[int, bytes]] = {
@@ -513,7 +528,7 @@ async def open_store(path: str | Path) -> AsyncIterator[LedgerStore]:
             raise
         return conn
 
-    store = LedgerStore(await trio.to_thread.run_sync(connect))
+    store = LedgerStore(await trio.to_thread.run_sync(connect, limiter=_sqlite_threads()))
     try:
         yield store
     finally:
