@@ -116,14 +116,16 @@ def _install_checks(cls: type) -> None:
 
     # Wrapping __init__ (not __post_init__, which @dataclass wires up before we run) makes every
     # construction path — decoding, local building, dataclasses.replace — pass the same checks.
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        dataclass_init(self, *args, **kwargs)
-        for name, check in checks:
-            check(getattr(self, name))
-        if user_check is not None:
-            user_check(self)
-
-    cls.__init__ = __init__  # type: ignore[method-assign]
+    # The wrapper is generated with one line per field (as dataclasses generates __init__): a loop
+    # of getattr calls cost as much as the checks themselves, for every item decoded.
+    lines = ["def __init__(self, *args, **kwargs):", "    dataclass_init(self, *args, **kwargs)"]
+    lines += [f"    check_{i}(self.{name})" for i, (name, _) in enumerate(checks)]
+    if user_check is not None:
+        lines.append("    user_check(self)")
+    namespace: dict[str, Any] = {"dataclass_init": dataclass_init, "user_check": user_check}
+    namespace.update({f"check_{i}": check for i, (_, check) in enumerate(checks)})
+    exec("\n".join(lines), namespace)    # noqa: S102 - field names are the dataclass's identifiers
+    cls.__init__ = namespace["__init__"]  # type: ignore[method-assign]
 
 
 Check = Callable[[Any], None]
@@ -199,32 +201,55 @@ def to_plain(value: Any) -> Any:
 
 def from_plain(cls: type[M], plain: Any, where: str | None = None) -> M:
     """Build ``cls`` from plain data, checking every field; raises ``DecodeError``."""
-    where = where or cls.__name__
-    fields = cls.__wire_fields__  # type: ignore[attr-defined]
-    if not isinstance(plain, list) or len(plain) != len(fields):
-        raise DecodeError(f"{where}: expected an array of {len(fields)} fields")
-    values = {f.name: _from_plain_value(hint, raw, f"{where}.{f.name}")
-              for (f, hint), raw in zip(fields, plain)}
+    decoders = _DECODERS.get(cls) or _field_decoders(cls)
+    if not isinstance(plain, list) or len(plain) != len(decoders):
+        raise DecodeError(f"{where or cls.__name__}: expected an array of {len(decoders)} fields")
+    values = {name: raw if decoder is None else decoder(raw, f"{where or cls.__name__}.{name}")
+              for (name, decoder), raw in zip(decoders, plain)}
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise DecodeError(f"{where}: {exc}") from exc
+        raise DecodeError(f"{where or cls.__name__}: {exc}") from exc
 
 
-def _from_plain_value(hint: Any, raw: Any, where: str) -> Any:
+# How each field of a wire class is built from its plain value: None keeps the value as it is
+# (ints, bytes, str, bool: the class's checks judge them); otherwise a function of (value, where).
+# Compiled once per class: decoding runs for every gossiped item at every node, and looking the
+# field types up again for each value was most of its cost.
+FieldDecoder = Callable[[Any, str], Any]
+_DECODERS: dict[type, tuple[tuple[str, FieldDecoder | None], ...]] = {}
+
+
+def _field_decoders(cls: type) -> tuple[tuple[str, FieldDecoder | None], ...]:
+    decoders = tuple((f.name, _decoder_for(hint)) for f, hint in cls.__wire_fields__)  # type: ignore[attr-defined]
+    _DECODERS[cls] = decoders
+    return decoders
+
+
+def _decoder_for(hint: Any) -> FieldDecoder | None:
     if typing.get_origin(hint) is tuple:
-        if not isinstance(raw, list):
-            raise DecodeError(f"{where}: expected an array")
         (item_hint, _) = typing.get_args(hint)
-        return tuple(_from_plain_value(item_hint, item, f"{where}[{i}]") for i, item in enumerate(raw))
+        item = _decoder_for(item_hint)
+
+        def tuple_of(raw: Any, where: str) -> tuple[Any, ...]:
+            if not isinstance(raw, list):
+                raise DecodeError(f"{where}: expected an array")
+            if item is None:
+                return tuple(raw)
+            return tuple(item(value, f"{where}[{i}]") for i, value in enumerate(raw))
+        return tuple_of
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(raw)
-        except ValueError as exc:
-            raise DecodeError(f"{where}: {raw!r} is not a {hint.__name__}") from exc
+        def enum_of(raw: Any, where: str) -> enum.Enum:
+            try:
+                return hint(raw)
+            except ValueError as exc:
+                raise DecodeError(f"{where}: {raw!r} is not a {hint.__name__}") from exc
+        return enum_of
     if isinstance(hint, type) and hasattr(hint, "__wire_fields__"):
-        return from_plain(hint, raw, where)
-    return raw
+        def structure_of(raw: Any, where: str) -> Any:
+            return from_plain(hint, raw, where)
+        return structure_of
+    return None
 
 
 def pack(plain: Any) -> bytes:
@@ -250,7 +275,14 @@ def unpack(data: bytes, max_bytes: int) -> Any:
 
 def _has_forbidden(plain: Any) -> bool:
     if isinstance(plain, list):
-        return any(_has_forbidden(v) for v in plain)
+        # Leaves are judged here and only nested arrays recurse: this runs on every gossiped item.
+        for value in plain:
+            if isinstance(value, list):
+                if _has_forbidden(value):
+                    return True
+            elif isinstance(value, (dict, float)) or value is None:
+                return True
+        return False
     return isinstance(plain, (dict, float)) or plain is None
 
 

@@ -83,6 +83,7 @@ from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
     consumable_lock, register_kind, take_key, validate_debit,
 )
+from p2pgrid.ledger.extra import prefixed_items
 from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
 from p2pgrid.units import trade_value
 from p2pgrid.wire import MAX_PRICE, MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Signed, decode_signed, message, struct
@@ -262,7 +263,7 @@ def tariff_of(state: LedgerState, tariff_id: bytes) -> TariffRecord | None:
 
 def tariffs(state: LedgerState, station: bytes | None = None) -> list[TariffRecord]:
     """Every certified tariff (of ``station``, if given), ordered by id."""
-    found = [v for k, v in state.extra.items() if k.startswith("charge_tariff/") and isinstance(v, TariffRecord)]
+    found = [v for _, v in prefixed_items(state.extra, "charge_tariff/") if isinstance(v, TariffRecord)]
     return sorted((t for t in found if station is None or t.station == station), key=lambda t: t.tariff_id)
 
 
@@ -282,7 +283,7 @@ def session_of(state: LedgerState, session_id: bytes) -> SessionRecord | None:
 
 def sessions(state: LedgerState, *, station: bytes | None = None, driver: bytes | None = None) -> list[SessionRecord]:
     """Certified sessions (of ``station`` / ``driver``, if given), ordered by plug-in time then id."""
-    found = [v for k, v in state.extra.items() if k.startswith("charge_session/") and isinstance(v, SessionRecord)]
+    found = [v for _, v in prefixed_items(state.extra, "charge_session/") if isinstance(v, SessionRecord)]
     chosen = [s for s in found if (station is None or s.station == station) and (driver is None or s.driver == driver)]
     return sorted(chosen, key=lambda s: (s.plugged_in_ms, s.session_id))
 
@@ -299,8 +300,8 @@ def charger_counter(state: LedgerState, charger_key: bytes, station: bytes | Non
 def charger_counters(state: LedgerState, charger_key: bytes) -> dict[bytes, int]:
     """Station → the connector's counter at its last session billed by that station."""
     suffix = "/" + charger_key.hex()
-    return {bytes.fromhex(k.split("/")[1]): v for k, v in state.extra.items()
-            if k.startswith("charger_last/") and k.endswith(suffix) and isinstance(v, int)}
+    return {bytes.fromhex(k.split("/")[1]): v for k, v in prefixed_items(state.extra, "charger_last/")
+            if k.endswith(suffix) and isinstance(v, int)}
 
 
 # --- building bodies ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Modules, functional core first:
 * ``chain``     entry rules per kind and state derivation, ``apply_entry`` / ``state_root`` (pure)
 * ``committee`` the zone committee, vote and certificate rules, the never-vote-twice check (pure)
 * ``protocol``  sans-IO vote and sync protocol state machines: frames in, frames out (pure)
-* ``store``     the one storage module: aiosqlite in WAL mode under trio-asyncio
+* ``store``     the one storage module: SQLite in WAL mode on a worker thread (``trio.to_thread``)
 * ``service``   ``LedgerService`` (trio): submit entries, validate as a committee member, gossip, sync
 
 This package's ``__init__`` imports nothing, so importing a pure module pulls in no I/O library.

@@ -70,7 +70,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from collections import ChainMap
+import itertools
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,7 @@ from sortedcontainers import SortedDict
 
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureError, UnknownVersionError
 from p2pgrid.ledger import merkle
+from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay, Overlay
 from p2pgrid.ledger.messages import (
     GENESIS_HASH, MAX_BODY_BYTES, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
 )
@@ -191,19 +193,102 @@ class OrderProgress:
     locked_wh: int = 0
 
 
+class Heads(dict):  # type: ignore[type-arg]
+    """``LedgerState.heads``: a dict of chain heads that keeps the sum of their ``next_seq`` (the
+    state's height) as heads are written, so services that poll the height to see whether
+    anything changed pay nothing per account."""
+
+    __slots__ = ("height",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.height: int = sum(head.next_seq for head in self.values())
+
+    def __setitem__(self, account: bytes, head: ChainHead) -> None:
+        old = dict.get(self, account)
+        dict.__setitem__(self, account, head)
+        self.height += head.next_seq - (old.next_seq if old is not None else 0)
+
+    def __delitem__(self, account: bytes) -> None:
+        self.height -= self[account].next_seq
+        dict.__delitem__(self, account)
+
+    # The other ways a dict changes (nothing in the rules uses them) count the heads again.
+    def _recount(self) -> None:
+        self.height = sum(head.next_seq for head in self.values())
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        dict.update(self, *args, **kwargs)
+        self._recount()
+
+    def __ior__(self, other: Any) -> Heads:
+        self.update(other)
+        return self
+
+    def pop(self, *args: Any) -> Any:
+        value = dict.pop(self, *args)
+        self._recount()
+        return value
+
+    def popitem(self) -> Any:
+        item = dict.popitem(self)
+        self._recount()
+        return item
+
+    def setdefault(self, account: bytes, head: Any = None) -> Any:
+        value = dict.setdefault(self, account, head)
+        self._recount()
+        return value
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.height = 0
+
+
+class WriteLog(dict):  # type: ignore[type-arg]
+    """``LedgerState.orders``: a dict that also remembers the keys written lately, so a reader can
+    follow what changed (``written_since``) instead of comparing every order on every change.
+    Only the last ``KEEP`` writes are kept: a reader further behind is told to read everything."""
+
+    KEEP = 65_536
+    __slots__ = ("_log", "writes")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._log: deque[Any] = deque(maxlen=self.KEEP)   # keys written, oldest first
+        self.writes = 0                                     # writes ever logged
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        self._log.append(key)
+        self.writes += 1
+
+    def written_since(self, writes: int) -> list[Any] | None:
+        """The keys written after write number ``writes`` (repeats possible), or None when they
+        are not all kept any more."""
+        behind = self.writes - writes
+        if behind < 0 or behind > len(self._log):
+            return None
+        return list(itertools.islice(self._log, len(self._log) - behind, None))
+
+
 @dataclass
 class LedgerState:
     """State derived from certified entries. Mutable on purpose (as in the consensus specs):
     ``apply_entry`` updates it in place; ``overlay()`` gives a cheap scratch copy whose writes do
     not reach this one (a validator checks a batch on an overlay)."""
 
-    heads: MutableMapping[bytes, ChainHead] = field(default_factory=dict)
+    heads: MutableMapping[bytes, ChainHead] = field(default_factory=Heads)
     balances: MutableMapping[bytes, int] = field(default_factory=dict)
     locks: MutableMapping[bytes, LockRecord] = field(default_factory=dict)
-    orders: MutableMapping[tuple[bytes, bytes], OrderProgress] = field(default_factory=dict)
+    orders: MutableMapping[tuple[bytes, bytes], OrderProgress] = field(default_factory=WriteLog)
     pools: MutableMapping[bytes, Any] = field(default_factory=dict)          # placeholder: swap/pool kinds
     certificates: MutableMapping[bytes, Any] = field(default_factory=dict)   # placeholder: green certs
-    extra: MutableMapping[str, Any] = field(default_factory=dict)            # namespaces of added kinds
+    extra: MutableMapping[str, Any] = field(default_factory=ExtraMap)        # namespaces of added kinds (indexed)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.extra, (ExtraMap, ExtraOverlay)):
+            self.extra = ExtraMap(self.extra)
 
     def head(self, account: bytes) -> ChainHead:
         return self.heads.get(account) or ChainHead()
@@ -227,15 +312,20 @@ class LedgerState:
         return sum(self.balances.values()) + self.locked_total()
 
     def overlay(self) -> LedgerState:
-        return LedgerState(*(ChainMap({}, getattr(self, name)) for name in _STATE_FIELDS))  # type: ignore[arg-type]
+        layers = [Overlay(getattr(self, name)) for name in _STATE_FIELDS[:-1]]
+        return LedgerState(*layers, ExtraOverlay(self.extra))  # type: ignore[arg-type]
 
     def copy(self) -> LedgerState:
-        return LedgerState(*(dict(getattr(self, name)) for name in _STATE_FIELDS))  # type: ignore[arg-type]
+        return LedgerState(*(dict(getattr(self, name)) for name in _STATE_FIELDS[:-1]),  # type: ignore[arg-type]
+                           ExtraMap(self.extra))
 
     @property
     def height(self) -> int:
-        """Number of certified entries applied."""
-        return sum(h.next_seq for h in self.heads.values())
+        """Number of certified entries applied (kept by ``Heads``; summed for other mappings)."""
+        heads = self.heads
+        if type(heads) is Heads:
+            return heads.height
+        return sum(h.next_seq for h in heads.values())
 
 
 def obligation_key(account: bytes) -> str:
@@ -257,7 +347,7 @@ def settle_obligation(state: LedgerState, account: bytes, amount_uc: int) -> Non
         state.extra[obligation_key(account)] = owed - min(owed, amount_uc)
 
 
-_STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")
+_STATE_FIELDS = ("heads", "balances", "locks", "orders", "pools", "certificates", "extra")   # extra last (indexed)
 
 
 # --- kind registry ---------------------------------------------------------------------------

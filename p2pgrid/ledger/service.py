@@ -289,6 +289,9 @@ class LedgerService:
         self._views: dict[bytes, tuple[int, int, LedgerState, tuple[int, bytes] | None]] = {}
         self._queued: dict[bytes, _Pending] = {}     # entry hash → its place in the queue
         self._queued_of: dict[bytes, dict[bytes, _Pending]] = {}   # the same, per account
+        # the same, per account and seq (entry hash → entry, in queueing order): _own_view looks
+        # entries up by seq, and a burst of one chain's entries must not cost a scan each
+        self._queued_at: dict[bytes, dict[int, dict[bytes, Signed[Entry]]]] = {}
         self._tips: dict[bytes, ChainHead] = {}
         self._queue_send, self._queue_receive = trio.open_memory_channel[_Pending](math.inf)
         # gossiped batches, checked, waiting to be stored (in groups: ``_store_gossip``)
@@ -453,17 +456,15 @@ class LedgerService:
         head = self.state.head(account).next_seq
         if seq <= head:
             return self.state
-        queued = {p.entry.body.seq: p.entry for p in self._queued_of.get(account, {}).values()}
-        queued.update(self._in_doubt.get(account, {}))
         cached = self._views.get(account)
         if cached is not None and cached[0] == self.state.height and cached[1] <= seq and (
-                cached[3] is None or (queued.get(cached[3][0]) is not None
-                                      and entry_hash(queued[cached[3][0]]) == cached[3][1])):
+                cached[3] is None or ((kept := self._own_entry_at(account, cached[3][0])) is not None
+                                      and entry_hash(kept) == cached[3][1])):
             _, upto, view, last = cached
         else:
             upto, view, last = head, self.state.overlay(), None
         for at in range(upto, seq):
-            before = queued.get(at)
+            before = self._own_entry_at(account, at)
             if before is None:
                 return None
             try:
@@ -475,6 +476,17 @@ class LedgerService:
         self._views[account] = (self.state.height, seq, view, last)
         return view
 
+    def _own_entry_at(self, account: bytes, seq: int) -> Signed[Entry] | None:
+        """This node's undecided entry of ``account`` at ``seq``: the one in doubt, else the one
+        queued last at that seq."""
+        in_doubt = self._in_doubt.get(account)
+        entry = in_doubt.get(seq) if in_doubt is not None else None
+        if entry is None:
+            queued = self._queued_at.get(account, {}).get(seq)
+            if queued:
+                entry = next(reversed(queued.values()))
+        return entry
+
     def _enqueue(self, entry: Signed[Entry]) -> _Pending:
         """Queue ``entry`` for certification, once: the same entry submitted again (a retry, a
         re-proposal) waits for the one already queued instead of racing it for its seq."""
@@ -484,6 +496,7 @@ class LedgerService:
             pending = _Pending(entry, trio.Event())
             self._queued[key] = pending
             self._queued_of.setdefault(entry.body.account, {})[key] = pending
+            self._queued_at.setdefault(entry.body.account, {}).setdefault(entry.body.seq, {})[key] = entry
             self._queue_send.send_nowait(pending)
         return pending
 
@@ -494,6 +507,13 @@ class LedgerService:
             del of_account[key]
             if not of_account:
                 del self._queued_of[account]
+            at_account = self._queued_at[account]
+            at_seq = at_account[pending.entry.body.seq]
+            del at_seq[key]
+            if not at_seq:
+                del at_account[pending.entry.body.seq]
+                if not at_account:
+                    del self._queued_at[account]
         pending.done.set()
 
     async def _batcher(self) -> None:

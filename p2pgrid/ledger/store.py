@@ -1,11 +1,9 @@
-"""The ledger's storage: SQLite through aiosqlite, run under trio via trio-asyncio.
+"""The ledger's storage: SQLite (the standard ``sqlite3`` module) on a worker thread, under trio.
 
-All ledger storage lives behind this module (so does the asyncio bridge): ``open_store(path)``
-yields a ``LedgerStore``. aiosqlite is asyncio-only; ``open_store`` opens a trio-asyncio loop if
-the caller has none (``trio_asyncio.open_loop()``) and every database call crosses into it with
-``trio_asyncio.aio_as_trio``. Each public method is one transaction, so batches commit once; the
-hot ones (``add_certified``, ``record_votes``) run whole on the connection's worker thread, one
-bridge crossing per transaction.
+All ledger storage lives behind this module: ``open_store(path)`` yields a ``LedgerStore``. Each
+public method is one query or one transaction, run whole on a worker thread with
+``trio.to_thread`` (one crossing per call), one at a time per store; batches commit once.
+(``asyncio_bridge``, the trio-asyncio loop aiosqlite needs, stays here for the telemetry store.)
 
 Tables::
 
@@ -47,7 +45,6 @@ from pathlib import Path
 import sqlite3
 from typing import Any, Callable
 
-import aiosqlite
 import trio
 import trio_asyncio
 
@@ -132,32 +129,27 @@ class VerifyReport:
 class LedgerStore:
     """The open ledger database. Use ``open_store``; every method is one committed transaction."""
 
-    def __init__(self, conn: aiosqlite.Connection, loop: Any) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._loop = loop
         # One connection, one transaction at a time: two tasks' statements must never interleave
         # inside one transaction (one's commit would carry the other's half-done writes).
         self._lock = trio.Lock()
 
-    async def _run(self, fn: Callable[[aiosqlite.Connection], Any]) -> Any:
-        """Run the asyncio coroutine function ``fn(conn)`` on the bridge. The loop is named
-        explicitly: callers may be tasks started outside the context that opened the store (e.g.
-        a libp2p stream handler), where trio-asyncio's current-loop variable is unset."""
-        async with self._lock:
-            return await trio_asyncio.aio_as_trio(fn, loop=self._loop)(self._conn)
+    async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(connection)`` — one query or one whole transaction — on a worker thread.
 
-    async def _run_in_worker(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run the plain function ``fn(connection)`` as one job on the connection's worker thread.
-
-        For the hot transactions (every node stores every certified batch; every validator records
-        its votes): each ``await`` on an aiosqlite call crosses the trio-asyncio bridge and the
-        worker thread once, which costs the trio loop far more than a small statement costs
-        SQLite, so a whole transaction is one crossing here instead of eight. It goes through
-        aiosqlite's job queue (``Connection._execute``, the function behind all its public
-        calls), so it stays ordered with every other call on the connection."""
+        One crossing per call, straight from trio to the thread and back (``trio.to_thread``).
+        The store used to reach SQLite through aiosqlite over a trio-asyncio loop: every call
+        then waited for the asyncio loop's task to be scheduled by trio, for aiosqlite's thread,
+        and for the asyncio callback back, each a full round of every other runnable task; with
+        many nodes in one process that was tens to hundreds of ms per call, and the ledger's
+        certify → store → answer path makes several calls in a row. The call is never abandoned
+        on cancellation: the lock stays held until SQLite is done, so the next call cannot use
+        the connection while this one still does, and a commit that started is finished. Calls
+        of one store run one at a time (the lock); at most ``SQLITE_THREADS`` stores of the
+        process run at once."""
         async with self._lock:
-            conn = self._conn
-            return await trio_asyncio.aio_as_trio(conn._execute, loop=self._loop)(lambda: fn(conn._conn))
+            return await trio.to_thread.run_sync(fn, self._conn, limiter=_sqlite_threads())
 
     # --- certified entries -----------------------------------------------------------------
 
@@ -189,50 +181,50 @@ class LedgerStore:
                 conn.rollback()
                 raise
 
-        return await self._run_in_worker(txn)
+        return await self._run(txn)
 
     async def heads(self) -> dict[bytes, ChainHead]:
-        async def q(conn: aiosqlite.Connection) -> dict[bytes, ChainHead]:
-            async with conn.execute("SELECT account, next_seq, last_hash FROM heads") as cur:
-                return {a: ChainHead(n, h) for a, n, h in await cur.fetchall()}
+        def q(conn: sqlite3.Connection) -> dict[bytes, ChainHead]:
+            cur = conn.execute("SELECT account, next_seq, last_hash FROM heads")
+            return {a: ChainHead(n, h) for a, n, h in cur.fetchall()}
         return await self._run(q)
 
     async def entry_count(self) -> int:
-        async def q(conn: aiosqlite.Connection) -> int:
-            async with conn.execute("SELECT count(*) FROM entries") as cur:
-                return (await cur.fetchone())[0]
+        def q(conn: sqlite3.Connection) -> int:
+            cur = conn.execute("SELECT count(*) FROM entries")
+            return cur.fetchone()[0]
         return await self._run(q)
 
     async def get_entry(self, account: bytes, seq: int) -> Signed[Entry] | None:
-        async def q(conn: aiosqlite.Connection) -> bytes | None:
-            async with conn.execute("SELECT data FROM entries WHERE account = ? AND seq = ?", (account, seq)) as cur:
-                row = await cur.fetchone()
-                return row[0] if row else None
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            cur = conn.execute("SELECT data FROM entries WHERE account = ? AND seq = ?", (account, seq))
+            row = cur.fetchone()
+            return row[0] if row else None
         data = await self._run(q)
         return decode_certified_entry(data) if data is not None else None
 
     async def account_entries(self, account: bytes, from_seq: int = 0, limit: int = 1000) -> list[Signed[Entry]]:
-        async def q(conn: aiosqlite.Connection) -> list[bytes]:
-            async with conn.execute("SELECT data FROM entries WHERE account = ? AND seq >= ? ORDER BY seq LIMIT ?",
-                                    (account, from_seq, limit)) as cur:
-                return [r[0] for r in await cur.fetchall()]
+        def q(conn: sqlite3.Connection) -> list[bytes]:
+            cur = conn.execute("SELECT data FROM entries WHERE account = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                               (account, from_seq, limit))
+            return [r[0] for r in cur.fetchall()]
         return [decode_certified_entry(d) for d in await self._run(q)]
 
     async def all_entries(self) -> list[Signed[Entry]]:
         """Every certified entry (account, seq order). For start-up state derivation and verify."""
-        async def q(conn: aiosqlite.Connection) -> list[bytes]:
-            async with conn.execute("SELECT data FROM entries ORDER BY account, seq") as cur:
-                return [r[0] for r in await cur.fetchall()]
+        def q(conn: sqlite3.Connection) -> list[bytes]:
+            cur = conn.execute("SELECT data FROM entries ORDER BY account, seq")
+            return [r[0] for r in cur.fetchall()]
         return [decode_certified_entry(d) for d in await self._run(q)]
 
     async def missing_for(self, their_heads: Mapping[bytes, int], limit: int) -> tuple[list[StoredBatch], bool]:
         """Certified entries a peer with ``their_heads`` (account → next_seq) lacks, grouped by
         certificate, at most ``limit`` entries; the flag says whether more remain."""
-        async def q(conn: aiosqlite.Connection) -> tuple[list[tuple[bytes, bytes]], bool]:
+        def q(conn: sqlite3.Connection) -> tuple[list[tuple[bytes, bytes]], bool]:
             rows: list[tuple[bytes, bytes]] = []
             more = False
-            async with conn.execute("SELECT account, next_seq FROM heads ORDER BY account") as cur:
-                ours = await cur.fetchall()
+            cur = conn.execute("SELECT account, next_seq FROM heads ORDER BY account")
+            ours = cur.fetchall()
             for account, next_seq in ours:
                 start = their_heads.get(account, 0)
                 if start >= next_seq:
@@ -241,10 +233,10 @@ class LedgerStore:
                 if room <= 0:
                     more = True
                     break
-                async with conn.execute(
-                        "SELECT batch_root, data FROM entries WHERE account = ? AND seq >= ? AND seq < ? "
-                        "ORDER BY seq LIMIT ?", (account, start, next_seq, room)) as cur:
-                    rows += await cur.fetchall()
+                cur = conn.execute(
+                    "SELECT batch_root, data FROM entries WHERE account = ? AND seq >= ? AND seq < ? "
+                    "ORDER BY seq LIMIT ?", (account, start, next_seq, room))
+                rows += cur.fetchall()
                 if start + room < next_seq:
                     more = True
                     break
@@ -262,14 +254,14 @@ class LedgerStore:
         return [StoredBatch(certs[r][0], certs[r][1], tuple(grouped[r])) for r in roots]
 
     async def certificates(self, roots: Sequence[bytes]) -> dict[bytes, tuple[Certificate, tuple[bytes, ...]]]:
-        async def q(conn: aiosqlite.Connection) -> list[tuple[bytes, bytes, bytes]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[bytes, bytes, bytes]]:
             out: list[tuple[bytes, bytes, bytes]] = []
             for i in range(0, len(roots), 500):
                 chunk = roots[i:i + 500]
                 marks = ",".join("?" * len(chunk))
-                async with conn.execute(f"SELECT batch_root, certificate, leaves FROM certificates "
-                                        f"WHERE batch_root IN ({marks})", chunk) as cur:
-                    out += await cur.fetchall()
+                cur = conn.execute(f"SELECT batch_root, certificate, leaves FROM certificates "
+                                   f"WHERE batch_root IN ({marks})", chunk)
+                out += cur.fetchall()
             return out
         return {root: (decode(Certificate, cert, 1 << 20), _split_leaves(leaves))
                 for root, cert, leaves in await self._run(q)}
@@ -300,21 +292,21 @@ class LedgerStore:
                 conn.rollback()
                 raise
 
-        await self._run_in_worker(txn)
+        await self._run(txn)
 
     async def votes(self) -> dict[bytes, tuple[bytes, bytes, int]]:
         """Every live conflict key this node voted on → (entry hash, account, seq) of the entry."""
-        async def q(conn: aiosqlite.Connection) -> dict[bytes, tuple[bytes, bytes, int]]:
-            async with conn.execute("SELECT conflict_key, entry_hash, account, seq FROM ballots") as cur:
-                return {k: (h, a, n) for k, h, a, n in await cur.fetchall()}
+        def q(conn: sqlite3.Connection) -> dict[bytes, tuple[bytes, bytes, int]]:
+            cur = conn.execute("SELECT conflict_key, entry_hash, account, seq FROM ballots")
+            return {k: (h, a, n) for k, h, a, n in cur.fetchall()}
         return await self._run(q)
 
     async def voted_entry(self, conflict_key: bytes) -> bytes | None:
         """The signed entry bytes this node voted for at ``conflict_key`` (if it kept them)."""
-        async def q(conn: aiosqlite.Connection) -> bytes | None:
-            async with conn.execute("SELECT entry FROM ballots WHERE conflict_key = ?", (conflict_key,)) as cur:
-                row = await cur.fetchone()
-                return row[0] if row else None
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            cur = conn.execute("SELECT entry FROM ballots WHERE conflict_key = ?", (conflict_key,))
+            row = cur.fetchone()
+            return row[0] if row else None
         return await self._run(q)
 
     async def prune_votes(self) -> int:
@@ -329,7 +321,7 @@ class LedgerStore:
             except BaseException:
                 conn.rollback()
                 raise
-        return await self._run_in_worker(txn)
+        return await self._run(txn)
 
     # --- own proposals ---------------------------------------------------------------------
 
@@ -352,7 +344,7 @@ class LedgerStore:
             except BaseException:
                 conn.rollback()
                 raise
-        await self._run_in_worker(txn)
+        await self._run(txn)
 
     async def drop_proposals(self, account: bytes, from_seq: int) -> None:
         """Forget proposals at or after ``from_seq``: only once a quorum refused the first of them."""
@@ -363,15 +355,15 @@ class LedgerStore:
             except BaseException:
                 conn.rollback()
                 raise
-        await self._run_in_worker(txn)
+        await self._run(txn)
 
     async def proposals(self, account: bytes) -> list[Signed[Entry]]:
         """This node's kept proposals of ``account`` not yet certified here, by seq."""
-        async def q(conn: aiosqlite.Connection) -> list[bytes]:
-            async with conn.execute(
-                    "SELECT p.data FROM proposals p LEFT JOIN heads h ON h.account = p.account "
-                    "WHERE p.account = ? AND p.seq >= COALESCE(h.next_seq, 0) ORDER BY p.seq", (account,)) as cur:
-                return [r[0] for r in await cur.fetchall()]
+        def q(conn: sqlite3.Connection) -> list[bytes]:
+            cur = conn.execute(
+               "SELECT p.data FROM proposals p LEFT JOIN heads h ON h.account = p.account "
+               "WHERE p.account = ? AND p.seq >= COALESCE(h.next_seq, 0) ORDER BY p.seq", (account,))
+            return [r[0] for r in cur.fetchall()]
         return [decode_certified_entry(d) for d in await self._run(q)]
 
     # --- zone parameters -------------------------------------------------------------------
@@ -379,17 +371,17 @@ class LedgerStore:
     async def save_zone(self, rules: LedgerRules, committee: Committee) -> None:
         value = pack([rules.zone, rules.gateway, rules.credit_limit_uc, committee.epoch, list(committee.validators)])
 
-        async def txn(conn: aiosqlite.Connection) -> None:
-            await conn.execute("INSERT OR REPLACE INTO meta VALUES ('zone', ?)", (value,))
-            await conn.commit()
+        def txn(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('zone', ?)", (value,))
+            conn.commit()
         await self._run(txn)
 
     async def load_zone(self) -> tuple[LedgerRules, Committee] | None:
         """The rules and committee saved by the node that owns this store (None if never saved)."""
-        async def q(conn: aiosqlite.Connection) -> bytes | None:
-            async with conn.execute("SELECT value FROM meta WHERE name = 'zone'") as cur:
-                row = await cur.fetchone()
-                return row[0] if row else None
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            cur = conn.execute("SELECT value FROM meta WHERE name = 'zone'")
+            row = cur.fetchone()
+            return row[0] if row else None
         value = await self._run(q)
         if value is None:
             return None
@@ -409,13 +401,13 @@ class LedgerStore:
         """Check the whole store: every entry is in its certificate's leaves, every certificate's
         leaves hash to its root (and its signatures verify, given the committee), heads match
         the chains, and state derivation succeeds. Raises ``StoreCorrupt``."""
-        async def q(conn: aiosqlite.Connection) -> tuple[list[Any], list[Any], list[Any]]:
-            async with conn.execute("SELECT batch_root, certificate, leaves FROM certificates") as cur:
-                certs = await cur.fetchall()
-            async with conn.execute("SELECT account, seq, hash, batch_root, data FROM entries ORDER BY account, seq") as cur:
-                entries = await cur.fetchall()
-            async with conn.execute("SELECT account, next_seq, last_hash FROM heads") as cur:
-                heads = await cur.fetchall()
+        def q(conn: sqlite3.Connection) -> tuple[list[Any], list[Any], list[Any]]:
+            cur = conn.execute("SELECT batch_root, certificate, leaves FROM certificates")
+            certs = cur.fetchall()
+            cur = conn.execute("SELECT account, seq, hash, batch_root, data FROM entries ORDER BY account, seq")
+            entries = cur.fetchall()
+            cur = conn.execute("SELECT account, next_seq, last_hash FROM heads")
+            heads = cur.fetchall()
             return certs, entries, heads
 
         cert_rows, entry_rows, head_rows = await self._run(q)
@@ -455,10 +447,25 @@ class LedgerStore:
         return VerifyReport(len(entry_rows), len(cert_rows), len(head_rows), state_root(state), len(pending))
 
     async def aclose(self) -> None:
-        # Shielded: a cancelled close would leave aiosqlite's worker thread (not a daemon) alive,
-        # and the process would never exit.
+        # Shielded: a cancelled close would leave the database open (and its WAL unmerged).
         with trio.CancelScope(shield=True):
             await self._run(lambda conn: conn.close())
+
+
+# Worker threads all stores of this process (one trio run) may use at once: their own pool, so
+# other thread users (the telemetry store, name resolution) never queue ledger writes behind
+# theirs, and bounded, so a process hosting many nodes (simnet) does not start a thread per node.
+SQLITE_THREADS = 16
+_SQLITE_LIMITER: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("p2pgrid_sqlite_threads")
+
+
+def _sqlite_threads() -> trio.CapacityLimiter:
+    try:
+        return _SQLITE_LIMITER.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(SQLITE_THREADS)
+        _SQLITE_LIMITER.set(limiter)
+        return limiter
 
 
 def _advance_heads(conn: sqlite3.Connection, accounts: Sequence[bytes]) -> None:
@@ -508,19 +515,21 @@ async def asyncio_bridge() -> AsyncIterator[None]:
 @asynccontextmanager
 async def open_store(path: str | Path) -> AsyncIterator[LedgerStore]:
     """Open (creating if needed) the ledger database at ``path``; closes it on exit."""
-    async with asyncio_bridge():
-        async def connect() -> aiosqlite.Connection:
-            conn = await aiosqlite.connect(str(path), isolation_level="DEFERRED")
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=FULL")
-            await conn.executescript(SCHEMA)
-            await conn.commit()
-            return conn
-
-        loop = trio_asyncio.current_loop.get()
-        conn = await trio_asyncio.aio_as_trio(connect, loop=loop)()
-        store = LedgerStore(conn, loop)
+    def connect() -> sqlite3.Connection:
+        # Used from trio's worker threads, one call at a time (``LedgerStore._run``).
+        conn = sqlite3.connect(str(path), isolation_level="DEFERRED", check_same_thread=False)
         try:
-            yield store
-        finally:
-            await store.aclose()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    store = LedgerStore(await trio.to_thread.run_sync(connect, limiter=_sqlite_threads()))
+    try:
+        yield store
+    finally:
+        await store.aclose()

@@ -90,7 +90,7 @@ from p2pgrid.market.orders import Side
 __all__ = [
     "BPS", "DECAY_DENOMINATOR", "HostLosses", "Pool", "Quote", "Withdrawal", "accrue", "amount_in_for_out",
     "amount_out_for_in", "buy_marginal_price", "decay_step", "deposit_credits", "deposit_energy", "mid_price",
-    "open_pool", "quote_exact_in", "quote_exact_out", "sell_marginal_price", "set_energy_cap",
+    "open_pool", "out_exact_in", "quote_exact_in", "quote_exact_out", "sell_marginal_price", "set_energy_cap",
     "swap_exact_in", "swap_exact_out", "withdraw",
 ]
 
@@ -239,16 +239,29 @@ def _check_amount(name: str, value: int) -> None:
         raise PoolError(f"{name} must be a positive int, got {value!r}")
 
 
-def quote_exact_in(pool: Pool, side: Side, amount_in: int) -> Quote:
-    """Quote paying exactly ``amount_in`` (µc for BUY, Wh for SELL) at the pool's current state."""
-    _check_amount("amount_in", amount_in)
-    reserve_in, reserve_out = _reserves(pool, side)
+def out_exact_in(pool: Pool, side: Side, amount_in: int) -> int:
+    """``quote_exact_in(pool, side, amount_in).amount_out`` without building the ``Quote`` (same
+    checks, same errors): the lean path for code that only needs the amount (routing, a
+    strategy probing sizes); a full quote costs ~10× more, most of it the display fields."""
+    if type(amount_in) is not int or amount_in <= 0:
+        _check_amount("amount_in", amount_in)
+    if side is Side.BUY:
+        reserve_in, reserve_out = pool.credits_uc, pool.energy_wh
+    else:
+        reserve_in, reserve_out = pool.energy_wh, pool.credits_uc
     if reserve_in <= 0 or reserve_out <= 0:
         raise InsufficientLiquidity(f"pool {pool.pool_id.hex()} is empty")
-    out = amount_out_for_in(amount_in, reserve_in, reserve_out, pool.fee_bps)
+    net = amount_in * (BPS - pool.fee_bps)
+    out: int = net * reserve_out // (reserve_in * BPS + net)      # amount_out_for_in, inlined
     if out <= 0:
         raise InsufficientLiquidity(f"{amount_in} in buys nothing from pool {pool.pool_id.hex()}")
-    return _quote(pool, side, amount_in, out)
+    return out
+
+
+def quote_exact_in(pool: Pool, side: Side, amount_in: int) -> Quote:
+    """Quote paying exactly ``amount_in`` (µc for BUY, Wh for SELL) at the pool's current state
+    (every display field; ``out_exact_in`` gives just the amount)."""
+    return _quote(pool, side, amount_in, out_exact_in(pool, side, amount_in))
 
 
 def quote_exact_out(pool: Pool, side: Side, amount_out: int) -> Quote:

@@ -168,6 +168,7 @@ class OrderGossip:
         self._accepted: dict[bytes, BatchVerdict] = {}
         self._own: dict[bytes, BatchVerdict] = {}
         self._publish_lock = trio.Lock()
+        self._queued = trio.Event()      # set when something waits for the next tick
         self._send, self.deliveries = trio.open_memory_channel[OrderDelivery](math.inf)
 
     # --- publishing -----------------------------------------------------------------------
@@ -185,6 +186,7 @@ class OrderGossip:
         if self.admission is not None:
             self.admission.admit_own(signed, self.clock())   # raises if other nodes would not admit it
         self._pending.append(signed)
+        self._queued.set()
 
     @property
     def admission(self) -> Admission | None:
@@ -237,9 +239,15 @@ class OrderGossip:
             return published
 
     async def _publish_every_tick(self) -> None:
+        """Publish what is queued at the next tick (ticks every ``tick_s`` on the trio clock). A
+        tick with nothing queued is skipped without waking up: an idle node costs nothing here."""
         while True:
-            await trio.sleep(self.tick_s)
+            await self._queued.wait()
+            await trio.sleep_until((math.floor(trio.current_time() / self.tick_s) + 1) * self.tick_s)
+            self._queued = trio.Event()
             await self.flush()
+            if self._pending:               # put back by a failed publish: the next tick tries again
+                self._queued.set()
             self.items.prune(self.clock())
 
     # --- receiving ------------------------------------------------------------------------
@@ -277,6 +285,7 @@ class OrderGossip:
                 items = tuple(item for item in verdict.accepted if not self.items.holds(item))
                 for item in items:
                     self.items.add(item, now)
+                self.items.prune(now)       # what closed goes as new items come (at most once per PRUNE_EVERY_MS)
                 self.stats.delivered_batches += 1
                 self.stats.delivered_items += len(items)
                 if items:

@@ -153,6 +153,7 @@ from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
     add_obligation, decode_body, register_kind, settle_obligation,
 )
+from p2pgrid.ledger.extra import prefixed_items, prefixed_keys
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.settlement.metering import (
     MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistrationV2, MeterRegistry, check_reading_time,
@@ -326,7 +327,7 @@ def meter_entries_for_slot(state: LedgerState, slot: int) -> list[MeterEntry]:
     """The certified meter entries of ``slot``, as ``settle_slot`` takes them (sorted by account)."""
     suffix = f"/{slot:015d}"
     entries = []
-    for key in sorted(k for k in state.extra if k.startswith("meter/") and k.endswith(suffix)):
+    for key in sorted(k for k in prefixed_keys(state.extra, "meter/") if k.endswith(suffix)):
         entries.append(_meter_entry_of(state.extra[key]))
     return entries
 
@@ -443,7 +444,7 @@ def certificates_of(state: LedgerState, slot: int) -> SlotCertificates | None:
 
 
 def settled_slots(state: LedgerState) -> list[int]:
-    return sorted(s.slot for k, s in state.extra.items() if k.startswith("settle/") and isinstance(s, SlotSettlement))
+    return sorted(s.slot for _, s in prefixed_items(state.extra, "settle/") if isinstance(s, SlotSettlement))
 
 
 def certificate_registry(state: LedgerState) -> CertificateRegistry:
@@ -486,8 +487,8 @@ def trade_of_swap(swap_id: bytes, record: SwapRecord, zone: str) -> TradeRecord:
 
 def swap_records(state: LedgerState) -> list[tuple[bytes, SwapRecord]]:
     """Every certified swap record with its swap id, by swap id."""
-    records = [(bytes.fromhex(key[len(_SWAP_KEY_PREFIX):]), record) for key, record in state.extra.items()
-               if key.startswith(_SWAP_KEY_PREFIX) and isinstance(record, SwapRecord)]
+    records = [(bytes.fromhex(key[len(_SWAP_KEY_PREFIX):]), record)
+               for key, record in prefixed_items(state.extra, _SWAP_KEY_PREFIX) if isinstance(record, SwapRecord)]
     return sorted(records, key=lambda item: item[0])
 
 
@@ -582,8 +583,8 @@ def inputs_by_slot(state: LedgerState, rules: LedgerRules) -> dict[int, SlotInpu
     for swap_id, swap in swap_records(state):
         if rules.gateway not in (swap.host, swap.trader):
             swaps[swap.slot].add(swap_id)
-    for key, record in state.extra.items():
-        if key.startswith("meter/") and isinstance(record, MeterRecord) and record.reading.account != rules.gateway:
+    for _, record in prefixed_items(state.extra, "meter/"):
+        if isinstance(record, MeterRecord) and record.reading.account != rules.gateway:
             meters[record.reading.slot].add(record.reading.account)
     return {slot: SlotInputs(frozenset(trades[slot]), frozenset(swaps[slot]), frozenset(meters[slot]))
             for slot in sorted(set(trades) | set(swaps) | set(meters))}
@@ -743,7 +744,7 @@ def unsettled_slots(state: LedgerState) -> list[int]:
     scan of the whole state)."""
     slots = {r.lock.slot for r in state.locks.values() if r.status is LockStatus.FILLED and r.filled_wh > 0}
     slots |= {record.slot for _, record in swap_records(state)}
-    slots |= {int(k.rsplit("/", 1)[1]) for k in state.extra if k.startswith("meter/")}
+    slots |= {int(k.rsplit("/", 1)[1]) for k in prefixed_keys(state.extra, "meter/")}
     return sorted(s for s in slots if settle_key(s) not in state.extra)
 
 
@@ -756,7 +757,7 @@ def slots_to_reconcile(state: LedgerState, rules: LedgerRules) -> list[int]:
 
 def has_meters(state: LedgerState) -> bool:
     """True once the zone operator has registered at least one meter key."""
-    return any(key.startswith("meter_key/") for key in state.extra)
+    return bool(prefixed_keys(state.extra, "meter_key/"))
 
 
 def slots_to_settle(state: LedgerState, rules: LedgerRules, now_ms: int, delay_ms: int = 0) -> list[int]:

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pgrid.ledger.chain import LedgerRules, LedgerState, LockRecord, LockStatus, seller_passed_deadline
+from p2pgrid.ledger.extra import prefixed_items
 from p2pgrid.ledger.messages import Release
 from p2pgrid.pools.entries import SWAP_DECLINE_KIND, SwapDecline
 from p2pgrid.pools.messages import SwapRefuseReason
@@ -113,8 +114,8 @@ def plan_share_offer(state: LedgerState, host: bytes, zone: str, now_ms: int, sl
 def open_escrows(state: LedgerState, host: bytes) -> list[tuple[bytes, BuyRecord, LockRecord]]:
     """(buy id, purchase, escrow) of every certified purchase from ``host`` still escrowed, by id."""
     found = []
-    for key, buy in state.extra.items():
-        if not key.startswith("share_buy/") or not isinstance(buy, BuyRecord) or buy.issued:
+    for key, buy in prefixed_items(state.extra, "share_buy/"):
+        if not isinstance(buy, BuyRecord) or buy.issued:
             continue
         buy_id = bytes.fromhex(key[len("share_buy/"):])
         record = state.locks.get(buy_id)
@@ -205,8 +206,8 @@ class InvestorPolicy:
 def lp_escrows(state: LedgerState, lp: bytes) -> list[tuple[bytes, BuyRecord, LockRecord]]:
     """(buy id, purchase, escrow) of every certified purchase by ``lp`` still escrowed, by id."""
     found = []
-    for key, buy in state.extra.items():
-        if not key.startswith("share_buy/") or not isinstance(buy, BuyRecord) or buy.issued or buy.lp != lp:
+    for key, buy in prefixed_items(state.extra, "share_buy/"):
+        if not isinstance(buy, BuyRecord) or buy.issued or buy.lp != lp:
             continue
         buy_id = bytes.fromhex(key[len("share_buy/"):])
         record = state.locks.get(buy_id)

@@ -130,6 +130,7 @@ from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
     consumable_lock, register_kind, take_key, validate_debit,
 )
+from p2pgrid.ledger.extra import prefixed_items
 from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
 from p2pgrid.units import MS_PER_S, SlotRules
 from p2pgrid.wire import PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, struct
@@ -396,13 +397,13 @@ def programme_of(state: LedgerState, programme_id: bytes) -> ProgrammeRecord | N
 
 def programmes(state: LedgerState, host: bytes | None = None) -> list[ProgrammeRecord]:
     """Every certified programme (of ``host``, if given), ordered by id."""
-    found = [v for k, v in state.extra.items() if k.startswith("share_programme/") and isinstance(v, ProgrammeRecord)]
+    found = [v for _, v in prefixed_items(state.extra, "share_programme/") if isinstance(v, ProgrammeRecord)]
     return sorted((p for p in found if host is None or p.host == host), key=lambda p: p.programme_id)
 
 
 def payouts_of(state: LedgerState, programme_id: bytes) -> list[PayoutRecord]:
     prefix = f"share_payout/{programme_id.hex()}/"
-    return sorted((v for k, v in state.extra.items() if k.startswith(prefix) and isinstance(v, PayoutRecord)),
+    return sorted((v for _, v in prefixed_items(state.extra, prefix) if isinstance(v, PayoutRecord)),
                   key=lambda p: p.period)
 
 
@@ -424,7 +425,7 @@ def exit_of(state: LedgerState, programme_id: bytes, lp: bytes) -> ExitRecord | 
 def exits_of(state: LedgerState, programme_id: bytes) -> list[ExitRecord]:
     """Every LP's exit record in the programme, ordered by LP."""
     prefix = f"share_exit/{programme_id.hex()}/"
-    return sorted((v for k, v in state.extra.items() if k.startswith(prefix) and isinstance(v, ExitRecord)),
+    return sorted((v for _, v in prefixed_items(state.extra, prefix) if isinstance(v, ExitRecord)),
                   key=lambda r: r.lp)
 
 
@@ -480,8 +481,8 @@ def swap_fee_uc(side: Side, credits_uc: int, fee_bps: int) -> int:
 def host_pool_fees_uc(state: LedgerState, host: bytes) -> int:
     """All pool fees the host's certified swaps earned so far (µc), over all its pools."""
     total = 0
-    for key, record in state.extra.items():
-        if not key.startswith("swap/") or getattr(record, "host", None) != host:
+    for _, record in prefixed_items(state.extra, "swap/"):
+        if getattr(record, "host", None) != host:
             continue
         pool = getattr(state.pools.get(record.pool_id), "pool", None)
         if pool is not None:
@@ -567,8 +568,8 @@ def process_share_offer(state: LedgerState, entry: Entry, body: ShareOffer, rule
 
 def is_resident(state: LedgerState, account: bytes, zone: str) -> bool:
     """Has ``account`` a certified meter registration in ``zone`` (``settlement.entries``)?"""
-    return any(key.startswith("meter_key/") and getattr(reg, "account", None) == account
-               and getattr(reg, "zone", None) == zone for key, reg in state.extra.items())
+    return any(getattr(reg, "account", None) == account and getattr(reg, "zone", None) == zone
+               for _, reg in prefixed_items(state.extra, "meter_key/"))
 
 
 def validate_share_buy(state: LedgerState, entry: Entry, body: ShareBuy, rules: LedgerRules) -> None:

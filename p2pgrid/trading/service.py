@@ -59,6 +59,7 @@ clock), because market time may run faster than the real time a take needs (simn
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -70,7 +71,7 @@ import trio
 
 from p2pgrid.errors import LedgerError, NetError, TradingError, WireError
 from p2pgrid.identity import NodeKey
-from p2pgrid.ledger.chain import LockRecord, LockStatus, RejectReason, decode_body, seller_passed_deadline
+from p2pgrid.ledger.chain import LockRecord, LockStatus, RejectReason, WriteLog, decode_body, seller_passed_deadline
 from p2pgrid.ledger.messages import Certificate, Decline, Entry, Fill, Lock, Release, entry_hash
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.book import Depth
@@ -188,7 +189,8 @@ class TradingService:
         self.locality = config.locality
         self.neighbour_gossip = tuple(neighbour_gossip)
         self.trade_zones: dict[bytes, tuple[str, str]] = {}   # take id → (seller zone, buyer zone)
-        self._trade_slots: dict[bytes, int] = {}               # take id → slot, to forget trade_zones
+        self._takes_by_slot: dict[int, list[bytes]] = {}       # slot → take ids, to forget trade_zones
+        self._slots_to_forget: list[int] = []                  # those slots, a min-heap
         self.transport = transport
         self.ledger = ledger
         self.gossip = gossip
@@ -210,8 +212,8 @@ class TradingService:
         self._own_takes: dict[bytes, dict[bytes, int]] = {}   # order id → take id → Wh
         self._floor: dict[bytes, int] = {}                     # order id → Wh a maker said is gone
         # What the last sync with the ledger saw (see ``_sync_books_with_ledger``).
-        self._synced_height = -1
-        self._synced_consumed: dict[bytes, int] = {}           # live order id → certified Wh consumed
+        self._synced_orders: object = None                     # the ledger's orders mapping last read
+        self._synced_writes = 0                                # how many of its writes were read
         # This node's locks that may still need a release (see ``_release_expired_locks``).
         self._lock_scan: tuple[object, int] = (None, 0)        # (locks mapping, how many entries read)
         self._own_open_locks: dict[bytes, None] = {}           # take id → (ordered set)
@@ -791,24 +793,32 @@ class TradingService:
             self._refresh(order_id)
 
     def _sync_books_with_ledger(self) -> None:
-        """Bring the books in line with trades certified since the last sync. Nothing to do while
-        the ledger's height stands still; otherwise only the orders whose certified consumption
-        changed are refreshed (an order added meanwhile is refreshed when it arrives:
-        ``_catch_up_new_order``). What this node itself learned (its takes, makers' floors)
-        refreshes an order at once, in ``_record_take`` and ``_reduce_to``."""
-        height = self.ledger.state.height
-        if height == self._synced_height:
-            return
-        self._synced_height = height
-        consumed_now: dict[bytes, int] = {}
-        for signed in self.books.live_orders():
-            order_id = signed.body.order_id
-            consumed = consumed_now[order_id] = self._certified_consumed(signed.body)
-            if consumed != self._synced_consumed.get(order_id, 0):
-                self._refresh(order_id)
-        self._synced_consumed = consumed_now
-        self._own_takes = {oid: takes for oid, takes in self._own_takes.items() if oid in consumed_now}
-        self._floor = {oid: wh for oid, wh in self._floor.items() if oid in consumed_now}
+        """Bring the books in line with trades certified since the last sync: only the orders
+        whose certified progress was written since are refreshed (the ledger state's ``orders``
+        is a ``WriteLog``), so a tick costs what changed, not every live order. A state read
+        for the first time (or too far behind) refreshes every live order. An order added
+        meanwhile is refreshed when it arrives (``_catch_up_new_order``). What this node itself
+        learned (its takes, makers' floors) refreshes an order at once, in ``_record_take`` and
+        ``_reduce_to``."""
+        orders = self.ledger.state.orders
+        if orders is self._synced_orders and isinstance(orders, WriteLog):
+            if orders.writes == self._synced_writes:
+                return
+            written = orders.written_since(self._synced_writes)
+        else:
+            written = None
+        if written is None:
+            refresh = [signed.body.order_id for signed in self.books.live_orders()]
+        else:
+            refresh = list(dict.fromkeys(order_id for _, order_id in written))
+        self._synced_orders = orders
+        self._synced_writes = orders.writes if isinstance(orders, WriteLog) else 0
+        for order_id in refresh:
+            self._refresh(order_id)        # a no-op for an order not (or no longer) in the books
+        if self._own_takes or self._floor:
+            live = self.books.signed_order
+            self._own_takes = {oid: takes for oid, takes in self._own_takes.items() if live(oid) is not None}
+            self._floor = {oid: wh for oid, wh in self._floor.items() if live(oid) is not None}
 
     def _catch_up_new_order(self, change: BookChange) -> None:
         """An order that just entered the books may have trades certified already (its gossip
@@ -820,14 +830,19 @@ class TradingService:
 
     def _remember_zones(self, take_id: bytes, slot: int, zones: tuple[str, str]) -> None:
         self.trade_zones[take_id] = zones
-        self._trade_slots[take_id] = slot
+        takes = self._takes_by_slot.get(slot)
+        if takes is None:
+            takes = self._takes_by_slot[slot] = []
+            heapq.heappush(self._slots_to_forget, slot)
+        takes.append(take_id)
 
     def _forget_settled_zones(self, now_ms: int) -> None:
-        rules = self.config.slot_rules
-        old = [t for t, slot in self._trade_slots.items() if now_ms >= rules.metering_due_ms(slot) + TRADE_ZONES_KEPT_MS]
-        for take_id in old:
-            del self._trade_slots[take_id]
-            self.trade_zones.pop(take_id, None)
+        """Forget the zones of trades whose slot settled long ago: only the slots now due are
+        looked at (oldest first), never every trade remembered."""
+        rules, heap = self.config.slot_rules, self._slots_to_forget
+        while heap and now_ms >= rules.metering_due_ms(heap[0]) + TRADE_ZONES_KEPT_MS:
+            for take_id in self._takes_by_slot.pop(heapq.heappop(heap)):
+                self.trade_zones.pop(take_id, None)
 
     def _publish_change(self, change: BookChange) -> None:
         # Subscribers (RPC book feed) follow the home zone's books; neighbour books are read here.

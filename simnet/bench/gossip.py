@@ -183,6 +183,24 @@ def report(result: PhaseResult) -> None:
           f"library drop warnings {result.drop_warnings}")
 
 
+def measure(nodes: int, procs: int, seconds: float, rounds: int, batch: int, seed: int) -> dict[str, float]:
+    """Raw gossipsub and p2pgrid phases, alternating for ``rounds`` (pooled), at the default
+    message load for ``nodes``: the figures and the p99 ratio p2pgrid / raw."""
+    args = argparse.Namespace(nodes=nodes, procs=procs, seed=seed, timeline=False)
+    msgs_per_s = max(2.0, 100.0 / nodes)
+    plan = [("raw", 1), ("p2pgrid", batch)]
+    runs: dict[str, list[PhaseResult]] = {"raw": [], "p2pgrid": []}
+    for round_number in range(rounds):
+        for phase, orders_per_msg in (plan if round_number % 2 == 0 else plan[::-1]):
+            runs[phase].append(run_phase(phase, args, msgs_per_s, orders_per_msg, seconds))
+    raw, ours = pooled(runs["raw"]), pooled(runs["p2pgrid"])
+    return {"nodes": nodes, "msgs_per_s": msgs_per_s, "raw_p50_ms": raw.percentile(0.5),
+            "raw_p99_ms": raw.percentile(0.99), "raw_delivery": raw.ratio, "p2pgrid_p50_ms": ours.percentile(0.5),
+            "p2pgrid_p99_ms": ours.percentile(0.99), "p2pgrid_delivery": ours.ratio,
+            "p2pgrid_orders_per_s": ours.orders_per_s, "raw_orders_per_s": raw.orders_per_s,
+            "p99_ratio": ours.percentile(0.99) / raw.percentile(0.99) if raw.latencies_ms else float("nan")}
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--worker"]:
         return worker_main()

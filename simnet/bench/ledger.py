@@ -150,14 +150,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def run(args: argparse.Namespace) -> None:
+async def measure(transport: str, *, entries: int, latency_samples: int, paced_rate: float, paced_s: float,
+                  sync_entries: int, sync_chunk: int, max_batch: int) -> dict[str, float]:
+    """Every figure of this benchmark (see the module docstring), rates also as fractions of the
+    verify floor measured first in the same run."""
     floor = measure_verify_floor()
-    print(f"Ed25519 verify floor (wire.verify_signature, 1 core): {floor:,.0f}/s")
     fx = LedgerFixture(zone="bench")
-    config = LedgerConfig(fx.rules, fx.committee, max_batch=args.max_batch, sync_interval_s=0,
-                          vote_timeout_s=60.0, sync_max_entries=args.sync_chunk)
+    config = LedgerConfig(fx.rules, fx.committee, max_batch=max_batch, sync_interval_s=0,
+                          vote_timeout_s=60.0, sync_max_entries=sync_chunk)
+    figures: dict[str, float] = {"verify_floor_per_s": floor}
     with tempfile.TemporaryDirectory(prefix="p2pgrid-bench-ledger-") as tmp:
-        cluster = _Cluster(args.transport, Path(tmp), config)
+        cluster = _Cluster(transport, Path(tmp), config)
         async with AsyncExitStack() as stack:
             for i, key in enumerate(fx.validators):
                 await stack.enter_async_context(cluster.node(key, f"validator-{i}"))
@@ -165,37 +168,52 @@ async def run(args: argparse.Namespace) -> None:
             receiver = fx.validators[0].public_key
 
             await certify_one_at_a_time(proposer, receiver, 20)    # warm up streams and caches
-            idle = certify_one_at_a_time(proposer, receiver, args.latency_samples)
-            idle_latencies = await idle
-            paced = await certify_paced(proposer, receiver, args.paced_rate, 3.0)
-            elapsed, load_latencies = await certify_load(proposer, receiver, args.entries)
-            rate = args.entries / elapsed
-            print(f"\n4 validators + 1 proposer over {args.transport} (one process, {args.max_batch}-entry batches)")
-            print(f"  certified entries/s:      {rate:,.0f}  ({rate / floor:.1%} of verify floor)  "
-                  f"[{args.entries} entries in {elapsed:.2f} s]")
-            print(f"  latency idle   p50/p99:   {pct(idle_latencies, .5) * 1e3:.1f} / {pct(idle_latencies, .99) * 1e3:.1f} ms"
-                  f"  [{len(idle_latencies)} entries one at a time]")
-            print(f"  latency paced  p50/p99:   {pct(paced, .5) * 1e3:.1f} / {pct(paced, .99) * 1e3:.1f} ms"
-                  f"  [offered {args.paced_rate:g} entries/s for 3 s]")
-            print(f"  latency burst  p50/p99:   {pct(load_latencies, .5) * 1e3:.1f} / {pct(load_latencies, .99) * 1e3:.1f} ms"
-                  f"  [all {args.entries} submitted at once: mostly queueing]")
+            idle = await certify_one_at_a_time(proposer, receiver, latency_samples)
+            paced = await certify_paced(proposer, receiver, paced_rate, paced_s)
+            elapsed, burst = await certify_load(proposer, receiver, entries)
+        figures.update({
+            "certified_entries_per_s": entries / elapsed, "certified_entries": entries,
+            "certify_s": elapsed, "latency_idle_p50_ms": pct(idle, .5) * 1e3,
+            "latency_idle_p99_ms": pct(idle, .99) * 1e3, "latency_paced_p50_ms": pct(paced, .5) * 1e3,
+            "latency_paced_p99_ms": pct(paced, .99) * 1e3, "latency_burst_p50_ms": pct(burst, .5) * 1e3,
+            "latency_burst_p99_ms": pct(burst, .99) * 1e3})
 
         sync_path = Path(tmp) / "source.db"
         start = time.perf_counter()
-        await fill_store(sync_path, fx, args.sync_entries, args.max_batch)
-        print(f"\nsync from scratch: {args.sync_entries:,} certified entries "
-              f"(store built in {time.perf_counter() - start:.1f} s)")
-        cluster = _Cluster(args.transport, Path(tmp), config)
+        await fill_store(sync_path, fx, sync_entries, max_batch)
+        figures["sync_store_built_s"] = time.perf_counter() - start
+        cluster = _Cluster(transport, Path(tmp), config)
         async with AsyncExitStack() as stack:
             source = await stack.enter_async_context(cluster.node(fx.validators[0], "source"))
             fresh = await stack.enter_async_context(cluster.node(seeded_key("fresh"), "fresh"))
             start = time.perf_counter()
             added = await fresh.sync_with(source.key.public_key)
             elapsed = time.perf_counter() - start
-            rate = added / elapsed
-            same = fresh.state_root() == source.state_root()
-            print(f"  synced {added:,} entries in {elapsed:.2f} s: {rate:,.0f} entries/s "
-                  f"({rate / floor:.1%} of verify floor); state roots equal: {same}")
+            figures.update({"synced_entries": added, "sync_entries_per_s": added / elapsed,
+                            "sync_roots_equal": float(fresh.state_root() == source.state_root())})
+    figures["certified_vs_verify_floor"] = figures["certified_entries_per_s"] / floor
+    figures["sync_vs_verify_floor"] = figures["sync_entries_per_s"] / floor
+    return figures
+
+
+async def run(args: argparse.Namespace) -> None:
+    f = await measure(args.transport, entries=args.entries, latency_samples=args.latency_samples,
+                      paced_rate=args.paced_rate, paced_s=3.0, sync_entries=args.sync_entries,
+                      sync_chunk=args.sync_chunk, max_batch=args.max_batch)
+    print(f"Ed25519 verify floor (wire.verify_signature, 1 core): {f['verify_floor_per_s']:,.0f}/s")
+    print(f"\n4 validators + 1 proposer over {args.transport} (one process, {args.max_batch}-entry batches)")
+    print(f"  certified entries/s:      {f['certified_entries_per_s']:,.0f}  "
+          f"({f['certified_vs_verify_floor']:.1%} of verify floor)  [{args.entries} entries in {f['certify_s']:.2f} s]")
+    print(f"  latency idle   p50/p99:   {f['latency_idle_p50_ms']:.1f} / {f['latency_idle_p99_ms']:.1f} ms"
+          f"  [{args.latency_samples} entries one at a time]")
+    print(f"  latency paced  p50/p99:   {f['latency_paced_p50_ms']:.1f} / {f['latency_paced_p99_ms']:.1f} ms"
+          f"  [offered {args.paced_rate:g} entries/s for 3 s]")
+    print(f"  latency burst  p50/p99:   {f['latency_burst_p50_ms']:.1f} / {f['latency_burst_p99_ms']:.1f} ms"
+          f"  [all {args.entries} submitted at once: mostly queueing]")
+    print(f"\nsync from scratch: {args.sync_entries:,} certified entries "
+          f"(store built in {f['sync_store_built_s']:.1f} s)")
+    print(f"  synced {f['synced_entries']:,.0f} entries: {f['sync_entries_per_s']:,.0f} entries/s "
+          f"({f['sync_vs_verify_floor']:.1%} of verify floor); state roots equal: {bool(f['sync_roots_equal'])}")
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,10 @@ Figures:
   included), and CPU busy % (100 = one core): less sensitive to other work on the machine than
   the latencies, so it is the figure to compare code changes by.
 
+Before the measuring windows the cluster runs ``--idle`` seconds with no orders at all (CPU busy
+% idle: what the nodes' periodic services cost doing nothing), then ``--warmup`` seconds of offer
+gossip only (CPU busy % gossip only).
+
 **Closed loop** (``--mode closed``): every buyer buys again as soon as its last buy returned:
 saturation throughput (certified trades/s); its latencies are queueing under saturation.
 
@@ -211,6 +215,11 @@ async def run(args: argparse.Namespace) -> tuple[list[Phase], dict[str, float]]:
             await fund(nodes, CREDITS)
             market = Market(nodes, args.seed)
             phases: list[Phase] = []
+            # Idle: the cluster's own periodic work (ticks, pulls, housekeeping) with no orders
+            # and no trades: what every node costs doing nothing.
+            cpu_started, started = time.process_time(), time.perf_counter()
+            await trio.sleep(args.idle)
+            idle_cpu_busy = 100 * (time.process_time() - cpu_started) / (time.perf_counter() - started)
             gossip_started = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for node in market.sellers:
@@ -227,6 +236,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Phase], dict[str, float]]:
             converge_s, roots_equal = await market.converge()
             cluster = {
                 "sellers": len(market.sellers), "buyers": len(market.buyers),
+                "cpu_busy_percent_idle": idle_cpu_busy,
                 "offer_and_cancel_items_per_s": market.gossip_items / gossip_s,
                 "cpu_busy_percent_gossip_only": gossip_cpu_busy,
                 "converge_after_window_s": converge_s, "state_roots_equal": float(roots_equal),
@@ -249,7 +259,7 @@ def print_phase(phase: Phase) -> None:
         print(f"  vs {anchor}: p50 {ms / p50:,.1f}× faster, p99 {ms / p99:,.1f}× faster")
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simnet.bench trading", description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=30)
     parser.add_argument("--transport", choices=("memory", "libp2p"), default="memory")
@@ -262,8 +272,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--live-offers", type=int, default=10, help="offers a seller keeps; older ones are cancelled")
     parser.add_argument("--offer-wh", type=int, default=2_000,
                         help=f"size of an offer; a buy takes {BUY_WH} Wh, so one offer serves several buys")
+    parser.add_argument("--idle", type=float, default=2.0,
+                        help="seconds the cluster runs with no orders before the gossip load starts (idle CPU)")
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     logging.getLogger("libp2p").setLevel(logging.ERROR)
     print(f"trading benchmark: {args.nodes} nodes over {args.transport}, all in one process on this machine; "
           f"gossip load {args.offers_per_tick} offers per seller every {SELL_TICK_S} s, "

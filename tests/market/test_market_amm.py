@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
@@ -51,6 +53,20 @@ def test_exact_in_equals_uniswap_v2_get_amount_out_to_the_unit(energy, credits, 
             amm.quote_exact_in(pool, side, amount_in)
     else:
         assert amm.quote_exact_in(pool, side, amount_in).amount_out == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 10**12), st.integers(0, 10**12), fees, st.integers(-5, 10**12), sides)
+def test_the_lean_amount_equals_the_full_quotes_and_fails_alike(energy, credits, fee, amount_in, side):
+    # Reserves may be 0 (an emptied pool): built with replace, as decay and withdrawals leave them.
+    pool = replace(make_pool(fee_bps=fee), energy_wh=energy, credits_uc=credits, energy_cap_wh=max(energy, 1))
+    try:
+        expected = amm.quote_exact_in(pool, side, amount_in).amount_out
+    except PoolError as exc:          # whatever the full quote refuses with, the lean path must too
+        with pytest.raises(type(exc)):
+            amm.out_exact_in(pool, side, amount_in)
+    else:
+        assert amm.out_exact_in(pool, side, amount_in) == expected
 
 
 def test_uniswap_worked_example():
