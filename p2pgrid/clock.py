@@ -128,7 +128,9 @@ class PacedClock:
         return min(max(real_now - self._base_real, 0.0), self.max_step_s)
 
     def real_seconds_until(self, t_ms: int) -> float:
-        return max(0.0, (t_ms - self.now_ms()) / 1000 / (self.speed * self._rate))
+        # At full speed, whatever the pace now: the pace may rise before then, and a sleeper that
+        # woke early sleeps again (``sleep_until``), one that woke late missed market time.
+        return max(0.0, (t_ms - self.now_ms()) / 1000 / self.speed)
 
     def advance(self, real_now: float) -> None:
         """Fold the real time since the last call into market time (what each tick does), then

@@ -176,3 +176,12 @@ def test_a_pace_of_zero_still_lets_market_time_pass():
     assert clock.now_ms() == pytest.approx(0.05 * PacedClock.MIN_PACE * 720_000, abs=1)
 
 
+
+
+def test_a_sleeper_never_oversleeps_when_the_pace_rises():
+    real = FakeMonotonic()
+    paces = iter([0.1, 1.0])
+    clock = PacedClock(0, 720.0, monotonic=real, pace=lambda: next(paces, 1.0))
+    clock.advance(real.t)                        # behind: a tenth of the speed from now
+    wait_s = clock.real_seconds_until(72_000)    # 72 s of market time ahead
+    assert wait_s == pytest.approx(0.1)          # what it takes at full speed, not 1 s at a tenth
