@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -34,7 +35,8 @@ from p2pgrid.wire import ZONE_PATTERN, Side, Source
 
 
 
-def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None) -> str:
+def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None,
+                       bootstrap: Sequence[str] = ()) -> str:
     """The config file ``init`` writes next to the keystore (data_dir "." = the file's directory)."""
     lines = [
         "# Written by `p2pgrid init`. Every key is explained in node-configs/*.toml;",
@@ -53,7 +55,7 @@ def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path
         "",
         "[network]",
         'listen = ["/ip4/127.0.0.1/tcp/0"]   # 127.0.0.1 only unless you mean to expose the node',
-        "bootstrap = []",
+        f"bootstrap = {json.dumps(list(bootstrap))}   # one running node of the zone is enough: discovery finds the rest",
         "",
         "[rpc]",
         "enabled = true             # how `p2pgrid order place`, `book`, `trade`, … reach the running node",
@@ -83,7 +85,7 @@ def do_init(args: argparse.Namespace) -> int:
     save_keystore(keystore, key, passphrase)
     name = args.name or data_dir.name or "node"
     config_path.write_text(render_init_config(name=_safe_name(name), role=args.role, zone=args.zone,
-                                              passphrase_file=passphrase_file))
+                                              passphrase_file=passphrase_file, bootstrap=args.bootstrap))
     load_config(config_path)   # what we wrote must load
     print(f"account {key.account}")
     print(f"keystore {keystore} ({'sealed with passphrase' if passphrase else 'unsealed'}, mode 0600)")
@@ -188,6 +190,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init.add_argument("--name", help="node name (default: the data dir's name)")
     init.add_argument("--passphrase-file", help="seal the keystore with the first line of this file")
     init.add_argument("--force", action="store_true", help="replace an existing keystore and config")
+    init.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                      help="a running node of the zone (/ip4/…/tcp/…/p2p/<peer id>); repeatable, one is enough")
     init.set_defaults(func=do_init)
 
     run = subparsers.add_parser("run", help="run a node (live dashboard on a terminal)")

@@ -18,6 +18,11 @@ Above it, the surplus is closed among the connections that are
 Those in fewest gossip meshes go first (not in any mesh before mesh peers), then the ones idle
 longest. Gossipsub repairs its mesh from the remaining connections at its next heartbeat.
 
+Whatever the count, a closable connection that still carries no gossip stream after its grace
+period is closed too: py-libp2p opens its pubsub stream once per connection and never again if
+that fails (seen on a loaded machine: 9 connections, 2 of them gossip peers), so such a
+connection would stay useless; discovery dials the peer again later, on a new connection.
+
 Dialling (``peers_to_dial``): discovery lists the members of each namespace (a zone); the node
 dials members it is not connected to until it has ``target`` connections, and whatever the count,
 at least ``min_per_namespace`` (at most ``target``) connected members in every namespace it
@@ -50,6 +55,7 @@ class ConnectionView:
     last_stream_activity: float | None   # newest frame on an open p2pgrid stream, if any
     mesh_topics: int                     # gossip topics whose mesh holds this peer
     protected: bool                      # dialled by address: bootstrap peers, validators
+    gossip: bool = True                  # a gossip (pubsub) stream runs on it
 
 
 def is_idle(view: ConnectionView, now: float, idle_s: float = STREAM_IDLE_S) -> bool:
@@ -58,17 +64,16 @@ def is_idle(view: ConnectionView, now: float, idle_s: float = STREAM_IDLE_S) -> 
 
 def connections_to_close(views: Collection[ConnectionView], max_connections: int, now: float, *,
                          grace_s: float = GRACE_S, idle_s: float = STREAM_IDLE_S) -> list[bytes]:
-    """The peers whose connections to close to come back to ``max_connections`` (module docstring).
+    """The peers whose connections to close: those without gossip, and enough others to come back
+    to ``max_connections`` (module docstring).
 
     May return fewer than the surplus when too many connections are protected, young or in use;
     never a protected, young or busy one.
     """
-    surplus = len(views) - max_connections
-    if surplus <= 0:
-        return []
     closable = [v for v in views
                 if not v.protected and now - v.connected_since >= grace_s and is_idle(v, now, idle_s)]
-    closable.sort(key=lambda v: (v.mesh_topics, v.last_stream_activity or v.connected_since, v.peer))
+    closable.sort(key=lambda v: (v.gossip, v.mesh_topics, v.last_stream_activity or v.connected_since, v.peer))
+    surplus = max(len(views) - max_connections, sum(1 for v in closable if not v.gossip))
     return [v.peer for v in closable[:surplus]]
 
 

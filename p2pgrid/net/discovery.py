@@ -38,6 +38,7 @@ registration at INFO; ``quiet_library_logs`` lowers those to DEBUG.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ RENDEZVOUS_NAMESPACE = "p2pgrid/rendezvous"
 REGISTRATION_TTL_S = 120          # the protocol's minimum: a node gone is forgotten within 2 min
 EARLY_ROUND_S = 2.0               # ... and this often while the node has fewer than its target
 WARM_UP_ROUNDS = 5                # ... and for its first rounds: peers starting with it register late
+RENEW_AT = 0.9                    # registrations are renewed once this share of refresh_s has passed
 DISCOVERED_ADDR_TTL_S = 600       # peerstore lifetime of addresses learnt from a point
 CHECK_INTERVAL_S = 1.0            # connections are dialled and trimmed this often
 BACKOFF_S = 60.0                  # a peer that closed on us (or failed a dial) is left alone this long
@@ -173,6 +175,7 @@ class PeerDiscovery:
         self._closing: set[ID] = set()
         self._dialling: set[ID] = set()
         self._turn = 0
+        self._registered: dict[ID, float] = {}     # point → when we last registered there
         seed = host.get_id().to_bytes()
         self._rng = random.Random(seed)
         self.rounds = 0                            # rendezvous rounds done (for tests and status)
@@ -204,8 +207,9 @@ class PeerDiscovery:
         return sorted({namespace_of(t) for t in self._topics()})
 
     async def rendezvous_round(self) -> None:
-        """Register at up to ``max_rendezvous_points`` points and learn the members of our namespaces
-        (from one point per round, in turn). One stream per point and round carries it all."""
+        """Register at up to ``max_rendezvous_points`` points at once (again every ``refresh_s``) and
+        learn the members of our namespaces (from one point per round, in turn). One stream per
+        point and round carries it all."""
         namespaces = self.namespaces()
         own = namespaces + [peer_namespace(self.host.get_id())]
         if self.service is not None:
@@ -214,16 +218,24 @@ class PeerDiscovery:
         asked = namespaces + [RENDEZVOUS_NAMESPACE]
         if self.service is not None:
             self._learn_locally(asked)
-        points: list[ID] = []
-        for candidate, addrs in self._point_candidates():
-            if len(points) >= self.config.max_rendezvous_points:
-                break
-            if await self._visit(candidate, addrs, own, []):
-                points.append(candidate)
-        if points:
-            await self._visit(points[self._turn % len(points)], [], [], asked)
-            self._turn += 1
-        self.points = points
+        batch = self._point_candidates()[:self.config.max_rendezvous_points]
+        now = trio.current_time()
+
+        async def visit(index: int, point: ID, addrs: list[multiaddr.Multiaddr]) -> None:
+            due = now - self._registered.get(point, -math.inf) >= self.config.refresh_s * RENEW_AT
+            ask = asked if index == self._turn % len(batch) else []   # one point a round, in turn
+            if due or ask:
+                if await self._visit(point, addrs, own if due else [], ask):
+                    if due:
+                        self._registered[point] = now
+                elif due:
+                    self._registered.pop(point, None)
+
+        async with trio.open_nursery() as nursery:
+            for index, (point, addrs) in enumerate(batch):
+                nursery.start_soon(visit, index, point, addrs)
+        self._turn += 1
+        self.points = [point for point, _ in batch if point in self._registered]
         self.rounds += 1
 
     def _point_candidates(self) -> list[tuple[ID, list[multiaddr.Multiaddr]]]:
@@ -403,13 +415,15 @@ class PeerDiscovery:
             nursery.start_soon(self._dial, known[key])
 
         dialled = set(self._dialled())
+        gossiping = set(self.router.pubsub.peers) if self.router.pubsub is not None else set(ids.values())
         mesh_count: dict[ID, int] = {}
         for peers in self.router.mesh.values():
             for peer_id in peers:
                 mesh_count[peer_id] = mesh_count.get(peer_id, 0) + 1
         views = [ConnectionView(peer=key, connected_since=self._connected_since[peer_id],
                                 last_stream_activity=self._activity(peer_id, now),
-                                mesh_topics=mesh_count.get(peer_id, 0), protected=peer_id in dialled)
+                                mesh_topics=mesh_count.get(peer_id, 0), protected=peer_id in dialled,
+                                gossip=peer_id in gossiping)
                  for key, peer_id in ids.items()]
         for key in connections_to_close(views, self.config.max_connections, now,
                                         grace_s=self.config.grace_s, idle_s=self.config.idle_s):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
@@ -27,7 +27,8 @@ from p2pgrid.ledger.messages import Mint
 from p2pgrid.ledger.service import LedgerConfig, LedgerService, ledger_topic, open_ledger_service
 from p2pgrid.ledger.store import open_store
 from p2pgrid.net.orders import OrderGossip, open_neighbour_gossip, open_order_gossip, orders_topic, pools_topic
-from p2pgrid.net.testing import has_mesh, open_cluster, wait_for_mesh, wait_until
+from p2pgrid.net.connections import DiscoveryConfig
+from p2pgrid.net.testing import bootstrap_links, has_mesh, open_cluster, wait_for_mesh, wait_until
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.pools.client import PoolClient, PoolClientConfig, open_pool_client
@@ -93,16 +94,31 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
                                credit_limit_uc: int = 0, pool_host: int | None = None,
                                pool_config: PoolHostConfig | None = None,
                                pool_client_config: PoolClientConfig | None = None,
-                               settlement_prices: ImbalancePrices | None = None) -> AsyncIterator[list[TradingNode]]:
+                               settlement_prices: ImbalancePrices | None = None,
+                               bootstrap_peers: int | None = None,
+                               take_timeout_s: float | None = None) -> AsyncIterator[list[TradingNode]]:
     """With ``settlement_prices`` the zone's rules carry its settlement terms (slot calendar and
-    imbalance prices), so ``settle`` entries can be certified."""
+    imbalance prices), so ``settle`` entries can be certified.
+
+    By default every node is connected to every other. With ``bootstrap_peers=k`` (libp2p only)
+    each node dials only the first ``k`` nodes; the validators serve rendezvous points and the
+    nodes find the rest of the zone, and dial makers and validators on demand, by discovery.
+    ``take_timeout_s`` replaces the trading service's (for clusters that must pass on a busy machine)."""
     import time
 
     clock = clock or (lambda: time.time_ns() // 1_000_000)
     slot_rules = slot_rules or SlotRules()
-    # Takes and votes are direct streams: every node of a (small) community is connected to all.
-    full_mesh = [(i, j) for i in range(n) for j in range(i)]
-    async with open_cluster(kind, n, links=full_mesh) as transports:
+    if bootstrap_peers is None:
+        # Takes and votes are direct streams: every node of a (small) community is connected to all.
+        links, discovery = [(i, j) for i in range(n) for j in range(i)], None
+    elif kind != "libp2p":
+        raise ValueError("bootstrap_peers needs libp2p transports: only they discover peers")
+    else:
+        links = bootstrap_links(n, bootstrap_peers)
+
+        def discovery(i: int) -> DiscoveryConfig:
+            return DiscoveryConfig(serve_rendezvous=i < n_validators)
+    async with open_cluster(kind, n, links=links, discovery=discovery) as transports:
         keys = [_key_of(t, i) for i, t in enumerate(transports)]
         rules: LedgerRules = LedgerRules(ZONE, transports[0].local_peer, credit_limit_uc)
         if settlement_prices is not None:
@@ -111,6 +127,8 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
         committee = Committee(ZONE, 0, tuple(t.local_peer for t in transports[:n_validators]))
         ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0, sync_interval_s=SYNC_INTERVAL_S)
         trading_config = TradingConfig(ZONE, slot_rules, tick_s=0.1)
+        if take_timeout_s is not None:
+            trading_config = replace(trading_config, take_timeout_s=take_timeout_s)
         async with AsyncExitStack() as stack:
             nodes = [await stack.enter_async_context(
                 open_trading_node(t, k, data_dir, ledger_config, trading_config, clock))
@@ -118,8 +136,31 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
             if pool_host is not None and pool_config is not None:
                 await _start_pools(stack, nodes, pool_host, pool_config, pool_client_config, slot_rules, clock)
             topics = [orders_topic(ZONE), ledger_topic(ZONE)] + ([pools_topic(ZONE)] if pool_host is not None else [])
-            await wait_for_meshes(transports, topics)
+            if bootstrap_peers is None:
+                await wait_for_meshes(transports, topics)
+            else:
+                await wait_for_sparse_meshes(transports, topics)
             yield nodes
+
+
+async def wait_for_sparse_meshes(transports: Sequence[Transport], topics: Sequence[str],
+                                timeout_s: float = 60.0) -> None:
+    """Until every node of a discovered (not fully connected) cluster has a gossip mesh of at least
+    ``gossip_config.DEGREE_LOW`` peers (or all its peers, if fewer) on every topic."""
+    from p2pgrid.net.gossip_config import DEGREE_LOW
+
+    def ready(transport: Transport, topic: str) -> bool:
+        mesh = getattr(transport, "mesh_peers")(topic)
+        return len(mesh) >= min(DEGREE_LOW, len(transport.peers())) and len(mesh) > 0
+
+    try:
+        with trio.fail_after(timeout_s):
+            await wait_until(lambda: all(ready(t, topic) for t in transports for topic in topics))
+    except trio.TooSlowError:
+        missing = {topic: {i: (len(t.peers()), len(t.topic_peers(topic)), len(getattr(t, "mesh_peers")(topic)))
+                           for i, t in enumerate(transports) if not ready(t, topic)} for topic in topics}
+        raise AssertionError(f"no gossip mesh after {timeout_s:g} s (topic: node: (peers, topic peers, mesh peers)): "
+                             f"{missing}") from None
 
 
 async def wait_for_meshes(transports: Sequence[Transport], topics: Sequence[str], timeout_s: float = 30.0) -> None:

@@ -21,8 +21,9 @@ def peer(i: int) -> bytes:
 
 
 def view(i: int, *, age: float = 60.0, active_ago: float | None = None, mesh: int = 0,
-         protected: bool = False) -> ConnectionView:
-    return ConnectionView(peer(i), NOW - age, None if active_ago is None else NOW - active_ago, mesh, protected)
+         protected: bool = False, gossip: bool = True) -> ConnectionView:
+    return ConnectionView(peer(i), NOW - age, None if active_ago is None else NOW - active_ago, mesh, protected,
+                          gossip)
 
 
 def test_nothing_is_closed_at_or_below_the_bound():
@@ -41,6 +42,12 @@ def test_protected_young_and_busy_connections_are_never_closed():
     views = [view(1, protected=True), view(2, age=GRACE_S / 2), view(3, active_ago=STREAM_IDLE_S / 3),
              view(4, mesh=3)]
     assert connections_to_close(views, 0, NOW) == [peer(4)]   # fewer than the surplus: all it may
+
+
+def test_a_connection_that_never_got_a_gossip_stream_is_closed_even_below_the_bound():
+    views = [view(1), view(2, gossip=False), view(3, gossip=False, age=GRACE_S / 2),
+             view(4, gossip=False, protected=True), view(5, gossip=False, active_ago=1)]
+    assert connections_to_close(views, 16, NOW) == [peer(2)]
 
 
 def test_dials_go_to_each_thin_namespace_first_then_up_to_the_target():
@@ -68,7 +75,7 @@ def test_a_config_whose_target_exceeds_its_bound_is_refused():
 views_strategy = st.lists(
     st.builds(ConnectionView, peer=st.binary(min_size=32, max_size=32),
               connected_since=st.floats(NOW - 100, NOW), last_stream_activity=st.none() | st.floats(NOW - 100, NOW),
-              mesh_topics=st.integers(0, 3), protected=st.booleans()),
+              mesh_topics=st.integers(0, 3), protected=st.booleans(), gossip=st.booleans()),
     max_size=40, unique_by=lambda v: v.peer)
 
 
@@ -76,14 +83,16 @@ views_strategy = st.lists(
 def test_closing_never_touches_a_kept_connection_and_reaches_the_bound_when_it_can(views, bound):
     closed = connections_to_close(views, bound, NOW)
     by_peer = {v.peer: v for v in views}
-    assert len(closed) == len(set(closed)) <= max(0, len(views) - bound)
+    assert len(closed) == len(set(closed))
     for p in closed:
         v = by_peer[p]
         assert not v.protected and NOW - v.connected_since >= GRACE_S
         assert v.last_stream_activity is None or NOW - v.last_stream_activity >= STREAM_IDLE_S
     closable = [v for v in views if not v.protected and NOW - v.connected_since >= GRACE_S
                 and (v.last_stream_activity is None or NOW - v.last_stream_activity >= STREAM_IDLE_S)]
-    assert len(views) - len(closed) == max(bound, len(views) - len(closable)) if len(views) > bound else not closed
+    gossipless = sum(1 for v in closable if not v.gossip)
+    assert len(closed) == min(len(closable), max(len(views) - bound, gossipless))
+    assert {p for p in closed} >= {v.peer for v in closable if not v.gossip}
 
 
 @given(st.lists(st.integers(1, 60), unique=True, max_size=40), st.lists(st.integers(1, 60), unique=True, max_size=20),
