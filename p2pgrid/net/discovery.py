@@ -32,7 +32,8 @@ closing it (it trimmed us, or it stopped) is not dialled for discovery again for
 One ``PeerDiscovery`` serves one generation of the libp2p host (``libp2p_host``): a restarted
 host gets a new one, which starts again from the dialled peers, so discovery resumes by itself.
 Its logs: py-libp2p's rendezvous service logs every normally closed stream at ERROR and every
-registration at INFO; ``quiet_library_logs`` lowers those to DEBUG.
+registration at INFO, gossipsub every GRAFT within a back-off at WARNING; ``quiet_library_logs``
+lowers those to DEBUG.
 """
 
 from __future__ import annotations
@@ -103,11 +104,13 @@ def dialable(addrs: Iterable[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
 
 
 def quiet_library_logs() -> None:
-    """py-libp2p's rendezvous service logs each normally closed stream at ERROR (an empty
-    ``StreamEOF``) and each registration at INFO: routine traffic for a point. Lower those records
-    to DEBUG (idempotent)."""
+    """Lower routine py-libp2p records to DEBUG (idempotent): the rendezvous service logs each
+    normally closed stream at ERROR (an empty ``StreamEOF``) and each registration at INFO;
+    gossipsub warns of every GRAFT inside a PRUNE back-off ("GRAFT flood") — routine while meshes
+    form and connections are trimmed, and without effect on scores here (``gossip_config`` leaves the
+    behaviour penalty's weight at py-libp2p's 0): it answers with another PRUNE, as it should."""
     for name in ("libp2p.discovery.rendezvous.service", "libp2p.discovery.rendezvous.client",
-                 "libp2p.discovery.rendezvous.discovery"):
+                 "libp2p.discovery.rendezvous.discovery", "libp2p.pubsub.gossipsub"):
         library_logger = logging.getLogger(name)
         if not any(isinstance(f, _RoutineRendezvousRecords) for f in library_logger.filters):
             library_logger.addFilter(_RoutineRendezvousRecords())
@@ -115,7 +118,8 @@ def quiet_library_logs() -> None:
 
 class _RoutineRendezvousRecords(logging.Filter):
     ROUTINE = ("Registered ", "Unregistered ", "Discovered ", "Found ", "Rendezvous service started",
-               "Refresh task cancelled", "New rendezvous stream")
+               "Refresh task cancelled", "New rendezvous stream", "GRAFT flood detected",
+               "GRAFT: ignoring request from")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -175,7 +179,7 @@ class PeerDiscovery:
         self._closing: set[ID] = set()
         self._dialling: set[ID] = set()
         self._turn = 0
-        self._registered: dict[ID, float] = {}     # point → when we last registered there
+        self._registered: dict[ID, tuple[float, tuple[str, ...]]] = {}   # point → when, under what
         seed = host.get_id().to_bytes()
         self._rng = random.Random(seed)
         self.rounds = 0                            # rendezvous rounds done (for tests and status)
@@ -222,12 +226,13 @@ class PeerDiscovery:
         now = trio.current_time()
 
         async def visit(index: int, point: ID, addrs: list[multiaddr.Multiaddr]) -> None:
-            due = now - self._registered.get(point, -math.inf) >= self.config.refresh_s * RENEW_AT
+            when, under = self._registered.get(point, (-math.inf, ()))
+            due = now - when >= self.config.refresh_s * RENEW_AT or under != tuple(own)   # or a new topic
             ask = asked if index == self._turn % len(batch) else []   # one point a round, in turn
             if due or ask:
                 if await self._visit(point, addrs, own if due else [], ask):
                     if due:
-                        self._registered[point] = now
+                        self._registered[point] = (now, tuple(own))
                 elif due:
                     self._registered.pop(point, None)
 
@@ -252,9 +257,24 @@ class PeerDiscovery:
 
     async def _visit(self, point: ID, addrs: list[multiaddr.Multiaddr], register: list[str],
                      discover: list[str]) -> bool:
-        """Register under ``register`` and ask for the members of ``discover`` at ``point``."""
+        """Register under ``register`` and ask for the members of ``discover`` at ``point``.
+
+        A connection opened only for the visit (even to a bootstrap peer, which closed ours when it
+        was over its bound) is closed after it once the node has its target of connections:
+        otherwise every renewal would push a busy point over its bound again, and the point would
+        close an older connection (perhaps a gossip mesh peer) to make room."""
+        transient = point not in self.host.get_connected_peers()
         if not await self.connect(point, addrs):
             return False
+        try:
+            return await self._exchange_at(point, register, discover)
+        finally:
+            if transient and len(self._connected()) > self.config.target_connections:
+                self._closing.add(point)
+                with trio.CancelScope(shield=True):
+                    await self._disconnect(point)
+
+    async def _exchange_at(self, point: ID, register: list[str], discover: list[str]) -> bool:
         own_addrs = self.host.get_addrs()
         requests = [create_register_message(ns, self.host.get_id(), own_addrs, REGISTRATION_TTL_S) for ns in register]
         requests += [create_discover_message(ns, DISCOVER_LIMIT) for ns in discover]
@@ -427,13 +447,15 @@ class PeerDiscovery:
                  for key, peer_id in ids.items()]
         for key in connections_to_close(views, self.config.max_connections, now,
                                         grace_s=self.config.grace_s, idle_s=self.config.idle_s):
-            peer_id = ids[key]
-            self._closing.add(peer_id)
+            self._closing.add(ids[key])
             self.trimmed += 1
-            try:
-                await self.host.disconnect(peer_id)
-            except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                logger.debug("closing the connection to %s: %s", peer_id, exc)
+            await self._disconnect(ids[key])
+
+    async def _disconnect(self, peer_id: ID) -> None:
+        try:
+            await self.host.disconnect(peer_id)
+        except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            logger.debug("closing the connection to %s: %s", peer_id, exc)
 
 
 def is_protocol_refusal(exc: BaseException) -> bool:

@@ -25,12 +25,18 @@ new swarm brings a new pubsub notifee, so none outlives its pubsub) and, after a
 bound. What the services gave the transport lives outside the generation and is applied to the
 new host: stream handlers, subscriptions (each ``Libp2pSubscription`` keeps its channel and its
 validator; a new pump feeds it from the new pubsub) and peers (each peer this transport dialled,
-or the old peerstore knew, is dialled again, retried for ``REDIAL_FOR_S``). Services keep their
-``Transport`` object and see a short gap: streams of the old host end with ``StreamClosed``,
-``open_stream`` raises ``PeerUnreachable`` until the peer is connected again, and ``publish`` /
+or the old host was connected to, is dialled again, retried for ``REDIAL_FOR_S``; discovery starts
+afresh on the new host). Services keep their ``Transport`` object and see a short gap: streams of
+the old host end with ``StreamClosed``, ``open_stream`` dials its peer again, and ``publish`` /
 ``connect`` wait for the new host (``TransportDown`` after ``RESTART_WAIT_S``, or if the host goes
 down under them). Peer scores start afresh. One failure more than the policy allows within its
 window ends the transport with ``TransportFailed``: the node stops with that error.
+
+Discovery and connections. Each host runs ``discovery.PeerDiscovery`` (unless disabled): it finds
+the peers of the node's gossip topics at rendezvous points and keeps the connections within
+``DiscoveryConfig.max_connections`` (``connections``). ``open_stream`` to a peer that is not
+connected dials it on demand, by the peerstore's addresses or a lookup by id at the points. The
+streams handed out are tracked so that the policy never closes a connection whose stream is in use.
 
 Subscriptions. Each subscription has a pump task that moves messages from py-libp2p's bounded
 channel (which drops when full) into an unbounded one, so a slow consumer never loses messages.

@@ -101,8 +101,9 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
     imbalance prices), so ``settle`` entries can be certified.
 
     By default every node is connected to every other. With ``bootstrap_peers=k`` (libp2p only)
-    each node dials only the first ``k`` nodes; the validators serve rendezvous points and the
-    nodes find the rest of the zone, and dial makers and validators on demand, by discovery.
+    each node dials only the first ``k`` nodes, and the validators (which know each other's
+    addresses, as a committee's members do) dial each other; the validators serve rendezvous
+    points, and the nodes find the rest of the zone there and dial makers and validators on demand.
     ``take_timeout_s`` replaces the trading service's (for clusters that must pass on a busy machine)."""
     import time
 
@@ -114,7 +115,8 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
     elif kind != "libp2p":
         raise ValueError("bootstrap_peers needs libp2p transports: only they discover peers")
     else:
-        links = bootstrap_links(n, bootstrap_peers)
+        committee_links = {(i, j) for i in range(n_validators) for j in range(i)}
+        links = sorted(set(bootstrap_links(n, bootstrap_peers)) | committee_links)
 
         def discovery(i: int) -> DiscoveryConfig:
             return DiscoveryConfig(serve_rendezvous=i < n_validators)

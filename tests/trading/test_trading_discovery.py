@@ -4,7 +4,8 @@ connections, every order reaches every book, and a buyer takes from a maker it w
 to (dialled on demand by peer id) — the trade is certified in every node's ledger.
 
 Accounts: the operator (node 0, the gateway) mints credits to every other node with the trading
-harness's ``fund``; the first four nodes are the committee and serve rendezvous points.
+harness's ``fund``; the first four nodes are the committee, serve rendezvous points and know each
+other's addresses (as a committee's members do); every other node knows only nodes 0 and 1.
 """
 
 from __future__ import annotations
