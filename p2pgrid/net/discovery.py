@@ -203,7 +203,8 @@ class PeerDiscovery:
     async def _connection_loop(self, nursery: trio.Nursery) -> None:
         while True:
             await self.check_connections(nursery)
-            await trio.sleep(CHECK_INTERVAL_S)
+            # jittered: two nodes that learnt of each other at once should rarely dial each other at once
+            await trio.sleep(CHECK_INTERVAL_S * (0.5 + self._rng.random()))
 
     # --- rendezvous -----------------------------------------------------------------------
 

@@ -146,23 +146,34 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
 
 
 async def wait_for_sparse_meshes(transports: Sequence[Transport], topics: Sequence[str],
-                                timeout_s: float = 60.0) -> None:
-    """Until every node of a discovered (not fully connected) cluster has a gossip mesh of at least
-    ``gossip_config.DEGREE_LOW`` peers (or all its peers, if fewer) on every topic."""
-    from p2pgrid.net.gossip_config import DEGREE_LOW
-
-    def ready(transport: Transport, topic: str) -> bool:
-        mesh = getattr(transport, "mesh_peers")(topic)
-        return len(mesh) >= min(DEGREE_LOW, len(transport.peers())) and len(mesh) > 0
+                                timeout_s: float = 90.0) -> None:
+    """Until, on every topic, every node of a discovered (not fully connected) cluster has a gossip
+    mesh and the meshes join all nodes into one graph: what gossip needs to reach everyone."""
+    def ready(topic: str) -> bool:
+        index = {t.local_peer: i for i, t in enumerate(transports)}
+        links: dict[int, set[int]] = {i: set() for i in range(len(transports))}
+        for i, transport in enumerate(transports):
+            for peer in getattr(transport, "mesh_peers")(topic):
+                if peer in index:
+                    links[i].add(index[peer])
+                    links[index[peer]].add(i)
+        if not all(links.values()):
+            return False
+        reached, frontier = {0}, [0]
+        while frontier:
+            for j in links[frontier.pop()] - reached:
+                reached.add(j)
+                frontier.append(j)
+        return len(reached) == len(transports)
 
     try:
         with trio.fail_after(timeout_s):
-            await wait_until(lambda: all(ready(t, topic) for t in transports for topic in topics))
+            await wait_until(lambda: all(ready(topic) for topic in topics))
     except trio.TooSlowError:
-        missing = {topic: {i: (len(t.peers()), len(t.topic_peers(topic)), len(getattr(t, "mesh_peers")(topic)))
-                           for i, t in enumerate(transports) if not ready(t, topic)} for topic in topics}
-        raise AssertionError(f"no gossip mesh after {timeout_s:g} s (topic: node: (peers, topic peers, mesh peers)): "
-                             f"{missing}") from None
+        state = {topic: {i: (len(t.peers()), len(t.topic_peers(topic)), len(getattr(t, "mesh_peers")(topic)))
+                         for i, t in enumerate(transports)} for topic in topics if not ready(topic)}
+        raise AssertionError(f"no joined gossip mesh after {timeout_s:g} s (topic: node: (peers, topic peers, "
+                             f"mesh peers)): {state}") from None
 
 
 async def wait_for_meshes(transports: Sequence[Transport], topics: Sequence[str], timeout_s: float = 30.0) -> None:
