@@ -24,7 +24,7 @@ from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import LedgerRules
 from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.messages import Mint
-from p2pgrid.ledger.service import LedgerConfig, LedgerService, ledger_topic, open_ledger_service
+from p2pgrid.ledger.service import EntryInDoubt, LedgerConfig, LedgerService, ledger_topic, open_ledger_service
 from p2pgrid.ledger.store import open_store
 from p2pgrid.net.orders import OrderGossip, open_neighbour_gossip, open_order_gossip, orders_topic, pools_topic
 from p2pgrid.net.connections import DiscoveryConfig
@@ -255,14 +255,24 @@ def _key_of(transport: Transport, index: int) -> NodeKey:
     return key
 
 
-async def fund(nodes: list[TradingNode], amount_uc: int) -> None:
-    """The operator (node 0, the gateway) mints ``amount_uc`` to every other node."""
+async def fund(nodes: list[TradingNode], amount_uc: int, timeout_s: float = 60.0) -> None:
+    """The operator (node 0, the gateway) mints ``amount_uc`` to every other node, and waits
+    (at most ``timeout_s``) until every node holds those entries. A mint whose votes did not come
+    in time (a busy machine) is not lost: the ledger proposes an entry in doubt again by itself."""
     operator = nodes[0]
     entries = [operator.ledger.next_entry("mint", Mint(to=node.account, amount=amount_uc)) for node in nodes[1:]]
+
+    async def submit(entry) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await operator.ledger.submit(entry)
+        except EntryInDoubt:
+            pass    # waited for below
+
     async with trio.open_nursery() as nursery:
         for entry in entries:
-            nursery.start_soon(operator.ledger.submit, entry)
-    height = operator.ledger.state.height
-    with trio.fail_after(30):
+            nursery.start_soon(submit, entry)
+    with trio.fail_after(timeout_s):
+        await wait_until(lambda: all(operator.ledger.state.balance(n.account) >= amount_uc for n in nodes[1:]))
+        height = operator.ledger.state.height
         for node in nodes:
             await node.ledger.wait_for_height(height)
