@@ -270,7 +270,10 @@ class PeerDiscovery:
         try:
             return await self._exchange_at(point, register, discover)
         finally:
-            if transient and len(self._connected()) > self.config.target_connections:
+            now = trio.current_time()
+            activity = self._activity(point, now, rendezvous=False)
+            idle = activity is None or now - activity >= self.config.idle_s
+            if transient and idle and len(self._connected()) > self.config.target_connections:
                 self._closing.add(point)
                 with trio.CancelScope(shield=True):
                     await self._disconnect(point)
@@ -394,10 +397,10 @@ class PeerDiscovery:
         finally:
             self._dialling.discard(peer_id)
 
-    def _activity(self, peer_id: ID, now: float) -> float | None:
+    def _activity(self, peer_id: ID, now: float, *, rendezvous: bool = True) -> float | None:
         """When ``peer_id``'s connection was last in use: now while a rendezvous exchange runs on
         it (its streams are the library's, short-lived), else the newest p2pgrid frame."""
-        for conn in self.host.get_network().get_connections(peer_id):
+        for conn in self.host.get_network().get_connections(peer_id) if rendezvous else ():
             if any(stream.get_protocol() == RENDEZVOUS_PROTOCOL for stream in conn.get_streams()):
                 return now
         return self._stream_activity(peer_id)

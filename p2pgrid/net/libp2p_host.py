@@ -489,18 +489,25 @@ class Libp2pTransport:
         gen = self._gen
         if gen is None:
             raise TransportDown(f"cannot open {protocol} to {peer.hex()[:16]}: the libp2p host is restarting")
-        if peer_id not in gen.host.get_connected_peers():
-            await self._dial_on_demand(gen, peer_id, peer)
-        try:
-            stream = await gen.host.new_stream(peer_id, [TProtocol(protocol)])
-        except BaseLibp2pError as exc:
-            if is_protocol_refusal(exc):
-                raise ProtocolNotSupported(f"peer {peer.hex()[:16]} does not serve {protocol}: {exc}") from exc
-            raise PeerUnreachable(f"cannot open {protocol} to {peer.hex()[:16]}: {exc}") from exc
-        except Exception as exc:
-            if gen.down:
-                raise TransportDown(f"the libp2p host went down while opening {protocol}") from exc
-            raise
+        for attempt in range(2):
+            if peer_id not in gen.host.get_connected_peers():
+                await self._dial_on_demand(gen, peer_id, peer)
+            try:
+                stream = await gen.host.new_stream(peer_id, [TProtocol(protocol)])
+                break
+            except BaseLibp2pError as exc:
+                if is_protocol_refusal(exc):
+                    raise ProtocolNotSupported(f"peer {peer.hex()[:16]} does not serve {protocol}: {exc}") from exc
+                if attempt or _has_live_connection(gen.host, peer_id):
+                    raise PeerUnreachable(f"cannot open {protocol} to {peer.hex()[:16]}: {exc}") from exc
+                # The peer closed the connection (its connection policy) before the swarm let go of
+                # it: drop what is left of it and dial again, once.
+                logger.debug("opening %s to %s failed (%s): dialling it again", protocol, peer_id, exc)
+                await _drop_connection(gen.host, peer_id)
+            except Exception as exc:
+                if gen.down:
+                    raise TransportDown(f"the libp2p host went down while opening {protocol}") from exc
+                raise
         return self._track(peer_id, _framed(stream, peer, protocol, max_frame_bytes))
 
     async def _dial_on_demand(self, gen: _Generation, peer_id: ID, peer: bytes) -> None:
@@ -815,6 +822,22 @@ async def _reannounce_subscriptions(pubsub: Pubsub) -> None:
             await pubsub.message_all_peers(packet.SerializeToString())
         except BaseLibp2pError as exc:      # a peer going away mid-send: next interval tries again
             logger.debug("re-announcing subscriptions failed: %s", exc)
+
+
+def _has_live_connection(host: IHost, peer_id: ID) -> bool:
+    for conn in host.get_network().get_connections(peer_id):
+        muxed = conn.muxed_conn
+        if not getattr(conn, "is_closed", False) and not getattr(muxed, "is_closed", False) \
+                and getattr(muxed, "is_established", True):
+            return True
+    return False
+
+
+async def _drop_connection(host: IHost, peer_id: ID) -> None:
+    try:
+        await host.disconnect(peer_id)
+    except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # already gone: that is what we wanted
 
 
 async def _close_host(host: IHost) -> None:
