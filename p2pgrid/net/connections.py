@@ -5,8 +5,10 @@ docs/ARCHITECTURE.md "Discovery and connections"). ``libp2p_host`` and ``discove
 functions a snapshot of the node's connections and act on the answer; nothing here does I/O or
 reads a clock (``now`` is passed in, in seconds of one monotonic clock).
 
-Closing (``connections_to_close``): nothing is closed while the count is at or below the bound.
-Above it, the surplus is closed among the connections that are
+Closing (``connections_to_close``): nothing is closed while the count of connections past their
+grace period is at or below the bound (a new connection — often a peer's short rendezvous visit,
+which it closes itself — does not push out an established one). Above it, the surplus is closed
+among the connections that are
 
 * not protected — the peers this node dialled itself by address (bootstrap peers, validators);
 * past their grace period (``grace_s``): a new connection first gets the time to join the gossip
@@ -71,7 +73,8 @@ def connections_to_close(views: Collection[ConnectionView], max_connections: int
     closable = [v for v in views
                 if not v.protected and now - v.connected_since >= grace_s and is_idle(v, now, idle_s)]
     closable.sort(key=lambda v: (v.gossip, v.mesh_topics, v.last_stream_activity or v.connected_since, v.peer))
-    surplus = len(views) - max_connections
+    settled = sum(1 for v in views if now - v.connected_since >= grace_s)
+    surplus = settled - max_connections      # young connections count once their grace is over
     return [v.peer for v in closable[:surplus]] if surplus > 0 else []
 
 

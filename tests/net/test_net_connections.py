@@ -44,6 +44,12 @@ def test_protected_young_and_busy_connections_are_never_closed():
     assert connections_to_close(views, 0, NOW) == [peer(4)]   # fewer than the surplus: all it may
 
 
+def test_young_connections_do_not_push_out_established_ones_until_their_grace_is_over():
+    views = [view(1), view(2), view(3, age=1), view(4, age=2)]
+    assert connections_to_close(views, 2, NOW) == []
+    assert connections_to_close(views, 1, NOW) == [peer(1)]
+
+
 def test_connections_without_gossip_go_first_but_nothing_is_closed_below_the_bound():
     views = [view(1), view(2, gossip=False, mesh=0), view(3, mesh=0), view(4, gossip=False, protected=True)]
     assert connections_to_close(views, 16, NOW) == []
@@ -91,7 +97,8 @@ def test_closing_never_touches_a_kept_connection_and_reaches_the_bound_when_it_c
         assert v.last_stream_activity is None or NOW - v.last_stream_activity >= STREAM_IDLE_S
     closable = [v for v in views if not v.protected and NOW - v.connected_since >= GRACE_S
                 and (v.last_stream_activity is None or NOW - v.last_stream_activity >= STREAM_IDLE_S)]
-    assert len(closed) == min(len(closable), max(0, len(views) - bound))
+    settled = sum(1 for v in views if NOW - v.connected_since >= GRACE_S)
+    assert len(closed) == min(len(closable), max(0, settled - bound))
     if closed and any(not v.gossip for v in closable):
         assert not by_peer[closed[0]].gossip                  # gossip-less connections go first
 
