@@ -8,7 +8,8 @@ Layout of a node config file (every key is optional unless noted; see ``node-con
     [zone.tariffs]    retail_price, feed_in_price            (µc per kWh)
     [zone.grid_fees]  <other zone id> = µc per kWh
     [[zone.validators]] public_key (hex), address (multiaddr)
-    [network]   listen, bootstrap, mdns, publish_interval_ms
+    [network]   listen, bootstrap, mdns, publish_interval_ms, discovery, serve_rendezvous,
+                max_connections, target_connections
     [clock]     mode (system | scaled), sim_epoch_ms, speed, anchor_wall_ms
     [devices]   mode (simulated | real), base_load_w, sample_period_ms, series_file, series_start_s
     [devices.pv] [devices.battery] [[devices.ev_chargers]] [devices.meter] [devices.adapter]
@@ -164,6 +165,20 @@ class NetworkSection:
     mdns: bool = field(default=False, metadata=doc("Discover peers on the local network with mDNS."))
     publish_interval_ms: int = field(default=1000, metadata=doc(
         "Order changes are batched and published at most once per this interval.", min=10))
+    discovery: bool = field(default=True, metadata=doc(
+        "Find the peers of the zone through rendezvous points (the bootstrap peers and validators that "
+        "serve one) and dial peers on demand by id."))
+    serve_rendezvous: bool = field(default=False, metadata=doc(
+        "Serve a rendezvous point for others' discovery. The zone's validators always serve one."))
+    max_connections: int = field(default=16, metadata=doc(
+        "Connections kept: idle ones above this count are closed (bootstrap peers, validators dialled "
+        "by address and connections with a stream in use are kept).", min=2, max=1000))
+    target_connections: int = field(default=8, metadata=doc(
+        "Discovery dials peers of the zone until the node has this many connections.", min=1, max=1000))
+
+    def __post_init__(self) -> None:
+        if self.target_connections > self.max_connections:
+            raise ConfigError("network.target_connections: must not exceed network.max_connections")
 
 
 @dataclass(frozen=True)

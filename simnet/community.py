@@ -255,9 +255,23 @@ def _toml(value: object) -> str:
     return repr(value)
 
 
+BOOTSTRAP_PEERS = 2
+
+
+def bootstrap_peers(people: list[Participant], name: str) -> list[Participant]:
+    """The few peers a node dials at start: the operator and the next validator (both serve
+    rendezvous points), or the first two other validators for the operator itself. Discovery finds
+    the rest of the zone; a node never needs every address (docs/ARCHITECTURE.md)."""
+    validators = [q for q in people if q.validator and q.name != name] or [q for q in people if q.name != name]
+    return validators[:BOOTSTRAP_PEERS]
+
+
 def render_config(s: Scenario, p: Participant, people: list[Participant], timeline: Timeline, *,
                   memory: bool, fault_control: bool) -> str:
     others = [q for q in people if q is not p]
+    # The memory transport has no discovery (a memory network is fully connected): it keeps
+    # every peer as a bootstrap peer. Real libp2p nodes get only a few.
+    bootstrap = others if memory else bootstrap_peers(people, p.name)
     operator = people[0]
     sections: dict[str, dict[str, object]] = {
         "node": {"name": p.name, "data_dir": ".", "role": p.role, "log_level": "warning"},
@@ -265,7 +279,7 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
         "zone.slots": {"length_s": s.slot_s, "horizon_s": 86400, "gate_s": 300, "grace_s": grace_s(s)},
         "zone.tariffs": {"retail_price": s.retail_price, "feed_in_price": s.feed_in_price},
         "network": {"listen": [f"/ip4/127.0.0.1/tcp/{p.port}"],
-                    "bootstrap": [q.memory_address if memory else q.address() for q in others],
+                    "bootstrap": [q.memory_address if memory else q.address() for q in bootstrap],
                     "publish_interval_ms": 500},
         "clock": {"mode": "scaled", "sim_epoch_ms": timeline.sim_epoch_ms, "speed": float(s.speed),
                   "anchor_wall_ms": timeline.anchor_wall_ms},

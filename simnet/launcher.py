@@ -3,7 +3,8 @@
 Each node gets its own data dir under ``out_dir`` (keystore, ``config.toml``, ``node.log``,
 ``status.json``) and runs as ``python -m p2pgrid.cli.main run --config … --no-dashboard`` in its
 **own process group**. The first node starts alone; once its status file shows its listen
-address, the others start bootstrapped to it. Every node runs the same scaled clock
+address, the others start bootstrapped to it (one bootstrap address each); the first node serves a
+rendezvous point, through which the others find each other. Every node runs the same scaled clock
 (``clock.mode = "scaled"`` with one shared wall-clock anchor), so they agree on market time.
 
 Watching is by status files only (``p2pgrid.node.status.read_status``): no extra protocol.
@@ -77,13 +78,13 @@ def _toml_value(value: object) -> str:
 
 
 def render_node_config(spec: NodeSpec, settings: ClusterSettings, *, anchor_wall_ms: int,
-                       sim_epoch_ms: int) -> str:
+                       sim_epoch_ms: int, serve_rendezvous: bool = False) -> str:
     """The config.toml of one cluster node (its data dir is the file's directory)."""
     sections: dict[str, dict[str, object]] = {
         "node": {"name": spec.name, "data_dir": ".", "role": spec.role, "log_level": settings.log_level},
         "zone": {"id": "local"},
         "network": {"listen": ["/ip4/127.0.0.1/tcp/0"], "bootstrap": [],
-                    "publish_interval_ms": settings.publish_interval_ms},
+                    "publish_interval_ms": settings.publish_interval_ms, "serve_rendezvous": serve_rendezvous},
         "clock": {"mode": "scaled", "sim_epoch_ms": sim_epoch_ms, "speed": float(settings.speed),
                   "anchor_wall_ms": anchor_wall_ms},
         "agent": {"strategy": "random", "seed": spec.seed, "tick_ms": settings.tick_ms,
@@ -174,13 +175,13 @@ class Cluster:
         """Create every node's data dir, keystore (unsealed, 0600) and config."""
         self.anchor_wall_ms = time.time_ns() // 1_000_000
         sim_epoch = self.settings.sim_epoch_ms if self.settings.sim_epoch_ms is not None else self.anchor_wall_ms
-        for node in self.nodes:
+        for index, node in enumerate(self.nodes):
             node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             (node.data_dir / "status.json").unlink(missing_ok=True)
             save_keystore(node.data_dir / "node.key", NodeKey.generate())
             node.config_path.write_text(render_node_config(node.spec, self.settings,
                                                            anchor_wall_ms=self.anchor_wall_ms,
-                                                           sim_epoch_ms=sim_epoch))
+                                                           sim_epoch_ms=sim_epoch, serve_rendezvous=index == 0))
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the first node, then the rest bootstrapped to it; wait until all are connected."""

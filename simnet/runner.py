@@ -4,8 +4,10 @@ Two drivers behind one ``run_scenario``:
 
 * **libp2p** — every participant is a real ``p2pgrid run`` process on 127.0.0.1 in its own
   process group (``simnet.launcher.ClusterNode``), listening on a port chosen up front, so every
-  config lists every validator's address and bootstraps to all other nodes (takes and votes are
-  direct streams). Faults reach a node as JSON files in ``<data_dir>/control/``; ``kill`` is
+  config lists every validator's address and its few bootstrap peers (``simnet.community.
+  bootstrap_peers``: the operator and one other validator); the validators serve rendezvous
+  points, through which the nodes find the rest of the zone, and takes and votes dial their peer on
+  demand. Faults reach a node as JSON files in ``<data_dir>/control/``; ``kill`` is
   SIGKILL to the group (a crash), ``restart`` starts the same data dir again.
 * **memory** — the same ``Node`` code, all in this process over one ``MemoryNetwork``; faults are
   applied by calling ``p2pgrid.testing.faults.apply_fault``; ``kill`` cancels the node's scope.
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pgrid.node.status import read_status
-from simnet.community import Community, Participant
+from simnet.community import Community, Participant, bootstrap_peers
 from simnet.launcher import ClusterError, ClusterNode, NodeSpec
 from simnet.monitor import Snapshot, take_snapshot
 from simnet.pacing import Backlog, pace_for
@@ -105,8 +107,7 @@ class ProcessDriver:
     def start(self, name: str) -> None:
         node = self.nodes[name]
         (node.data_dir / "status.json").unlink(missing_ok=True)
-        bootstrap = [q.address() for q in self.community.people if q.name != name]
-        node.start(bootstrap)
+        node.start([q.address() for q in bootstrap_peers(self.community.people, name)])
         self.alive.add(name)
 
     def start_all(self) -> None:

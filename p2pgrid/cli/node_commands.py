@@ -24,6 +24,7 @@ import argparse
 import functools
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -43,9 +44,11 @@ from p2pgrid.wire import ZONE_PATTERN, Side, Source
 
 
 
-def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None, port: int = 0) -> str:
+def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None, port: int = 0,
+                       bootstrap: Sequence[str] = ()) -> str:
     """The config file ``init`` writes next to the keystore (data_dir "." = the file's directory):
-    listening on 127.0.0.1 at ``port``, RPC on (it serves 127.0.0.1 only)."""
+    listening on 127.0.0.1 at ``port``, RPC on (it serves 127.0.0.1 only), bootstrapped to
+    ``bootstrap`` (one running node of the zone is enough: discovery finds the rest)."""
     lines = [
         "# Written by `p2pgrid init`. Every key is explained in node-configs/*.toml;",
         "# unknown keys are refused at start-up.",
@@ -63,7 +66,7 @@ def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path
         "",
         "[network]",
         f'listen = ["/ip4/127.0.0.1/tcp/{port}"]   # 127.0.0.1 only unless you mean to expose the node',
-        "bootstrap = []",
+        f"bootstrap = {json.dumps(list(bootstrap))}   # one running node of the zone is enough: discovery finds the rest",
         "",
         "[rpc]",
         "enabled = true             # how `p2pgrid order place`, `book`, `trade`, … reach the running node",
@@ -95,7 +98,8 @@ def do_init(args: argparse.Namespace) -> int:
     name = args.name or data_dir.name or "node"
     port = args.port if args.port else free_loopback_port()
     config_path.write_text(render_init_config(name=_safe_name(name), role=args.role, zone=args.zone,
-                                              passphrase_file=passphrase_file, port=port))
+                                              passphrase_file=passphrase_file, port=port,
+                                              bootstrap=args.bootstrap))
     load_config(config_path)   # what we wrote must load
     peer_id = peer_id_base58(key.public_key)
     print(f"account {key.account}")
@@ -259,6 +263,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init.add_argument("--passphrase-file", help="seal the keystore with the first line of this file")
     init.add_argument("--force", action="store_true", help="replace an existing keystore and config")
     init.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a port free now)")
+    init.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                      help="a running node of the zone (/ip4/…/tcp/…/p2p/<peer id>); repeatable, one is enough")
     init.set_defaults(func=do_init)
 
     run = subparsers.add_parser("run", help="run a node (live dashboard on a terminal)")

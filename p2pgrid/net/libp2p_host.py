@@ -25,12 +25,18 @@ new swarm brings a new pubsub notifee, so none outlives its pubsub) and, after a
 bound. What the services gave the transport lives outside the generation and is applied to the
 new host: stream handlers, subscriptions (each ``Libp2pSubscription`` keeps its channel and its
 validator; a new pump feeds it from the new pubsub) and peers (each peer this transport dialled,
-or the old peerstore knew, is dialled again, retried for ``REDIAL_FOR_S``). Services keep their
-``Transport`` object and see a short gap: streams of the old host end with ``StreamClosed``,
-``open_stream`` raises ``PeerUnreachable`` until the peer is connected again, and ``publish`` /
+or the old host was connected to, is dialled again, retried for ``REDIAL_FOR_S``; discovery starts
+afresh on the new host). Services keep their ``Transport`` object and see a short gap: streams of
+the old host end with ``StreamClosed``, ``open_stream`` dials its peer again, and ``publish`` /
 ``connect`` wait for the new host (``TransportDown`` after ``RESTART_WAIT_S``, or if the host goes
 down under them). Peer scores start afresh. One failure more than the policy allows within its
 window ends the transport with ``TransportFailed``: the node stops with that error.
+
+Discovery and connections. Each host runs ``discovery.PeerDiscovery`` (unless disabled): it finds
+the peers of the node's gossip topics at rendezvous points and keeps the connections within
+``DiscoveryConfig.max_connections`` (``connections``). ``open_stream`` to a peer that is not
+connected dials it on demand, by the peerstore's addresses or a lookup by id at the points. The
+streams handed out are tracked so that the policy never closes a connection whose stream is in use.
 
 Subscriptions. Each subscription has a pump task that moves messages from py-libp2p's bounded
 channel (which drops when full) into an unbounded one, so a slow consumer never loses messages.
@@ -56,6 +62,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH
 from libp2p.identity.identify_push.identify_push import push_identify_to_peers
+from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -69,6 +76,8 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from p2pgrid.identity import NodeKey
 from p2pgrid.net import gossip_config
+from p2pgrid.net.connections import DiscoveryConfig
+from p2pgrid.net.discovery import PeerDiscovery, dialable, is_protocol_refusal
 from p2pgrid.net.libp2p_containment import (ContainedPubsub, contained_service, describe_failure,
                                             inject_heartbeat_failure, inject_reader_failure,
                                             inject_task_failures)
@@ -98,6 +107,8 @@ SHUTDOWN_TIMEOUT_S = 5.0
 RESTART_WAIT_S = 30.0          # publish / connect wait this long for a restarting host
 REDIAL_FOR_S = 120.0           # after a restart, the old peers are dialled again for this long
 REDIAL_PAUSES_S = (0.5, 8.0)   # first and longest pause between rounds of re-dialling
+DIAL_ON_DEMAND_TIMEOUT_S = 10.0
+LIBRARY_PRUNER_GRACE_S = 10 * 365 * 86400.0   # py-libp2p's pruner: no connection ever leaves grace
 TEARDOWN_TIMEOUT_S = 15.0      # a failed host that takes longer to stop is abandoned
 IDENTIFY_PUSH_DELAY_S = 0.2    # handlers registered within this time share one identify push
 
@@ -174,6 +185,7 @@ class _Generation:
     router: GossipSub
     scorer: _IgnoreAwareScorer
     nursery: trio.Nursery      # pumps, re-announcing, re-dialling: they end with the generation
+    discovery: PeerDiscovery | None = None
     down: bool = False
     identify_push_due: bool = False
 
@@ -186,6 +198,7 @@ class _Failure:
         self.where = ""
         self.exc: BaseException | None = None
         self.host: IHost | None = None     # the generation's, whose peers are dialled again
+        self.connected: frozenset[ID] = frozenset()   # its peers when it went down
 
     def report(self, where: str, exc: BaseException) -> None:
         if self.exc is None:
@@ -247,8 +260,9 @@ class Libp2pTransport:
     (module docstring). Obtain it from ``open_libp2p_transport``."""
 
     def __init__(self, key: NodeKey, listen_addrs: tuple[str, ...], *, mdns: bool, raw_router: bool,
-                 restart_policy: RestartPolicy) -> None:
+                 restart_policy: RestartPolicy, discovery: DiscoveryConfig = DiscoveryConfig()) -> None:
         self._key = key
+        self.discovery_config = discovery
         self._public_key = key.public_key  # cached: NodeKey derives it from the seed on each call
         self._listen = listen_addrs
         self._mdns = mdns
@@ -263,6 +277,8 @@ class Libp2pTransport:
         self._subscriptions: dict[str, Libp2pSubscription] = {}
         self._serving: dict[str, Callable[[INetStream], Awaitable[None]]] = {}
         self._dialled: dict[ID, list[multiaddr.Multiaddr]] = {}
+        self._streams: dict[ID, set[ByteFramedStream]] = {}    # open p2pgrid streams, per peer
+        self._dial_locks: dict[ID, trio.Lock] = {}
         self.bootstrap_failures: list[str] = []
         self.restarts = 0                      # hosts built again after a failure
         self.last_failure: str | None = None   # where and why the last host failed, for status and logs
@@ -315,6 +331,12 @@ class Libp2pTransport:
     @property
     def router(self) -> GossipSub:
         return self._current().router
+
+    @property
+    def discovery(self) -> PeerDiscovery | None:
+        """The current host's discovery (None while restarting or when disabled): for tests."""
+        gen = self._gen
+        return None if gen is None else gen.discovery
 
     def inject_failures(self) -> None:
         """Tests only: fail a task in each pubsub service and the next subscription read
@@ -466,7 +488,7 @@ class Libp2pTransport:
             if remote is None:
                 await stream.reset()
                 return
-            framed = _framed(stream, remote, protocol, max_frame_bytes)
+            framed = self._track(stream.muxed_conn.peer_id, _framed(stream, remote, protocol, max_frame_bytes))
             try:
                 await handler(framed)
             except StreamClosed:
@@ -504,19 +526,79 @@ class Libp2pTransport:
         gen = self._gen
         if gen is None:
             raise TransportDown(f"cannot open {protocol} to {peer.hex()[:16]}: the libp2p host is restarting")
-        if peer_id not in gen.host.get_connected_peers():
-            raise PeerUnreachable(f"not connected to peer {peer.hex()[:16]}")
+        for attempt in range(2):
+            if peer_id not in gen.host.get_connected_peers():
+                await self._dial_on_demand(gen, peer_id, peer)
+            try:
+                stream = await gen.host.new_stream(peer_id, [TProtocol(protocol)])
+                break
+            except BaseLibp2pError as exc:
+                if is_protocol_refusal(exc):
+                    raise ProtocolNotSupported(f"peer {peer.hex()[:16]} does not serve {protocol}: {exc}") from exc
+                if attempt or _has_live_connection(gen.host, peer_id):
+                    raise PeerUnreachable(f"cannot open {protocol} to {peer.hex()[:16]}: {exc}") from exc
+                # The peer closed the connection (its connection policy) before the swarm let go of
+                # it: drop what is left of it and dial again, once.
+                logger.debug("opening %s to %s failed (%s): dialling it again", protocol, peer_id, exc)
+                await _drop_connection(gen.host, peer_id)
+            except Exception as exc:
+                if gen.down:
+                    raise TransportDown(f"the libp2p host went down while opening {protocol}") from exc
+                raise
+        return self._track(peer_id, _framed(stream, peer, protocol, max_frame_bytes))
+
+    async def _dial_on_demand(self, gen: _Generation, peer_id: ID, peer: bytes) -> None:
+        """Connect to a peer we are not connected to: by the addresses the peerstore holds (from
+        discovery, identify or an earlier connection), else by asking the rendezvous points."""
+        async with self._dial_locks.setdefault(peer_id, trio.Lock()):
+            if peer_id in gen.host.get_connected_peers():
+                return
+            tried: list[str] = []
+            for lookup in (self._stored_addrs, self._looked_up_addrs):
+                addrs = await lookup(gen, peer_id)
+                if not addrs or [str(a) for a in addrs] == tried:
+                    continue
+                tried = [str(a) for a in addrs]
+                try:
+                    with trio.fail_after(DIAL_ON_DEMAND_TIMEOUT_S):
+                        await gen.host.connect(PeerInfo(peer_id, addrs))
+                    return
+                except (trio.TooSlowError, OSError, BaseLibp2pError) as exc:
+                    logger.debug("dialling %s on demand at %s: %s", peer_id, tried, exc)
+                except Exception as exc:
+                    if gen.down:
+                        raise TransportDown(f"the libp2p host went down while dialling {peer.hex()[:16]}") from exc
+                    raise
+        what = f"no address reached ({', '.join(tried)})" if tried else "no address known or discovered"
+        raise PeerUnreachable(f"not connected to peer {peer.hex()[:16]}, and dialling it failed: {what}")
+
+    @staticmethod
+    async def _stored_addrs(gen: _Generation, peer_id: ID) -> list[multiaddr.Multiaddr]:
         try:
-            stream = await gen.host.new_stream(peer_id, [TProtocol(protocol)])
-        except BaseLibp2pError as exc:
-            if _is_protocol_refusal(exc):
-                raise ProtocolNotSupported(f"peer {peer.hex()[:16]} does not serve {protocol}: {exc}") from exc
-            raise PeerUnreachable(f"cannot open {protocol} to {peer.hex()[:16]}: {exc}") from exc
-        except Exception as exc:
-            if gen.down:
-                raise TransportDown(f"the libp2p host went down while opening {protocol}") from exc
-            raise
-        return _framed(stream, peer, protocol, max_frame_bytes)
+            return dialable(gen.host.get_peerstore().addrs(peer_id))
+        except PeerStoreError:
+            return []
+
+    @staticmethod
+    async def _looked_up_addrs(gen: _Generation, peer_id: ID) -> list[multiaddr.Multiaddr]:
+        return [] if gen.discovery is None else await gen.discovery.find_addrs(peer_id)
+
+    def _track(self, peer_id: ID, stream: ByteFramedStream) -> ByteFramedStream:
+        """Remember an open stream: the connection policy does not close a connection in use."""
+        self._streams.setdefault(peer_id, set()).add(stream)
+        if len(self._streams) > 4 * self.discovery_config.max_connections:
+            for other in [p for p, streams in self._streams.items() if all(s.is_closed for s in streams)]:
+                del self._streams[other]
+        return stream
+
+    def _stream_activity(self, peer_id: ID) -> float | None:
+        """The newest frame time of ``peer_id``'s open streams (closed ones are forgotten)."""
+        streams = self._streams.get(peer_id)
+        if not streams:
+            self._streams.pop(peer_id, None)
+            return None
+        streams -= {s for s in streams if s.is_closed}
+        return max((s.last_active for s in streams), default=None)
 
     # --- supervision: one generation of the host after another ----------------------------
 
@@ -541,7 +623,7 @@ class Libp2pTransport:
             task_status = trio.TASK_STATUS_IGNORED
             await trio.sleep(self._restart_delay(failure))
             if failure.host is not None:
-                redial = self._redial_targets(failure.host)
+                redial = self._redial_targets(failure.host, failure.connected)
             listen = self._bound or self._listen
             self.restarts += 1
 
@@ -563,7 +645,8 @@ class Libp2pTransport:
     async def _run_generation(self, listen: Sequence[str], redial: dict[ID, list[multiaddr.Multiaddr]],
                               failure: _Failure, task_status: Any) -> None:
         """Build, run and tear down one host; returns once one of its own loops failed."""
-        host = failure.host = build_host(self._key, mdns=self._mdns)
+        host = failure.host = build_host(self._key, mdns=self._mdns,
+                                         max_connections=hard_connection_cap(self.discovery_config))
         router = gossip_config.build_raw_gossipsub() if self._raw_router else \
             gossip_config.build_gossipsub(gossip_config.GossipConfig.for_addrs(self._listen))
         scorer = _IgnoreAwareScorer(router.scorer.params)
@@ -582,6 +665,11 @@ class Libp2pTransport:
                         contained_service(router, on_daemon_failure=failure.report):
                     async with trio.open_nursery() as nursery:
                         gen = _Generation(host, pubsub, router, scorer, nursery)
+                        if self.discovery_config.enabled and not self._raw_router:
+                            gen.discovery = PeerDiscovery(
+                                host, router, self.discovery_config, topics=lambda: list(self._subscriptions),
+                                dialled=lambda: dict(self._dialled), stream_activity=self._stream_activity,
+                                public_key_of=public_key_of)
                         try:
                             await _first_of(pubsub.wait_until_ready, failure.event.wait)
                             if failure.exc is None:
@@ -590,6 +678,7 @@ class Libp2pTransport:
                                 await failure.event.wait()
                             teardown.deadline = trio.current_time() + TEARDOWN_TIMEOUT_S
                         finally:
+                            failure.connected = frozenset(host.get_connected_peers())
                             self._take_down(gen)
                             nursery.cancel_scope.cancel()
                             await _close_host(host)
@@ -608,6 +697,8 @@ class Libp2pTransport:
             self._up.set()
         if not self._raw_router:
             gen.nursery.start_soon(_reannounce_subscriptions, gen.pubsub)
+        if gen.discovery is not None:
+            gen.nursery.start_soon(gen.discovery.run)
         if self._started:
             logger.info("libp2p host restarted on %s; dialling %d known peers again",
                         ", ".join(self.listen_addrs), len(redial))
@@ -620,11 +711,12 @@ class Libp2pTransport:
             self._gen = None
             self._up = trio.Event()
 
-    def _redial_targets(self, old_host: IHost) -> dict[ID, list[multiaddr.Multiaddr]]:
-        """Every peer this transport dialled, and every peer the old host knew addresses of."""
+    def _redial_targets(self, old_host: IHost, connected: frozenset[ID]) -> dict[ID, list[multiaddr.Multiaddr]]:
+        """Every peer this transport dialled, and every peer the old host was connected to (not
+        every peer its peerstore knew: discovery fills it with a whole zone)."""
         targets = {peer_id: list(addrs) for peer_id, addrs in self._dialled.items()}
         store = old_host.get_peerstore()
-        for peer_id in store.peers_with_addrs():
+        for peer_id in connected:
             try:
                 addrs = store.addrs(peer_id)
             except PeerStoreError:
@@ -662,16 +754,6 @@ class Libp2pTransport:
         pending.pop(peer_id, None)
 
 
-def _is_protocol_refusal(exc: BaseException) -> bool:
-    """py-libp2p wraps multistream-select's "na" answer in generic errors: look down the chain."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if "not supported" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _framed(stream: INetStream, peer: bytes, protocol: str, max_frame_bytes: int) -> ByteFramedStream:
     async def read_some(n: int) -> bytes:
         try:
@@ -686,19 +768,35 @@ def _framed(stream: INetStream, peer: bytes, protocol: str, max_frame_bytes: int
 
 # --- building a host ------------------------------------------------------------------------
 
-def build_host(key: NodeKey, *, mdns: bool = False) -> IHost:
-    """A libp2p host with the node's identity, Noise, and yamux (mplex as fallback)."""
+def hard_connection_cap(config: DiscoveryConfig) -> int:
+    """The swarm's own limit, above which py-libp2p refuses connections (ours trims above
+    ``max_connections``; the room between absorbs bursts of new, still protected connections)."""
+    return max(4 * config.max_connections, config.max_connections + 32)
+
+
+def build_host(key: NodeKey, *, mdns: bool = False, max_connections: int = 300) -> IHost:
+    """A libp2p host with the node's identity, Noise, and yamux (mplex as fallback).
+
+    py-libp2p's own connection manager is kept to a hard cap: its auto-connector would dial
+    every peer of the peerstore (which discovery fills with a whole zone) up to half the cap, and
+    its pruner never closes a connection carrying a stream, which every gossipsub peer does.
+    Watermarks of 0 stop the first (it dials up to their mean); the second then finds nothing
+    past its grace period.
+    The connection policy of ``p2pgrid.net.discovery`` does both jobs instead.
+    """
     key_pair = create_new_key_pair(key.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    limits = ConnectionConfig(max_connections=max_connections, min_connections=0, low_watermark=0,
+                              high_watermark=0, grace_period=LIBRARY_PRUNER_GRACE_S)
     return new_host(key_pair=key_pair, sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-                    muxer_opt=create_yamux_muxer_option(), enable_mDNS=mdns)
+                    muxer_opt=create_yamux_muxer_option(), enable_mDNS=mdns, connection_config=limits)
 
 
 @asynccontextmanager
 async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFAULT_LISTEN_ADDRS,
                                 bootstrap: Sequence[str] = (), *, mdns: bool = False,
                                 raw_router: bool = False, restart_policy: RestartPolicy = RestartPolicy(),
-                                ) -> AsyncIterator[Libp2pTransport]:
+                                discovery: DiscoveryConfig = DiscoveryConfig()) -> AsyncIterator[Libp2pTransport]:
     """Run a libp2p node for ``key`` listening on ``listen_addrs``, dialled to ``bootstrap``.
 
     Bootstrap peers that cannot be reached do not stop the node: they are listed in
@@ -712,7 +810,7 @@ async def open_libp2p_transport(key: NodeKey, listen_addrs: Sequence[str] = DEFA
     if not raw_router:
         gossip_config.apply_library_limits()
     transport = Libp2pTransport(key, tuple(listen_addrs), mdns=mdns, raw_router=raw_router,
-                                restart_policy=restart_policy)
+                                restart_policy=restart_policy, discovery=discovery)
     async with trio.open_nursery() as nursery:
         await nursery.start(transport._supervise)
         for addr in bootstrap:
@@ -761,6 +859,22 @@ async def _reannounce_subscriptions(pubsub: Pubsub) -> None:
             await pubsub.message_all_peers(packet.SerializeToString())
         except BaseLibp2pError as exc:      # a peer going away mid-send: next interval tries again
             logger.debug("re-announcing subscriptions failed: %s", exc)
+
+
+def _has_live_connection(host: IHost, peer_id: ID) -> bool:
+    for conn in host.get_network().get_connections(peer_id):
+        muxed = conn.muxed_conn
+        if not getattr(conn, "is_closed", False) and not getattr(muxed, "is_closed", False) \
+                and getattr(muxed, "is_established", True):
+            return True
+    return False
+
+
+async def _drop_connection(host: IHost, peer_id: ID) -> None:
+    try:
+        await host.disconnect(peer_id)
+    except (BaseLibp2pError, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # already gone: that is what we wanted
 
 
 async def _close_host(host: IHost) -> None:

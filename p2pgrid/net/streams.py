@@ -42,6 +42,11 @@ class ByteFramedStream:
         self._receive_lock = trio.Lock()
         self._closed = False
         self._eof = False
+        self.last_active = trio.current_time()   # last frame sent or received (connection policy)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
 
     @property
     def peer(self) -> bytes:
@@ -64,12 +69,14 @@ class ByteFramedStream:
                 await self._write_all(frame)
             except self._errors as exc:
                 raise StreamClosed(f"stream {self._protocol} broke while sending: {exc}") from exc
+            self.last_active = trio.current_time()
 
     async def receive_frame(self) -> bytes:
         async with self._receive_lock:
             while True:
                 frame = self._decoder.next_frame()
                 if frame is not None:
+                    self.last_active = trio.current_time()
                     return frame
                 if self._closed or self._eof:
                     raise self._decoder.end_of_stream()

@@ -1,7 +1,7 @@
 """Test tools for the network, kept in the package so node tests and simnet can use them too.
 
 ``open_cluster(kind, n)`` starts ``n`` connected transports (``"memory"`` or ``"libp2p"`` on
-127.0.0.1) with deterministic keys; ``wait_for_mesh`` waits until every node has all its
+127.0.0.1) with deterministic keys (``bootstrap_links`` for a sparse start that discovery fills); ``wait_for_mesh`` waits until every node has all its
 connected peers as gossip peers on a topic; ``make_order`` builds a valid order for the rules;
 ``bad_order_batches`` is the table of invalid inputs (one per class) the validator must reject;
 ``DropGossip`` wraps a transport so that it misses other peers' gossip on demand.
@@ -10,13 +10,14 @@ connected peers as gossip peers on a topic; ``make_order`` builds a valid order 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
 
 from p2pgrid.identity import NodeKey
+from p2pgrid.net.connections import DiscoveryConfig
 from p2pgrid.net.memory import MemoryNetwork
 from p2pgrid.net.transport import Transport, ValidationResult, Validator, accept_all
 from p2pgrid.net.validation import OrderRules, Reason
@@ -37,10 +38,16 @@ def cluster_links(n: int) -> list[tuple[int, int]]:
     return sorted(links)
 
 
+def bootstrap_links(n: int, k: int = 2) -> list[tuple[int, int]]:
+    """Each node dials only the first ``k`` nodes (its bootstrap peers); discovery does the rest."""
+    return [(i, j) for i in range(1, n) for j in range(min(i, k))]
+
+
 @asynccontextmanager
-async def open_cluster(kind: str, n: int, *, seed: int = 0,
-                       links: Sequence[tuple[int, int]] | None = None) -> AsyncIterator[list[Transport]]:
-    """``n`` running, connected transports of ``kind`` ("memory" or "libp2p")."""
+async def open_cluster(kind: str, n: int, *, seed: int = 0, links: Sequence[tuple[int, int]] | None = None,
+                       discovery: Callable[[int], DiscoveryConfig] | None = None) -> AsyncIterator[list[Transport]]:
+    """``n`` running, connected transports of ``kind`` ("memory" or "libp2p"); on libp2p node ``i``
+    finds peers and bounds its connections as ``discovery(i)`` says (default: ``DiscoveryConfig()``)."""
     keys = cluster_keys(n, seed)
     async with AsyncExitStack() as stack:
         transports: list[Transport] = []
@@ -51,8 +58,9 @@ async def open_cluster(kind: str, n: int, *, seed: int = 0,
         elif kind == "libp2p":
             from p2pgrid.net.libp2p_host import open_libp2p_transport
 
-            for key in keys:
-                transports.append(await stack.enter_async_context(open_libp2p_transport(key, LOOPBACK)))
+            for i, key in enumerate(keys):
+                config = discovery(i) if discovery is not None else DiscoveryConfig()
+                transports.append(await stack.enter_async_context(open_libp2p_transport(key, LOOPBACK, discovery=config)))
         else:
             raise ValueError(f"unknown transport kind {kind!r}")
         async with trio.open_nursery() as nursery:  # dialling takes ~0.25 s each on libp2p

@@ -47,6 +47,7 @@ from p2pgrid.config import NodeConfig
 from p2pgrid.data_dir import check_data_dir_free, hold_data_dir
 from p2pgrid.errors import NetError
 from p2pgrid.identity import NodeKey
+from p2pgrid.net.connections import DiscoveryConfig
 from p2pgrid.net.orders import OrderDelivery, OrderGossip
 from p2pgrid.net.transport import Transport
 from p2pgrid.node.registry import compose_services
@@ -216,7 +217,8 @@ async def run_libp2p_node(config: NodeConfig, key: NodeKey, clock: Clock, *,
     # incoming streams (votes, sync) inherit it: a bridge opened later is invisible to them.
     check_data_dir_free(config.node.data_dir)    # before opening ports another node may hold
     async with trio_asyncio.open_loop():
-        async with open_libp2p_transport(key, config.network.listen, (), mdns=config.network.mdns) as transport:
+        async with open_libp2p_transport(key, config.network.listen, (), mdns=config.network.mdns,
+                                         discovery=discovery_config(config, key)) as transport:
             if config.network.listen and not transport.listen_addrs:
                 # py-libp2p logs a failed listen (e.g. port in use) and carries on deaf; we do not.
                 raise NetError(f"could not listen on {', '.join(config.network.listen)} (address in use?)")
@@ -225,6 +227,15 @@ async def run_libp2p_node(config: NodeConfig, key: NodeKey, clock: Clock, *,
                 return await run_until_signal(node, also=also)
             finally:
                 await close_ledger_store(node)
+
+
+def discovery_config(config: NodeConfig, key: NodeKey) -> DiscoveryConfig:
+    """How the node finds peers and how many connections it keeps (``[network]``); the zone's
+    validators serve a rendezvous point whatever ``serve_rendezvous`` says: every node dials them."""
+    network = config.network
+    validator = key.public_key.hex() in {v.public_key for v in config.zone.validators}
+    return DiscoveryConfig(enabled=network.discovery, serve_rendezvous=network.serve_rendezvous or validator,
+                           max_connections=network.max_connections, target_connections=network.target_connections)
 
 
 async def close_ledger_store(node: Node) -> None:

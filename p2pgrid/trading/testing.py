@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
@@ -31,10 +31,11 @@ from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import LedgerRules
 from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.messages import Mint
-from p2pgrid.ledger.service import LedgerConfig, LedgerService, ledger_topic, open_ledger_service
+from p2pgrid.ledger.service import EntryInDoubt, LedgerConfig, LedgerService, ledger_topic, open_ledger_service
 from p2pgrid.ledger.store import open_store
 from p2pgrid.net.orders import OrderGossip, open_neighbour_gossip, open_order_gossip, orders_topic, pools_topic
-from p2pgrid.net.testing import has_mesh, open_cluster, wait_for_mesh, wait_until
+from p2pgrid.net.connections import DiscoveryConfig
+from p2pgrid.net.testing import bootstrap_links, has_mesh, open_cluster, wait_for_mesh, wait_until
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.pools.client import PoolClient, PoolClientConfig, open_pool_client
@@ -107,17 +108,34 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
                                pool_config: PoolHostConfig | None = None,
                                pool_client_config: PoolClientConfig | None = None,
                                settlement_prices: ImbalancePrices | None = None,
-                               admission: bool = False) -> AsyncIterator[list[TradingNode]]:
+                               admission: bool = False,
+                               bootstrap_peers: int | None = None,
+                               take_timeout_s: float | None = None) -> AsyncIterator[list[TradingNode]]:
     """With ``settlement_prices`` the zone's rules carry its settlement terms (slot calendar and
     imbalance prices), so ``settle`` entries can be certified. ``admission``: see the module
-    docstring."""
+    docstring.
+
+    By default every node is connected to every other. With ``bootstrap_peers=k`` (libp2p only)
+    each node dials only the first ``k`` nodes, and the validators (which know each other's
+    addresses, as a committee's members do) dial each other; the validators serve rendezvous
+    points, and the nodes find the rest of the zone there and dial makers and validators on demand.
+    ``take_timeout_s`` replaces the trading service's (for clusters that must pass on a busy machine)."""
     import time
 
     clock = clock or (lambda: time.time_ns() // 1_000_000)
     slot_rules = slot_rules or SlotRules()
-    # Takes and votes are direct streams: every node of a (small) community is connected to all.
-    full_mesh = [(i, j) for i in range(n) for j in range(i)]
-    async with open_cluster(kind, n, links=full_mesh) as transports:
+    if bootstrap_peers is None:
+        # Takes and votes are direct streams: every node of a (small) community is connected to all.
+        links, discovery = [(i, j) for i in range(n) for j in range(i)], None
+    elif kind != "libp2p":
+        raise ValueError("bootstrap_peers needs libp2p transports: only they discover peers")
+    else:
+        committee_links = {(i, j) for i in range(n_validators) for j in range(i)}
+        links = sorted(set(bootstrap_links(n, bootstrap_peers)) | committee_links)
+
+        def discovery(i: int) -> DiscoveryConfig:
+            return DiscoveryConfig(serve_rendezvous=i < n_validators)
+    async with open_cluster(kind, n, links=links, discovery=discovery) as transports:
         keys = [_key_of(t, i) for i, t in enumerate(transports)]
         rules: LedgerRules = LedgerRules(ZONE, transports[0].local_peer, credit_limit_uc)
         if settlement_prices is not None:
@@ -126,6 +144,8 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
         committee = Committee(ZONE, 0, tuple(t.local_peer for t in transports[:n_validators]))
         ledger_config = LedgerConfig(rules, committee, vote_timeout_s=10.0, sync_interval_s=SYNC_INTERVAL_S)
         trading_config = TradingConfig(ZONE, slot_rules, tick_s=0.1)
+        if take_timeout_s is not None:
+            trading_config = replace(trading_config, take_timeout_s=take_timeout_s)
         async with AsyncExitStack() as stack:
             nodes = [await stack.enter_async_context(
                 open_trading_node(t, k, data_dir, ledger_config, trading_config, clock, admission=admission))
@@ -133,8 +153,42 @@ async def open_trading_cluster(kind: str, n: int, data_dir: Path, *, n_validator
             if pool_host is not None and pool_config is not None:
                 await _start_pools(stack, nodes, pool_host, pool_config, pool_client_config, slot_rules, clock)
             topics = [orders_topic(ZONE), ledger_topic(ZONE)] + ([pools_topic(ZONE)] if pool_host is not None else [])
-            await wait_for_meshes(transports, topics)
+            if bootstrap_peers is None:
+                await wait_for_meshes(transports, topics)
+            else:
+                await wait_for_sparse_meshes(transports, topics)
             yield nodes
+
+
+async def wait_for_sparse_meshes(transports: Sequence[Transport], topics: Sequence[str],
+                                timeout_s: float = 90.0) -> None:
+    """Until, on every topic, every node of a discovered (not fully connected) cluster has a gossip
+    mesh and the meshes join all nodes into one graph: what gossip needs to reach everyone."""
+    def ready(topic: str) -> bool:
+        index = {t.local_peer: i for i, t in enumerate(transports)}
+        links: dict[int, set[int]] = {i: set() for i in range(len(transports))}
+        for i, transport in enumerate(transports):
+            for peer in getattr(transport, "mesh_peers")(topic):
+                if peer in index:
+                    links[i].add(index[peer])
+                    links[index[peer]].add(i)
+        if not all(links.values()):
+            return False
+        reached, frontier = {0}, [0]
+        while frontier:
+            for j in links[frontier.pop()] - reached:
+                reached.add(j)
+                frontier.append(j)
+        return len(reached) == len(transports)
+
+    try:
+        with trio.fail_after(timeout_s):
+            await wait_until(lambda: all(ready(topic) for topic in topics))
+    except trio.TooSlowError:
+        state = {topic: {i: (len(t.peers()), len(t.topic_peers(topic)), len(getattr(t, "mesh_peers")(topic)))
+                         for i, t in enumerate(transports)} for topic in topics if not ready(topic)}
+        raise AssertionError(f"no joined gossip mesh after {timeout_s:g} s (topic: node: (peers, topic peers, "
+                             f"mesh peers)): {state}") from None
 
 
 async def wait_for_meshes(transports: Sequence[Transport], topics: Sequence[str], timeout_s: float = 30.0) -> None:
@@ -230,14 +284,24 @@ async def register_meters(nodes: list[TradingNode], export_w: Mapping[bytes, int
     return meters
 
 
-async def fund(nodes: list[TradingNode], amount_uc: int) -> None:
-    """The operator (node 0, the gateway) mints ``amount_uc`` to every other node."""
+async def fund(nodes: list[TradingNode], amount_uc: int, timeout_s: float = 60.0) -> None:
+    """The operator (node 0, the gateway) mints ``amount_uc`` to every other node, and waits
+    (at most ``timeout_s``) until every node holds those entries. A mint whose votes did not come
+    in time (a busy machine) is not lost: the ledger proposes an entry in doubt again by itself."""
     operator = nodes[0]
     entries = [operator.ledger.next_entry("mint", Mint(to=node.account, amount=amount_uc)) for node in nodes[1:]]
+
+    async def submit(entry) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await operator.ledger.submit(entry)
+        except EntryInDoubt:
+            pass    # waited for below
+
     async with trio.open_nursery() as nursery:
         for entry in entries:
-            nursery.start_soon(operator.ledger.submit, entry)
-    height = operator.ledger.state.height
-    with trio.fail_after(30):
+            nursery.start_soon(submit, entry)
+    with trio.fail_after(timeout_s):
+        await wait_until(lambda: all(operator.ledger.state.balance(n.account) >= amount_uc for n in nodes[1:]))
+        height = operator.ledger.state.height
         for node in nodes:
             await node.ledger.wait_for_height(height)

@@ -19,7 +19,8 @@ Three phases, each with fresh processes so the library's process-wide settings n
 Every node publishes on its own schedule (staggered phases). Latency is publish → received at
 each other node (wall clock; all processes are on one machine), p50 and p99 over all deliveries.
 Delivery ratio = distinct orders received by other nodes / (orders published × (nodes − 1)).
-Own deliveries are not counted. Also printed: Ed25519 sign and verify rates on this machine.
+Own deliveries are not counted. Also printed: Ed25519 sign and verify rates on this machine, and
+each phase's connections per node (min/mean/max) when publishing ended.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class PhaseResult:
     cpu_s: float
     wall_s: float
     drop_warnings: int
+    connections: list[int]     # each node's connection count when publishing ended
 
     @property
     def ratio(self) -> float:
@@ -85,7 +87,8 @@ def pooled(results: list[PhaseResult]) -> PhaseResult:
                        first.orders_per_msg, sum(r.published_orders for r in results),
                        sum(r.expected for r in results), sum(r.delivered for r in results),
                        [x for r in results for x in r.latencies_ms], sum(r.cpu_s for r in results),
-                       sum(r.wall_s for r in results), sum(r.drop_warnings for r in results))
+                       sum(r.wall_s for r in results), sum(r.drop_warnings for r in results),
+                       [c for r in results for c in r.connections])
 
 
 def links_for(nodes: int, seed: int) -> list[tuple[int, int]]:
@@ -139,7 +142,7 @@ def run_phase(mode: str, args: argparse.Namespace, msgs_per_s: float, orders_per
     os.unlink(log.name)
     return PhaseResult(mode, nodes, procs, seconds, msgs_per_s, orders_per_msg, published, published * (nodes - 1),
                        delivered, latencies, sum(r["cpu_s"] for r in results), time.monotonic() - started,
-                       sum(r["drop_warnings"] for r in results))
+                       sum(r["drop_warnings"] for r in results), [c for r in results for c in r["connections"]])
 
 
 def _send(worker: subprocess.Popen, message: dict) -> None:
@@ -180,7 +183,9 @@ def report(result: PhaseResult) -> None:
           f"orders/s {result.orders_per_s:7.1f}  delivery {100 * result.ratio:6.2f}% "
           f"({result.delivered}/{result.expected})  latency p50 {result.percentile(0.5):7.1f} ms  "
           f"p99 {result.percentile(0.99):7.1f} ms  cpu {result.cpu_s:5.1f} s  wall {result.wall_s:5.1f} s  "
-          f"library drop warnings {result.drop_warnings}")
+          f"library drop warnings {result.drop_warnings}  connections per node "
+          f"{min(result.connections, default=0)}/{sum(result.connections) / max(1, len(result.connections)):.1f}/"
+          f"{max(result.connections, default=0)} (min/mean/max)")
 
 
 def measure(nodes: int, procs: int, seconds: float, rounds: int, batch: int, seed: int) -> dict[str, float]:
@@ -329,6 +334,7 @@ async def _worker(config: dict) -> dict:
     from p2pgrid.units import SlotRules
     from p2pgrid.wire import decode_signed, sign
 
+    connections: list[int] = []      # each node's connection count, taken when publishing has ended
     mode, indices, nodes = config["mode"], config["indices"], config["nodes"]
     rules = OrderRules(zone=ZONE, slot_rules=SlotRules())
     topic = orders_topic(ZONE)
@@ -424,9 +430,11 @@ async def _worker(config: dict) -> dict:
             drain_until = wall_clock_ms() + DRAIN_S * 1000
             while wall_clock_ms() < drain_until and wall_clock_ms() - last_delivery_ms[0] < QUIET_S * 1000:
                 await trio.sleep(0.25)
+            connections.extend(len(t.peers()) for t in transports.values())
             nursery.cancel_scope.cancel()
     timeline = {second: (len(v), sorted(v)[len(v) // 2], max(v)) for second, v in sorted(by_second.items())}
-    return {"published": published, "delivered": delivered, "latencies_ms": latencies, "timeline": timeline}
+    return {"published": published, "delivered": delivered, "latencies_ms": latencies, "timeline": timeline,
+            "connections": connections}
 
 
 if __name__ == "__main__":

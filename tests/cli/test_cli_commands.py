@@ -43,6 +43,15 @@ def test_init_writes_a_0600_keystore_and_a_config_that_loads(tmp_path, capsys):
     assert f"peer id {peer_id}\n" in out and f"listen {listen}/p2p/{peer_id}\n" in out
 
 
+def test_init_with_one_bootstrap_address_writes_it_and_discovery_stays_on(tmp_path, capsys):
+    operator = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWKbn2v9ceWsYnRWwQ8DpForaJoLvYTehC3ewyGjzyT3Hf"
+    code, _, err = run_cli(capsys, "init", "--data-dir", tmp_path / "home", "--bootstrap", operator)
+    assert code == 0, err
+    config = load_config(tmp_path / "home" / "config.toml")
+    assert config.network.bootstrap == (operator,)
+    assert config.network.discovery and config.network.max_connections == 16
+
+
 def test_init_with_passphrase_seals_the_keystore_and_status_shows_the_account(tmp_path, capsys):
     secret = tmp_path / "pass.txt"
     secret.write_text("correct horse\n")
