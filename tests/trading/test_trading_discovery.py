@@ -16,7 +16,7 @@ import trio
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.net.connections import DiscoveryConfig
 from p2pgrid.net.testing import wait_until
-from p2pgrid.trading.testing import fund, open_trading_cluster
+from p2pgrid.trading.testing import fund, open_trading_cluster, register_meters
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Side, Source
 
@@ -27,6 +27,7 @@ CREDITS = 10_000_000
 QTY_WH = 100
 BOUND_S = 90          # generous: the test must also pass with a busy core beside it
 TAKE_TIMEOUT_S = 60   # a take certifies two entries (lock, fill) through dialled validators
+EXPORT_W = 10_000      # registered export capacity of every seller: room for its offer
 
 
 def within_bound(nodes) -> bool:
@@ -40,13 +41,16 @@ def connection_counts(nodes) -> list[int]:
 @pytest.mark.slow
 async def test_twenty_nodes_each_knowing_two_bootstrap_peers_find_each_other_and_trade(tmp_path):
     async with open_trading_cluster("libp2p", NODES, tmp_path, n_validators=VALIDATORS,
-                                    bootstrap_peers=BOOTSTRAP_PEERS, take_timeout_s=TAKE_TIMEOUT_S) as nodes:
+                                    bootstrap_peers=BOOTSTRAP_PEERS, take_timeout_s=TAKE_TIMEOUT_S,
+                                    admission=True) as nodes:
         try:
             with trio.fail_after(BOUND_S):
                 await wait_until(lambda: within_bound(nodes), poll_s=0.2)
         except trio.TooSlowError:
             raise AssertionError(f"connections per node never all within the bound: {connection_counts(nodes)}") from None
         await fund(nodes, CREDITS)
+        # Admission is on: every seller has a meter registered with room for its offer.
+        await register_meters(nodes, {n.account: EXPORT_W for n in nodes[1:]})
 
         # Every node offers QTY_WH; the last node's offer is the cheapest: it is the maker.
         slot = nodes[0].trading.config.slot_rules.tradable_slots(nodes[0].trading.clock())[2]
