@@ -45,13 +45,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pgrid.agent.profile_trader import TradingProfile
 from p2pgrid.identity import NodeKey, save_keystore
 from p2pgrid.net.libp2p_host import peer_id_of
+from p2pgrid.net.ports import free_fixed_ports
 from simnet import charging, profiles
 from simnet.scenario import Scenario
 
@@ -229,20 +229,6 @@ def self_consumption(load: list[int], pv: list[int], capacity_wh: int, slot_s: i
             net.append(round(-surplus - discharge))
         soc.append(round(stored / capacity_wh, 4))
     return net, soc
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (free now; the nodes bind them moments later)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _toml(value: object) -> str:
@@ -439,7 +425,7 @@ def prepare_community(s: Scenario, out_dir: Path, *, startup_s: float, now_wall_
     people = build_participants(s)
     memory = s.transport == "memory"
     if not memory:
-        for p, port in zip(people, free_ports(len(people))):
+        for p, port in zip(people, free_fixed_ports(len(people))):
             p.port = port
     day_ahead = compute_energy(s, people)
     timeline = make_timeline(s, now_wall_ms + int(startup_s * 1000))

@@ -112,13 +112,12 @@ def do_init(args: argparse.Namespace) -> int:
 
 
 def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 now: written into the config so the node's address (and the
-    bootstrap line others copy) stays the same across restarts."""
-    import socket
+    """A TCP port free on 127.0.0.1 now, below the kernel's ephemeral range (``net.ports``):
+    written into the config so the node's address (and the bootstrap line others copy) stays the
+    same across restarts, and no outgoing connection takes it meanwhile."""
+    from p2pgrid.net.ports import free_fixed_ports
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_fixed_ports(1)[0]
 
 
 def _safe_name(name: str) -> str:

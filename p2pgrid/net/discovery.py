@@ -267,6 +267,12 @@ class PeerDiscovery:
         transient = point not in self.host.get_connected_peers()
         if not await self.connect(point, addrs):
             return False
+        if self._listed_without_rendezvous(point):
+            # Its identify listed what it serves and rendezvous is not among it: asking would only
+            # get a refusal (which py-libp2p logs as a multi-line ERROR block on every round).
+            self._not_points[point] = trio.current_time() + NOT_A_POINT_FOR_S
+            self.known_points.pop(point, None)
+            return False
         try:
             return await self._exchange_at(point, register, discover)
         finally:
@@ -277,6 +283,16 @@ class PeerDiscovery:
                 self._closing.add(point)
                 with trio.CancelScope(shield=True):
                     await self._disconnect(point)
+
+    def _listed_without_rendezvous(self, point: ID) -> bool:
+        """The peer's identify message came (its protocols are known) and lists no rendezvous
+        service. A point's service is set up before its host connects anywhere, so its first
+        identify already lists it; unknown protocols (identify still on its way) are tried."""
+        try:
+            protocols = self.host.get_peerstore().get_protocols(point)
+        except PeerStoreError:
+            return False
+        return bool(protocols) and RENDEZVOUS_PROTOCOL not in protocols
 
     async def _exchange_at(self, point: ID, register: list[str], discover: list[str]) -> bool:
         own_addrs = self.host.get_addrs()
