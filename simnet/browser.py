@@ -34,6 +34,8 @@ from p2pgrid.errors import P2PGridError
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 START_TIMEOUT_S = 60.0      # a safety net for a browser that never starts, not a measurement
 LOAD_TIMEOUT_S = 120.0
+PROFILE_REMOVE_TRIES = 50
+PROFILE_REMOVE_PAUSE_S = 0.1
 BROKEN_IMAGES_JS = ("JSON.stringify(Array.from(document.images).filter(function (i) {"
                     " return !i.complete || i.naturalWidth === 0; }).map(function (i) { return i.alt || i.src.slice(0, 80); }))")
 
@@ -109,7 +111,8 @@ async def check_page(page: Path, *, chromium: str, width: int = 1366, height: in
     """Open ``page`` (a local file) in headless ``chromium`` at ``width``×``height``, wait for its
     load event, then collect errors, broken images, the results of ``evaluate`` (JavaScript
     expressions whose value is returned) and a screenshot of the first screen."""
-    with tempfile.TemporaryDirectory(prefix="p2pgrid-chromium-") as profile:
+    profile = tempfile.mkdtemp(prefix="p2pgrid-chromium-")
+    try:
         command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                    "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}",
                    f"--window-size={width},{height}", "--remote-debugging-port=0", "about:blank"]
@@ -129,6 +132,24 @@ async def check_page(page: Path, *, chromium: str, width: int = 1366, height: in
                 raise BrowserError(f"chromium did not answer within the safety limit ({command[0]})") from None
             finally:
                 nursery.cancel_scope.cancel()    # stops chromium if Browser.close did not
+    finally:
+        with trio.CancelScope(shield=True):        # bounded: PROFILE_REMOVE_TRIES × PROFILE_REMOVE_PAUSE_S
+            await _remove_profile(Path(profile))
+
+
+async def _remove_profile(path: Path) -> None:
+    """Chromium's helper processes can still write into the profile for a moment after the
+    browser is stopped ("directory not empty" from a plain rmtree, seen in CI): try again until
+    they are gone, bounded; whatever is left then is left (a temporary directory)."""
+    for _ in range(PROFILE_REMOVE_TRIES):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            await trio.sleep(PROFILE_REMOVE_PAUSE_S)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class _Stderr:
