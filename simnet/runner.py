@@ -366,12 +366,14 @@ async def _memory_loop(community: Community, log: RunLog, show: Show, handles: d
 def backlog_of(handles: Iterable[_MemoryNode], now_ms: int) -> Backlog:
     """What the live nodes of this process have not done yet (their ledgers' queues, the
     gateway's settlements past due)."""
+    from p2pgrid.node.app import find_service
     from p2pgrid.settlement.node_service import SettlementNodeService
 
     nodes = [h.node for h in handles if h.node is not None]
     queued = sum(n.ledger.queued_entries for n in nodes if n.ledger is not None)
-    behind = max((s.settlement.slots_behind(now_ms) for n in nodes for s in n.services
-                  if isinstance(s, SettlementNodeService) and s.settlement is not None), default=0)
+    gateways = [find_service(n, SettlementNodeService).settlement for n in nodes
+                if n.ledger is not None and n.ledger.rules.gateway == n.key.public_key]
+    behind = max((s.slots_behind(now_ms) for s in gateways if s is not None), default=0)
     return Backlog(nodes=len(nodes), queued_entries=queued, settle_slots_behind=behind)
 
 

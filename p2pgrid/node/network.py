@@ -25,7 +25,7 @@ import trio
 
 from p2pgrid.errors import P2PGridError
 from p2pgrid.net.orders import open_order_gossip
-from p2pgrid.net.reconcile_service import BookReconciler
+from p2pgrid.net.reconcile_service import open_book_reconciler
 from p2pgrid.net.transport import Transport
 from p2pgrid.net.validation import OrderRules
 from p2pgrid.service import WithOrderGossip, WithStats, WithTransport
@@ -55,11 +55,9 @@ class OrderGossipService:
         tick_s = node.config.network.publish_interval_ms / 1000
         async with open_order_gossip(node.transport, rules, node.clock.now_ms, tick_s=tick_s,
                                      admission=admission_gate(node)) as gossip, \
-                trio.open_nursery() as nursery:
+                open_book_reconciler(node.transport, [gossip], node.clock.now_ms) as reconciler:
             node.order_gossip = gossip
-            reconciler = node.book_reconciler = BookReconciler(node.transport, node.clock.now_ms)
-            reconciler.add(gossip)
-            await nursery.start(reconciler.run)
+            node.book_reconciler = reconciler
             task_status.started()
             async for delivery in gossip.deliveries:
                 for signed in delivery.items:
