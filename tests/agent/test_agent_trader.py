@@ -260,10 +260,11 @@ async def test_agent_never_offers_more_than_its_planned_export_even_while_being_
                     assert trader.offered_wh(host, slot) <= trader.planned_export_wh(slot)
                 if step % 3 == 1:                           # a neighbour buys part of the nearest offer
                     slot = window[0]
+                    # Wait for one of the agent's *current* offers: the buyer's book may still hold
+                    # an offer the agent has just re-priced (replaced), which its maker refuses.
                     with trio.fail_after(20):
-                        await wait_until(lambda: any(o.owner == host.key.public_key
-                                                     for o in (s.body for s in buyer.books.live_orders())
-                                                     if o.slot == slot) or not own_sells(host, slot))
+                        await wait_until(lambda: any(buyer.books.signed_order(o.order_id) is not None
+                                                     for o in own_sells(host, slot)) or not own_sells(host, slot))
                     if own_sells(host, slot):
                         report = await buyer.execute(Side.BUY, 150, slot, config.zone.tariffs.retail_price)
                         sold_any = sold_any or report.filled_wh > 0
