@@ -28,8 +28,9 @@ zero delivery for this node, as with any meter that was offline.
 
 **Waiting for the registration.** Validators hold a meter entry until the gateway's registration
 of its key is certified, and an entry held up would hold up the node's own chain (its trades). So
-the service starts metering only once the registration is in the node's certified state, from the
-slot in progress then on.
+the service starts submitting only once the registration is in the node's certified state, but
+from the slot in progress when the node started: slots that ended while the registration was on
+its way are read then, if their metering due has not passed (their energy is in the telemetry).
 
 **Spread, and no deadline margin.** Each node waits a fixed share of the first quarter of the
 grace after a slot's end, drawn from its account (``spread_delay_ms``), so a zone's readings do
@@ -113,6 +114,8 @@ class MeterNodeService:
         if ledger is None or telemetry is None:
             raise RuntimeError("metering starts after the ledger and device services")
         key = meter_key_of(node.config)
+        rules = node.config.zone.slot_rules
+        first_slot = rules.slot_of(node.clock.now_ms())
         task_status.started()
         if ledger.rules.gateway == node.key.public_key:
             await trio.sleep_forever()    # the gateway is the grid: nothing to meter against it
@@ -123,7 +126,6 @@ class MeterNodeService:
                          key.public_key.hex()[:16])
                 logged = True
             await trio.sleep(REGISTRATION_POLL_S)
-        rules = node.config.zone.slot_rules
 
         def is_closed(slot: int) -> bool:
             closed_until = telemetry.closed_until_ms
@@ -133,7 +135,8 @@ class MeterNodeService:
         self.meter = MeterService(ledger, key, rules, lambda slot: metered_of(telemetry.slots.get(slot)),
                                   node.clock.now_ms, poll_s=self.poll_s, is_closed=is_closed,
                                   until_ms=until_s * 1000 if until_s else None,
-                                  delay_ms=spread_delay_ms(node.key.public_key, rules.grace_s))
+                                  delay_ms=spread_delay_ms(node.key.public_key, rules.grace_s),
+                                  first_slot=first_slot)
         self.started.set()
         await self.meter.run()
 

@@ -186,7 +186,7 @@ class MeterService:
     def __init__(self, ledger: Ledger, meter_key: NodeKey, slot_rules: SlotRules,
                  metered: Callable[[int], Metered | None], clock: Callable[[], int], *, poll_s: float = 0.5,
                  is_closed: Callable[[int], bool] | None = None, until_ms: int | None = None,
-                 delay_ms: int = 0) -> None:
+                 delay_ms: int = 0, first_slot: int | None = None) -> None:
         self.ledger = ledger
         self.is_closed = is_closed
         self.delay_ms = delay_ms
@@ -196,7 +196,10 @@ class MeterService:
         self.metered = metered
         self.clock = clock
         self.poll_s = poll_s
-        self.next_slot: int = slot_rules.slot_of(clock())
+        # From the slot in progress, or from ``first_slot`` (the node's start, when it had to wait for
+        # its meter's registration): slots that ended meanwhile are still read if not yet due.
+        now_slot = slot_rules.slot_of(clock())
+        self.next_slot: int = now_slot if first_slot is None else min(first_slot, now_slot)
         self.submitted: list[int] = []       # slots whose reading is certified
         self.skipped_late: list[int] = []    # slots not read before their metering due
         self.dropped: list[int] = []         # signed readings the ledger can never accept

@@ -327,6 +327,28 @@ async def test_meter_service_waits_for_the_slot_to_close_and_its_turn_and_reads_
     assert created == [end + 30_000, rules.metering_due_ms(slot + 900) - 1]
 
 
+async def test_meter_service_started_late_reads_the_slots_since_the_node_started_that_are_not_due_yet():
+    """Metering waits for the meter's registration; the slots that ended meanwhile are still read
+    when metering starts, unless their due has passed (then they settle without a reading)."""
+    from p2pgrid.identity import NodeKey
+    from p2pgrid.settlement.service import MeterService
+    from p2pgrid.units import SlotRules
+
+    rules = SlotRules(length_s=900, horizon_s=86400, gate_s=300, grace_s=1800)
+    started = 1_800_000_000 // 900 * 900
+    # The registration arrived three slots after the start: the start slot is past its due, the
+    # next two are not.
+    now = [rules.slot_end_ms(started + 1800) + 1]
+    ledger = RecordingLedger(cluster_keys(1, seed=4)[0].public_key)
+    meter = MeterService(ledger, NodeKey.generate(), rules, lambda s: (100, 0, 0, Source.NONE), lambda: now[0],
+                         first_slot=started)
+    assert await meter.meter_due() == [started + 900, started + 1800]
+    assert meter.skipped_late == [started]
+    registered_at_start = MeterService(ledger, NodeKey.generate(), rules, lambda s: (100, 0, 0, Source.NONE),
+                                       lambda: now[0])
+    assert registered_at_start.next_slot == started + 2700     # without first_slot: from the slot in progress
+
+
 def test_the_gateway_registers_meters_only_after_its_funding(tmp_path):
     from p2pgrid.settlement.gateway import GatewayFunder, gateway_services
 
