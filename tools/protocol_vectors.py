@@ -44,7 +44,7 @@ from p2pgrid.ledger.committee import (  # noqa: E402
 )
 from p2pgrid.ledger.messages import (  # noqa: E402
     FRAME_TAGS, MAX_BODY_BYTES, MAX_FRAME_BYTES, AccountHead, Burn, CertifiedEntries, Confirm, Confirmed, Decline, Fill, Lock,
-    Mint, Release, SyncReply, SyncRequest, Transfer, VoteReply, VoteRequest, decode_certified, encode_certified,
+    LockExpiry, Mint, Refund, Release, SyncReply, SyncRequest, Transfer, VoteReply, VoteRequest, decode_certified, encode_certified,
     encode_frame, entry_hash,
 )
 from p2pgrid.ledger.protocol import verify_batch  # noqa: E402
@@ -110,7 +110,8 @@ PUB = {name: key.public_key for name, key in KEYS.items()}
 NAME_OF = {key: name for name, key in PUB.items()}
 VALIDATORS = [KEYS[f"validator-{i}"] for i in range(4)]
 COMMITTEE = Committee(ZONE, 0, tuple(v.public_key for v in VALIDATORS))
-RULES = SettlementLedgerRules(ZONE, PUB["gateway"], 0, slots=SLOT_RULES, prices=PRICES)
+RULES = SettlementLedgerRules(ZONE, PUB["gateway"], 0, slots=SLOT_RULES, prices=PRICES,
+                              committee=COMMITTEE.validators, committee_epoch=COMMITTEE.epoch)
 ORDER_RULES = OrderRules(ZONE, SLOT_RULES)
 
 
@@ -461,6 +462,18 @@ def build() -> dict[str, Any]:
     ledger.certify("settle", [("settle", g("gateway", "settle", settle_body, DUE + 30_000))],
                    "the gateway settles the slot over the inputs it names; validators recompute it")
     ledger.certify("burn", [("burn", g("alice", "burn", Burn(50_000), DUE + 60_000))])
+    # A lock whose seller never decides it: the buyer takes it back with a quorum of expiry promises.
+    lock_4 = dataclasses.replace(lock_1, take_id=ident("take-4"), qty_wh=100, amount=trade_value(100, 250_000),
+                                 deadline_ms=DUE + 120_000)
+    ledger.certify("lock-4", [("lock-take-4", g("bob", "lock", lock_4, DUE + 70_000))])
+    expiries = [sign(LockExpiry(v.public_key, ZONE, COMMITTEE.epoch, ident("take-4")), v)
+                for v in VALIDATORS[:COMMITTEE.quorum]]
+    messages.append(signed_vector("lock-expiry", expiries[0], "a validator's promise; a quorum of them is carried "
+                                                              "in the buyer's refund entry"))
+    ledger.certify("refund", [("refund-take-4", g("bob", "refund", Refund(ident("take-4"), tuple(
+        e.encoded for e in expiries)), DUE + 120_000 + RULES.lock_expiry_grace_ms))],
+                   "valid whatever the seller's chain: a quorum of the committee promised never to vote for a "
+                   "consumer of the lock")
 
     votes = [signed_vector(f"vote-fill-validator-{i}", make_vote(COMMITTEE, VALIDATORS[i], [entry_hash(s) for s in
                                                                                           verified(fill_batch)]))

@@ -81,7 +81,7 @@ from typing import Any
 from p2pgrid.errors import WireError
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
-    consumable_lock, register_kind, take_key, validate_debit,
+    consumable_lock, lock_fate_key, register_kind, take_key, validate_debit,
 )
 from p2pgrid.ledger.extra import prefixed_items
 from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
@@ -471,6 +471,10 @@ def process_charge_bill(state: LedgerState, entry: Entry, body: ChargeBill, rule
         revenue_uc=tariff.revenue_uc + body.amount_uc)
 
 
+def _bill_keys(entry: Entry, body: ChargeBill) -> tuple[bytes, ...]:
+    return (lock_fate_key(body.session_id),)     # it consumes the escrow (chain.lock_fate_key)
+
+
 def _bill_ready(state: LedgerState, entry: Entry, body: ChargeBill) -> bool:
     return session_of(state, body.session_id) is not None and body.session_id in state.locks
 
@@ -478,4 +482,4 @@ def _bill_ready(state: LedgerState, entry: Entry, body: ChargeBill) -> bool:
 register_kind(KindRules(CHARGE_TARIFF_KIND, ChargeTariff, validate_charge_tariff, process_charge_tariff))
 register_kind(KindRules(CHARGE_START_KIND, ChargeStart, validate_charge_start, process_charge_start, _start_keys))
 register_kind(KindRules(CHARGE_BILL_KIND, ChargeBill, validate_charge_bill, process_charge_bill,
-                        is_ready=_bill_ready))
+                        _bill_keys, is_ready=_bill_ready))

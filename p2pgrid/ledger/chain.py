@@ -48,6 +48,9 @@ decline    the seller hands a lock it is named in back to the buyer, at any time
 release    the buyer takes an open lock back once the **seller's own chain** has passed the
            deadline (its certified head's ``time_ms`` ≥ ``deadline_ms``); a no-op if the lock
            was returned already; refused once it is filled
+refund     the buyer takes an open lock back against ``LockExpiry`` promises of a quorum of the
+           committee (each a validator's signed promise never to vote for a consumer of the
+           lock); a no-op if the lock was returned already; refused once it is filled
 =========  ==================================================================================
 
 **One writer per lock.** A lock's fate is decided by the seller's chain alone: its fills (and any
@@ -56,7 +59,21 @@ deadline, and chain times never decrease, so once the seller's chain has an entr
 deadline no consumer of the lock can follow — which is exactly when the buyer's ``release``
 becomes valid. Fill and release can therefore never both be valid, at any validator, whatever the
 vote timing; decline and release may both be certified and return the lock once (the second is a
-no-op), in either order. A buyer whose seller never writes again keeps its lock until it does.
+no-op), in either order.
+
+**A seller that vanished.** If the seller never writes again, the buyer asks the validators for
+``LockExpiry`` promises (``committee.decide_expiry``): a validator gives one once, by its clock,
+the deadline passed ``lock_expiry_grace_ms`` ago and it has voted for no consumer of the lock,
+and records it durably at the lock's *fate key* (``lock_fate_key``), which every consumer (fill,
+swap, share issue, charging bill) also claims — so from then on it refuses them all
+(``already_voted``). With promises of a quorum the buyer certifies a ``refund``. A consumer and a
+refund can never both be certified: each needs 2f+1 validators, so some honest validator would
+have had to vote for the consumer and promise the expiry. The refund's validity is a function of
+the entry (the signatures) and the certified lock only; only *when* promises are given reads a
+clock, which decides nothing but how soon a refund is possible. The one case this cannot decide:
+a seller's fill that stayed undelivered to a quorum for the whole grace while others promised —
+neither side then reaches 2f+1 (documented in docs/PROTOCOL.md; the grace makes it a partition
+longer than an hour of market time).
 
 ``apply_entry`` applies an already-certified entry: certificates are final, so it re-checks only
 what keeps the state well-formed (chain link, lock state) and never the balance. Balances are
@@ -82,7 +99,8 @@ from p2pgrid.errors import DecodeError, LedgerError, OversizeError, SignatureErr
 from p2pgrid.ledger import merkle
 from p2pgrid.ledger.extra import ExtraMap, ExtraOverlay, Overlay
 from p2pgrid.ledger.messages import (
-    GENESIS_HASH, MAX_BODY_BYTES, Burn, Decline, Entry, Fill, Lock, Mint, Release, Transfer, entry_hash,
+    GENESIS_HASH, MAX_BODY_BYTES, Burn, Decline, Entry, Fill, Lock, LockExpiry, Mint, Refund, Release, Transfer,
+    entry_hash,
 )
 from p2pgrid.units import trade_value
 from p2pgrid.wire import Signed, decode, decode_signed, pack, to_plain
@@ -155,6 +173,20 @@ class LedgerRules:
     # How far ahead of a validator's clock an entry's signed time may be before the validator
     # waits for it (it never refuses for it). Market ms; the one clock the rules ever look at.
     clock_skew_ms: int = 5_000
+    # The committee (its validators' keys and epoch): a buyer's ``refund`` carries a quorum of
+    # their ``LockExpiry`` promises. ``LedgerService`` fills these from its committee when empty.
+    committee: tuple[bytes, ...] = ()
+    committee_epoch: int = 0
+    # How long after a lock's deadline (market ms, by its own clock) a validator first promises
+    # never to vote for a consumer of it. Liveness only — validity never reads it: it keeps a
+    # seller's fill that is still on its way from meeting validators that promised already.
+    lock_expiry_grace_ms: int = 3_600_000
+
+    @property
+    def quorum(self) -> int:
+        """2f+1 of the committee (n − f, f = ⌊(n−1)/3⌋)."""
+        n = len(self.committee)
+        return n - (n - 1) // 3
 
 
 @dataclass(frozen=True)
@@ -720,6 +752,17 @@ def _take_keys(entry: Entry, body: Lock) -> tuple[bytes, ...]:
     return (take_key(body.take_id),)
 
 
+def lock_fate_key(take_id: bytes) -> bytes:
+    """The conflict key of every entry that consumes lock ``take_id`` (fill, swap, share issue,
+    charging bill) and of a validator's ``LockExpiry`` promise for it: a validator that promised
+    never votes for a consumer, and one that voted for a consumer never promises."""
+    return b"fate/" + take_id
+
+
+def _fill_keys(entry: Entry, body: Fill) -> tuple[bytes, ...]:
+    return (lock_fate_key(body.take_id),)
+
+
 def validate_lock(state: LedgerState, entry: Entry, body: Lock, rules: LedgerRules) -> None:
     buyer = entry.account
     if body.seller == buyer:
@@ -802,12 +845,18 @@ def seller_passed_deadline(state: LedgerState, record: LockRecord) -> bool:
     return state.head(record.lock.seller).last_time_ms >= record.lock.deadline_ms
 
 
-def validate_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules) -> None:
-    record = known_lock(state, body.take_id)
+def buyers_unfilled_lock(state: LedgerState, entry: Entry, take_id: bytes) -> LockRecord:
+    """The lock ``take_id`` that ``entry`` (its buyer's chain) may take back: the buyer's, not filled."""
+    record = known_lock(state, take_id)
     if record.buyer != entry.account:
-        raise EntryRejected(RejectReason.LOCK_MISMATCH, "only the buyer releases its lock")
+        raise EntryRejected(RejectReason.LOCK_MISMATCH, "only the buyer takes its lock back")
     if record.status is LockStatus.FILLED:
-        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {body.take_id.hex()} is filled")
+        raise EntryRejected(RejectReason.LOCK_CLOSED, f"lock {take_id.hex()} is filled")
+    return record
+
+
+def validate_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules) -> None:
+    record = buyers_unfilled_lock(state, entry, body.take_id)
     if not seller_passed_deadline(state, record):
         raise EntryRejected(RejectReason.DEADLINE_NOT_REACHED,
                             "the seller's chain has not passed the lock's deadline: it may still fill it")
@@ -819,6 +868,33 @@ def _release_ready(state: LedgerState, entry: Entry, body: Release) -> bool:
 
 
 def process_release(state: LedgerState, entry: Entry, body: Release, rules: LedgerRules) -> None:
+    return_lock(state, body.take_id)
+
+
+def validate_refund(state: LedgerState, entry: Entry, body: Refund, rules: LedgerRules) -> None:
+    buyers_unfilled_lock(state, entry, body.take_id)
+    promised = expiry_signers(body.expiries, body.take_id, rules)
+    if not rules.committee or len(promised) < rules.quorum:
+        raise EntryRejected(RejectReason.BAD_BODY,
+                            f"{len(promised)} valid expiry promises of the committee, {rules.quorum} needed")
+
+
+def expiry_signers(expiries: Iterable[bytes], take_id: bytes, rules: LedgerRules) -> set[bytes]:
+    """The committee members whose valid ``LockExpiry`` for ``take_id`` is among ``expiries``."""
+    members = set(rules.committee)
+    signers: set[bytes] = set()
+    for data in expiries:
+        try:
+            expiry = decode_signed(data, LockExpiry).body
+        except (DecodeError, OversizeError, SignatureError, UnknownVersionError):
+            continue
+        if (expiry.validator in members and expiry.take_id == take_id and expiry.zone == rules.zone
+                and expiry.epoch == rules.committee_epoch):
+            signers.add(expiry.validator)
+    return signers
+
+
+def process_refund(state: LedgerState, entry: Entry, body: Refund, rules: LedgerRules) -> None:
     return_lock(state, body.take_id)
 
 
@@ -878,7 +954,8 @@ register_kind(KindRules("burn", Burn, validate_burn, process_burn))
 register_kind(KindRules("lock", Lock, validate_lock, process_lock, _take_keys))
 register_kind(KindRules("release", Release, validate_release, process_release, is_ready=_release_ready))
 register_kind(KindRules("decline", Decline, validate_decline, process_decline, is_ready=_lock_known))
-register_kind(KindRules("fill", Fill, validate_fill, process_fill, is_ready=_lock_known))
+register_kind(KindRules("fill", Fill, validate_fill, process_fill, _fill_keys, is_ready=_lock_known))
+register_kind(KindRules("refund", Refund, validate_refund, process_refund, is_ready=_lock_known))
 
 
 # --- building entries ------------------------------------------------------------------------

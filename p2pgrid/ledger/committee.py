@@ -29,18 +29,26 @@ signatures of distinct members; checking one costs one signature per member per 
 many entries it covers, plus hashing for Merkle inclusion. Signatures that verified are memoised
 by exact (vote, signature) pair (``VerifiedVotes``), so a certificate seen again costs no
 signature checks, while a forged signature is never taken from the memo.
+
+**Expiry promises** (``decide_expiry``): a buyer whose seller never decided its lock asks for
+``LockExpiry`` promises. A validator promises when it has voted for no consumer of the lock (its
+record at ``chain.lock_fate_key``), the lock is not filled, and by its clock the lock's deadline
+passed ``rules.lock_expiry_grace_ms`` ago; it records the promise at that same key, so it never
+votes for a consumer afterwards, and promises again when asked again. The clock here decides
+only *when* a promise is given, never whether an entry is valid.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from p2pgrid.errors import DecodeError, LedgerError, OversizeError
 from p2pgrid.ledger import merkle
 from p2pgrid.ledger.chain import (
-    ChainInconsistent, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, conflict_keys,
-    validate_entry, validate_signed_entry,
+    ChainInconsistent, EntryRejected, LedgerRules, LedgerState, LockStatus, RejectReason, apply_entry,
+    conflict_keys, lock_fate_key, validate_entry, validate_signed_entry,
 )
 from p2pgrid.ledger.messages import (
     Certificate, CertifiedEntries, Entry, Refusal, Rejection, Vote, decode_certified_entry, hash_bytes,
@@ -170,6 +178,46 @@ def _stop(hashes: list[bytes], records: list[tuple[bytes, bytes]], decoded: list
     rejection = Rejection(index, exc.reason.value, exc.detail[:256], exc.is_final)
     return VoteDecision(tuple(hashes), tuple(r for r in records if r[1] in kept), (rejection,), tuple(decoded),
                         refused, already_voted_key)
+
+
+def expiry_mark(take_id: bytes) -> bytes:
+    """What a validator records at a lock's fate key when it promises the lock's expiry: no entry
+    hash (it is the hash of a text no signed entry starts with)."""
+    return hashlib.sha256(b"p2pgrid/lock-expiry-promise/" + take_id).digest()
+
+
+@dataclass(frozen=True)
+class ExpiryDecision:
+    """``promised``: give the ``LockExpiry``; ``record``: the (fate key, mark) to persist first
+    (None when promised before). Otherwise ``reason``, and ``final`` if it never will."""
+
+    promised: bool
+    record: tuple[bytes, bytes] | None = None
+    reason: str = ""
+    final: bool = False
+
+
+def decide_expiry(state: LedgerState, voted: Mapping[bytes, bytes], take_id: bytes, rules: LedgerRules,
+                  now_ms: int) -> ExpiryDecision:
+    """Whether this validator promises never to vote for a consumer of lock ``take_id`` (see the
+    module docstring)."""
+    key, mark = lock_fate_key(take_id), expiry_mark(take_id)
+    earlier = voted.get(key)
+    if earlier == mark:
+        return ExpiryDecision(True)                     # promised before: the same promise again
+    record = state.locks.get(take_id)
+    if record is None:
+        return ExpiryDecision(False, reason=f"no certified lock {take_id.hex()} here (yet)")
+    if record.status is LockStatus.FILLED:
+        return ExpiryDecision(False, reason="the lock is filled", final=True)
+    if earlier is not None:
+        # Voted for a consumer not certified (here) yet: it may still be, or be given up by its owner.
+        return ExpiryDecision(False, reason="voted for an entry consuming this lock")
+    expires_ms = record.lock.deadline_ms + rules.lock_expiry_grace_ms
+    if now_ms < expires_ms:
+        return ExpiryDecision(False, reason=f"the lock's deadline passed less than the grace ago "
+                                            f"({expires_ms - now_ms} ms to go by this validator's clock)")
+    return ExpiryDecision(True, (key, mark))
 
 
 def make_refusal(committee: Committee, key: Signer, entry_hash: bytes, reason: str) -> Signed[Refusal]:

@@ -12,6 +12,8 @@ Signed kinds (one signing path: ``p2pgrid.wire.sign`` / ``decode_signed``, domai
   trusts a certificate need not re-verify the owner's signature.
 * ``p2pgrid/vote/v1`` — ``Vote(validator, zone, epoch, batch_root, batch_size)``: a validator's
   signature over the Merkle root of a batch of entry hashes.
+* ``p2pgrid/lock-expiry/v1`` — ``LockExpiry(validator, zone, epoch, take_id)``: a validator's
+  promise never to vote for an entry consuming a lock (a quorum of them lets the buyer ``refund``).
 
 Unsigned structures (they carry signatures inside):
 
@@ -153,6 +155,18 @@ class Release:
 
 @struct
 @dataclass(frozen=True)
+class Refund:
+    """The buyer takes back a lock its seller never decided, against ``expiries``: signed
+    ``LockExpiry`` promises of a quorum (2f+1) of the committee that they never vote for an entry
+    consuming the lock. A consumer needs 2f+1 votes too, so the two can never both be certified
+    (an honest validator would have to have done both)."""
+
+    take_id: bytes = _id()
+    expiries: tuple[bytes, ...] = field(metadata={"max_len": 128})
+
+
+@struct
+@dataclass(frozen=True)
 class Decline:
     """The seller hands an open lock back to the buyer (a take it will not fill), at any time."""
 
@@ -263,6 +277,41 @@ class Refusal:
     reason: str = field(metadata={"max_len": 64})
 
 
+@message("p2pgrid/lock-expiry", 1, max_bytes=256, signer_field="validator")
+@dataclass(frozen=True)
+class LockExpiry:
+    """A validator's signed, durable promise never to vote for an entry that consumes lock
+    ``take_id`` (a fill, a swap, a share issue, a charging bill). It gives one only if it has voted
+    for no such entry and, by its clock, the lock's deadline passed at least the zone's
+    ``lock_expiry_grace_ms`` ago; from then on it refuses every consumer of the lock."""
+
+    validator: bytes = _key()
+    zone: str = field(metadata={"pattern": ZONE_PATTERN})
+    epoch: int = field(metadata={"min": 0})
+    take_id: bytes = _id()
+
+
+@struct
+@dataclass(frozen=True)
+class ExpiryRequest:
+    """Buyer → validator: promise never to vote for a consumer of lock ``take_id`` (``LockExpiry``)."""
+
+    request_id: int = field(metadata={"min": 0})
+    take_id: bytes = _id()
+
+
+@struct
+@dataclass(frozen=True)
+class ExpiryReply:
+    """Validator → buyer: the signed ``LockExpiry`` (durable before it is sent), or empty with why
+    not (``final``: never, e.g. it voted for a consumer; otherwise ask again later)."""
+
+    request_id: int = field(metadata={"min": 0})
+    expiry: bytes = field(metadata={"max_len": 512})
+    reason: str = field(default="", metadata={"max_len": 256})
+    final: bool = False
+
+
 @struct
 @dataclass(frozen=True)
 class VoteReply:
@@ -324,9 +373,9 @@ class SyncReply:
     more: bool
 
 
-Frame = Union[VoteRequest, VoteReply, Confirm, Confirmed, SyncRequest, SyncReply]
+Frame = Union[VoteRequest, VoteReply, Confirm, Confirmed, SyncRequest, SyncReply, ExpiryRequest, ExpiryReply]
 FRAME_TAGS: dict[str, type] = {"vote_request": VoteRequest, "vote_reply": VoteReply, "confirm": Confirm,
-                               "confirmed": Confirmed,
+                               "confirmed": Confirmed, "expiry_request": ExpiryRequest, "expiry_reply": ExpiryReply,
                                "sync_request": SyncRequest, "sync_reply": SyncReply}
 _TAG_OF = {cls: tag for tag, cls in FRAME_TAGS.items()}
 

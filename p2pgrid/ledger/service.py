@@ -50,6 +50,7 @@ they are cancelled when the service stops, before its store closes.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -67,14 +68,14 @@ from p2pgrid.errors import LedgerError, NetError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import (
     ChainHead, EntryRejected, LedgerRules, LedgerState, RejectReason, apply_entry, apply_ready,
-    StateRootCache, build_entry, validate_entry,
+    StateRootCache, build_entry, expiry_signers, validate_entry,
 )
 from p2pgrid.ledger.committee import (
-    CertificateInvalid, Committee, check_certified_inclusion, decide_vote, make_refusal, make_vote,
+    CertificateInvalid, Committee, check_certified_inclusion, decide_expiry, decide_vote, make_refusal, make_vote,
 )
 from p2pgrid.ledger.messages import (
-    MAX_FRAME_BYTES, Certificate, CertifiedEntries, Confirm, Confirmed, Entry, Rejection, SyncReply, SyncRequest, VoteReply,
-    VoteRequest, decode_certified, decode_frame, encode_certified, encode_frame, entry_hash, hash_bytes,
+    MAX_FRAME_BYTES, Certificate, CertifiedEntries, Confirm, Confirmed, Entry, ExpiryReply, ExpiryRequest, LockExpiry,
+    Rejection, SyncReply, SyncRequest, VoteReply, VoteRequest, decode_certified, decode_frame, encode_certified, encode_frame, entry_hash, hash_bytes,
 )
 from p2pgrid.ledger.protocol import (
     PeerMisbehaved, RoundResult, SyncSession, VerifiedBatch, VoteCollector, verify_batch,
@@ -155,14 +156,14 @@ class _ValidatorLink:
     def __init__(self, stream: FramedStream) -> None:
         self.stream = stream
         self.broken = False
-        self._replies: dict[int, tuple[trio.Event, list[VoteReply]]] = {}
+        self._replies: dict[int, tuple[trio.Event, list[VoteReply | ExpiryReply]]] = {}
         self._confirmed: dict[bytes, trio.Event] = {}
 
     async def read_replies(self) -> None:
         try:
             while True:
                 frame = decode_frame(await self.stream.receive_frame())
-                if isinstance(frame, VoteReply):
+                if isinstance(frame, (VoteReply, ExpiryReply)):
                     waiting = self._replies.pop(frame.request_id, None)
                     if waiting is not None:
                         waiting[1].append(frame)
@@ -183,6 +184,18 @@ class _ValidatorLink:
                 event.set()
 
     async def request_vote(self, request: VoteRequest) -> VoteReply:
+        reply = await self._request(request)
+        if not isinstance(reply, VoteReply):
+            raise PeerMisbehaved("the validator answered a vote request with another frame")
+        return reply
+
+    async def request_expiry(self, request: ExpiryRequest) -> ExpiryReply:
+        reply = await self._request(request)
+        if not isinstance(reply, ExpiryReply):
+            raise PeerMisbehaved("the validator answered an expiry request with another frame")
+        return reply
+
+    async def _request(self, request: VoteRequest | ExpiryRequest) -> VoteReply | ExpiryReply:
         event, box = trio.Event(), []
         self._replies[request.request_id] = (event, box)
         try:
@@ -264,6 +277,10 @@ class LedgerService:
         self.key = key
         self.me = key.public_key   # NodeKey derives it from the seed on each access: keep it
         self._signer = _FastSigner(key)
+        if not config.rules.committee:
+            # The rules carry the committee (a refund's expiry promises are checked against it).
+            config = dataclasses.replace(config, rules=dataclasses.replace(
+                config.rules, committee=config.committee.validators, committee_epoch=config.committee.epoch))
         self.config = config
         self.store = store
         self.transport = transport
@@ -809,6 +826,59 @@ class LedgerService:
             self._fetch_from(peer)   # the proposer holds what this validator waits for
         return VoteReply(request.request_id, vote, decision.rejections, refusal, voted_entry)
 
+    async def handle_expiry_request(self, request: ExpiryRequest) -> ExpiryReply:
+        """The validator's answer to a buyer asking it to promise never to vote for a consumer of
+        a lock (``committee.decide_expiry``): the signed ``LockExpiry``, recorded durably at the
+        lock's fate key before it is sent, or why not."""
+        if not self.is_validator:
+            return ExpiryReply(request.request_id, b"", "not a validator of this zone", True)
+        async with self._vote_lock:     # no await inside: decided against every vote recorded so far
+            decision = decide_expiry(self.state, self._voted, request.take_id, self.rules, self.clock())
+            if decision.record is not None:
+                key, mark = decision.record
+                self._voted[key] = mark
+                self._voted_at[key] = (b"", -1)      # kept until the lock is gone (never by seq)
+        if not decision.promised:
+            return ExpiryReply(request.request_id, b"", decision.reason, decision.final)
+        if decision.record is not None:
+            await self._votes_journal.persist([decision.record], {})
+        expiry = sign(LockExpiry(self.me, self.committee.zone, self.committee.epoch, request.take_id), self._signer)
+        return ExpiryReply(request.request_id, expiry.encoded)
+
+    async def collect_expiries(self, take_id: bytes) -> tuple[list[bytes], dict[bytes, str]]:
+        """Ask every validator for its ``LockExpiry`` of lock ``take_id`` (within the vote
+        timeout); returns the promises given and, per validator that gave none, why."""
+        request = ExpiryRequest(next(self._request_ids), take_id)
+        promises: list[bytes] = []
+        reasons: dict[bytes, str] = {}
+
+        async def ask(validator: bytes) -> None:
+            try:
+                if validator == self.me:
+                    reply = await self.handle_expiry_request(request)
+                else:
+                    reply = await (await self._link(validator)).request_expiry(request)
+            except (NetError, WireError, PeerMisbehaved) as exc:
+                reasons[validator] = f"unreachable: {exc}"
+                link = self._links.pop(validator, None)
+                if link is not None:
+                    await link.aclose()
+                return
+            if reply.expiry and expiry_signers([reply.expiry], take_id, self.rules) == {validator}:
+                promises.append(reply.expiry)
+            else:
+                reasons[validator] = reply.reason or "answered no valid promise"
+
+        with trio.move_on_after(self.config.vote_timeout_s):
+            async with trio.open_nursery() as nursery:
+                for validator in self.committee.validators:
+                    nursery.start_soon(ask, validator)
+        for validator in self.committee.validators:
+            if validator not in reasons and not any(
+                    expiry_signers([p], take_id, self.rules) == {validator} for p in promises):
+                reasons[validator] = "no answer in time"
+        return promises, reasons
+
     async def _serve_votes(self, stream: FramedStream) -> None:
         while True:
             try:
@@ -817,6 +887,8 @@ class LedgerService:
                 return   # a peer that speaks garbage loses its stream
             if isinstance(frame, VoteRequest):
                 await stream.send_frame(encode_frame(await self.handle_vote_request(frame, stream.peer)))
+            elif isinstance(frame, ExpiryRequest):
+                await stream.send_frame(encode_frame(await self.handle_expiry_request(frame)))
             elif isinstance(frame, Confirm):
                 try:
                     await self.receive_certified(frame.batch)
@@ -842,7 +914,8 @@ class LedgerService:
 
     async def _prune_votes(self) -> None:
         """Forget vote records of entries certified here: the certified state enforces them now."""
-        stale = [k for k, (account, seq) in self._voted_at.items() if seq < self.state.head(account).next_seq]
+        stale = [k for k, (account, seq) in self._voted_at.items()
+                 if 0 <= seq < self.state.head(account).next_seq]      # seq −1: an expiry promise
         if stale:
             await self.store.prune_votes()
             for key in stale:

@@ -386,7 +386,8 @@ class LedgerStore:
         if value is None:
             return None
         zone, gateway, limit, epoch, validators = unpack(value, 1 << 20)
-        return LedgerRules(zone, gateway, limit), Committee(zone, epoch, tuple(validators))
+        return (LedgerRules(zone, gateway, limit, committee=tuple(validators), committee_epoch=epoch),
+                Committee(zone, epoch, tuple(validators)))
 
     # --- whole-store checks ----------------------------------------------------------------
 

@@ -36,8 +36,9 @@ class LedgerFixture:
     def __post_init__(self) -> None:
         if not self.validators:
             self.validators = [seeded_key(f"validator-{i}") for i in range(self.n_validators)]
-        self.rules = LedgerRules(self.zone, self.gateway.public_key, self.credit_limit_uc)
         self.committee = Committee(self.zone, 0, tuple(v.public_key for v in self.validators))
+        self.rules = LedgerRules(self.zone, self.gateway.public_key, self.credit_limit_uc,
+                                 committee=self.committee.validators, committee_epoch=self.committee.epoch)
 
     def entry(self, key: NodeKey, head: ChainHead, kind: str, body: Any, time_ms: int = 0) -> Signed[Entry]:
         """``key``'s entry extending ``head``, dated ``time_ms`` (never before the head's date)."""

@@ -104,7 +104,7 @@ from typing import Any
 from p2pgrid.errors import TradingError, WireError
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
-    consumable_lock, known_lock, register_kind, return_lock, validate_debit,
+    consumable_lock, known_lock, lock_fate_key, register_kind, return_lock, validate_debit,
 )
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.market.amm import (
@@ -502,8 +502,11 @@ def process_swap(state: LedgerState, entry: Entry, body: Swap, rules: LedgerRule
 
 
 def _swap_keys(entry: Entry, body: Swap) -> tuple[bytes, ...]:
-    # No key on the lock: a lock's fate is decided by its seller's chain alone (chain.py), and a
-    # second key on it would let the buyer's release and this swap split the votes for ever.
+    # A BUY consumes the buyer's lock: it claims the lock's fate key, as every consumer does, so a
+    # validator that promised the lock's expiry (chain.py, "A seller that vanished") refuses it.
+    # No chain of the buyer claims that key: its release and refund never race this swap's votes.
+    if body.side is Side.BUY:
+        return (b"swap/" + body.swap_id, lock_fate_key(body.swap_id))
     return (b"swap/" + body.swap_id,)
 
 

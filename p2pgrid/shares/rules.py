@@ -128,7 +128,7 @@ from typing import Any
 
 from p2pgrid.ledger.chain import (
     ChainInconsistent, EntryRejected, KindRules, LedgerRules, LedgerState, LockRecord, LockStatus, RejectReason,
-    consumable_lock, register_kind, take_key, validate_debit,
+    consumable_lock, lock_fate_key, register_kind, take_key, validate_debit,
 )
 from p2pgrid.ledger.extra import prefixed_items
 from p2pgrid.ledger.messages import ID_SIZE, MAX_AMOUNT, Entry, Lock
@@ -664,6 +664,10 @@ def process_share_issue(state: LedgerState, entry: Entry, body: ShareIssue, rule
     _store(state, replace(programme.with_holding(held), sold_shares=programme.sold_shares + body.shares))
 
 
+def _issue_keys(entry: Entry, body: ShareIssue) -> tuple[bytes, ...]:
+    return (lock_fate_key(body.buy_id),)     # it consumes the escrow (chain.lock_fate_key)
+
+
 def _issue_ready(state: LedgerState, entry: Entry, body: ShareIssue) -> bool:
     return _buy_of(state, body.buy_id) is not None and body.buy_id in state.locks
 
@@ -782,7 +786,7 @@ def process_share_exit(state: LedgerState, entry: Entry, body: ShareExit, rules:
 register_kind(KindRules(SHARE_OFFER_KIND, ShareOffer, validate_share_offer, process_share_offer))
 register_kind(KindRules(SHARE_BUY_KIND, ShareBuy, validate_share_buy, process_share_buy, _buy_keys))
 register_kind(KindRules(SHARE_ISSUE_KIND, ShareIssue, validate_share_issue, process_share_issue,
-                        is_ready=_issue_ready))
+                        _issue_keys, is_ready=_issue_ready))
 register_kind(KindRules(SHARE_PAYOUT_KIND, SharePayout, validate_share_payout, process_share_payout))
 register_kind(KindRules(SHARE_REDEEM_KIND, ShareRedeem, validate_share_redeem, process_share_redeem,
                         is_ready=_redeem_ready))

@@ -40,7 +40,11 @@
 * **Housekeeping.** Locks this node holds that nobody consumed are released once the seller's
   chain (in this node's certified state) has passed their deadline — usually the seller has
   declined them first — so credits of a failed take come back (from an index of this node's own
-  open locks, not a scan of every lock in the zone).
+  open locks, not a scan of every lock in the zone). A lock whose seller vanished (its chain
+  never passes the deadline) is **refunded**: once the deadline is ``lock_expiry_grace_ms`` of
+  market time behind, the node asks the validators for ``LockExpiry`` promises (in the
+  background, at most one round per lock per ``REFUND_RETRY_S``) and certifies a ``refund`` with
+  a quorum of them (``ledger.chain``, "A seller that vanished").
 * **Neighbour zones** (``market.locality``, ``TradingConfig.grid_fees``). The books also hold the
   orders of the zones this node has a grid fee for, fed by their order gossip (read-only: this
   node publishes only on its home topic). Quotes compare effective prices (``ask + fee`` for a
@@ -61,6 +65,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
+import math
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -72,7 +78,7 @@ import trio
 from p2pgrid.errors import LedgerError, NetError, TradingError, WireError
 from p2pgrid.identity import NodeKey
 from p2pgrid.ledger.chain import LockRecord, LockStatus, RejectReason, WriteLog, decode_body, seller_passed_deadline
-from p2pgrid.ledger.messages import Certificate, Decline, Entry, Fill, Lock, Release, entry_hash
+from p2pgrid.ledger.messages import Certificate, Decline, Entry, Fill, Lock, Refund, Release, entry_hash
 from p2pgrid.ledger.service import BatchRejected, LedgerService
 from p2pgrid.market.book import Depth
 from p2pgrid.market.locality import Locality, ZoneNotTraded, fee_inclusive_depth, route_zones, taker_price
@@ -97,6 +103,9 @@ Clock = Callable[[], int]
 BOOK_CHANGES_BUFFER = 4096
 # Refusals after which the same order may be taken again at once, for what the maker says is left.
 RE_ROUTABLE = frozenset({RefuseReason.INSUFFICIENT_REMAINING.value, RefuseReason.NOT_RESERVED.value})
+log = logging.getLogger(__name__)
+
+REFUND_RETRY_S = 5.0                     # real seconds between two rounds of expiry promises for one lock
 DECLINE_WAIT_TICKS = 20                  # housekeeping ticks a refused take's lock is looked for
 TRADE_ZONES_KEPT_MS = 24 * 3600 * 1000   # after a slot's metering deadline: it has settled by then
 
@@ -173,6 +182,7 @@ class TradingStats:
     takes_refused: dict[str, int] = field(default_factory=dict)
     executions: int = 0
     releases: int = 0
+    refunds: int = 0
     declines: int = 0
     quorum_retries: int = 0
     book_changes_dropped: int = 0
@@ -219,6 +229,8 @@ class TradingService:
         self._own_open_locks: dict[bytes, None] = {}           # take id → (ordered set)
         self._sold_open_locks: dict[bytes, None] = {}          # open locks naming this node as seller
         self._to_decline: dict[bytes, int] = {}                # takes refused or failed → ticks left to see the lock
+        self._refund_tried: dict[bytes, float] = {}            # take id → real time of its last expiry round
+        self._nursery: trio.Nursery | None = None              # set by run(): background refunds
         self._requests = RequestStreams(transport, TAKE_PROTOCOL, MAX_TAKE_BYTES)
         self._server = StreamServer(self._answer_frame)
         # Book changes for whoever follows them (RPC subscriptions); bounded, and dropped rather
@@ -725,6 +737,29 @@ class TradingService:
                     self.stats.releases += 1
                 except LedgerError:
                     continue   # the state tells next tick (a decline may have returned it meanwhile)
+            elif self.clock() >= record.lock.deadline_ms + self.ledger.rules.lock_expiry_grace_ms:
+                self._start_refund(take_id)
+
+    def _start_refund(self, take_id: bytes) -> None:
+        """Start a round of expiry promises for a lock whose seller vanished, unless one ran lately."""
+        now = self.real_clock()
+        if self._nursery is None or now < self._refund_tried.get(take_id, -math.inf) + REFUND_RETRY_S:
+            return
+        self._refund_tried[take_id] = now
+        self._nursery.start_soon(self._refund, take_id)
+
+    async def _refund(self, take_id: bytes) -> None:
+        promises, reasons = await self.ledger.collect_expiries(take_id)
+        if len(promises) < self.ledger.rules.quorum:
+            log.info("lock %s: %d of %d expiry promises (%s); asking again later", take_id.hex()[:8], len(promises),
+                     self.ledger.rules.quorum, "; ".join(sorted(set(reasons.values())))[:200])
+            return
+        try:
+            await self.ledger.submit(self.ledger.next_entry("refund", Refund(take_id=take_id, expiries=tuple(promises))))
+            self.stats.refunds += 1
+            self._refund_tried.pop(take_id, None)
+        except LedgerError as exc:
+            log.info("refund of lock %s not certified (%s); asking again later", take_id.hex()[:8], exc)
 
     async def _decline_locks(self) -> None:
         """Hand back the locks naming this node as seller that it will not fill: those of takes it
@@ -894,6 +929,7 @@ class TradingService:
         self.transport.set_stream_handler(TAKE_PROTOCOL, self._server.serve, max_frame_bytes=MAX_TAKE_BYTES)
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 if consume_gossip:
                     nursery.start_soon(self._consume_orders, self.gossip)
                 for neighbour in self.neighbour_gossip:      # read-only books of neighbour zones

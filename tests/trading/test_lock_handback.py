@@ -127,3 +127,32 @@ async def test_a_pool_host_declines_a_lock_of_its_pool_left_open_at_its_deadline
         assert station.pool_host.stats.expired_declined == 1
         assert buyer.ledger.balance() == CREDITS
         await converge(nodes)
+
+
+async def test_a_buyer_whose_seller_vanished_after_the_lock_gets_it_back_by_a_quorum_of_expiry_promises(tmp_path):
+    """The seller is an account no node runs: its chain never passes the deadline, so ``release``
+    never becomes valid. Once the deadline is the expiry grace behind, the buyer's housekeeping
+    collects the validators' promises and certifies a ``refund``; every replica agrees."""
+    clock = SteppedClock()
+    async with open_trading_cluster("memory", 5, tmp_path, clock=clock) as nodes:
+        await fund(nodes, CREDITS)
+        buyer = nodes[1]
+        vanished = os.urandom(32)
+        take_id, order_id = os.urandom(16), os.urandom(16)
+        deadline = clock() + 60_000
+        await buyer.ledger.submit(buyer.ledger.next_entry("lock", Lock(
+            take_id=take_id, seller=vanished, order_id=order_id, order_owner=vanished, order_size_wh=500,
+            qty_wh=500, price=PRICE, amount=trade_value(500, PRICE), deadline_ms=deadline)))
+        assert buyer.ledger.balance() == CREDITS - trade_value(500, PRICE)
+        clock.offset_ms += 60_000 + buyer.ledger.rules.lock_expiry_grace_ms // 2
+        # Half the grace after the deadline: no validator promises yet, the lock stays.
+        promises, reasons = await buyer.ledger.collect_expiries(take_id)
+        assert promises == [] and all("grace" in r for r in reasons.values())
+        clock.offset_ms += buyer.ledger.rules.lock_expiry_grace_ms
+        with trio.fail_after(60):
+            await wait_until(lambda: all(n.ledger.state.locks.get(take_id) is not None
+                                         and n.ledger.state.locks[take_id].status is LockStatus.RELEASED
+                                         for n in nodes))
+        assert buyer.trading.stats.refunds == 1 and buyer.trading.stats.releases == 0
+        assert buyer.ledger.balance() == CREDITS and buyer.ledger.state.locked_total() == 0
+        await converge(nodes)
