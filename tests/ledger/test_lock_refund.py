@@ -138,3 +138,33 @@ def test_a_consumer_and_a_refund_never_both_reach_a_quorum(events, byzantine):
     fill_certified = assemble_certificate(FX.committee, fill_votes) is not None
     _, refund = refund_verdict(state, promises)
     assert not (fill_certified and refund.accepted)
+
+
+async def test_a_validators_promise_survives_its_restart(tmp_path):
+    """The promise is durable before it is sent: after a restart the validator still refuses the
+    lock's fill and gives the same promise again."""
+    from p2pgrid.ledger.messages import ExpiryRequest, VoteRequest
+    from p2pgrid.ledger.service import LedgerConfig
+    from p2pgrid.ledger.testing import open_ledger_node
+    from p2pgrid.net.memory import MemoryNetwork
+
+    config = LedgerConfig(FX.rules, FX.committee, vote_timeout_s=5.0, sync_interval_s=0)
+    state = LedgerState()
+    mint = FX.entry_on(state, FX.gateway, "mint", Mint(ALICE.public_key, 10**6), NOW)
+    process_entry(state, mint, FX.rules)
+    lock = FX.entry_on(state, ALICE, "lock", Lock(TAKE, BOB.public_key, ORDER, BOB.public_key, 100, 100, 1000,
+                                                   trade_value(100, 1000), DEADLINE), NOW)
+    process_entry(state, lock, FX.rules)
+    fill = FX.entry_on(state, BOB, "fill", Fill(TAKE, ALICE.public_key, ORDER, 100, 1000), DEADLINE - 1)
+    validator, db = FX.validators[0], tmp_path / "validator.db"
+    now = [DEADLINE + GRACE]
+    async with open_ledger_node(MemoryNetwork(), validator, db, config, clock=lambda: now[0]) as ledger:
+        await ledger.receive_certified(FX.certify([mint, lock]))
+        reply = await ledger.handle_expiry_request(ExpiryRequest(1, TAKE))
+        assert reply.expiry and not reply.reason
+    async with open_ledger_node(MemoryNetwork(), validator, db, config, clock=lambda: now[0]) as ledger:
+        vote = await ledger.handle_vote_request(VoteRequest(2, (fill.encoded,)))
+        assert not vote.vote and vote.rejections[0].reason == RejectReason.ALREADY_VOTED.value
+        assert vote.rejections[0].final and vote.refusal
+        again = await ledger.handle_expiry_request(ExpiryRequest(3, TAKE))
+        assert again.expiry == reply.expiry
