@@ -111,6 +111,24 @@ DIAL_ON_DEMAND_TIMEOUT_S = 10.0
 LIBRARY_PRUNER_GRACE_S = 10 * 365 * 86400.0   # py-libp2p's pruner: no connection ever leaves grace
 TEARDOWN_TIMEOUT_S = 15.0      # a failed host that takes longer to stop is abandoned
 IDENTIFY_PUSH_DELAY_S = 0.2    # handlers registered within this time share one identify push
+IDENTIFY_RETRY_S = 5.0         # how often peers whose identify failed (or never ran) are identified again
+
+
+async def _identify_unidentified(host: Any) -> None:
+    """Identify again every connected peer the library has not identified. It identifies a peer
+    once, when the connection opens, and gives up for good if that times out (10 s: a busy
+    machine); ``supports`` would then say no for that peer for as long as the connection lasts,
+    so book reconciliation and ledger anti-entropy would never ask it. Uses the library's own
+    scheduler (a no-op for a peer identified or being identified)."""
+    schedule = getattr(host, "_schedule_identify", None)
+    identified = getattr(host, "_identified_peers", None)
+    if schedule is None or identified is None:
+        return      # another py-libp2p: nothing to repair with
+    while True:
+        await trio.sleep(IDENTIFY_RETRY_S)
+        for peer_id in host.get_connected_peers():
+            if peer_id not in identified:
+                schedule(peer_id, reason="retry")
 
 
 class TransportDown(NetError):
@@ -699,6 +717,7 @@ class Libp2pTransport:
             gen.nursery.start_soon(_reannounce_subscriptions, gen.pubsub)
         if gen.discovery is not None:
             gen.nursery.start_soon(gen.discovery.run)
+        gen.nursery.start_soon(_identify_unidentified, gen.host)
         if self._started:
             logger.info("libp2p host restarted on %s; dialling %d known peers again",
                         ", ".join(self.listen_addrs), len(redial))

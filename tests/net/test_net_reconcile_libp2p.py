@@ -76,3 +76,22 @@ async def test_a_protocol_registered_after_connecting_is_learned_by_the_peer():
         assert not b.supports(a.local_peer, "/p2pgrid/nobody-serves-this/1")
         assert not b.supports(cluster_keys(3, seed=4)[2].public_key, protocol), "not connected"
 
+
+
+async def test_a_peer_whose_identify_failed_is_identified_again():
+    """py-libp2p identifies a peer once, on connecting, and gives up if that times out (a busy
+    machine): without another try, ``supports`` would say no for the whole connection, and the
+    peer would never be asked for books or ledger entries."""
+    keys = cluster_keys(2, seed=5)
+    async with open_libp2p_transport(keys[0], LOOPBACK) as a, open_libp2p_transport(keys[1], LOOPBACK) as b:
+        with trio.fail_after(BOUND_S):
+            await b.connect(a.listen_addrs[0])
+            a.set_stream_handler(BOOKS_PROTOCOL, lambda stream: stream.aclose())
+            await wait_until(lambda: b.supports(a.local_peer, BOOKS_PROTOCOL))
+            # As if the identify exchange had timed out: nothing known of the peer's protocols.
+            host = b._gen.host
+            peer_id = next(p for p in host.get_connected_peers())
+            host.get_peerstore().clear_protocol_data(peer_id)
+            host._identified_peers.pop(peer_id, None)
+            assert not b.supports(a.local_peer, BOOKS_PROTOCOL)
+            await wait_until(lambda: b.supports(a.local_peer, BOOKS_PROTOCOL))
