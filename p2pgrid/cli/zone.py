@@ -39,6 +39,7 @@ from p2pgrid.wire import ZONE_PATTERN, sign
 
 APPROVE_TIMEOUT_S = 90.0
 REQUEST_FILE = "join-request.txt"
+TEXT_FORM = "p2pgrid-"          # what every one-line form starts with (INVITE_PREFIX, REQUEST_PREFIX)
 
 
 class gateway_calls:  # noqa: N801 — a namespace of call builders, as ``p2pgrid.rpc.client.calls``
@@ -149,8 +150,8 @@ def do_zone_invite(args: argparse.Namespace) -> int:
 # --- join ---------------------------------------------------------------------------------------
 
 def read_text_arg(value: str, prefix: str, what: str, error: type[ConfigError]) -> str:
-    """``value`` itself when it is the one-line form, else the content of the file it names."""
-    if value.strip().startswith(prefix):
+    """``value`` itself when it is a one-line form (``p2pgrid-…:``), else the content of the file it names."""
+    if value.strip().startswith(TEXT_FORM):
         return value
     try:
         return Path(value).expanduser().read_text()
