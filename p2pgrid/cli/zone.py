@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -137,13 +138,15 @@ def do_zone_invite(args: argparse.Namespace) -> int:
                          int(time.time() * 1000)), key)
     text = invite_text(signed)
     read_invite(text)                       # what we hand out must be joinable
+    # With the bundle on stdout (`zone invite > invite.txt`), the notes go to stderr: stdout is the bundle alone.
+    notes = sys.stdout if args.out is not None else sys.stderr
     if args.out is not None:
         Path(args.out).write_text(text + "\n")
         print(f"join bundle for zone {config.zone.id} written to {args.out}")
     else:
-        print(text)
+        print(text, flush=True)
     print(f"operator {key.account[:16]} — a neighbour checks it with `p2pgrid join BUNDLE --operator "
-          f"{key.account[:16]} …`", flush=True)
+          f"{key.account[:16]} …`", file=notes, flush=True)
     return 0
 
 

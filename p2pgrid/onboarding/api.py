@@ -33,11 +33,15 @@ CERTIFY_WAIT_S = 60.0
 POLL_S = 0.1
 
 
-class NotTheGateway(LedgerError):
+class CannotApprove(LedgerError):
+    """The approval was refused; nothing was written."""
+
+
+class NotTheGateway(CannotApprove):
     """Only the zone gateway's node registers meters and funds accounts."""
 
 
-class AlreadyApproved(LedgerError):
+class AlreadyApproved(CannotApprove):
     """The meter key or the account is registered already."""
 
 
@@ -52,7 +56,7 @@ class GatewayApi:
         if ledger is None or not is_gateway_node(node.config, node.key.public_key):
             raise NotTheGateway("this node is not its zone's gateway: run `zone approve` against the operator's node")
         if account == node.key.public_key:
-            raise AlreadyApproved("the gateway account is the grid itself: it is never metered")
+            raise CannotApprove("the gateway account is the grid itself: it is never metered")
         amount = node.config.gateway.fund_uc if fund_uc is None else fund_uc
         async with self.lock:
             by_meter = meter_registration_of(ledger.state, meter_key)

@@ -169,6 +169,15 @@ def test_a_bundle_whose_preset_names_another_gateway_is_refused(street):
                                             invite.issued_ms), stranger)))
 
 
+def test_the_bundle_printed_alone_on_stdout_can_be_redirected_to_a_file(street, tmp_path, capsys):
+    op, _ = street
+    code, out, err = run_cli(capsys, "zone", "invite", "--data-dir", op)
+    assert code == 0, err
+    assert out.count("\n") == 1 and out.startswith(INVITE_PREFIX) and "--operator" in err
+    (tmp_path / "redirected.txt").write_text(out)
+    assert run_cli(capsys, "join", tmp_path / "redirected.txt", "--data-dir", tmp_path / "anna")[0] == 0
+
+
 def test_invite_is_refused_on_a_node_that_is_not_the_gateway(street, tmp_path, capsys):
     _, bundle = street
     assert run_cli(capsys, "join", bundle, "--data-dir", tmp_path / "anna")[0] == 0
