@@ -25,14 +25,15 @@ import time
 from pathlib import Path
 
 from p2pgrid.cli.common import add_config_args, config_from_args, load_node_key, open_client, read_passphrase
-from p2pgrid.config import ROLES, SlotSection, TariffSection, Validator, ZoneSection
+from p2pgrid.config import ROLES, SlotSection, TariffSection, Validator, ZoneSection, load_config
 from p2pgrid.errors import ConfigError, RpcError
-from p2pgrid.identity import NodeKey
+from p2pgrid.identity import NodeKey, load_keystore
 from p2pgrid.node.api import peer_id_base58
 from p2pgrid.onboarding.invite import (INVITE_PREFIX, MAX_EXPORT_W, REQUEST_PREFIX, Invite, InvalidInvite, InvalidJoinRequest,
                                        JoinRequest, invite_text, parse_preset, read_invite, read_join_request,
                                        render_preset, request_text)
-from p2pgrid.onboarding.node_dir import create_node_dir, free_loopback_port, refuse_existing
+from p2pgrid.onboarding.node_dir import (CONFIG_FILE, KEYSTORE_FILE, create_node_dir, free_loopback_port,
+                                         refuse_existing)
 from p2pgrid.rpc.api import ApprovalView
 from p2pgrid.rpc.client import Call, RpcCallError
 from p2pgrid.units import format_credits
@@ -163,15 +164,31 @@ def read_text_arg(value: str, prefix: str, what: str, error: type[ConfigError]) 
                     f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
+def kept_identity(data_dir: Path, passphrase: bytes | None, port: int) -> tuple[NodeKey, int]:
+    """``join --keep-key``: the key of the node ``p2pgrid init`` made in ``data_dir`` (a neighbour
+    who opted in as a validator gave the operator its account and address before the zone
+    existed), and the fixed port its config listens on unless ``--port`` names one."""
+    key = load_keystore(data_dir / KEYSTORE_FILE, passphrase)
+    if not port:
+        try:
+            listen = load_config(data_dir / CONFIG_FILE).network.listen
+        except ConfigError:
+            listen = ()
+        ports = [int(m.group(1)) for m in (re.search(r"/tcp/(\d+)$", a) for a in listen) if m]
+        port = next((p for p in ports if p), 0)
+    return key, port
+
+
 def do_join(args: argparse.Namespace) -> int:
     from p2pgrid.settlement.service import load_or_create_meter_key
 
     invite = read_invite(read_text_arg(args.bundle, INVITE_PREFIX, "join bundle", InvalidInvite),
                          zone=args.zone, operator_prefix=args.operator).body
     data_dir = Path(args.data_dir).expanduser().resolve()
-    refuse_existing(data_dir, force=args.force, preset=True)
+    refuse_existing(data_dir, force=args.force, preset=True, keep_key=args.keep_key)
     passphrase_file = Path(args.passphrase_file).expanduser().resolve() if args.passphrase_file else None
     passphrase = read_passphrase(passphrase_file)
+    key, port = kept_identity(data_dir, passphrase, args.port) if args.keep_key else (None, args.port)
     export_w = args.export_w if args.export_w is not None else (0 if args.role == "consumer" else args.pv_w)
     for option, value in (("--export-w", export_w), ("--pv-w", args.pv_w), ("--battery-wh", args.battery_wh),
                           ("--port", args.port)):
@@ -179,8 +196,8 @@ def do_join(args: argparse.Namespace) -> int:
             raise ConfigError(f"{option}: {value} is out of range (0 to {MAX_EXPORT_W})")
     name = args.name or data_dir.name or "node"
     new = create_node_dir(data_dir, name=name, role=args.role, zone=invite.zone, passphrase=passphrase,
-                          passphrase_file=passphrase_file, port=args.port, bootstrap=invite.bootstrap,
-                          preset_text=invite.preset, force=args.force)
+                          passphrase_file=passphrase_file, port=port, bootstrap=invite.bootstrap,
+                          preset_text=invite.preset, key=key, force=args.force or args.keep_key)
     meter = load_or_create_meter_key(data_dir, new.config.devices.meter.key_file)
     request = sign(JoinRequest(new.key.public_key, meter.public_key, invite.zone, new.config.node.name, args.role,
                                export_w, args.pv_w, args.battery_wh, int(time.time() * 1000)), new.key)
@@ -287,4 +304,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     join.add_argument("--request-out", metavar="FILE", help=f"where to write the join request (default DATA_DIR/{REQUEST_FILE})")
     join.add_argument("--passphrase-file", help="seal the keystore with the first line of this file")
     join.add_argument("--force", action="store_true", help="replace an existing keystore, config and preset")
+    join.add_argument("--keep-key", action="store_true",
+                      help="keep the keystore (and port) `p2pgrid init` made in DATA_DIR: for a neighbour named "
+                           "as a validator at `zone init`")
     join.set_defaults(func=do_join)

@@ -95,9 +95,10 @@ class NewNode:
         return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
 
 
-def refuse_existing(data_dir: Path, *, force: bool, preset: bool) -> None:
-    """``ConfigError`` if the data dir already holds a node (keystore, config, preset) and not ``force``."""
-    names = [KEYSTORE_FILE, CONFIG_FILE] + ([PRESET_FILE] if preset else [])
+def refuse_existing(data_dir: Path, *, force: bool, preset: bool, keep_key: bool = False) -> None:
+    """``ConfigError`` if the data dir already holds a node (keystore, config, preset) and not
+    ``force``; with ``keep_key`` its keystore and config are expected (they are reused / replaced)."""
+    names = ([] if keep_key else [KEYSTORE_FILE, CONFIG_FILE]) + ([PRESET_FILE] if preset else [])
     for existing in (data_dir / name for name in names):
         if existing.exists() and not force:
             raise ConfigError(f"{existing} already exists (use --force to replace it)")

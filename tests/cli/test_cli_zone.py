@@ -178,6 +178,31 @@ def test_the_bundle_printed_alone_on_stdout_can_be_redirected_to_a_file(street, 
     assert run_cli(capsys, "join", tmp_path / "redirected.txt", "--data-dir", tmp_path / "anna")[0] == 0
 
 
+def test_a_neighbour_who_opts_in_as_validator_keeps_the_key_and_port_it_gave_the_operator(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "init", "--data-dir", tmp_path / "vera", "--port", "24555")
+    assert code == 0, err
+    vera = load_keystore(tmp_path / "vera" / "node.key")
+    address = out.split("listen ", 1)[1].split()[0]
+    code, out, err = run_cli(capsys, "zone", "init", "--data-dir", tmp_path / "op", "--zone", "street",
+                             "--validator", f"{vera.account}={address}")
+    assert code == 0, err
+    assert "2 validators: an entry is final with 2 of 2 votes" in out
+    operator = load_config(tmp_path / "op" / "config.toml")
+    assert [v.public_key for v in operator.zone.validators][1:] == [vera.account]
+    assert operator.network.bootstrap == (address,)
+    assert run_cli(capsys, "zone", "invite", "--data-dir", tmp_path / "op", "--out", tmp_path / "invite.txt")[0] == 0
+    # Without --keep-key the node made by `init` is not replaced by accident.
+    code, _, err = run_cli(capsys, "join", tmp_path / "invite.txt", "--data-dir", tmp_path / "vera")
+    assert code == 1
+    assert_one_error_line(err, "already exists")
+    code, out, err = run_cli(capsys, "join", tmp_path / "invite.txt", "--data-dir", tmp_path / "vera", "--keep-key")
+    assert code == 0, err
+    joined = load_config(tmp_path / "vera" / "config.toml")
+    assert load_keystore(tmp_path / "vera" / "node.key") == vera
+    assert joined.network.listen == ("/ip4/127.0.0.1/tcp/24555",) and joined.zone == operator.zone
+    assert f"listen {address}\n" in out
+
+
 def test_invite_is_refused_on_a_node_that_is_not_the_gateway(street, tmp_path, capsys):
     _, bundle = street
     assert run_cli(capsys, "join", bundle, "--data-dir", tmp_path / "anna")[0] == 0
