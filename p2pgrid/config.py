@@ -630,6 +630,15 @@ def build_config(raw: Mapping[str, Any], *, base_dir: Path, overrides: Mapping[s
     return dataclasses.replace(config, node=node, source=source)
 
 
+def zone_from_preset(preset: Mapping[str, Any]) -> ZoneSection:
+    """The ``ZoneSection`` of already-parsed zone preset data (a table holding one ``[zone]`` table),
+    checked by the same rules as a node config's; raises ``ConfigError`` naming the field."""
+    unknown = set(preset) - {"zone"}
+    if unknown:
+        raise ConfigError(f"a zone preset may only hold a [zone] table, found {sorted(unknown)}")
+    return _build(ZoneSection, _deep_copy(preset.get("zone", {})), "zone.")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"section.key=value"`` → (dotted key, value). The value is TOML if it parses, else a string."""
     key, sep, value = text.partition("=")

@@ -26,6 +26,7 @@ PURE_PACKAGES = {
     "p2pgrid/shares": ("service.py", "api.py"),
     "p2pgrid/pools": ("host.py", "client.py", "node_service.py", "delivery.py"),
     "p2pgrid/invest": ("report.py",),
+    "p2pgrid/onboarding": ("api.py", "node_dir.py"),
     "p2pgrid/trading": ("service.py", "node_service.py", "own_orders.py", "testing.py"),
     "p2pgrid/devices": ("aio.py", "sampler.py", "sunspec.py", "mqtt.py", "real_set.py", "service.py", "telemetry_store.py",
                         "api.py"),

@@ -52,6 +52,9 @@ from p2pgrid.ledger.service import SYNC_PROTOCOL, VOTE_PROTOCOL, ledger_topic  #
 from p2pgrid.ledger.testing import seeded_key  # noqa: E402
 from p2pgrid.settlement.metering import MeterReading, MeterRegistration, MeterRegistrationV2  # noqa: E402
 from p2pgrid.net.framing import encode_frame as frame_bytes  # noqa: E402
+from p2pgrid.config import Validator, ZoneSection  # noqa: E402
+from p2pgrid.node.api import peer_id_base58  # noqa: E402
+from p2pgrid.onboarding.invite import Invite, JoinRequest, render_preset  # noqa: E402
 from p2pgrid.net.orders import orders_topic, pools_topic  # noqa: E402
 from p2pgrid.net.reconcile import OpenItems, compute_digest, differing_slots, item_key  # noqa: E402
 from p2pgrid.net.reconcile_messages import (  # noqa: E402
@@ -449,6 +452,7 @@ def build() -> dict[str, Any]:
                                   "body of a meter_registration entry"))
     messages.append(signed_vector("meter-registration-v2", sign(registrations[0][2], KEYS["gateway"]),
                                   "v1 plus export_w; carried unsigned as the body of a meter_registration_v2 entry"))
+    messages += onboarding_vectors()
     for who, offset in (("alice", 10_000), ("bob", 20_000)):
         ledger.certify(f"meter-{who}", [(f"meter-{who}", g(who, "meter", MeterEntryBody(signed_readings[who].encoded),
                                                            SLOT_END + offset))])
@@ -525,6 +529,22 @@ def build() -> dict[str, Any]:
                            refusal_reply[:2]) + books_exchanges(offer, cancel),
         "book_digests": book_digests(offer, bid, cancel),
     }
+
+
+def onboarding_vectors() -> list[dict[str, Any]]:
+    """The join bundle and join request (``p2pgrid.onboarding.invite``): never on the network, they
+    travel as text lines (``p2pgrid-invite:`` / ``p2pgrid-request:`` + URL-safe base64 of the
+    encoded bytes, no padding) between the operator and a neighbour."""
+    gateway = PUB["gateway"]
+    address = f"/ip4/127.0.0.1/tcp/4101/p2p/{peer_id_base58(gateway)}"
+    zone = ZoneSection(id=ZONE, gateway_account=gateway.hex(), validators=(Validator(gateway.hex(), address),))
+    invite = Invite(gateway, ZONE, render_preset(zone), (address,), NOW)
+    request = JoinRequest(PUB["alice"], PUB["alice-meter"], ZONE, "alice", "household", 6000, 6000, 10_000, NOW)
+    return [signed_vector("invite", sign(invite, KEYS["gateway"]),
+                          "the operator's join bundle: zone preset (TOML text) and bootstrap addresses, signed by "
+                          "the gateway the preset names"),
+            signed_vector("join-request", sign(request, KEYS["alice"]),
+                          "a neighbour's answer: account, meter key, role and nameplate, signed by the account")]
 
 
 def book_digests(offer: Signed[Order], bid: Signed[Order], cancel: Signed[Cancel]) -> list[dict[str, Any]]:

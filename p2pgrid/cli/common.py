@@ -28,11 +28,11 @@ from p2pgrid.errors import ConfigError, KeystoreError, LedgerError, P2PGridError
 from p2pgrid.identity import NodeKey, load_keystore
 from p2pgrid.node.rpc import live_endpoint
 from p2pgrid.node.status import read_status
+from p2pgrid.onboarding.node_dir import CONFIG_FILE
 from p2pgrid.rpc.api import NodeInfo
 from p2pgrid.rpc.client import RpcClient
 from p2pgrid.units import SlotRules
 
-CONFIG_FILE = "config.toml"
 RPC_TIMEOUT_S = 10.0
 
 

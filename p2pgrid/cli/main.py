@@ -2,7 +2,7 @@
 
 Contract for command modules: ``register(subparsers)`` adds sub-commands whose parsers
 ``set_defaults(func=do_something)``; ``do_something(args) -> int`` is the exit code. Node commands
-live in ``node_commands``, the offline device check in ``devices``, the meter key in ``meter``,
+live in ``node_commands``, creating and joining a zone in ``zone``, the offline device check in ``devices``, the meter key in ``meter``,
 trading through the running node in ``trade``, pool shares in ``shares``, EV charging in
 ``charging``, and ``ledger``, ``settlement`` and ``invest`` read the node's ledger. What they share
 is in ``common``; no command module imports another.
@@ -70,12 +70,12 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pgrid.cli import charging, devices, invest, ledger, meter, node_commands, settlement, shares, trade
+    from p2pgrid.cli import charging, devices, invest, ledger, meter, node_commands, settlement, shares, trade, zone
 
     parser = OneLineArgumentParser(prog="p2pgrid", description="Peer-to-peer energy trading node.")
     parser.add_argument("--version", action="version", version=f"p2pgrid {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node_commands, devices, meter, trade, ledger, settlement, invest, shares, charging):
+    for module in (node_commands, zone, devices, meter, trade, ledger, settlement, invest, shares, charging):
         module.register(subparsers)
     return parser
 

@@ -22,58 +22,24 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from p2pgrid.cli.common import (CONFIG_FILE, RPC_TIMEOUT_S, add_config_args, config_from_args, configure_logging,
+from p2pgrid.cli.common import (RPC_TIMEOUT_S, add_config_args, config_from_args, configure_logging,
                                 load_node_key, node_slot, open_client, read_passphrase, running_status)
 from p2pgrid.clock import clock_from_config
-from p2pgrid.config import ROLES, NodeConfig, load_config
+from p2pgrid.config import ROLES, NodeConfig
 from p2pgrid.data_dir import pid_alive
 from p2pgrid.errors import ConfigError, KeystoreError, RpcError
-from p2pgrid.identity import NodeKey, load_keystore, save_keystore
-from p2pgrid.node.api import peer_id_base58
+from p2pgrid.identity import load_keystore
+from p2pgrid.onboarding.node_dir import create_node_dir, refuse_existing
 from p2pgrid.node.status import read_status
 from p2pgrid.rpc.client import calls
 from p2pgrid.rpc.errors import RpcCallError
 from p2pgrid.wire import ZONE_PATTERN, Side, Source
 
-
-
-def render_init_config(*, name: str, role: str, zone: str, passphrase_file: Path | None, port: int = 0,
-                       bootstrap: Sequence[str] = ()) -> str:
-    """The config file ``init`` writes next to the keystore (data_dir "." = the file's directory):
-    listening on 127.0.0.1 at ``port``, RPC on (it serves 127.0.0.1 only), bootstrapped to
-    ``bootstrap`` (one running node of the zone is enough: discovery finds the rest)."""
-    lines = [
-        "# Written by `p2pgrid init`. Every key is explained in node-configs/*.toml;",
-        "# unknown keys are refused at start-up.",
-        "[node]",
-        f"name = {json.dumps(name)}",
-        'data_dir = "."            # relative to this file: the directory holding it',
-        f"role = {json.dumps(role)}",
-    ]
-    if passphrase_file is not None:
-        lines.append(f"passphrase_file = {json.dumps(str(passphrase_file))}")
-    lines += [
-        "",
-        "[zone]",
-        f"id = {json.dumps(zone)}",
-        "",
-        "[network]",
-        f'listen = ["/ip4/127.0.0.1/tcp/{port}"]   # 127.0.0.1 only unless you mean to expose the node',
-        f"bootstrap = {json.dumps(list(bootstrap))}   # one running node of the zone is enough: discovery finds the rest",
-        "",
-        "[rpc]",
-        "enabled = true             # how `p2pgrid order place`, `book`, `trade`, … reach the running node",
-        "port = 0                   # JSON-RPC listens on 127.0.0.1 only; 0 = a free port (see rpc.json)",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -85,44 +51,19 @@ def do_init(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     if not re.fullmatch(ZONE_PATTERN, args.zone):
         raise ConfigError(f"--zone: {args.zone!r} is not a zone id")
-    keystore = data_dir / "node.key"
-    config_path = data_dir / CONFIG_FILE
-    for existing in (keystore, config_path):
-        if existing.exists() and not args.force:
-            raise ConfigError(f"{existing} already exists (use --force to replace it)")
+    refuse_existing(data_dir, force=args.force, preset=False)
     passphrase_file = Path(args.passphrase_file).expanduser().resolve() if args.passphrase_file else None
     passphrase = read_passphrase(passphrase_file)
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = NodeKey.generate()
-    save_keystore(keystore, key, passphrase)
-    name = args.name or data_dir.name or "node"
-    port = args.port if args.port else free_loopback_port()
-    config_path.write_text(render_init_config(name=_safe_name(name), role=args.role, zone=args.zone,
-                                              passphrase_file=passphrase_file, port=port,
-                                              bootstrap=args.bootstrap))
-    load_config(config_path)   # what we wrote must load
-    peer_id = peer_id_base58(key.public_key)
-    print(f"account {key.account}")
-    print(f"peer id {peer_id}")
-    print(f"listen /ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}")
-    print(f"keystore {keystore} ({'sealed with passphrase' if passphrase else 'unsealed'}, mode 0600)")
-    print(f"config {config_path} (RPC on 127.0.0.1)")
+    new = create_node_dir(data_dir, name=args.name or data_dir.name or "node", role=args.role, zone=args.zone,
+                          passphrase=passphrase, passphrase_file=passphrase_file, port=args.port,
+                          bootstrap=args.bootstrap, force=args.force)
+    print(f"account {new.key.account}")
+    print(f"peer id {new.peer_id}")
+    print(f"listen {new.address}")
+    print(f"keystore {new.keystore} ({'sealed with passphrase' if passphrase else 'unsealed'}, mode 0600)")
+    print(f"config {new.config_path} (RPC on 127.0.0.1)")
     print("the listen address is what other nodes put in [network] bootstrap to reach this one")
     return 0
-
-
-def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 now, below the kernel's ephemeral range (``net.ports``):
-    written into the config so the node's address (and the bootstrap line others copy) stays the
-    same across restarts, and no outgoing connection takes it meanwhile."""
-    from p2pgrid.net.ports import free_fixed_ports
-
-    return free_fixed_ports(1)[0]
-
-
-def _safe_name(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name)[:32]
-    return cleaned or "node"
 
 
 def do_run(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 certificates, read offline from a node's ledger database (like ``p2pgrid ledger``).
 
     p2pgrid settle show --slot SLOT  [--db FILE | --data-dir DIR]    one settled slot, per account
+                                                                     (SLOT ``last``: the latest settled)
     p2pgrid statement   --day DAY    [--account ACCOUNT] …           per account, the day's slots
     p2pgrid certs                    [--account ACCOUNT] …           green certificates held/retired
 
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show = commands.add_parser("show", help="one settled slot: energy and money per account")
     _add_db_args(show)
     show.add_argument("--slot", required=True, type=parse_slot, metavar="SLOT",
-                      help="slot start: Unix seconds or YYYY-MM-DDTHH:MM (UTC)")
+                      help="slot start: Unix seconds, YYYY-MM-DDTHH:MM (UTC), or last (the latest settled)")
     show.set_defaults(func=do_settle_show)
 
     statement = subparsers.add_parser("statement", help="an account's settled slots of one day")
@@ -55,8 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     certs.set_defaults(func=do_certs)
 
 
+LAST_SETTLED = -1     # ``--slot last``: the latest slot settled in the ledger
+
+
 def parse_slot(text: str) -> int:
     text = text.strip()
+    if text == "last":
+        return LAST_SETTLED
     if text.isdigit():
         return int(text)
     try:
@@ -85,7 +91,13 @@ def slot_label(slot: int) -> str:
 
 def do_settle_show(args: argparse.Namespace, console: Console | None = None) -> int:
     state, _ = _run(_load_state, db_path(args))
-    (console or Console()).print(render_settlement(state, args.slot))
+    slot = args.slot
+    if slot == LAST_SETTLED:
+        settled = settled_slots(state)
+        if not settled:
+            raise NotSettled("no slot is settled in this ledger yet")
+        slot = settled[-1]
+    (console or Console()).print(render_settlement(state, slot))
     return 0
 
 

@@ -41,6 +41,7 @@ Every method reads the node's live services; nothing is cached that the node alr
   ``p2pgrid.shares.api.ShareApi`` (see there).
 * **Charging** — ``charge_tariffs`` / ``charge_start`` / ``charge_sessions`` / ``charge_release``
   are ``p2pgrid.charging.api.ChargingApi`` (see there).
+* **Gateway** — ``approve_member`` is ``p2pgrid.onboarding.api.GatewayApi`` (see there).
 
 Events: ``run()`` drains ``TradingService.book_changes`` (the one consumer of that channel) and
 follows the ledger; each book change becomes a ``BookUpdate`` (the new total at the changed price
@@ -78,6 +79,7 @@ import trio
 import p2pgrid
 from p2pgrid.agent.agent_trader import PV_GATE_EXPERTS, AgentTrader, SeriesForecaster
 from p2pgrid.charging.api import ChargingApi
+from p2pgrid.onboarding.api import GatewayApi
 from p2pgrid.devices.api import NoReadingYet, telemetry_view
 from p2pgrid.devices.base import DeviceKind
 from p2pgrid.devices.service import DeviceService, SlotTelemetry, WithDevices
@@ -89,7 +91,7 @@ from p2pgrid.ledger.messages import Fill, entry_hash
 from p2pgrid.market.errors import InvalidOrder, UnknownOrder
 from p2pgrid.market.router import BookLeg, PoolLeg
 from p2pgrid.rpc.api import (
-    Balance, BookLevel, BookSnapshot, BookUpdate, Certificate, ChargeRole, ChargeSessionView, ChargeTariffView,
+    ApprovalView, Balance, BookLevel, BookSnapshot, BookUpdate, Certificate, ChargeRole, ChargeSessionView, ChargeTariffView,
     Execution, Forecast, ForecastPoint, LedgerEntryView, NodeInfo, OrderRequest, OrderStatus, OrderView, PeerInfo,
     PoolView, RouteLeg, RouteQuote, ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView,
     SlotSettlement, Telemetry, TradeView, Venue,
@@ -235,6 +237,7 @@ class LiveNodeApi:
         # Trades found by the first ledger scan are history: kept for trade_list but not streamed
         # (so metrics do not count them again after a restart); every later trade is streamed.
         self._history_read = False
+        self._approvals = trio.Lock()       # one neighbour's approval at a time (p2pgrid.onboarding.api)
 
     @property
     def zone(self) -> str:
@@ -487,6 +490,12 @@ class LiveNodeApi:
 
     async def charge_release(self, session_id: bytes) -> ChargeSessionView:
         return await ChargingApi(self.node).release(session_id)
+
+    # --- Gateway (p2pgrid.onboarding.api) ----------------------------------------------------
+
+    async def approve_member(self, account: bytes, meter_key: bytes, export_w: int,
+                             fund_uc: int | None) -> ApprovalView:
+        return await GatewayApi(self.node, self._approvals).approve(account, meter_key, export_w, fund_uc)
 
     # --- EventSource --------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ __all__ = [
     "Telemetry", "TradeView", "Trading", "Venue", "node_api_mismatches",
     "ShareBuyStatus", "ShareBuyView", "ShareExitView", "SharePositionView", "ShareProgrammeView", "Shares",
     "ChargeRole", "ChargeSessionStatus", "ChargeSessionView", "ChargeTariffView", "Charging",
+    "ApprovalView", "Gateway",
 ]
 
 
@@ -405,6 +406,16 @@ class ChargeSessionView:
     status: ChargeSessionStatus
 
 
+@dataclass(frozen=True)
+class ApprovalView:
+    """A neighbour admitted to the zone by its gateway: both entries certified."""
+
+    account: bytes
+    meter_key: bytes
+    export_w: int             # the registered export capacity, W (meter_registration v2)
+    funded_uc: int            # credits minted to the account now (0: none, or funded before)
+
+
 # --- capabilities -------------------------------------------------------------------------------
 
 class MarketView(Protocol):
@@ -526,7 +537,19 @@ class Charging(Protocol):
         ...
 
 
-class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Shares, Charging, Protocol):
+class Gateway(Protocol):
+    """The zone operator's node admitting neighbours (``p2pgrid zone approve``)."""
+
+    async def approve_member(self, account: bytes, meter_key: bytes, export_w: int,
+                             fund_uc: int | None) -> ApprovalView:
+        """As the zone's gateway: certify the registration of ``meter_key`` for ``account`` with
+        ``export_w``, then mint ``fund_uc`` (None: ``[gateway] fund_uc``) to an account never
+        funded before. Raises a ``LedgerError`` (``NotTheGateway``, ``AlreadyApproved``) and
+        writes nothing if this node is not the gateway or the meter or account is registered."""
+        ...
+
+
+class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Shares, Charging, Gateway, Protocol):
     """Everything the RPC server needs from a node."""
 
 

@@ -17,6 +17,7 @@ from p2pgrid.rpc.api import (Balance, BookSnapshot, Certificate, DeviceView, Exe
                              TradeView, Trading)
 from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView, Shares
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionView, ChargeTariffView, Charging
+from p2pgrid.rpc.api import ApprovalView, Gateway
 from p2pgrid.rpc.jsonrpc import Method
 from p2pgrid.rpc.subscriptions import Session, Topic
 from p2pgrid.wire import MAX_PRICE, MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, Source
@@ -162,6 +163,16 @@ async def charging_release(node: Charging, p: P, s: Session) -> ChargeSessionVie
     return await node.charge_release(p["session_id"])
 
 
+# --- the zone gateway admitting neighbours -----------------------------------------------------------
+
+MAX_EXPORT_W = 10**9
+MAX_FUND_UC = 10**15
+
+
+async def gateway_approve(node: Gateway, p: P, s: Session) -> ApprovalView:
+    return await node.approve_member(p["account"], p["meter_key"], p["export_w"], p["fund_uc"])
+
+
 def _method(name: str, call: Any, summary: str, *params: c.Param[Any]) -> Method:
     return Method(name, tuple(params), call, summary)
 
@@ -224,4 +235,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             c.Param("role", c.choice(ChargeRole), ChargeRole.DRIVER, doc='"driver" or "station"')),
     _method("charging_release", charging_release, "take back an unbilled session's escrow after its deadline",
             c.Param("session_id", c.hex_bytes(CHARGE_ID_SIZE), doc="session id, 32 hex digits")),
+    # the zone gateway
+    _method("gateway_approve", gateway_approve,
+            "as the zone gateway: register a neighbour's meter (with its export capacity) and fund it", account,
+            c.Param("meter_key", c.hex_bytes(PUBLIC_KEY_SIZE), doc="the neighbour's meter public key, hex"),
+            c.Param("export_w", c.integer(0, MAX_EXPORT_W), doc="what the connection can export, W"),
+            c.Param("fund_uc", c.optional(c.integer(0, MAX_FUND_UC)), None,
+                    doc="credits to mint to a new account, µc (null: the gateway's [gateway] fund_uc)")),
 ]}

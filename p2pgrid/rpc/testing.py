@@ -35,6 +35,7 @@ from p2pgrid.rpc.api import (Balance, BookLevel, BookSnapshot, BookUpdate, Certi
 from p2pgrid.rpc.api import (ShareBuyStatus, ShareBuyView, ShareExitView, SharePositionView,
                              ShareProgrammeView)
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionStatus, ChargeSessionView, ChargeTariffView
+from p2pgrid.rpc.api import ApprovalView
 from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Side, Source
@@ -68,6 +69,10 @@ class FakeChargeRefused(LedgerError):
     pass
 
 
+class FakeAlreadyApproved(LedgerError):
+    pass
+
+
 @dataclass
 class FakeNode:
     """A ``NodeApi`` with in-memory state. ``now_ms`` is the market clock; tests set it."""
@@ -96,6 +101,8 @@ class FakeNode:
     share_exits: dict[bytes, int] = field(default_factory=dict)         # programme id → shares asked back
     charge_tariff_list: list[ChargeTariffView] = field(default_factory=list)
     charge_session_list: dict[bytes, ChargeSessionView] = field(default_factory=dict)   # session id → session
+    approvals: dict[bytes, ApprovalView] = field(default_factory=dict)   # meter key → approval
+    fund_uc: int = 0                                                     # the fake zone's [gateway] fund_uc
     _seq: int = 0
     _counter: int = 0
 
@@ -386,6 +393,20 @@ class FakeNode:
         released = replace(session, status=ChargeSessionStatus.RELEASED)
         self.charge_session_list[session_id] = released
         return released
+
+    # --- Gateway ------------------------------------------------------------------------------
+
+    async def approve_member(self, account: bytes, meter_key: bytes, export_w: int,
+                             fund_uc: int | None) -> ApprovalView:
+        self._enter("approve_member")
+        if meter_key in self.approvals or any(a.account == account for a in self.approvals.values()):
+            raise FakeAlreadyApproved(f"account {account.hex()[:16]}… or meter key {meter_key.hex()[:16]}… "
+                                      "is registered already")
+        amount = self.fund_uc if fund_uc is None else fund_uc
+        self.balances[account] = self.balances.get(account, 0) + amount
+        approval = ApprovalView(account, meter_key, export_w, amount)
+        self.approvals[meter_key] = approval
+        return approval
 
     # --- EventSource --------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ after a restart the readings chain on from what the ledger holds: counters never
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
@@ -137,8 +138,16 @@ class MeterNodeService:
                                   until_ms=until_s * 1000 if until_s else None,
                                   delay_ms=spread_delay_ms(node.key.public_key, rules.grace_s),
                                   first_slot=first_slot)
+        log.info("meter key %s… registered by the zone gateway: metering from slot %s",
+                 key.public_key.hex()[:16], _slot_text(self.meter.next_slot))
         self.started.set()
         await self.meter.run()
+
+
+def _slot_text(slot: int) -> str:
+    """A slot for a log line: its start in UTC and as Unix seconds (as `settle show --slot` takes it)."""
+    start = dt.datetime.fromtimestamp(slot, dt.timezone.utc)
+    return f"{start:%Y-%m-%d %H:%M:%S} UTC ({slot})"
 
 
 def metering_services(config: NodeConfig) -> list[Any]:

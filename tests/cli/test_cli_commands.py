@@ -10,20 +10,7 @@ from p2pgrid.cli.main import main
 from p2pgrid.config import load_config
 from p2pgrid.identity import load_keystore
 from p2pgrid.node.api import peer_id_base58
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error_line(err, *words):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("p2pgrid: error: ")
-    for word in words:
-        assert word in lines[0]
+from cli_helpers import assert_one_error_line, run_cli
 
 
 def test_init_writes_a_0600_keystore_and_a_config_that_loads(tmp_path, capsys):

@@ -10,6 +10,8 @@ Each node's simulated site is driven by a constant series (Wh per slot): the sel
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -149,7 +151,8 @@ def readings_of(node: Node, account: bytes) -> list:
 
 
 @pytest.mark.slow
-async def test_nodes_trade_meter_their_devices_and_the_gateway_registers_and_settles_every_slot(tmp_path):
+async def test_nodes_trade_meter_their_devices_and_the_gateway_registers_and_settles_every_slot(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="p2pgrid.settlement.node_service")
     community = Community(tmp_path)
     rules = community.configs["gateway"].zone.slot_rules
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
@@ -166,6 +169,10 @@ async def test_nodes_trade_meter_their_devices_and_the_gateway_registers_and_set
         await started_metering(community)
         # The gateway is the grid: it meters nothing.
         assert not any(isinstance(s, MeterNodeService) and s.meter for s in gateway.services)
+        # Each metered node says from which slot it meters, once its meter is registered.
+        starts = [re.search(r"metering from slot \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((\d+)\)", r.getMessage())
+                  for r in caplog.records if "metering from slot" in r.getMessage()]
+        assert len(starts) == 3 and all(m is not None and int(m.group(1)) % SLOT_S == 0 for m in starts)
 
         slot = rules.tradable_slots(SystemClock().now_ms())[1]   # trading for it closes 2-4 s from now
         seller.trading.place_order(Side.SELL, 1200, 200_000, slot, green=True, source=Source.PV)
