@@ -33,7 +33,9 @@ The **no-trading baseline** is ``b = s = 0`` on the same profiles and tariffs.
   difference), and from the ledger its metered import / export, imbalance money, meter entries of
   the due slots, certificates received / retired and final balance. The report's totals of these
   columns are reconciled against the community-wide figures above (``simnet.summary``).
-* per-slot series for the plots: ``imbalance_per_slot`` (settled slots, from the ledger),
+* per-slot series for the plots: ``series_wh`` (community load, PV, import and export with and
+  without trading, traded Wh, and ``import_optimum``: the least-import optimum's import),
+  ``imbalance_per_slot`` (settled slots, from the ledger),
   ``soc_per_slot`` (each battery's state of charge in the energy model), ``latency_series``.
 * ``method`` (added by ``simnet.simulate``): scenario, data sources, speed, transport, seed and
   the command that reproduces the run; ``headline`` and ``reconciliation`` (``simnet.summary``):
@@ -204,6 +206,7 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
     self_sufficiency = {"trading": share(totals["import"], totals["consumption"]),
                         "baseline": share(totals["import0"], totals["consumption"])}
     if reference is not None:
+        series["import_optimum"] = [round(v) for v in reference.optima[opt.Objective.IMPORT].schedule.import_wh]
         best_ss = reference.optima[opt.Objective.IMPORT].figures.self_sufficiency
         self_sufficiency["optimum"] = None if best_ss is None else round(best_ss, 4)
         self_sufficiency["fraction_of_optimum_gain"] = opt.fraction_of_gain(
@@ -327,8 +330,7 @@ def zone_peak_import(model: opt.CommunityModel, series: dict[str, list[int]],
         return null("no slot")
     to_w = 3600 / model.slot_s
     minimum = round(best.best(opt.Objective.PEAK_IMPORT) * to_w) if best is not None else None
-    return _compared("W", round(max(series["import"]) * to_w), round(max(series["import_baseline"]) * to_w), minimum,
-                     slot_s=model.slot_s)
+    return _compared("W", round(max(series["import"]) * to_w), round(max(series["import_baseline"]) * to_w), minimum)
 
 
 def _ledger_readers(community: dict[str, Any]) -> list[str]:

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 UC_PER_CREDIT = 1_000_000
-EXPECTED_NULLS = ("charging",)    # null when the scenario has no public charging: nothing to flag
+# Null by the scenario's nature, nothing to flag: no public charging; a run without evening slots.
+EXPECTED_NULLS = ("charging", "evening_import")
 
 
 def credits(uc: int | float | None) -> float | None:
@@ -130,7 +131,7 @@ def _of_optimum(kpi: dict[str, Any]) -> str:
     if fraction is None:
         return "goal / optimum: the best any schedule reaches (perfect foresight); it gains nothing over no trading"
     return (f"goal / optimum: the best any schedule reaches (perfect foresight); this run reached "
-            f"{percent(fraction):.1f} % of its gain over no trading")
+            f"{100 * fraction:.1f} % of its gain over no trading")
 
 
 def _optimum_figures(kpis: dict[str, Any]) -> dict[str, Any]:

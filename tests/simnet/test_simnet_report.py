@@ -114,6 +114,7 @@ def test_headline_compares_the_run_with_no_trading_and_with_the_community_optimu
     # This six-hour run ends at 15:00 CET: no evening slot, and the row says so.
     evening = rows["Evening grid import (slots 17–22 h CET)"]
     assert evening[1] == "not computed" and "the run has no evening slot" in evening[5]
+    assert not any("evening" in note for note in attention(kpis, checks))    # by the run's hours, not a fault
     welfare = rows["Welfare (book and pool trades) vs a central pay-as-clear auction"]
     assert welfare[1] == f"{100 * kpis['welfare_with_pools']['value']:.1f} %" and welfare[4] == "100.0 %"
     # A run with evening slots: kWh, the difference, the optimum and the share of its gain reached.
@@ -221,6 +222,7 @@ def test_older_kpis_without_the_new_keys_still_render():
         kpis.pop(key)
     for key in ("optimum", "fraction_of_optimum_gain"):
         kpis["self_sufficiency"].pop(key)
+    kpis["series_wh"].pop("import_optimum")
     page, tables = page_of(kpis, checks)
     assert "no method record" in page and "Nothing to reconcile" in page
     rows = {r[0]: r for r in tables.tables["headline"][1:]}
