@@ -173,7 +173,7 @@ def tolerance(value: float) -> float:
     return 1e-6 * max(1.0, abs(value)) + 1e-3
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.data())
 def test_the_optimum_is_never_worse_than_any_feasible_schedule(data):
     model = data.draw(communities())
@@ -184,7 +184,7 @@ def test_the_optimum_is_never_worse_than_any_feasible_schedule(data):
         assert best.best(objective) <= opt.value_of(theirs, objective) + tolerance(opt.value_of(theirs, objective))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(communities(simnet_batteries=True))
 def test_the_optimum_is_never_worse_than_no_trading_even_holding_the_batteries_end_state(model):
     # simnet's sites: their greedy self-consumption is the baseline; the optimum's batteries end
