@@ -16,7 +16,13 @@ The **no-trading baseline** is ``b = s = 0`` on the same profiles and tariffs.
   SMARD day-ahead price of the slot.
 * welfare: Σ qty × (bid limit − offer limit) of the certified trades (each buy request counts as a
   bid at its limit) as % of a central pay-as-clear auction (``p2pgrid.market.auction``) over the
-  same offers and buy requests, slot by slot.
+  same offers and buy requests, slot by slot: ``welfare_with_pools`` with pool trades and pools on
+  both sides (``WELFARE_DEFINITION``), ``welfare_vs_central_auction`` book trades only.
+* compared with no trading and with the community optimum (``simnet.optimum``: a perfect-foresight
+  linear program over every series and battery of the run, ``community_optimum``), each with its
+  ``fraction_of_optimum_gain``: self-sufficiency, ``community_cost`` (Σ bills), ``evening_import``
+  (slots starting 17–22 h CET), ``zone_peak_import`` (the highest slot's import, W).
+  docs/KPIS.md defines them.
 * certification latency: real seconds from a buy's start to its certified trades.
 * gossip delivery ratio: orders seen per node / orders published, over the nodes that ran to the end.
 * settlement (from the certified ledger): slots settled, meter entries settled, imbalance µc
@@ -27,7 +33,9 @@ The **no-trading baseline** is ``b = s = 0`` on the same profiles and tariffs.
   difference), and from the ledger its metered import / export, imbalance money, meter entries of
   the due slots, certificates received / retired and final balance. The report's totals of these
   columns are reconciled against the community-wide figures above (``simnet.summary``).
-* per-slot series for the plots: ``imbalance_per_slot`` (settled slots, from the ledger),
+* per-slot series for the plots: ``series_wh`` (community load, PV, import and export with and
+  without trading, traded Wh, and ``import_optimum``: the least-import optimum's import),
+  ``imbalance_per_slot`` (settled slots, from the ledger),
   ``soc_per_slot`` (each battery's state of charge in the energy model), ``latency_series``.
 * ``method`` (added by ``simnet.simulate``): scenario, data sources, speed, transport, seed and
   the command that reproduces the run; ``headline`` and ``reconciliation`` (``simnet.summary``):
@@ -48,23 +56,27 @@ from typing import Any
 
 from p2pgrid.agent.runlog import ORDERS_LOG, TRADES_LOG, read_jsonl
 from p2pgrid.charging.rules import sessions, tariffs
-from p2pgrid.errors import WireError
-from p2pgrid.ledger.chain import LedgerState, LockStatus
+from p2pgrid.errors import P2PGridError, WireError
+from p2pgrid.ledger.chain import LedgerState, LockStatus, decode_body
+from p2pgrid.market.amm import BPS
 from p2pgrid.market.auction import clear
 from p2pgrid.market.orders import BookOrder
+from p2pgrid.node.ledger import LEDGER_DB
 from p2pgrid.node.status import read_status
-from p2pgrid.pools.entries import PoolRecord
+from p2pgrid.pools.entries import POOL_OPEN_KIND, PoolRecord
 from p2pgrid.settlement.certificates import total_wh
 from p2pgrid.settlement.entries import certificates_of, meter_entries_for_slot, settled_slots, settlement_of
 from p2pgrid.settlement.rules import Reason
-from p2pgrid.wire import Order, decode_signed
-from simnet.community import ENERGY_FILE, Energy
+from p2pgrid.wire import Order, Side, decode_signed
+from simnet import optimum as opt
+from simnet.community import ENERGY_FILE, ROUND_TRIP, SOC_MAX, SOC_MIN, Energy
 from simnet.scenario import Scenario
 
 KPI_KEYS = ("self_sufficiency", "self_consumption", "savings_per_household", "savings_per_participant",
             "traded_volume_wh", "prices_per_slot", "volume_share", "welfare_vs_central_auction",
             "certification_latency_s", "gossip_delivery_ratio", "settlement", "trades", "run",
-            "participants", "imbalance_per_slot", "soc_per_slot", "latency_series")
+            "participants", "imbalance_per_slot", "soc_per_slot", "latency_series",
+            "welfare_with_pools", "community_cost", "evening_import", "zone_peak_import", "community_optimum")
 
 
 @dataclass(frozen=True)
@@ -151,8 +163,10 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
     n_slots = len(community["day_ahead"])
     series = {k: [0] * n_slots for k in ("load", "pv", "import", "import_baseline", "export", "export_baseline",
                                          "traded")}
+    energies: dict[str, Energy] = {}
     for p in people:
         energy = Energy.from_json((nodes_dir / p["name"] / ENERGY_FILE).read_text())
+        energies[p["name"]] = energy
         if energy.soc:
             soc[p["name"]] = energy.soc
         # Bills in nanocredits (Wh × µc/kWh) summed exactly, rounded to µc once per participant,
@@ -185,9 +199,21 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         return round(1 - one_minus / of, 4) if of else None
 
     households = {n: v for n, v in savings.items() if n.startswith("household")}
+    model = community_model(community, people, energies)
+    best = solve_optimum(model)
+    optimum_json = best if isinstance(best, dict) else optimum_record(model, best)
+    reference = best if isinstance(best, opt.CommunityOptimum) else None
+    self_sufficiency = {"trading": share(totals["import"], totals["consumption"]),
+                        "baseline": share(totals["import0"], totals["consumption"])}
+    if reference is not None:
+        series["import_optimum"] = [round(v) for v in reference.optima[opt.Objective.IMPORT].schedule.import_wh]
+        best_ss = reference.optima[opt.Objective.IMPORT].figures.self_sufficiency
+        self_sufficiency["optimum"] = None if best_ss is None else round(best_ss, 4)
+        self_sufficiency["fraction_of_optimum_gain"] = opt.fraction_of_gain(
+            self_sufficiency["trading"], self_sufficiency["baseline"], self_sufficiency["optimum"])
+    pools = read_pool_offers(nodes_dir, _ledger_readers(community), state)
     kpis: dict[str, Any] = {
-        "self_sufficiency": {"trading": share(totals["import"], totals["consumption"]),
-                             "baseline": share(totals["import0"], totals["consumption"])},
+        "self_sufficiency": self_sufficiency,
         "self_consumption": ({"trading": share(totals["export"], totals["pv"]),
                               "baseline": share(totals["export0"], totals["pv"])} if totals["pv"]
                              else null("no PV in the community")),
@@ -210,8 +236,107 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "imbalance_per_slot": imbalance_per_slot(state, start_s, slot_s),
         "soc_per_slot": soc,
         "latency_series": latency_series(trades, pool_ids, run.get("started_wall_s")),
+        "welfare_with_pools": (welfare_with_pools(trades, orders, pools) if isinstance(pools, dict)
+                               else null(f"the pools' opening prices could not be read: {pools}")),
+        "community_cost": community_cost(bills, reference),
+        "evening_import": evening_import(model, series, reference),
+        "zone_peak_import": zone_peak_import(model, series, reference),
+        "community_optimum": optimum_json,
     }
     return kpis
+
+
+# --- the community optimum and the KPIs compared with it (docs/KPIS.md) -----------------------
+
+OPTIMUM_METHOD = (
+    "perfect-foresight linear program over every participant's load and PV per slot and every battery "
+    "(capacity, 0.5 C power, round-trip efficiency, state-of-charge band, starting state of charge as in the "
+    "run, ending no lower than without trading), grid import at retail, export at feed-in, exchange between "
+    "members free; each KPI's optimum solved "
+    "on its own (simnet.optimum), then the cheapest schedule holding it; solver HiGHS (scipy)")
+
+
+def community_model(community: dict[str, Any], people: list[dict[str, Any]],
+                    energies: dict[str, Energy]) -> opt.CommunityModel:
+    """The run's community as ``simnet.optimum`` models it: the sites' series and batteries with
+    the physics of ``simnet.community.self_consumption``."""
+    sites = []
+    for p in people:
+        energy = energies[p["name"]]
+        capacity = p.get("battery_wh", 0)
+        # The battery ends no lower than its no-trading schedule leaves it (``simnet.optimum``),
+        # less the rounding of that state of charge to 4 decimals.
+        end = max(SOC_MIN, energy.soc[-1] - 1e-4) if energy.soc else None
+        battery = opt.Battery(capacity, capacity / 2, ROUND_TRIP, SOC_MIN, SOC_MAX, 0.5, end) if capacity > 0 else None
+        sites.append(opt.Site(p["name"], tuple(energy.load), tuple(energy.pv), battery))
+    return opt.CommunityModel(community["slot_s"], community["profile_start_ms"] // 1000, community["retail_price"],
+                              community["feed_in_price"], tuple(sites))
+
+
+def solve_optimum(model: opt.CommunityModel) -> opt.CommunityOptimum | dict[str, Any]:
+    """Every objective's optimum, or a null KPI saying why there is none."""
+    if not model.sites or not model.n_slots:
+        return null("no participant or no slot")
+    try:
+        from simnet.highs import solve
+        return opt.community_optimum(model, solve)
+    except ImportError as exc:
+        return null(f"scipy is not installed (pip install -e .[sim]): {exc}")
+    except opt.OptimumError as exc:
+        return null(str(exc))
+
+
+def optimum_record(model: opt.CommunityModel, best: opt.CommunityOptimum) -> dict[str, Any]:
+    """kpis.json's ``community_optimum``: each objective's optimum and the figures of its schedule."""
+    return {"method": OPTIMUM_METHOD, "slots": model.n_slots, "sites": len(model.sites),
+            "batteries": len(model.batteries), "battery_wh": round(sum(b.capacity_wh for b in model.batteries)),
+            "consumption_wh": round(model.consumption_wh()),
+            "objectives": {o.value: best.optima[o].figures.to_json() for o in best.optima}}
+
+
+def _compared(unit: str, trading: float | int | None, baseline: float | int | None,
+              best: float | int | None, **extra: Any) -> dict[str, Any]:
+    return {"unit": unit, "trading": trading, "baseline": baseline, "optimum": best,
+            "fraction_of_optimum_gain": opt.fraction_of_gain(trading, baseline, best), **extra}
+
+
+def community_cost(bills: dict[str, dict[str, int]], best: opt.CommunityOptimum | None) -> dict[str, Any]:
+    """The community's bill (Σ participants' bills: imports × retail − exports × feed-in, trades net
+    out), with trading, without, and the least any schedule could pay."""
+    if not bills:
+        return null("no participant")
+    minimum = round(best.best(opt.Objective.COST)) if best is not None else None
+    return _compared("µc", sum(b["bill_uc"] for b in bills.values()), sum(b["bill_baseline_uc"] for b in bills.values()),
+                     minimum)
+
+
+def evening_import(model: opt.CommunityModel, series: dict[str, list[int]],
+                   best: opt.CommunityOptimum | None) -> dict[str, Any]:
+    """Community grid import over the slots starting 17:00–22:00 CET."""
+    evening = opt.evening_mask(model.start_s, model.slot_s, len(series["import"]))
+    window = "slots starting 17:00–22:00 CET"
+    if not any(evening):
+        return null(f"the run has no evening slot ({window})")
+    trading = sum(v for v, e in zip(series["import"], evening) if e)
+    baseline = sum(v for v, e in zip(series["import_baseline"], evening) if e)
+    minimum = round(best.best(opt.Objective.EVENING_IMPORT)) if best is not None else None
+    return _compared("Wh", trading, baseline, minimum, window=window, slots=sum(evening))
+
+
+def zone_peak_import(model: opt.CommunityModel, series: dict[str, list[int]],
+                     best: opt.CommunityOptimum | None) -> dict[str, Any]:
+    """The zone's highest community grid import in one slot, as mean power over the slot (W)."""
+    if not series["import"]:
+        return null("no slot")
+    to_w = 3600 / model.slot_s
+    minimum = round(best.best(opt.Objective.PEAK_IMPORT) * to_w) if best is not None else None
+    return _compared("W", round(max(series["import"]) * to_w), round(max(series["import_baseline"]) * to_w), minimum)
+
+
+def _ledger_readers(community: dict[str, Any]) -> list[str]:
+    """Nodes whose ledger copy may hold the pools' openings: the operator first."""
+    names = [p["name"] for p in community["participants"]]
+    return sorted(names, key=lambda n: n != "operator")
 
 
 def _nc_to_uc(nanocredits: int) -> int:
@@ -423,7 +548,8 @@ def welfare(trades: list[Trade], orders: dict[str, tuple[str, Order]],
             pool_ids: set[str] | None = None) -> dict[str, Any]:
     """Gains from trade of the certified book trades / those of a central pay-as-clear auction over
     the same logged orders. Trades with a pool are left out of both sides (the auction has no
-    pools); the buyers' surplus on them (Wh × (bid limit − average price)) is reported next to it."""
+    pools); the buyers' surplus on them (Wh × (bid limit − average price)) is reported next to it.
+    ``welfare_with_pools`` counts the pools on both sides."""
     pool_ids = pool_ids or set()
     decentral = 0
     pool_surplus = 0
@@ -437,16 +563,7 @@ def welfare(trades: list[Trade], orders: dict[str, tuple[str, Order]],
         if bid is None or offer is None:
             return null(f"trade {t.take_id[:8]} has no logged buy request or offer")
         decentral += t.qty_wh * (bid[1].limit_price - offer[1].limit_price)
-    by_slot: dict[int, list[BookOrder]] = defaultdict(list)
-    for kind, order in orders.values():
-        if kind in ("offer", "buy_request"):
-            by_slot[order.slot].append(BookOrder(order.order_id, order.owner, order.side, order.qty_wh,
-                                                 order.limit_price, order.created_ms, order.expiry_ms))
-    central = 0
-    for book in by_slot.values():
-        result = clear(book)
-        prices = {o.order_id: o.price for o in book}
-        central += sum(f.qty_wh * (prices[f.buy_order_id] - prices[f.sell_order_id]) for f in result.fills)
+    central = _central_welfare(_book_orders_by_slot(orders))
     if central <= 0:
         return {**null("the central auction finds no gains from trade over these orders"),
                 "decentralised_nc": decentral, "central_nc": central, "pool_buyers_surplus_nc": pool_surplus}
@@ -454,6 +571,106 @@ def welfare(trades: list[Trade], orders: dict[str, tuple[str, Order]],
             "pool_buyers_surplus_nc": pool_surplus,
             "unit": "fraction of the central pay-as-clear welfare (nanocredits = Wh × µc/kWh); "
                     "book trades only, pool trades' buyer surplus reported apart"}
+
+
+def _book_orders_by_slot(orders: dict[str, tuple[str, Order]]) -> dict[int, list[BookOrder]]:
+    by_slot: dict[int, list[BookOrder]] = defaultdict(list)
+    for kind, order in orders.values():
+        if kind in ("offer", "buy_request"):
+            by_slot[order.slot].append(BookOrder(order.order_id, order.owner, order.side, order.qty_wh,
+                                                 order.limit_price, order.created_ms, order.expiry_ms))
+    return by_slot
+
+
+def _central_welfare(by_slot: dict[int, list[BookOrder]]) -> int:
+    """Σ Wh × (bid limit − offer limit) of a pay-as-clear call auction per slot, nanocredits."""
+    central = 0
+    for book in by_slot.values():
+        result = clear(book)
+        prices = {o.order_id: o.price for o in book}
+        central += sum(f.qty_wh * (prices[f.buy_order_id] - prices[f.sell_order_id]) for f in result.fills)
+    return central
+
+
+@dataclass(frozen=True)
+class PoolOffer:
+    """A pool as its host's standing offer: ``ask`` is the opening price of its first Wh (µc/kWh,
+    fee included: ``amm.buy_marginal_price`` of the opening reserves), ``supply_wh`` what it
+    sold plus what it still held at the end."""
+
+    pool_id: str
+    host: bytes
+    slot: int
+    ask: int
+    supply_wh: int
+
+
+WELFARE_DEFINITION = (
+    "gains from trade of every certified purchase, book and pool: Σ Wh × (the buyer's limit − the "
+    "seller's limit), where a book trade's seller limit is its offer's limit price and a pool's is "
+    "its opening ask (the fee-included price of its first Wh: the least its host sells for), as a "
+    "fraction of a central pay-as-clear auction per slot over the same buy requests and offers "
+    "with every pool entered as an offer of its supply (sold + left at the end) at its opening "
+    "ask. Sales into pools are not counted (the host declares no price for energy it buys back). "
+    "Nanocredits = Wh × µc/kWh.")
+
+
+def welfare_with_pools(trades: list[Trade], orders: dict[str, tuple[str, Order]],
+                       pools: dict[str, PoolOffer]) -> dict[str, Any]:
+    """Welfare with book and pool trades on both sides (``WELFARE_DEFINITION``)."""
+    decentral = {"book": 0, "pool": 0}
+    for t in trades:
+        bid = orders.get(t.request_id)
+        pool = pools.get(t.order_id)
+        offer = orders.get(t.order_id)
+        if bid is None or (pool is None and offer is None):
+            return null(f"trade {t.take_id[:8]} has no logged buy request, offer or pool opening")
+        ask = pool.ask if pool is not None else offer[1].limit_price  # type: ignore[index]
+        decentral["pool" if pool is not None else "book"] += t.qty_wh * (bid[1].limit_price - ask)
+    by_slot = _book_orders_by_slot(orders)
+    for p in pools.values():
+        if p.supply_wh > 0:
+            by_slot[p.slot].append(BookOrder(bytes.fromhex(p.pool_id), p.host, Side.SELL, p.supply_wh, p.ask, 0,
+                                             2 ** 62))
+    central = _central_welfare(by_slot)
+    total = decentral["book"] + decentral["pool"]
+    figures = {"decentralised_nc": total, "book_nc": decentral["book"], "pool_nc": decentral["pool"],
+               "central_nc": central, "pools": len(pools), "definition": WELFARE_DEFINITION}
+    if central <= 0:
+        return {**null("the central auction finds no gains from trade over these orders and pools"), **figures}
+    return {"value": round(total / central, 4), **figures}
+
+
+def pool_offers(state: LedgerState | None, entries: list[Any]) -> dict[str, PoolOffer]:
+    """Every certified pool as an offer (``PoolOffer``), its opening ask read from its certified
+    ``pool_open`` entry among ``entries`` (signed entries of a full ledger copy)."""
+    if state is None:
+        return {}
+    opened: dict[str, int] = {}
+    for signed in entries:
+        if signed.body.kind == POOL_OPEN_KIND:
+            body = decode_body(signed.body)
+            opened[body.pool_id.hex()] = -(-body.credits_uc * 1000 * BPS // (body.energy_wh * (BPS - body.fee_bps)))
+    out = {}
+    for pool_id, record in state.pools.items():
+        if isinstance(record, PoolRecord) and pool_id.hex() in opened:
+            out[pool_id.hex()] = PoolOffer(pool_id.hex(), record.pool.host, record.pool.slot, opened[pool_id.hex()],
+                                           record.energy_out_wh + record.pool.energy_wh)
+    return out
+
+
+def read_pool_offers(nodes_dir: Path, names: list[str], state: LedgerState | None) -> dict[str, PoolOffer] | str:
+    """``pool_offers`` from the first of ``names`` whose ledger copy can be read; a reason if none."""
+    if state is None or not _pool_ids(state):
+        return {}
+    from p2pgrid.invest.report import RunUnreadable, read_entries
+
+    for name in names:
+        try:
+            return pool_offers(state, read_entries(nodes_dir / name / LEDGER_DB))
+        except (RunUnreadable, P2PGridError, OSError) as exc:
+            reason = f"{name}'s ledger: {exc}"
+    return reason if names else "no node"
 
 
 def latency(trades: list[Trade]) -> dict[str, Any]:

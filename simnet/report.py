@@ -45,7 +45,7 @@ def number(value: float | int | None, decimals: int = 2) -> str:
     return f"{value:,.{decimals}f}"
 
 
-DECIMALS = {"kWh": 2, "credits": 2, "credits/kWh": 3, "%": 1, "s": 3, "count": 0, "kWp": 1}
+DECIMALS = {"kWh": 2, "kW": 2, "credits": 2, "credits/kWh": 3, "%": 1, "s": 3, "count": 0, "kWp": 1}
 
 
 def quantity(value: Any, unit: str) -> str:
@@ -77,6 +77,10 @@ def human(key: str, value: Any) -> str:
             return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         if key.endswith("_wh") or key.endswith("wh"):
             return quantity(value / 1000, "kWh")
+        if key.endswith("_w"):
+            return quantity(value / 1000, "kW")
+        if key == "fraction_of_optimum_gain":
+            return quantity(100 * value, "%")
         if key.endswith("_uc") or key in ("retail", "feed_in", "retail_price", "feed_in_price"):
             unit = "credits/kWh" if "price" in key or key in ("retail", "feed_in") else "credits"
             return quantity(value / UC_PER_CREDIT, unit)
@@ -102,12 +106,14 @@ def human(key: str, value: Any) -> str:
     return html.escape(str(value))
 
 
-RATIO_KEYS = {"value", "trading", "baseline", "book", "pools", "completeness", "share"}
+RATIO_KEYS = {"value", "trading", "baseline", "optimum", "book", "pools", "completeness", "share", "self_sufficiency"}
+UNIT_SUFFIX = {"µc": "_uc", "Wh": "_wh", "W": "_w"}
+FIGURE_KEYS = ("trading", "baseline", "optimum", "by_node", "mean", "total")   # keys read in the dict's unit
 
 
 def _unit_key(key: str, unit: str | None) -> str:
-    """Inside a dict that states its unit (``{"unit": "µc", "by_node": …}``), read its numbers so."""
-    return f"{key}_uc" if unit == "µc" else key
+    """Inside a dict that states its unit (``{"unit": "µc", "by_node": …}``), read its figures so."""
+    return f"{key}{UNIT_SUFFIX[unit]}" if unit in UNIT_SUFFIX and key in FIGURE_KEYS else key
 
 
 # --- page parts ------------------------------------------------------------------------------

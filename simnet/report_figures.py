@@ -109,6 +109,9 @@ def energy_plot(kpis: dict[str, Any]) -> Any:
                                      ("export_baseline", "--", "tab:green", "grid export without trading"),
                                      ("export", "-", "tab:green", "grid export with trading")):
         ax.plot(x, [v / 1000 for v in series[key]], linestyle=style, color=color, label=label)
+    if series.get("import_optimum"):
+        ax.plot(x, [v / 1000 for v in series["import_optimum"]], linestyle=":", linewidth=2, color="tab:purple",
+                label="grid import, optimum")
     _slot_axis(ax, [r["start_s"] for r in slots])
     ax.set_ylabel("kWh per slot")
     ax.legend(**LEGEND)
@@ -209,7 +212,9 @@ PLOTS: tuple[tuple[str, str, Callable[[dict[str, Any]], Any], str], ...] = (
      "sides gain. Pool swaps dearer than book trades mean the pools are the expensive venue."),
     ("energy", "Community energy per slot", energy_plot,
      "The whole community's load, PV, and grid exchange with trading (solid) and without (dashed). Where the "
-     "solid import line lies below the dashed one, trading replaced grid energy with neighbours' PV."),
+     "solid import line lies below the dashed one, trading replaced grid energy with neighbours' PV. Dotted "
+     "(when drawn): the import of the community optimum, the least any schedule of the batteries and exchanges "
+     "reaches with perfect foresight — the gap to the solid line is what better coordination could still gain."),
     ("soc", "Battery state of charge", soc_plot,
      "State of charge of every battery in the energy model (greedy self-consumption; stations drawn thicker). "
      "A battery pinned at the top of its band all day is storage that could have sold more."),

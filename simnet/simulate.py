@@ -113,9 +113,12 @@ def finish(community: Community, out_dir: Path, log: RunLog, console: Console,
         mark = "[green]pass[/green]" if c.passed else "[red]FAIL[/red]"
         console.print(f"  {mark} {c.name}: {c.detail}")
     ss = kpis["self_sufficiency"]
+    optimum = (f" (optimum {ss['optimum']}, {ss['fraction_of_optimum_gain']} of its gain)"
+               if ss.get("optimum") is not None else "")
     console.print(f"trades: {kpis['trades']} ({kpis['traded_volume_wh'] / 1000:.1f} kWh); self-sufficiency "
-                  f"{ss['trading']} with trading vs {ss['baseline']} without; welfare vs central auction: "
-                  f"{kpis['welfare_vs_central_auction'].get('value')}")
+                  f"{ss['trading']} with trading vs {ss['baseline']} without{optimum}; welfare vs central auction: "
+                  f"{kpis['welfare_with_pools'].get('value')} with pools, "
+                  f"{kpis['welfare_vs_central_auction'].get('value')} book only")
     metering = kpis["metering"]
     if metering.get("expected"):
         console.print(f"metering: {metering['meter_entries']} of {metering['expected']} readings due were certified "

@@ -15,8 +15,12 @@ entries from the four runs are then annualised by ``p2pgrid.invest.statement.ann
 totals × the days it stands for / the days its run covered) and turned into the investment
 figures (``p2pgrid.invest.report``) with the terms of ``--config``'s ``[invest]`` section (default
 ``InvestSection()``: the standard station). Output: ``DIR/invest/report.html`` and
-``DIR/invest/figures.json`` (+ ``plots/``), ``DIR/study.json`` (what ran, how long it took), and
-the headline figures on the terminal.
+``DIR/invest/figures.json`` (+ ``plots/``), ``DIR/study.json`` (what ran, how long it took, and
+``station_revenue``: the account's revenue and costs by stream — book and pool sales, pool fees,
+charging, feed-in, … — per season run and per year, with the community's share of its PV output;
+``community_kpis``: each season's self-sufficiency, community bill, evening and peak import against
+no trading and the community optimum, and its welfare), and the headline figures and the revenue
+by season on the terminal.
 
 ``--reuse`` keeps a season whose ``DIR/<season>/`` already holds a finished run of the same
 length and start day (an interrupted study resumes where it stopped; ``--seasons`` with
@@ -205,6 +209,73 @@ def render_headline(report: InvestReport) -> Table:
     return table
 
 
+COMMUNITY_SALES = ("energy_sold_book", "energy_sold_pool")     # energy the community took from the station
+
+
+def station_revenue(report: InvestReport) -> dict[str, Any]:
+    """The account's revenue and costs by stream (µc, and the Wh a stream moved), per season run as
+    certified and annualised (``p2pgrid.invest.statement``), and the community's share of its PV
+    output: Wh sold on the book and through its pools / Wh its PV generated (its ``energy.json``),
+    per run and per year (the same season weights)."""
+    operating = [s for s in STREAMS if s.group in ("revenue", "cost")]
+    seasons = []
+    pv_year = community_year = 0.0
+    for run, st in zip(report.runs, report.statements):
+        pv = sum(run.energy.get("pv", []))
+        community = sum(st.energy_wh[k] for k in COMMUNITY_SALES)
+        weight = report.annual.weights[run.season]
+        pv_year += pv * weight
+        community_year += community * weight
+        seasons.append({"season": run.season, "covered_days": round(run.covered_days, 4),
+                        "streams_uc": {s.key: st.streams[s.key] for s in operating},
+                        "energy_wh": {s.key: st.energy_wh[s.key] for s in operating},
+                        "revenue_uc": st.revenue_uc, "costs_uc": st.costs_uc, "operating_net_uc": st.operating_net_uc,
+                        "pv_wh": pv, "community_wh": community,
+                        "community_share_of_pv": round(community / pv, 4) if pv else None})
+    return {"account": report.account.hex(), "streams": {s.key: s.label for s in operating},
+            "community_streams": list(COMMUNITY_SALES), "seasons": seasons,
+            "annual": {"streams_uc": {s.key: round(report.annual.streams[s.key]) for s in operating},
+                       "energy_wh": {s.key: round(report.annual.energy_wh[s.key]) for s in operating},
+                       "revenue_uc": round(report.annual.revenue_uc), "costs_uc": round(report.annual.costs_uc),
+                       "operating_net_uc": round(report.annual.operating_net_uc),
+                       "pv_wh": round(pv_year), "community_wh": round(community_year),
+                       "community_share_of_pv": round(community_year / pv_year, 4) if pv_year else None}}
+
+
+COMPARED_KPIS = ("self_sufficiency", "community_cost", "evening_import", "zone_peak_import")
+
+
+def season_kpis(out_dir: Path) -> dict[str, Any]:
+    """One season run's community KPIs from its ``kpis.json``: the ones compared with no trading
+    and the community optimum (docs/KPIS.md), and the welfare with pools."""
+    try:
+        kpis = json.loads((out_dir / "kpis.json").read_text())
+    except (OSError, ValueError) as exc:
+        return {"reason": f"no kpis.json: {exc}"}
+    out = {key: kpis[key] for key in COMPARED_KPIS if key in kpis}
+    if "welfare_with_pools" in kpis:
+        out["welfare_with_pools"] = kpis["welfare_with_pools"].get("value")
+    return out
+
+
+def render_revenue_by_season(revenue: dict[str, Any]) -> Table:
+    """Credits by stream for each season run as certified, and per year; streams all zero left out."""
+    table = Table(title="station revenue and costs by stream (credits; per season run as certified, and per year)")
+    table.add_column("stream")
+    for season in revenue["seasons"]:
+        table.add_column(f"{season['season']} ({season['covered_days'] * 24:.3g} h)", justify="right")
+    table.add_column("per year", justify="right")
+    for key, label in revenue["streams"].items():
+        values = [season["streams_uc"][key] for season in revenue["seasons"]] + [revenue["annual"]["streams_uc"][key]]
+        if any(values):
+            table.add_row(label, *(f"{v / 1e6:,.2f}" for v in values))
+    rows = revenue["seasons"] + [revenue["annual"]]
+    table.add_row("operating net", *(f"{r['operating_net_uc'] / 1e6:,.2f}" for r in rows))
+    table.add_row("community share of PV output", *("n/a" if r["community_share_of_pv"] is None
+                                                    else f"{r['community_share_of_pv']:.1%}" for r in rows))
+    return table
+
+
 def render_sensitivity(report: InvestReport) -> Table:
     table = Table(title="sensitivity (one parameter at a time)")
     for column in ("parameter", "change", "NPV credits", "IRR", "payback"):
@@ -273,12 +344,15 @@ def do_study(args: argparse.Namespace) -> int:
         print(f"simnet study: {exc}", file=sys.stderr)
         return 1
     total_s = time.monotonic() - began
+    revenue = station_revenue(report)
     (out / "study.json").write_text(json.dumps({
         "scenario": str(scenario_path), "account": args.account, "hours_per_season": hours,
-        "speed": base.speed, "transport": base.transport, "year": base.year,
+        "speed": base.speed, "transport": base.transport, "year": base.year, "strategy": base.strategy,
         "seasons": [r.to_json() for r in runs], "real_s": round(total_s, 1),
-        "report": str(html_path), "figures": str(json_path)}, indent=1))
+        "report": str(html_path), "figures": str(json_path), "station_revenue": revenue,
+        "community_kpis": {r.season: season_kpis(r.out_dir) for r in runs}}, indent=1))
     console.print(render_headline(report))
+    console.print(render_revenue_by_season(revenue))
     console.print(render_sensitivity(report))
     console.print(f"{len(runs)} season runs of {hours:g} h in {total_s / 60:.1f} min "
                   f"({', '.join(f'{r.season} {r.real_s:.0f} s' for r in runs)})")

@@ -3,7 +3,9 @@ what a reader should look at first (pure: kpis dicts in, plain dicts and strings
 
 ``headline(kpis)`` gives one row per headline KPI: ``label``, ``unit`` (kWh, credits, credits/kWh,
 %, s, count), ``value``, ``baseline`` (the same figure without trading, or ``None``),
-``difference`` (value − baseline), ``reference`` (the goal or the optimum, or ``None``), ``better``
+``difference`` (value − baseline), ``reference`` (the goal or the optimum, or ``None``: the
+community optimum of ``simnet.optimum`` where kpis.json has it, with the share of its gain the run
+reached in the note; docs/KPIS.md), ``better``
 (``"higher"``, ``"lower"`` or ``None``) and ``note``; a KPI that could not be computed has
 ``value`` ``None`` and its reason as the note. 1 credit = 10⁶ µc; energy in kWh = Wh / 1000;
 prices in credits/kWh = µc/kWh / 10⁶.
@@ -23,7 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 UC_PER_CREDIT = 1_000_000
-EXPECTED_NULLS = ("charging",)    # null when the scenario has no public charging: nothing to flag
+# Null by the scenario's nature, nothing to flag: no public charging; a run without evening slots.
+EXPECTED_NULLS = ("charging", "evening_import")
 
 
 def credits(uc: int | float | None) -> float | None:
@@ -61,22 +64,31 @@ def headline(kpis: dict[str, Any]) -> list[dict[str, Any]]:
         kpi = kpis.get(key, {})
         if is_null(kpi):
             rows.append(_missing(key, label, "%", kpi))
+        elif kpi.get("optimum") is not None:
+            rows.append(_row(key, label, "%", percent(kpi["trading"]), baseline=percent(kpi["baseline"]),
+                             reference=percent(kpi["optimum"]), better="higher", note=_of_optimum(kpi)))
         else:
             rows.append(_row(key, label, "%", percent(kpi["trading"]), baseline=percent(kpi["baseline"]),
                              reference=100.0, better="higher"))
     series = kpis.get("series_wh") or {}
+    best = _optimum_figures(kpis)
     if series:
         rows.append(_row("grid_import", "Community grid import", "kWh", kwh(sum(series["import"])),
-                         baseline=kwh(sum(series["import_baseline"])), better="lower"))
+                         baseline=kwh(sum(series["import_baseline"])), reference=kwh(best.get("import_wh")),
+                         better="lower", note="optimum: the least import any schedule reaches" if best else ""))
         rows.append(_row("grid_export", "Community grid export", "kWh", kwh(sum(series["export"])),
                          baseline=kwh(sum(series["export_baseline"])), better="lower"))
+    rows += _compared_rows(kpis)
     people = kpis.get("participants") or []
     if people:
         bill = sum(p["bill_uc"] for p in people)
         base = sum(p["bill_baseline_uc"] for p in people)
+        cost = kpis.get("community_cost") or {}
         rows.append(_row("community_bill", "Community energy bill (grid minus feed-in, trades net out)", "credits",
-                         credits(bill), baseline=credits(base), better="lower",
-                         note="negative: the community earns more from feed-in than it pays for imports"))
+                         credits(bill), baseline=credits(base), reference=credits(cost.get("optimum")),
+                         better="lower",
+                         note="negative: the community earns more from feed-in than it pays for imports"
+                              + (f"; {_of_optimum(cost)}" if cost.get("optimum") is not None else "")))
         losers = [p["name"] for p in people if p["savings_uc"] < 0]
         rows.append(_row("worse_off", "Participants worse off than without trading", "count", len(losers),
                          baseline=0, reference=0, better="lower", note=", ".join(losers)))
@@ -111,9 +123,56 @@ def headline(kpis: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _of_optimum(kpi: dict[str, Any]) -> str:
+    """The note of a KPI compared with the optimum: the share of the optimum's gain the run reached."""
+    fraction = kpi.get("fraction_of_optimum_gain")
+    if kpi.get("optimum") is None:
+        return ""
+    if fraction is None:
+        return "goal / optimum: the best any schedule reaches (perfect foresight); it gains nothing over no trading"
+    return (f"goal / optimum: the best any schedule reaches (perfect foresight); this run reached "
+            f"{100 * fraction:.1f} % of its gain over no trading")
+
+
+def _optimum_figures(kpis: dict[str, Any]) -> dict[str, Any]:
+    """The least-import optimum's figures (``community_optimum``), or {} without one."""
+    best = kpis.get("community_optimum") or {}
+    return {} if is_null(best) else (best.get("objectives") or {}).get("import", {})
+
+
+def _watts_to_kw(w: float | int | None) -> float | None:
+    return None if w is None else round(w / 1000, 3)
+
+
+# (kpis.json key, headline key, label, unit, scale of the raw figures to the unit)
+COMPARED_KPIS: tuple[tuple[str, str, str, str, Callable[[Any], Any]], ...] = (
+    ("evening_import", "evening_import", "Evening grid import (slots 17–22 h CET)", "kWh", kwh),
+    ("zone_peak_import", "zone_peak_import", "Zone peak grid import (highest slot, mean power)", "kW", _watts_to_kw),
+)
+
+
+def _compared_rows(kpis: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the KPIs compared with no trading and with the optimum (absent in older kpis.json)."""
+    rows = []
+    for kpi_key, key, label, unit, scale in COMPARED_KPIS:
+        kpi = kpis.get(kpi_key)
+        if kpi is None:
+            continue
+        if is_null(kpi):
+            rows.append(_missing(key, label, unit, kpi))
+        else:
+            rows.append(_row(key, label, unit, scale(kpi["trading"]), baseline=scale(kpi["baseline"]),
+                             reference=scale(kpi["optimum"]), better="lower", note=_of_optimum(kpi)))
+    return rows
+
+
 # (kpis.json key, headline key, label, unit, the row's value and notes from the KPI)
 SINGLE_KPIS: tuple[tuple[str, str, str, str, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
-    ("welfare_vs_central_auction", "welfare", "Welfare vs a central pay-as-clear auction", "%",
+    ("welfare_with_pools", "welfare_with_pools", "Welfare (book and pool trades) vs a central pay-as-clear auction",
+     "%", lambda k: {"value": percent(k["value"]), "reference": 100.0, "better": "higher",
+                     "note": f"pools enter the auction as offers at their opening ask; book {credits(k['book_nc'] / 1000)}"
+                             f" credits, pools {credits(k['pool_nc'] / 1000)} credits of gains from trade"}),
+    ("welfare_vs_central_auction", "welfare", "Welfare of book trades vs a central pay-as-clear auction", "%",
      lambda k: {"value": percent(k["value"]), "reference": 100.0, "better": "higher",
                 "note": "book trades only; 100 % is the optimum"}),
     ("certification_latency_s", "latency", "Certification latency, median", "s",

@@ -35,7 +35,8 @@ PURE_PACKAGES = {
 PURE_MODULES = ["p2pgrid/units.py", "p2pgrid/wire.py", "p2pgrid/errors.py", "p2pgrid/ledger/chain.py",
                 "p2pgrid/net/validation.py", "p2pgrid/net/restarts.py", "p2pgrid/net/connections.py",
                 "p2pgrid/node/entry_kinds.py",
-                "simnet/summary.py"]     # the report's headline, reconciliation and attention list
+                "simnet/summary.py",     # the report's headline, reconciliation and attention list
+                "simnet/optimum.py"]     # the community optimum's model (its solver, simnet/highs.py, is apart)
 FORBIDDEN = {"trio", "trio_asyncio", "asyncio", "libp2p", "aiosqlite", "rich", "sqlite3", "socket",
              "time", "threading", "subprocess"}
 

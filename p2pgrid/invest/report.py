@@ -122,19 +122,27 @@ async def _read_entries(path: Path) -> tuple[LedgerRules, list[Signed[Entry]]]:
         return zone[0], await store.all_entries()
 
 
-def read_run(out_dir: Path, account: str, season: str = "spring", node: str | None = None) -> RunLedger:
-    """Certified entries of one run, from ``node``'s ledger (default: the account's own node)."""
+def read_entries(path: Path) -> list[Signed[Entry]]:
+    """Every certified entry of one ledger copy (``ledger.sqlite``), entry kinds registered."""
+    return read_ledger_file(path)[1]
+
+
+def read_ledger_file(path: Path) -> tuple[LedgerRules, list[Signed[Entry]]]:
     import trio
 
+    if not path.exists():
+        raise RunUnreadable(f"{path}: no ledger database")
+    register_entry_kinds()
+    return trio.run(_read_entries, path)
+
+
+def read_run(out_dir: Path, account: str, season: str = "spring", node: str | None = None) -> RunLedger:
+    """Certified entries of one run, from ``node``'s ledger (default: the account's own node)."""
     out_dir = Path(out_dir)
     community = _community(out_dir)
     own_node, key = resolve_account(out_dir, account)
     node = node or own_node
-    path = out_dir / "nodes" / node / "ledger.sqlite"
-    if not path.exists():
-        raise RunUnreadable(f"{path}: no ledger database")
-    register_entry_kinds()
-    rules, entries = trio.run(_read_entries, path)
+    rules, entries = read_ledger_file(out_dir / "nodes" / node / "ledger.sqlite")
     return RunLedger(season, out_dir, node, key, rules, tuple(entries),
                      int(community["profile_start_ms"]), int(community["end_ms"]), community,
                      _optional_json(out_dir / "run.json"), _optional_json(out_dir / "nodes" / own_node / "energy.json"))
@@ -146,14 +154,11 @@ def read_node_ledger(data_dir: Path, choose_account: Callable[[set[bytes]], byte
     its first to its last certified entry (at least a minute); ``choose_account`` picks the account
     among those with a chain in that ledger. There is no community file: the terms the simnet
     notes describe (participants, profiles) are absent from the report's method lines."""
-    import trio
-
     data_dir = Path(data_dir)
     path = data_dir / "ledger.sqlite"
     if not path.exists():
         raise RunUnreadable(f"{path}: no ledger database (is {data_dir} a node's data dir?)")
-    register_entry_kinds()
-    rules, entries = trio.run(_read_entries, path)
+    rules, entries = read_ledger_file(path)
     if not entries:
         raise RunUnreadable(f"{path}: no certified entries yet")
     key = choose_account({signed.body.account for signed in entries})

@@ -11,8 +11,8 @@ from p2pgrid.invest.statement import SEASON_DAYS, STREAM_KEYS
 from simnet.demo import main as simnet_main
 from simnet.scenario import load_scenario
 from simnet.study import (
-    SEASON_START_DAYS, StudyError, finished_run_matches, render_headline, render_sensitivity, resolve_scenario,
-    season_scenario,
+    SEASON_START_DAYS, StudyError, finished_run_matches, render_headline, render_revenue_by_season, render_sensitivity,
+    resolve_scenario, season_scenario,
 )
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "simnet" / "scenarios"
@@ -93,6 +93,33 @@ def test_the_station_gets_every_stream_with_a_value_or_a_reason(study_dir):
     assert set(data["annual"]["weights"]) == {"winter", "summer"}
     days = data["runs"][0]["covered_days"]
     assert data["annual"]["weights"]["winter"] == pytest.approx(90 * 365 / 182 / days)
+
+
+def test_the_study_gives_the_station_revenue_by_stream_per_season_and_the_community_share(study_dir):
+    out, _ = study_dir
+    revenue = json.loads((out / "study.json").read_text())["station_revenue"]
+    figures = json.loads((out / "invest" / "figures.json").read_text())
+    assert [r["season"] for r in revenue["seasons"]] == ["winter", "summer"]
+    assert {"energy_sold_book", "energy_sold_pool", "pool_fees", "feed_in", "charging_sales"} <= set(revenue["streams"])
+    for season, run in zip(revenue["seasons"], figures["runs"]):
+        # The same certified figures as the invest report's, per season run.
+        assert season["operating_net_uc"] == run["operating_net_uc"] == sum(season["streams_uc"].values())
+        assert all(season["streams_uc"][k] == run["streams_uc"][k] for k in revenue["streams"])
+        energy = json.loads((out / season["season"] / "nodes" / "station-0" / "energy.json").read_text())
+        assert season["pv_wh"] == sum(energy["pv"]) > 0
+        sold = season["energy_wh"]["energy_sold_book"] + season["energy_wh"]["energy_sold_pool"]
+        assert season["community_wh"] == sold and season["community_share_of_pv"] == round(sold / sum(energy["pv"]), 4)
+    annual = revenue["annual"]
+    assert annual["operating_net_uc"] == figures["annual"]["operating_net_uc"]
+    weights = figures["annual"]["weights"]
+    assert annual["pv_wh"] == round(sum(s["pv_wh"] * weights[s["season"]] for s in revenue["seasons"]))
+    console = Console(file=io.StringIO(), width=140, color_system=None)
+    console.print(render_revenue_by_season(revenue))
+    text = console.file.getvalue()
+    assert "community share of PV output" in text and "operating net" in text and "winter (4 h)" in text
+    season = json.loads((out / "study.json").read_text())["community_kpis"]["summer"]
+    kpis = json.loads((out / "summer" / "kpis.json").read_text())
+    assert season["self_sufficiency"] == kpis["self_sufficiency"] and "optimum" in season["community_cost"]
 
 
 def test_the_method_states_annualisation_terms_prices_and_year(study_dir):

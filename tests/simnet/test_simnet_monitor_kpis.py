@@ -11,7 +11,7 @@ from rich.console import Console
 
 from p2pgrid.node.status import NodeStatus, write_status
 from simnet.community import SOC_MAX, SOC_MIN, self_consumption
-from simnet.kpis import Trade, latency, welfare
+from simnet.kpis import PoolOffer, Trade, latency, welfare, welfare_with_pools
 from simnet.monitor import render_live, take_snapshot
 
 
@@ -59,6 +59,31 @@ def test_welfare_is_measured_against_a_central_auction_over_the_same_orders():
     result = welfare([trade(1000, 200_000, (b"c" * 16).hex(), (b"b" * 16).hex())], orders)
     assert result["central_nc"] == 1000 * 150_000 and result["value"] == round(50_000 / 150_000, 4)
     assert welfare([], {})["value"] is None and welfare([], {})["reason"]
+
+
+def test_welfare_with_pools_counts_the_pools_on_both_sides():
+    from p2pgrid.wire import Order, Side, Source
+
+    def order(oid, side, qty, price):
+        return Order(order_id=oid * 16, owner=b"\x01" * 32, side=side, zone="sim", slot=3600, qty_wh=qty,
+                     limit_price=price, green=False, source=Source.NONE, created_ms=1, expiry_ms=10, nonce=1)
+
+    offer, pool, rich, poor = ((b * 16).hex() for b in (b"a", b"p", b"c", b"d"))
+    orders = {offer: ("offer", order(b"a", Side.SELL, 1000, 100_000)),
+              rich: ("buy_request", order(b"c", Side.BUY, 1000, 250_000)),
+              poor: ("buy_request", order(b"d", Side.BUY, 1000, 140_000))}
+    pools = {pool: PoolOffer(pool, b"\x02" * 32, 3600, ask=150_000, supply_wh=1000)}
+    # The rich buyer took the pool (ask 150,000), the poor one the cheap offer: 100,000 + 40,000 per kWh.
+    # The auction gives the rich buyer the cheap offer (150,000) and the poor one nothing: the
+    # pool's ask is above its limit.
+    trades = [trade(1000, 160_000, rich, pool), trade(1000, 120_000, poor, offer)]
+    result = welfare_with_pools(trades, orders, pools)
+    assert (result["pool_nc"], result["book_nc"], result["central_nc"]) == (1000 * 100_000, 1000 * 40_000,
+                                                                          1000 * 150_000)
+    assert result["value"] == round(140 / 150, 4)
+    # Book trades only, the pool out of both sides: 40,000 of the auction's 150,000.
+    assert welfare(trades, orders, set(pools))["value"] == round(40 / 150, 4)
+    assert welfare_with_pools([trade(1000, 1, rich, "ff" * 16)], orders, pools)["value"] is None
 
 
 def test_latency_is_null_with_a_reason_when_nothing_traded():

@@ -62,8 +62,8 @@ class Tables(HTMLParser):
             self._cell.append(data)
 
 
-def page_of(kpis, checks) -> tuple[str, Tables]:
-    page = render_report(kpis, checks, figures(kpis), "test")
+def page_of(kpis, checks, *, plots: bool = True) -> tuple[str, Tables]:
+    page = render_report(kpis, checks, figures(kpis) if plots else [], "test")
     tables = Tables()
     tables.feed(page)
     return page, tables
@@ -87,7 +87,8 @@ def test_headline_shows_value_baseline_difference_and_goal_in_human_units():
     ss = kpis["self_sufficiency"]
     sufficiency = rows["Self-sufficiency (consumption not imported from the grid)"]
     assert sufficiency[1:5] == [f"{100 * ss['trading']:.1f} %", f"{100 * ss['baseline']:.1f} %",
-                                f"+{100 * (ss['trading'] - ss['baseline']):.1f} %", "100.0 %"]
+                                f"+{100 * (ss['trading'] - ss['baseline']):.1f} %", f"{100 * ss['optimum']:.1f} %"]
+    assert f"this run reached {100 * ss['fraction_of_optimum_gain']:.1f} % of its gain" in sufficiency[5]
     traded = rows["Energy traded in the community"]
     assert traded[1] == f"{kpis['traded_volume_wh'] / 1000:.2f} kWh" and traded[2] == "0.00 kWh"
     assert rows["Average trade price (volume-weighted)"][1].endswith(" credits/kWh")
@@ -96,6 +97,38 @@ def test_headline_shows_value_baseline_difference_and_goal_in_human_units():
     assert bill[1].endswith(" credits") and bill[2].endswith(" credits")
     # No raw JSON and no micro- or nanocredits anywhere in the headline.
     assert not any("{" in cell or "µc" in cell or "_nc" in cell for row in rows.values() for cell in row)
+
+
+def test_headline_compares_the_run_with_no_trading_and_with_the_community_optimum():
+    kpis, checks = fixture()
+    _, tables = page_of(kpis, checks, plots=False)
+    rows = {r[0]: r for r in tables.tables["headline"][1:]}
+    peak, cost = kpis["zone_peak_import"], kpis["community_cost"]
+    assert rows["Zone peak grid import (highest slot, mean power)"][1:5] == [
+        f"{peak['trading'] / 1000:.2f} kW", f"{peak['baseline'] / 1000:.2f} kW",
+        f"{(peak['trading'] - peak['baseline']) / 1000:+.2f} kW", f"{peak['optimum'] / 1000:.2f} kW"]
+    bill = rows["Community energy bill (grid minus feed-in, trades net out)"]
+    assert bill[4] == f"{cost['optimum'] / 1e6:.2f} credits" and "of its gain over no trading" in bill[5]
+    optimum_import = kpis["community_optimum"]["objectives"]["import"]["import_wh"]
+    assert rows["Community grid import"][4] == f"{optimum_import / 1000:.2f} kWh"
+    # This six-hour run ends at 15:00 CET: no evening slot, and the row says so.
+    evening = rows["Evening grid import (slots 17–22 h CET)"]
+    assert evening[1] == "not computed" and "the run has no evening slot" in evening[5]
+    assert not any("evening" in note for note in attention(kpis, checks))    # by the run's hours, not a fault
+    welfare = rows["Welfare (book and pool trades) vs a central pay-as-clear auction"]
+    assert welfare[1] == f"{100 * kpis['welfare_with_pools']['value']:.1f} %" and welfare[4] == "100.0 %"
+    # A run with evening slots: kWh, the difference, the optimum and the share of its gain reached.
+    kpis["evening_import"] = {"unit": "Wh", "trading": 12_000, "baseline": 15_000, "optimum": 9_000,
+                              "fraction_of_optimum_gain": 0.5, "window": "slots starting 17:00–22:00 CET", "slots": 5}
+    kpis.pop("headline")
+    page, tables = page_of(kpis, checks, plots=False)
+    evening = next(r for r in tables.tables["headline"] if r[0] == "Evening grid import (slots 17–22 h CET)")
+    assert evening[1:5] == ["12.00 kWh", "15.00 kWh", "-3.00 kWh", "9.00 kWh"]
+    assert "this run reached 50.0 % of its gain over no trading" in evening[5]
+    details = {r[0]: r[1] for r in tables.tables["details"]}
+    assert "fraction_of_optimum_gain: 50.0 %" in details["evening_import"] and "optimum: 9.00 kWh" in details["evening_import"]
+    assert "optimum: 0.00 kW" in details["zone_peak_import"] and " credits" in details["community_cost"]
+    assert "import_wh: " in details["community_optimum"] and "self_sufficiency: 100.0 %" in details["community_optimum"]
 
 
 def test_participants_table_totals_reconcile_with_the_ledger_figures():
@@ -184,10 +217,18 @@ def test_method_section_says_how_to_reproduce_the_run():
 def test_older_kpis_without_the_new_keys_still_render():
     kpis, checks = fixture()
     for key in ("participants", "method", "headline", "reconciliation", "imbalance_per_slot", "soc_per_slot",
-                "latency_series"):
+                "latency_series", "welfare_with_pools", "community_cost", "evening_import", "zone_peak_import",
+                "community_optimum"):
         kpis.pop(key)
+    for key in ("optimum", "fraction_of_optimum_gain"):
+        kpis["self_sufficiency"].pop(key)
+    kpis["series_wh"].pop("import_optimum")
     page, tables = page_of(kpis, checks)
     assert "no method record" in page and "Nothing to reconcile" in page
+    rows = {r[0]: r for r in tables.tables["headline"][1:]}
+    assert rows["Self-sufficiency (consumption not imported from the grid)"][4] == "100.0 %"    # the goal
+    assert rows["Community grid import"][4] == "–"
+    assert not any(label.startswith(("Evening", "Zone peak", "Welfare (book and pool")) for label in rows)
     assert "Figure 3. Battery state of charge</b> — not drawn: no participant has a battery." in page
 
 
