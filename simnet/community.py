@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -419,16 +420,20 @@ def charging_sessions(s: Scenario, people: list[Participant], timeline: Timeline
     return files
 
 
-def prepare_community(s: Scenario, out_dir: Path, *, startup_s: float, now_wall_ms: int) -> Community:
-    """Build everything a run needs on disk; the clock starts ``startup_s`` from now (nodes need
-    that long to start, connect and receive their credits before the first slot matters)."""
+def prepare_community(s: Scenario, out_dir: Path, *, startup_s: float,
+                      now_wall_ms: int | Callable[[], int]) -> Community:
+    """Build everything a run needs on disk; the clock starts ``startup_s`` after the profiles are
+    loaded (nodes need that long to start, connect and receive their credits before the first slot
+    matters). ``now_wall_ms`` is read only then when it is a clock: loading real profiles takes
+    seconds on a busy machine, and a market clock anchored before it would start that much late."""
     people = build_participants(s)
     memory = s.transport == "memory"
     if not memory:
         for p, port in zip(people, free_fixed_ports(len(people))):
             p.port = port
     day_ahead = compute_energy(s, people)
-    timeline = make_timeline(s, now_wall_ms + int(startup_s * 1000))
+    now_ms = now_wall_ms() if callable(now_wall_ms) else now_wall_ms
+    timeline = make_timeline(s, now_ms + int(startup_s * 1000))
     nodes_dir = Path(out_dir) / "nodes"
     write_node_dirs(s, people, timeline, nodes_dir, memory=memory)
     (Path(out_dir) / "community.json").write_text(json.dumps({

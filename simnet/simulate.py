@@ -68,7 +68,7 @@ def simulate(s: Scenario, out_dir: Path, *, console: Console | None = None, live
     console.print(f"[bold]{s.name}[/bold]: {s.households} households, {s.consumers} consumers, {s.stations} "
                   f"station(s) + operator, committee of {s.committee_size}, {s.hours:g} simulated h at "
                   f"{s.speed:g}× over {s.transport}; reading real profiles …")
-    community = prepare_community(s, out_dir, startup_s=startup_budget_s(s), now_wall_ms=time.time_ns() // 1_000_000)
+    community = prepare_community(s, out_dir, startup_s=startup_budget_s(s), now_wall_ms=lambda: time.time_ns() // 1_000_000)
     log = RunLog(s.transport, started_wall_s=time.time())
     title = f"simnet · {s.name} · {len(community.people)} nodes over {s.transport}"
     with Live(console=console, auto_refresh=False, transient=False) as view:
