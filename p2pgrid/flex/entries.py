@@ -91,7 +91,7 @@ __all__ = [
     "FlexAward", "FlexAwardLine", "FlexGrant", "FlexMetered", "FlexOffer", "FlexRefuseReason", "FlexRequest",
     "FlexSettle", "FlexSettlementLine", "FlexSettlementRecord", "SettlePosting",
     "award_of", "compute_award", "compute_flex_settle", "compute_request_id", "grant_of", "offer_baselines",
-    "offers_of", "plan_offer", "request_of", "requests", "settlement_of_request",
+    "offers_of", "plan_offer", "request_of", "requests", "slot_rules_of", "settlement_of_request",
 ]
 
 FLEX_GRANT_KIND = "flex_grant"
@@ -354,7 +354,8 @@ def settlement_of_request(state: LedgerState, request_id: bytes) -> FlexSettleme
     return record if isinstance(record, FlexSettlementRecord) else None
 
 
-def _slot_rules(rules: LedgerRules) -> SlotRules:
+def slot_rules_of(rules: LedgerRules) -> SlotRules:
+    """The zone's slot calendar: the ledger rules' (settlement rules carry one), else the default."""
     slots = getattr(rules, "slots", None)
     return slots if isinstance(slots, SlotRules) else SlotRules()
 
@@ -403,7 +404,7 @@ def _validate_requester(state: LedgerState, entry: Entry, body: FlexRequest, rul
 def validate_flex_request(state: LedgerState, entry: Entry, body: FlexRequest, rules: LedgerRules) -> None:
     if body.zone != rules.zone:
         raise EntryRejected(RejectReason.WRONG_ZONE, f"request for zone {body.zone}, not {rules.zone}")
-    slot_rules = _slot_rules(rules)
+    slot_rules = slot_rules_of(rules)
     if not slot_rules.is_aligned(body.first_slot):
         raise _bad(FlexRefuseReason.BAD_TERMS, f"slot {body.first_slot} is not a slot start")
     if not entry.time_ms < body.offer_deadline_ms < body.first_slot * MS_PER_S:
@@ -420,7 +421,7 @@ def process_flex_request(state: LedgerState, entry: Entry, body: FlexRequest, ru
     if request_of(state, body.request_id) is not None:
         raise ChainInconsistent(f"flex request {body.request_id.hex()} certified twice")
     state.extra[_request_key(body.request_id)] = FlexRequestRecord(entry.account, entry.time_ms,
-                                                                   _slot_rules(rules).length_s, body)
+                                                                   slot_rules_of(rules).length_s, body)
 
 
 def _request_keys(entry: Entry, body: FlexRequest) -> tuple[bytes, ...]:
@@ -674,7 +675,7 @@ def validate_flex_settle(state: LedgerState, entry: Entry, body: FlexSettle, rul
         raise _bad(FlexRefuseReason.NOT_AWARDED, f"request {body.request_id.hex()} has no award")
     award = award_record.award
     slots = request.slots
-    due = _slot_rules(rules).metering_due_ms(slots[-1])
+    due = slot_rules_of(rules).metering_due_ms(slots[-1])
     if entry.time_ms < due:
         raise _bad(FlexRefuseReason.TOO_EARLY, f"dated {entry.time_ms} ms, before the metering deadline {due} ms")
     awarded = {line.account for line in award.lines}
