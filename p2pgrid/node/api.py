@@ -41,6 +41,8 @@ Every method reads the node's live services; nothing is cached that the node alr
   ``p2pgrid.shares.api.ShareApi`` (see there).
 * **Charging** — ``charge_tariffs`` / ``charge_start`` / ``charge_sessions`` / ``charge_release``
   are ``p2pgrid.charging.api.ChargingApi`` (see there).
+* **Flex** — ``flex_requests`` / ``flex_offers`` / ``flex_awards`` / ``flex_settlements`` /
+  ``flex_request`` are ``p2pgrid.flex.api.FlexApi`` (see there).
 
 Events: ``run()`` drains ``TradingService.book_changes`` (the one consumer of that channel) and
 follows the ledger; each book change becomes a ``BookUpdate`` (the new total at the changed price
@@ -78,6 +80,7 @@ import trio
 import p2pgrid
 from p2pgrid.agent.agent_trader import PV_GATE_EXPERTS, AgentTrader, SeriesForecaster
 from p2pgrid.charging.api import ChargingApi
+from p2pgrid.flex.api import FlexApi
 from p2pgrid.devices.api import NoReadingYet, telemetry_view
 from p2pgrid.devices.base import DeviceKind
 from p2pgrid.devices.service import DeviceService, SlotTelemetry, WithDevices
@@ -88,6 +91,7 @@ from p2pgrid.ledger.chain import LedgerState, LockStatus, decode_body
 from p2pgrid.ledger.messages import Fill, entry_hash
 from p2pgrid.market.errors import InvalidOrder, UnknownOrder
 from p2pgrid.market.router import BookLeg, PoolLeg
+from p2pgrid.rpc.api import FlexAwardView, FlexOfferView, FlexRequestOrder, FlexRequestView, FlexSettlementView
 from p2pgrid.rpc.api import (
     Balance, BookLevel, BookSnapshot, BookUpdate, Certificate, ChargeRole, ChargeSessionView, ChargeTariffView,
     Execution, Forecast, ForecastPoint, LedgerEntryView, NodeInfo, OrderRequest, OrderStatus, OrderView, PeerInfo,
@@ -487,6 +491,23 @@ class LiveNodeApi:
 
     async def charge_release(self, session_id: bytes) -> ChargeSessionView:
         return await ChargingApi(self.node).release(session_id)
+
+    # --- Flex (p2pgrid.flex.api) ------------------------------------------------------------
+
+    async def flex_requests(self) -> list[FlexRequestView]:
+        return await FlexApi(self.node).requests()
+
+    async def flex_offers(self, request_id: bytes | None) -> list[FlexOfferView]:
+        return await FlexApi(self.node).offers(request_id)
+
+    async def flex_awards(self, request_id: bytes | None) -> list[FlexAwardView]:
+        return await FlexApi(self.node).awards(request_id)
+
+    async def flex_settlements(self, request_id: bytes | None) -> list[FlexSettlementView]:
+        return await FlexApi(self.node).settlements(request_id)
+
+    async def flex_request(self, request: FlexRequestOrder) -> FlexRequestView:
+        return await FlexApi(self.node).request(request)
 
     # --- EventSource --------------------------------------------------------------------------
 

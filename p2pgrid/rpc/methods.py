@@ -17,6 +17,8 @@ from p2pgrid.rpc.api import (Balance, BookSnapshot, Certificate, DeviceView, Exe
                              TradeView, Trading)
 from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView, Shares
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionView, ChargeTariffView, Charging
+from p2pgrid.rpc.api import (Flex, FlexAwardView, FlexOfferView, FlexRequestOrder, FlexRequestView,
+                             FlexSettlementView)
 from p2pgrid.rpc.jsonrpc import Method
 from p2pgrid.rpc.subscriptions import Session, Topic
 from p2pgrid.wire import MAX_PRICE, MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, Source
@@ -162,6 +164,34 @@ async def charging_release(node: Charging, p: P, s: Session) -> ChargeSessionVie
     return await node.charge_release(p["session_id"])
 
 
+# --- flexibility (virtual power plant) -----------------------------------------------------------
+
+FLEX_ID_SIZE = 16
+MAX_FLEX_SLOTS = 96            # p2pgrid.flex.entries.MAX_FLEX_SLOTS
+flex_request_id = c.Param("request_id", c.optional(c.hex_bytes(FLEX_ID_SIZE)), None,
+                          doc="request id, 32 hex digits (null: this node's own)")
+
+
+async def flex_requests(node: Flex, p: P, s: Session) -> list[FlexRequestView]:
+    return await node.flex_requests()
+
+
+async def flex_offers(node: Flex, p: P, s: Session) -> list[FlexOfferView]:
+    return await node.flex_offers(p["request_id"])
+
+
+async def flex_awards(node: Flex, p: P, s: Session) -> list[FlexAwardView]:
+    return await node.flex_awards(p["request_id"])
+
+
+async def flex_settlements(node: Flex, p: P, s: Session) -> list[FlexSettlementView]:
+    return await node.flex_settlements(p["request_id"])
+
+
+async def flex_request(node: Flex, p: P, s: Session) -> FlexRequestView:
+    return await node.flex_request(FlexRequestOrder(**p))
+
+
 def _method(name: str, call: Any, summary: str, *params: c.Param[Any]) -> Method:
     return Method(name, tuple(params), call, summary)
 
@@ -224,4 +254,21 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             c.Param("role", c.choice(ChargeRole), ChargeRole.DRIVER, doc='"driver" or "station"')),
     _method("charging_release", charging_release, "take back an unbilled session's escrow after its deadline",
             c.Param("session_id", c.hex_bytes(CHARGE_ID_SIZE), doc="session id, 32 hex digits")),
+    # flexibility
+    _method("flex_requests", flex_requests, "certified flexibility requests of the zone, with their status"),
+    _method("flex_offers", flex_offers, "offers of one request (null: this node's offers)", flex_request_id),
+    _method("flex_awards", flex_awards, "awarded offers of one request (null: this node's awards)", flex_request_id),
+    _method("flex_settlements", flex_settlements, "settlement lines of one request (null: this node's)",
+            flex_request_id),
+    _method("flex_request", flex_request, "zone operator or granted DSO: post a flexibility request",
+            c.Param("feeder", c.text(r".{0,32}"), doc="feeder or area the request is for (a label)"),
+            c.Param("direction", c.text(r"down|up"), doc='"down": less import / more export; "up": the opposite'),
+            c.Param("first_slot", c.integer(0), doc="first slot start, Unix seconds"),
+            c.Param("n_slots", c.integer(1, MAX_FLEX_SLOTS), doc="consecutive slots"),
+            c.Param("qty_wh", c.integer(1, MAX_QTY_WH), doc="flexibility wanted per slot, Wh"),
+            c.Param("price_uc_per_kwh", c.integer(1, MAX_PRICE), doc="most paid per delivered kWh, µc"),
+            c.Param("penalty_uc_per_kwh", c.integer(0, MAX_PRICE), doc="charged per awarded kWh not delivered, µc"),
+            c.Param("offer_deadline_ms", c.integer(0), doc="offers signed before this, Unix ms"),
+            c.Param("excluded_days", c.array(c.integer(0), 31), (), doc="holidays the baselines skip, Unix days"),
+            c.Param("grant_seq", c.integer(-1), -1, doc="a DSO: seq of its flex_grant in the gateway's chain")),
 ]}
