@@ -90,7 +90,7 @@ __all__ = [
     "FLEX_AWARD_KIND", "FLEX_GRANT_KIND", "FLEX_OFFER_KIND", "FLEX_REQUEST_KIND", "FLEX_SETTLE_KIND",
     "FlexAward", "FlexAwardLine", "FlexGrant", "FlexMetered", "FlexOffer", "FlexRefuseReason", "FlexRequest",
     "FlexSettle", "FlexSettlementLine", "FlexSettlementRecord", "SettlePosting",
-    "award_of", "compute_award", "compute_flex_settle", "compute_request_id", "grant_of", "offer_baselines",
+    "award_of", "compute_award", "compute_flex_settle", "compute_request_id", "grant_of", "offer_baselines", "posted_flex",
     "offers_of", "plan_offer", "request_of", "requests", "slot_rules_of", "settlement_of_request",
 ]
 
@@ -735,6 +735,18 @@ def _settle_ready(state: LedgerState, entry: Entry, body: FlexSettle) -> bool:
     slots = request.slots
     return all(meter_record_of(state, m.account, slots[i]) is not None for m in body.metered for i in m.slots
                if 0 <= i < len(slots))
+
+
+def posted_flex(previous: FlexSettlementRecord | None, current: FlexSettlementRecord,
+                account: bytes) -> tuple[int, int, int]:
+    """What the settle that replaced ``previous`` with ``current`` posted to ``account``, split:
+    ``(payment µc, penalty µc, paid Wh)`` — differences, as a reconciliation posts only those."""
+    now, before = current.line(account), previous.line(account) if previous is not None else None
+    if now is None:
+        return 0, 0, 0
+    old = before.result if before is not None else OfferSettlement(0, 0, 0, 0, 0, 0)
+    return (now.result.payment_uc - old.payment_uc, now.result.penalty_uc - old.penalty_uc,
+            now.result.paid_wh - old.paid_wh)
 
 
 def compute_flex_settle(state: LedgerState, rules: LedgerRules, request_id: bytes) -> FlexSettle | None:

@@ -24,6 +24,7 @@ PRICES = {"ana": 200_000, "ben": 150_000, "cai": 250_000}
 REQUEST_WH = 1500
 CAP_PRICE = 300_000
 PENALTY = 100_000
+LIMITS = {"ana": (900, 900), "ben": (700, 500), "cai": (600, 600)}   # what each home's devices allow
 KEYS = {name: seeded_key(f"flex-{name}") for name in HOMES}
 GATEWAY = FIX.gateway
 
@@ -100,3 +101,26 @@ def awarded_world() -> tuple[World, FlexRequest]:
 def settle(world: World, terms: FlexRequest):
     return world.write(GATEWAY, FLEX_SETTLE_KIND, compute_flex_settle(world.state, FIX.rules, terms.request_id),
                        CAL.settle_ms)
+
+
+def limited_award_world() -> tuple[World, FlexRequest]:
+    """Offers sized by ``LIMITS``: ben (cheapest) fills first, ana next, cai takes the rest."""
+    world, terms = requested_world()
+    for name in HOMES:
+        offer(world, name, terms, LIMITS[name])
+    world.write(GATEWAY, FLEX_AWARD_KIND, compute_award(world.state, terms.request_id), CAL.award_ms)
+    return world, terms
+
+
+def delivered_world() -> tuple[World, FlexRequest]:
+    """``limited_award_world`` delivered and settled: ana and ben cut their import, cai's second
+    reading comes after the settle and is reconciled."""
+    world, terms = limited_award_world()
+    for name, (first, second) in {"ana": (200, 100), "ben": (100, 300)}.items():
+        world.meter(name, CAL.slots[0], first)
+        world.meter(name, CAL.slots[1], second)
+    world.meter("cai", CAL.slots[0], 600)
+    settle(world, terms)
+    world.meter("cai", CAL.slots[1], 450)
+    settle(world, terms)
+    return world, terms

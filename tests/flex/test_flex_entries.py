@@ -16,12 +16,9 @@ from p2pgrid.flex.entries import (
 from p2pgrid.ledger.chain import EntryRejected, LedgerState, RejectReason, derive_state, process_entry, state_root
 
 from flex_world import (
-    CAL, FIX, GATEWAY, HOMES, KEYS, PENALTY, PRICES, World, awarded_world, metered_world, offer, request_terms,
-    requested_world, settle,
+    CAL, FIX, GATEWAY, HOMES, KEYS, LIMITS, PENALTY, PRICES, World, awarded_world, limited_award_world, metered_world,
+    offer, request_terms, requested_world, settle,
 )
-
-LIMITS = {"ana": (900, 900), "ben": (700, 500), "cai": (600, 600)}   # what each home's devices allow
-
 
 def refused(world, key, kind, body, time_ms):
     """The rejection of an entry (it must be refused); the state is left unchanged."""
@@ -29,14 +26,6 @@ def refused(world, key, kind, body, time_ms):
     with pytest.raises(EntryRejected) as caught:
         process_entry(world.state.overlay(), entry, FIX.rules)
     return caught.value
-
-
-def limited_award_world():
-    world, terms = requested_world()
-    for name in HOMES:
-        offer(world, name, terms, LIMITS[name])
-    world.write(GATEWAY, FLEX_AWARD_KIND, compute_award(world.state, terms.request_id), CAL.award_ms)
-    return world, terms
 
 
 def test_a_request_is_offered_awarded_in_merit_order_delivered_and_settled():
