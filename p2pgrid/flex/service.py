@@ -21,16 +21,19 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from p2pgrid.errors import LedgerError, NetError
-from p2pgrid.flex.entries import FLEX_REQUEST_KIND, FlexRequest
+from p2pgrid.flex.agent import home_limits
+from p2pgrid.flex.entries import FLEX_REQUEST_KIND, FlexRequest, FlexRequestRecord
 from p2pgrid.flex.plan import DEFAULT_SETTLE_DELAY_MS, OfferPolicy, flex_actions
+from p2pgrid.devices.service import WithDevices
 from p2pgrid.ledger.messages import entry_hash
+from p2pgrid.service import WithLedger
 
-__all__ = ["FlexService", "FlexStats"]
+__all__ = ["FlexHost", "FlexNodeService", "FlexService", "FlexStats", "flex_services", "node_offer_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +113,54 @@ class FlexService:
             if stored and entry_hash(stored[0]) == entry_hash(entry):
                 self.stats.written[entry.body.kind] += 1     # certified after all
         return True
+
+
+class FlexHost(WithLedger, WithDevices, Protocol):
+    """What the flex service uses of the node: its ledger, config, clock and device telemetry."""
+
+
+def node_offer_limits(node: FlexHost, request: FlexRequestRecord) -> tuple[int, ...] | None:
+    """What a node's devices can move per slot of ``request`` now: its battery (``[devices.battery]``,
+    from the latest reading's state of charge), capped by ``[flex] max_wh_per_slot``; without a
+    battery, ``max_wh_per_slot`` alone (a load the owner sheds by hand). None: nothing."""
+    from p2pgrid.agent.agent_trader import battery_limits
+
+    config = node.config
+    cap = config.flex.max_wh_per_slot
+    slots, slot_s = request.slots, request.slot_length_s
+    battery = node.telemetry.battery() if config.devices.battery is not None and node.telemetry else None
+    if battery is None:
+        return tuple(cap for _ in slots) if cap else None
+    soc_wh = round(battery.soc_pct * battery.capacity_wh / 100)
+    limits = home_limits(request.terms.direction, slots, slot_s, battery_limits(config), soc_wh)
+    if limits is None:
+        return None
+    return tuple(min(wh, cap) for wh in limits) if cap else limits
+
+
+class FlexNodeService:
+    """``FlexService`` on a node (name ``flex``): every node with a ledger awards and settles the
+    requests it posts; with ``[flex] offer`` it also offers, signed for its meter key's connection."""
+
+    name = "flex"
+
+    def __init__(self) -> None:
+        self.service: FlexService | None = None
+
+    async def run(self, node: FlexHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        from p2pgrid.settlement.node_service import meter_key_of
+
+        if node.ledger is None:
+            raise RuntimeError("flex starts after the ledger service")
+        config = node.config
+        policy = None
+        if config.flex.offer and node.ledger.me != node.ledger.rules.gateway:
+            policy = OfferPolicy(meter_key_of(config).public_key, config.flex.price_uc_per_kwh,
+                                 lambda request: node_offer_limits(node, request))
+        self.service = FlexService(node.ledger, node.clock.now_ms, policy=policy)
+        await self.service.run(task_status=task_status)
+
+
+def flex_services(config: Any) -> list[Any]:
+    """The flex service (on every node with a ledger: the registry starts it only there)."""
+    return [FlexNodeService()]
