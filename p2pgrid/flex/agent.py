@@ -7,14 +7,22 @@ agent knows of its devices at offer time, never beyond a device's limits.
   ``max_discharge_w`` per slot and in total what lies above its floor (``max(min_soc_wh,
   reserve_wh)``, the household's backup reserve stays untouched) after discharge losses; for an
   ``up`` request it charges, at most ``max_charge_w`` per slot and in total the room below
-  ``max_soc_wh`` before charge losses. The energy is handed out slot by slot, earliest first.
+  ``max_soc_wh`` before charge losses. The energy is spread as evenly over the slots as its
+  power allows.
 * **EV** (``EvSession``): for a ``down`` request it pauses charging in the event slots, but only if
   what it still needs can be charged between the event's end and its departure at its charging
-  power (the driver's departure time is a hard limit); it then offers, per slot, what it would
-  have drawn (its power, up to what it still needs). For an ``up`` request it offers nothing (its
-  charging is in its baseline already).
+  power (the driver's departure time is a hard limit); it then offers, per slot, what its charge
+  plan would have drawn there (``planned_wh``; without a plan, a plain charger's: full power from
+  plug-in until the need is met). A car that would not charge in a slot has nothing to pause
+  there. For an ``up`` request it offers nothing (its charging is in its baseline already).
 
 ``home_limits`` adds both. A home without either offers nothing.
+
+Against the baseline. Delivery is measured against the committed baseline, not against what the
+home would have done that evening: a car whose charge today is unusual (not in the baseline's
+days) sheds energy the baseline never counted. ``deliverable_wh`` caps an offer by what the home
+expects to deliver against its baseline — baseline − (expected net import − shed) — so an agent
+does not sign up for a penalty.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from dataclasses import dataclass
 from p2pgrid.agent.battery import BatteryLimits
 from p2pgrid.flex.rules import Direction
 
-__all__ = ["EvSession", "battery_flex_wh", "ev_flex_wh", "home_limits"]
+__all__ = ["EvSession", "battery_flex_wh", "deliverable_wh", "ev_flex_wh", "home_limits"]
 
 MS_PER_H = 3_600_000
 
@@ -35,9 +43,11 @@ def _per_slot_wh(power_w: int, slot_s: int) -> int:
 
 
 def _spread(total_wh: int, per_slot_wh: int, n_slots: int) -> tuple[int, ...]:
+    """``total_wh`` over ``n_slots`` as evenly as the power allows (a request wants every slot
+    covered; front-loading would leave its last slots to nobody)."""
     out = []
-    for _ in range(n_slots):
-        take = max(0, min(per_slot_wh, total_wh))
+    for left in range(n_slots, 0, -1):
+        take = max(0, min(per_slot_wh, -(-total_wh // left)))
         out.append(take)
         total_wh -= take
     return tuple(out)
@@ -63,6 +73,9 @@ class EvSession:
     departure_ms: int
     need_wh: int
     max_charge_w: int
+    planned_wh: tuple[int, ...] | None = None    # Wh its charge plan draws in each event slot
+
+
 
 
 def ev_flex_wh(direction: Direction, ev: EvSession, slots: Sequence[int], slot_s: int) -> tuple[int, ...]:
@@ -73,6 +86,8 @@ def ev_flex_wh(direction: Direction, ev: EvSession, slots: Sequence[int], slot_s
     after_ms = max(0, ev.departure_ms - event_end_ms)
     if ev.max_charge_w * after_ms // MS_PER_H < ev.need_wh:
         return tuple(0 for _ in slots)     # the car would leave short: the driver's limit wins
+    if ev.planned_wh is not None:
+        return tuple(min(wh, _per_slot_wh(ev.max_charge_w, slot_s)) for wh in ev.planned_wh)
     out, need = [], ev.need_wh
     for slot in slots:
         plugged = ev.plugged_in_ms <= slot * 1000 and (slot + slot_s) * 1000 <= ev.departure_ms
@@ -91,3 +106,10 @@ def home_limits(direction: Direction, slots: Sequence[int], slot_s: int, battery
     if ev is not None:
         total = [a + b for a, b in zip(total, ev_flex_wh(direction, ev, slots, slot_s))]
     return tuple(total) if any(total) else None
+
+
+def deliverable_wh(shed_wh: Sequence[int], baseline_wh: Sequence[int], expected_net_wh: Sequence[int]) -> tuple[int, ...]:
+    """Per slot, what shedding ``shed_wh`` delivers against the baseline when the home expects to
+    import ``expected_net_wh`` without acting: ``max(0, min(shed, baseline − expected + shed))``."""
+    return tuple(max(0, min(shed, base - expected + shed))
+                 for shed, base, expected in zip(shed_wh, baseline_wh, expected_net_wh))

@@ -25,3 +25,14 @@ def test_flexibility_is_a_revenue_stream_and_a_reconciliation_moves_only_the_dif
     window = statement_for(world.log, FIX.rules, KEYS["ana"].public_key, start_s=CAL.first_slot,
                            end_s=CAL.first_slot + 1)
     assert window.streams["flexibility"] == ana.streams["flexibility"]
+
+
+def test_the_simnet_flexibility_kpi_reads_the_certified_settlements():
+    from simnet.vpp import ledger_flexibility
+
+    world, _ = delivered_world()
+    kpi = ledger_flexibility(world.state)
+    assert (kpi["requests"], kpi["offers"], kpi["awarded_wh"], kpi["paid_wh"], kpi["delivered_wh"]) == (1, 3, 3000, 3000,
+                                                                                                      3050)
+    assert (kpi["payments_uc"], kpi["penalties_uc"]) == (340_000 + 180_000 + 25_000, 0)
+    assert kpi["by_account"][KEYS["cai"].public_key.hex()] == 25_000
