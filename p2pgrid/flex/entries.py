@@ -61,6 +61,11 @@ past: no rule reads a validator's clock (every time limit is judged on the entry
     penalty (< 0) debits a node from another chain, so, as a zone settlement does, it is an
     **obligation** (``chain.add_obligation``): it lowers the node's balance, not what it may spend.
 
+Size. An award and a settle are one entry each (``ledger.messages.MAX_BODY_BYTES``, 7680 bytes):
+about 35 bytes per awarded account plus 1–5 per slot number, so a request of 8 slots settles up
+to the 64 accounts an award may name, one of 96 slots only about 20. Splitting larger awards
+and settlements into several entries is not done: keep a request's slots × awardees small.
+
 State: ``extra["flex_request/<id hex>"]``, ``extra["flex_offer/<id hex>/<account hex>"]``,
 ``extra["flex_days/<account hex>"]`` (days of the node's offers), ``extra["flex_award/<id hex>"]``,
 ``extra["flex_settle/<id hex>"]`` — all in the state root.
