@@ -448,6 +448,21 @@ class ChargingSection:
 
 
 @dataclass(frozen=True)
+class FlexSection:
+    """Flexibility offered to the zone operator's requests (``p2pgrid.flex.service``). A node
+    always awards and settles the requests it posted itself; offering is opt-in."""
+
+    offer: bool = field(default=False, metadata=doc(
+        "Offer flexibility for the zone's requests, sized by the battery's charge above its backup "
+        "reserve (and by max_wh_per_slot)."))
+    price_uc_per_kwh: int = field(default=200_000, metadata=doc(
+        "Ask for delivered flexibility, µc per kWh (a request's cap lowers it).", min=0))
+    max_wh_per_slot: int = field(default=0, metadata=doc(
+        "Most offered per slot, Wh; without a battery, what the owner can shed by hand (0: the battery alone).",
+        min=0))
+
+
+@dataclass(frozen=True)
 class AgentSection:
     strategy: str = field(default="none", metadata=doc(
         "none: place no orders by itself. random: seeded random orders (demo/simnet). "
@@ -584,6 +599,7 @@ class NodeConfig:
     pool: PoolSection = field(default_factory=PoolSection, metadata=doc("AMM pool hosting."))
     shares: SharesSection = field(default_factory=SharesSection, metadata=doc("LP share programme (pool host)."))
     charging: ChargingSection = field(default_factory=ChargingSection, metadata=doc("Public EV charging sales."))
+    flex: FlexSection = field(default_factory=FlexSection, metadata=doc("Flexibility offers (virtual power plant)."))
     agent: AgentSection = field(default_factory=AgentSection, metadata=doc("Trading strategy."))
     gateway: GatewaySection = field(default_factory=GatewaySection, metadata=doc("Zone operator duties."))
     simnet: SimnetSection = field(default_factory=SimnetSection, metadata=doc("Test-only simulation switches."))

@@ -71,6 +71,7 @@ from p2pgrid.wire import Order, Side, decode_signed
 from simnet import optimum as opt
 from simnet.community import ENERGY_FILE, ROUND_TRIP, SOC_MAX, SOC_MIN, Energy
 from simnet.scenario import Scenario
+from simnet.vpp import ledger_flexibility
 
 KPI_KEYS = ("self_sufficiency", "self_consumption", "savings_per_household", "savings_per_participant",
             "traded_volume_wh", "prices_per_slot", "volume_share", "welfare_vs_central_auction",
@@ -229,6 +230,7 @@ def compute_kpis(out_dir: Path, state: LedgerState | None, run: dict[str, Any]) 
         "settlement": settlement(state, bytes.fromhex(community["gateway"])),
         "metering": metering(state, community),
         "charging": charging(state),
+        "flexibility": ledger_flexibility(state),
         "trades": len(trades),
         "run": run,
         "series_wh": series,

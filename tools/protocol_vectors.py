@@ -79,6 +79,10 @@ from p2pgrid.shares.rules import (  # noqa: E402
     ShareOffer, compute_payout, next_programme_id, plan_share_buy, plan_share_exit, plan_share_issue,
     plan_share_redeem, programme_of,
 )
+from p2pgrid.flex.entries import (  # noqa: E402
+    FlexAward, FlexAwardLine, FlexGrant, FlexRequest, compute_award, compute_flex_settle, plan_offer,
+)
+from p2pgrid.flex.rules import Direction  # noqa: E402
 from p2pgrid.units import SlotRules, trade_value  # noqa: E402
 from p2pgrid.wire import (  # noqa: E402
     INT_MAX, INT_MIN, Cancel, Order, OrderBatch, Side, Signed, Source, encode, pack,
@@ -104,6 +108,8 @@ KEY_LABELS = {
     "alice-meter": "alice's grid meter (meter key, registered by the gateway)",
     "bob-meter": "bob's grid meter",
     "charger": "the station's connector metering module (signs charge readings)",
+    "carol": "household with a home battery: offers flexibility to the zone operator's request",
+    "carol-meter": "carol's grid meter",
     "mallory": "a stranger (for invalid messages)",
     "validator-0": "committee member", "validator-1": "committee member",
     "validator-2": "committee member", "validator-3": "committee member",
@@ -478,11 +484,13 @@ def build() -> dict[str, Any]:
         e.encoded for e in expiries)), DUE + 120_000 + RULES.lock_expiry_grace_ms))],
                    "valid whatever the seller's chain: a quorum of the committee promised never to vote for a "
                    "consumer of the lock")
+    flex_invalid = flex_scenario(ledger)
 
     votes = [signed_vector(f"vote-fill-validator-{i}", make_vote(COMMITTEE, VALIDATORS[i], [entry_hash(s) for s in
                                                                                           verified(fill_batch)]))
              for i in range(COMMITTEE.quorum)]
     invalid, refusal_reply = invalid_entries(ledger)
+    invalid += flex_invalid
     return {
         "about": {
             "what": "p2pgrid protocol test vectors: wire encodings, signatures, hashes and verdicts, from fixed "
@@ -669,6 +677,88 @@ def order_gossip_cases(offer: Signed[Order], cancel: Signed[Cancel]) -> list[dic
                     "created 10 s ahead of the receiver's clock: ignored, no penalty"))
     for name, (data, _) in bad_order_batches(KEYS["alice"], KEYS["mallory"], ORDER_RULES, NOW).items():
         out.append(case(name.replace("_", "-"), data, "alice", NOW, "one of the validator's invalid classes"))
+    return out
+
+
+FLEX_DAY_MS = 86_400_000
+FLEX_SLOT = SLOT + 6 * 86_400            # the event: the scenario's slot time of day, six days later
+
+
+def flex_scenario(ledger: Ledger) -> list[dict[str, Any]]:
+    """The virtual power plant: carol's meter reports the event's time of day on five days (the
+    fewest a "high 5 of 10" baseline takes), the gateway requests 2500 Wh less import, carol
+    offers 600 Wh, is awarded them, delivers 700 and is paid 600; then it requests again for the next
+    evening. Returns the refusals of bad flex entries, judged on the final state (as every case of
+    ``ledger_invalid``), each by a validator whose clock reads the entry's own date."""
+    g, carol, station = ledger.entry, PUB["carol"], PUB["station"]
+    ledger.certify("flex-meter", [("register-carol-meter", g("gateway", "meter_registration_v2", MeterRegistrationV2(
+        PUB["gateway"], carol, PUB["carol-meter"], ZONE, DUE + 70_000, 5000), DUE + 70_000))],
+        "carol's connection can export 5 kW: 1250 Wh per 15-minute slot")
+    import_total = 0
+    for day in range(1, 6):
+        slot = SLOT + day * 86_400
+        import_total += 900 + 50 * day
+        reading = MeterReading(account=carol, meter_key=PUB["carol-meter"], zone=ZONE, slot=slot,
+                               import_wh=900 + 50 * day, export_wh=0, green_wh=0, green_source=Source.NONE,
+                               import_total_wh=import_total, export_total_wh=0,
+                               created_ms=SLOT_RULES.slot_end_ms(slot) + 10_000)
+        ledger.certify(f"flex-history-{day}", [(f"meter-carol-day-{day}", g("carol", "meter", MeterEntryBody(
+            sign(reading, KEYS["carol-meter"]).encoded), reading.created_ms))])
+    t = FLEX_SLOT * 1000 - 6 * 3_600_000                       # six hours before the event
+    request = FlexRequest(request_id=ident("flex-1"), zone=ZONE, feeder="feeder-1", direction=Direction.DOWN,
+                          first_slot=FLEX_SLOT, n_slots=1, qty_wh=2500, price_uc_per_kwh=400_000,
+                          penalty_uc_per_kwh=100_000, offer_deadline_ms=t + 3_600_000)
+    ledger.certify("flex-request", [("flex-request", g("gateway", "flex_request", request, t))],
+                   "the zone operator asks for 2500 Wh less import in the event slot, offers due in an hour")
+    offer = plan_offer(ledger.state, RULES, carol, PUB["carol-meter"], request.request_id, 300_000, (600,))
+    ledger.certify("flex-offer", [("flex-offer", g("carol", "flex_offer", offer, t + 60_000))],
+                   "baseline: the mean of the five highest of carol's five evenings (1100 Wh); 600 Wh at 300 000 µc/kWh")
+    ledger.certify("flex-award", [("flex-award", g("gateway", "flex_award", compute_award(
+        ledger.state, request.request_id), request.offer_deadline_ms))],
+        "merit order over the offers it names, recomputed by every validator")
+    reading = MeterReading(account=carol, meter_key=PUB["carol-meter"], zone=ZONE, slot=FLEX_SLOT, import_wh=400,
+                           export_wh=0, green_wh=0, green_source=Source.NONE, import_total_wh=import_total + 400,
+                           export_total_wh=0, created_ms=SLOT_RULES.slot_end_ms(FLEX_SLOT) + 10_000)
+    ledger.certify("flex-delivery", [("meter-carol-event", g("carol", "meter", MeterEntryBody(
+        sign(reading, KEYS["carol-meter"]).encoded), reading.created_ms))],
+        "carol imported 400 Wh against a baseline of 1100: 700 Wh delivered")
+    ledger.certify("flex-settle", [("flex-settle", g("gateway", "flex_settle", compute_flex_settle(
+        ledger.state, RULES, request.request_id), SLOT_RULES.metering_due_ms(FLEX_SLOT)))],
+        "paid the 600 awarded Wh at carol's price: 180 000 µc from the gateway")
+    # The next evening's request, open for offers: the refusals below are judged against it.
+    t = (FLEX_SLOT + 86_400) * 1000 - 6 * 3_600_000
+    ledger.certify("flex-grant", [("flex-grant", g("gateway", "flex_grant", FlexGrant(station, t + 86_400_000), t))],
+                   "the station may post requests for a day, naming this entry's seq as its grant_seq")
+    second = dataclasses.replace(request, request_id=ident("flex-2"), first_slot=FLEX_SLOT + 86_400,
+                                 offer_deadline_ms=t + 3_600_000)
+    ledger.certify("flex-request-2", [("flex-request-2", g("gateway", "flex_request", second, t))])
+    deadline = second.offer_deadline_ms
+    return flex_invalid_entries(ledger, [
+        ("flex-request-from-non-operator", "alice is neither the zone operator nor granted by it",
+         "alice", "flex_request", dataclasses.replace(second, request_id=ident("flex-3")), deadline - 1000,
+         "not_operator"),
+        ("flex-offer-after-deadline", "bob's offer is dated at the offer deadline",
+         "bob", "flex_offer", dataclasses.replace(offer, request_id=second.request_id, meter_key=PUB["bob-meter"]),
+         deadline, "offer dated"),
+        ("flex-offer-beyond-capability", "carol's connection moves at most 1100 + 1250 Wh from her baseline",
+         "carol", "flex_offer", dataclasses.replace(offer, request_id=second.request_id, qty_wh=(2400,)),
+         deadline - 1000, "beyond_capability"),
+        ("flex-award-beyond-request", "2600 Wh awarded of 2500 requested", "gateway", "flex_award",
+         FlexAward(second.request_id, (carol,), (FlexAwardLine(carol, (2600,)),)), deadline, "award_beyond_request")])
+
+
+def flex_invalid_entries(ledger: Ledger, cases: list[tuple[str, str, str, str, Any, int, str]]) -> list[dict[str, Any]]:
+    """Bad flex entries ``(name, what, who, kind, body, dated, detail)`` judged on the scenario's
+    state; ``detail`` starts the rejection's detail (the flex reason inside ``bad_body``). The
+    state must be final when this is called: the file's reader replays the cases on it."""
+    state, out = ledger.state, []
+    for name, what, who, entry_kind, body, dated, detail in cases:
+        entry = sign(build_entry(RULES, PUB[who], state.head(PUB[who]), entry_kind, body, dated), KEYS[who]).encoded
+        decision = decide_vote(state, {}, [entry], RULES, dated)
+        if not decision.rejections or not decision.rejections[0].detail.startswith(detail):
+            raise RuntimeError(f"flex case {name}: {decision.rejections}")
+        out.append({"name": name, "what": what, "validator_now_ms": dated, "entries_hex": [entry.hex()],
+                    "voted_before": {}, "expect": rejection_json(decision), "detail_starts_with": detail})
     return out
 
 

@@ -4,8 +4,8 @@ Contract for command modules: ``register(subparsers)`` adds sub-commands whose p
 ``set_defaults(func=do_something)``; ``do_something(args) -> int`` is the exit code. Node commands
 live in ``node_commands``, creating and joining a zone in ``zone``, the offline device check in ``devices``, the meter key in ``meter``,
 trading through the running node in ``trade``, pool shares in ``shares``, EV charging in
-``charging``, and ``ledger``, ``settlement`` and ``invest`` read the node's ledger. What they share
-is in ``common``; no command module imports another.
+``charging``, the flexibility market in ``flex``, and ``ledger``, ``settlement`` and ``invest`` read
+the node's ledger. What they share is in ``common``; no command module imports another.
 
 Errors: a ``P2PGridError`` prints one line ``p2pgrid: error: ...`` on stderr and exits 1; a usage
 error prints one line and exits 2; Ctrl-C exits 130 without a traceback.
@@ -71,11 +71,12 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from p2pgrid.cli import charging, devices, invest, ledger, meter, node_commands, settlement, shares, trade, zone
+    from p2pgrid.cli import flex
 
     parser = OneLineArgumentParser(prog="p2pgrid", description="Peer-to-peer energy trading node.")
     parser.add_argument("--version", action="version", version=f"p2pgrid {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node_commands, zone, devices, meter, trade, ledger, settlement, invest, shares, charging):
+    for module in (node_commands, zone, devices, meter, trade, ledger, settlement, invest, shares, charging, flex):
         module.register(subparsers)
     return parser
 

@@ -21,10 +21,14 @@ pool_fees                   the fee part of BUY swaps in A's pools (``amm`` reco
                             certified pool, as validators do)
 imbalance_credit            settlement ``unused_purchase`` postings (bought but not imported)
 charging_sales              ``charge_bill`` by A (A the station): the metered session's price
+flexibility                 ``flex_settle`` payments to A for delivered flexibility (VPP; a
+                            reconciliation posts the difference)
 energy_bought_book          A the buyer of a ``fill`` by an ordinary seller: −trade value
 energy_bought_grid          A the buyer of a ``fill`` whose seller is the gateway
 energy_bought_pool          A the trader of a BUY ``swap``: −credits; A the host of a SELL swap: −credits
 charging_bought             A the driver of a billed ``charge_start``: −the session's price
+flexibility_penalties       ``flex_settle`` penalties of A (awarded flexibility not delivered)
+flexibility_bought          A the requester of a ``flex_settle`` (operator or DSO): −the net it paid
 shortfall_charges           settlement ``shortfall`` postings (sold but not delivered)
 extra_import                settlement ``extra_import`` postings (imported beyond purchases)
 grid_fees                   settlement ``grid_fee`` postings (cross-zone trades)
@@ -89,6 +93,7 @@ from typing import Any
 
 from p2pgrid.charging.rules import CHARGE_BILL_KIND, CHARGE_START_KIND, decode_charge_reading
 from p2pgrid.errors import P2PGridError
+from p2pgrid.flex.entries import FLEX_SETTLE_KIND, posted_flex, request_of, settlement_of_request
 from p2pgrid.ledger.chain import LedgerRules, LedgerState, LockStatus, apply_entry, decode_body, derive_state, is_ready
 from p2pgrid.ledger.messages import Entry
 from p2pgrid.shares.rules import (
@@ -120,11 +125,14 @@ STREAMS: tuple[Stream, ...] = (
     Stream("pool_fees", "Pool fees earned (host)", REVENUE),
     Stream("share_income", "Pool fee income from shares (LP)", REVENUE),
     Stream("charging_sales", "EV charging sales", REVENUE),
+    Stream("flexibility", "Flexibility delivered (VPP)", REVENUE),
     Stream("feed_in", "Feed-in to the grid", REVENUE),
     Stream("imbalance_credit", "Imbalance credits (unused purchases)", REVENUE),
     Stream("energy_bought_book", "Energy bought via order book", COST),
     Stream("energy_bought_pool", "Energy bought via pool", COST),
     Stream("charging_bought", "EV charging bought", COST),
+    Stream("flexibility_penalties", "Flexibility penalties (not delivered)", COST),
+    Stream("flexibility_bought", "Flexibility bought (requester)", COST),
     Stream("energy_bought_grid", "Energy bought from the grid", COST),
     Stream("shortfall_charges", "Shortfall charges", COST),
     Stream("extra_import", "Imbalance import charges", COST),
@@ -191,6 +199,9 @@ def _time_of(entry: Entry, body: Any, state: LedgerState) -> int | None:
             return int(decode_charge_reading(body.reading).body.ended_ms) // 1000
         except P2PGridError:
             return None
+    if kind == FLEX_SETTLE_KIND:
+        request = request_of(state, body.request_id)
+        return int(request.terms.first_slot) if request is not None else None
     if kind == "pool_open":
         return int(body.slot)
     if kind in ("pool_update", "swap"):
@@ -359,6 +370,18 @@ def _classify_settle(body: Any, previous: Any, after: LedgerState, account: byte
             for reason, amount in posted_by_reason(previous, settlement, account).items()]
 
 
+def _classify_flex_settle(entry: Entry, body: Any, previous: Any, after: LedgerState, account: bytes) -> _Split:
+    """A ``flex_settle``: the requester pays the net of its postings; a node's posting splits into
+    the payment and the penalty of its line (differences, for a reconciliation)."""
+    if entry.account == account:
+        return [("flexibility_bought", -sum(p.amount_uc for p in body.postings), 0)]
+    current = settlement_of_request(after, body.request_id)
+    if current is None or not any(p.account == account for p in body.postings):
+        return []
+    payment, penalty, paid_wh = posted_flex(previous, current, account)
+    return [("flexibility", payment, paid_wh), ("flexibility_penalties", -penalty, 0)]
+
+
 # --- flows from entries ------------------------------------------------------------------------
 
 def account_flows(entries: Iterable[Signed[Entry]], rules: LedgerRules, account: bytes) -> AccountFlows:
@@ -391,9 +414,13 @@ def _apply_one(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, ac
     before_balance = state.balance(account)
     split = _classify(entry, body, state, account, rules)
     previous = _settlement_before(state, body.slot) if entry.kind == "settle" else None
+    if entry.kind == FLEX_SETTLE_KIND:
+        previous = settlement_of_request(state, body.request_id)
     apply_entry(state, signed, rules, body)
     if entry.kind == "settle":
         split = _classify_settle(body, previous, state, account)
+    elif entry.kind == FLEX_SETTLE_KIND:
+        split = _classify_flex_settle(entry, body, previous, state, account)
     change = state.balance(account) - before_balance
     if not split and not change and entry.account != account:
         return clock

@@ -42,6 +42,8 @@ Every method reads the node's live services; nothing is cached that the node alr
 * **Charging** — ``charge_tariffs`` / ``charge_start`` / ``charge_sessions`` / ``charge_release``
   are ``p2pgrid.charging.api.ChargingApi`` (see there).
 * **Gateway** — ``approve_member`` is ``p2pgrid.onboarding.api.GatewayApi`` (see there).
+* **Flex** — ``flex_requests`` / ``flex_offers`` / ``flex_awards`` / ``flex_settlements`` /
+  ``flex_request`` are ``p2pgrid.flex.api.FlexApi`` (see there).
 
 Events: ``run()`` drains ``TradingService.book_changes`` (the one consumer of that channel) and
 follows the ledger; each book change becomes a ``BookUpdate`` (the new total at the changed price
@@ -80,6 +82,7 @@ import p2pgrid
 from p2pgrid.agent.agent_trader import PV_GATE_EXPERTS, AgentTrader, SeriesForecaster
 from p2pgrid.charging.api import ChargingApi
 from p2pgrid.onboarding.api import GatewayApi
+from p2pgrid.flex.api import FlexApi
 from p2pgrid.devices.api import NoReadingYet, telemetry_view
 from p2pgrid.devices.base import DeviceKind
 from p2pgrid.devices.service import DeviceService, SlotTelemetry, WithDevices
@@ -90,6 +93,7 @@ from p2pgrid.ledger.chain import LedgerState, LockStatus, decode_body
 from p2pgrid.ledger.messages import Fill, entry_hash
 from p2pgrid.market.errors import InvalidOrder, UnknownOrder
 from p2pgrid.market.router import BookLeg, PoolLeg
+from p2pgrid.rpc.api import FlexAwardView, FlexOfferView, FlexRequestOrder, FlexRequestView, FlexSettlementView
 from p2pgrid.rpc.api import (
     ApprovalView, Balance, BookLevel, BookSnapshot, BookUpdate, Certificate, ChargeRole, ChargeSessionView, ChargeTariffView,
     Execution, Forecast, ForecastPoint, LedgerEntryView, NodeInfo, OrderRequest, OrderStatus, OrderView, PeerInfo,
@@ -496,6 +500,22 @@ class LiveNodeApi:
     async def approve_member(self, account: bytes, meter_key: bytes, export_w: int,
                              fund_uc: int | None) -> ApprovalView:
         return await GatewayApi(self.node, self._approvals).approve(account, meter_key, export_w, fund_uc)
+    # --- Flex (p2pgrid.flex.api) ------------------------------------------------------------
+
+    async def flex_requests(self) -> list[FlexRequestView]:
+        return await FlexApi(self.node).requests()
+
+    async def flex_offers(self, request_id: bytes | None) -> list[FlexOfferView]:
+        return await FlexApi(self.node).offers(request_id)
+
+    async def flex_awards(self, request_id: bytes | None) -> list[FlexAwardView]:
+        return await FlexApi(self.node).awards(request_id)
+
+    async def flex_settlements(self, request_id: bytes | None) -> list[FlexSettlementView]:
+        return await FlexApi(self.node).settlements(request_id)
+
+    async def flex_request(self, request: FlexRequestOrder) -> FlexRequestView:
+        return await FlexApi(self.node).request(request)
 
     # --- EventSource --------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from p2pgrid.agent.profile_trader import profile_services
 from p2pgrid.agent.random_trader import random_services
 from p2pgrid.charging.service import charging_services
 from p2pgrid.devices.service import device_services
+from p2pgrid.flex.service import flex_services
 from p2pgrid.node.ledger import has_ledger, ledger_services
 from p2pgrid.node.network import network_services
 from p2pgrid.node.rpc import api_services
@@ -59,6 +60,7 @@ REGISTRY: tuple[Row, ...] = (
     Row(planner_services, True, 'agent.strategy = "agent": forecasts, battery plan, orders (node.agent)'),
     Row(share_services, True, "[shares] programme host and LP investor"),
     Row(charging_services, True, "[charging] station and planned charges"),
+    Row(flex_services, True, "flexibility: awards and settles own requests; [flex] offer from the battery"),
 )
 
 

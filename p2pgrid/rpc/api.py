@@ -45,6 +45,8 @@ __all__ = [
     "ShareBuyStatus", "ShareBuyView", "ShareExitView", "SharePositionView", "ShareProgrammeView", "Shares",
     "ChargeRole", "ChargeSessionStatus", "ChargeSessionView", "ChargeTariffView", "Charging",
     "ApprovalView", "Gateway",
+    "Flex", "FlexAwardView", "FlexOfferView", "FlexRequestOrder", "FlexRequestStatus", "FlexRequestView",
+    "FlexSettlementView",
 ]
 
 
@@ -414,6 +416,88 @@ class ApprovalView:
     meter_key: bytes
     export_w: int             # the registered export capacity, W (meter_registration v2)
     funded_uc: int            # credits minted to the account now (0: none, or funded before)
+# --- flexibility: the virtual power plant (p2pgrid.flex) -------------------------------------------
+
+class FlexRequestStatus(str, enum.Enum):
+    OPEN = "open"             # offers may still be signed (before the offer deadline)
+    CLOSED = "closed"         # the deadline passed, not awarded yet
+    AWARDED = "awarded"       # awarded; not settled yet
+    SETTLED = "settled"       # settled (later readings may still reconcile it)
+    LAPSED = "lapsed"         # its first slot started with no award
+
+
+@dataclass(frozen=True)
+class FlexRequestView:
+    """A certified flexibility request of the zone operator (or a granted DSO)."""
+
+    request_id: bytes         # 16 bytes
+    requester: bytes
+    zone: str
+    feeder: str
+    direction: str            # "down": less import / more export; "up": more import / less export
+    first_slot: int           # Unix s
+    n_slots: int
+    qty_wh: int               # per slot
+    price_uc_per_kwh: int     # cap on offers; each awarded offer is paid its own price
+    penalty_uc_per_kwh: int   # per awarded Wh not delivered
+    offer_deadline_ms: int
+    offers: int               # certified offers
+    awarded_wh: int           # over all slots (0 until awarded)
+    status: FlexRequestStatus
+
+
+@dataclass(frozen=True)
+class FlexOfferView:
+    request_id: bytes
+    account: bytes
+    price_uc_per_kwh: int
+    qty_wh: tuple[int, ...]        # per slot
+    baseline_wh: tuple[int, ...]   # committed baseline (net import) per slot
+    time_ms: int                   # the offer's signed time
+    awarded_wh: tuple[int, ...]    # per slot; zeros until awarded (or not awarded)
+
+
+@dataclass(frozen=True)
+class FlexAwardView:
+    """One awarded offer of a request (one row per account in the award)."""
+
+    request_id: bytes
+    account: bytes
+    price_uc_per_kwh: int
+    awarded_wh: tuple[int, ...]    # per slot
+    awarded_ms: int                # the award's signed time
+
+
+@dataclass(frozen=True)
+class FlexSettlementView:
+    """One awarded node's settlement of a request (the latest, after any reconciliation)."""
+
+    request_id: bytes
+    account: bytes
+    metered_slots: tuple[int, ...]  # slot indexes with a certified reading counted
+    awarded_wh: int
+    delivered_wh: int              # baseline − metered (direction-aware), summed, uncapped
+    paid_wh: int                   # min(delivered, awarded) per slot, summed
+    short_wh: int
+    payment_uc: int
+    penalty_uc: int
+    net_uc: int                    # paid to the node (< 0: it paid)
+
+
+@dataclass(frozen=True)
+class FlexRequestOrder:
+    """What ``flex_request`` posts (see ``p2pgrid.flex.entries.FlexRequest``)."""
+
+    feeder: str
+    direction: str
+    first_slot: int
+    n_slots: int
+    qty_wh: int
+    price_uc_per_kwh: int
+    penalty_uc_per_kwh: int
+    offer_deadline_ms: int
+    excluded_days: tuple[int, ...] = ()
+    grant_seq: int = -1
 
 
 # --- capabilities -------------------------------------------------------------------------------
@@ -549,7 +633,32 @@ class Gateway(Protocol):
         ...
 
 
-class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Shares, Charging, Gateway, Protocol):
+class Flex(Protocol):
+    """The zone's flexibility market as this node's ledger holds it, and requests posted by it."""
+
+    async def flex_requests(self) -> list[FlexRequestView]:
+        """Every certified request, by first slot."""
+        ...
+
+    async def flex_offers(self, request_id: bytes | None) -> list[FlexOfferView]:
+        """The offers of one request (None: this node's own offers)."""
+        ...
+
+    async def flex_awards(self, request_id: bytes | None) -> list[FlexAwardView]:
+        """The awarded offers of one request (None: this node's own awards)."""
+        ...
+
+    async def flex_settlements(self, request_id: bytes | None) -> list[FlexSettlementView]:
+        """The settlement lines of one request (None: this node's own)."""
+        ...
+
+    async def flex_request(self, request: FlexRequestOrder) -> FlexRequestView:
+        """Post a request from this node's chain (the zone operator, or a DSO naming its grant).
+        Raises a ``LedgerError`` (``EntryRejected``) when the ledger rules refuse it."""
+        ...
+
+
+class NodeApi(MarketView, Trading, LedgerView, DeviceView, EventSource, Shares, Charging, Gateway, Flex, Protocol):
     """Everything the RPC server needs from a node."""
 
 

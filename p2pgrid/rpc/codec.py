@@ -222,6 +222,17 @@ def optional(inner: Callable[[Any, str], T]) -> Callable[[Any, str], T | None]:
     return parse
 
 
+def array(inner: Callable[[Any, str], T], max_len: int = 256) -> Callable[[Any, str], tuple[T, ...]]:
+    """A JSON array of at most ``max_len`` items, each parsed by ``inner``; a tuple."""
+    def parse(value: Any, name: str) -> tuple[T, ...]:
+        if type(value) is not list:
+            raise InvalidParams(f"{name}: expected an array, got {_json_type(value)}")
+        if len(value) > max_len:
+            raise InvalidParams(f"{name}: more than {max_len} items")
+        return tuple(inner(item, f"{name}[{i}]") for i, item in enumerate(value))
+    return parse
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"

@@ -18,6 +18,8 @@ from p2pgrid.rpc.api import (Balance, BookSnapshot, Certificate, DeviceView, Exe
 from p2pgrid.rpc.api import ShareBuyView, ShareExitView, SharePositionView, ShareProgrammeView, Shares
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionView, ChargeTariffView, Charging
 from p2pgrid.rpc.api import ApprovalView, Gateway
+from p2pgrid.rpc.api import (Flex, FlexAwardView, FlexOfferView, FlexRequestOrder, FlexRequestView,
+                             FlexSettlementView)
 from p2pgrid.rpc.jsonrpc import Method
 from p2pgrid.rpc.subscriptions import Session, Topic
 from p2pgrid.wire import MAX_PRICE, MAX_QTY_WH, PUBLIC_KEY_SIZE, ZONE_PATTERN, Side, Source
@@ -171,6 +173,32 @@ MAX_FUND_UC = 10**15
 
 async def gateway_approve(node: Gateway, p: P, s: Session) -> ApprovalView:
     return await node.approve_member(p["account"], p["meter_key"], p["export_w"], p["fund_uc"])
+# --- flexibility (virtual power plant) -----------------------------------------------------------
+
+FLEX_ID_SIZE = 16
+MAX_FLEX_SLOTS = 96            # p2pgrid.flex.entries.MAX_FLEX_SLOTS
+flex_request_id = c.Param("request_id", c.optional(c.hex_bytes(FLEX_ID_SIZE)), None,
+                          doc="request id, 32 hex digits (null: this node's own)")
+
+
+async def flex_requests(node: Flex, p: P, s: Session) -> list[FlexRequestView]:
+    return await node.flex_requests()
+
+
+async def flex_offers(node: Flex, p: P, s: Session) -> list[FlexOfferView]:
+    return await node.flex_offers(p["request_id"])
+
+
+async def flex_awards(node: Flex, p: P, s: Session) -> list[FlexAwardView]:
+    return await node.flex_awards(p["request_id"])
+
+
+async def flex_settlements(node: Flex, p: P, s: Session) -> list[FlexSettlementView]:
+    return await node.flex_settlements(p["request_id"])
+
+
+async def flex_request(node: Flex, p: P, s: Session) -> FlexRequestView:
+    return await node.flex_request(FlexRequestOrder(**p))
 
 
 def _method(name: str, call: Any, summary: str, *params: c.Param[Any]) -> Method:
@@ -242,4 +270,21 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             c.Param("export_w", c.integer(0, MAX_EXPORT_W), doc="what the connection can export, W"),
             c.Param("fund_uc", c.optional(c.integer(0, MAX_FUND_UC)), None,
                     doc="credits to mint to a new account, µc (null: the gateway's [gateway] fund_uc)")),
+    # flexibility
+    _method("flex_requests", flex_requests, "certified flexibility requests of the zone, with their status"),
+    _method("flex_offers", flex_offers, "offers of one request (null: this node's offers)", flex_request_id),
+    _method("flex_awards", flex_awards, "awarded offers of one request (null: this node's awards)", flex_request_id),
+    _method("flex_settlements", flex_settlements, "settlement lines of one request (null: this node's)",
+            flex_request_id),
+    _method("flex_request", flex_request, "zone operator or granted DSO: post a flexibility request",
+            c.Param("feeder", c.text(r".{0,32}"), doc="feeder or area the request is for (a label)"),
+            c.Param("direction", c.text(r"down|up"), doc='"down": less import / more export; "up": the opposite'),
+            c.Param("first_slot", c.integer(0), doc="first slot start, Unix seconds"),
+            c.Param("n_slots", c.integer(1, MAX_FLEX_SLOTS), doc="consecutive slots"),
+            c.Param("qty_wh", c.integer(1, MAX_QTY_WH), doc="flexibility wanted per slot, Wh"),
+            c.Param("price_uc_per_kwh", c.integer(1, MAX_PRICE), doc="most paid per delivered kWh, µc"),
+            c.Param("penalty_uc_per_kwh", c.integer(0, MAX_PRICE), doc="charged per awarded kWh not delivered, µc"),
+            c.Param("offer_deadline_ms", c.integer(0), doc="offers signed before this, Unix ms"),
+            c.Param("excluded_days", c.array(c.integer(0), 31), (), doc="holidays the baselines skip, Unix days"),
+            c.Param("grant_seq", c.integer(-1), -1, doc="a DSO: seq of its flex_grant in the gateway's chain")),
 ]}

@@ -36,6 +36,8 @@ from p2pgrid.rpc.api import (ShareBuyStatus, ShareBuyView, ShareExitView, ShareP
                              ShareProgrammeView)
 from p2pgrid.rpc.api import ChargeRole, ChargeSessionStatus, ChargeSessionView, ChargeTariffView
 from p2pgrid.rpc.api import ApprovalView
+from p2pgrid.rpc.api import (FlexAwardView, FlexOfferView, FlexRequestOrder, FlexRequestStatus, FlexRequestView,
+                             FlexSettlementView)
 from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.units import SlotRules, trade_value
 from p2pgrid.wire import Side, Source
@@ -103,6 +105,10 @@ class FakeNode:
     charge_session_list: dict[bytes, ChargeSessionView] = field(default_factory=dict)   # session id → session
     approvals: dict[bytes, ApprovalView] = field(default_factory=dict)   # meter key → approval
     fund_uc: int = 0                                                     # the fake zone's [gateway] fund_uc
+    flex_request_list: list[FlexRequestView] = field(default_factory=list)
+    flex_offer_list: list[FlexOfferView] = field(default_factory=list)
+    flex_award_list: list[FlexAwardView] = field(default_factory=list)
+    flex_settlement_list: list[FlexSettlementView] = field(default_factory=list)
     _seq: int = 0
     _counter: int = 0
 
@@ -423,6 +429,36 @@ class FakeNode:
         return self.settlement_feed.stream()
 
     # --- internals ----------------------------------------------------------------------------
+
+    async def flex_requests(self) -> list[FlexRequestView]:
+        self._enter("flex_requests")
+        return list(self.flex_request_list)
+
+    async def flex_offers(self, request_id: bytes | None) -> list[FlexOfferView]:
+        self._enter("flex_offers")
+        return [o for o in self.flex_offer_list
+                if (o.request_id == request_id if request_id is not None else o.account == self.account)]
+
+    async def flex_awards(self, request_id: bytes | None) -> list[FlexAwardView]:
+        self._enter("flex_awards")
+        return [a for a in self.flex_award_list
+                if (a.request_id == request_id if request_id is not None else a.account == self.account)]
+
+    async def flex_settlements(self, request_id: bytes | None) -> list[FlexSettlementView]:
+        self._enter("flex_settlements")
+        return [v for v in self.flex_settlement_list
+                if (v.request_id == request_id if request_id is not None else v.account == self.account)]
+
+    async def flex_request(self, request: FlexRequestOrder) -> FlexRequestView:
+        """Certified at once (the fake has no rules but the deadline's order)."""
+        self._enter("flex_request")
+        view = FlexRequestView(self._new_id(), self.account, self.zone, request.feeder, request.direction,
+                               request.first_slot, request.n_slots, request.qty_wh, request.price_uc_per_kwh,
+                               request.penalty_uc_per_kwh, request.offer_deadline_ms, 0, 0,
+                               FlexRequestStatus.OPEN if self.now_ms < request.offer_deadline_ms
+                               else FlexRequestStatus.CLOSED)
+        self.flex_request_list.append(view)
+        return view
 
     def _enter(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1

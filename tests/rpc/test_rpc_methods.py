@@ -34,7 +34,9 @@ def test_every_served_method_is_tested_here_or_in_the_subscription_tests():
                         "shares_programmes", "shares_buy", "shares_exit", "shares_positions",  # test_shares_methods.py
                         "charging_tariffs", "charging_start", "charging_sessions",             # test_charging_methods.py
                         "charging_release",
-                        "gateway_approve"}                                                     # test_gateway_methods.py
+                        "gateway_approve",                                                     # test_gateway_methods.py
+                        "flex_requests", "flex_offers", "flex_awards", "flex_settlements",     # test_flex_methods.py
+                        "flex_request"}
     assert set(METHODS) == CALLED_IN_THIS_FILE | tested_elsewhere
 
 
