@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -107,6 +108,9 @@ class OpenItems:
         self.slot_rules = slot_rules
         self._slots: dict[tuple[str, int], _Slot] = {}
         self._where: dict[bytes, tuple[str, int]] = {}      # key → its (zone, slot)
+        # (when it closes, key) of every item added: pruning pops what closed, so it costs what
+        # closed since the last prune, not a scan of everything held
+        self._closing: list[tuple[int, bytes]] = []
         self._pruned_ms: int | None = None
 
     def __len__(self) -> int:
@@ -134,6 +138,7 @@ class OpenItems:
         slot.items[key] = signed
         slot.ordered = slot.digest = None
         self._where[key] = place
+        heapq.heappush(self._closing, (self._closes_ms(body), key))
         return True
 
     def prune(self, now_ms: int) -> None:
@@ -142,11 +147,9 @@ class OpenItems:
         if self._pruned_ms is not None and now_ms - self._pruned_ms < PRUNE_EVERY_MS:
             return
         self._pruned_ms = now_ms
-        for place in list(self._slots):
-            slot = self._slots[place]
-            gone = [key for key, signed in slot.items.items() if not self._open(signed.body, now_ms)]
-            for key in gone:
-                self._remove(key)
+        closing = self._closing
+        while closing and closing[0][0] <= now_ms:
+            self._remove(heapq.heappop(closing)[1])     # a no-op for a key removed already (cancelled)
 
     def _remove(self, key: bytes) -> None:
         place = self._where.pop(key, None)
@@ -159,9 +162,12 @@ class OpenItems:
             del self._slots[place]
 
     def _open(self, body: Order | Cancel, now_ms: int) -> bool:
-        if now_ms >= self.slot_rules.gate_closure_ms(body.slot):
-            return False
-        return not isinstance(body, Order) or now_ms < body.expiry_ms
+        return now_ms < self._closes_ms(body)
+
+    def _closes_ms(self, body: Order | Cancel) -> int:
+        """When an item stops mattering: its slot's gate closure, or an order's expiry if sooner."""
+        closure = self.slot_rules.gate_closure_ms(body.slot)
+        return min(closure, body.expiry_ms) if isinstance(body, Order) else closure
 
     # --- queries ----------------------------------------------------------------------------
 

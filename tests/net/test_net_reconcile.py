@@ -111,6 +111,30 @@ def test_open_items_forget_orders_at_expiry_and_everything_at_gate_closure():
     assert not held.add(long_, closure), "a closed slot takes nothing"
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3_600_000), st.booleans()), min_size=1, max_size=30),
+       st.lists(st.integers(0, 4 * 3_600_000), max_size=8))
+def test_pruning_by_closing_time_keeps_exactly_what_a_full_scan_would(items, prune_times):
+    """``prune`` pops what closed from a heap; the result equals judging every held item."""
+    held = OpenItems(RULES.slot_rules)
+    made = []
+    for i, (n, expires_in, cancel) in enumerate(items):
+        order = make_order(SIGNER, RULES, NOW, n)
+        order = dataclasses.replace(order, order_id=i.to_bytes(16, "big"), expiry_ms=NOW + 1 + expires_in)
+        made.append(sign(order, SIGNER))
+        if cancel:
+            made.append(sign(Cancel(order_id=order.order_id, owner=order.owner, zone=order.zone, slot=order.slot,
+                                    created_ms=NOW), SIGNER))
+    for signed in made:
+        held.add(signed, NOW)
+    by_key = {item_key(s.body): s for s in made}
+    for t in sorted(NOW + dt for dt in prune_times):
+        before = {k for k in by_key if k in held}
+        held._pruned_ms = None                      # prune now, whatever the rate limit
+        held.prune(t)
+        assert {k for k in by_key if k in held} == {k for k in before if held._open(by_key[k].body, t)}
+
+
 def test_keys_are_listed_in_pages_above_a_key():
     held = OpenItems(RULES.slot_rules)
     for signed in POOL:
