@@ -76,6 +76,9 @@ from p2pgrid.shares.rules import (  # noqa: E402
     ShareOffer, compute_payout, next_programme_id, plan_share_buy, plan_share_exit, plan_share_issue,
     plan_share_redeem, programme_of,
 )
+from p2pgrid.ppa.entries import PpaAccept, PpaExpire, PpaIndex, PpaOffer, PpaTerminate  # noqa: E402
+from p2pgrid.ppa.terms import Shape, terms_hash  # noqa: E402
+from p2pgrid.ppa.testing import make_terms  # noqa: E402
 from p2pgrid.units import SlotRules, trade_value  # noqa: E402
 from p2pgrid.wire import (  # noqa: E402
     INT_MAX, INT_MIN, Cancel, Order, OrderBatch, Side, Signed, Source, encode, pack,
@@ -461,6 +464,29 @@ def build() -> dict[str, Any]:
     ledger.certify("settle", [("settle", g("gateway", "settle", settle_body, DUE + 30_000))],
                    "the gateway settles the slot over the inputs it names; validators recompute it")
     ledger.certify("burn", [("burn", g("alice", "burn", Burn(50_000), DUE + 60_000))])
+
+    # A power purchase agreement: the station sells bob 25 % of its export for three days from the
+    # next day, at an indexed price; bob terminates it after its first day; the station closes it.
+    ppa_start = SLOT + 86_400
+    ppa_terms = make_terms(station, bob, zone=ZONE, start_slot=ppa_start, days=3, shape=Shape.PAY_AS_PRODUCED,
+                           name="Station output to bob", index_name="cpi", index_base=1000,
+                           termination_penalty_uc=1_000_000)
+    ppa_id = terms_hash(ppa_terms)
+    ledger.certify("ppa-index", [("ppa-index", g("gateway", "ppa_index", PpaIndex("cpi", ppa_start, 1020),
+                                                 DUE + 61_000))],
+                   "the zone operator publishes a reference value before its period starts")
+    offer_entry = g("station", "ppa_offer", PpaOffer(ppa_terms, ppa_id, ppa_start * 1000), DUE + 62_000)
+    ledger.certify("ppa-offer", [("ppa-offer", offer_entry)],
+                   "ppa_id is the SHA-256 of the terms' canonical text; validators render it again")
+    ledger.certify("ppa-accept", [("ppa-accept", g("bob", "ppa_accept", PpaAccept(ppa_id, station,
+                                                                                  offer_entry.body.seq),
+                                                   DUE + 63_000))])
+    ledger.certify("ppa-terminate", [("ppa-terminate", g("bob", "ppa_terminate",
+                                                         PpaTerminate(ppa_id, ppa_start + 86_400), DUE + 64_000))],
+                   "one day's notice, as the terms require; bob pays the station the termination penalty")
+    ledger.certify("ppa-expire", [("ppa-expire", g("station", "ppa_expire", PpaExpire(ppa_id, bob),
+                                                   (ppa_start + 86_400) * 1000))],
+                   "the station closes the agreement at the end bob's termination named")
 
     votes = [signed_vector(f"vote-fill-validator-{i}", make_vote(COMMITTEE, VALIDATORS[i], [entry_hash(s) for s in
                                                                                           verified(fill_batch)]))
