@@ -61,7 +61,9 @@ from p2pgrid.net.reconcile_messages import (  # noqa: E402
 from p2pgrid.net.testing import bad_order_batches  # noqa: E402
 from p2pgrid.net.validation import OrderBatchValidator, OrderRules, ReplayCache, validate_order_batch  # noqa: E402
 from p2pgrid.settlement.rules import ImbalancePrices  # noqa: E402
-from p2pgrid.settlement.entries import MeterEntryBody, SettlementLedgerRules, compute_settlement  # noqa: E402
+from p2pgrid.settlement.entries import (  # noqa: E402
+    MeterEntryBody, SettlementLedgerRules, compute_settlement, plan_settlement,
+)
 from p2pgrid.trading.maker import Accept, decide_take  # noqa: E402
 from p2pgrid.trading.messages import (  # noqa: E402
     MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, Take, TakeAnswer, TakeConfirm,
@@ -484,6 +486,16 @@ def build() -> dict[str, Any]:
     ledger.certify("ppa-terminate", [("ppa-terminate", g("bob", "ppa_terminate",
                                                          PpaTerminate(ppa_id, ppa_start + 86_400), DUE + 64_000))],
                    "one day's notice, as the terms require; bob pays the station the termination penalty")
+    ppa_reading = MeterReading(account=bob, meter_key=PUB["bob-meter"], zone=ZONE, slot=ppa_start, import_wh=300,
+                               export_wh=0, green_wh=0, green_source=Source.NONE, import_total_wh=123_756,
+                               export_total_wh=0, created_ms=SLOT_RULES.slot_end_ms(ppa_start) + 10_000)
+    ledger.certify("meter-bob-ppa", [("meter-bob-ppa", g("bob", "meter", MeterEntryBody(
+        sign(ppa_reading, KEYS["bob-meter"]).encoded), ppa_reading.created_ms))])
+    ppa_kind, ppa_settle = plan_settlement(ledger.state, RULES, ppa_start)
+    ledger.certify("settle-ppa", [("settle-ppa", g("gateway", ppa_kind, ppa_settle,
+                                                   SLOT_RULES.metering_due_ms(ppa_start) + 30_000))],
+                   "the agreement's first slot: the station reported no reading, so its pay-as-produced "
+                   "position is 0 Wh; the settlement names the agreement and bob's termination")
     ledger.certify("ppa-expire", [("ppa-expire", g("station", "ppa_expire", PpaExpire(ppa_id, bob),
                                                    (ppa_start + 86_400) * 1000))],
                    "the station closes the agreement at the end bob's termination named")

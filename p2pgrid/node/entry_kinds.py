@@ -12,6 +12,7 @@ import p2pgrid.charging.rules  # noqa: F401  charge_tariff, charge_start, charge
 import p2pgrid.settlement.entries  # noqa: F401  meter_registration, meter, settle
 import p2pgrid.pools.entries  # noqa: F401  pool_open, pool_update, swap, swap_decline
 import p2pgrid.ppa.entries  # noqa: F401  ppa_offer, ppa_accept, ppa_terminate, ppa_expire, ppa_index
+import p2pgrid.ppa.settle  # noqa: F401  settle_ppa
 import p2pgrid.shares.rules  # noqa: F401  share_offer, share_buy, share_issue, share_payout, share_exit, share_redeem
 from p2pgrid.ledger.chain import KINDS
 
