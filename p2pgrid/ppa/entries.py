@@ -175,6 +175,7 @@ class OfferRecord:
     offerer: bytes
     accept_by_ms: int
     offered_ms: int
+    offer_seq: int          # the offer's seq in the offerer's chain (what an acceptance names)
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ def validate_offer(state: LedgerState, entry: Entry, body: PpaOffer, rules: Ledg
 
 def process_offer(state: LedgerState, entry: Entry, body: PpaOffer, rules: LedgerRules) -> None:
     state.extra[_offer_key(body.ppa_id, entry.account)] = OfferRecord(body.terms, body.ppa_id, entry.account,
-                                                                      body.accept_by_ms, entry.time_ms)
+                                                                      body.accept_by_ms, entry.time_ms, entry.seq)
     state.extra[_offer_at_key(entry.account, entry.seq)] = body.ppa_id
     _claim_share(state, body.terms, body.ppa_id, entry.account)
 
