@@ -24,7 +24,7 @@ PURE_PACKAGES = {
     "p2pgrid/settlement": ("service.py", "node_service.py", "gateway.py", "api.py"),
     "p2pgrid/charging": ("service.py", "api.py"),
     "p2pgrid/shares": ("service.py", "api.py"),
-    "p2pgrid/ppa": ("service.py",),
+    "p2pgrid/ppa": ("service.py", "api.py", "cli.py"),
     "p2pgrid/pools": ("host.py", "client.py", "node_service.py", "delivery.py"),
     "p2pgrid/invest": ("report.py",),
     "p2pgrid/trading": ("service.py", "node_service.py", "own_orders.py", "testing.py"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from p2pgrid.ledger.chain import process_entry
 from p2pgrid.ppa.terms import TEMPLATE_ID, PpaTerms, Shape, Shortfall
 
-__all__ = ["make_terms"]
+__all__ = ["InstantLedger", "make_terms"]
 
 DAY_S = 86400
 
@@ -31,3 +32,27 @@ def make_terms(seller: bytes, buyer: bytes, *, zone: str = "z1", start_slot: int
         index_name="", index_base=0, green=True, priority_over_spot=True, shortfall=Shortfall.IMBALANCE,
         penalty_uc_per_kwh=0, notice_s=DAY_S, termination_penalty_uc=5_000_000)
     return replace(terms, **changes) if changes else terms
+
+
+class InstantLedger:
+    """A node's ledger for tests of the PPA shells: ``submit`` judges an entry with the ledger's
+    rules and applies it at once (no committee, no network); the zone's gateway mints by
+    ``fund``. It offers what ``PpaService`` reads: ``state``, ``rules``, ``me``, ``head()``,
+    ``clock()``, ``next_entry`` and ``submit``."""
+
+    def __init__(self, fixture: Any, key: Any, state: Any, clock: Any) -> None:
+        self.fixture, self.key, self.state, self._clock = fixture, key, state, clock
+        self.me = key.public_key
+        self.rules = fixture.rules
+
+    def clock(self) -> int:
+        return int(self._clock())
+
+    def head(self, account: bytes | None = None) -> Any:
+        return self.state.head(account or self.me)
+
+    def next_entry(self, kind: str, body: Any) -> Any:
+        return self.fixture.entry_on(self.state, self.key, kind, body, self.clock())
+
+    async def submit(self, entry: Any) -> None:
+        process_entry(self.state, entry, self.rules)

@@ -225,3 +225,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _method("charging_release", charging_release, "take back an unbilled session's escrow after its deadline",
             c.Param("session_id", c.hex_bytes(CHARGE_ID_SIZE), doc="session id, 32 hex digits")),
 ]}
+
+# Power purchase agreements: their methods live with their package (p2pgrid.ppa.api).
+from p2pgrid.ppa.api import register_methods as _register_ppa_methods  # noqa: E402
+
+_register_ppa_methods(METHODS)

@@ -33,7 +33,9 @@ def test_every_served_method_is_tested_here_or_in_the_subscription_tests():
     tested_elsewhere = {"subscribe", "unsubscribe",                                   # test_rpc_subscriptions.py
                         "shares_programmes", "shares_buy", "shares_exit", "shares_positions",  # test_shares_methods.py
                         "charging_tariffs", "charging_start", "charging_sessions",             # test_charging_methods.py
-                        "charging_release"}
+                        "charging_release",
+                        "ppa_offer", "ppa_accept", "ppa_show", "ppa_list", "ppa_positions",    # tests/ppa/test_ppa_rpc_cli.py
+                        "ppa_terminate"}
     assert set(METHODS) == CALLED_IN_THIS_FILE | tested_elsewhere
 
 
