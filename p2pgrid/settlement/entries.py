@@ -112,6 +112,17 @@ Mapping settlement and certificates onto the ledger
   whole settlement; a slot beyond the limits needs splitting into chunks (not done yet: the
   gateway then leaves it unsettled, or unreconciled, and logs it).
 
+Settle kinds with contracts of their own. A kind module may settle slots whose contracts are not
+trades nor swaps (``p2pgrid.ppa.settle``: ``settle_ppa``, a PPA's positions): its body wraps a
+``SettleBody`` (``settle_body``) and names its contracts (``contract_names``); it validates and
+applies with ``judge_settle`` / ``apply_settle`` given the positions of its contracts
+(``PositionsOf``), which ``settle_slot`` settles with the slot's trades. The contracts named are
+stored under ``settle_contracts/<slot>`` and are part of ``settled_inputs``: every later settle of
+the slot must name them again, so a plain ``settle`` of such a slot is refused (``bad_body``) and
+can never undo its positions. Positions' trade ids are neither take ids (16 bytes) nor swap trade
+ids, so ``SettleBody.trades`` never lists them. The gateway picks the kind with ``plan_settlement``
+(``SETTLE_PLANNERS``); ``SETTLE_KINDS`` names every settle kind.
+
 Zones. A trade's seller and buyer zones are the lock's ``seller_zone`` / ``buyer_zone`` (empty:
 the ledger's zone). A cross-zone trade pays the grid fee of the ledger rules' fee matrix
 (``SettlementLedgerRules.grid_fees``, built with ``market.locality.settlement_grid_fees``) on its

@@ -3,6 +3,8 @@ buyer's its own cost, a termination penalty its own line — and the streams sti
 
 from __future__ import annotations
 
+import pytest
+
 from p2pgrid.invest.statement import account_flows
 from p2pgrid.ledger.chain import LedgerState, process_entry
 from p2pgrid.ledger.messages import Mint
@@ -67,6 +69,8 @@ def test_ppa_revenue_is_its_own_stream_and_the_streams_sum_to_the_balance():
         assert sum(totals.values()) == flows.balance_uc == state.balance(key.public_key)
         return totals
 
+    from p2pgrid.ppa.study import metered_export_wh
+    assert metered_export_wh(entries, STATION.public_key) == 8_000
     station, house = streams(STATION), streams(HOUSE)
     assert station["ppa_sales"] == 240_000                      # 2000 Wh (25 % of 8000) at 0.12
     assert house["ppa_purchases"] == -240_000
@@ -74,3 +78,22 @@ def test_ppa_revenue_is_its_own_stream_and_the_streams_sum_to_the_balance():
     assert "other" not in station and "other" not in house
     gateway = streams(FIX.gateway)
     assert "ppa_sales" not in gateway and "ppa_purchases" not in gateway
+
+
+def test_the_study_case_substitutes_the_ppa_price_for_the_realised_price_for_its_years():
+    from p2pgrid.invest.statement import InvestTerms, project_cashflows
+    from p2pgrid.ppa.study import PpaCase, compare_ppa
+
+    terms = InvestTerms(capex_uc=400_000_000_000, opex_uc_per_year=5_000_000_000, lifetime_years=25,
+                        degradation_per_year=0.0, discount_rate=0.05)
+    base = project_cashflows(terms, 40_000_000_000)
+    # 300 MWh exported a year for 24 000 credits: 0.08 credits/kWh realised (all fed in).
+    streams = {"feed_in": 24_000_000_000.0, "pool_fees": 1_000_000_000.0}
+    result = compare_ppa(terms, base, 300_000_000, streams, PpaCase(share_ppm=300_000, price_uc_per_kwh=120_000))
+    assert result.realised_uc_per_kwh == pytest.approx(80_000)
+    assert result.annual_delta_uc == pytest.approx(0.3 * 300_000 * (120_000 - 80_000))   # 3 600 credits a year
+    assert result.with_ppa.cashflows[1] - base[1] == pytest.approx(result.annual_delta_uc)
+    assert result.with_ppa.cashflows[10] > base[10] and result.with_ppa.cashflows[11] == base[11]
+    assert result.with_ppa.npv_uc > result.without.npv_uc and result.with_ppa.irr > result.without.irr
+    cheap = compare_ppa(terms, base, 300_000_000, streams, PpaCase(price_uc_per_kwh=60_000))
+    assert cheap.with_ppa.npv_uc < cheap.without.npv_uc                      # a PPA below market costs value
