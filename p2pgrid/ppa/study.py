@@ -72,7 +72,9 @@ def compare_ppa(terms: InvestTerms, base_cashflows: Sequence[float], annual_expo
     revenue = sum(annual_streams.get(key, 0.0) for key in ENERGY_SALE_STREAMS)
     share = case.share_ppm / PPM
     realised = revenue * WH_PER_KWH / annual_export_wh if annual_export_wh > 0 else None
-    delta = share * (annual_export_wh * case.price_uc_per_kwh / WH_PER_KWH - revenue)
+    # Without metered export there is nothing to sell on a pay-as-produced agreement, and no
+    # realised price to substitute: the case is then the same as without.
+    delta = share * (annual_export_wh * case.price_uc_per_kwh / WH_PER_KWH - revenue) if annual_export_wh > 0 else 0.0
     decay = 1.0 - terms.degradation_per_year
     with_ppa = list(base_cashflows)
     for year in range(1, min(case.years, len(with_ppa) - 1) + 1):

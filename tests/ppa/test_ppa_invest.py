@@ -97,3 +97,15 @@ def test_the_study_case_substitutes_the_ppa_price_for_the_realised_price_for_its
     assert result.with_ppa.npv_uc > result.without.npv_uc and result.with_ppa.irr > result.without.irr
     cheap = compare_ppa(terms, base, 300_000_000, streams, PpaCase(price_uc_per_kwh=60_000))
     assert cheap.with_ppa.npv_uc < cheap.without.npv_uc                      # a PPA below market costs value
+
+
+def test_without_metered_export_the_ppa_case_changes_nothing():
+    from p2pgrid.invest.statement import InvestTerms, project_cashflows
+    from p2pgrid.ppa.study import PpaCase, compare_ppa
+
+    terms = InvestTerms(capex_uc=1_000_000, opex_uc_per_year=0, lifetime_years=5, degradation_per_year=0.0,
+                        discount_rate=0.05)
+    base = project_cashflows(terms, 300_000)
+    result = compare_ppa(terms, base, 0, {"energy_sold_book": 50_000.0}, PpaCase())
+    assert result.realised_uc_per_kwh is None and result.annual_delta_uc == 0
+    assert result.with_ppa.cashflows == result.without.cashflows
