@@ -22,6 +22,12 @@ charging, feed-in, … — per season run and per year, with the community's sha
 no trading and the community optimum, and its welfare), and the headline figures and the revenue
 by season on the terminal.
 
+PPA case. The study also values selling ``--ppa-share`` percent (default 30) of the station's
+metered export on a ``--ppa-years`` (10) power purchase agreement to the community's consumers at
+``--ppa-price`` (0.12 credits/kWh): NPV and IRR with and without it, by revenue substitution on
+the same certified runs (``p2pgrid.ppa.study``), in ``study.json`` (``ppa_case``) and on the
+terminal.
+
 ``--reuse`` keeps a season whose ``DIR/<season>/`` already holds a finished run of the same
 length and start day (an interrupted study resumes where it stopped; ``--seasons`` with
 ``--reuse`` re-runs one season).
@@ -48,6 +54,8 @@ from p2pgrid.config import InvestSection, load_config
 from p2pgrid.errors import P2PGridError
 from p2pgrid.invest.report import InvestReport, build_report, read_run, stream_reasons, write_report
 from p2pgrid.invest.statement import STREAMS
+from p2pgrid.ppa.study import PpaCase, PpaComparison, compare_ppa, metered_export_wh
+from p2pgrid.units import credits
 from simnet.profiles import profile_slot_utc_s
 from simnet.scenario import Scenario, ScenarioError, check_scenario, load_scenario, resize
 
@@ -287,6 +295,39 @@ def render_sensitivity(report: InvestReport) -> Table:
     return table
 
 
+def ppa_comparison(report: InvestReport, case: PpaCase) -> PpaComparison:
+    """The PPA case (``p2pgrid.ppa.study``) on the study's runs: the account's metered export and
+    energy sales, annualised with the report's season weights."""
+    export = sum(metered_export_wh(run.entries, run.account) * report.annual.weights[run.season]
+                 for run in report.runs)
+    return compare_ppa(report.terms, report.base.cashflows, export, report.annual.streams, case)
+
+
+def ppa_json(c: PpaComparison) -> dict[str, Any]:
+    def fig(f: Any) -> dict[str, Any]:
+        return {"npv_uc": round(f.npv_uc), "irr": f.irr, "payback_years": f.payback_years}
+    return {"method": "revenue substitution on the same certified runs (p2pgrid.ppa.study)",
+            "share_ppm": c.case.share_ppm, "price_uc_per_kwh": c.case.price_uc_per_kwh, "years": c.case.years,
+            "annual_export_wh": round(c.annual_export_wh), "annual_energy_revenue_uc": round(c.annual_energy_revenue_uc),
+            "realised_uc_per_kwh": None if c.realised_uc_per_kwh is None else round(c.realised_uc_per_kwh),
+            "annual_delta_uc": round(c.annual_delta_uc), "without": fig(c.without), "with_ppa": fig(c.with_ppa)}
+
+
+def render_ppa(c: PpaComparison) -> Table:
+    case = c.case
+    table = Table(title=f"with vs without a {case.years}-year PPA: {case.share_ppm / 10_000:g} % of the metered "
+                        f"export to the community's consumers at {case.price_uc_per_kwh / 1e6:.4f} credits/kWh")
+    for column in ("", "NPV credits", "IRR", "payback"):
+        table.add_column(column, justify="left" if not column else "right")
+    for label, f in (("without PPA", c.without), ("with PPA", c.with_ppa)):
+        table.add_row(label, f"{f.npv_uc / 1e6:,.0f}", "none" if f.irr is None else f"{f.irr:.2%}",
+                      "never" if f.payback_years is None else f"{f.payback_years:.1f} y")
+    realised = "n/a" if c.realised_uc_per_kwh is None else f"{c.realised_uc_per_kwh / 1e6:.4f}"
+    table.caption = (f"export {c.annual_export_wh / 1e6:,.1f} MWh/year, realised {realised} credits/kWh without; "
+                     f"PPA changes the operating net by {c.annual_delta_uc / 1e6:+,.2f} credits in year 1")
+    return table
+
+
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sub = commands.add_parser("study", help="seasonal runs of a station scenario and its annualised invest report")
     sub.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name or TOML path (default: station)")
@@ -303,6 +344,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     sub.add_argument("--out", default="study-out", help="output directory (default: study-out)")
     sub.add_argument("--reuse", action="store_true", help="keep seasons already run with the same period")
     sub.add_argument("--quiet", action="store_true", help="no live view")
+    sub.add_argument("--ppa-share", type=float, default=30.0,
+                     help="PPA case: percent of the station's metered export sold on the PPA (default 30)")
+    sub.add_argument("--ppa-price", default="0.12", help="PPA case: credits per kWh (default 0.12)")
+    sub.add_argument("--ppa-years", type=int, default=10, help="PPA case: years of the agreement (default 10)")
 
 
 def do_study(args: argparse.Namespace) -> int:
@@ -321,7 +366,10 @@ def do_study(args: argparse.Namespace) -> int:
         base = base.with_overrides(speed=args.speed, transport=args.transport)
         scenarios = {season: season_scenario(base, season, hours) for season in seasons}
         terms_section = load_config(args.config).invest if args.config else InvestSection()
-    except (StudyError, ScenarioError, P2PGridError) as exc:
+        if not 0 < args.ppa_share <= 100 or args.ppa_years < 1:
+            raise StudyError("--ppa-share is a percent in (0, 100], --ppa-years at least 1")
+        ppa_case = PpaCase(round(args.ppa_share * 10_000), credits(args.ppa_price), args.ppa_years)
+    except (StudyError, ScenarioError, P2PGridError, ValueError) as exc:
         print(f"simnet study: {exc}", file=sys.stderr)
         return 2
     from p2pgrid.cli.invest import terms_of
@@ -340,6 +388,7 @@ def do_study(args: argparse.Namespace) -> int:
         ledgers = [read_run(r.out_dir, args.account, r.season) for r in runs]
         report = build_report(ledgers, terms_of(terms_section), study_context(scenario_path, base, hours, runs))
         html_path, json_path = write_report(report, out / "invest")
+        ppa = ppa_comparison(report, ppa_case)
     except P2PGridError as exc:
         print(f"simnet study: {exc}", file=sys.stderr)
         return 1
@@ -350,10 +399,11 @@ def do_study(args: argparse.Namespace) -> int:
         "speed": base.speed, "transport": base.transport, "year": base.year, "strategy": base.strategy,
         "seasons": [r.to_json() for r in runs], "real_s": round(total_s, 1),
         "report": str(html_path), "figures": str(json_path), "station_revenue": revenue,
-        "community_kpis": {r.season: season_kpis(r.out_dir) for r in runs}}, indent=1))
+        "community_kpis": {r.season: season_kpis(r.out_dir) for r in runs}, "ppa_case": ppa_json(ppa)}, indent=1))
     console.print(render_headline(report))
     console.print(render_revenue_by_season(revenue))
     console.print(render_sensitivity(report))
+    console.print(render_ppa(ppa))
     console.print(f"{len(runs)} season runs of {hours:g} h in {total_s / 60:.1f} min "
                   f"({', '.join(f'{r.season} {r.real_s:.0f} s' for r in runs)})")
     console.print(f"report: {html_path}\nfigures: {json_path}")

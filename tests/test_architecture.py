@@ -25,6 +25,7 @@ PURE_PACKAGES = {
     "p2pgrid/charging": ("service.py", "api.py"),
     "p2pgrid/shares": ("service.py", "api.py"),
     "p2pgrid/flex": ("service.py",),
+    "p2pgrid/ppa": ("service.py", "api.py", "cli.py"),
     "p2pgrid/pools": ("host.py", "client.py", "node_service.py", "delivery.py"),
     "p2pgrid/invest": ("report.py",),
     "p2pgrid/onboarding": ("api.py", "node_dir.py"),

@@ -64,7 +64,9 @@ from p2pgrid.net.reconcile_messages import (  # noqa: E402
 from p2pgrid.net.testing import bad_order_batches  # noqa: E402
 from p2pgrid.net.validation import OrderBatchValidator, OrderRules, ReplayCache, validate_order_batch  # noqa: E402
 from p2pgrid.settlement.rules import ImbalancePrices  # noqa: E402
-from p2pgrid.settlement.entries import MeterEntryBody, SettlementLedgerRules, compute_settlement  # noqa: E402
+from p2pgrid.settlement.entries import (  # noqa: E402
+    MeterEntryBody, SettlementLedgerRules, compute_settlement, plan_settlement,
+)
 from p2pgrid.trading.maker import Accept, decide_take  # noqa: E402
 from p2pgrid.trading.messages import (  # noqa: E402
     MAX_TAKE_BYTES, TAKE_PROTOCOL, AnswerStatus, Take, TakeAnswer, TakeConfirm,
@@ -83,6 +85,9 @@ from p2pgrid.flex.entries import (  # noqa: E402
     FlexAward, FlexAwardLine, FlexGrant, FlexRequest, compute_award, compute_flex_settle, plan_offer,
 )
 from p2pgrid.flex.rules import Direction  # noqa: E402
+from p2pgrid.ppa.entries import PpaAccept, PpaExpire, PpaIndex, PpaOffer, PpaTerminate  # noqa: E402
+from p2pgrid.ppa.terms import Shape, terms_hash  # noqa: E402
+from p2pgrid.ppa.testing import make_terms  # noqa: E402
 from p2pgrid.units import SlotRules, trade_value  # noqa: E402
 from p2pgrid.wire import (  # noqa: E402
     INT_MAX, INT_MIN, Cancel, Order, OrderBatch, Side, Signed, Source, encode, pack,
@@ -484,6 +489,39 @@ def build() -> dict[str, Any]:
         e.encoded for e in expiries)), DUE + 120_000 + RULES.lock_expiry_grace_ms))],
                    "valid whatever the seller's chain: a quorum of the committee promised never to vote for a "
                    "consumer of the lock")
+
+    # A power purchase agreement: the station sells bob 25 % of its export for three days from the
+    # next day, at an indexed price; bob terminates it after its first day; the station closes it.
+    ppa_start = SLOT + 86_400
+    ppa_terms = make_terms(station, bob, zone=ZONE, start_slot=ppa_start, days=3, shape=Shape.PAY_AS_PRODUCED,
+                           name="Station output to bob", index_name="cpi", index_base=1000,
+                           termination_penalty_uc=1_000_000)
+    ppa_id = terms_hash(ppa_terms)
+    ledger.certify("ppa-index", [("ppa-index", g("gateway", "ppa_index", PpaIndex("cpi", ppa_start, 1020),
+                                                 DUE + 61_000))],
+                   "the zone operator publishes a reference value before its period starts")
+    offer_entry = g("station", "ppa_offer", PpaOffer(ppa_terms, ppa_id, ppa_start * 1000), DUE + 62_000)
+    ledger.certify("ppa-offer", [("ppa-offer", offer_entry)],
+                   "ppa_id is the SHA-256 of the terms' canonical text; validators render it again")
+    ledger.certify("ppa-accept", [("ppa-accept", g("bob", "ppa_accept", PpaAccept(ppa_id, station,
+                                                                                  offer_entry.body.seq),
+                                                   DUE + 63_000))])
+    ledger.certify("ppa-terminate", [("ppa-terminate", g("bob", "ppa_terminate",
+                                                         PpaTerminate(ppa_id, ppa_start + 86_400), DUE + 64_000))],
+                   "one day's notice, as the terms require; bob pays the station the termination penalty")
+    ppa_reading = MeterReading(account=bob, meter_key=PUB["bob-meter"], zone=ZONE, slot=ppa_start, import_wh=300,
+                               export_wh=0, green_wh=0, green_source=Source.NONE, import_total_wh=123_756,
+                               export_total_wh=0, created_ms=SLOT_RULES.slot_end_ms(ppa_start) + 10_000)
+    ledger.certify("meter-bob-ppa", [("meter-bob-ppa", g("bob", "meter", MeterEntryBody(
+        sign(ppa_reading, KEYS["bob-meter"]).encoded), ppa_reading.created_ms))])
+    ppa_kind, ppa_settle = plan_settlement(ledger.state, RULES, ppa_start)
+    ledger.certify("settle-ppa", [("settle-ppa", g("gateway", ppa_kind, ppa_settle,
+                                                   SLOT_RULES.metering_due_ms(ppa_start) + 30_000))],
+                   "the agreement's first slot: the station reported no reading, so its pay-as-produced "
+                   "position is 0 Wh; the settlement names the agreement and bob's termination")
+    ledger.certify("ppa-expire", [("ppa-expire", g("station", "ppa_expire", PpaExpire(ppa_id, bob),
+                                                   (ppa_start + 86_400) * 1000))],
+                   "the station closes the agreement at the end bob's termination named")
     flex_invalid = flex_scenario(ledger)
 
     votes = [signed_vector(f"vote-fill-validator-{i}", make_vote(COMMITTEE, VALIDATORS[i], [entry_hash(s) for s in

@@ -72,11 +72,13 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from p2pgrid.cli import charging, devices, invest, ledger, meter, node_commands, settlement, shares, trade, zone
     from p2pgrid.cli import flex
+    from p2pgrid.ppa import cli as ppa_cli
 
     parser = OneLineArgumentParser(prog="p2pgrid", description="Peer-to-peer energy trading node.")
     parser.add_argument("--version", action="version", version=f"p2pgrid {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (node_commands, zone, devices, meter, trade, ledger, settlement, invest, shares, charging, flex):
+    for module in (node_commands, zone, devices, meter, trade, ledger, settlement, invest, shares, charging, flex,
+                   ppa_cli):
         module.register(subparsers)
     return parser
 

@@ -251,6 +251,10 @@ def zero_reason(key: str, kinds: dict[str, int]) -> str:
         if not kinds.get("share_offer"):
             return "no pool-share programme was offered in these runs (simnet sets none up)"
         return f"{kinds['share_offer']} share programmes offered; none of this kind touched the account"
+    if key.startswith("ppa_"):
+        if not kinds.get("ppa_accept"):
+            return "no power purchase agreement was accepted in these runs"
+        return f"{kinds['ppa_accept']} agreements accepted; none of this kind touched the account"
     return _FIXED_REASONS.get(key, "no certified entries in these runs")
 
 

@@ -23,12 +23,17 @@ imbalance_credit            settlement ``unused_purchase`` postings (bought but 
 charging_sales              ``charge_bill`` by A (A the station): the metered session's price
 flexibility                 ``flex_settle`` payments to A for delivered flexibility (VPP; a
                             reconciliation posts the difference)
+ppa_sales                   settlement ``ppa`` postings to A, a PPA's seller (its positions' value),
+                            less the ``ppa_penalty`` it pays its buyers for undelivered Wh
+ppa_termination             PPA termination penalties received (+) or paid (−) (``ppa_terminate``)
 energy_bought_book          A the buyer of a ``fill`` by an ordinary seller: −trade value
 energy_bought_grid          A the buyer of a ``fill`` whose seller is the gateway
 energy_bought_pool          A the trader of a BUY ``swap``: −credits; A the host of a SELL swap: −credits
 charging_bought             A the driver of a billed ``charge_start``: −the session's price
 flexibility_penalties       ``flex_settle`` penalties of A (awarded flexibility not delivered)
 flexibility_bought          A the requester of a ``flex_settle`` (operator or DSO): −the net it paid
+ppa_purchases               settlement ``ppa`` postings of A, a PPA's buyer (−its positions' value),
+                            plus the ``ppa_penalty`` it receives
 shortfall_charges           settlement ``shortfall`` postings (sold but not delivered)
 extra_import                settlement ``extra_import`` postings (imported beyond purchases)
 grid_fees                   settlement ``grid_fee`` postings (cross-zone trades)
@@ -126,6 +131,8 @@ STREAMS: tuple[Stream, ...] = (
     Stream("share_income", "Pool fee income from shares (LP)", REVENUE),
     Stream("charging_sales", "EV charging sales", REVENUE),
     Stream("flexibility", "Flexibility delivered (VPP)", REVENUE),
+    Stream("ppa_sales", "Energy sold via PPA", REVENUE),
+    Stream("ppa_termination", "PPA termination penalties (received +, paid −)", REVENUE),
     Stream("feed_in", "Feed-in to the grid", REVENUE),
     Stream("imbalance_credit", "Imbalance credits (unused purchases)", REVENUE),
     Stream("energy_bought_book", "Energy bought via order book", COST),
@@ -133,6 +140,7 @@ STREAMS: tuple[Stream, ...] = (
     Stream("charging_bought", "EV charging bought", COST),
     Stream("flexibility_penalties", "Flexibility penalties (not delivered)", COST),
     Stream("flexibility_bought", "Flexibility bought (requester)", COST),
+    Stream("ppa_purchases", "Energy bought via PPA", COST),
     Stream("energy_bought_grid", "Energy bought from the grid", COST),
     Stream("shortfall_charges", "Shortfall charges", COST),
     Stream("extra_import", "Imbalance import charges", COST),
@@ -190,8 +198,8 @@ def _time_of(entry: Entry, body: Any, state: LedgerState) -> int | None:
     if kind in ("fill", "release", "decline"):
         record = state.locks.get(body.take_id)
         return int(record.lock.slot) if record is not None else None
-    if kind == "settle":
-        return int(body.slot)
+    if kind in _SETTLE_KINDS:
+        return int(body.settle_body.slot)
     if kind == CHARGE_START_KIND:
         return int(body.plugged_in_ms) // 1000
     if kind == CHARGE_BILL_KIND:
@@ -258,7 +266,36 @@ def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rule
         return _classify_share(entry, body, before, account)
     if kind in (CHARGE_START_KIND, CHARGE_BILL_KIND):
         return _classify_charging(entry, body, before, account)
+    if kind == "ppa_terminate":
+        return _classify_ppa_termination(entry, body, before, account)
     return []
+
+
+_SETTLE_KINDS = ("settle", "settle_ppa")
+
+
+def _settlement_stream(reason: str, amount: int) -> str:
+    """A settlement posting's stream; a PPA's by its side: the seller's (+ value, − penalty) are
+    its sales, the buyer's (− value, + penalty) its purchases."""
+    if reason == "ppa":
+        return "ppa_sales" if amount > 0 else "ppa_purchases"
+    if reason == "ppa_penalty":
+        return "ppa_sales" if amount < 0 else "ppa_purchases"
+    return _SETTLEMENT_STREAMS.get(reason, "other")
+
+
+def _classify_ppa_termination(entry: Entry, body: Any, before: LedgerState, account: bytes) -> _Split:
+    try:
+        from p2pgrid.ppa.entries import agreement_of
+    except ImportError:
+        return []
+    agreement = agreement_of(before, body.ppa_id)
+    if agreement is None:
+        return []
+    penalty = agreement.terms.termination_penalty_uc
+    if entry.account == account:
+        return [("ppa_termination", -penalty, 0)]
+    return [("ppa_termination", penalty, 0)] if account in (agreement.terms.seller, agreement.terms.buyer) else []
 
 
 _SHARE_KINDS = (SHARE_BUY_KIND, SHARE_ISSUE_KIND, SHARE_PAYOUT_KIND, SHARE_REDEEM_KIND)
@@ -353,6 +390,7 @@ def _classify_settle(body: Any, previous: Any, after: LedgerState, account: byte
         from p2pgrid.settlement.entries import posted_by_reason, settlement_of
     except ImportError:
         return []
+    body = body.settle_body
     settlement = settlement_of(after, body.slot)
     if settlement is None:
         return []
@@ -362,11 +400,12 @@ def _classify_settle(body: Any, previous: Any, after: LedgerState, account: byte
         for line in settlement.lines:
             if line.account != account:
                 for reason, amount in posted_by_reason(previous, settlement, line.account).items():
-                    split.append((_SETTLEMENT_STREAMS.get(reason.value, "other"), -amount, 0))
+                    if reason.value not in ("ppa", "ppa_penalty"):    # between two parties, not the grid's
+                        split.append((_settlement_stream(reason.value, -amount), -amount, 0))
         return split
     if not any(p.account == account for p in body.postings):
         return []
-    return [(_SETTLEMENT_STREAMS.get(reason.value, "other"), amount, 0)
+    return [(_settlement_stream(reason.value, amount), amount, 0)
             for reason, amount in posted_by_reason(previous, settlement, account).items()]
 
 
@@ -413,11 +452,12 @@ def _apply_one(state: LedgerState, signed: Signed[Entry], rules: LedgerRules, ac
     clock = timed if timed is not None else clock
     before_balance = state.balance(account)
     split = _classify(entry, body, state, account, rules)
-    previous = _settlement_before(state, body.slot) if entry.kind == "settle" else None
+    settles = entry.kind in _SETTLE_KINDS
+    previous = _settlement_before(state, body.settle_body.slot) if settles else None
     if entry.kind == FLEX_SETTLE_KIND:
         previous = settlement_of_request(state, body.request_id)
     apply_entry(state, signed, rules, body)
-    if entry.kind == "settle":
+    if settles:
         split = _classify_settle(body, previous, state, account)
     elif entry.kind == FLEX_SETTLE_KIND:
         split = _classify_flex_settle(entry, body, previous, state, account)

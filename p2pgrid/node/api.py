@@ -104,7 +104,7 @@ from p2pgrid.rpc.errors import NotAvailable
 from p2pgrid.rpc.feed import EventFeed
 from p2pgrid.service import OrderPlacer, WithAgent, WithStats, WithTrading, WithTransport
 from p2pgrid.settlement.api import SettlementApi, last_settlement_view, settlement_view
-from p2pgrid.settlement.entries import SETTLE_KIND, SettleBody, settlement_of
+from p2pgrid.settlement.entries import SETTLE_KINDS, SettleBody, settlement_of
 from p2pgrid.shares.api import ShareApi
 from p2pgrid.trading.local_books import BookChange
 from p2pgrid.units import trade_value
@@ -616,8 +616,8 @@ class LiveNodeApi:
                 for signed in entries:
                     if signed.body.kind == "fill":
                         self._on_fill(signed.body.account, decode_body(signed.body))
-                    elif signed.body.kind == SETTLE_KIND:
-                        self._on_settle(ledger.state, decode_body(signed.body))
+                    elif signed.body.kind in SETTLE_KINDS:      # settle, settle_ppa
+                        self._on_settle(ledger.state, decode_body(signed.body).settle_body)
                 start = entries[-1].body.seq + 1
                 read += len(entries)
             self._scanned[account] = start

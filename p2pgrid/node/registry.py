@@ -25,6 +25,7 @@ from p2pgrid.node.network import network_services
 from p2pgrid.node.rpc import api_services
 from p2pgrid.node.status import status_services
 from p2pgrid.pools.node_service import pool_services
+from p2pgrid.ppa.service import ppa_services
 from p2pgrid.settlement.gateway import gateway_services
 from p2pgrid.settlement.node_service import metering_services, settlement_services
 from p2pgrid.shares.service import share_services
@@ -61,6 +62,7 @@ REGISTRY: tuple[Row, ...] = (
     Row(share_services, True, "[shares] programme host and LP investor"),
     Row(charging_services, True, "[charging] station and planned charges"),
     Row(flex_services, True, "flexibility: awards and settles own requests; [flex] offer from the battery"),
+    Row(ppa_services, True, "power purchase agreements: offers, acceptances, their texts (node's ppa service)"),
 )
 
 

@@ -288,3 +288,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
             c.Param("excluded_days", c.array(c.integer(0), 31), (), doc="holidays the baselines skip, Unix days"),
             c.Param("grant_seq", c.integer(-1), -1, doc="a DSO: seq of its flex_grant in the gateway's chain")),
 ]}
+
+# Power purchase agreements: their methods live with their package (p2pgrid.ppa.api).
+from p2pgrid.ppa.api import register_methods as _register_ppa_methods  # noqa: E402
+
+_register_ppa_methods(METHODS)

@@ -17,7 +17,8 @@ The life of a unit (``certify_slot``, from a ``SlotSettlement``)
    *delivered* (settlement's pro-rata rule), capped by the units the seller still has of its own
    generation: only delivered Wh move, and a seller cannot pass on green it did not generate in
    that slot (a reseller's received units stay with it). A seller's green trades draw on its units
-   in ascending trade-id order, each taking the lowest unit numbers left, so the result is a
+   in the order the settlement lists them — ascending trade id, after the PPA positions with
+   priority over spot (the order its export covers them in) —, each taking the lowest unit numbers left, so the result is a
    function of the sets of trades and meter entries. Pool swaps settle as green trades (see
    ``settlement.entries``): pool energy carries the host's units only as far as the host's own
    metered green generation of the slot covers it, by this same cap.
@@ -183,7 +184,7 @@ def certify_slot(settlement: SlotSettlement) -> SlotCertificates:
             own[entry.account] = [issued[-1]]
 
     transfers: list[CertificateTransfer] = []
-    for delivery in sorted(settlement.deliveries, key=lambda d: d.trade_id):
+    for delivery in settlement.deliveries:      # settle_slot's order: priority, then trade id
         if not delivery.green or delivery.delivered_wh == 0 or not own.get(delivery.seller):
             continue
         moved, own[delivery.seller] = _take(own[delivery.seller], delivery.delivered_wh)

@@ -112,6 +112,17 @@ Mapping settlement and certificates onto the ledger
   whole settlement; a slot beyond the limits needs splitting into chunks (not done yet: the
   gateway then leaves it unsettled, or unreconciled, and logs it).
 
+Settle kinds with contracts of their own. A kind module may settle slots whose contracts are not
+trades nor swaps (``p2pgrid.ppa.settle``: ``settle_ppa``, a PPA's positions): its body wraps a
+``SettleBody`` (``settle_body``) and names its contracts (``contract_names``); it validates and
+applies with ``judge_settle`` / ``apply_settle`` given the positions of its contracts
+(``PositionsOf``), which ``settle_slot`` settles with the slot's trades. The contracts named are
+stored under ``settle_contracts/<slot>`` and are part of ``settled_inputs``: every later settle of
+the slot must name them again, so a plain ``settle`` of such a slot is refused (``bad_body``) and
+can never undo its positions. Positions' trade ids are neither take ids (16 bytes) nor swap trade
+ids, so ``SettleBody.trades`` never lists them. The gateway picks the kind with ``plan_settlement``
+(``SETTLE_PLANNERS``); ``SETTLE_KINDS`` names every settle kind.
+
 Zones. A trade's seller and buyer zones are the lock's ``seller_zone`` / ``buyer_zone`` (empty:
 the ledger's zone). A cross-zone trade pays the grid fee of the ledger rules' fee matrix
 (``SettlementLedgerRules.grid_fees``, built with ``market.locality.settlement_grid_fees``) on its
@@ -145,6 +156,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from p2pgrid.errors import ConfigError, SettlementError, WireError
@@ -154,7 +166,7 @@ from p2pgrid.ledger.chain import (
     add_obligation, decode_body, register_kind, settle_obligation,
 )
 from p2pgrid.ledger.extra import prefixed_items, prefixed_keys
-from p2pgrid.ledger.messages import Entry
+from p2pgrid.ledger.messages import ID_SIZE as LOCK_ID_SIZE, Entry
 from p2pgrid.settlement.metering import (
     MeterReading, MeterReadingRejected, MeterRegistration, MeterRegistrationV2, MeterRegistry, check_reading_time,
     decode_meter_reading, validate_meter_reading,
@@ -174,7 +186,9 @@ __all__ = [
     "imbalance_postings", "input_of_entry", "inputs_by_slot", "meter_entries_for_slot", "meter_record_of",
     "account_registration_of", "meter_registration_of", "posted_by_reason", "reconciliation_postings", "settle_key", "settled_inputs",
     "settled_slots", "settlement_of", "slots_to_reconcile",
-    "slots_to_settle", "swap_trade_id", "swap_trades_for_slot", "tariffs_of", "trade_of_swap", "trades_for_slot",
+    "slots_to_settle", "SETTLE_KINDS", "apply_settle", "contracts_key", "judge_settle", "plan_settlement", "settle_inputs_ready",
+    "SETTLE_PLANNERS",
+    "swap_trade_id", "swap_trades_for_slot", "tariffs_of", "trade_of_swap", "trades_for_slot",
     "unsettled_slots",
 ]
 
@@ -359,6 +373,12 @@ def imbalance_postings(settlement: SlotSettlement) -> tuple[Posting, ...]:
 # --- settle -----------------------------------------------------------------------------------
 
 SETTLE_KIND = "settle"
+SETTLE_KINDS: set[str] = set()       # every kind that settles a slot (a kind module adds its own)
+# A settle kind with contracts of its own gives ``compute_settlement``, ``judge_settle`` and
+# ``apply_settle`` the positions of the contracts it names, from the slot's named meter entries;
+# it raises ``EntryRejected`` for a named contract not certified here (waiting) or that cannot be
+# one (final).
+PositionsOf = Callable[[list[MeterEntry]], list[TradeRecord]]
 # Per list of a settle body (trades, meters, postings, swaps, fees). A reconciliation names the
 # slot's whole union, so this bounds a slot, not one round; the body's byte limit usually binds first.
 MAX_SETTLE_ITEMS = 256
@@ -423,9 +443,23 @@ class SettleBody:
     grid_fees: tuple[GridFeeBody, ...] = field(default=(), metadata={"max_len": MAX_SETTLE_ITEMS})
     swaps: tuple[bytes, ...] = field(default=(), metadata={"max_len": MAX_SETTLE_ITEMS})
 
+    # Every settle kind's body offers these two (``SETTLE_KINDS``): a kind that also settles
+    # contracts of its own (PPA positions) wraps a SettleBody and names its contracts.
+    @property
+    def settle_body(self) -> SettleBody:
+        return self
+
+    @property
+    def contract_names(self) -> frozenset[bytes]:
+        return frozenset()
+
 
 def settle_key(slot: int) -> str:
     return f"settle/{slot:015d}"
+
+
+def contracts_key(slot: int) -> str:
+    return f"settle_contracts/{slot:015d}"
 
 
 def certificates_key(slot: int) -> bytes:
@@ -467,6 +501,11 @@ _SWAP_KEY_PREFIX = swap_key(b"")
 def swap_trade_id(swap_id: bytes) -> bytes:
     """The settlement trade id of swap ``swap_id`` (never a lock's take id: see the module docstring)."""
     return swap_id + SWAP_TRADE_SUFFIX
+
+
+def _is_take_id(trade_id: bytes) -> bool:
+    """A book trade's id (a lock's take id); a swap's and a contract position's are longer."""
+    return len(trade_id) == LOCK_ID_SIZE
 
 
 def _swap_id_of(trade_id: bytes) -> bytes | None:
@@ -523,10 +562,13 @@ class SlotInputs:
     trades: frozenset[bytes] = frozenset()
     swaps: frozenset[bytes] = frozenset()
     meters: frozenset[bytes] = frozenset()
+    contracts: frozenset[bytes] = frozenset()      # named by a settle kind of its own (PPAs)
 
     @classmethod
-    def of_body(cls, body: SettleBody) -> SlotInputs:
-        return cls(frozenset(body.trades), frozenset(body.swaps), frozenset(body.meters))
+    def of_body(cls, body: Any) -> SlotInputs:
+        """What the body of any settle kind names (``SettleBody.settle_body``, ``contract_names``)."""
+        settle = body.settle_body
+        return cls(frozenset(settle.trades), frozenset(settle.swaps), frozenset(settle.meters), body.contract_names)
 
     @classmethod
     def of_settlement(cls, settlement: SlotSettlement | None) -> SlotInputs:
@@ -536,31 +578,35 @@ class SlotInputs:
         trades, swaps = set(), set()
         for delivery in settlement.deliveries:
             swap_id = _swap_id_of(delivery.trade_id)
-            if swap_id is None:
-                trades.add(delivery.trade_id)
-            else:
+            if swap_id is not None:
                 swaps.add(swap_id)
+            elif _is_take_id(delivery.trade_id):
+                trades.add(delivery.trade_id)   # else a contract's position: its names are stored apart
         return cls(frozenset(trades), frozenset(swaps), frozenset(m.account for m in settlement.meter_entries))
 
     def __or__(self, other: SlotInputs) -> SlotInputs:
-        return SlotInputs(self.trades | other.trades, self.swaps | other.swaps, self.meters | other.meters)
+        return SlotInputs(self.trades | other.trades, self.swaps | other.swaps, self.meters | other.meters,
+                          self.contracts | other.contracts)
 
     def __sub__(self, other: SlotInputs) -> SlotInputs:
-        return SlotInputs(self.trades - other.trades, self.swaps - other.swaps, self.meters - other.meters)
+        return SlotInputs(self.trades - other.trades, self.swaps - other.swaps, self.meters - other.meters,
+                          self.contracts - other.contracts)
 
     def __le__(self, other: SlotInputs) -> bool:
-        return self.trades <= other.trades and self.swaps <= other.swaps and self.meters <= other.meters
+        return (self.trades <= other.trades and self.swaps <= other.swaps and self.meters <= other.meters
+                and self.contracts <= other.contracts)
 
     def __bool__(self) -> bool:
-        return bool(self.trades or self.swaps or self.meters)
+        return bool(self.trades or self.swaps or self.meters or self.contracts)
 
     def __len__(self) -> int:
-        return len(self.trades) + len(self.swaps) + len(self.meters)
+        return len(self.trades) + len(self.swaps) + len(self.meters) + len(self.contracts)
 
 
 def settled_inputs(state: LedgerState, slot: int) -> SlotInputs:
     """The inputs the slot's certified settlements named so far (empty while it is unsettled)."""
-    return SlotInputs.of_settlement(settlement_of(state, slot))
+    contracts = state.extra.get(contracts_key(slot), frozenset())
+    return SlotInputs.of_settlement(settlement_of(state, slot)) | SlotInputs(contracts=frozenset(contracts))
 
 
 def certified_inputs(state: LedgerState, rules: LedgerRules, slot: int) -> SlotInputs:
@@ -705,8 +751,8 @@ def posted_by_reason(previous: SlotSettlement | None, current: SlotSettlement, a
 
 # --- settle -----------------------------------------------------------------------------------
 
-def compute_settlement(state: LedgerState, rules: LedgerRules, slot: int,
-                       inputs: SlotInputs | None = None) -> tuple[SettleBody, SlotSettlement]:
+def compute_settlement(state: LedgerState, rules: LedgerRules, slot: int, inputs: SlotInputs | None = None,
+                       positions: PositionsOf | None = None) -> tuple[SettleBody, SlotSettlement]:
     """The ``settle`` entry the gateway proposes for ``slot`` now, and the result it stores: the
     union of what the slot's settlements named so far and ``inputs`` (default: every certified
     input of the slot, a scan of the whole state), postings net of what was posted already.
@@ -716,10 +762,29 @@ def compute_settlement(state: LedgerState, rules: LedgerRules, slot: int,
     previous = settlement_of(state, slot)
     if inputs is None:
         inputs = certified_inputs(state, rules, slot)
-    named = SlotInputs.of_settlement(previous) | inputs
+    named = settled_inputs(state, slot) | inputs
+    if named.contracts and positions is None:
+        raise EntryRejected(RejectReason.BAD_BODY, f"slot {slot} settles contracts: a settle kind of theirs settles it")
     trades, meters = _resolve(state, rules, slot, named)
-    settlement = settle_slot(slot, trades, meters, tariffs)
+    settlement = settle_slot(slot, [*trades, *(positions(meters) if positions else ())], meters, tariffs)
     return _body_of(settlement, tariffs.grid_fees, reconciliation_postings(previous, settlement)), settlement
+
+
+# A settle kind with contracts of its own plans a slot's settlement first: its planner returns
+# ``(kind, body)`` when the slot has contracts of its kind, None otherwise.
+SettlePlanner = Callable[[LedgerState, LedgerRules, int, "SlotInputs"], "tuple[str, Any] | None"]
+SETTLE_PLANNERS: list[SettlePlanner] = []
+
+
+def plan_settlement(state: LedgerState, rules: LedgerRules, slot: int, inputs: SlotInputs | None = None) -> tuple[str, Any]:
+    """The kind and body of the entry that settles ``slot`` now (``compute_settlement``, or the
+    settle kind of the slot's contracts); raises as ``compute_settlement`` does."""
+    for planner in SETTLE_PLANNERS:
+        planned = planner(state, rules, slot, inputs if inputs is not None else certified_inputs(state, rules, slot))
+        if planned is not None:
+            return planned
+    body, _ = compute_settlement(state, rules, slot, inputs)
+    return SETTLE_KIND, body
 
 
 def _fee_bodies(fees: tuple[GridFee, ...]) -> tuple[GridFeeBody, ...]:
@@ -730,8 +795,7 @@ def _fee_bodies(fees: tuple[GridFee, ...]) -> tuple[GridFeeBody, ...]:
 def _body_of(settlement: SlotSettlement, fees: tuple[GridFee, ...], postings: tuple[Posting, ...]) -> SettleBody:
     return SettleBody(slot=settlement.slot, shortfall_price=settlement.prices.shortfall_price,
                       feed_in_price=settlement.prices.feed_in_price,
-                      trades=tuple(sorted(d.trade_id for d in settlement.deliveries
-                                          if _swap_id_of(d.trade_id) is None)),
+                      trades=tuple(sorted(d.trade_id for d in settlement.deliveries if _is_take_id(d.trade_id))),
                       meters=tuple(sorted(m.account for m in settlement.meter_entries)),
                       postings=tuple(PostingBody(p.account, p.amount_uc) for p in postings),
                       grid_fees=_fee_bodies(fees),
@@ -773,9 +837,21 @@ def slots_to_settle(state: LedgerState, rules: LedgerRules, now_ms: int, delay_m
     return sorted(s for s in slots if rules.slots.metering_due_ms(s) + delay_ms <= now_ms)
 
 
+
+
 def validate_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: LedgerRules) -> None:
+    judge_settle(state, entry, body, rules)
+
+
+def judge_settle(state: LedgerState, entry: Entry, body: Any, rules: LedgerRules,
+                 positions: PositionsOf | None = None) -> SlotSettlement:
+    """The rules of ``settle`` (module docstring) for the body of any settle kind: its
+    ``settle_body`` must be the exact result over the inputs it names, contracts' ``positions``
+    included. Returns that result."""
     # Checks on the entry alone first, then on the gateway's own chain (the slot's earlier
     # settlements), then on the named inputs: what is final never hides behind a wait.
+    named = SlotInputs.of_body(body)
+    body = body.settle_body
     if entry.account != rules.gateway:
         raise EntryRejected(RejectReason.WRONG_KIND_FOR_ACCOUNT, "only the zone gateway settles")
     tariffs = tariffs_of(rules)
@@ -797,9 +873,8 @@ def validate_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: L
                             f"zone's {prices.shortfall_price}/{prices.feed_in_price}")
     if body.grid_fees != _fee_bodies(tariffs.grid_fees):
         raise EntryRejected(RejectReason.BAD_BODY, "the grid fee matrix is not the zone's")
-    named = SlotInputs.of_body(body)
     previous = settlement_of(state, slot)
-    settled = SlotInputs.of_settlement(previous)
+    settled = settled_inputs(state, slot)
     if not settled <= named:
         raise EntryRejected(RejectReason.BAD_BODY, f"slot {slot} is settled already and this settle leaves out "
                             f"{len(settled - named)} of its settled inputs")
@@ -807,13 +882,14 @@ def validate_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: L
         raise EntryRejected(RejectReason.BAD_BODY, f"slot {slot} is settled already over exactly these inputs")
     trades, meters = _resolve(state, rules, slot, named)
     try:
-        union = settle_slot(slot, trades, meters, tariffs)
+        union = settle_slot(slot, [*trades, *(positions(meters) if positions else ())], meters, tariffs)
     except SettlementError as exc:
         raise EntryRejected(RejectReason.BAD_BODY, f"slot {slot} cannot be settled: {exc}") from None
     expected = _body_of(union, tariffs.grid_fees, reconciliation_postings(previous, union))
     if body != expected:
         raise EntryRejected(RejectReason.BAD_BODY, f"settle of slot {slot} differs from the result over its named "
                             f"inputs ({_difference(body, expected)})")
+    return union
 
 
 def _difference(body: SettleBody, expected: SettleBody) -> str:
@@ -821,6 +897,11 @@ def _difference(body: SettleBody, expected: SettleBody) -> str:
         if getattr(body, name) != getattr(expected, name):
             return f"{name}: {len(getattr(body, name))} proposed, {len(getattr(expected, name))} expected"
     return "differs"
+
+
+def settle_inputs_ready(state: LedgerState, body: SettleBody) -> bool:
+    """Whether every trade, swap and meter entry ``body`` names is in the state."""
+    return _settle_ready(state, None, body)  # type: ignore[arg-type]
 
 
 def _settle_ready(state: LedgerState, entry: Entry, body: SettleBody) -> bool:
@@ -833,15 +914,22 @@ def _settle_ready(state: LedgerState, entry: Entry, body: SettleBody) -> bool:
 
 
 def process_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: LedgerRules) -> None:
+    apply_settle(state, entry, body, rules)
+
+
+def apply_settle(state: LedgerState, entry: Entry, body: Any, rules: LedgerRules,
+                 positions: PositionsOf | None = None) -> None:
+    """Apply a certified settle of any settle kind (``judge_settle``'s counterpart)."""
+    named = SlotInputs.of_body(body)
+    body = body.settle_body
     slot = body.slot
     previous = settlement_of(state, slot)
-    named = SlotInputs.of_body(body)
-    if not SlotInputs.of_settlement(previous) <= named:
+    if not settled_inputs(state, slot) <= named:
         raise ChainInconsistent(f"certified settlement of slot {slot} leaves out inputs settled before")
     fees = tuple(GridFee(f.from_zone, f.to_zone, f.price) for f in body.grid_fees)
     try:
         trades, meters = _resolve(state, rules, slot, named)
-        union = settle_slot(slot, trades, meters,
+        union = settle_slot(slot, [*trades, *(positions(meters) if positions else ())], meters,
                             ZoneTariffs(rules.gateway, body.shortfall_price, body.feed_in_price, fees))
     except (EntryRejected, SettlementError, ConfigError) as exc:
         raise ChainInconsistent(f"certified settlement of slot {slot} cannot be recomputed: {exc}") from None
@@ -856,7 +944,10 @@ def process_settle(state: LedgerState, entry: Entry, body: SettleBody, rules: Le
         else:
             settle_obligation(state, posting.account, posting.amount_uc)
     state.extra[settle_key(slot)] = union
+    if named.contracts:
+        state.extra[contracts_key(slot)] = named.contracts
     state.certificates[certificates_key(slot)] = certify_slot(union)
 
 
 register_kind(KindRules(SETTLE_KIND, SettleBody, validate_settle, process_settle, is_ready=_settle_ready))
+SETTLE_KINDS.add(SETTLE_KIND)

@@ -9,7 +9,8 @@ Inputs
 ------
 * ``TradeRecord`` (alias ``Contract``): one certified trade — id, slot, seller, buyer, both
   parties' zones, ``qty_wh``, ``price`` and the green flag, and optionally ``value_uc``. The
-  trading layer's certified fills and pool swaps convert to it (``settlement.entries``). A fill's
+  trading layer's certified fills and pool swaps convert to it (``settlement.entries``), and so
+  do the slot positions of power purchase agreements (``p2pgrid.ppa.execution``). A fill's
   value is ``trade_value(qty_wh, price)``; a swap's is the credits the pool's curve charged, which
   no integer price need reproduce, so a swap states it in ``value_uc`` and its ``price`` is the
   average (floor of ``value_uc × 1000 / qty_wh``, for display). Settlement uses the value only in
@@ -56,12 +57,23 @@ account's sales against its purchases):
 With a sane tariff (``feed_in_price <= shortfall_price``, enforced) no account gains by being out
 of balance in either direction.
 
+Contracts settled at settlement (PPA positions)
+------------------------------------------------
+A trade with ``prepaid=False`` is a contract whose value has not moved yet (a power purchase
+agreement's position of the slot): settlement moves it, buyer to seller (reason ``ppa``), instead of
+leaving it to the certified trade. A trade's ``priority`` orders a seller's contracts: its metered
+export covers every contract of priority 0 (PPA positions with priority over spot) before any of
+priority 1 (spot trades, and PPA positions without priority), each group shared pro rata (below),
+and green certificates move in that order too (``SlotSettlement.deliveries`` lists them so). A trade with ``penalty_price`` > 0 also has its
+seller pay its buyer that price per contracted Wh not delivered (reason ``ppa_penalty``), on top
+of the shortfall the seller pays the gateway.
+
 Allocating a partial delivery (the pro-rata rule)
 -------------------------------------------------
 Money does not depend on *which* contract a shortfall hits (the imbalance price is the same for all
 of a seller's contracts), but the grid fee and the green certificates do: only delivered Wh move a
 certificate, and only delivered Wh pay a cross-zone fee. A seller's ``delivered`` Wh are shared
-among its contracts **in proportion to their quantities, with largest-remainder rounding**: each
+among its contracts (within one priority group, the lower group first) **in proportion to their quantities, with largest-remainder rounding**: each
 contract ``i`` first gets ``floor(q_i × delivered / sold)``; the Wh left over go one each to the
 contracts with the largest remainders ``(q_i × delivered) mod sold``, ties broken by ascending trade
 id. Worked through: a seller sold 500 Wh (trade ``a``), 300 Wh (``b``) and 200 Wh (``c``), 1000 Wh in
@@ -90,9 +102,10 @@ Determinism and idempotence
 (trades by id, accounts by key), an identical record given twice counts once, and two different
 records with one trade id (or two different meter entries of one account) are rejected with
 ``ConflictingRecords``. Settling the same inputs again gives an equal ``SlotSettlement``. Transfers
-are listed trade by trade (ascending id: ``trade`` then ``grid_fee``), then account by account
+are listed trade by trade (ascending id: ``trade`` or ``ppa``, then ``grid_fee``, then
+``ppa_penalty``), then account by account
 (ascending key: ``shortfall``, ``surplus_export``, ``extra_import``, ``unused_purchase``); lines are
-sorted by account and include the gateway.
+sorted by account and include the gateway; deliveries are sorted by priority, then trade id.
 
 Errors::
 
@@ -160,6 +173,9 @@ class TradeRecord:
     price: int
     green: bool = False
     value_uc: int | None = None
+    priority: int = 1            # 0 settles before 1 (module docstring: PPA positions)
+    prepaid: bool = True         # False: settlement moves the value (reason PPA)
+    penalty_price: int = 0       # µc/kWh the seller pays the buyer per contracted Wh not delivered
 
     def __post_init__(self) -> None:
         _require(type(self.trade_id) is bytes and len(self.trade_id) > 0, "trade_id must be non-empty bytes")
@@ -172,6 +188,9 @@ class TradeRecord:
         _require(type(self.green) is bool, "green must be a bool")
         _require(self.value_uc is None or (_is_int(self.value_uc) and self.value_uc >= 0),
                  f"trade value_uc must be None or a non-negative int, got {self.value_uc!r}")
+        _require(self.priority in (0, 1), f"trade priority must be 0 or 1, got {self.priority!r}")
+        _require(type(self.prepaid) is bool, "prepaid must be a bool")
+        _require(_is_int(self.penalty_price) and self.penalty_price >= 0, "penalty_price must be a non-negative int")
 
     @property
     def value(self) -> int:
@@ -299,6 +318,8 @@ class Reason(str, enum.Enum):
     SURPLUS_EXPORT = "surplus_export"    # gateway -> account: exported beyond its sales, at feed-in
     EXTRA_IMPORT = "extra_import"        # account -> gateway: imported beyond its purchases, at shortfall
     UNUSED_PURCHASE = "unused_purchase"  # gateway -> buyer: bought but not imported, at feed-in
+    PPA = "ppa"                          # buyer -> seller: a PPA position's value (moved by settlement)
+    PPA_PENALTY = "ppa_penalty"          # seller -> buyer: a PPA position's undelivered Wh at its penalty
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,8 +461,11 @@ def settle_slot(slot: int, trades: Iterable[TradeRecord], meter_entries: Iterabl
     delivered_by_trade: dict[bytes, int] = {}
     for seller, contracts in sales.items():
         export = meters[seller].export_wh if seller in meters else 0
-        sold = sum(t.qty_wh for t in contracts)
-        delivered_by_trade.update(allocate_delivery(min(export, sold), ((t.trade_id, t.qty_wh) for t in contracts)))
+        for priority in (0, 1):
+            group = [t for t in contracts if t.priority == priority]
+            delivered = min(export, sum(t.qty_wh for t in group))
+            delivered_by_trade.update(allocate_delivery(delivered, ((t.trade_id, t.qty_wh) for t in group)))
+            export -= delivered
 
     transfers: list[Transfer] = []
 
@@ -453,9 +477,11 @@ def settle_slot(slot: int, trades: Iterable[TradeRecord], meter_entries: Iterabl
         pay_uc(payer, payee, trade_value(wh, price), reason, ref)
 
     for trade in trade_list:
-        pay_uc(trade.buyer, trade.seller, trade.value, Reason.TRADE, trade.trade_id)
+        pay_uc(trade.buyer, trade.seller, trade.value, Reason.TRADE if trade.prepaid else Reason.PPA, trade.trade_id)
+        delivered = delivered_by_trade[trade.trade_id]
         fee = tariffs.grid_fee(trade.seller_zone, trade.buyer_zone)
-        pay(trade.buyer, gateway, delivered_by_trade[trade.trade_id], fee, Reason.GRID_FEE, trade.trade_id)
+        pay(trade.buyer, gateway, delivered, fee, Reason.GRID_FEE, trade.trade_id)
+        pay(trade.seller, trade.buyer, trade.qty_wh - delivered, trade.penalty_price, Reason.PPA_PENALTY, trade.trade_id)
 
     positions: dict[bytes, AccountLine] = {}
     for account in sorted(set(sales) | set(bought) | set(meters)):
@@ -475,8 +501,10 @@ def settle_slot(slot: int, trades: Iterable[TradeRecord], meter_entries: Iterabl
         by_account[t.payee][t.reason] += t.amount_uc
         by_account[t.payer][t.reason] -= t.amount_uc
     lines = tuple(_with_payments(positions[account], by_account[account]) for account in sorted(positions))
+    # Listed in the order a seller's export covers them (priority, then trade id): certificates
+    # move in this order.
     deliveries = tuple(Delivery(t.trade_id, t.seller, t.buyer, t.qty_wh, delivered_by_trade[t.trade_id], t.green)
-                       for t in trade_list)
+                       for t in sorted(trade_list, key=lambda t: (t.priority, t.trade_id)))
     return SlotSettlement(slot=slot, gateway=gateway, prices=prices, lines=lines,
                           transfers=tuple(transfers), deliveries=deliveries,
                           meter_entries=tuple(meters[a] for a in sorted(meters)))

@@ -79,9 +79,9 @@ from p2pgrid.ledger.chain import EntryRejected, LedgerRules, LedgerState, build_
 from p2pgrid.ledger.service import EntryInDoubt
 from p2pgrid.settlement.metering import MeterReading, MeterRegistration, MeterRegistrationV2, decode_meter_reading
 from p2pgrid.settlement.entries import (
-    METER_KIND, METER_REGISTRATION_KIND, METER_REGISTRATION_V2_KIND, SETTLE_KIND, MeterEntryBody, SettlementLedgerRules, SlotInputs,
-    compute_settlement, has_meters, input_of_entry, inputs_by_slot, meter_record_of, meter_registration_of,
-    settlement_of,
+    METER_KIND, METER_REGISTRATION_KIND, METER_REGISTRATION_V2_KIND, SETTLE_KINDS, MeterEntryBody, SettlementLedgerRules,
+    SlotInputs, has_meters, input_of_entry, inputs_by_slot, meter_record_of, meter_registration_of, plan_settlement,
+    settled_inputs, settlement_of,
 )
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Source, sign
@@ -369,7 +369,7 @@ class SettlementService:
         stored = settlement_of(self.ledger.state, slot)
         cached = self._settled_cache.get(slot)
         if cached is None or cached[0] is not stored:
-            cached = self._settled_cache[slot] = (stored, SlotInputs.of_settlement(stored))
+            cached = self._settled_cache[slot] = (stored, settled_inputs(self.ledger.state, slot))
         return cached[1]
 
     def _add(self, slot: int, inputs: SlotInputs) -> None:
@@ -454,8 +454,8 @@ class SettlementService:
         ``in_doubt_entries()``."""
         self._adopted = True
         for signed in self.ledger.in_doubt_entries():
-            if signed.body.account == self.ledger.me and signed.body.kind == SETTLE_KIND:
-                slot = decode_body(signed.body).slot
+            if signed.body.account == self.ledger.me and signed.body.kind in SETTLE_KINDS:
+                slot = decode_body(signed.body).settle_body.slot
                 # Offered in chain order: an earlier one of the same slot is settled before this.
                 self._in_doubt.setdefault(slot, (signed, settlement_of(self.ledger.state, slot) is None))
                 self._new.setdefault(slot, SlotInputs())
@@ -498,8 +498,8 @@ class SettlementService:
         else:
             first = settlement_of(state, slot) is None
             try:
-                body, _ = compute_settlement(state, self.ledger.rules, slot, new)
-                entry = self.ledger.next_entry(SETTLE_KIND, body)
+                kind, body = plan_settlement(state, self.ledger.rules, slot, new)
+                entry = self.ledger.next_entry(kind, body)
             except WireError as exc:
                 log.error("settlement of slot %d does not fit one ledger entry, left %s: %s", slot,
                           "unsettled" if first else "unreconciled", exc)

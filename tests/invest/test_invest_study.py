@@ -75,6 +75,12 @@ def test_a_short_study_writes_the_report_and_its_exit_code_follows_the_end_check
         assert r["failed_checks"] == [c["name"] for c in checks if not c["passed"]]
         assert r["exit_code"] == (1 if r["failed_checks"] else 0)
     assert code == (0 if all(r["exit_code"] == 0 for r in study["seasons"]) else 1)
+    ppa = study["ppa_case"]                                    # the PPA case: with vs without
+    assert (ppa["share_ppm"], ppa["price_uc_per_kwh"], ppa["years"]) == (300_000, 120_000, 10)
+    assert {"npv_uc", "irr"} <= set(ppa["with_ppa"]) <= set(ppa["without"])
+    # Short runs may end before any reading is due: no metered export, nothing for the PPA to sell.
+    moved = ppa["with_ppa"]["npv_uc"] != ppa["without"]["npv_uc"]
+    assert moved == (ppa["annual_export_wh"] > 0 and ppa["realised_uc_per_kwh"] != ppa["price_uc_per_kwh"])
     assert (out / "invest" / "report.html").exists() and (out / "invest" / "figures.json").exists()
     method = {a["label"]: a["text"] for a in json.loads((out / "invest" / "figures.json").read_text())["assumptions"]}
     assert ("end checks FAILED" in method) == (code == 1)      # a failed check is stated in the report

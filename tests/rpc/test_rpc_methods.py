@@ -36,7 +36,9 @@ def test_every_served_method_is_tested_here_or_in_the_subscription_tests():
                         "charging_release",
                         "gateway_approve",                                                     # test_gateway_methods.py
                         "flex_requests", "flex_offers", "flex_awards", "flex_settlements",     # test_flex_methods.py
-                        "flex_request"}
+                        "flex_request",
+                        "ppa_offer", "ppa_accept", "ppa_show", "ppa_list", "ppa_positions",    # tests/ppa/test_ppa_rpc_cli.py
+                        "ppa_terminate"}
     assert set(METHODS) == CALLED_IN_THIS_FILE | tested_elsewhere
 
 

@@ -382,7 +382,7 @@ async def test_a_settlement_too_large_for_one_entry_is_left_unsettled_and_the_ga
     monkeypatch.setattr(settlement_service, "has_meters", lambda state: True)
     monkeypatch.setattr(settlement_service, "inputs_by_slot",
                         lambda state, rules: {900: SlotInputs(meters=frozenset({b"m" * 32}))})
-    monkeypatch.setattr(settlement_service, "compute_settlement", lambda state, rules, slot, inputs: (object(), None))
+    monkeypatch.setattr(settlement_service, "plan_settlement", lambda state, rules, slot, inputs: ("settle", object()))
     ledger = OversizeLedger(cluster_keys(1, seed=4)[0].public_key)
     ledger.rules = SettlementLedgerRules("meterzone", b"g" * 32, prices=ImbalancePrices(300_000, 80_000))
     settler = settlement_service.SettlementService(ledger, lambda: 10_000_000)
