@@ -46,11 +46,11 @@ def street_commands() -> list[str]:
     return re.findall(r"^    (p2pgrid .+)$", section, re.M)
 
 
-def test_the_section_shows_one_operator_two_neighbours_a_trade_and_a_settlement():
+def test_the_section_shows_one_operator_three_neighbours_a_trade_and_a_settlement():
     commands = street_commands()
     verbs = [" ".join(shlex.split(c)[1:3]) for c in commands]
-    assert verbs[0].startswith("zone init") and verbs.count("zone approve") == 2
-    assert sum(v.startswith("join ") for v in verbs) == 2 and sum(v.startswith("run ") for v in verbs) == 3
+    assert verbs[0].startswith("zone init") and verbs.count("zone approve") == 3
+    assert sum(v.startswith("join ") for v in verbs) == 3 and sum(v.startswith("run ") for v in verbs) == 4
     assert verbs[-4:] == ["order place", "trade buy", "trades --data-dir", "settle show"]
     parser = build_parser()
     for command in commands:                    # every command parses (no typo, no unknown option)
@@ -165,7 +165,7 @@ def test_the_readme_street_trades_and_settles(tmp_path):
                 outputs[verb] = street.must(command)
     finally:
         exit_codes = street.stop()
-    assert exit_codes == [0, 0, 0]
+    assert exit_codes == [0, 0, 0, 0]
 
     anna = (tmp_path / "street/anna/join-request.txt").read_text()
     assert anna.startswith("p2pgrid-request:")
