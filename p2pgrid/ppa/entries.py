@@ -88,7 +88,7 @@ __all__ = [
     "PPA_ACCEPT_KIND", "PPA_EXPIRE_KIND", "PPA_INDEX_KIND", "PPA_OFFER_KIND", "PPA_TERMINATE_KIND",
     "AgreementRecord", "OfferRecord", "PpaAccept", "PpaExpire", "PpaIndex", "PpaOffer", "PpaRefuseReason",
     "PpaTerminate", "ShareClaim", "TerminationRecord", "agreement_of", "agreements", "claimed_share_ppm",
-    "index_value_at", "offers_of", "terminations_of",
+    "expired_key", "index_value_at", "offers_of", "termination_key", "terminations_of",
 ]
 
 PPA_OFFER_KIND = "ppa_offer"
@@ -220,12 +220,16 @@ def _agreement_key(ppa_id: bytes) -> str:
     return f"ppa/{ppa_id.hex()}"
 
 
-def _end_key(ppa_id: bytes, party: bytes) -> str:
+def termination_key(ppa_id: bytes, party: bytes) -> str:
+    """Where ``party``'s certified termination of the agreement is (a ``TerminationRecord``)."""
     return f"ppa_end/{ppa_id.hex()}/{party.hex()}"
 
 
-def _expired_key(ppa_id: bytes, party: bytes) -> str:
+def expired_key(ppa_id: bytes, party: bytes) -> str:
+    """Where the slot ``party`` closed the agreement at is, once it did (``ppa_expire``)."""
     return f"ppa_expired/{ppa_id.hex()}/{party.hex()}"
+
+
 
 
 def _claim_key(seller: bytes, ppa_id: bytes) -> str:
@@ -391,7 +395,7 @@ def _certified_agreement(state: LedgerState, ppa_id: bytes) -> AgreementRecord:
 
 
 def validate_terminate(state: LedgerState, entry: Entry, body: PpaTerminate, rules: LedgerRules) -> None:
-    if _end_key(body.ppa_id, entry.account) in state.extra:
+    if termination_key(body.ppa_id, entry.account) in state.extra:
         raise _bad(PpaRefuseReason.DUPLICATE, "this party terminated the agreement already")
     terms = _certified_agreement(state, body.ppa_id).terms
     _check_party(terms, entry.account)
@@ -412,7 +416,7 @@ def process_terminate(state: LedgerState, entry: Entry, body: PpaTerminate, rule
     penalty = terms.termination_penalty_uc
     state.balances[entry.account] = state.balance(entry.account) - penalty
     state.balances[other] = state.balance(other) + penalty
-    state.extra[_end_key(body.ppa_id, entry.account)] = TerminationRecord(body.ppa_id, entry.account, body.end_slot,
+    state.extra[termination_key(body.ppa_id, entry.account)] = TerminationRecord(body.ppa_id, entry.account, body.end_slot,
                                                                           entry.time_ms, penalty)
     if entry.account == terms.seller:
         _shorten_claim(state, terms.seller, body.ppa_id, body.end_slot)
@@ -432,7 +436,7 @@ def _expire_end(state: LedgerState, entry: Entry, body: PpaExpire) -> tuple[PpaT
         _check_party(terms, entry.account)
         end_slot = terms.end_slot
         if body.termination_by:
-            termination = state.extra.get(_end_key(body.ppa_id, body.termination_by))
+            termination = state.extra.get(termination_key(body.ppa_id, body.termination_by))
             if not isinstance(termination, TerminationRecord):
                 raise EntryRejected(RejectReason.MISSING_DEPENDENCY, "no certified termination by that party here (yet)")
             end_slot = termination.end_slot
@@ -452,7 +456,7 @@ def _expire_end(state: LedgerState, entry: Entry, body: PpaExpire) -> tuple[PpaT
 
 
 def validate_expire(state: LedgerState, entry: Entry, body: PpaExpire, rules: LedgerRules) -> None:
-    if _expired_key(body.ppa_id, entry.account) in state.extra:
+    if expired_key(body.ppa_id, entry.account) in state.extra:
         raise _bad(PpaRefuseReason.DUPLICATE, "this party closed the agreement already")
     _expire_end(state, entry, body)
 
@@ -462,7 +466,7 @@ def process_expire(state: LedgerState, entry: Entry, body: PpaExpire, rules: Led
         terms, end_slot = _expire_end(state, entry, body)
     except EntryRejected as exc:
         raise ChainInconsistent(f"certified expiry of {body.ppa_id.hex()} that cannot apply: {exc}") from None
-    state.extra[_expired_key(body.ppa_id, entry.account)] = end_slot
+    state.extra[expired_key(body.ppa_id, entry.account)] = end_slot
     if entry.account == terms.seller:
         _shorten_claim(state, terms.seller, body.ppa_id, end_slot)
 

@@ -13,6 +13,11 @@
   by a poll (every ``POLL_S`` real seconds) for offers and agreements the other party made — and
   served by ``text(ppa_id)`` (the RPC's ``ppa_show``), which verifies it against the id.
 
+* **Agreements close by themselves**: once an agreement this account is a party to has ended —
+  at the terms' end, or at the earliest end a certified termination of either party named — the
+  same poll signs this party's ``ppa_expire`` (``due_expiries``), which releases the seller's share
+  claim of its generator for new agreements.
+
 The positions themselves are settled by the zone gateway (``ppa.settle``): nothing here runs per slot.
 """
 
@@ -29,7 +34,7 @@ from p2pgrid.ledger.chain import EntryRejected, build_entry, kind_rules
 from p2pgrid.ledger.extra import prefixed_items
 from p2pgrid.ppa.entries import (
     PPA_ACCEPT_KIND, PPA_EXPIRE_KIND, PPA_OFFER_KIND, PPA_TERMINATE_KIND, AgreementRecord, OfferRecord, PpaAccept,
-    PpaExpire, PpaOffer, PpaTerminate, agreement_of, offers_of,
+    PpaExpire, PpaOffer, PpaTerminate, TerminationRecord, agreement_of, expired_key, offers_of, termination_key,
 )
 from p2pgrid.ppa.terms import PpaTerms, render_terms, terms_hash
 from p2pgrid.service import WithLedger
@@ -164,6 +169,38 @@ class PpaService:
                 stored += 1
         return stored
 
+    def due_expiries(self, now_ms: int) -> list[PpaExpire]:
+        """The ``ppa_expire`` this account owes: agreements it is a party to that have ended by
+        ``now_ms`` (market time) and that it has not closed yet."""
+        ledger = self._ledger()
+        state, me = ledger.state, ledger.me
+        due = []
+        for _, record in prefixed_items(state.extra, "ppa/"):
+            if not isinstance(record, AgreementRecord) or me not in (record.terms.seller, record.terms.buyer):
+                continue
+            if expired_key(record.ppa_id, me) in state.extra:
+                continue
+            ends = [(record.terms.end_slot, b"")]
+            for party in (record.terms.seller, record.terms.buyer):
+                termination = state.extra.get(termination_key(record.ppa_id, party))
+                if isinstance(termination, TerminationRecord):
+                    ends.append((termination.end_slot, party))
+            end_slot, by = min(ends)
+            if now_ms >= end_slot * MS_PER_S:
+                due.append(PpaExpire(record.ppa_id, by))
+        return due
+
+    async def close_ended(self) -> int:
+        """Sign the ``ppa_expire`` of every agreement of this account that has ended."""
+        closed = 0
+        for expire in self.due_expiries(self._ledger().clock()):
+            try:
+                await self._submit(PPA_EXPIRE_KIND, expire)
+                closed += 1
+            except LedgerError as exc:
+                log.info("PPA %s not closed yet (%s); trying again", expire.ppa_id.hex()[:8], exc)
+        return closed
+
     async def run(self, node: WithLedger, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self.ledger = node.ledger
         self.data_dir = node.config.node.data_dir
@@ -173,6 +210,7 @@ class PpaService:
                 self.store_own_texts()
             except (OSError, EntryRejected) as exc:
                 log.warning("could not store PPA texts: %s", exc)
+            await self.close_ended()
             await trio.sleep(self.poll_s)
 
 

@@ -16,7 +16,7 @@ import p2pgrid.node.entry_kinds  # noqa: F401  every kind a node validates, sett
 from p2pgrid.ledger.chain import state_root
 from p2pgrid.ledger.testing import seeded_key
 from p2pgrid.net.testing import wait_until
-from p2pgrid.ppa.entries import agreement_of, offers_of
+from p2pgrid.ppa.entries import agreement_of, expired_key, offers_of
 from p2pgrid.ppa.execution import ppa_trade_id
 from p2pgrid.ppa.service import PpaService
 from p2pgrid.ppa.terms import TEMPLATE_TOML, parse_terms_toml
@@ -128,3 +128,13 @@ async def test_a_ppa_is_drafted_accepted_delivered_for_a_day_and_settled_with_eq
             paid -= settled.line(house.account).paid_for(Reason.PPA)
         assert paid == sum(trade_value(station_export_wh(i) // 2, PRICE) for i in range(SLOTS_PER_DAY))
         assert all(n.ledger.state.money_total() == 0 for n in nodes)
+
+        # The term is over: each party's service closes the agreement by itself (the seller's share
+        # claim of its generator is released), once, and every node holds both closings.
+        assert clock() >= terms.end_slot * 1000
+        with trio.fail_after(60):
+            assert await sellers.close_ended() == 1 and await buyers.close_ended() == 1
+        await converge(nodes)
+        assert all(expired_key(ppa_id, party) in n.ledger.state.extra
+                   for n in nodes for party in (station.account, house.account))
+        assert sellers.due_expiries(clock()) == [] and buyers.due_expiries(clock()) == []
