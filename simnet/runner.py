@@ -39,6 +39,10 @@ from simnet.scenario import Fault
 
 POLL_S = 0.5
 PULL_EVERY_S = 3.0      # settling, memory transport: every node pulls from every peer this often
+# Settling: one state root at unchanged heights must hold this long (real seconds) before the
+# nodes stop. An entry still on its way at the first agreement (a pool host's decline at the last
+# deadline) would otherwise be certified at its proposer after the check and nowhere else.
+SETTLED_FOR_S = 3.0
 STOP_GRACE_S = 15.0
 
 
@@ -91,6 +95,24 @@ def partition_commands(fault: Fault, community: Community) -> dict[str, dict[str
 def settled(snapshot: Snapshot) -> bool:
     return snapshot.nodes_up > 0 and snapshot.roots_agreeing == snapshot.nodes_up \
         and snapshot.heights[0] == snapshot.heights[1]
+
+
+class SettleWatch:
+    """Whether the live nodes have agreed on one state root, at the same heights, for
+    ``SETTLED_FOR_S`` in a row (and, where the runner can see it, with nothing left to propose)."""
+
+    def __init__(self, hold_s: float = SETTLED_FOR_S) -> None:
+        self.hold_s = hold_s
+        self._since: float | None = None
+        self._heights: tuple[int, int] | None = None
+
+    def update(self, snapshot: Snapshot, now_s: float, quiet: bool = True) -> bool:
+        if not (quiet and settled(snapshot)):
+            self._since = None
+            return False
+        if self._since is None or snapshot.heights != self._heights:
+            self._since, self._heights = now_s, snapshot.heights
+        return now_s - self._since >= self.hold_s
 
 
 # --- libp2p ----------------------------------------------------------------------------------
@@ -212,10 +234,11 @@ def run_processes(community: Community, log: RunLog, show: Show, *, funded_timeo
             show(take_snapshot(dirs, driver.alive), "trading · Ctrl-C stops and reports")
             time.sleep(POLL_S)
         began = time.monotonic()
+        watch = SettleWatch()
         while time.monotonic() < began + community.scenario.settle_s:
             snapshot = take_snapshot(dirs, driver.alive)
             show(snapshot, "settling: waiting for one state root")
-            if settled(snapshot):
+            if watch.update(snapshot, time.monotonic()):
                 log.settled = True
                 log.settle_real_s = round(time.monotonic() - began, 1)
                 break
@@ -349,11 +372,15 @@ async def _memory_loop(community: Community, log: RunLog, show: Show, handles: d
         await trio.sleep(POLL_S)
     began = time.monotonic()
     pulled = began
+    watch = SettleWatch()
     with trio.move_on_after(community.scenario.settle_s):
         while True:
             snapshot = take_snapshot(dirs, alive())
             show(snapshot, "settling: waiting for one state root")
-            if settled(snapshot):
+            live = [handles[n].node for n in alive() if handles[n].node is not None]
+            quiet = all(n.ledger is None or (n.ledger.queued_entries == 0 and not n.ledger.in_doubt_entries())
+                        for n in live)
+            if watch.update(snapshot, time.monotonic(), quiet):
                 log.settled = True
                 log.settle_real_s = round(time.monotonic() - began, 1)
                 break

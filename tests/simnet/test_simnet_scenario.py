@@ -101,3 +101,21 @@ def test_command_line_refuses_nonsense(capsys, tmp_path):
     assert main(["up", "--scenario", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert "speed" in capsys.readouterr().err
     assert main(["up", "--scenario", str(SCENARIOS / "short.toml"), "--nodes", "2"]) == 2
+
+
+def test_the_run_counts_as_settled_only_after_one_root_held_with_nothing_left_to_propose():
+    from simnet.monitor import Snapshot
+    from simnet.runner import SettleWatch
+
+    def snap(heights, agreeing=3):
+        return Snapshot(0, 3, 3, 0, 0, 0, 0, 0, None, heights, agreeing, 0)
+
+    watch = SettleWatch(hold_s=3.0)
+    assert not watch.update(snap((10, 10)), 0.0)
+    assert not watch.update(snap((10, 10)), 2.9)
+    assert not watch.update(snap((11, 11)), 3.5)          # an entry landed meanwhile: the hold restarts
+    assert not watch.update(snap((11, 11)), 5.0, quiet=False)   # something is still queued somewhere
+    assert not watch.update(snap((11, 11)), 6.0)
+    assert not watch.update(snap((11, 11), agreeing=2), 8.0)
+    assert not watch.update(snap((11, 11)), 9.0)
+    assert watch.update(snap((11, 11)), 12.0)
