@@ -449,11 +449,13 @@ class ChargingSection:
 
 @dataclass(frozen=True)
 class AgentSection:
-    strategy: str = field(default="none", metadata=doc(
+    strategy: str = field(default="auto", metadata=doc(
+        "auto (default): the agent strategy when the node has devices behind its meter and a ledger "
+        "(zone validators and gateway), else none. "
         "none: place no orders by itself. random: seeded random orders (demo/simnet). "
         "profile: trade the expected surplus/need of the slots from profile_file (simnet). "
         "agent: trade from the node's own devices through forecasts and the battery plan (p2pgrid.agent.agent_trader).",
-        choices=("none", "random", "profile", "agent")))
+        choices=("auto", "none", "random", "profile", "agent")))
     seed: int = field(default=0, metadata=doc("Seed of the agent's randomness.", min=0))
     tick_ms: int = field(default=2000, metadata=doc("How often the agent decides, in real ms.", min=10))
     orders_per_tick: int = field(default=2, metadata=doc("Random strategy: orders per tick.", min=0, max=256))
@@ -479,8 +481,9 @@ class AgentSection:
         "Agent strategy: expected local price, µc/kWh; 0 = midway between feed-in and retail.", min=0))
     reprice_ramp_s: int = field(default=4 * 3600, metadata=doc(
         "Agent strategy: limit prices move toward the tariff over this long before gate closure.", min=1))
-    reprice_min_change: int = field(default=5000, metadata=doc(
-        "Agent strategy: replace a resting order when its limit moved by at least this, µc/kWh.", min=1))
+    reprice_min_change: int = field(default=20_000, metadata=doc(
+        "Agent strategy: replace a resting order when its limit moved by at least this, µc/kWh (each "
+        "replacement is a cancel and a new order a taker may miss: a few steps over the ramp, not many).", min=1))
     min_qty_wh: int = field(default=50, metadata=doc(
         "Agent strategy: smallest order worth placing, Wh (smaller needs are left to the grid).", min=1))
     arbitrage: bool = field(default=False, metadata=doc(

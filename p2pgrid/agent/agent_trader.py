@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from p2pgrid.agent.battery import BatteryLimits
+from p2pgrid.agent.control import traded_setpoint_w
 from p2pgrid.agent.core import AgentCore, ReferencePrices, SeriesForecaster
 from p2pgrid.agent.orders import OrderIntent
 from p2pgrid.agent.pricing import RepricingRule, SlotMarket, expected_prices
@@ -61,10 +62,11 @@ from p2pgrid.agent.profile_trader import TraderHost
 from p2pgrid.agent.runlog import AGENT_STATUS, TRADES_LOG, append_jsonl, log_order, real_ms, write_json
 from p2pgrid.agent.tick import AgentDecision, AgentSettings
 from p2pgrid.devices.base import BatterySetpoint, DeviceKind
-from p2pgrid.devices.service import DeviceService, WithDevices
+from p2pgrid.devices.service import DeviceService, WithDevices, has_devices
 from p2pgrid.errors import DeviceError, P2PGridError
 from p2pgrid.ledger.chain import LockStatus
 from p2pgrid.logs import RateLimitedWarning
+from p2pgrid.node.ledger import has_ledger
 from p2pgrid.pools.host import PoolTerms
 from p2pgrid.wire import Order, Side, Source, sign
 
@@ -121,7 +123,9 @@ def agent_settings(config: NodeConfig) -> AgentSettings:
     tariffs = config.zone.tariffs
     fill = fill_probability(config)
     market = SlotMarket(0, tariffs.retail_price, tariffs.feed_in_price, expected_p2p(config))
-    terminal = expected_prices(market, fill).sell
+    # Valued as a seller who may not find a buyer: an arbitrageur too (stored energy it cannot
+    # sell tomorrow goes to the grid), else the horizon's end would hold back every evening sale.
+    terminal = expected_prices(market, a.fill_probability).sell
     return AgentSettings(fill_probability=fill, min_qty_wh=a.min_qty_wh, terminal_price=terminal,
                          repricing=RepricingRule(a.reprice_ramp_s))
 
@@ -246,7 +250,9 @@ class AgentTrader:
         if decision is None:
             return
         self.decision = decision
-        await self._apply_setpoint(node, decision.setpoints_w[0] if node.config.devices.battery else None)
+        current = node.config.zone.slot_rules.slot_of(now)
+        setpoint = traded_setpoint_w(decision.plan.first, self.committed_wh(node).get(current, 0), self.slot_s)
+        await self._apply_setpoint(node, setpoint if node.config.devices.battery else None)
         self._keep_offers(node, decision, now)
         self._start_buys(node, decision, now, nursery)
 
@@ -306,7 +312,7 @@ class AgentTrader:
         plans = self.core.plans
         try:
             decision = self.core.decide(now, soc_wh, limits, self.committed_wh(node), agent_settings(config),
-                                        load_fallback, pv_fallback)
+                                        load_fallback, pv_fallback, asks=self.others_asks(node, now))
         except P2PGridError as exc:
             log.warning("agent could not plan: %s", exc)
             self.counters.problems += 1
@@ -316,6 +322,27 @@ class AgentTrader:
         else:
             self.counters.plans += 1
         return decision
+
+    @staticmethod
+    def metered(node: AgentHost, slot: int) -> bool:
+        """Is ``slot`` metered? ``[devices.meter] until_s`` (simnet: the run's end) ends metering,
+        and a slot nobody meters cannot settle: the agent trades none after it, as pools open none."""
+        meter = getattr(node.config.devices, "meter", None)
+        until_s = getattr(meter, "until_s", 0) if meter is not None else 0
+        return not until_s or node.config.zone.slot_rules.metering_due_ms(slot) <= until_s * 1000
+
+    def others_asks(self, node: AgentHost, now: int) -> dict[int, int]:
+        """The best price other nodes offer per tradable slot of this zone on the book now."""
+        tradable = set(node.config.zone.slot_rules.tradable_slots(now))
+        me = node.key.public_key
+        best: dict[int, int] = {}
+        for signed in node.trading.books.live_orders():   # type: ignore[union-attr]
+            order = signed.body
+            if (order.side is Side.SELL and order.owner != me and order.zone == node.zone
+                    and order.slot in tradable and order.limit_price < best.get(order.slot, math.inf)
+                    and node.trading.books.remaining(order.order_id) > 0):   # type: ignore[union-attr]
+                best[order.slot] = order.limit_price
+        return best
 
     def pool_terms(self, slot: int) -> PoolTerms | None:
         """A new pool for ``slot`` (this node hosts pools): seeded with the energy the plan exports
@@ -394,7 +421,8 @@ class AgentTrader:
     def _keep_offers(self, node: AgentHost, decision: AgentDecision, now: int) -> None:
         config = node.config
         rules = config.zone.slot_rules
-        window = rules.tradable_slots(now)[1:1 + config.agent.offer_lead_slots]
+        window = [slot for slot in rules.tradable_slots(now)[1:1 + config.agent.offer_lead_slots]
+                  if self.metered(node, slot)]
         for key in [k for k in self.open_sells if not rules.is_tradable(k[0], now)]:
             del self.open_sells[key]        # expired at gate closure with the slot
         wanted: dict[tuple[int, Source], OrderIntent] = {}
@@ -452,7 +480,8 @@ class AgentTrader:
 
     def _start_buys(self, node: AgentHost, decision: AgentDecision, now: int, nursery: trio.Nursery) -> None:
         config = node.config
-        window = config.zone.slot_rules.tradable_slots(now)[1:1 + config.agent.buy_lead_slots]
+        window = [slot for slot in config.zone.slot_rules.tradable_slots(now)[1:1 + config.agent.buy_lead_slots]
+                  if self.metered(node, slot)]
         retail = config.zone.tariffs.retail_price
         for intent in decision.orders:
             if intent.side is not Side.BUY or intent.slot not in window or intent.slot in self.buying:
@@ -514,6 +543,15 @@ class AgentTrader:
             log.warning("could not write agent status: %s", exc)
 
 
+def uses_agent(config: NodeConfig) -> bool:
+    """``agent.strategy = "agent"``, or ``"auto"`` on a node with devices behind its meter and a
+    ledger to trade on: a node that measures its own site trades from it unless told otherwise."""
+    strategy = config.agent.strategy
+    if strategy == "auto":
+        return has_devices(config) and has_ledger(config)
+    return strategy == "agent"
+
+
 def planner_services(config: NodeConfig) -> list[Any]:
     """The services of this module the node runs, by config (the registry, ``p2pgrid.node.registry``, adds them)."""
-    return [AgentTrader()] if config.agent.strategy == "agent" else []
+    return [AgentTrader()] if uses_agent(config) else []

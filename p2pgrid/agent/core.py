@@ -12,6 +12,10 @@ reads a clock, a file or the network:
 * ``outlook(first_slot, count, now_ms)`` — the expected local price per slot (µc/kWh, within the
   tariff band): the price gate's forecast (``p2pgrid.forecast.price``), before any price was seen
   the prior ``midway + β·(reference − its mean)`` over the published day-ahead prices.
+* the **nowcast**: what others offer on the book now bounds the price of *buying* in that slot —
+  a Wh there can be bought at the best ask (``SlotMarket.best_ask``). Midday, when every roof
+  offers its surplus and asks fall toward feed-in, this is what tells a battery that energy is
+  cheap now (``decide(asks=...)``, in steps of 1/``ASK_STEPS`` of the tariff band).
 * ``decide(now_ms, soc_wh, committed_wh, ...)`` — the plan, orders and setpoints
   (``tick.decide``), **re-planned only when something it depends on changed**: a new first slot,
   new forecasts, a different committed energy, or a state of charge off the plan's path by more
@@ -43,6 +47,7 @@ from p2pgrid.units import SlotRules
 PV_GATE_EXPERTS = ("persistence", "yesterday", "smoothing")   # clear-sky experts need a PvSite
 HISTORY_DAYS = 28            # the weekly expert looks four weeks back
 REPLAN_SOC_SHARE = 0.05      # SoC this far (share of capacity) off the plan's path: plan again
+ASK_STEPS = 20               # the book's asks are seen in steps of 1/20 of the tariff band
 
 
 class FutureDataError(ConfigError):
@@ -116,6 +121,7 @@ class PlanKey:
     first_slot: int
     forecasts: int
     committed: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -232,11 +238,14 @@ class AgentCore:
     # --- what to do -----------------------------------------------------------------------------
 
     def decide(self, now_ms: int, soc_wh: int, limits: BatteryLimits, committed_wh: Mapping[int, int],
-               settings: AgentSettings, load_now_wh: float, pv_now_wh: float) -> AgentDecision:
-        """Plan (or keep the plan) and derive orders and setpoints (see the module docstring)."""
+               settings: AgentSettings, load_now_wh: float, pv_now_wh: float,
+               asks: Mapping[int, int] | None = None) -> AgentDecision:
+        """Plan (or keep the plan) and derive orders and setpoints (see the module docstring).
+        ``asks``: the best price others offer per slot on the book now (the nowcast)."""
         first = self.rules.slot_of(now_ms)
+        seen = {slot: self._ask_step(price) for slot, price in (asks or {}).items() if slot >= first}
         key = PlanKey(first, self.forecasts, tuple(sorted((s, wh) for s, wh in committed_wh.items()
-                                                         if s >= first and wh)))
+                                                         if s >= first and wh)), tuple(sorted(seen.items())))
         if self.plan is not None and key == self.plan_key and self._on_path(now_ms, soc_wh, limits):
             self.reuses += 1
             orders = decide_orders(self.plan, self.plan_pv, self.plan_markets, now_ms, self.rules,
@@ -244,8 +253,8 @@ class AgentCore:
             return AgentDecision(self.plan, orders, tuple(s.setpoint_w for s in self.plan.slots))
         load, pv = self.energy_outlook(first, self.steps, load_now_wh, pv_now_wh)
         prices = self.outlook(first, self.steps, now_ms)
-        markets = tuple(SlotMarket(first + k * self.slot_s, self.retail, self.feed_in, prices[k])
-                        for k in range(self.steps))
+        markets = tuple(SlotMarket(first + k * self.slot_s, self.retail, self.feed_in, prices[k],
+                                   seen.get(first + k * self.slot_s)) for k in range(self.steps))
         decision = decide(soc_wh, limits, load, pv, markets, now_ms, self.rules, committed_wh=committed_wh,
                           settings=settings)
         for market in markets:
@@ -253,6 +262,11 @@ class AgentCore:
         self.plan, self.plan_key, self.plan_markets, self.plan_pv = decision.plan, key, markets, tuple(pv)
         self.plans += 1
         return decision
+
+    def _ask_step(self, price: int) -> int:
+        """An ask rounded down to a step of the tariff band, so small moves do not re-plan."""
+        step = max(1, abs(self.retail - self.feed_in) // ASK_STEPS)
+        return max(self.feed_in, price // step * step)
 
     def _on_path(self, now_ms: int, soc_wh: int, limits: BatteryLimits) -> bool:
         """Is the SoC where the plan expects it now (linear through the first slot)?"""

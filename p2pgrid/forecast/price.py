@@ -9,10 +9,11 @@ follows whichever is best at each horizon.
 
 The reference market. Every price in a zone is shaped by the wholesale day-ahead price (SMARD,
 Germany/Luxembourg): neighbours' asks and bids lean with it, and a storage owner arbitrages
-against it. ``reference`` is the one expert that looks at it: the local price is forecast as its
-recent level plus the reference's deviation from its own recent level, scaled by ``beta``::
+against it. ``reference`` is the one expert that looks at it: the local price net of ``beta`` ×
+the reference is taken as a level that persists (its mean over the last ``W`` slots, an eighth of
+a day), and the reference's shape is added back::
 
-    forecast[i] = mean(history[-P:]) + beta * (ref[i] - mean(ref[n-P:n]))
+    forecast[i] = mean_{j in last W}(history[j] - beta * ref[j]) + beta * ref[i]
 
 ``beta`` is fitted by least squares of the local price's daily deviations on the reference's over
 the history (``REFERENCE_BETA_PRIOR`` with less than a day, clamped to 0..2).
@@ -33,6 +34,7 @@ from p2pgrid.forecast.context import SeriesContext
 
 REFERENCE_BETA_PRIOR = 0.5
 REFERENCE_BETA_MAX = 2.0
+LEVEL_SHARE_OF_DAY = 8       # the level is the mean of the last 1/8 day of slots (3 h)
 DAY_S = 86400
 DAY_AHEAD_PUBLISHED_S = 11 * 3600     # 12:00 CET, 11:00 UTC: the next day's prices are known
 PRICE_EXPERTS = ("persistence", "yesterday", "smoothing", "reference")
@@ -78,19 +80,19 @@ def _beta(history: Sequence[float], context: SeriesContext) -> float:
 
 
 def reference(history: Sequence[float], steps: int, context: SeriesContext) -> list[float]:
-    """Local price = recent level + ``beta`` × the reference's deviation from its recent level."""
+    """The local price's level net of the reference (recent slots) plus ``beta`` × the reference."""
     n = len(history)
     if n == 0:
         return [0.0] * steps
-    window = min(n, context.slots_per_day)
-    level = sum(history[n - window:]) / window
+    window = min(n, max(1, context.slots_per_day // LEVEL_SHARE_OF_DAY))
     recent = [_reference_at(context, i) for i in range(n - window, n)]
     if not context.reference or any(r is None for r in recent):
+        level = sum(history[n - window:]) / window
         return [level] * steps
-    ref_level = sum(recent) / window   # type: ignore[arg-type]
     beta = _beta(history, context)
+    level = sum(history[j] - beta * r for j, r in zip(range(n - window, n), recent)) / window   # type: ignore[operator]
     out = []
     for i in range(n, n + steps):
         ref = _reference_at(context, i)
-        out.append(level + beta * (ref - ref_level) if ref is not None else level)
+        out.append(level + beta * ref if ref is not None else level + beta * recent[-1])   # type: ignore[operator]
     return out

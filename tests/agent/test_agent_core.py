@@ -230,3 +230,27 @@ def test_pool_terms_follow_the_plan_and_the_forecast():
     terms = trader.pool_terms(slot)
     assert terms is not None and terms.price == trader.core.expected_price(slot)
     assert terms.seed_wh == trader.core.planned_export_wh(slot)
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.floats(-5_000, 5_000), bus=st.floats(-4_000, 4_000), committed=st.integers(-3_000, 3_000))
+def test_the_battery_exports_only_what_was_sold_and_imports_only_what_was_bought(base, bus, committed):
+    from p2pgrid.agent.control import traded_setpoint_w
+    from p2pgrid.agent.plan import PlannedSlot
+
+    planned = PlannedSlot(5_000, 5_000, bus, round(bus * 3600 / SLOT_S), base + bus, 0.0)
+    held = traded_setpoint_w(planned, committed, SLOT_S) * SLOT_S / 3600     # bus Wh
+    assert abs(held) <= abs(bus) + 1 and held * bus >= 0                      # never past the plan
+    sold, bought = max(0, -committed), max(0, committed)
+    if held < 0:
+        assert -(base + held) <= max(0.0, -base) + sold + 1                   # export: PV surplus + sold
+    if held > 0:
+        assert base + held <= max(0.0, base) + bought + 1                     # import: own need + bought
+
+
+def test_an_ask_on_the_book_lowers_the_buy_price_only_and_never_below_feed_in():
+    plain = expected_prices(SlotMarket(0, RETAIL, FEED_IN, 190_000), 0.5)
+    cheap = expected_prices(SlotMarket(0, RETAIL, FEED_IN, 190_000, best_ask=100_000), 0.5)
+    assert cheap.buy == 100_000 < plain.buy and cheap.sell == plain.sell
+    assert expected_prices(SlotMarket(0, RETAIL, FEED_IN, 190_000, best_ask=10_000), 0.5).buy == FEED_IN
+    assert expected_prices(SlotMarket(0, RETAIL, FEED_IN, 190_000, best_ask=290_000), 0.5).buy == plain.buy
