@@ -21,7 +21,7 @@ reads a clock, a file or the network:
   new forecasts, a different committed energy, or a state of charge off the plan's path by more
   than ``replan_soc_share`` of the battery. Otherwise the cached plan is kept and only the orders
   (whose limit prices move toward gate closure) are derived again — the plan is the expensive part
-  (``plan.py``), the orders are not. ``plans`` / ``reuses`` / ``plan_s`` count what it cost (the
+  (``plan.py``), the orders are not. ``plans`` and ``reuses`` count what it did (the
   service adds the CPU time).
 
 The reference market (``ReferencePrices``): the wholesale day-ahead price per slot, of which only
@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from p2pgrid.agent.battery import BatteryLimits
-from p2pgrid.agent.plan import BatteryPlan
+from p2pgrid.agent.plan import BatteryPlan, default_soc_step
 from p2pgrid.agent.pricing import SlotMarket
 from p2pgrid.agent.tick import AgentDecision, AgentSettings, decide, decide_orders
 from p2pgrid.errors import ConfigError
@@ -47,6 +47,7 @@ from p2pgrid.units import SlotRules
 PV_GATE_EXPERTS = ("persistence", "yesterday", "smoothing")   # clear-sky experts need a PvSite
 HISTORY_DAYS = 28            # the weekly expert looks four weeks back
 REPLAN_SOC_SHARE = 0.05      # SoC this far (share of capacity) off the plan's path: plan again
+PLAN_LEVELS = 40             # SoC levels of a live plan: a 10 kWh battery in 250 Wh steps, 4x cheaper than 100
 ASK_STEPS = 20               # the book's asks are seen in steps of 1/20 of the tariff band
 
 
@@ -255,6 +256,8 @@ class AgentCore:
         prices = self.outlook(first, self.steps, now_ms)
         markets = tuple(SlotMarket(first + k * self.slot_s, self.retail, self.feed_in, prices[k],
                                    seen.get(first + k * self.slot_s)) for k in range(self.steps))
+        if settings.soc_step_wh is None:
+            settings = replace(settings, soc_step_wh=default_soc_step(limits, self.slot_s, PLAN_LEVELS))
         decision = decide(soc_wh, limits, load, pv, markets, now_ms, self.rules, committed_wh=committed_wh,
                           settings=settings)
         for market in markets:
