@@ -7,17 +7,22 @@
    stale_devices``) the node trades conservatively: it cancels every open sell of its own, places
    no new order, starts no buy, and hands the battery back to its own self-consumption mode
    (``BatterySetpoint(None)``). It never trades on stale data.
-2. **updates the forecasts.** Each slot that ended adds its measured load and PV energy to the
-   histories, and ``p2pgrid.forecast.gate.step`` scores the earlier forecasts and issues new ones (one
-   gate for load, one for PV). Slots missing from the telemetry repeat the previous value. Before
-   any slot has ended, the current power readings held constant stand in.
-3. **decides** with ``p2pgrid.agent.tick.decide`` over ``agent.horizon_slots`` slots from the current
-   one: battery limits from ``[devices.battery]`` (one-way efficiency √round-trip), stored energy
-   at the horizon's end valued at the expected sell price, SoC from the
-   battery's last reading, tariffs from the zone, the expected local price ``agent.
-   expected_p2p_price`` (0 = midway), and what is already **committed** per slot (bought by this
-   node's executions, + ; sold on its offers as certified in the ledger, −).
-4. **applies the battery setpoint** of the current slot (the plan's W, + charging, becomes
+2. **updates the forecasts** (``p2pgrid.agent.core.AgentCore``, docs/AGENTS.md). Each slot that
+   ended adds its measured load and PV energy and the local price seen in it (the certified trades'
+   volume-weighted price) to the histories; one gate each for load, PV and price scores the earlier
+   forecasts and issues new ones. Slots missing from the telemetry repeat the previous value. The
+   site's earlier history (``agent.history_file``) and the published day-ahead reference
+   (``agent.reference_prices_file``) are read once at start, never beyond now.
+3. **decides** over ``agent.horizon_slots`` slots from the current one: battery limits from
+   ``[devices.battery]`` (one-way efficiency √round-trip), stored energy at the horizon's end valued
+   at the expected sell price, SoC from the battery's last reading, tariffs from the zone, the
+   expected local price per slot (the price gate's outlook; others' best ask on the book bounds
+   the price of buying), and what is already **committed** per slot (bought by this node's
+   executions, + ; sold on its offers as certified in the ledger, −). The plan is recomputed only
+   when one of these changed; otherwise the cached plan's orders are re-priced.
+4. **applies the battery setpoint** of the current slot, held to what was traded for it
+   (``control.traded_setpoint_w``: no unsold battery energy exported, no unbought charge imported;
+   the plan's W, + charging, becomes
    ``BatterySetpoint(-W)`` in the device's bus convention, + discharging) when it changed, and
    repeats a standing one every third of ``devices.adapter.revert_s`` on real hardware: the
    battery returns to its own control when the setpoints stop (a stale or stopped node).
@@ -33,8 +38,12 @@
    slot is capped so that **offered + already sold never exceeds the plan's export** for it.
 6. **buys** the need of the ``agent.buy_lead_slots`` nearest tradable slots after the first from
    the book, when the book holds energy cheaper than retail: ``trading.execute(BUY, need, slot,
-   min(limit, retail − 1))`` in the background, one execution per slot at a time. Bids are not
-   rested: nothing in the zone takes bids, and a resting bid plus an execution could buy twice.
+   min(limit, retail − 1))`` in the background, one execution per slot at a time (an arbitrageur,
+   ``agent.arbitrage``, never above the slot's expected price). Bids are not rested: nothing in the
+   zone takes bids, and a resting bid plus an execution could buy twice.
+
+No slot metered after ``[devices.meter] until_s`` is traded (a slot nobody meters cannot settle).
+A station that hosts pools sizes and prices each new one from the plan (``pool_terms``).
 
 Orders and executions are logged like the profile strategy's (``orders.jsonl``, ``trades.jsonl``,
 ``agent.json``), so simnet's checks and KPIs read both strategies the same way.
@@ -279,7 +288,8 @@ class AgentTrader:
         assert self.core is not None
         now = node.clock.now_ms()
         for measured in telemetry.completed_slots():
-            if self.core.last_slot is not None and measured.slot <= self.core.last_slot:
+            if (self.core.last_slot is not None and measured.slot <= self.core.last_slot
+                    or measured.slot + self.slot_s > now // 1000):     # not ended by this clock: later
                 continue
             self.core.observe(measured.slot, measured.load_wh, measured.pv_wh, self.local_price(node, measured.slot),
                               now)
