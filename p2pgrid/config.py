@@ -481,7 +481,7 @@ class AgentSection:
         "Agent strategy: expected local price, µc/kWh; 0 = midway between feed-in and retail.", min=0))
     reprice_ramp_s: int = field(default=4 * 3600, metadata=doc(
         "Agent strategy: limit prices move toward the tariff over this long before gate closure.", min=1))
-    reprice_min_change: int = field(default=20_000, metadata=doc(
+    reprice_min_change: int = field(default=40_000, metadata=doc(
         "Agent strategy: replace a resting order when its limit moved by at least this, µc/kWh (each "
         "replacement is a cancel and a new order a taker may miss: a few steps over the ramp, not many).", min=1))
     min_qty_wh: int = field(default=50, metadata=doc(
