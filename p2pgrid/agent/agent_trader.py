@@ -42,7 +42,7 @@
    ``agent.arbitrage``, never above the slot's expected price). Bids are not rested: nothing in the
    zone takes bids, and a resting bid plus an execution could buy twice.
 
-No slot metered after ``[devices.meter] until_s`` is traded (a slot nobody meters cannot settle).
+No slot ending after ``[devices.meter] until_s`` (simnet: just before the run's end) is traded.
 A station that hosts pools sizes and prices each new one from the plan (``pool_terms``).
 
 Orders and executions are logged like the profile strategy's (``orders.jsonl``, ``trades.jsonl``,
@@ -335,11 +335,12 @@ class AgentTrader:
 
     @staticmethod
     def metered(node: AgentHost, slot: int) -> bool:
-        """Is ``slot`` metered? ``[devices.meter] until_s`` (simnet: the run's end) ends metering,
-        and a slot nobody meters cannot settle: the agent trades none after it, as pools open none."""
+        """Does ``slot`` end before metering stops? ``[devices.meter] until_s`` (simnet: just before
+        the run's end) ends metering: the agent trades no slot that ends after it, so no trade is
+        in flight when a simulation stops and compares the nodes' ledgers."""
         meter = getattr(node.config.devices, "meter", None)
         until_s = getattr(meter, "until_s", 0) if meter is not None else 0
-        return not until_s or node.config.zone.slot_rules.metering_due_ms(slot) <= until_s * 1000
+        return not until_s or slot + node.config.zone.slots.length_s <= until_s
 
     def others_asks(self, node: AgentHost, now: int) -> dict[int, int]:
         """The best price other nodes offer per tradable slot of this zone on the book now."""
