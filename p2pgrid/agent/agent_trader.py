@@ -176,14 +176,11 @@ def load_history(config: NodeConfig, core: AgentCore, now_ms: int) -> int:
     if slot_s != core.slot_s:
         log.warning("site history %s has slots of %s s, the zone %s s: not used", path, slot_s, core.slot_s)
         return 0
-    count = 0
-    for i, (load_wh, pv_wh) in enumerate(zip(load, pv)):
-        slot = start + i * slot_s
-        if slot + slot_s > now_ms // 1000:
-            break           # never the future, even if the file holds it
-        core.observe(slot, float(load_wh), float(pv_wh), None, now_ms)
-        count += 1
-    return count
+    ended = [i for i in range(min(len(load), len(pv))) if start + (i + 1) * slot_s <= now_ms // 1000]
+    scored_from = len(ended) - 86400 // slot_s       # the gates score and issue over the last day only
+    for i in ended:                                  # never the future, even if the file holds it
+        core.observe(start + i * slot_s, float(load[i]), float(pv[i]), None, now_ms, issue=i >= scored_from)
+    return len(ended)
 
 
 def expected_p2p(config: NodeConfig) -> int:

@@ -84,7 +84,9 @@ class SeriesForecaster:
     history: list[float] = field(default_factory=list)
     forecast: Forecast | None = None
 
-    def add(self, value: float, context: SeriesContext | None = None) -> None:
+    def add(self, value: float, context: SeriesContext | None = None, *, issue: bool = True) -> None:
+        """Append one value; with ``issue`` the gate scores its forecasts and issues new ones (a
+        long history is seeded without, but for its last day: the experts read it all the same)."""
         if context is not None:
             self.context = context
         self.history.append(value)
@@ -97,7 +99,8 @@ class SeriesForecaster:
                                    reference=self.context.reference[drop:],
                                    reference_known=max(0, self.context.reference_known - drop))
             self.gate = new_gate(self.gate.experts, self.gate.config)
-        self.gate, self.forecast = step(self.gate, self.history, self.context)
+        if issue:
+            self.gate, self.forecast = step(self.gate, self.history, self.context)
 
     def values_for(self, first_slot: int, count: int, fallback: float | Sequence[float]) -> list[float]:
         """Forecast for ``count`` slots from ``first_slot`` (UTC s); ``fallback`` (one value, or
@@ -172,8 +175,9 @@ class AgentCore:
             values.append(float(value) if value is not None else 0.0)
         return replace(context, reference=tuple(values), reference_known=count)
 
-    def observe(self, slot: int, load_wh: float, pv_wh: float, price: float | None, now_ms: int) -> None:
-        """One ended slot (see the module docstring)."""
+    def observe(self, slot: int, load_wh: float, pv_wh: float, price: float | None, now_ms: int, *,
+                issue: bool = True) -> None:
+        """One ended slot (see the module docstring); ``issue=False`` only records it (seeding)."""
         if slot + self.slot_s > now_ms // 1000:
             raise FutureDataError(f"slot {slot} has not ended at {now_ms}")
         if self.last_slot is not None and slot <= self.last_slot:
@@ -186,16 +190,17 @@ class AgentCore:
             self.price = SeriesForecaster(new_gate(PRICE_EXPERTS, GateConfig(gate_steps)), context)
         else:
             for gap in range(self.last_slot + self.slot_s, slot, self.slot_s):   # a gap: repeat the last
-                self._add(gap, self.load.history[-1], self.pv.history[-1], self.price.history[-1], now_ms)
+                self._add(gap, self.load.history[-1], self.pv.history[-1], self.price.history[-1], now_ms, issue)
         seen = price if price is not None else self.expected.get(slot, self.prior(slot, now_ms))
-        self._add(slot, load_wh, pv_wh, seen, now_ms)
+        self._add(slot, load_wh, pv_wh, seen, now_ms, issue)
 
-    def _add(self, slot: int, load_wh: float, pv_wh: float, price: float, now_ms: int) -> None:
+    def _add(self, slot: int, load_wh: float, pv_wh: float, price: float, now_ms: int, issue: bool = True) -> None:
         assert self.load is not None and self.pv is not None and self.price is not None
-        self.load.add(load_wh)
-        self.pv.add(pv_wh)
-        context = self._price_context(self.price.context.first_slot_s, len(self.price.history) + 1, now_ms)
-        self.price.add(price, context)
+        self.load.add(load_wh, issue=issue)
+        self.pv.add(pv_wh, issue=issue)
+        context = (self._price_context(self.price.context.first_slot_s, len(self.price.history) + 1, now_ms)
+                   if issue else None)
+        self.price.add(price, context, issue=issue)
         self.last_slot = slot
         self.forecasts += 1
         for old in [s for s in self.expected if s <= slot]:
