@@ -17,7 +17,7 @@ Layout of a node config file (every key is optional unless noted; see ``node-con
     [agent]     strategy, seed, tick_ms, orders_per_tick, qty_min_wh, qty_max_wh, price_min, price_max,
                 order_ttl_s, max_orders, profile_file; agent strategy: horizon_slots, offer_lead_slots,
                 buy_lead_slots, fill_probability, expected_p2p_price, reprice_ramp_s, reprice_min_change,
-                min_qty_wh
+                min_qty_wh, arbitrage, reference_prices_file, history_file
     [gateway]   fund_uc, fund_accounts, [[gateway.meters]] account, meter_key
                 (the zone operator's node: initial credits, meter registrations)
     [simnet]    fault_control, overfill_once    (test-only switches; never set in production)
@@ -464,11 +464,13 @@ class FlexSection:
 
 @dataclass(frozen=True)
 class AgentSection:
-    strategy: str = field(default="none", metadata=doc(
+    strategy: str = field(default="auto", metadata=doc(
+        "auto (default): the agent strategy when the node has devices behind its meter and a ledger "
+        "(zone validators and gateway), else none. "
         "none: place no orders by itself. random: seeded random orders (demo/simnet). "
         "profile: trade the expected surplus/need of the slots from profile_file (simnet). "
         "agent: trade from the node's own devices through forecasts and the battery plan (p2pgrid.agent.agent_trader).",
-        choices=("none", "random", "profile", "agent")))
+        choices=("auto", "none", "random", "profile", "agent")))
     seed: int = field(default=0, metadata=doc("Seed of the agent's randomness.", min=0))
     tick_ms: int = field(default=2000, metadata=doc("How often the agent decides, in real ms.", min=10))
     orders_per_tick: int = field(default=2, metadata=doc("Random strategy: orders per tick.", min=0, max=256))
@@ -494,10 +496,20 @@ class AgentSection:
         "Agent strategy: expected local price, µc/kWh; 0 = midway between feed-in and retail.", min=0))
     reprice_ramp_s: int = field(default=4 * 3600, metadata=doc(
         "Agent strategy: limit prices move toward the tariff over this long before gate closure.", min=1))
-    reprice_min_change: int = field(default=5000, metadata=doc(
-        "Agent strategy: replace a resting order when its limit moved by at least this, µc/kWh.", min=1))
+    reprice_min_change: int = field(default=40_000, metadata=doc(
+        "Agent strategy: replace a resting order when its limit moved by at least this, µc/kWh (each "
+        "replacement is a cancel and a new order a taker may miss: a few steps over the ramp, not many).", min=1))
     min_qty_wh: int = field(default=50, metadata=doc(
         "Agent strategy: smallest order worth placing, Wh (smaller needs are left to the grid).", min=1))
+    arbitrage: bool = field(default=False, metadata=doc(
+        "Agent strategy: plan as a storage arbitrageur (a station): plan at the expected local price itself "
+        "and never bid above it; a household plans with fill_probability."))
+    reference_prices_file: str = field(default="", metadata=doc(
+        "Agent strategy: JSON file in data_dir with the reference market's (day-ahead) prices "
+        '{"start_s", "slot_s", "prices": [µc/kWh]}; only what is published by now is used. Empty: none.'))
+    history_file: str = field(default="", metadata=doc(
+        "Agent strategy: JSON file in data_dir with the site's measured past "
+        '{"start_s", "slot_s", "load": [Wh], "pv": [Wh]}, seeding the forecasts. Empty: start from nothing.'))
 
     def __post_init__(self) -> None:
         if self.qty_min_wh > self.qty_max_wh:

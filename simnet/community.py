@@ -53,7 +53,7 @@ from p2pgrid.agent.profile_trader import TradingProfile
 from p2pgrid.identity import NodeKey, save_keystore
 from p2pgrid.net.libp2p_host import peer_id_of
 from p2pgrid.net.ports import free_fixed_ports
-from simnet import charging, profiles
+from simnet import agent_inputs, charging, profiles
 from simnet.scenario import Scenario
 
 ZONE = "sim"
@@ -173,25 +173,8 @@ def compute_energy(s: Scenario, people: list[Participant]) -> list[int]:
     spread = s.retail_price - s.feed_in_price
     for p in people:
         rng = random.Random(f"prices:{p.seed}")
-        if p.operator:
-            load, pv = [0] * (first + n), [0] * (first + n)
-        elif p.role == "station":
-            load = [0] * (days * 86400 // s.slot_s)
-            for k in range(s.station_evs):
-                ev = profiles.ev_charging(p.seed * 10 + k, days, s.start_day, s.slot_s)
-                load = [a + b for a, b in zip(load, ev)]
-                p.connectors.append(window(ev))
-            pv = profiles.pv_generation(p.pv_kwp, 20.0, 180.0, days, s.start_day, s.slot_s, seed=p.seed, year=s.year)
-        elif p.role == "household":
-            load = profiles.household_load(p.seed, days, s.start_day, s.slot_s)
-            if p.has_ev:
-                ev = profiles.ev_charging(p.seed, days, s.start_day, s.slot_s)
-                load = [a + b for a, b in zip(load, ev)]
-            pv = profiles.pv_generation(p.pv_kwp, 35.0, 180.0, days, s.start_day, s.slot_s, seed=p.seed, year=s.year)
-        else:
-            annual = rng.uniform(s.consumer_annual_kwh.lo, s.consumer_annual_kwh.hi)
-            load = profiles.standard_load("H25", annual, days, s.start_day, s.slot_s, year=2025)
-            pv = [0] * (first + n)
+        load, pv, connectors = site_series(s, p, days, s.start_day, rng)
+        p.connectors = [window(ev) for ev in connectors]
         energy = Energy(window(load), window(pv))
         energy.net, energy.soc = self_consumption(energy.load, energy.pv, p.battery_wh, s.slot_s)
         p.energy = energy
@@ -207,6 +190,34 @@ def compute_energy(s: Scenario, people: list[Participant]) -> list[int]:
         p.ask = [price(ask_pos, da) for da in day_ahead]
         p.bid = [price(bid_pos, da) for da in day_ahead]
     return day_ahead
+
+
+def site_series(s: Scenario, p: Participant, days: int, start_day: int,
+                rng: random.Random) -> tuple[list[int], list[int], list[list[int]]]:
+    """Load (+ EV), PV and the public connectors' charging of ``p``'s site, Wh per slot, for
+    ``days`` days from ``start_day`` (``rng``: the participant's draws, consumers' annual use)."""
+    slots = days * 86400 // s.slot_s
+    connectors: list[list[int]] = []
+    if p.operator:
+        return [0] * slots, [0] * slots, connectors
+    if p.role == "station":
+        load = [0] * slots
+        for k in range(s.station_evs):
+            ev = profiles.ev_charging(p.seed * 10 + k, days, start_day, s.slot_s)
+            load = [a + b for a, b in zip(load, ev)]
+            connectors.append(ev)
+        pv = profiles.pv_generation(p.pv_kwp, 20.0, 180.0, days, start_day, s.slot_s, seed=p.seed, year=s.year)
+    elif p.role == "household":
+        load = profiles.household_load(p.seed, days, start_day, s.slot_s)
+        if p.has_ev:
+            ev = profiles.ev_charging(p.seed, days, start_day, s.slot_s)
+            load = [a + b for a, b in zip(load, ev)]
+        pv = profiles.pv_generation(p.pv_kwp, 35.0, 180.0, days, start_day, s.slot_s, seed=p.seed, year=s.year)
+    else:
+        annual = rng.uniform(s.consumer_annual_kwh.lo, s.consumer_annual_kwh.hi)
+        load = profiles.standard_load("H25", annual, days, start_day, s.slot_s, year=2025)
+        pv = [0] * slots
+    return load, pv, connectors
 
 
 def self_consumption(load: list[int], pv: list[int], capacity_wh: int, slot_s: int) -> tuple[list[int], list[float]]:
@@ -271,7 +282,7 @@ def render_config(s: Scenario, p: Participant, people: list[Participant], timeli
         "clock": {"mode": "scaled", "sim_epoch_ms": timeline.sim_epoch_ms, "speed": float(s.speed),
                   "anchor_wall_ms": timeline.anchor_wall_ms},
         "agent": {"strategy": "none" if p.operator else s.strategy, "seed": p.seed, "tick_ms": s.tick_ms,
-                  "profile_file": "profile.json"},
+                  "profile_file": "profile.json", **agent_inputs.agent_config(p)},
         "simnet": {"fault_control": fault_control, "overfill_once": p.name == s.broken},
         # Every node serves its local JSON-RPC on 127.0.0.1 (port in <data_dir>/rpc.json), so bots
         # and `curl` can talk to a running simulation.
@@ -385,6 +396,7 @@ def write_node_dirs(s: Scenario, people: list[Participant], timeline: Timeline, 
                                          net_wh=tuple(p.energy.net), ask_price=tuple(p.ask), bid_price=tuple(p.bid),
                                          soc=tuple(p.energy.soc))
                 (data_dir / "profile.json").write_text(profile.to_json())
+                agent_inputs.write_agent_inputs(s, p, data_dir, timeline.profile_start_ms // 1000, site_series)
 
 
 @dataclass

@@ -5,8 +5,9 @@ A scenario is one TOML file (see ``simnet/scenarios/``); every key has a default
     [scenario]  name, seed, year, start_day (profile day 0..364, CET), start_hour, hours (simulated),
                 speed (simulated s per real s), slot_s, transport (libp2p | memory),
                 tick_ms (agent decision interval, real ms), settle_s (real s to converge at the end),
-                strategy (profile: trade the precomputed net energy | agent: own simulated devices,
-                forecasts and the battery plan, p2pgrid.agent.agent_trader), meter_grace_real_s (metering
+                strategy (agent, the default: own simulated devices, forecasts and the battery plan,
+                p2pgrid.agent.agent_trader | profile: trade the precomputed net energy with perfect
+                foresight, kept as a comparison), meter_grace_real_s (metering
                 grace in real seconds, default 10)
     [zone]      retail_price, feed_in_price (µc/kWh), credit_uc (minted to every participant)
     [committee] size (validators: the operator, then stations, then households)
@@ -84,7 +85,7 @@ class Scenario:
     settle_s: float = 60.0
     meter_grace_real_s: float = 10.0   # metering grace in real seconds of the scaled clock (simnet.community)
     broken: str = ""
-    strategy: str = "profile"       # the participants' agent.strategy: profile (perfect foresight) | agent
+    strategy: str = "agent"         # the participants' agent.strategy: agent (own forecasts) | profile (perfect foresight)
     retail_price: int = 300_000
     feed_in_price: int = 80_000
     credit_uc: int = 200_000_000

@@ -1,6 +1,7 @@
 """The trading agent: what a node trades, decided by a strategy, and the node services that run it.
 
-The decision core is pure (``battery``, ``plan``, ``pricing``, ``orders``, ``control``, ``tick``):
+The decision core is pure (``battery``, ``plan``, ``pricing``, ``orders``, ``control``, ``tick``,
+and ``core``: the agent's forecasts, price outlook and cached plan between ticks; docs/AGENTS.md):
 nothing there reads a clock or does I/O; time is the explicit ``now_ms`` argument. Flow, once per
 decision tick (``tick.decide`` composes the first three)::
 

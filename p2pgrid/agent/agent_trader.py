@@ -7,17 +7,22 @@
    stale_devices``) the node trades conservatively: it cancels every open sell of its own, places
    no new order, starts no buy, and hands the battery back to its own self-consumption mode
    (``BatterySetpoint(None)``). It never trades on stale data.
-2. **updates the forecasts.** Each slot that ended adds its measured load and PV energy to the
-   histories, and ``p2pgrid.forecast.gate.step`` scores the earlier forecasts and issues new ones (one
-   gate for load, one for PV). Slots missing from the telemetry repeat the previous value. Before
-   any slot has ended, the current power readings held constant stand in.
-3. **decides** with ``p2pgrid.agent.tick.decide`` over ``agent.horizon_slots`` slots from the current
-   one: battery limits from ``[devices.battery]`` (one-way efficiency √round-trip), stored energy
-   at the horizon's end valued at the expected sell price, SoC from the
-   battery's last reading, tariffs from the zone, the expected local price ``agent.
-   expected_p2p_price`` (0 = midway), and what is already **committed** per slot (bought by this
-   node's executions, + ; sold on its offers as certified in the ledger, −).
-4. **applies the battery setpoint** of the current slot (the plan's W, + charging, becomes
+2. **updates the forecasts** (``p2pgrid.agent.core.AgentCore``, docs/AGENTS.md). Each slot that
+   ended adds its measured load and PV energy and the local price seen in it (the certified trades'
+   volume-weighted price) to the histories; one gate each for load, PV and price scores the earlier
+   forecasts and issues new ones. Slots missing from the telemetry repeat the previous value. The
+   site's earlier history (``agent.history_file``) and the published day-ahead reference
+   (``agent.reference_prices_file``) are read once at start, never beyond now.
+3. **decides** over ``agent.horizon_slots`` slots from the current one: battery limits from
+   ``[devices.battery]`` (one-way efficiency √round-trip), stored energy at the horizon's end valued
+   at the expected sell price, SoC from the battery's last reading, tariffs from the zone, the
+   expected local price per slot (the price gate's outlook; others' best ask on the book bounds
+   the price of buying), and what is already **committed** per slot (bought by this node's
+   executions, + ; sold on its offers as certified in the ledger, −). The plan is recomputed only
+   when one of these changed; otherwise the cached plan's orders are re-priced.
+4. **applies the battery setpoint** of the current slot, held to what was traded for it
+   (``control.traded_setpoint_w``: no unsold battery energy exported, no unbought charge imported;
+   the plan's W, + charging, becomes
    ``BatterySetpoint(-W)`` in the device's bus convention, + discharging) when it changed, and
    repeats a standing one every third of ``devices.adapter.revert_s`` on real hardware: the
    battery returns to its own control when the setpoints stop (a stale or stopped node).
@@ -33,8 +38,12 @@
    slot is capped so that **offered + already sold never exceeds the plan's export** for it.
 6. **buys** the need of the ``agent.buy_lead_slots`` nearest tradable slots after the first from
    the book, when the book holds energy cheaper than retail: ``trading.execute(BUY, need, slot,
-   min(limit, retail − 1))`` in the background, one execution per slot at a time. Bids are not
-   rested: nothing in the zone takes bids, and a resting bid plus an execution could buy twice.
+   min(limit, retail − 1))`` in the background, one execution per slot at a time (an arbitrageur,
+   ``agent.arbitrage``, never above the slot's expected price). Bids are not rested: nothing in the
+   zone takes bids, and a resting bid plus an execution could buy twice.
+
+No slot ending after ``[devices.meter] until_s`` (simnet: just before the run's end) is traded.
+A station that hosts pools sizes and prices each new one from the plan (``pool_terms``).
 
 Orders and executions are logged like the profile strategy's (``orders.jsonl``, ``trades.jsonl``,
 ``agent.json``), so simnet's checks and KPIs read both strategies the same way.
@@ -42,27 +51,32 @@ Orders and executions are logged like the profile strategy's (``orders.jsonl``, 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from p2pgrid.agent.battery import BatteryLimits
+from p2pgrid.agent.control import traded_setpoint_w
+from p2pgrid.agent.core import AgentCore, ReferencePrices, SeriesForecaster
 from p2pgrid.agent.orders import OrderIntent
 from p2pgrid.agent.pricing import RepricingRule, SlotMarket, expected_prices
 from p2pgrid.agent.profile_trader import TraderHost
 from p2pgrid.agent.runlog import AGENT_STATUS, TRADES_LOG, append_jsonl, log_order, real_ms, write_json
-from p2pgrid.agent.tick import AgentDecision, AgentSettings, decide
+from p2pgrid.agent.tick import AgentDecision, AgentSettings
 from p2pgrid.devices.base import BatterySetpoint, DeviceKind
-from p2pgrid.devices.service import DeviceService, WithDevices
+from p2pgrid.devices.service import DeviceService, WithDevices, has_devices
 from p2pgrid.errors import DeviceError, P2PGridError
-from p2pgrid.forecast.experts import SeriesContext, LOAD_EXPERTS
-from p2pgrid.forecast.gate import Forecast, GateConfig, GateState, new_gate, step
+from p2pgrid.ledger.chain import LockStatus
 from p2pgrid.logs import RateLimitedWarning
+from p2pgrid.node.ledger import has_ledger
+from p2pgrid.pools.host import PoolTerms
 from p2pgrid.wire import Order, Side, Source, sign
 
 if TYPE_CHECKING:
@@ -70,8 +84,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PV_GATE_EXPERTS = ("persistence", "yesterday", "smoothing")   # clear-sky experts need a PvSite
-HISTORY_DAYS = 28            # the weekly expert looks four weeks back
+RECENT_PROBLEMS = 5          # problems kept in agent.json
 GROW_TOLERANCE = 10          # an offer smaller than its intent by < 1/10 (and < min_qty_wh) stays
 SETPOINT_WARNING_INTERVAL_S = 60.0   # a failing battery setpoint: one WARNING a minute at most
 
@@ -89,45 +102,16 @@ class PlannerCounters:
     bought_wh: int = 0
     spent_uc: int = 0
     setpoints: int = 0
+    plans: int = 0               # battery plans computed (the expensive step)
+    plan_reuses: int = 0         # ticks that kept the plan: nothing it depends on changed
+    plan_cpu_ms: float = 0.0     # process CPU spent deciding (forecasts, plans, orders), total
+    max_plan_cpu_ms: float = 0.0
     problems: int = 0
     suppressed_ticks: int = 0
+    recent_problems: list[str] = field(default_factory=list)   # the last few, for diagnosis
     device_stale: bool = False
     soc: float | None = None
     last_price: int = 0
-
-
-@dataclass
-class SeriesForecaster:
-    """One gate over one measured series (Wh per slot)."""
-
-    gate: GateState
-    context: SeriesContext
-    history: list[float] = field(default_factory=list)
-    forecast: Forecast | None = None
-
-    def add(self, value: float) -> None:
-        self.history.append(value)
-        per_day = self.context.slots_per_day
-        if len(self.history) > HISTORY_DAYS * per_day:
-            # Experts index history by slot of day: drop whole days only, and move the origin along.
-            drop = per_day * ((len(self.history) - HISTORY_DAYS * per_day) // per_day + 1)
-            self.history = self.history[drop:]
-            self.context = replace(self.context, first_slot_s=self.context.first_slot_s + drop * self.context.slot_s)
-            self.gate = new_gate(self.gate.experts, self.gate.config)
-        self.gate, self.forecast = step(self.gate, self.history, self.context)
-
-    def values_for(self, first_slot: int, count: int, fallback: float) -> list[float]:
-        """Forecast Wh for ``count`` slots from ``first_slot`` (UTC s); ``fallback`` beyond it."""
-        if self.forecast is None:
-            return [fallback] * count
-        origin = self.context.slot_start_s(self.forecast.first_index)
-        out = []
-        for k in range(count):
-            h = (first_slot + k * self.context.slot_s - origin) // self.context.slot_s
-            values = self.forecast.values
-            out.append(max(0.0, values[h]) if 0 <= h < len(values) else
-                       (max(0.0, values[-1]) if h >= len(values) else fallback))
-        return out
 
 
 def battery_limits(config: NodeConfig) -> BatteryLimits:
@@ -146,10 +130,57 @@ def agent_settings(config: NodeConfig) -> AgentSettings:
     least what it would fetch, so a finite horizon does not dump the battery onto the market."""
     a = config.agent
     tariffs = config.zone.tariffs
+    fill = fill_probability(config)
     market = SlotMarket(0, tariffs.retail_price, tariffs.feed_in_price, expected_p2p(config))
+    # Valued as a seller who may not find a buyer: an arbitrageur too (stored energy it cannot
+    # sell tomorrow goes to the grid), else the horizon's end would hold back every evening sale.
     terminal = expected_prices(market, a.fill_probability).sell
-    return AgentSettings(fill_probability=a.fill_probability, min_qty_wh=a.min_qty_wh, terminal_price=terminal,
+    return AgentSettings(fill_probability=fill, min_qty_wh=a.min_qty_wh, terminal_price=terminal,
                          repricing=RepricingRule(a.reprice_ramp_s))
+
+
+def fill_probability(config: NodeConfig) -> float:
+    """An arbitrageur (a storage station) plans at the expected local price itself: what it buys
+    to store is optional, an unfilled bid costs it nothing, and it sells only what it holds."""
+    return 1.0 if config.agent.arbitrage else config.agent.fill_probability
+
+
+def load_reference(config: NodeConfig) -> ReferencePrices | None:
+    """The reference market's prices (``agent.reference_prices_file``), if the node has them."""
+    name = config.agent.reference_prices_file
+    if not name:
+        return None
+    path = config.node.data_dir / name
+    try:
+        data = json.loads(path.read_text())
+        return ReferencePrices(int(data["start_s"]), int(data["slot_s"]), tuple(int(v) for v in data["prices"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("reference prices %s not read (%s): planning without them", path, exc)
+        return None
+
+
+def load_history(config: NodeConfig, core: AgentCore, now_ms: int) -> int:
+    """Seed the forecasts with the site's measured past (``agent.history_file``: the telemetry a
+    node installed for a while would hold). Only slots that ended before ``now_ms`` are read."""
+    name = config.agent.history_file
+    if not name:
+        return 0
+    path = config.node.data_dir / name
+    try:
+        data = json.loads(path.read_text())
+        start, slot_s = int(data["start_s"]), int(data["slot_s"])
+        load, pv = list(data["load"]), list(data["pv"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("site history %s not read (%s): forecasting from scratch", path, exc)
+        return 0
+    if slot_s != core.slot_s:
+        log.warning("site history %s has slots of %s s, the zone %s s: not used", path, slot_s, core.slot_s)
+        return 0
+    ended = [i for i in range(min(len(load), len(pv))) if start + (i + 1) * slot_s <= now_ms // 1000]
+    scored_from = len(ended) - 86400 // slot_s       # the gates score and issue over the last day only
+    for i in ended:                                  # never the future, even if the file holds it
+        core.observe(start + i * slot_s, float(load[i]), float(pv[i]), None, now_ms, issue=i >= scored_from)
+    return len(ended)
 
 
 def expected_p2p(config: NodeConfig) -> int:
@@ -168,11 +199,8 @@ class AgentTrader:
 
     def __init__(self) -> None:
         self.counters = PlannerCounters()
-        self.load: SeriesForecaster | None = None
-        self.pv: SeriesForecaster | None = None
-        self.last_history_slot: int | None = None
+        self.core: AgentCore | None = None           # forecasts, price outlook, cached plan
         self.decision: AgentDecision | None = None
-        self.decision_slot: int | None = None        # the plan's first slot
         self.open_sells: dict[tuple[int, Source], bytes] = {}   # (slot, source) → order id
         self.sell_orders: dict[bytes, Order] = {}    # every offer placed (for what was sold on it)
         self.bought: dict[int, int] = {}             # slot → Wh bought by executions
@@ -189,7 +217,14 @@ class AgentTrader:
         if getattr(node, "telemetry", None) is None:
             raise RuntimeError("the agent strategy starts after the devices service")
         node.agent = self   # fault commands and tests find the trader here
-        self.slot_s = node.config.zone.slots.length_s
+        config = node.config
+        self.slot_s = config.zone.slots.length_s
+        speed = config.clock.speed if config.clock.mode == "scaled" else 1.0
+        # Lock deadlines are in market time; at a fast simulated clock the default minute is a
+        # fraction of a real second, shorter than one certification. Give takes ~15 real seconds.
+        ttl = max(node.trading.config.lock_ttl_ms, int(15_000 * speed))
+        node.trading.config = replace(node.trading.config, lock_ttl_ms=ttl)
+        self._core(node)
         task_status.started()
         async with trio.open_nursery() as nursery:
             while True:
@@ -212,45 +247,67 @@ class AgentTrader:
             self._cancel_all_sells(node)
             await self._apply_setpoint(node, None)
             return
+        started = time.process_time()
         self._update_forecasts(node, telemetry)
         decision = self._decide(node, telemetry, now)
+        spent_ms = (time.process_time() - started) * 1000
+        self.counters.plan_cpu_ms += spent_ms
+        self.counters.max_plan_cpu_ms = max(self.counters.max_plan_cpu_ms, spent_ms)
         if decision is None:
             return
         self.decision = decision
-        await self._apply_setpoint(node, decision.setpoints_w[0] if node.config.devices.battery else None)
+        current = node.config.zone.slot_rules.slot_of(now)
+        setpoint = traded_setpoint_w(decision.plan.first, self.committed_wh(node).get(current, 0), self.slot_s)
+        await self._apply_setpoint(node, setpoint if node.config.devices.battery else None)
         self._keep_offers(node, decision, now)
         self._start_buys(node, decision, now, nursery)
 
+    def _core(self, node: AgentHost) -> AgentCore:
+        """The agent's core, made on first use: reference prices and the site's past read once."""
+        if self.core is None:
+            config = node.config
+            self.core = AgentCore(config.zone.slot_rules, config.zone.tariffs.retail_price,
+                                  config.zone.tariffs.feed_in_price, config.agent.horizon_slots,
+                                  reference=load_reference(config))
+            load_history(config, self.core, node.clock.now_ms())
+        return self.core
+
+    @property
+    def load(self) -> SeriesForecaster | None:
+        return self.core.load if self.core is not None else None
+
+    @property
+    def pv(self) -> SeriesForecaster | None:
+        return self.core.pv if self.core is not None else None
+
     def _update_forecasts(self, node: AgentHost, telemetry: DeviceService) -> None:
-        slot_s = node.config.zone.slots.length_s
+        self._core(node)
+        assert self.core is not None
+        now = node.clock.now_ms()
         for measured in telemetry.completed_slots():
-            if self.last_history_slot is not None and measured.slot <= self.last_history_slot:
+            if (self.core.last_slot is not None and measured.slot <= self.core.last_slot
+                    or measured.slot + self.slot_s > now // 1000):     # not ended by this clock: later
                 continue
-            if self.load is None or self.pv is None or self.last_history_slot is None:
-                steps = node.config.agent.horizon_slots + 2
-                context = SeriesContext(slot_s=slot_s, first_slot_s=measured.slot)
-                self.load = SeriesForecaster(new_gate(LOAD_EXPERTS, GateConfig(steps)), context)
-                self.pv = SeriesForecaster(new_gate(PV_GATE_EXPERTS, GateConfig(steps)), context)
-            else:
-                for _ in range(self.last_history_slot + slot_s, measured.slot, slot_s):   # gap: repeat
-                    self.load.add(self.load.history[-1])
-                    self.pv.add(self.pv.history[-1])
-            self.load.add(measured.load_wh)
-            self.pv.add(measured.pv_wh)
-            self.last_history_slot = measured.slot
+            self.core.observe(measured.slot, measured.load_wh, measured.pv_wh, self.local_price(node, measured.slot),
+                              now)
+
+    def local_price(self, node: AgentHost, slot: int) -> float | None:
+        """Volume-weighted price of the trades certified for ``slot`` (None: nobody traded)."""
+        wh = value = 0
+        for record in node.trading.ledger.state.locks.values():   # type: ignore[union-attr]
+            if record.lock.slot == slot and record.status is LockStatus.FILLED and record.filled_wh:
+                wh += record.filled_wh
+                value += record.filled_wh * record.lock.price
+        return value / wh if wh else None
 
     def _decide(self, node: AgentHost, telemetry: DeviceService, now: int) -> AgentDecision | None:
+        assert self.core is not None
         config = node.config
-        rules = config.zone.slot_rules
         slot_s = config.zone.slots.length_s
-        first = rules.slot_of(now)
-        count = config.agent.horizon_slots
         load_now = telemetry.reading(DeviceKind.LOAD)
         pv_now = telemetry.reading(DeviceKind.PV)
         load_fallback = (load_now.power_w if load_now is not None else config.devices.base_load_w) * slot_s / 3600
         pv_fallback = (pv_now.power_w if pv_now is not None else 0.0) * slot_s / 3600
-        load = self.load.values_for(first, count, load_fallback) if self.load else [load_fallback] * count
-        pv = self.pv.values_for(first, count, pv_fallback) if self.pv else [pv_fallback] * count
         limits = battery_limits(config)
         soc_wh = 0
         battery = telemetry.battery()
@@ -259,20 +316,51 @@ class AgentTrader:
                 return None      # no battery reading yet: nothing to plan from
             soc_wh = round(battery.soc_pct * battery.capacity_wh / 100)
             self.counters.soc = battery.soc_pct / 100
-        tariffs = config.zone.tariffs
-        p2p = expected_p2p(config)
-        markets = [SlotMarket(first + k * slot_s, tariffs.retail_price, tariffs.feed_in_price, p2p)
-                   for k in range(count)]
-        committed = self.committed_wh(node)
+        plans = self.core.plans
         try:
-            decision = decide(soc_wh, limits, load, pv, markets, now, rules, committed_wh=committed,
-                              settings=agent_settings(config))
+            decision = self.core.decide(now, soc_wh, limits, self.committed_wh(node), agent_settings(config),
+                                        load_fallback, pv_fallback, asks=self.others_asks(node, now))
         except P2PGridError as exc:
             log.warning("agent could not plan: %s", exc)
             self.counters.problems += 1
             return None
-        self.decision_slot = first
+        if self.core.plans == plans:
+            self.counters.plan_reuses += 1
+        else:
+            self.counters.plans += 1
         return decision
+
+    @staticmethod
+    def metered(node: AgentHost, slot: int) -> bool:
+        """Does ``slot`` end before metering stops? ``[devices.meter] until_s`` (simnet: just before
+        the run's end) ends metering: the agent trades no slot that ends after it, so no trade is
+        in flight when a simulation stops and compares the nodes' ledgers."""
+        meter = getattr(node.config.devices, "meter", None)
+        until_s = getattr(meter, "until_s", 0) if meter is not None else 0
+        return not until_s or slot + node.config.zone.slots.length_s <= until_s
+
+    def others_asks(self, node: AgentHost, now: int) -> dict[int, int]:
+        """The best price other nodes offer per tradable slot of this zone on the book now."""
+        tradable = set(node.config.zone.slot_rules.tradable_slots(now))
+        me = node.key.public_key
+        best: dict[int, int] = {}
+        for signed in node.trading.books.live_orders():   # type: ignore[union-attr]
+            order = signed.body
+            if (order.side is Side.SELL and order.owner != me and order.zone == node.zone
+                    and order.slot in tradable and order.limit_price < best.get(order.slot, math.inf)
+                    and node.trading.books.remaining(order.order_id) > 0):   # type: ignore[union-attr]
+                best[order.slot] = order.limit_price
+        return best
+
+    def pool_terms(self, slot: int) -> PoolTerms | None:
+        """A new pool for ``slot`` (this node hosts pools): seeded with the energy the plan exports
+        there, priced at the expected local price; None before the first plan (the host's defaults)."""
+        if self.core is None or self.core.plan is None:
+            return None
+        price = self.core.expected_price(slot)
+        if price is None:
+            return None
+        return PoolTerms(price=price, seed_wh=self.core.planned_export_wh(slot))
 
     # --- what is committed ------------------------------------------------------------------------
 
@@ -298,15 +386,7 @@ class AgentTrader:
 
     def planned_export_wh(self, slot: int) -> int:
         """The current plan's export for ``slot`` (Wh, >= 0); 0 outside the plan."""
-        if self.decision is None or self.decision_slot is None or not self.decision.plan.slots:
-            return 0
-        for k, planned in enumerate(self.decision.plan.slots):
-            if self._plan_slot(k) == slot:
-                return max(0, -round(planned.grid_wh))
-        return 0
-
-    def _plan_slot(self, k: int) -> int:
-        return (self.decision_slot or 0) + k * self.slot_s
+        return self.core.planned_export_wh(slot) if self.core is not None else 0
 
     # --- device -----------------------------------------------------------------------------------
 
@@ -349,7 +429,8 @@ class AgentTrader:
     def _keep_offers(self, node: AgentHost, decision: AgentDecision, now: int) -> None:
         config = node.config
         rules = config.zone.slot_rules
-        window = rules.tradable_slots(now)[1:1 + config.agent.offer_lead_slots]
+        window = [slot for slot in rules.tradable_slots(now)[1:1 + config.agent.offer_lead_slots]
+                  if self.metered(node, slot)]
         for key in [k for k in self.open_sells if not rules.is_tradable(k[0], now)]:
             del self.open_sells[key]        # expired at gate closure with the slot
         wanted: dict[tuple[int, Source], OrderIntent] = {}
@@ -393,6 +474,7 @@ class AgentTrader:
         except P2PGridError as exc:
             log.info("offer for slot %s not placed: %s", intent.slot, exc)
             self.counters.problems += 1
+            self._note_problems([f"offer {intent.slot}: {exc}"])
             return
         self.open_sells[key] = signed.body.order_id
         self.sell_orders[signed.body.order_id] = signed.body
@@ -406,12 +488,16 @@ class AgentTrader:
 
     def _start_buys(self, node: AgentHost, decision: AgentDecision, now: int, nursery: trio.Nursery) -> None:
         config = node.config
-        window = config.zone.slot_rules.tradable_slots(now)[1:1 + config.agent.buy_lead_slots]
+        window = [slot for slot in config.zone.slot_rules.tradable_slots(now)[1:1 + config.agent.buy_lead_slots]
+                  if self.metered(node, slot)]
         retail = config.zone.tariffs.retail_price
         for intent in decision.orders:
             if intent.side is not Side.BUY or intent.slot not in window or intent.slot in self.buying:
                 continue
             limit = min(intent.limit_price, retail - 1)
+            expected = self.core.expected_price(intent.slot) if self.core is not None else None
+            if config.agent.arbitrage and expected is not None:
+                limit = min(limit, expected)   # energy to store is optional: never above its worth
             plan = node.trading.quote(Side.BUY, intent.qty_wh, intent.slot, limit)   # type: ignore[union-attr]
             if plan.filled_wh < config.agent.min_qty_wh:
                 continue          # nothing on the book cheaper than retail: the grid serves it
@@ -435,6 +521,7 @@ class AgentTrader:
                 report = await node.trading.execute(Side.BUY, qty_wh, slot, limit)   # type: ignore[union-attr]
             except* P2PGridError as group:
                 log.info("buy for slot %s failed: %s", slot, group.exceptions[0])
+                self._note_problems([f"buy {slot}: {group.exceptions[0]}"])
         finally:
             self.buying.discard(slot)
         if report is None:
@@ -452,6 +539,10 @@ class AgentTrader:
             self.counters.bought_wh += e.qty_wh
             self.counters.spent_uc += e.value_uc
         self.counters.problems += len(report.problems)
+        self._note_problems(report.problems)
+
+    def _note_problems(self, problems: Sequence[str]) -> None:
+        self.counters.recent_problems = (self.counters.recent_problems + list(problems))[-RECENT_PROBLEMS:]
 
     def _write_status(self, node: AgentHost) -> None:
         try:
@@ -460,6 +551,15 @@ class AgentTrader:
             log.warning("could not write agent status: %s", exc)
 
 
+def uses_agent(config: NodeConfig) -> bool:
+    """``agent.strategy = "agent"``, or ``"auto"`` on a node with devices behind its meter and a
+    ledger to trade on: a node that measures its own site trades from it unless told otherwise."""
+    strategy = config.agent.strategy
+    if strategy == "auto":
+        return has_devices(config) and has_ledger(config)
+    return strategy == "agent"
+
+
 def planner_services(config: NodeConfig) -> list[Any]:
     """The services of this module the node runs, by config (the registry, ``p2pgrid.node.registry``, adds them)."""
-    return [AgentTrader()] if config.agent.strategy == "agent" else []
+    return [AgentTrader()] if uses_agent(config) else []

@@ -22,8 +22,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from p2pgrid.agent.battery import BatteryLimits
-from p2pgrid.agent.plan import BatteryPlan, SlotPrices, transition_cost
+from p2pgrid.agent.battery import BatteryLimits, setpoint_w
+from p2pgrid.agent.plan import BatteryPlan, PlannedSlot, SlotPrices, transition_cost
 
 
 def stored_change_bounds(limits: BatteryLimits, soc_wh: float, slot_s: int) -> tuple[float, float]:
@@ -78,3 +78,24 @@ def decide_change(levels: Sequence[int], value_after: Sequence[float], limits: B
                 + interpolate_value(levels, value_after, soc_wh + change))
 
     return min(sorted(candidates), key=total)
+
+
+def traded_setpoint_w(planned: PlannedSlot, committed_wh: int, slot_s: int) -> int:
+    """The current slot's setpoint (W, + charging) held to what was actually traded for it.
+
+    The plan expects some of its exchange to be traded; by the slot's start the trades are final
+    (``committed_wh``: + bought, − sold). Battery energy is never exported beyond the slot's own
+    need plus what was sold, nor bought from the grid for storage beyond its own surplus plus what
+    was bought: an unsold offer leaves the energy stored (it can be sold later) instead of pouring
+    it into the grid at feed-in, an unfilled bid leaves the battery uncharged instead of importing
+    at retail. With ``base`` = load − PV of the plan's slot, the bus energy ``b`` is clamped to
+    ``-(max(0, base) + sold) <= b <= max(0, -base) + bought``, never past the plan's own ``b``.
+    """
+    base = planned.grid_wh - planned.battery_bus_wh
+    bus = planned.battery_bus_wh
+    bought, sold = max(0, committed_wh), max(0, -committed_wh)
+    if bus < 0:
+        bus = max(bus, -(max(0.0, base) + sold))
+    elif bus > 0:
+        bus = min(bus, max(0.0, -base) + bought)
+    return setpoint_w(bus, slot_s)

@@ -15,6 +15,11 @@ price of a marginal Wh is::
 ``p = 0`` plans against the grid alone, ``p = 1`` trusts the market fully (then buy = sell and
 the battery sees no self-consumption value, only time arbitrage).
 
+An offer resting on the book now (``best_ask``, others' best) is energy that can be bought at
+its price: the buy price is at most that (never below feed-in). Only the buy side moves with it:
+the agent's own offers keep their anchor, so one seller's re-pricing does not make every other
+seller re-plan and re-price in turn.
+
 Re-pricing toward gate closure (``limit_price``). Far from gate closure an order rests at the
 expected p2p price; as the gate nears, unfilled energy will fall back to the grid, so waiting
 is worth less and the agent concedes toward its fallback. With ``ramp_s`` the length of the
@@ -47,6 +52,7 @@ class SlotMarket:
     retail: int
     feed_in: int
     expected_p2p: int
+    best_ask: int | None = None      # what others offer on the book now, if anything
 
     @property
     def anchor(self) -> int:
@@ -60,8 +66,10 @@ def expected_prices(market: SlotMarket, fill_probability: float) -> SlotPrices:
     if not 0.0 <= fill_probability <= 1.0:
         raise ConfigError("fill_probability must be within 0..1")
     p = fill_probability
-    return SlotPrices(buy=round(p * market.anchor + (1 - p) * market.retail),
-                      sell=round(p * market.anchor + (1 - p) * market.feed_in))
+    buy = round(p * market.anchor + (1 - p) * market.retail)
+    if market.best_ask is not None:
+        buy = min(buy, max(market.best_ask, min(market.feed_in, market.retail)))
+    return SlotPrices(buy=buy, sell=round(p * market.anchor + (1 - p) * market.feed_in))
 
 
 @dataclass(frozen=True)

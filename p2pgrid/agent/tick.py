@@ -47,6 +47,14 @@ def decide(soc_wh: int, limits: BatteryLimits, load_wh: Sequence[float], pv_wh: 
     pv = [max(0.0, value) for value in pv_wh]
     plan = plan_battery(soc_wh, limits, load_wh, pv, prices, rules.length_s, soc_step_wh=settings.soc_step_wh,
                         terminal_price=settings.terminal_price, cycle_cost=settings.cycle_cost)
-    orders = orders_for_plan(plan, pv, markets, now_ms, rules, committed_wh=committed_wh,
-                             rule=settings.repricing, min_qty_wh=settings.min_qty_wh)
-    return AgentDecision(plan, tuple(orders), tuple(slot.setpoint_w for slot in plan.slots))
+    orders = decide_orders(plan, pv, markets, now_ms, rules, committed_wh=committed_wh, settings=settings)
+    return AgentDecision(plan, orders, tuple(slot.setpoint_w for slot in plan.slots))
+
+
+def decide_orders(plan: BatteryPlan, pv_wh: Sequence[float], markets: Sequence[SlotMarket], now_ms: int,
+                  rules: SlotRules, *, committed_wh: Mapping[int, int] | None = None,
+                  settings: AgentSettings = AgentSettings()) -> tuple[OrderIntent, ...]:
+    """The orders of an existing plan at ``now_ms`` (limits re-priced toward the gate): what a
+    tick does when nothing the plan depends on changed."""
+    return tuple(orders_for_plan(plan, pv_wh, markets, now_ms, rules, committed_wh=committed_wh,
+                                 rule=settings.repricing, min_qty_wh=settings.min_qty_wh))

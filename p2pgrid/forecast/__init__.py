@@ -4,6 +4,8 @@
   smoothing across days, and clear-sky × clear-sky-index experts for PV.
 * ``clearsky.py`` — solar position and a clear-sky plane-of-array model in pure Python.
 * ``gate.py``     — mixture of experts with exponentiated weights on rolling MAE per horizon.
+* ``price.py``    — the price expert: the local price leaning on the published day-ahead reference.
+* ``context.py``  — what an expert may know besides the series (slot length, site, reference).
 * ``backtest.py`` — MAE per expert and for the gate, per horizon, and skill vs persistence.
 
 A gradient-boosted expert is deliberately absent: it would need a heavy dependency in a pure

@@ -5,12 +5,17 @@ scores every forecast whose target lies inside the series: from index ``warmup``
 horizon ``h = 1..steps``, the mean absolute error of each expert and of the gate. Skill against
 persistence is ``1 - MAE / MAE_persistence`` (positive = better than persistence), per horizon or
 over all horizons (the mean of the per-horizon MAEs, so each horizon counts equally).
+
+A series with an exogenous reference (prices: ``SeriesContext.reference``, the day-ahead price)
+is backtested as it was known at each step: ``reference_known(n)`` says how many reference values
+were published when the forecast at index ``n`` was made (``price.published_reference_slots``),
+so no expert reads a reference value from its future.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from p2pgrid.forecast.experts import SeriesContext
 from p2pgrid.forecast.gate import GateConfig, new_gate, step
@@ -40,7 +45,8 @@ class BacktestResult:
 
 
 def backtest(series: Sequence[float], context: SeriesContext, experts: Sequence[str], steps: int,
-             warmup: int, config: GateConfig | None = None) -> BacktestResult:
+             warmup: int, config: GateConfig | None = None,
+             reference_known: Callable[[int], int] | None = None) -> BacktestResult:
     """Run the gate over ``series``; score forecasts issued at indices ``>= warmup``."""
     if REFERENCE not in experts:
         raise ValueError("backtest needs the persistence expert as the reference")
@@ -50,7 +56,9 @@ def backtest(series: Sequence[float], context: SeriesContext, experts: Sequence[
     samples = [0] * steps
     state = new_gate(experts, config)
     for n in range(len(series)):
-        state, forecast = step(state, series[:n], context)
+        known = context if reference_known is None else replace(
+            context, reference_known=min(len(context.reference), reference_known(n)))
+        state, forecast = step(state, series[:n], known)
         if n < warmup:
             continue
         for h0 in range(min(steps, len(series) - n)):

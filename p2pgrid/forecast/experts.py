@@ -16,6 +16,7 @@ never fail on a short history: they fall back to a simpler expert (ultimately th
 | ``smoothing`` | exponential smoothing across days of the same slot of day (α = 0.3, last 14 days): the seasonal level of Holt–Winters without trend |
 | ``clearsky_recent`` | clear-sky irradiance of slot ``i`` × clear-sky index of the last hour (PV) |
 | ``clearsky_daily`` | clear-sky irradiance of slot ``i`` × clear-sky index of the last 24 h (PV) |
+| ``reference`` | recent level + β × the day-ahead reference's deviation (prices; ``price.py``) |
 
 The clear-sky index is ``sum(PV) / sum(clear-sky)`` over the window; it absorbs the array's size
 and losses, so the site only needs its position and orientation (``PvSite``). Before the first
@@ -25,31 +26,16 @@ light of a window it falls back to the daily index; with no light in the last da
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from p2pgrid.forecast.clearsky import PvSite, slot_clear_sky
+from p2pgrid.forecast.clearsky import slot_clear_sky
+from p2pgrid.forecast.context import SeriesContext
+from p2pgrid.forecast.price import reference
 
 WEEKS_AVERAGED = 4
 SMOOTHING_ALPHA = 0.3
 SMOOTHING_DAYS = 14
 RECENT_WINDOW_S = 3600
 MIN_CLEAR_SKY_SUM = 20.0  # W/m² summed over the window: below this the sun is too low to judge
-
-
-@dataclass(frozen=True)
-class SeriesContext:
-    """What experts may know about a series besides its values."""
-
-    slot_s: int
-    first_slot_s: int = 0          # UTC seconds of the start of history[0]
-    site: PvSite | None = None     # needed by the clear-sky experts only
-
-    @property
-    def slots_per_day(self) -> int:
-        return 86400 // self.slot_s
-
-    def slot_start_s(self, index: int) -> int:
-        return self.first_slot_s + index * self.slot_s
 
 
 Expert = Callable[[Sequence[float], int, SeriesContext], list[float]]
@@ -141,5 +127,6 @@ EXPERTS: dict[str, Expert] = {
     "clearsky_recent": clearsky_recent,
     "clearsky_daily": clearsky_daily,
 }
+EXPERTS["reference"] = reference
 LOAD_EXPERTS = ("persistence", "yesterday", "weekly", "smoothing")
 PV_EXPERTS = ("persistence", "yesterday", "smoothing", "clearsky_recent", "clearsky_daily")

@@ -79,7 +79,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Protocol
 import trio
 
 import p2pgrid
-from p2pgrid.agent.agent_trader import PV_GATE_EXPERTS, AgentTrader, SeriesForecaster
+from p2pgrid.agent.agent_trader import AgentTrader
+from p2pgrid.agent.core import PV_GATE_EXPERTS, SeriesForecaster
 from p2pgrid.charging.api import ChargingApi
 from p2pgrid.onboarding.api import GatewayApi
 from p2pgrid.flex.api import FlexApi

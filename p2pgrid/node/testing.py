@@ -75,8 +75,10 @@ async def open_node_cluster(data_dir: Path, n: int = 4, *, kind: str = "memory",
         for i, (key, transport) in enumerate(zip(keys, transports)):
             node_dir = Path(data_dir) / f"n{i}"
             node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)   # as `p2pgrid init` leaves it
+            # A test cluster's nodes place no orders of their own unless a test asks (the node
+            # default, "auto", would run the agent strategy on every node with devices).
             raw = {"node": {"data_dir": str(node_dir), "name": f"n{i}"}, "zone": zone,
-                   "network": {"publish_interval_ms": 50},
+                   "agent": {"strategy": "none"}, "network": {"publish_interval_ms": 50},
                    "rpc": {"enabled": i in rpc_nodes}, "metrics": {"enabled": i in metrics_nodes}}
             config = build_config(raw, base_dir=Path(data_dir),
                                   overrides={**(overrides or {}), **(node_overrides or {}).get(i, {})})

@@ -2,7 +2,8 @@
 
 * **Pools.** For each of the next ``slots_ahead`` tradable slots the host opens one pool (a
   certified ``pool_open``) seeded with ``seed_energy_wh`` (at most its cap) and
-  ``initial_credits_uc``. A pool's energy cap is what the battery can deliver in that slot:
+  ``initial_credits_uc`` — or, when ``terms`` answers for the slot (a station run by the agent
+  strategy), with the energy it plans to export then, priced at its forecast of the local price. A pool's energy cap is what the battery can deliver in that slot:
   ``deliverable_energy_wh(available_wh // slots_ahead, power_limit_w, slot length)`` — the
   available energy is shared evenly among the hosted slots, so the pools together never promise
   more than the battery holds. Each tick the cap is recomputed from ``config.battery()``; a lower
@@ -93,6 +94,24 @@ def battery_limits(stored_wh: float, floor_wh: float, max_discharge_w: float, *,
 
 
 @dataclass(frozen=True)
+class PoolTerms:
+    """What a new pool opens with: its price (credits / energy reserve, µc/kWh) and energy seed."""
+
+    price: int
+    seed_wh: int
+
+
+def opening_reserves(terms: PoolTerms | None, cap_wh: int, default_credits_uc: int,
+                     default_seed_wh: int) -> tuple[int, int]:
+    """(energy Wh, credits µc) a pool opens with: the seed within the cap, and the credits that
+    price it at ``terms.price`` (the constant defaults without terms)."""
+    if terms is None:
+        return min(default_seed_wh, cap_wh), default_credits_uc
+    seed = min(max(0, terms.seed_wh), cap_wh)
+    return seed, seed * max(0, terms.price) // 1000
+
+
+@dataclass(frozen=True)
 class PoolHostConfig:
     """Settings of a pool host (``pool.enabled`` in a station's config)."""
 
@@ -106,6 +125,10 @@ class PoolHostConfig:
     tick_s: float = 0.5
     announce_interval_s: float = 5.0
     lock_wait_s: float = 5.0                # real time to wait for a buyer's certified lock
+    # The opening terms of a slot's pool, (price µc/kWh, seed energy Wh), from the host's own plan
+    # (the agent's price forecast and planned export); None, or a None answer: the constant seed
+    # ``initial_credits_uc`` / ``seed_energy_wh`` above.
+    terms: Callable[[int], PoolTerms | None] | None = None
     # Open no pool for a slot metered after this (Unix ms): a slot nobody meters cannot settle.
     # simnet sets it to the run's end, so the ledger is quiet when the nodes stop.
     open_until_ms: int | None = None
@@ -185,10 +208,11 @@ class PoolHost:
         await self._trim_frozen(now, cap)
 
     async def _open(self, slot: int, pool_id: bytes, cap: int) -> None:
-        seed = min(self.config.seed_energy_wh, cap)
-        if seed <= 0 or self.config.initial_credits_uc <= 0:
+        terms = self.config.terms(slot) if self.config.terms is not None else None
+        seed, credits = opening_reserves(terms, cap, self.config.initial_credits_uc, self.config.seed_energy_wh)
+        if seed <= 0 or credits <= 0:
             return
-        body = PoolOpen(pool_id=pool_id, slot=slot, energy_wh=seed, credits_uc=self.config.initial_credits_uc,
+        body = PoolOpen(pool_id=pool_id, slot=slot, energy_wh=seed, credits_uc=credits,
                         fee_bps=self.config.fee_bps, energy_cap_wh=cap,
                         self_discharge_ppm_per_h=self.config.losses.self_discharge_ppm_per_h,
                         conversion_loss_w=self.config.losses.conversion_loss_w, at_ms=self.clock())

@@ -41,7 +41,7 @@ from p2pgrid.devices.service import has_devices
 from p2pgrid.market.amm import HostLosses
 from p2pgrid.pools.client import PoolClientConfig, open_pool_client
 from p2pgrid.pools.delivery import PoolDeliveryService
-from p2pgrid.pools.host import BatteryLimits, PoolHostConfig, battery_limits, open_pool_host
+from p2pgrid.pools.host import BatteryLimits, PoolHostConfig, PoolTerms, battery_limits, open_pool_host
 from p2pgrid.service import WithPoolHost, WithTrading, WithTransport
 
 LOCK_TTL_REAL_S = 30.0
@@ -128,7 +128,12 @@ class PoolHostService:
         # run's end): a slot that is not metered cannot settle, and the ledger must be quiet at the end.
         meter = getattr(node.config.devices, "meter", None)
         until_s = getattr(meter, "until_s", 0) if meter is not None else 0
-        config = PoolHostConfig(battery=limits, fee_bps=pool.fee_bps, losses=losses,
+        def terms(slot: int) -> PoolTerms | None:
+            # The agent strategy (if this node runs it) prices and sizes each new pool from its plan.
+            planner = getattr(getattr(node, "agent", None), "pool_terms", None)
+            return planner(slot) if callable(planner) else None
+
+        config = PoolHostConfig(battery=limits, fee_bps=pool.fee_bps, losses=losses, terms=terms,
                                 open_until_ms=until_s * 1000 if until_s else None)
         async with open_pool_host(node.key, node.zone, node.config.zone.slot_rules, node.transport, node.ledger,
                                   node.clock.now_ms, config) as host:

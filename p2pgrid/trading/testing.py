@@ -16,18 +16,23 @@ gives every node credits: what their orders need to be admitted.
 ``open_zoned_cluster(kind, homes, grid_fees, data_dir)`` is the same across zones: node ``i``
 lives in zone ``homes[i]``, trades with the zones of ``grid_fees[homes[i]]`` (keeping their books
 from read-only gossip) and every node shares one ledger domain (``LEDGER_DOMAIN``) and committee.
+
+``AgentTestHost`` is what the agent strategy's services see of a node, over a cluster node.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
 
+from p2pgrid.clock import ManualClock
 from p2pgrid.identity import NodeKey
+from p2pgrid.node.status import NodeStats
 from p2pgrid.ledger.chain import LedgerRules
 from p2pgrid.ledger.committee import Committee
 from p2pgrid.ledger.messages import Mint
@@ -47,6 +52,24 @@ from p2pgrid.trading.admission import AdmissionGate, LedgerFacts
 from p2pgrid.trading.own_orders import OwnOrderJournal
 from p2pgrid.trading.service import TradingConfig, TradingService, open_trading_service
 from p2pgrid.units import SlotRules
+
+@dataclass
+class AgentTestHost:
+    """The parts of a ``Node`` the agent strategy's services use, over a cluster node's trading
+    service (tests drive the agent's ticks and a ``ManualClock`` themselves)."""
+
+    config: Any
+    key: NodeKey
+    clock: ManualClock
+    trading: TradingService
+    stats: NodeStats = field(default_factory=NodeStats)
+    telemetry: Any = None
+    agent: Any = None
+
+    @property
+    def zone(self) -> str:
+        return self.config.zone.id
+
 
 # Gossip is best effort (py-libp2p drops messages under load); the ledger's anti-entropy makes it
 # complete. Clusters here pull from a peer every 2 s, so a lost batch heals well within a test's waits.

@@ -58,9 +58,9 @@ def test_battery_limits_follow_the_config_band_and_efficiency(tmp_path):
     assert battery_limits(agent_node_config(tmp_path, NodeKey.generate())).max_discharge_w == 0
 
 
-def test_simnet_scenarios_choose_the_strategy_and_default_to_profile():
-    assert build_scenario({}).strategy == "profile"
-    assert build_scenario({"scenario": {"strategy": "agent"}}).strategy == "agent"
+def test_simnet_scenarios_choose_the_strategy_and_default_to_agent():
+    assert build_scenario({}).strategy == "agent"
+    assert build_scenario({"scenario": {"strategy": "profile"}}).strategy == "profile"
     with pytest.raises(ScenarioError, match="scenario.strategy"):
         build_scenario({"scenario": {"strategy": "oracle"}})
 

@@ -8,8 +8,6 @@ service loop only adds a sleep around the same call), and devices are sampled by
 
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import trio
@@ -21,11 +19,8 @@ from p2pgrid.config import build_config
 from p2pgrid.devices.base import DeviceKind, Quality
 from p2pgrid.devices.device_set import DeviceSet
 from p2pgrid.devices.service import DeviceService, simulated_device_set
-from p2pgrid.identity import NodeKey
 from p2pgrid.net.testing import wait_until
-from p2pgrid.node.status import NodeStats
-from p2pgrid.trading.service import TradingService
-from p2pgrid.trading.testing import ZONE, fund, open_trading_cluster
+from p2pgrid.trading.testing import ZONE, AgentTestHost as AgentHost, fund, open_trading_cluster
 from p2pgrid.units import SlotRules
 from p2pgrid.wire import Side
 
@@ -35,22 +30,6 @@ SLOT_S = 900
 START_MS = 1_800_000_000_000 - 1_800_000_000_000 % (SLOT_S * 1000) + 60_000   # one minute into a slot
 CREDITS = 50_000_000
 SAMPLE_PERIOD_S = 0.02
-
-
-@dataclass
-class AgentHost:
-    """The parts of a ``Node`` the agent services use, over a cluster node's trading service."""
-
-    config: Any
-    key: NodeKey
-    clock: ManualClock
-    trading: TradingService
-    stats: NodeStats = field(default_factory=NodeStats)
-    telemetry: Any = None
-
-    @property
-    def zone(self) -> str:
-        return self.config.zone.id
 
 
 def agent_config(tmp_path, name, *, load_wh, pv_wh, soc=0.5, **agent):

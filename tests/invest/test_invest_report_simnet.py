@@ -21,8 +21,10 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "simnet" / "scenarios"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("simnet")
+    # The profile strategy: its trades (and so the station's every revenue stream) do not depend on
+    # how busy the machine is; agents trade from forecasts in real-time ticks (docs/AGENTS.md).
     scenario = load_scenario(SCENARIOS / "short.toml").with_overrides(transport="memory", hours=6.0, speed=1800.0,
-                                                                      settle_s=30.0)
+                                                                      settle_s=30.0, strategy="profile")
     result = simulate(scenario, out, console=Console(file=io.StringIO(), width=100), live=False)
     assert result.kpis["trades"] > 0
     return out

@@ -65,6 +65,7 @@ def node_config(root: Path, name: str, keys, meters: dict[str, str]):
                  "validators": [{"public_key": k.public_key.hex(), "address": f"memory/{k.public_key.hex()}"}
                                 for k in keys]},
         "network": {"publish_interval_ms": 50},
+        "agent": {"strategy": "none"},    # the test places every order itself (the default would run the agent)
         "devices": {"series_file": "site.json", "series_start_s": 0, "sample_period_ms": 50,
                     "meter": {"key_file": "meter.key"}},
     }

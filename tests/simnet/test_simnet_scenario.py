@@ -71,7 +71,14 @@ def test_prepared_nodes_have_loadable_configs_profiles_and_one_committee(tmp_pat
     assert {len(c.zone.validators) for c in configs.values()} == {4}
     assert all(c.clock.anchor_wall_ms == 1_005_000 for c in configs.values())
     household = configs["household-00"]
-    assert household.agent.strategy == "profile"
+    assert household.agent.strategy == "agent"
+    assert configs["station-0"].agent.arbitrage and not household.agent.arbitrage
+    # The agent's inputs: its site's past up to the first slot, and the day-ahead reference.
+    history = json.loads((tmp_path / "nodes" / "household-00" / household.agent.history_file).read_text())
+    end_s = history["start_s"] + len(history["load"]) * history["slot_s"]
+    assert end_s * 1000 == community.timeline.profile_start_ms and len(history["pv"]) == len(history["load"])
+    reference = json.loads((tmp_path / "nodes" / "household-00" / household.agent.reference_prices_file).read_text())
+    assert reference["start_s"] == history["start_s"] and len(reference["prices"]) > len(history["load"])
     profile = load_profile(household)
     assert len(profile.net_wh) == 3 and profile.start_s * 1000 == community.timeline.profile_start_ms
     assert all(scenario.feed_in_price <= p <= scenario.retail_price for p in profile.ask_price + profile.bid_price)
