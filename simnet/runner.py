@@ -378,8 +378,12 @@ async def _memory_loop(community: Community, log: RunLog, show: Show, handles: d
             snapshot = take_snapshot(dirs, alive())
             show(snapshot, "settling: waiting for one state root")
             live = [handles[n].node for n in alive() if handles[n].node is not None]
-            quiet = all(n.ledger is None or (n.ledger.queued_entries == 0 and not n.ledger.in_doubt_entries())
-                        for n in live)
+            # Nothing left to propose: no entry queued or in doubt anywhere, and no slot due for
+            # settlement that the gateway has not settled yet (the summer study once stopped
+            # with its last due slot unsettled, the roots agreeing).
+            backlog = backlog_of([handles[n] for n in alive()], clock.now_ms())
+            quiet = backlog.queued_entries == 0 and backlog.settle_slots_behind == 0 and all(
+                n.ledger is None or not n.ledger.in_doubt_entries() for n in live)
             if watch.update(snapshot, time.monotonic(), quiet):
                 log.settled = True
                 log.settle_real_s = round(time.monotonic() - began, 1)
