@@ -64,6 +64,11 @@ class RequestStreams:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
+    async def connect(self, peer: bytes) -> None:
+        """Open the stream to ``peer`` now (dialling it if need be), so that a later ``request``
+        is timed on the answer only. Raises ``NetError`` if the peer cannot be reached."""
+        await self._stream_to(peer)
+
     def _forget(self, peer: bytes, stream: FramedStream) -> None:
         if self._streams.get(peer, (None,))[0] is stream:
             del self._streams[peer]

@@ -404,6 +404,13 @@ class TradingService:
 
     async def _buy(self, take: Take, order: Order, value: int, deadline: float) -> None:
         """A buy take, maker first: reserve (nothing locked yet), certify our lock, confirm."""
+        # Reach the maker first (a maker never connected to is dialled now, which takes seconds
+        # on a busy machine): the reserve timeout is the maker's time to answer, not our dial's.
+        with trio.move_on_at(deadline):
+            try:
+                await self._requests.connect(order.owner)
+            except NetError:
+                pass      # the reservation below finds it unreachable and says so
         reserve_by = min(deadline, trio.current_time() + self.config.reserve_timeout_s)
         answer = await self._ask(order.owner, take.take_id, sign(take, self.key), reserve_by)
         self._raise_if_refused(answer)
