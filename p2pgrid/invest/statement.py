@@ -49,9 +49,9 @@ share_capital               pool share principal, a capital movement, not revenu
 escrow                      credits A moved into its own open locks (``lock`` and ``share_buy``
                             −amount, and ``charge_start``; the matching ``fill``/``swap``/
                             ``share_issue``/``charge_bill`` gives the amount back, then books the
-                            trade, the share capital or the charging; the buyer's ``release``
-                            and the seller's ``decline`` / ``swap_decline`` give it back — the
-                            first of them certified, the other is a no-op)
+                            trade, the share capital or the charging; the buyer's ``release`` or
+                            ``refund`` and the seller's ``decline`` / ``swap_decline`` give it
+                            back — the first of them certified, the others are no-ops)
 other                       the rest of the measured change (0 for every kind above)
 ==========================  ===========================================================================
 
@@ -195,7 +195,7 @@ def _time_of(entry: Entry, body: Any, state: LedgerState) -> int | None:
     kind = entry.kind
     if kind == "lock":
         return int(body.slot)
-    if kind in ("fill", "release", "decline"):
+    if kind in ("fill", "release", "refund", "decline"):
         record = state.locks.get(body.take_id)
         return int(record.lock.slot) if record is not None else None
     if kind in _SETTLE_KINDS:
@@ -242,9 +242,9 @@ def _classify(entry: Entry, body: Any, before: LedgerState, account: bytes, rule
         return [("deposits", body.amount, 0)] if account == rules.gateway else []
     if kind == "lock":
         return [("escrow", -body.amount, 0)] if author == account else []
-    if kind in ("release", "decline", "swap_decline"):
-        # The buyer's release and the seller's decline may both be certified; only the first
-        # returns the lock (the second is a no-op), so only an open lock counts.
+    if kind in ("release", "refund", "decline", "swap_decline"):
+        # The buyer's release or refund and the seller's decline may all be certified; only the
+        # first returns the lock (the others are no-ops), so only an open lock counts.
         record = before.locks.get(body.swap_id if kind == "swap_decline" else body.take_id)
         returned = record is not None and record.buyer == account and record.status is LockStatus.OPEN
         return [("escrow", record.lock.amount, 0)] if returned else []
