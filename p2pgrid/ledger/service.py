@@ -851,6 +851,7 @@ class LedgerService:
         request = ExpiryRequest(next(self._request_ids), take_id)
         promises: list[bytes] = []
         reasons: dict[bytes, str] = {}
+        answered: set[bytes] = set()
 
         async def ask(validator: bytes) -> None:
             try:
@@ -864,6 +865,7 @@ class LedgerService:
                 if link is not None:
                     await link.aclose()
                 return
+            answered.add(validator)
             if reply.expiry and expiry_signers([reply.expiry], take_id, self.rules) == {validator}:
                 promises.append(reply.expiry)
             else:
@@ -874,8 +876,7 @@ class LedgerService:
                 for validator in self.committee.validators:
                     nursery.start_soon(ask, validator)
         for validator in self.committee.validators:
-            if validator not in reasons and not any(
-                    expiry_signers([p], take_id, self.rules) == {validator} for p in promises):
+            if validator not in answered and validator not in reasons:
                 reasons[validator] = "no answer in time"
         return promises, reasons
 
